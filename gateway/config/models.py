@@ -1,0 +1,125 @@
+"""The configuration an OT engineer edits (DESIGN.md section 4).
+
+`gateway.yaml` holds the site, storage, uplink and ticketing policy and names the device files;
+each `devices/*.yaml` holds one device: its connection, its points and the rules on them.
+Unknown keys are errors everywhere (`extra="forbid"`).
+"""
+
+from __future__ import annotations
+
+import enum
+from typing import Annotated
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from gateway.core.records import Priority
+from protocols.modbus.config import ModbusPoint, ModbusTcpConnection
+
+ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_\-]*$"
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+# --- gateway.yaml -------------------------------------------------------------------------
+
+
+class StorageConfig(Strict):
+    directory: str = Field(
+        "var", description="Folder for state.db and telemetry.db, relative to gateway.yaml."
+    )
+    telemetry_retention_h: float = Field(
+        168.0, gt=0, description="Raw samples older than this are deleted from telemetry.db."
+    )
+
+
+class UplinkConfig(Strict):
+    host: str = Field("127.0.0.1", description="MQTT broker host.")
+    port: int = Field(1883, ge=1, le=65535)
+    topic_prefix: str = Field("factory", pattern=r"^[A-Za-z0-9_\-/]+$")
+    client_id: str | None = Field(None, description="Defaults to edge-<site>-<gateway_id>.")
+    keepalive_s: int = Field(30, ge=5, le=3600)
+    resend_interval_s: float = Field(
+        30.0, gt=0, description="An unacknowledged ticket message is resent after this long."
+    )
+    username: str | None = None
+    password_file: str | None = Field(None, description="File holding the MQTT password.")
+
+
+class TicketingConfig(Strict):
+    default_priority: Priority = Priority.P2
+
+
+class GatewayConfig(Strict):
+    """The root file, `gateway.yaml`."""
+
+    site: str = Field(pattern=ID_PATTERN, description="Site id, used in topics and dedup keys.")
+    gateway_id: str = Field(pattern=ID_PATTERN, description="This gateway's id within the site.")
+    devices: list[str] = Field(
+        default_factory=lambda: ["devices/*.yaml"],
+        description="Device files or glob patterns, relative to gateway.yaml.",
+    )
+    storage: StorageConfig = Field(default_factory=StorageConfig)  # type: ignore[arg-type]
+    uplink: UplinkConfig = Field(default_factory=UplinkConfig)  # type: ignore[arg-type]
+    ticketing: TicketingConfig = Field(default_factory=TicketingConfig)
+
+
+# --- devices/*.yaml -----------------------------------------------------------------------
+
+
+class AssetInfo(Strict):
+    """What the asset is and where it stands; used for routing tickets."""
+
+    id: str | None = Field(None, pattern=ID_PATTERN, description="Defaults to the device id.")
+    name: str = ""
+    asset_class: str = Field("generic", alias="class", description="pump, motor, fan, press...")
+    area: str = ""
+    line: str = ""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+
+class RuleKind(enum.StrEnum):
+    THRESHOLD = "threshold"
+
+
+class ThresholdRule(Strict):
+    """hi / hihi / lo / lolo limits with deadband, on-delay and off-delay."""
+
+    name: str = Field(pattern=ID_PATTERN)
+    kind: RuleKind = RuleKind.THRESHOLD
+    signal: str = Field(description="Point name in this device, or a full tag id device.point.")
+    hihi: float | None = None
+    hi: float | None = None
+    lo: float | None = None
+    lolo: float | None = None
+    deadband: float = Field(0.0, ge=0, description="A limit clears only past limit -/+ deadband.")
+    on_delay_s: float = Field(0.0, ge=0, description="Limit must be exceeded this long to raise.")
+    off_delay_s: float = Field(0.0, ge=0, description="Value must be back this long to clear.")
+    priority: Priority = Field(Priority.P2, description="Priority when the hi/lo limit is crossed.")
+    priority_hihi: Priority = Field(
+        Priority.P1, description="Priority when the hihi/lolo limit is crossed."
+    )
+    message: str = Field("", description="Extra words for the technician, added to the ticket.")
+
+
+Connection = Annotated[ModbusTcpConnection, Field(discriminator="protocol")]
+
+
+class DeviceConfig(Strict):
+    """One device file."""
+
+    id: str = Field(pattern=ID_PATTERN, description="Device id; tag ids are <device>.<point>.")
+    asset: AssetInfo = Field(default_factory=AssetInfo)  # type: ignore[arg-type]
+    connection: Connection
+    poll_period_s: float = Field(1.0, gt=0, description="Fixed polling period.")
+    points: list[ModbusPoint] = Field(min_length=1)
+    rules: list[ThresholdRule] = Field(default_factory=list)
+
+    @property
+    def asset_id(self) -> str:
+        return self.asset.id or self.id
+
+    def tag_id(self, point_name: str) -> str:
+        return f"{self.id}.{point_name}"

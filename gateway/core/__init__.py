@@ -1,0 +1,1 @@
+"""Records, errors and interfaces shared by every layer. Imports nothing else of ours."""

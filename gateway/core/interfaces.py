@@ -1,0 +1,170 @@
+"""The seams between layers, as `typing.Protocol`s (DESIGN.md sections 1-3).
+
+Concrete classes live in `protocols/`, `detectors/`, `uplink/` and `gateway/store/`; only
+`gateway/app.py` names them. Everything else works against these.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from types import TracebackType
+from typing import Any, Protocol, Self
+
+from gateway.core.records import (
+    Finding,
+    OutboxItem,
+    OutboxKind,
+    Sample,
+    Tag,
+    Ticket,
+    Waveform,
+)
+
+Record = Sample | Waveform
+
+
+class PollingDriver(Protocol):
+    """Talks to one endpoint. Enter connects, exit closes (idempotent, never raises).
+
+    `read()` performs one poll and returns one record per configured tag; a point that
+    cannot be decoded comes back as a BAD sample with a reason. A failure of the whole
+    endpoint raises a `DriverError`; the source task owns retries, backoff and BAD samples.
+    """
+
+    @property
+    def endpoint(self) -> str: ...
+
+    def tags(self) -> Sequence[Tag]: ...
+
+    async def __aenter__(self) -> Self: ...
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None: ...
+
+    async def read(self) -> Sequence[Record]: ...
+
+
+class StreamingDriver(Protocol):
+    """An endpoint that pushes (CAN, OPC UA subscriptions). Same lifecycle as PollingDriver."""
+
+    @property
+    def endpoint(self) -> str: ...
+
+    def tags(self) -> Sequence[Tag]: ...
+
+    async def __aenter__(self) -> Self: ...
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None: ...
+
+    def records(self) -> AsyncIterator[Record]: ...
+
+
+class Detector(Protocol):
+    """Synchronous and pure: no await, no I/O. `update` returns raised or cleared findings."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def inputs(self) -> frozenset[str]:
+        """Tag ids this detector wants to see."""
+        ...
+
+    def update(self, record: Record) -> list[Finding]: ...
+
+
+@dataclass(frozen=True, slots=True)
+class TicketEvent:
+    """One change of a ticket, stored locally with a monotonically rising revision."""
+
+    ticket_id: str
+    revision: int
+    kind: str  # opened | updated | condition_cleared | acknowledged | ...
+    ts: float
+    detail: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class NewMessage:
+    """A message to be committed to the outbox together with the change it announces."""
+
+    event_id: str
+    topic: str
+    payload: bytes
+    kind: OutboxKind
+    ticket_id: str | None = None
+
+
+# Turns a ticket change into the outgoing message that announces it (built by `uplink`).
+MessageEncoder = Callable[[Ticket, TicketEvent], NewMessage]
+
+
+class TicketRepository(Protocol):
+    """Durable ticket state. A change, its events and its messages commit in one transaction."""
+
+    async def load_open_tickets(self) -> list[Ticket]: ...
+
+    async def get_ticket(self, ticket_id: str) -> Ticket | None: ...
+
+    async def commit_ticket_change(
+        self,
+        ticket: Ticket,
+        events: Sequence[TicketEvent],
+        messages: Sequence[NewMessage],
+    ) -> None: ...
+
+
+class Outbox(Protocol):
+    """The only way out of the gateway. Items stay until settled."""
+
+    async def enqueue(self, message: NewMessage) -> int: ...
+
+    async def due(self, now: float, resend_after: float, limit: int) -> list[OutboxItem]:
+        """Unsettled items never sent, or last sent more than `resend_after` seconds ago."""
+        ...
+
+    async def unsettled(self, limit: int) -> list[OutboxItem]:
+        """Every unsettled item in order, sent or not (used after a reconnect)."""
+        ...
+
+    async def mark_sent(self, seq: int, now: float) -> None: ...
+
+    async def settle(self, seq: int, now: float) -> None: ...
+
+    async def settle_event(self, event_id: str, now: float) -> OutboxItem | None:
+        """Settle by CloudEvents id (the central ack). None when unknown or already settled."""
+        ...
+
+    async def depth(self) -> int: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Command:
+    """A command from the central system, already parsed from `cmd/<verb>`."""
+
+    verb: str
+    command_id: str
+    body: Mapping[str, Any]
+    response_topic: str | None = None
+    correlation_data: bytes | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class CommandReply:
+    command_id: str
+    accepted: bool
+    reason: str = ""
+    detail: Mapping[str, Any] = field(default_factory=dict)
+
+
+CommandHandler = Callable[[Command], Awaitable[CommandReply]]

@@ -1,0 +1,241 @@
+"""The records that flow through the gateway (DESIGN.md section 2).
+
+Frozen, slotted dataclasses: cheap on the hot path and safe to share between tasks. Protocol
+addressing (registers, NodeIds, CAN ids) never appears here.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import numpy as np
+    import numpy.typing as npt
+
+
+class Quality(enum.IntEnum):
+    """OPC UA style quality, ordered so that `min()` gives the worst."""
+
+    BAD = 0
+    UNCERTAIN = 1
+    GOOD = 2
+
+
+class TagKind(enum.StrEnum):
+    SCALAR = "scalar"
+    WAVEFORM = "waveform"
+    STATE = "state"
+
+
+class Priority(enum.StrEnum):
+    """P0 is the most urgent. Ordering helpers below, since StrEnum compares as text."""
+
+    P0 = "P0"
+    P1 = "P1"
+    P2 = "P2"
+    P3 = "P3"
+
+    @property
+    def rank(self) -> int:
+        return int(self.value[1])
+
+    def raised(self) -> Priority:
+        """One step more urgent, never past P0."""
+        return Priority(f"P{max(0, self.rank - 1)}")
+
+    @staticmethod
+    def most_urgent(a: Priority, b: Priority) -> Priority:
+        return a if a.rank <= b.rank else b
+
+
+@dataclass(frozen=True, slots=True)
+class Tag:
+    """One configured point. `id` is unique in the gateway and used in topics and SQLite."""
+
+    id: str
+    asset: str
+    unit: str = ""
+    kind: TagKind = TagKind.SCALAR
+    scale: float = 1.0
+    offset: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class Sample:
+    """One value of one tag. A BAD sample carries no value and says why in `reason`."""
+
+    tag: str
+    ts: float
+    value: float | None
+    quality: Quality = Quality.GOOD
+    source_ts: float | None = None
+    reason: str | None = None
+
+    @staticmethod
+    def bad(tag: str, ts: float, reason: str) -> Sample:
+        return Sample(tag=tag, ts=ts, value=None, quality=Quality.BAD, reason=reason)
+
+
+@dataclass(frozen=True, slots=True)
+class Waveform:
+    """A block of vibration (or other) samples at a fixed rate. Never leaves the site."""
+
+    tag: str
+    ts: float
+    sample_rate: float
+    data: npt.NDArray[np.float64]
+    unit: str = "g"
+    running_speed_hz: float | None = None
+    quality: Quality = Quality.GOOD
+
+
+class FaultCode(enum.StrEnum):
+    """The fault catalogue (DESIGN.md section 5). Each code maps to an ISO 14224 failure mode."""
+
+    UNBALANCE = "unbalance"
+    MISALIGNMENT = "misalignment"
+    LOOSENESS = "looseness"
+    BEARING_OUTER_RACE = "bearing.outer_race"
+    BEARING_INNER_RACE = "bearing.inner_race"
+    BEARING_ROLLING_ELEMENT = "bearing.rolling_element"
+    BEARING_CAGE = "bearing.cage"
+    VIBRATION_SEVERITY = "vibration.severity"
+    THRESHOLD_HIGH = "threshold.high"
+    THRESHOLD_LOW = "threshold.low"
+    SENSOR_STUCK = "sensor.stuck"
+    SENSOR_BAD_QUALITY = "sensor.bad_quality"
+    COMM_LOST = "comm.lost"
+    DETECTOR_FAILED = "detector.failed"
+
+
+# ISO 14224 Table B.6 failure-mode codes, so the central system receives coded failures.
+ISO14224_FAILURE_MODE: Mapping[str, str] = {
+    FaultCode.UNBALANCE: "VIB",  # vibration
+    FaultCode.MISALIGNMENT: "VIB",
+    FaultCode.LOOSENESS: "VIB",
+    FaultCode.BEARING_OUTER_RACE: "VIB",
+    FaultCode.BEARING_INNER_RACE: "VIB",
+    FaultCode.BEARING_ROLLING_ELEMENT: "VIB",
+    FaultCode.BEARING_CAGE: "VIB",
+    FaultCode.VIBRATION_SEVERITY: "VIB",
+    FaultCode.THRESHOLD_HIGH: "HIO",  # high output
+    FaultCode.THRESHOLD_LOW: "LOO",  # low output
+    FaultCode.SENSOR_STUCK: "FOV",  # faulty output voltage / erratic output
+    FaultCode.SENSOR_BAD_QUALITY: "ERO",  # erratic output
+    FaultCode.COMM_LOST: "FTF",  # fail to function
+    FaultCode.DETECTOR_FAILED: "OTH",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Finding:
+    """What a detector concludes about an asset. `active` False means the finding cleared."""
+
+    asset: str
+    fault_code: str
+    severity: Priority
+    score: float
+    detector: str
+    message: str
+    ts: float
+    active: bool = True
+    features: Mapping[str, float] = field(default_factory=dict)
+    # Small JSON-able summary (peaks, zone, matched frequencies): evidence, never raw arrays.
+    evidence: Mapping[str, Any] = field(default_factory=dict)
+    signal: str | None = None
+    value: float | None = None
+
+
+class ConditionState(enum.StrEnum):
+    NORMAL = "NORMAL"
+    PENDING = "PENDING"
+    ACTIVE = "ACTIVE"
+    CLEARING = "CLEARING"
+
+
+class TicketState(enum.StrEnum):
+    OPENED = "OPENED"
+    ACKNOWLEDGED = "ACKNOWLEDGED"
+    ASSIGNED = "ASSIGNED"
+    REPAIRED = "REPAIRED"
+    VERIFYING = "VERIFYING"
+    VERIFIED = "VERIFIED"
+    REOPENED = "REOPENED"
+    CLOSED = "CLOSED"
+    CANCELLED = "CANCELLED"
+
+    @property
+    def is_open(self) -> bool:
+        return self not in (TicketState.CLOSED, TicketState.CANCELLED)
+
+
+def dedup_key(site: str, asset: str, fault_code: str, detector: str) -> str:
+    """site + asset + fault code + detector: at most one open ticket per key (section 6)."""
+    return f"{site}/{asset}/{fault_code}/{detector}"
+
+
+@dataclass(frozen=True, slots=True)
+class Condition:
+    """The edge-owned alarm state for one dedup key."""
+
+    key: str
+    state: ConditionState
+    since: float
+
+
+@dataclass(frozen=True, slots=True)
+class Ticket:
+    """The work order as the gateway knows it."""
+
+    id: str
+    key: str
+    site: str
+    asset: str
+    fault_code: str
+    detector: str
+    priority: Priority
+    state: TicketState
+    revision: int
+    opened_at: float
+    first_seen: float
+    last_seen: float
+    occurrences: int
+    peak_value: float | None
+    message: str
+    condition_active: bool = True
+    central_id: str | None = None
+    acknowledged_at: float | None = None
+    evidence: Mapping[str, Any] = field(default_factory=dict)
+
+
+class OutboxKind(enum.StrEnum):
+    """Ticket messages are settled only by the central ack; the rest by PUBACK."""
+
+    TICKET = "ticket"
+    STATUS = "status"
+    HEALTH = "health"
+    SUMMARY = "summary"
+    REPLY = "reply"
+
+    @property
+    def needs_central_ack(self) -> bool:
+        return self is OutboxKind.TICKET
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxItem:
+    """A message committed for the uplink. `event_id` is the CloudEvents id, reused on resend."""
+
+    seq: int
+    event_id: str
+    topic: str
+    payload: bytes
+    kind: OutboxKind
+    created_at: float
+    attempts: int = 0
+    last_sent_at: float | None = None
+    settled_at: float | None = None
+    ticket_id: str | None = None

@@ -1,0 +1,1 @@
+"""Device protocols: one subpackage per protocol, each behind the driver interface."""

@@ -1,0 +1,1 @@
+"""Modbus TCP (and later RTU): configuration, pure decoding and planning, and the driver."""

@@ -1,0 +1,62 @@
+"""Shared test guards (STYLE.md, Tests): no task left behind, no network but loopback."""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import socket
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+import pytest
+
+_real_connect = socket.socket.connect
+_real_connect_ex = socket.socket.connect_ex
+
+
+def _check_loopback(address: Any) -> None:
+    if not isinstance(address, tuple):  # AF_UNIX paths, socketpairs: local by nature
+        return
+    host = address[0]
+    if host in ("localhost", ""):
+        return
+    try:
+        ip = ipaddress.ip_address(host)
+    except ValueError as exc:
+        raise AssertionError(f"test tried to reach non-loopback host {host!r}") from exc
+    if not ip.is_loopback:
+        raise AssertionError(f"test tried to reach non-loopback address {host!r}")
+
+
+def _guarded_connect(self: socket.socket, address: Any) -> None:
+    _check_loopback(address)
+    _real_connect(self, address)
+
+
+def _guarded_connect_ex(self: socket.socket, address: Any) -> int:
+    _check_loopback(address)
+    return _real_connect_ex(self, address)
+
+
+@pytest.fixture(autouse=True)
+def _loopback_only(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    monkeypatch.setattr(socket.socket, "connect", _guarded_connect)
+    monkeypatch.setattr(socket.socket, "connect_ex", _guarded_connect_ex)
+    yield
+
+
+@pytest.fixture(autouse=True)
+async def _no_task_left_behind() -> AsyncIterator[None]:
+    """Fails an async test that leaves tasks running (STYLE.md: tests fail on leftover tasks)."""
+    before = set(asyncio.all_tasks())
+    yield
+    # Give cancelled tasks one turn to finish unwinding before judging.
+    await asyncio.sleep(0)
+    current = asyncio.current_task()
+    leftover = [
+        t for t in asyncio.all_tasks() if t not in before and t is not current and not t.done()
+    ]
+    for task in leftover:
+        task.cancel()
+    names = sorted(t.get_name() for t in leftover)
+    assert not leftover, f"test left tasks running: {names}"
