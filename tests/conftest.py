@@ -10,6 +10,8 @@ from typing import Any
 
 import pytest
 
+from tests.support.broker import mosquitto  # noqa: F401  (pytest fixture, used by name)
+
 _real_connect = socket.socket.connect
 _real_connect_ex = socket.socket.connect_ex
 

@@ -10,10 +10,12 @@ from __future__ import annotations
 import enum
 from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from gateway.core.records import Priority
+from protocols.can.config import CanConnection, CanSignal
 from protocols.modbus.config import ModbusPoint, ModbusTcpConnection
+from protocols.opcua.config import OpcUaConnection, OpcUaNode
 
 ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_\-]*$"
 
@@ -60,8 +62,8 @@ class GatewayConfig(Strict):
         default_factory=lambda: ["devices/*.yaml"],
         description="Device files or glob patterns, relative to gateway.yaml.",
     )
-    storage: StorageConfig = Field(default_factory=StorageConfig)  # type: ignore[arg-type]
-    uplink: UplinkConfig = Field(default_factory=UplinkConfig)  # type: ignore[arg-type]
+    storage: StorageConfig = Field(default_factory=StorageConfig)
+    uplink: UplinkConfig = Field(default_factory=UplinkConfig)
     ticketing: TicketingConfig = Field(default_factory=TicketingConfig)
 
 
@@ -104,18 +106,58 @@ class ThresholdRule(Strict):
     message: str = Field("", description="Extra words for the technician, added to the ticket.")
 
 
-Connection = Annotated[ModbusTcpConnection, Field(discriminator="protocol")]
+Connection = Annotated[
+    ModbusTcpConnection | OpcUaConnection | CanConnection, Field(discriminator="protocol")
+]
+
+# Which list of values each protocol reads: `points` (Modbus registers), `nodes` (OPC UA
+# NodeIds) or `signals` (DBC signals). One field per protocol keeps the YAML explicit and the
+# error messages about one shape, instead of a union of point types.
+POINTS_FIELD = {"modbus_tcp": "points", "opcua": "nodes", "can": "signals"}
 
 
 class DeviceConfig(Strict):
     """One device file."""
 
     id: str = Field(pattern=ID_PATTERN, description="Device id; tag ids are <device>.<point>.")
-    asset: AssetInfo = Field(default_factory=AssetInfo)  # type: ignore[arg-type]
+    asset: AssetInfo = Field(default_factory=AssetInfo)
     connection: Connection
-    poll_period_s: float = Field(1.0, gt=0, description="Fixed polling period.")
-    points: list[ModbusPoint] = Field(min_length=1)
+    poll_period_s: float = Field(
+        1.0, gt=0, description="Fixed polling period (OPC UA poll-mode nodes use it too)."
+    )
+    points: list[ModbusPoint] = Field(
+        default_factory=list, description="Modbus devices: the registers to read."
+    )
+    nodes: list[OpcUaNode] = Field(
+        default_factory=list, description="OPC UA devices: the nodes to subscribe to or poll."
+    )
+    signals: list[CanSignal] = Field(
+        default_factory=list, description="CAN devices: the DBC signals to decode."
+    )
     rules: list[ThresholdRule] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _values_match_protocol(self) -> DeviceConfig:
+        wanted = POINTS_FIELD[self.connection.protocol]
+        if not getattr(self, wanted):
+            raise ValueError(
+                f"a {self.connection.protocol} device needs at least one entry in `{wanted}`"
+            )
+        for field_name in POINTS_FIELD.values():
+            if field_name != wanted and getattr(self, field_name):
+                raise ValueError(
+                    f"`{field_name}` does not apply to a {self.connection.protocol} device; "
+                    f"use `{wanted}`"
+                )
+        return self
+
+    @property
+    def value_names(self) -> list[str]:
+        """Names of everything this device reads, whatever its protocol."""
+        items: list[ModbusPoint] | list[OpcUaNode] | list[CanSignal] = getattr(
+            self, POINTS_FIELD[self.connection.protocol]
+        )
+        return [item.name for item in items]
 
     @property
     def asset_id(self) -> str:

@@ -1,0 +1,343 @@
+"""`VibrationDetector`: the vibration family on live `Waveform` blocks (issue 4, item 4).
+
+Synchronous and pure (DESIGN.md section 5): no I/O, state in memory, `snapshot`/`restore` for
+persistence. A fault must be seen in `confirm_blocks` consecutive blocks before an active
+finding is raised, and missing for as many blocks before it is cleared, so one noisy block
+neither opens nor closes a ticket. Evidence is a summary (features, zone, top envelope lines,
+matched defect frequencies), never the waveform.
+
+The resonance band (spectral kurtosis) is a property of the machine's structure, not of one
+block: it is chosen on the first block and again every `band_refresh_blocks` blocks, which
+keeps the per-block cost near two FFTs (see bench/vibration).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from detectors.vibration.baseline import Baseline
+from detectors.vibration.bearing import BearingGeometry
+from detectors.vibration.checks import MIN_REVOLUTIONS_PER_BLOCK, check_signal
+from detectors.vibration.diagnose import Diagnosis, FaultCall, Settings, analyse_blocks
+from detectors.vibration.envelope import Band
+from detectors.vibration.errors import BadSignal
+from detectors.vibration.iso20816 import Foundation, MachineGroup, Zone
+from detectors.vibration.spectrum import block_spectra
+from detectors.vibration.speed import estimate_shaft_hz
+from detectors.vibration.units import scale_to_g
+from gateway.core.interfaces import Record
+from gateway.core.records import FaultCode, Finding, Priority, Quality, Sample, Waveform
+
+log = logging.getLogger(__name__)
+
+_BEARING_WORDS = {
+    FaultCode.BEARING_OUTER_RACE: ("Outer-race defect", "BPFO"),
+    FaultCode.BEARING_INNER_RACE: ("Inner-race defect", "BPFI"),
+    FaultCode.BEARING_ROLLING_ELEMENT: ("Rolling-element (ball) defect", "BSF"),
+    FaultCode.BEARING_CAGE: ("Cage defect", "FTF"),
+}
+
+
+@dataclass
+class _Track:
+    """Confirmation state of one fault code."""
+
+    seen: int = 0
+    missing: int = 0
+    active: bool = False
+
+
+class VibrationDetector:
+    def __init__(
+        self,
+        *,
+        asset: str,
+        tag_id: str,
+        geometry: BearingGeometry | None = None,
+        machine_group: MachineGroup | int = MachineGroup.MEDIUM,
+        foundation: Foundation | str = Foundation.RIGID,
+        rpm_tag: str | None = None,
+        fixed_rpm: float | None = None,
+        confirm_blocks: int = 3,
+        baseline_blocks: int = 20,
+        band_refresh_blocks: int = 16,
+        settings: Settings | None = None,
+        name: str = "vibration",
+    ) -> None:
+        if confirm_blocks < 1:
+            raise ValueError(f"confirm_blocks must be at least 1, got {confirm_blocks}")
+        if fixed_rpm is not None and not fixed_rpm > 0:
+            raise ValueError(f"fixed_rpm must be positive, got {fixed_rpm}")
+        self.asset = asset
+        self.tag_id = tag_id
+        self.geometry = geometry
+        self.group = MachineGroup(machine_group)
+        self.foundation = Foundation(foundation)
+        self.rpm_tag = rpm_tag
+        self.fixed_rpm = fixed_rpm
+        self.confirm_blocks = confirm_blocks
+        self.band_refresh_blocks = max(1, band_refresh_blocks)
+        self.settings = settings or Settings()
+        self._name = name
+        self._rpm_from_tag: float | None = None
+        self._band: Band | None = None
+        self._blocks_since_band = 0
+        self._tracks: dict[str, _Track] = {}
+        self._problem: str | None = None
+        self.baseline = Baseline(blocks=baseline_blocks)
+        self.last_diagnosis: Diagnosis | None = None
+
+    # -- Detector protocol ------------------------------------------------------------------
+
+    @property
+    def name(self) -> str:
+        return self._name
+
+    @property
+    def inputs(self) -> frozenset[str]:
+        return frozenset({self.tag_id} | ({self.rpm_tag} if self.rpm_tag else set()))
+
+    def update(self, record: Record) -> list[Finding]:
+        if isinstance(record, Sample):
+            if record.tag == self.rpm_tag and record.quality is not Quality.BAD:
+                value = record.value
+                self._rpm_from_tag = value if value is not None and value > 0 else None
+            return []
+        if record.tag != self.tag_id or record.quality is Quality.BAD:
+            return []
+        try:
+            diagnosis = self._diagnose(record)
+        except BadSignal as exc:
+            self._note_problem(str(exc))
+            return []
+        self._note_problem(None)
+        self.last_diagnosis = diagnosis
+        return self._confirm(diagnosis, record.ts)
+
+    # -- persistence ------------------------------------------------------------------------
+
+    def snapshot(self) -> dict[str, Any]:
+        return {
+            "baseline": self.baseline.snapshot(),
+            "active": sorted(code for code, t in self._tracks.items() if t.active),
+        }
+
+    def restore(self, state: Mapping[str, Any]) -> None:
+        self.baseline = Baseline.restore(state["baseline"])
+        self._tracks = {code: _Track(active=True) for code in state.get("active", [])}
+
+    # -- internals --------------------------------------------------------------------------
+
+    def _shaft_hz(self, wf: Waveform, spectra_for_estimate: Any) -> tuple[float | None, str]:
+        if wf.running_speed_hz is not None and wf.running_speed_hz > 0:
+            return wf.running_speed_hz, "waveform"
+        if self._rpm_from_tag is not None:
+            return self._rpm_from_tag / 60.0, "tag"
+        if self.fixed_rpm is not None:
+            return self.fixed_rpm / 60.0, "fixed"
+        estimate = estimate_shaft_hz(spectra_for_estimate(), *self.settings.speed_range_hz)
+        return (estimate[0], "estimated") if estimate else (None, "unknown")
+
+    def _diagnose(self, wf: Waveform) -> Diagnosis:
+        data = np.asarray(wf.data, dtype=np.float64) * scale_to_g(wf.unit)
+        fs = float(wf.sample_rate)
+        check_signal(data, fs)
+        block = data[: data.size - data.size % 2][None, :]
+        shaft, source = self._shaft_hz(wf, lambda: block_spectra(block, fs))
+        if shaft is not None and block.shape[1] * shaft / fs < MIN_REVOLUTIONS_PER_BLOCK:
+            raise BadSignal(
+                f"block of {block.shape[1]} samples at {fs:g} Hz holds fewer than "
+                f"{MIN_REVOLUTIONS_PER_BLOCK} revolutions at {shaft * 60:.0f} rpm"
+            )
+        refresh = self._band is None or self._blocks_since_band >= self.band_refresh_blocks
+        diagnosis = analyse_blocks(
+            block,
+            fs,
+            shaft_hz=shaft,
+            speed_source=source,
+            geometry=self.geometry,
+            group=self.group,
+            foundation=self.foundation,
+            settings=self.settings,
+            band=None if refresh else self._band,
+        )
+        if diagnosis.band is not None:
+            self._band = diagnosis.band
+            self._blocks_since_band = 0 if refresh else self._blocks_since_band + 1
+        return diagnosis
+
+    def _note_problem(self, problem: str | None) -> None:
+        if problem == self._problem:
+            return
+        if problem is None:
+            log.info("Vibration tag `%s` of `%s` diagnosable again.", self.tag_id, self.asset)
+        else:
+            log.warning(
+                "Vibration tag `%s` of `%s` not diagnosed: %s", self.tag_id, self.asset, problem
+            )
+        self._problem = problem
+
+    def _confirm(self, d: Diagnosis, ts: float) -> list[Finding]:
+        features = d.features.to_dict()
+        if not d.faults:
+            was_learned = self.baseline.learned
+            self.baseline.learn(features)
+            if self.baseline.learned and not was_learned:
+                log.info(
+                    "Vibration baseline of `%s` learned from %d blocks.",
+                    self.asset,
+                    self.baseline.count,
+                )
+        deviation = self.baseline.deviation(features)
+        seen = {f.code: f for f in d.faults}
+        out: list[Finding] = []
+        for code in set(seen) | set(self._tracks):
+            track = self._tracks.setdefault(code, _Track())
+            if code in seen:
+                track.seen += 1
+                track.missing = 0
+                if not track.active and track.seen >= self.confirm_blocks:
+                    track.active = True
+                    log.info(
+                        "Vibration fault `%s` on `%s` confirmed over %d blocks.",
+                        code,
+                        self.asset,
+                        track.seen,
+                    )
+                    out.append(self._finding(seen[code], d, ts, deviation, active=True))
+            else:
+                track.seen = 0
+                if track.active:
+                    track.missing += 1
+                    if track.missing >= self.confirm_blocks:
+                        track.active = False
+                        track.missing = 0
+                        log.info("Vibration fault `%s` on `%s` cleared.", code, self.asset)
+                        out.append(self._cleared(code, d, ts, deviation))
+        return out
+
+    def _severity(self, code: str, zone: Zone) -> Priority:
+        if code == FaultCode.VIBRATION_SEVERITY:
+            return Priority.P1 if zone is Zone.D else Priority.P2
+        return Priority.P1 if zone.rank >= Zone.C.rank else Priority.P2
+
+    def _small_features(self, d: Diagnosis, deviation: float | None) -> dict[str, float]:
+        f = d.features
+        out = {
+            "velocity_rms_mm_s": round(f.velocity_rms_mm_s, 4),
+            "accel_rms_g": round(f.accel_rms_g, 5),
+            "crest_factor": round(f.crest_factor, 3),
+            "kurtosis": round(f.kurtosis, 3),
+        }
+        if d.shaft_hz is not None:
+            out["shaft_hz"] = round(d.shaft_hz, 3)
+        if deviation is not None:
+            out["baseline_deviation"] = round(deviation, 2)
+        return out
+
+    def _evidence(self, call: FaultCall | None, d: Diagnosis) -> dict[str, Any]:
+        ev: dict[str, Any] = {
+            "zone": d.iso.zone.value,
+            "velocity_rms_mm_s": round(d.iso.velocity_rms_mm_s, 4),
+            "features": d.features.to_dict(),
+            "top_peaks": [
+                {"freq_hz": round(p.freq_hz, 2), "amplitude_g2": float(f"{p.amplitude:.4g}")}
+                for p in d.envelope_peaks
+            ],
+            "speed_source": d.speed_source,
+        }
+        if d.defect is not None:
+            ev["defect_frequencies"] = d.defect.to_dict()
+            ev["bearing"] = d.bearing
+        if call is not None:
+            ev["matched"] = call.evidence
+        return ev
+
+    def _finding(
+        self, call: FaultCall, d: Diagnosis, ts: float, deviation: float | None, *, active: bool
+    ) -> Finding:
+        features = self._small_features(d, deviation)
+        features["confidence"] = round(call.confidence, 3)
+        return Finding(
+            asset=self.asset,
+            fault_code=call.code,
+            severity=self._severity(call.code, d.iso.zone),
+            score=call.confidence,
+            detector=self.name,
+            message=self._message(call, d),
+            ts=ts,
+            active=active,
+            features=features,
+            evidence=self._evidence(call, d),
+            signal=self.tag_id,
+            value=round(d.iso.velocity_rms_mm_s, 4),
+        )
+
+    def _cleared(self, code: str, d: Diagnosis, ts: float, deviation: float | None) -> Finding:
+        return Finding(
+            asset=self.asset,
+            fault_code=code,
+            severity=Priority.P3,
+            score=0.0,
+            detector=self.name,
+            message=(
+                f"`{code}` on `{self.asset}` no longer seen for {self.confirm_blocks} "
+                f"consecutive blocks (ISO zone {d.iso.zone.value})."
+            ),
+            ts=ts,
+            active=False,
+            features=self._small_features(d, deviation),
+            evidence=self._evidence(None, d),
+            signal=self.tag_id,
+            value=round(d.iso.velocity_rms_mm_s, 4),
+        )
+
+    def _message(self, call: FaultCall, d: Diagnosis) -> str:
+        ev = call.evidence
+        zone = d.iso.zone.value
+        v = d.iso.velocity_rms_mm_s
+        code = FaultCode(call.code)
+        if code in _BEARING_WORDS:
+            what, line = _BEARING_WORDS[code]
+            n = len(ev.get("harmonics", []))
+            sidebands = ev.get("sidebands", 0)
+            extra = f" and {sidebands} sidebands" if sidebands else ""
+            return (
+                f"{what} on bearing {d.bearing} of `{self.asset}`: envelope line at "
+                f"{ev['matched_hz']:.1f} Hz matches {line} ({n} harmonics{extra}, "
+                f"{ev['snr_db']:.0f} dB above the floor); plan a bearing replacement and check "
+                f"lubrication."
+            )
+        if code is FaultCode.UNBALANCE:
+            return (
+                f"Unbalance on `{self.asset}`: 1x running speed carries "
+                f"{ev['share_1x']:.0%} of the vibration ({v:.2f} mm/s, ISO zone {zone}); "
+                f"balance the rotor at the next stop."
+            )
+        if code is FaultCode.MISALIGNMENT:
+            return (
+                f"Misalignment on `{self.asset}`: 2x running speed at "
+                f"{ev['ratio_2x_1x']:.0%} of 1x ({v:.2f} mm/s, ISO zone {zone}); check "
+                f"the coupling alignment."
+            )
+        if code is FaultCode.LOOSENESS:
+            return (
+                f"Mechanical looseness on `{self.asset}`: "
+                f"{ev['harmonics_3x_10x_seen']} running-speed harmonics ({v:.2f} mm/s, "
+                f"ISO zone {zone}); check foundation bolts, bearing fits and mounting."
+            )
+        action = (
+            "damage is likely, stop and inspect"
+            if d.iso.zone is Zone.D
+            else "restricted operation, plan corrective action"
+        )
+        return (
+            f"Vibration on `{self.asset}` at {v:.2f} mm/s RMS is in ISO 10816-3 zone "
+            f"{zone}: {action}."
+        )
+

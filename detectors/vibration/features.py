@@ -1,0 +1,55 @@
+"""Broadband condition indicators of a block (acceleration in g)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from detectors.vibration.spectrum import FloatArray, Spectra, band_energies, velocity_rms_mm_s
+
+
+@dataclass(frozen=True, slots=True)
+class Features:
+    accel_rms_g: float
+    accel_peak_g: float
+    crest_factor: float
+    kurtosis: float  # Pearson: 3 for Gaussian noise, higher for impacts
+    velocity_rms_mm_s: float  # 10-1000 Hz, the ISO 10816-3 quantity
+    bands_g: dict[str, float] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, float]:
+        out = {
+            "accel_rms_g": self.accel_rms_g,
+            "accel_peak_g": self.accel_peak_g,
+            "crest_factor": self.crest_factor,
+            "kurtosis": self.kurtosis,
+            "velocity_rms_mm_s": self.velocity_rms_mm_s,
+            **self.bands_g,
+        }
+        return {k: round(float(v), 5) for k, v in out.items()}
+
+
+def time_features(signal: FloatArray) -> tuple[float, float, float, float]:
+    """RMS, peak, crest factor and kurtosis of the demeaned signal."""
+    x = signal - signal.mean()
+    power = float(np.mean(x * x))
+    rms = float(np.sqrt(power))
+    peak = float(np.max(np.abs(x)))
+    kurt = float(np.mean((x * x) ** 2) / power**2) if power > 0 else 0.0
+    crest = peak / rms if rms > 0 else 0.0
+    return rms, peak, crest, kurt
+
+
+def compute_features(
+    signal: FloatArray, spectra: Spectra, bands: list[tuple[float, float]]
+) -> Features:
+    rms, peak, crest, kurt = time_features(signal)
+    return Features(
+        accel_rms_g=rms,
+        accel_peak_g=peak,
+        crest_factor=crest,
+        kurtosis=kurt,
+        velocity_rms_mm_s=velocity_rms_mm_s(spectra),
+        bands_g=band_energies(spectra, bands),
+    )

@@ -1,0 +1,167 @@
+"""Narrow-band spectra of a stack of blocks, computed from one rFFT per block.
+
+The unwindowed rFFT of each demeaned block is kept (`Spectra.raw`): the envelope analysis
+needs it as it is, and the Hann-windowed spectrum used for amplitudes follows from it by the
+three-term convolution X_hann[k] = X[k]/2 - (X[k-1] + X[k+1])/4 (periodic Hann), so one FFT
+per block serves the features, the order peaks and the envelope.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from functools import cached_property
+
+import numpy as np
+import numpy.typing as npt
+
+from detectors.vibration.units import G_IN_MM_S2
+
+FloatArray = npt.NDArray[np.float64]
+ComplexArray = npt.NDArray[np.complex128]
+
+HANN_POWER_PER_SAMPLE = 3.0 / 8.0  # mean of w^2 for the periodic Hann window
+HANN_COHERENT_GAIN = 0.5  # mean of w
+
+
+@dataclass(frozen=True)
+class Spectra:
+    """rFFT of every block of a (blocks, n) stack, in g."""
+
+    fs: float
+    n: int
+    raw: ComplexArray  # (blocks, n // 2 + 1), unwindowed, block mean removed
+
+    @property
+    def df(self) -> float:
+        return self.fs / self.n
+
+    @cached_property
+    def freqs(self) -> FloatArray:
+        return np.fft.rfftfreq(self.n, 1.0 / self.fs).astype(np.float64)
+
+    @cached_property
+    def hann(self) -> ComplexArray:
+        x = self.raw
+        out = 0.5 * x
+        out[:, 1:-1] -= 0.25 * (x[:, :-2] + x[:, 2:])
+        # Neighbours beyond the rFFT edges are conjugate mirrors (real input).
+        out[:, 0] -= 0.5 * x[:, 1].real
+        if self.n % 2 == 0:
+            out[:, -1] -= 0.5 * x[:, -2].real
+        else:
+            out[:, -1] -= 0.25 * (x[:, -2] + np.conj(x[:, -1]))
+        return out
+
+    @cached_property
+    def hann_power(self) -> FloatArray:
+        """Mean square per bin (g^2), averaged over blocks; sums to the signal's mean square."""
+        p = np.mean(np.abs(self.hann) ** 2, axis=0) * (2.0 / (self.n**2 * HANN_POWER_PER_SAMPLE))
+        p[0] /= 2.0
+        if self.n % 2 == 0:
+            p[-1] /= 2.0
+        return p
+
+    @cached_property
+    def amplitude(self) -> FloatArray:
+        """Peak amplitude (g) a sinusoid at a bin centre would have, power-averaged over blocks."""
+        mean_sq = np.mean(np.abs(self.hann) ** 2, axis=0)
+        return np.sqrt(mean_sq) * (2.0 / (self.n * HANN_COHERENT_GAIN))
+
+
+def block_spectra(blocks: FloatArray, fs: float) -> Spectra:
+    """rFFT of each row after removing its mean."""
+    centred = blocks - blocks.mean(axis=1, keepdims=True)
+    return Spectra(fs=fs, n=blocks.shape[1], raw=np.fft.rfft(centred, axis=1))
+
+
+def band_rms(spectra: Spectra, lo_hz: float, hi_hz: float) -> float:
+    """Acceleration RMS (g) of the band [lo, hi)."""
+    f = spectra.freqs
+    sel = (f >= lo_hz) & (f < hi_hz)
+    return float(np.sqrt(np.sum(spectra.hann_power[sel])))
+
+
+def velocity_rms_mm_s(spectra: Spectra, lo_hz: float = 10.0, hi_hz: float = 1000.0) -> float:
+    """Velocity RMS (mm/s) in [lo, hi] by integrating the acceleration spectrum: V = A / (2 pi f).
+
+    Frequency-domain integration avoids the drift of time-domain integration; the band is the
+    ISO 10816-3 measurement band.
+    """
+    f = spectra.freqs
+    sel = (f >= lo_hz) & (f <= hi_hz)
+    omega = 2.0 * np.pi * f[sel]
+    return float(np.sqrt(np.sum(spectra.hann_power[sel] * (G_IN_MM_S2 / omega) ** 2)))
+
+
+def band_energies(spectra: Spectra, bands: Sequence[tuple[float, float]]) -> dict[str, float]:
+    """Configurable acceleration band RMS values, keyed `band_<lo>_<hi>_hz_g`."""
+    out: dict[str, float] = {}
+    nyquist = spectra.fs / 2
+    for lo, hi in bands:
+        if lo >= nyquist:
+            continue
+        out[f"band_{lo:g}_{min(hi, nyquist):g}_hz_g"] = band_rms(spectra, lo, min(hi, nyquist))
+    return out
+
+
+def default_bands(fs: float) -> list[tuple[float, float]]:
+    """Low (machine), mid (gear/blade pass) and high (bearing resonance) bands."""
+    nyquist = fs / 2
+    return [(10.0, 1000.0), (1000.0, min(5000.0, nyquist)), (5000.0, nyquist)]
+
+
+@dataclass(frozen=True, slots=True)
+class SpectralPeak:
+    freq_hz: float
+    amplitude: float  # in the unit of the spectrum searched
+    snr_db: float
+
+    def to_dict(self, unit: str) -> dict[str, float]:
+        return {
+            "freq_hz": round(self.freq_hz, 2),
+            f"amplitude_{unit}": round(self.amplitude, 5),
+            "snr_db": round(self.snr_db, 1),
+        }
+
+
+def local_floor(values: FloatArray, index: int, half_width: int) -> float:
+    """Median of the neighbourhood: robust to the few lines inside it."""
+    lo = max(0, index - half_width)
+    hi = min(values.size, index + half_width + 1)
+    return float(np.median(values[lo:hi]))
+
+
+def peak_near(
+    values: FloatArray, df: float, target_hz: float, tol_hz: float, floor_half_width: int
+) -> SpectralPeak | None:
+    """Largest bin within target +- tol, with its SNR (power ratio to the local median, dB)."""
+    lo = max(1, int(np.floor((target_hz - tol_hz) / df)))
+    hi = min(values.size - 1, int(np.ceil((target_hz + tol_hz) / df)))
+    if hi < lo:
+        return None
+    k = lo + int(np.argmax(values[lo : hi + 1]))
+    floor = local_floor(values, k, floor_half_width)
+    snr = 20.0 * np.log10(values[k] / floor) if floor > 0 and values[k] > 0 else 0.0
+    return SpectralPeak(freq_hz=k * df, amplitude=float(values[k]), snr_db=float(snr))
+
+
+def top_peaks(values: FloatArray, df: float, count: int, min_hz: float = 0.0) -> list[SpectralPeak]:
+    """The `count` largest local maxima above `min_hz`, by amplitude."""
+    start = max(1, int(np.ceil(min_hz / df)))
+    v = values
+    inner = v[start:-1]
+    is_max = (inner > v[start - 1 : -2]) & (inner >= v[start + 1 :])
+    idx = np.flatnonzero(is_max) + start
+    if idx.size == 0:
+        return []
+    best = idx[np.argsort(v[idx])[::-1][:count]]
+    half = max(5, round(10.0 / df))
+    return [
+        SpectralPeak(
+            freq_hz=float(k * df),
+            amplitude=float(v[k]),
+            snr_db=float(20 * np.log10(v[k] / max(local_floor(v, int(k), half), 1e-300))),
+        )
+        for k in best
+    ]

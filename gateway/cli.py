@@ -1,0 +1,133 @@
+"""`edge-gateway`: run | check-config | schema | analyze | tickets | demo.
+
+Exit codes follow sysexits where they exist: 0 ok, 64 usage, 65 bad data, 69 a needed service
+is unavailable, 78 configuration error (systemd's unit does not restart on 78).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from collections.abc import Sequence
+
+EX_OK = 0
+EX_USAGE = 64
+EX_CONFIG = 78
+
+
+def _configure_logging(verbose: bool) -> None:
+    # journald adds its own timestamps; keep lines short there (JOURNAL_STREAM is set by systemd).
+    under_journald = "JOURNAL_STREAM" in os.environ
+    fmt = (
+        "%(levelname)s %(name)s: %(message)s"
+        if under_journald
+        else ("%(asctime)s %(levelname)-7s %(name)s: %(message)s")
+    )
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, format=fmt)
+    # pymodbus logs every refused retry; our source task logs once per state change instead.
+    logging.getLogger("pymodbus").setLevel(logging.CRITICAL)
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from gateway import app
+
+    return app.main(args.config)
+
+
+def _cmd_check_config(args: argparse.Namespace) -> int:
+    from gateway.config.check import check_config
+
+    return check_config(args.path, sys.stdout, sys.stderr)
+
+
+def _cmd_schema(args: argparse.Namespace) -> int:
+    import json
+
+    from gateway.config.schema import json_schema
+
+    print(json.dumps(json_schema(), indent=2, sort_keys=True))
+    return EX_OK
+
+
+def _cmd_analyze(args: argparse.Namespace) -> int:
+    from gateway import analyze
+
+    return analyze.run(args)
+
+
+def _cmd_tickets(args: argparse.Namespace) -> int:
+    from gateway import ticket_list
+
+    return ticket_list.run(args)
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from gateway import demo
+
+    return demo.run(args)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="edge-gateway",
+        description="Factory edge gateway: polls devices, detects faults, opens tickets.",
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    run = sub.add_parser("run", help="run the gateway daemon")
+    run.add_argument("config", help="gateway.yaml or the folder holding it")
+    run.set_defaults(func=_cmd_run)
+
+    check = sub.add_parser("check-config", help="validate a configuration; exit 78 if invalid")
+    check.add_argument("path", help="gateway.yaml or the folder holding it")
+    check.set_defaults(func=_cmd_check_config)
+
+    schema = sub.add_parser("schema", help="print the JSON Schema of the configuration")
+    schema.set_defaults(func=_cmd_schema)
+
+    from gateway import analyze
+
+    analyze_parser = sub.add_parser(
+        "analyze", help="diagnose a vibration recording offline (.mat, .npy, .csv, IMS ASCII)"
+    )
+    analyze.add_arguments(analyze_parser)
+    analyze_parser.set_defaults(func=_cmd_analyze)
+
+    tickets = sub.add_parser("tickets", help="list the tickets known to this gateway")
+    where = tickets.add_mutually_exclusive_group()
+    where.add_argument("--config", help="gateway.yaml or its folder (finds state.db from it)")
+    where.add_argument("--db", help="path of state.db")
+    tickets.add_argument("--json", action="store_true", help="one JSON document instead of a table")
+    tickets.set_defaults(func=_cmd_tickets)
+
+    demo = sub.add_parser(
+        "demo",
+        help="run the demo plant: local broker, simulator, central ticket system and the gateway",
+    )
+    demo.add_argument(
+        "--duration",
+        type=float,
+        default=None,
+        help="stop after this many seconds, print a summary, exit 0 only if a ticket was acked",
+    )
+    demo.add_argument("--config", default=None, help="example config to use (default: configs/)")
+    demo.set_defaults(func=_cmd_demo)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help(sys.stderr)
+        return EX_USAGE
+    _configure_logging(args.verbose)
+    result: int = args.func(args)
+    return result
+
+
+if __name__ == "__main__":
+    sys.exit(main())

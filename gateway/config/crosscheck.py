@@ -1,0 +1,204 @@
+"""Checks that need more than one field or more than one file (DESIGN.md section 4).
+
+They run after every device file has passed its schema, on the validated models, and locate
+each problem through the file's YAML marks. Each check is a small function yielding problems;
+`cross_check` runs them all so that every problem is reported in one run.
+
+Protocol-specific facts come from the connection models themselves: a connection that owns an
+exclusive resource (a Modbus TCP unit, a serial line, a CAN channel) says so through a
+`resource_claims()` method, and a connection with a per-request timeout has a `timeout_s` field.
+New protocols join these checks by providing the same, with no change here.
+"""
+
+from __future__ import annotations
+
+import difflib
+import itertools
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
+
+from gateway.config.models import POINTS_FIELD, DeviceConfig, ThresholdRule
+from gateway.config.yaml_marks import MarkedDocument
+from gateway.core.errors import ConfigProblem
+
+
+@dataclass(frozen=True, slots=True)
+class CheckedDevice:
+    """A device file that passed its schema: the model and where its keys were written."""
+
+    document: MarkedDocument
+    config: DeviceConfig
+
+    def problem(self, path: str, message: str) -> ConfigProblem:
+        return ConfigProblem(self.document.file, self.document.line_of(path), path, message)
+
+    def where(self, path: str) -> str:
+        line = self.document.line_of(path)
+        return f"{self.document.file}:{line}" if line is not None else self.document.file
+
+
+def cross_check(
+    devices: Sequence[CheckedDevice], *, some_files_invalid: bool = False
+) -> list[ConfigProblem]:
+    """Every cross-check over `devices`.
+
+    `some_files_invalid` says that device files failed their schema and are missing from
+    `devices`; a rule naming a tag of a device we could not read is then not reported, since
+    the fault is the broken file, already reported, not the rule.
+    """
+    checks: list[Callable[[Sequence[CheckedDevice]], Iterable[ConfigProblem]]] = [
+        _duplicate_device_ids,
+        _duplicate_tag_ids,
+        _duplicate_rule_names,
+        lambda ds: _rule_signals(ds, some_files_invalid),
+        _timeouts_shorter_than_poll_period,
+        _threshold_limits,
+        _resources_claimed_once,
+    ]
+    return [problem for check in checks for problem in check(devices)]
+
+
+def _duplicate_device_ids(devices: Sequence[CheckedDevice]) -> Iterator[ConfigProblem]:
+    first: dict[str, CheckedDevice] = {}
+    for device in devices:
+        device_id = device.config.id
+        if device_id in first:
+            yield device.problem(
+                "id", f"duplicate device id `{device_id}` (first at {first[device_id].where('id')})"
+            )
+        else:
+            first[device_id] = device
+
+
+def _duplicate_tag_ids(devices: Sequence[CheckedDevice]) -> Iterator[ConfigProblem]:
+    # Ids and point names cannot contain dots, so tag ids collide only inside one device
+    # (or between devices sharing an id, which is reported once, above).
+    for device in devices:
+        field = POINTS_FIELD[device.config.connection.protocol]
+        first_index: dict[str, int] = {}
+        for index, name in enumerate(device.config.value_names):
+            if name in first_index:
+                first_line = device.document.line_of(f"{field}.{first_index[name]}.name")
+                yield device.problem(
+                    f"{field}.{index}.name",
+                    f"duplicate tag id `{device.config.tag_id(name)}` "
+                    f"(first at line {first_line})",
+                )
+            else:
+                first_index[name] = index
+
+
+def _duplicate_rule_names(devices: Sequence[CheckedDevice]) -> Iterator[ConfigProblem]:
+    # The rule name is part of the detector identity, hence of the ticket dedup key.
+    for device in devices:
+        first_index: dict[str, int] = {}
+        for index, rule in enumerate(device.config.rules):
+            if rule.name in first_index:
+                first_line = device.document.line_of(f"rules.{first_index[rule.name]}.name")
+                yield device.problem(
+                    f"rules.{index}.name",
+                    f"duplicate rule name `{rule.name}` in device `{device.config.id}` "
+                    f"(first at line {first_line})",
+                )
+            else:
+                first_index[rule.name] = index
+
+
+def _rule_signals(
+    devices: Sequence[CheckedDevice], some_files_invalid: bool
+) -> Iterator[ConfigProblem]:
+    """A signal is a point name of the same device or a full tag id `device.point`."""
+    all_tags = {d.config.tag_id(name) for d in devices for name in d.config.value_names}
+    known_devices = {d.config.id for d in devices}
+    for device in devices:
+        own_points = device.config.value_names
+        for index, rule in enumerate(device.config.rules):
+            signal = getattr(rule, "signal", None)
+            if signal is None or signal in own_points or signal in all_tags:
+                continue
+            owner = signal.split(".", 1)[0] if "." in signal else device.config.id
+            if some_files_invalid and owner not in known_devices:
+                continue
+            close = difflib.get_close_matches(signal, [*own_points, *all_tags], n=1)
+            hint = f"; did you mean `{close[0]}`?" if close else ""
+            if "." in signal:
+                reason = f"no tag `{signal}` in any device"
+            else:
+                reason = f"device `{device.config.id}` has no point `{signal}`"
+            yield device.problem(
+                f"rules.{index}.signal",
+                f"rule `{rule.name}` names signal `{signal}`, which does not exist "
+                f"({reason}){hint}",
+            )
+
+
+def _timeouts_shorter_than_poll_period(
+    devices: Sequence[CheckedDevice],
+) -> Iterator[ConfigProblem]:
+    # A request that may outlast the period would overlap the next poll (DESIGN.md sec. 3).
+    for device in devices:
+        connection = device.config.connection
+        timeout = getattr(connection, "timeout_s", None)
+        if timeout is None or timeout < device.config.poll_period_s:
+            continue
+        timeout_note = "" if "timeout_s" in connection.model_fields_set else ", the default"
+        period_note = "" if "poll_period_s" in device.config.model_fields_set else ", the default"
+        yield device.problem(
+            "connection.timeout_s",
+            f"timeout_s ({timeout:g} s{timeout_note}) must be shorter than poll_period_s "
+            f"({device.config.poll_period_s:g} s{period_note})",
+        )
+
+
+_LIMITS_LOW_TO_HIGH = ("lolo", "lo", "hi", "hihi")
+
+
+def _threshold_limits(devices: Sequence[CheckedDevice]) -> Iterator[ConfigProblem]:
+    for device in devices:
+        for index, rule in enumerate(device.config.rules):
+            if isinstance(rule, ThresholdRule):
+                yield from _limits_of_rule(device, f"rules.{index}", rule)
+
+
+def _limits_of_rule(
+    device: CheckedDevice, path: str, rule: ThresholdRule
+) -> Iterator[ConfigProblem]:
+    present = [
+        (name, value) for name in _LIMITS_LOW_TO_HIGH if (value := getattr(rule, name)) is not None
+    ]
+    if not present:
+        yield device.problem(
+            path,
+            f"threshold rule `{rule.name}` has no limit; set at least one of hihi, hi, lo, lolo",
+        )
+        return
+    for (low, low_value), (high, high_value) in itertools.pairwise(present):
+        if low_value < high_value:
+            continue
+        if low == "lolo" and high != "hihi":
+            yield device.problem(
+                f"{path}.{high}", f"{high} ({high_value:g}) must be above lolo ({low_value:g})"
+            )
+        else:
+            yield device.problem(
+                f"{path}.{low}", f"{low} ({low_value:g}) must be below {high} ({high_value:g})"
+            )
+
+
+def _resources_claimed_once(devices: Sequence[CheckedDevice]) -> Iterator[ConfigProblem]:
+    """Two devices polling the same exclusive resource would fight over it (vector's check)."""
+    owner: dict[str, CheckedDevice] = {}
+    for device in devices:
+        claims = getattr(device.config.connection, "resource_claims", None)
+        if claims is None:
+            continue
+        for resource in claims():
+            first = owner.get(resource)
+            if first is None:
+                owner[resource] = device
+                continue
+            yield device.problem(
+                "connection",
+                f"resource `{resource}` claimed twice: also by device `{first.config.id}` "
+                f"at {first.where('connection')}",
+            )

@@ -1,0 +1,225 @@
+"""Load `gateway.yaml` and the device files it names, reporting every problem at once.
+
+`load_config` is the one entry point: the daemon, `edge-gateway check-config` and systemd's
+pre-start check all run it (DESIGN.md section 4). It reads every file, validates each against
+its pydantic model, cross-checks the lot, and only then either returns a `LoadedConfig` or
+raises one `ConfigError` listing every problem as `file:line: dotted.path: message`, sorted by
+file then line, so an engineer fixes a whole site in one edit.
+
+File names in problems are relative to the working directory when the file is under it (what
+an engineer typing `check-config configs/` expects to see), otherwise as given.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TypeVar
+
+from pydantic import BaseModel, ValidationError
+
+from gateway.config.crosscheck import CheckedDevice, cross_check
+from gateway.config.models import DeviceConfig, GatewayConfig
+from gateway.config.pydantic_errors import problem_for_non_mapping, validation_problems
+from gateway.config.yaml_marks import MarkedDocument, parse_yaml
+from gateway.core.errors import ConfigError, ConfigProblem
+
+GATEWAY_FILE_NAME = "gateway.yaml"
+_GLOB_CHARACTERS = frozenset("*?[")
+
+M = TypeVar("M", bound=BaseModel)
+
+
+@dataclass(frozen=True, slots=True)
+class ConfigSummary:
+    devices: int
+    tags: int
+    rules: int
+
+    def __str__(self) -> str:
+        return ", ".join(
+            _count(n, noun)
+            for n, noun in ((self.devices, "device"), (self.tags, "tag"), (self.rules, "rule"))
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class LoadedConfig:
+    """A configuration that passed every check.
+
+    Paths are absolute; `gateway_display` is the gateway file as shown to the engineer.
+    """
+
+    gateway_file: Path
+    gateway_display: str
+    base_dir: Path
+    gateway: GatewayConfig
+    devices: tuple[tuple[Path, DeviceConfig], ...]
+    summary: ConfigSummary
+
+
+def load_config(path: str | Path) -> LoadedConfig:
+    """Load `path` (gateway.yaml or the folder holding it); raise `ConfigError` if invalid."""
+    given = Path(path)
+    gateway_path = given / GATEWAY_FILE_NAME if given.is_dir() else given
+    problems: list[ConfigProblem] = []
+
+    document = _read_yaml(gateway_path, problems)
+    gateway = _validate(GatewayConfig, document, "gateway settings", problems)
+    device_paths: list[Path] = []
+    if document is not None:
+        entries = _device_entries(gateway, document)
+        if entries is not None:
+            device_paths = _resolve_device_files(entries, gateway_path.parent, document, problems)
+
+    checked: list[CheckedDevice] = []
+    for device_path in device_paths:
+        device_doc = _read_yaml(device_path, problems)
+        device = _validate(DeviceConfig, device_doc, "device", problems)
+        if device is not None and device_doc is not None:
+            checked.append(CheckedDevice(device_doc, device))
+    some_invalid = len(checked) < len(device_paths)
+    problems.extend(cross_check(checked, some_files_invalid=some_invalid))
+
+    if problems or gateway is None:
+        raise ConfigError(_sorted(problems))
+    devices = tuple(
+        (Path(os.path.abspath(p)), d.config) for p, d in zip(device_paths, checked, strict=True)
+    )
+    return LoadedConfig(
+        gateway_file=Path(os.path.abspath(gateway_path)),
+        gateway_display=display_path(gateway_path),
+        base_dir=Path(os.path.abspath(gateway_path.parent)),
+        gateway=gateway,
+        devices=devices,
+        summary=ConfigSummary(
+            devices=len(devices),
+            tags=sum(len(d.value_names) for _, d in devices),
+            rules=sum(len(d.rules) for _, d in devices),
+        ),
+    )
+
+
+def display_path(path: Path) -> str:
+    """`path` relative to the working directory when under it, otherwise as given."""
+    absolute = os.path.abspath(path)
+    cwd = os.getcwd()
+    if absolute == cwd or absolute.startswith(cwd.rstrip(os.sep) + os.sep):
+        return os.path.relpath(absolute, cwd)
+    return str(path)
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
+
+
+def _read_yaml(path: Path, problems: list[ConfigProblem]) -> MarkedDocument | None:
+    """Read and parse one file; record why not when it cannot be."""
+    shown = display_path(path)
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        problems.append(ConfigProblem(shown, None, "", "file not found"))
+        return None
+    except OSError as exc:
+        problems.append(ConfigProblem(shown, None, "", f"cannot read the file: {exc.strerror}"))
+        return None
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = raw.count(b"\n", 0, exc.start) + 1
+        problems.append(ConfigProblem(shown, line, "", "the file is not UTF-8 text"))
+        return None
+    parsed = parse_yaml(text, shown)
+    problems.extend(parsed.problems)
+    return parsed.document
+
+
+def _validate(
+    model: type[M], document: MarkedDocument | None, what: str, problems: list[ConfigProblem]
+) -> M | None:
+    if document is None:
+        return None
+    if not isinstance(document.data, dict):
+        problems.append(problem_for_non_mapping(document, what))
+        return None
+    try:
+        return model.model_validate(document.data)
+    except ValidationError as exc:
+        problems.extend(validation_problems(exc, model, document))
+        return None
+
+
+def _device_entries(gateway: GatewayConfig | None, document: MarkedDocument) -> list[str] | None:
+    """The `devices:` entries, even when another part of gateway.yaml is invalid.
+
+    Reading the device files anyway lets one run report their problems too. None when the
+    entries themselves are unusable (already reported by the schema).
+    """
+    if gateway is not None:
+        return gateway.devices
+    data = document.data
+    if not isinstance(data, dict):
+        return None
+    if "devices" not in data:
+        return list(GatewayConfig.model_fields["devices"].get_default(call_default_factory=True))
+    entries = data["devices"]
+    if isinstance(entries, list) and all(isinstance(e, str) for e in entries):
+        return entries
+    return None
+
+
+def _resolve_device_files(
+    entries: Sequence[str], base: Path, document: MarkedDocument, problems: list[ConfigProblem]
+) -> list[Path]:
+    """Device files named by `entries` (paths or globs relative to gateway.yaml), in order.
+
+    A file named twice, or matched by two patterns, is loaded once.
+    """
+    written = isinstance(document.data, dict) and "devices" in document.data
+    found: list[Path] = []
+    seen: set[str] = set()
+    for index, entry in enumerate(entries):
+        path = f"devices.{index}" if written else "devices"
+        default_note = "" if written else " (the default)"
+        line = document.line_of(path)
+        if _GLOB_CHARACTERS.intersection(entry):
+            matches = [
+                Path(m)
+                for m in sorted(glob.glob(str(base / entry), recursive=True))
+                if Path(m).is_file()
+            ]
+            if not matches:
+                problems.append(
+                    ConfigProblem(
+                        document.file,
+                        line,
+                        path,
+                        f"included pattern {entry} matches no file{default_note}",
+                    )
+                )
+        else:
+            candidate = base / entry
+            matches = [candidate] if candidate.is_file() else []
+            if candidate.is_dir():
+                message = f"included path {entry} is a folder; name files or a glob such as "
+                message += f"{entry.rstrip('/')}/*.yaml"
+                problems.append(ConfigProblem(document.file, line, path, message))
+            elif not matches:
+                problems.append(
+                    ConfigProblem(document.file, line, path, f"included file {entry} not found")
+                )
+        for match in matches:
+            key = os.path.realpath(match)
+            if key not in seen:
+                seen.add(key)
+                found.append(match)
+    return found
+
+
+def _sorted(problems: list[ConfigProblem]) -> list[ConfigProblem]:
+    # Stable: problems on the same line keep the order they were found in.
+    return sorted(problems, key=lambda p: (p.file, p.line if p.line is not None else 0))

@@ -1,0 +1,293 @@
+"""`edge-gateway demo`: the whole chain on one machine.
+
+Starts a local mosquitto on a free port, the plant simulator, the simulated central ticket system
+and the gateway on a copy of the example config (ports rewritten to the free ones chosen here),
+each as its own process with its output prefixed. Ctrl-C or `--duration` stops them in reverse
+order; nothing is left running. The summary is read from the gateway's own state.db.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+EX_UNAVAILABLE = 69
+REPO_CONFIG = Path(__file__).resolve().parent.parent / "configs"
+SCENARIO_FAULT = "threshold.high"  # the demo pump's bearing temperature crosses its hi limit
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def find_mosquitto() -> str | None:
+    found = shutil.which("mosquitto")
+    if found:
+        return found
+    for candidate in ("/usr/sbin/mosquitto", "/usr/local/sbin/mosquitto"):
+        if os.access(candidate, os.X_OK):
+            return candidate
+    return None
+
+
+def ensure_mosquitto() -> str | None:
+    """Find mosquitto, installing the Debian package when missing and possible."""
+    found = find_mosquitto()
+    if found or not shutil.which("apt-get") or os.geteuid() != 0:
+        return found
+    print("demo: mosquitto is missing; installing the Debian package with apt-get", flush=True)
+    env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
+    for cmd in (["apt-get", "update", "-qq"], ["apt-get", "install", "-y", "-qq", "mosquitto"]):
+        if subprocess.run(cmd, env=env, check=False).returncode != 0:
+            return None
+    return find_mosquitto()
+
+
+@dataclass(frozen=True)
+class DemoPlan:
+    config_dir: Path
+    gateway_yaml: Path
+    state_db: Path
+    broker_port: int
+    modbus_port: int
+    prefix: str
+    site: str
+    gateway_id: str
+
+
+def prepare_config(source: Path, workdir: Path) -> DemoPlan:
+    """Copy the example config and point it at the free ports chosen for this run."""
+    config_dir = workdir / "config"
+    shutil.copytree(source, config_dir, ignore=shutil.ignore_patterns("var", "schema"))
+    gateway_yaml = config_dir / "gateway.yaml"
+    gw: dict[str, Any] = yaml.safe_load(gateway_yaml.read_text())
+    broker_port, modbus_port = free_port(), free_port()
+    gw.setdefault("uplink", {})["port"] = broker_port
+    gw["uplink"]["host"] = "127.0.0.1"
+    gw.setdefault("storage", {})["directory"] = str(workdir / "var")
+    gateway_yaml.write_text(yaml.safe_dump(gw, sort_keys=False))
+    for device_file in sorted((config_dir / "devices").glob("*.yaml")):
+        device: dict[str, Any] = yaml.safe_load(device_file.read_text())
+        conn = device.get("connection", {})
+        # The simulator serves every Modbus TCP device of the example site on one port.
+        if device.get("connection", {}).get("protocol") == "modbus_tcp":
+            conn["host"], conn["port"] = "127.0.0.1", modbus_port
+        device_file.write_text(yaml.safe_dump(device, sort_keys=False))
+    return DemoPlan(
+        config_dir=config_dir,
+        gateway_yaml=gateway_yaml,
+        state_db=workdir / "var" / "state.db",
+        broker_port=broker_port,
+        modbus_port=modbus_port,
+        prefix=gw.get("uplink", {}).get("topic_prefix", "factory"),
+        site=gw["site"],
+        gateway_id=gw["gateway_id"],
+    )
+
+
+class Child:
+    """One child process whose output is printed line by line with a prefix."""
+
+    def __init__(self, label: str, proc: asyncio.subprocess.Process) -> None:
+        self.label = label
+        self.proc = proc
+        self.pump = asyncio.create_task(self._forward(), name=f"demo-output[{label}]")
+
+    async def _forward(self) -> None:
+        assert self.proc.stdout is not None
+        async for raw in self.proc.stdout:
+            line = raw.decode(errors="replace").rstrip()
+            print(f"[{self.label:<8}] {line}", flush=True)
+
+    async def stop(self, grace_s: float = 8.0) -> None:
+        if self.proc.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                self.proc.send_signal(signal.SIGTERM)
+            try:
+                await asyncio.wait_for(self.proc.wait(), grace_s)
+            except TimeoutError:
+                print(
+                    f"demo: `{self.label}` did not stop in {grace_s:.0f} s; killing it", flush=True
+                )
+                with contextlib.suppress(ProcessLookupError):
+                    self.proc.kill()
+                await self.proc.wait()
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.wait_for(self.pump, 2.0)
+
+
+async def spawn(label: str, *argv: str) -> Child:
+    proc = await asyncio.create_subprocess_exec(
+        *argv,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+        stdin=asyncio.subprocess.DEVNULL,
+        env=dict(os.environ, PYTHONUNBUFFERED="1"),
+        # Own process group: a Ctrl-C reaches the demo, which then stops children in order.
+        start_new_session=True,
+    )
+    return Child(label, proc)
+
+
+async def wait_for_port(port: int, within_s: float) -> bool:
+    deadline = time.monotonic() + within_s
+    while time.monotonic() < deadline:
+        try:
+            _, writer = await asyncio.open_connection("127.0.0.1", port)
+        except OSError:
+            await asyncio.sleep(0.1)
+            continue
+        writer.close()
+        with contextlib.suppress(OSError):
+            await writer.wait_closed()
+        return True
+    return False
+
+
+@dataclass(frozen=True)
+class Summary:
+    opened: int
+    enriched: int
+    acknowledged: int
+    scenario_acknowledged: bool
+
+    def lines(self) -> list[str]:
+        return [
+            "Demo summary",
+            f"  tickets opened:        {self.opened}",
+            f"  tickets enriched:      {self.enriched}  (re-triggers merged into an open ticket)",
+            f"  tickets acknowledged:  {self.acknowledged}  (by the simulated central system)",
+            f"  scenario ticket ({SCENARIO_FAULT}) acknowledged: "
+            f"{'yes' if self.scenario_acknowledged else 'NO'}",
+        ]
+
+
+def read_summary(state_db: Path) -> Summary:
+    if not state_db.exists():
+        return Summary(0, 0, 0, False)
+    # Read-only URI: the gateway has stopped, but never risk writing to its database from here.
+    with contextlib.closing(sqlite3.connect(f"file:{state_db}?mode=ro", uri=True)) as db:
+        rows = db.execute("SELECT fault_code, occurrences, acknowledged_at FROM tickets").fetchall()
+    return Summary(
+        opened=len(rows),
+        enriched=sum(1 for _, occurrences, _ in rows if occurrences > 1),
+        acknowledged=sum(1 for *_, acked in rows if acked is not None),
+        scenario_acknowledged=any(
+            fault == SCENARIO_FAULT and acked is not None for fault, _, acked in rows
+        ),
+    )
+
+
+async def run_demo(config_source: Path, duration: float | None) -> int:
+    mosquitto = ensure_mosquitto()
+    if mosquitto is None:
+        print(
+            "demo: the MQTT broker `mosquitto` is not installed and could not be installed here.\n"
+            "      Install it (Debian/Ubuntu: `sudo apt-get install mosquitto`) or run ./dev demo.",
+            file=sys.stderr,
+        )
+        return EX_UNAVAILABLE
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    children: list[Child] = []
+    with tempfile.TemporaryDirectory(prefix="edge-demo-") as tmp:
+        workdir = Path(tmp)
+        plan = prepare_config(config_source, workdir)
+        broker_conf = workdir / "mosquitto.conf"
+        broker_conf.write_text(
+            f"listener {plan.broker_port} 127.0.0.1\nallow_anonymous true\npersistence false\n"
+        )
+        py = sys.executable
+        print(
+            f"demo: broker on 127.0.0.1:{plan.broker_port}, plant Modbus on "
+            f"127.0.0.1:{plan.modbus_port}, config copied to {plan.config_dir}",
+            flush=True,
+        )
+        try:
+            children.append(await spawn("broker", mosquitto, "-c", str(broker_conf)))
+            if not await wait_for_port(plan.broker_port, 10):
+                print("demo: mosquitto did not start listening within 10 s", file=sys.stderr)
+                return EX_UNAVAILABLE
+            children.append(
+                await spawn(
+                    "plant",
+                    py,
+                    "-m",
+                    "simulator",
+                    "plant",
+                    "--modbus-port",
+                    str(plan.modbus_port),
+                )
+            )
+            children.append(
+                await spawn(
+                    "central",
+                    py,
+                    "-m",
+                    "simulator",
+                    "central",
+                    "--port",
+                    str(plan.broker_port),
+                    "--prefix",
+                    plan.prefix,
+                    "--site",
+                    plan.site,
+                    "--gateway",
+                    plan.gateway_id,
+                )
+            )
+            children.append(
+                await spawn("gateway", py, "-m", "gateway", "run", str(plan.gateway_yaml))
+            )
+            print("demo: running; press Ctrl-C to stop", flush=True)
+            waiter = asyncio.create_task(stop.wait(), name="demo-stop")
+            exits = [
+                asyncio.create_task(c.proc.wait(), name=f"demo-wait[{c.label}]") for c in children
+            ]
+            _, pending = await asyncio.wait(
+                [waiter, *exits], timeout=duration, return_when=asyncio.FIRST_COMPLETED
+            )
+            for task in pending:
+                task.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
+            for child in children:
+                if child.proc.returncode is not None:
+                    print(
+                        f"demo: `{child.label}` exited early with status {child.proc.returncode}",
+                        flush=True,
+                    )
+        finally:
+            for child in reversed(children):
+                await child.stop()
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                loop.remove_signal_handler(sig)
+        summary = read_summary(plan.state_db)
+    print("\n".join(summary.lines()), flush=True)
+    return 0 if summary.scenario_acknowledged else 1
+
+
+def run(args: argparse.Namespace) -> int:
+    source = Path(args.config) if args.config else REPO_CONFIG
+    if source.is_file():
+        source = source.parent
+    return asyncio.run(run_demo(source, args.duration))

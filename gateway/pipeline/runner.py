@@ -1,0 +1,150 @@
+"""The detector runner: takes records off the bounded queue, stores raw telemetry locally,
+routes each record to the detectors that want its tag, and hands findings to ticketing.
+
+CPU-heavy detectors (waveforms) run in a worker thread so that polling stays on time
+(DESIGN.md section 3); numpy releases the GIL for the FFTs. A detector that raises is disabled
+and reported as a finding of its own; collection goes on (DESIGN.md section 5).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import defaultdict
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+
+from gateway.core.clock import Clock
+from gateway.core.interfaces import Detector, Record
+from gateway.core.records import FaultCode, Finding, Priority, Sample, Waveform
+
+log = logging.getLogger(__name__)
+
+FindingSink = Callable[[Finding], Awaitable[None]]
+TelemetrySink = Callable[[Sequence[Sample]], Awaitable[None]]
+WaveformSink = Callable[[Waveform], Awaitable[None]]
+
+
+@dataclass(frozen=True, slots=True)
+class RunnerStatistics:
+    records: int
+    samples_stored: int
+    waveforms: int
+    findings: int
+    detectors_disabled: int
+    queue_depth: int
+    detector_seconds: float
+
+
+class DetectorRunner:
+    """Consumes the records queue until cancelled; `drain()` empties it on shutdown."""
+
+    def __init__(
+        self,
+        queue: asyncio.Queue[Record],
+        detectors: Sequence[Detector],
+        on_finding: FindingSink,
+        store_samples: TelemetrySink,
+        clock: Clock,
+        *,
+        asset_of_detector: dict[str, str] | None = None,
+        store_waveform: WaveformSink | None = None,
+        batch_size: int = 500,
+    ) -> None:
+        self._queue = queue
+        self._on_finding = on_finding
+        self._store_samples = store_samples
+        self._store_waveform = store_waveform
+        self._clock = clock
+        self._batch_size = batch_size
+        self._asset_of_detector = asset_of_detector or {}
+        self._by_tag: dict[str, list[Detector]] = defaultdict(list)
+        for detector in detectors:
+            for tag in detector.inputs:
+                self._by_tag[tag].append(detector)
+        self._disabled: set[str] = set()
+        self._records = 0
+        self._stored = 0
+        self._waveforms = 0
+        self._findings = 0
+        self._detector_seconds = 0.0
+
+    async def run_detectors(self) -> None:
+        while True:
+            batch = [await self._queue.get()]
+            # Take what is already waiting, so telemetry is written in batches.
+            while len(batch) < self._batch_size and not self._queue.empty():
+                batch.append(self._queue.get_nowait())
+            await self._process(batch)
+
+    async def drain(self) -> None:
+        """Process whatever is still queued (used on shutdown, after the sources stopped)."""
+        batch: list[Record] = []
+        while not self._queue.empty():
+            batch.append(self._queue.get_nowait())
+        if batch:
+            await self._process(batch)
+
+    def statistics(self) -> RunnerStatistics:
+        return RunnerStatistics(
+            records=self._records,
+            samples_stored=self._stored,
+            waveforms=self._waveforms,
+            findings=self._findings,
+            detectors_disabled=len(self._disabled),
+            queue_depth=self._queue.qsize(),
+            detector_seconds=self._detector_seconds,
+        )
+
+    async def _process(self, batch: list[Record]) -> None:
+        self._records += len(batch)
+        samples = [r for r in batch if isinstance(r, Sample)]
+        if samples:
+            await self._store_samples(samples)
+            self._stored += len(samples)
+        for record in batch:
+            if isinstance(record, Waveform):
+                self._waveforms += 1
+                if self._store_waveform is not None:
+                    await self._store_waveform(record)
+            for detector in self._by_tag.get(record.tag, ()):
+                if detector.name in self._disabled:
+                    continue
+                for finding in await self._run_one(detector, record):
+                    self._findings += 1
+                    await self._on_finding(finding)
+
+    async def _run_one(self, detector: Detector, record: Record) -> list[Finding]:
+        started = self._clock.monotonic()
+        try:
+            if isinstance(record, Waveform):
+                findings = await asyncio.to_thread(detector.update, record)
+            else:
+                findings = detector.update(record)
+        except Exception as exc:
+            self._disabled.add(detector.name)
+            log.error(
+                "Detector `%s` failed on `%s` and is disabled: %r",
+                detector.name,
+                record.tag,
+                exc,
+                exc_info=True,
+            )
+            asset = self._asset_of_detector.get(detector.name, record.tag.split(".", 1)[0])
+            return [
+                Finding(
+                    asset=asset,
+                    fault_code=FaultCode.DETECTOR_FAILED,
+                    severity=Priority.P3,
+                    score=1.0,
+                    detector=detector.name,
+                    message=(
+                        f"Detector {detector.name} stopped after an internal error "
+                        f"({type(exc).__name__}); its rule is not being evaluated."
+                    ),
+                    ts=record.ts,
+                )
+            ]
+        finally:
+            self._detector_seconds += self._clock.monotonic() - started
+        return findings

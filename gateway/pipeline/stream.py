@@ -1,0 +1,206 @@
+"""The source task of a streaming endpoint: a CAN channel, an OPC UA subscription (DESIGN.md 3).
+
+The counterpart of `PollingSource` for drivers that push: enter the driver, forward every record
+it yields into the bounded queue, and when it fails, publish BAD samples for all its tags, log
+once, back off with jitter and start again with a fresh driver from the factory.
+
+Full-queue policy: the source waits (`await queue.put`), like every source; memory does not
+grow here. While it waits it stops pulling from the driver, so each driver declares where the
+backlog goes: the CAN driver keeps reading the bus into a bounded buffer and drops the oldest
+frames, counted as overruns (see `protocols/can/driver.py`).
+
+Failure and recovery: BAD samples are published once per failed attempt (a stream has no rate
+to repeat them at), with the driver's reason. The device counts as back at the first record
+after a reconnect, not at a successful enter: a CAN bus opens fine and then goes bus-off at
+once, and logging "reachable" for that would print two lines per retry.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import logging
+import random
+from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import dataclass
+
+from gateway.core.clock import Clock
+from gateway.core.errors import DeviceTimeout, DeviceUnreachable, DriverError
+from gateway.core.interfaces import Record, StreamingDriver
+from gateway.core.records import Quality, Sample, Tag
+
+# One backoff policy for every source; the lead may move it to its own module.
+from gateway.pipeline.source import Backoff
+
+log = logging.getLogger(__name__)
+
+StreamingDriverFactory = Callable[[], StreamingDriver]
+
+
+class StreamState(enum.StrEnum):
+    STARTING = "starting"
+    STREAMING = "streaming"
+    UNREACHABLE = "unreachable"
+    STOPPED = "stopped"
+
+
+@dataclass(frozen=True, slots=True)
+class StreamStatistics:
+    device: str
+    state: StreamState
+    records: int  # records forwarded to the queue, BAD ones from failures excluded
+    errors: int  # failed connects and broken streams
+    reconnects: int  # recoveries after the device was unreachable
+    bad_values: int  # BAD samples the driver itself produced (malformed, stale)
+    last_error: str | None
+
+
+class StreamingSource:
+    """Streams one endpoint into the queue until cancelled; see the module docstring."""
+
+    def __init__(
+        self,
+        device_id: str,
+        driver_factory: StreamingDriverFactory,
+        queue: asyncio.Queue[Record],
+        clock: Clock,
+        *,
+        connect_timeout_s: float = 10.0,
+        backoff: Backoff | None = None,
+        rng: random.Random | None = None,
+    ) -> None:
+        if connect_timeout_s <= 0:
+            raise ValueError("connect_timeout_s must be positive")
+        self._device_id = device_id
+        self._factory = driver_factory
+        self._queue = queue
+        self._clock = clock
+        self._connect_timeout = connect_timeout_s
+        self._backoff = backoff or Backoff()
+        self._rng = rng or random.Random()
+
+        self._state = StreamState.STARTING
+        self._records = 0
+        self._errors = 0
+        self._reconnects = 0
+        self._bad_values = 0
+        self._last_error: str | None = None
+        self._failures = 0  # consecutive failed attempts since the last record
+
+    @property
+    def name(self) -> str:
+        """The task name, as the config reads (STYLE.md)."""
+        return f"source[{self._device_id}]"
+
+    @property
+    def device_id(self) -> str:
+        return self._device_id
+
+    def statistics(self) -> StreamStatistics:
+        return StreamStatistics(
+            device=self._device_id,
+            state=self._state,
+            records=self._records,
+            errors=self._errors,
+            reconnects=self._reconnects,
+            bad_values=self._bad_values,
+            last_error=self._last_error,
+        )
+
+    async def run_source(self) -> None:
+        """Connect, stream, back off and reconnect, until cancelled."""
+        try:
+            while True:
+                driver = self._factory()
+                tags = driver.tags()
+                try:
+                    failure = await self._connect(driver)
+                    if failure is None:
+                        failure = await self._stream_until_failure(driver)
+                finally:
+                    # Also after a failed enter: exit is idempotent and never raises (the
+                    # driver contract), and a half-open bus or session must not leak.
+                    await driver.__aexit__(None, None, None)
+                await self._back_off(tags, failure)
+        finally:
+            self._state = StreamState.STOPPED
+
+    async def _connect(self, driver: StreamingDriver) -> DriverError | None:
+        try:
+            await asyncio.wait_for(driver.__aenter__(), self._connect_timeout)
+        except TimeoutError:
+            return DeviceTimeout(f"no connection within {_seconds(self._connect_timeout)} s")
+        except DriverError as exc:
+            return exc
+        return None
+
+    async def _stream_until_failure(self, driver: StreamingDriver) -> DriverError:
+        stream = driver.records()
+        try:
+            async for record in stream:
+                if self._state is not StreamState.STREAMING:
+                    self._on_first_record(driver)
+                self._records += 1
+                if isinstance(record, Sample) and record.quality is Quality.BAD:
+                    self._bad_values += 1
+                await self._queue.put(record)
+        except DriverError as exc:
+            return exc
+        finally:
+            await _close(stream)
+        # A stream that simply ends is a lost connection too: start again.
+        return DeviceUnreachable("the stream ended")
+
+    def _on_first_record(self, driver: StreamingDriver) -> None:
+        if self._state is StreamState.UNREACHABLE:
+            self._reconnects += 1
+            log.info(
+                "Device `%s` reachable again after %d %s.",
+                self._device_id,
+                self._failures,
+                "attempt" if self._failures == 1 else "attempts",
+            )
+        else:
+            log.info("Device `%s` streaming from `%s`.", self._device_id, driver.endpoint)
+        self._state = StreamState.STREAMING
+        self._failures = 0
+
+    async def _back_off(self, tags: Sequence[Tag], failure: DriverError) -> None:
+        self._errors += 1
+        reason = str(failure) or type(failure).__name__
+        self._last_error = reason
+        delay = self._backoff.delay(self._failures, self._rng)
+        self._failures += 1
+        if self._state is not StreamState.UNREACHABLE:
+            log.warning(
+                "Device `%s` unreachable: %s; retrying in %s s.",
+                self._device_id,
+                reason,
+                _seconds(delay),
+            )
+            self._state = StreamState.UNREACHABLE
+        else:
+            log.debug(
+                "Device `%s` still unreachable: %s; retrying in %s s.",
+                self._device_id,
+                reason,
+                _seconds(delay),
+            )
+        ts = self._clock.now()
+        for tag in tags:
+            await self._queue.put(Sample.bad(tag.id, ts, reason))
+        await asyncio.sleep(delay)
+
+
+async def _close(stream: AsyncIterator[Record]) -> None:
+    """Finish an async generator now, so its cleanup runs in this task and not at GC time."""
+    aclose = getattr(stream, "aclose", None)
+    if aclose is not None:
+        await aclose()
+
+
+def _seconds(value: float) -> str:
+    """2 -> "2", 1.25 -> "1.2", 47.6 -> "48": enough precision for a log line."""
+    if value >= 10:
+        return f"{value:.0f}"
+    return f"{value:.1f}".rstrip("0").rstrip(".")

@@ -1,0 +1,221 @@
+"""What state.db and telemetry.db share: opening with the right pragmas, schema migrations, and
+one transaction helper that turns every SQLite failure into our `StoreError`.
+
+aiosqlite runs one connection in one worker thread and executes statements in order. Several
+coroutines share that connection (ticketing, uplink, telemetry writer), so every public store
+method holds `Database.lock`: otherwise another coroutine's statement could land inside our
+`BEGIN IMMEDIATE ... COMMIT` and be rolled back with it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import logging
+import sqlite3
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import aiosqlite
+
+from gateway.core.errors import StoreError
+
+log = logging.getLogger(__name__)
+
+
+class Synchronous(enum.IntEnum):
+    """`PRAGMA synchronous` levels (https://sqlite.org/pragma.html#pragma_synchronous)."""
+
+    OFF = 0
+    NORMAL = 1
+    FULL = 2
+
+
+@dataclass(frozen=True, slots=True)
+class Migration:
+    """The statements that bring a schema from `version - 1` to `version`."""
+
+    version: int
+    statements: Sequence[str]
+
+
+class Database:
+    """One aiosqlite connection in autocommit mode; transactions are explicit (`transaction`)."""
+
+    def __init__(self, conn: aiosqlite.Connection, path: Path, label: str) -> None:
+        self.conn = conn
+        self.path = path
+        self.label = label
+        self.lock = asyncio.Lock()
+
+    @classmethod
+    async def open(
+        cls,
+        path: str | Path,
+        *,
+        label: str,
+        synchronous: Synchronous,
+        busy_timeout_ms: int,
+        migrations: Sequence[Migration],
+        read_only: bool = False,
+    ) -> Database:
+        """Open, configure and migrate, creating the file when absent.
+
+        `read_only=True` is for readers beside the running daemon (the `tickets` CLI): a
+        missing file is an error rather than an empty database left behind, nothing is written,
+        and the schema must already be the one this code knows.
+        Raises `StoreError` when the file cannot be opened, configured or migrated.
+        """
+        path = Path(path)
+        if read_only and not await asyncio.to_thread(path.is_file):
+            # Checked before connecting: a failed aiosqlite connect leaves its worker thread to
+            # finish on its own, which races with a closing event loop.
+            raise StoreError(f"cannot open {label} at {path}: no such file")
+        try:
+            if read_only:
+                # mode=ro: SQLite still refuses a file that vanished since the check above.
+                target: str | Path = path.absolute().as_uri() + "?mode=ro"
+            else:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                target = path
+            # isolation_level=None: the sqlite3 module must not open transactions behind our
+            # back; we issue BEGIN IMMEDIATE ourselves so the write lock is taken up front.
+            conn = await aiosqlite.connect(target, isolation_level=None, uri=read_only)
+        except (OSError, sqlite3.Error) as exc:
+            raise StoreError(f"cannot open {label} at {path}: {exc}") from exc
+        db = cls(conn, path, label)
+        try:
+            conn.row_factory = aiosqlite.Row
+            if read_only:
+                await db._check_readable(busy_timeout_ms, migrations)
+            else:
+                await db._configure(synchronous, busy_timeout_ms)
+                await db._migrate(migrations)
+        except BaseException:
+            await conn.close()
+            raise
+        return db
+
+    async def close(self) -> None:
+        """Idempotent; never raises (a store that cannot close has nothing left to lose)."""
+        async with self.lock:
+            try:
+                await self.conn.close()
+            except (sqlite3.Error, ValueError) as exc:
+                log.warning("Closing `%s` at `%s` failed: %s", self.label, self.path, exc)
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[aiosqlite.Connection]:
+        """BEGIN IMMEDIATE ... COMMIT; ROLLBACK on any failure, including cancellation.
+
+        The caller must hold `lock`. SQLite errors leave as `StoreError`.
+        """
+        try:
+            await self.conn.execute("BEGIN IMMEDIATE")
+        except (sqlite3.Error, ValueError) as exc:
+            raise StoreError(f"{self.label} refused to start a transaction: {exc}") from exc
+        except BaseException:
+            # Cancelled while BEGIN was queued: the worker thread still runs it, so end that
+            # transaction, or the next BEGIN on this connection would fail.
+            await self._rollback_quietly()
+            raise
+        try:
+            yield self.conn
+            await self.conn.execute("COMMIT")
+        except BaseException as exc:
+            # The worker thread runs statements in order, so this ROLLBACK follows whatever was
+            # queued before, even when we got here by cancellation. rollback() is a no-op when
+            # the failed statement was COMMIT itself and SQLite already ended the transaction.
+            await self._rollback_quietly()
+            if isinstance(exc, sqlite3.Error | ValueError):
+                raise StoreError(f"{self.label} refused a write: {exc}") from exc
+            raise
+
+    async def _rollback_quietly(self) -> None:
+        try:
+            await self.conn.rollback()
+        except (sqlite3.Error, ValueError) as exc:
+            log.error("Rollback on `%s` at `%s` failed: %s", self.label, self.path, exc)
+
+    async def pragma(self, name: str) -> object:
+        async with self.conn.execute(f"PRAGMA {name}") as cursor:
+            row = await cursor.fetchone()
+        return None if row is None else row[0]
+
+    async def _configure(self, synchronous: Synchronous, busy_timeout_ms: int) -> None:
+        try:
+            # busy_timeout first: switching to WAL itself needs the lock if another process
+            # (the `tickets` CLI) has the file open.
+            await self.conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
+            mode = await self.pragma("journal_mode = WAL")
+            await self.conn.execute(f"PRAGMA synchronous = {int(synchronous)}")
+            await self.conn.execute("PRAGMA foreign_keys = ON")
+            actual_sync = await self.pragma("synchronous")
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot configure {self.label} at {self.path}: {exc}") from exc
+        # WAL cannot be enabled on some filesystems (network mounts); the durability contract
+        # (DESIGN.md section 9) depends on it, so refuse to run rather than degrade silently.
+        if str(mode).lower() != "wal" or actual_sync != int(synchronous):
+            raise StoreError(
+                f"{self.label} at {self.path} runs journal_mode={mode}, synchronous={actual_sync};"
+                f" expected wal and {int(synchronous)}"
+            )
+
+    async def _check_readable(
+        self, busy_timeout_ms: int, migrations: Sequence[Migration]
+    ) -> None:
+        target = _latest(migrations)
+        try:
+            await self.conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
+            async with self.conn.execute("SELECT MAX(version) FROM schema_version") as cur:
+                row = await cur.fetchone()
+        except sqlite3.Error as exc:
+            raise StoreError(f"{self.label} at {self.path} cannot be read: {exc}") from exc
+        current = row[0] if row is not None else None
+        if current != target:
+            raise StoreError(
+                f"{self.label} at {self.path} has schema version {current}; this code reads"
+                f" version {target}"
+            )
+
+    async def _schema_version(self) -> int:
+        try:
+            await self.conn.execute(
+                "CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)"
+            )
+            async with self.conn.execute("SELECT MAX(version) FROM schema_version") as cur:
+                row = await cur.fetchone()
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot read the schema of {self.label}: {exc}") from exc
+        return int(row[0]) if row is not None and row[0] is not None else 0
+
+    async def _migrate(self, migrations: Sequence[Migration]) -> None:
+        target = _latest(migrations)
+        async with self.lock:
+            current = await self._schema_version()
+            if current > target:
+                raise StoreError(
+                    f"{self.label} at {self.path} has schema version {current}; this gateway"
+                    f" understands up to {target}. Refusing to touch a newer database."
+                )
+            for migration in sorted(migrations, key=lambda m: m.version):
+                if migration.version <= current:
+                    continue
+                async with self.transaction() as conn:
+                    for statement in migration.statements:
+                        await conn.execute(statement)
+                    await conn.execute(
+                        "INSERT INTO schema_version (version) VALUES (?)", (migration.version,)
+                    )
+                log.info(
+                    "Migrated `%s` at `%s` to schema version %d.",
+                    self.label,
+                    self.path,
+                    migration.version,
+                )
+
+
+def _latest(migrations: Sequence[Migration]) -> int:
+    return max((m.version for m in migrations), default=0)

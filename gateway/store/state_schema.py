@@ -1,0 +1,81 @@
+"""The schema of state.db: tickets, their events and the outbox (DESIGN.md sections 3 and 6).
+
+Append a `Migration` to change it; never edit a released one. `schema_version` records what
+has been applied, so an older gateway refuses a newer file instead of corrupting it.
+"""
+
+from __future__ import annotations
+
+from gateway.store.sqlite import Migration
+
+STATE_MIGRATIONS: tuple[Migration, ...] = (
+    Migration(
+        version=1,
+        statements=(
+            """
+            CREATE TABLE tickets (
+                id               TEXT PRIMARY KEY,
+                key              TEXT NOT NULL,
+                site             TEXT NOT NULL,
+                asset            TEXT NOT NULL,
+                fault_code       TEXT NOT NULL,
+                detector         TEXT NOT NULL,
+                priority         TEXT NOT NULL,
+                state            TEXT NOT NULL,
+                revision         INTEGER NOT NULL CHECK (revision >= 1),
+                opened_at        REAL NOT NULL,
+                first_seen       REAL NOT NULL,
+                last_seen        REAL NOT NULL,
+                occurrences      INTEGER NOT NULL CHECK (occurrences >= 1),
+                peak_value       REAL,
+                message          TEXT NOT NULL,
+                condition_active INTEGER NOT NULL,
+                central_id       TEXT,
+                acknowledged_at  REAL,
+                evidence         TEXT NOT NULL  -- JSON object
+            )
+            """,
+            # The rule "at most one open ticket per dedup key" (DESIGN.md section 6), enforced
+            # by the database as well as by the ticket service.
+            """
+            CREATE UNIQUE INDEX tickets_one_open_per_key ON tickets (key)
+                WHERE state NOT IN ('CLOSED', 'CANCELLED')
+            """,
+            """
+            CREATE TABLE ticket_events (
+                id        INTEGER PRIMARY KEY,
+                ticket_id TEXT NOT NULL REFERENCES tickets (id),
+                revision  INTEGER NOT NULL,
+                kind      TEXT NOT NULL,
+                ts        REAL NOT NULL,
+                detail    TEXT NOT NULL,  -- JSON object
+                UNIQUE (ticket_id, revision)
+            )
+            """,
+            # AUTOINCREMENT: a sequence number is never reused, even after the newest rows are
+            # purged, so `seq` can serve as the per-gateway CloudEvents sequence.
+            """
+            CREATE TABLE outbox (
+                seq          INTEGER PRIMARY KEY AUTOINCREMENT,
+                event_id     TEXT NOT NULL UNIQUE,
+                topic        TEXT NOT NULL,
+                payload      BLOB NOT NULL,
+                kind         TEXT NOT NULL,
+                created_at   REAL NOT NULL,
+                attempts     INTEGER NOT NULL DEFAULT 0,
+                last_sent_at REAL,
+                settled_at   REAL,
+                ticket_id    TEXT
+            )
+            """,
+            "CREATE INDEX outbox_unsettled ON outbox (seq) WHERE settled_at IS NULL",
+            # Counters that must keep rising across restarts, such as the CloudEvents sequence.
+            """
+            CREATE TABLE counters (
+                name  TEXT PRIMARY KEY,
+                value INTEGER NOT NULL
+            )
+            """,
+        ),
+    ),
+)

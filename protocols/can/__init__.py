@@ -1,0 +1,1 @@
+"""CAN bus: python-can for the bus, cantools for DBC files (both imported only in this package)."""

@@ -1,0 +1,209 @@
+"""OPC UA configuration models. Pydantic only: no asyncua import here (STYLE.md).
+
+A device file names one server (`connection`) and the variables read from it (`nodes`). Values
+are read through subscriptions by default; `mode: poll` reads a node with the Read service at
+the device's poll period instead, for servers that sample badly or not at all (issue 3).
+"""
+
+from __future__ import annotations
+
+import enum
+import re
+from typing import Annotated, Literal
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+# A NodeId in the OPC UA string form (Part 6, 5.3.1.10) with an explicit namespace index:
+# ns=2;s=Pump.Temp, ns=3;i=1001, ns=2;g=<guid>, ns=2;b=<base64>. `ns=0` may be left out.
+NODE_ID_PATTERN = (
+    r"^(?:ns=\d{1,5};)?"
+    r"(?:i=\d{1,10}|s=.+|g=[0-9A-Fa-f]{8}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{12}"
+    r"|b=[A-Za-z0-9+/]+={0,2})$"
+)
+_NODE_ID_RE = re.compile(NODE_ID_PATTERN)
+
+
+def is_node_id(text: str) -> bool:
+    """The string form, with the namespace index a UInt16 and a numeric id a UInt32."""
+    if _NODE_ID_RE.match(text) is None:
+        return False
+    namespace, _, identifier = text.partition(";") if text.startswith("ns=") else ("", "", text)
+    if namespace and int(namespace[3:]) > 0xFFFF:
+        return False
+    return not identifier.startswith("i=") or int(identifier[2:]) <= 0xFFFF_FFFF
+
+
+def _node_id(text: str) -> str:
+    if not is_node_id(text):
+        raise ValueError(f"`{text}` is not a NodeId such as ns=2;s=Pump.Temp or ns=3;i=1001")
+    return text
+
+
+NodeIdText = Annotated[str, AfterValidator(_node_id)]
+
+
+class SecurityPolicy(enum.StrEnum):
+    """Security policies asyncua implements that are not deprecated (Basic128Rsa15 and Basic256
+    use SHA-1 and are refused on purpose)."""
+
+    NONE = "None"
+    BASIC256SHA256 = "Basic256Sha256"
+    AES128_SHA256_RSAOAEP = "Aes128_Sha256_RsaOaep"
+    AES256_SHA256_RSAPSS = "Aes256_Sha256_RsaPss"
+
+
+class SecurityMode(enum.StrEnum):
+    NONE = "None"
+    SIGN = "Sign"
+    SIGN_AND_ENCRYPT = "SignAndEncrypt"
+
+
+class AnonymousLogin(Strict):
+    method: Literal["anonymous"] = "anonymous"
+
+
+class UsernameLogin(Strict):
+    method: Literal["username"]
+    username: str = Field(min_length=1)
+    password_file: str = Field(description="File holding the password; never logged.")
+
+
+class CertificateLogin(Strict):
+    """User identity by X.509 certificate (ActivateSession with an X509IdentityToken)."""
+
+    method: Literal["certificate"]
+    certificate: str = Field(description="User certificate, DER or PEM.")
+    private_key: str = Field(description="Private key of the user certificate, PEM or DER.")
+
+
+Login = Annotated[AnonymousLogin | UsernameLogin | CertificateLogin, Field(discriminator="method")]
+
+
+class OpcUaConnection(Strict):
+    """One OPC UA server endpoint and how the gateway authenticates to it."""
+
+    protocol: Literal["opcua"]
+    endpoint: str = Field(
+        pattern=r"^opc\.tcp://[^/\s:]+(?::\d{1,5})?(?:/\S*)?$",
+        description="Server endpoint URL, for example opc.tcp://10.0.0.5:4840.",
+    )
+    security_policy: SecurityPolicy = SecurityPolicy.NONE
+    security_mode: SecurityMode = SecurityMode.NONE
+    certificate: str | None = Field(
+        None, description="The gateway's application instance certificate (DER or PEM)."
+    )
+    private_key: str | None = Field(None, description="Private key of `certificate` (PEM or DER).")
+    trust_list: str | None = Field(
+        None,
+        description="Folder of trusted server certificates or CA certificates (DER or PEM). "
+        "A server whose certificate is not trusted is refused.",
+    )
+    application_uri: str | None = Field(
+        None, description="Defaults to the URI in the certificate's subjectAltName."
+    )
+    login: Login = Field(default_factory=AnonymousLogin)
+    timeout_s: float = Field(4.0, gt=0, description="Per-request timeout.")
+    session_timeout_s: float = Field(
+        60.0, gt=0, description="Requested session timeout; the server may revise it."
+    )
+    watchdog_interval_s: float = Field(
+        1.0, gt=0, description="How often a silent connection is probed; bounds loss detection."
+    )
+    publishing_interval_ms: float = Field(
+        500.0, gt=0, description="Subscription publishing interval."
+    )
+    reconnect_min_s: float = Field(1.0, gt=0, description="First reconnect delay after a loss.")
+    reconnect_max_s: float = Field(60.0, gt=0, description="Cap of the reconnect backoff.")
+
+    @model_validator(mode="after")
+    def _security_is_consistent(self) -> OpcUaConnection:
+        secured = self.security_mode is not SecurityMode.NONE
+        if secured != (self.security_policy is not SecurityPolicy.NONE):
+            raise ValueError(
+                "security_policy and security_mode must both be None or both be set "
+                f"(got policy {self.security_policy}, mode {self.security_mode})"
+            )
+        if secured:
+            missing = [
+                name
+                for name in ("certificate", "private_key", "trust_list")
+                if getattr(self, name) is None
+            ]
+            if missing:
+                raise ValueError(
+                    f"security mode {self.security_mode} needs {', '.join(missing)} "
+                    "(the server certificate is checked against the trust list)"
+                )
+        if self.reconnect_max_s < self.reconnect_min_s:
+            raise ValueError("reconnect_max_s must not be smaller than reconnect_min_s")
+        return self
+
+
+class NodeMode(enum.StrEnum):
+    SUBSCRIBE = "subscribe"
+    POLL = "poll"
+
+
+class NodeKind(enum.StrEnum):
+    SCALAR = "scalar"
+    WAVEFORM = "waveform"
+
+
+class DeadbandType(enum.StrEnum):
+    NONE = "none"
+    ABSOLUTE = "absolute"
+    PERCENT = "percent"  # of the node's EURange; servers without EURange refuse it
+
+
+class Deadband(Strict):
+    type: DeadbandType = DeadbandType.NONE
+    value: float = Field(0.0, ge=0)
+
+    @model_validator(mode="after")
+    def _percent_in_range(self) -> Deadband:
+        if self.type is DeadbandType.PERCENT and self.value > 100:
+            raise ValueError(f"a percent deadband must be 0..100, got {self.value}")
+        return self
+
+
+class OpcUaNode(Strict):
+    """One variable read from the server."""
+
+    name: str = Field(
+        pattern=r"^[A-Za-z0-9_][A-Za-z0-9_\-]*$", description="Tag name, unique in the device."
+    )
+    node_id: NodeIdText = Field(
+        pattern=NODE_ID_PATTERN, description="NodeId, for example ns=2;s=Pump.Temp."
+    )
+    mode: NodeMode = NodeMode.SUBSCRIBE
+    sampling_interval_ms: float | None = Field(
+        None, ge=0, description="Server-side sampling; default: the publishing interval."
+    )
+    queue_size: int = Field(1, ge=1, le=10_000, description="Server-side queue per monitored item.")
+    deadband: Deadband = Deadband(type=DeadbandType.NONE, value=0.0)
+    unit: str = ""
+    scale: float = Field(1.0, description="Engineering value = raw * scale + offset.")
+    offset: float = 0.0
+    kind: NodeKind = NodeKind.SCALAR
+    sample_rate: float | None = Field(None, gt=0, description="Waveform sample rate in Hz.")
+    sample_rate_node: NodeIdText | None = Field(
+        None, pattern=NODE_ID_PATTERN, description="Node holding the waveform sample rate in Hz."
+    )
+
+    @model_validator(mode="after")
+    def _waveform_has_one_rate(self) -> OpcUaNode:
+        has_rate = (self.sample_rate is not None, self.sample_rate_node is not None)
+        if self.kind is NodeKind.WAVEFORM and sum(has_rate) != 1:
+            raise ValueError(
+                "a waveform node needs exactly one of sample_rate and sample_rate_node"
+            )
+        if self.kind is NodeKind.SCALAR and any(has_rate):
+            raise ValueError("sample_rate and sample_rate_node apply to waveform nodes only")
+        if self.kind is NodeKind.WAVEFORM and self.deadband.type is not DeadbandType.NONE:
+            raise ValueError("a deadband applies to scalar nodes only")
+        return self

@@ -1,0 +1,145 @@
+"""Plain values read from a node -> gateway records. No asyncua here: tested with tables.
+
+The driver hands over the variant's Python value, the StatusCode and the timestamps; this module
+decides what the gateway may believe. A Bad status, a value of the wrong shape or a non-finite
+number becomes a BAD sample with a reason, never a value (DESIGN.md section 9, "Bad input").
+Scale and offset are the node's, as the Modbus driver applies its point's: records leave the
+driver in engineering units.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from gateway.core.interfaces import Record
+from gateway.core.records import Quality, Sample, Tag, Waveform
+from protocols.opcua.quality import quality_of, status_label
+
+
+@dataclass(frozen=True, slots=True)
+class NodeReading:
+    """One DataValue, already stripped of the library's types."""
+
+    value: object
+    status_code: int
+    status_name: str | None
+    source_ts: float | None
+    server_ts: float | None
+
+    @property
+    def best_ts(self) -> float | None:
+        """SourceTimestamp, else ServerTimestamp: a server that does not stamp at the source
+        still tells when it last saw the value (Part 4, 7.11)."""
+        return self.source_ts if self.source_ts is not None else self.server_ts
+
+
+class NotDecodable(ValueError):
+    """A value that cannot be trusted as a number of the configured shape."""
+
+
+def scalar_value(raw: object) -> float:
+    """A finite float from a numeric or boolean variant value."""
+    if isinstance(raw, bool):
+        return 1.0 if raw else 0.0
+    if isinstance(raw, int | float | np.integer | np.floating):
+        value = float(raw)
+    elif raw is None:
+        raise NotDecodable("no value")
+    else:
+        raise NotDecodable(f"value of type {type(raw).__name__} is not a number")
+    if not math.isfinite(value):
+        raise NotDecodable(f"value {value} is not finite")
+    return value
+
+
+def waveform_data(raw: object) -> np.ndarray:
+    """A finite float64 array from an array variant value (list of numbers or bytes)."""
+    if isinstance(raw, bytes | bytearray | str) or not isinstance(raw, Sequence | np.ndarray):
+        raise NotDecodable(f"value of type {type(raw).__name__} is not an array")
+    if len(raw) == 0:
+        raise NotDecodable("empty array")
+    try:
+        data = np.asarray(raw, dtype=np.float64)
+    except (TypeError, ValueError) as exc:
+        raise NotDecodable(f"array is not numeric: {exc}") from None
+    if data.ndim != 1:
+        raise NotDecodable(f"array has {data.ndim} dimensions, expected 1")
+    if not np.isfinite(data).all():
+        raise NotDecodable("array holds non-finite values")
+    return data
+
+
+def scalar_record(
+    tag: Tag, reading: NodeReading, now: float, scale: float = 1.0, offset: float = 0.0
+) -> Sample:
+    """Engineering value = raw * scale + offset; Uncertain values are kept and marked."""
+    quality = quality_of(reading.status_code)
+    if quality is Quality.BAD:
+        return _bad(tag, now, reading, status_label(reading.status_code, reading.status_name))
+    try:
+        raw = scalar_value(reading.value)
+    except NotDecodable as exc:
+        return _bad(tag, now, reading, str(exc))
+    return Sample(
+        tag=tag.id,
+        ts=now,
+        value=raw * scale + offset,
+        quality=quality,
+        source_ts=reading.best_ts,
+    )
+
+
+def waveform_record(
+    tag: Tag,
+    reading: NodeReading,
+    sample_rate: float | None,
+    now: float,
+    scale: float = 1.0,
+    offset: float = 0.0,
+) -> Record:
+    """A Waveform, or a BAD sample for the waveform tag when the block cannot be trusted."""
+    quality = quality_of(reading.status_code)
+    if quality is Quality.BAD:
+        return _bad(tag, now, reading, status_label(reading.status_code, reading.status_name))
+    if sample_rate is None or not math.isfinite(sample_rate) or sample_rate <= 0:
+        return _bad(tag, now, reading, f"sample rate {sample_rate} is not a positive number")
+    try:
+        data = waveform_data(reading.value)
+    except NotDecodable as exc:
+        return _bad(tag, now, reading, str(exc))
+    if scale != 1.0 or offset != 0.0:
+        data = data * scale + offset
+    return Waveform(
+        tag=tag.id,
+        ts=now,
+        sample_rate=sample_rate,
+        data=data,
+        unit=tag.unit,
+        quality=quality,
+    )
+
+
+def sample_rate_of(reading: NodeReading) -> float | None:
+    """The rate held by a sample-rate node, or None when it is not a usable rate."""
+    if quality_of(reading.status_code) is Quality.BAD:
+        return None
+    try:
+        rate = scalar_value(reading.value)
+    except NotDecodable:
+        return None
+    return rate if rate > 0 else None
+
+
+def _bad(tag: Tag, now: float, reading: NodeReading, reason: str) -> Sample:
+    return Sample(
+        tag=tag.id,
+        ts=now,
+        value=None,
+        quality=Quality.BAD,
+        source_ts=reading.best_ts,
+        reason=reason,
+    )

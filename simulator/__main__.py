@@ -1,0 +1,72 @@
+"""`python -m simulator plant|central`: the demo's plant and its central ticket system."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import sys
+from collections.abc import Awaitable, Callable
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m simulator")
+    sub = parser.add_subparsers(dest="command", required=True)
+    plant = sub.add_parser("plant", help="serve the demo plant's devices")
+    plant.add_argument("--host", default="127.0.0.1")
+    plant.add_argument("--modbus-port", type=int, default=5020)
+    plant.add_argument(
+        "--time-scale",
+        type=float,
+        default=1.0,
+        help="run the machine script this many times faster than real time",
+    )
+    central = sub.add_parser("central", help="the simulated central ticket system (CMMS)")
+    central.add_argument("--host", default="127.0.0.1")
+    central.add_argument("--port", type=int, default=1883)
+    central.add_argument("--prefix", default="factory")
+    central.add_argument("--site", required=True)
+    central.add_argument("--gateway", required=True)
+    central.add_argument("--no-ack", action="store_true", help="receive tickets but never ack")
+    return parser
+
+
+async def _until_signalled(run: Callable[[asyncio.Event], Awaitable[None]]) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await run(stop)
+
+
+async def _plant(args: argparse.Namespace, stop: asyncio.Event) -> None:
+    from simulator.pump import run_pump_plant
+
+    await run_pump_plant(args.host, args.modbus_port, time_scale=args.time_scale, stop_event=stop)
+
+
+async def _central(args: argparse.Namespace, stop: asyncio.Event) -> None:
+    from simulator.central import CentralSystem
+
+    central = CentralSystem(
+        args.host, args.port, args.prefix, args.site, args.gateway, ack=not args.no_ack
+    )
+    task = asyncio.create_task(central.run_central(), name="central")
+    await stop.wait()
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)-7s %(name)s: %(message)s")
+    if args.command == "plant":
+        asyncio.run(_until_signalled(lambda stop: _plant(args, stop)))
+    else:
+        asyncio.run(_until_signalled(lambda stop: _central(args, stop)))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

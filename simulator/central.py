@@ -1,0 +1,304 @@
+"""A simulated central ticket system (CMMS) on the other side of the broker (issue 2, item 9).
+
+It does what DESIGN.md section 7 asks of a real consumer: subscribe to the gateway's ticket
+topics and status, deduplicate by CloudEvents `id` (the gateway resends until acknowledged),
+and acknowledge each ticket message with `cmd/ack` carrying an MQTT 5 response topic and
+correlation data. A message seen again is not shown again but is acknowledged again: seeing it
+means the gateway never got the first ack.
+
+Each new ticket event is printed as a maintenance planner would read it. Everything received is
+recorded for tests and for the demo's summary.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+import logging
+import sys
+import uuid
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, TextIO
+
+from gateway.core.errors import UplinkError
+from gateway.core.interfaces import CommandReply
+from uplink.commands import decode_reply
+from uplink.events import TICKET_TYPE_PREFIX
+from uplink.mqtt import InboundMessage, LinkSettings, MessageProperties, MqttLink, OutgoingMessage
+from uplink.topics import Topics
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class ReceivedTicketEvent:
+    """One distinct ticket event (duplicates are counted, not recorded)."""
+
+    event_id: str
+    kind: str  # opened | updated | condition_cleared | ...
+    sequence: str
+    topic: str
+    ticket_id: str
+    work_order: str
+    data: Mapping[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class CentralStatistics:
+    connects: int
+    tickets_seen: int  # distinct tickets
+    updates: int  # distinct events after `opened`
+    duplicates_dropped: int
+    malformed: int
+    acks_sent: int
+    replies_received: int
+    replies_rejected: int
+
+
+class CentralSystem:
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        prefix: str,
+        site: str,
+        gateway: str,
+        *,
+        ack: bool = True,
+        client_id: str | None = None,
+        first_work_order: int = 1001,
+        output: TextIO | None = sys.stdout,
+        reconnect_min_s: float = 0.2,
+    ) -> None:
+        self.topics = Topics(prefix, site, gateway)
+        self.client_id = client_id or f"central-{site}-{gateway}"
+        # Mutable on purpose: a test or the demo can hold acks back, then let them through.
+        self.ack = ack
+        self.reply_topic = f"{prefix}/central/{self.client_id}/replies"
+        self._settings = LinkSettings(
+            host=host,
+            port=port,
+            client_id=self.client_id,
+            reconnect_min_s=reconnect_min_s,
+            reconnect_max_s=5.0,
+            subscriptions=(self.topics.tickets_filter, self.topics.status, self.reply_topic),
+        )
+        self._output = output
+        self._work_order_numbers = itertools.count(first_work_order)
+        self._work_orders: dict[str, str] = {}
+        self._seen_ids: set[str] = set()
+        self._received: list[ReceivedTicketEvent] = []
+        self._replies: dict[str, CommandReply] = {}
+        self._gateway_status: dict[str, Any] | None = None
+        self._changed = asyncio.Event()
+        self._updates = 0
+        self._duplicates = 0
+        self._malformed = 0
+        self._acks_sent = 0
+        self._link: MqttLink | None = None
+
+    # --- what tests and the demo read --------------------------------------------------------
+
+    @property
+    def received(self) -> tuple[ReceivedTicketEvent, ...]:
+        return tuple(self._received)
+
+    @property
+    def work_orders(self) -> Mapping[str, str]:
+        """Ticket id -> work order number (WO-1001...)."""
+        return dict(self._work_orders)
+
+    @property
+    def replies(self) -> Mapping[str, CommandReply]:
+        """Command id -> the gateway's reply."""
+        return dict(self._replies)
+
+    @property
+    def gateway_status(self) -> Mapping[str, Any] | None:
+        """The last retained `status` document, or None before one arrived."""
+        return self._gateway_status
+
+    @property
+    def connected(self) -> bool:
+        return self._link is not None and self._link.connected
+
+    def statistics(self) -> CentralStatistics:
+        return CentralStatistics(
+            connects=self._link.statistics().connects if self._link is not None else 0,
+            tickets_seen=len(self._work_orders),
+            updates=self._updates,
+            duplicates_dropped=self._duplicates,
+            malformed=self._malformed,
+            acks_sent=self._acks_sent,
+            replies_received=len(self._replies),
+            replies_rejected=sum(1 for r in self._replies.values() if not r.accepted),
+        )
+
+    async def wait_until(self, predicate: Callable[[CentralSystem], bool]) -> None:
+        """Return once `predicate(self)` holds; re-checked on every message. Callers bound it
+        with `asyncio.timeout`."""
+        while not predicate(self):
+            self._changed.clear()
+            await self._changed.wait()
+
+    async def wait_connected(self) -> None:
+        while self._link is None:
+            self._changed.clear()
+            await self._changed.wait()
+        await self._link.wait_connected()
+
+    # --- running -----------------------------------------------------------------------------
+
+    async def run_central(self) -> None:
+        """Run until cancelled."""
+        async with MqttLink(self._settings) as link:
+            self._link = link
+            self._changed.set()
+            while True:
+                message = await link.receive()
+                await self._handle(link, message)
+                link.acknowledge(message)
+                self._changed.set()
+
+    async def _handle(self, link: MqttLink, message: InboundMessage) -> None:
+        if message.topic == self.topics.status:
+            self._on_status(message)
+        elif message.topic == self.reply_topic:
+            self._on_reply(message)
+        else:
+            await self._on_ticket_message(link, message)
+
+    def _on_status(self, message: InboundMessage) -> None:
+        try:
+            document = json.loads(message.payload)
+        except (UnicodeDecodeError, json.JSONDecodeError):
+            self._malformed += 1
+            log.warning("Central: status of gateway `%s` is not JSON.", self.topics.gateway)
+            return
+        if isinstance(document, dict):
+            self._gateway_status = document
+            log.info("Central: gateway `%s` is %s.", self.topics.gateway, document.get("state"))
+
+    def _on_reply(self, message: InboundMessage) -> None:
+        reply = decode_reply(message.payload)
+        if reply is None:
+            self._malformed += 1
+            log.warning("Central: unreadable reply on `%s`.", message.topic)
+            return
+        self._replies[reply.command_id] = reply
+        if not reply.accepted:
+            log.warning("Central: command `%s` refused: %s", reply.command_id, reply.reason)
+
+    async def _on_ticket_message(self, link: MqttLink, message: InboundMessage) -> None:
+        event = _parse_ticket_event(message.payload)
+        if event is None:
+            self._malformed += 1
+            log.warning("Central: message on `%s` is not a ticket CloudEvent.", message.topic)
+            return
+        event_id, kind, sequence, data = event
+        ticket_id = str(data["id"])
+        if event_id in self._seen_ids:
+            self._duplicates += 1
+            log.info("Central: duplicate `%s` of ticket `%s` dropped.", event_id, ticket_id)
+        else:
+            self._seen_ids.add(event_id)
+            work_order = self._work_orders.get(ticket_id)
+            if work_order is None:
+                work_order = f"WO-{next(self._work_order_numbers)}"
+                self._work_orders[ticket_id] = work_order
+            if kind != "opened":
+                self._updates += 1
+            received = ReceivedTicketEvent(
+                event_id, kind, sequence, message.topic, ticket_id, work_order, data
+            )
+            self._received.append(received)
+            self._print(received)
+        if self.ack:
+            await self._acknowledge(link, event_id, ticket_id)
+
+    async def _acknowledge(self, link: MqttLink, event_id: str, ticket_id: str) -> None:
+        command_id = uuid.uuid4().hex
+        body = {
+            "command_id": command_id,
+            "event_id": event_id,
+            "ticket_id": ticket_id,
+            "central_id": self._work_orders[ticket_id],
+        }
+        message = OutgoingMessage(
+            topic=self.topics.cmd("ack"),
+            payload=json.dumps(body).encode(),
+            qos=1,
+            properties=MessageProperties(
+                content_type="application/json",
+                response_topic=self.reply_topic,
+                correlation_data=command_id.encode(),
+            ),
+        )
+        try:
+            await link.publish(message)
+        except UplinkError as exc:
+            # The gateway resends what it does not see acknowledged; we will ack it then.
+            log.warning("Central: ack of `%s` not delivered: %s", event_id, exc)
+            return
+        self._acks_sent += 1
+
+    def _print(self, event: ReceivedTicketEvent) -> None:
+        if self._output is None:
+            return
+        print(format_work_order(event), file=self._output, flush=True)
+
+
+def _parse_ticket_event(payload: bytes) -> tuple[str, str, str, dict[str, Any]] | None:
+    try:
+        document = json.loads(payload)
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        return None
+    if not isinstance(document, dict) or document.get("specversion") != "1.0":
+        return None
+    event_id, event_type, data = document.get("id"), document.get("type"), document.get("data")
+    if not isinstance(event_id, str) or not isinstance(event_type, str):
+        return None
+    if not event_type.startswith(TICKET_TYPE_PREFIX):
+        return None
+    if not isinstance(data, dict) or "id" not in data:
+        return None
+    kind = event_type[len(TICKET_TYPE_PREFIX) :]
+    return event_id, kind, str(document.get("sequence", "")), data
+
+
+def _evidence_summary(evidence: Any, limit: int = 6) -> str:
+    if not isinstance(evidence, dict) or not evidence:
+        return "-"
+    parts = []
+    for key, value in list(evidence.items())[:limit]:
+        shown = f"{value:.4g}" if isinstance(value, float) else str(value)
+        parts.append(f"{key}={shown[:40]}")
+    more = len(evidence) - limit
+    return ", ".join(parts) + (f" (+{more} more)" if more > 0 else "")
+
+
+def format_work_order(event: ReceivedTicketEvent) -> str:
+    """One readable block, as a maintenance planner would scan it."""
+    d = event.data
+    peak = d.get("peak_value")
+    peak_text = f", peak {peak:.4g}" if isinstance(peak, int | float) else ""
+    condition = "active" if d.get("condition_active") else "cleared"
+    title = {
+        "opened": "NEW WORK ORDER",
+        "condition_cleared": "CONDITION CLEARED",
+    }.get(event.kind, f"UPDATE ({event.kind})")
+    return "\n".join(
+        [
+            f"=== {event.work_order}  {d.get('priority', '?')}  {title} ===",
+            f"  Asset:       {d.get('asset')}  (site {d.get('site')}, gateway {d.get('gateway')})",
+            f"  Fault:       {d.get('fault_code')}  [ISO 14224 {d.get('iso14224_failure_mode')}]"
+            f"  detected by {d.get('detector')}",
+            f"  Message:     {d.get('message')}",
+            f"  Seen:        {d.get('occurrences')} time(s), first {d.get('first_seen')}, "
+            f"last {d.get('last_seen')}{peak_text}; condition {condition}",
+            f"  Evidence:    {_evidence_summary(d.get('evidence'))}",
+            f"  Edge ticket: {event.ticket_id} rev {d.get('revision')} (event {event.event_id})",
+        ]
+    )

@@ -1,0 +1,146 @@
+"""load_config: what a good config yields, how files are named, what is read despite errors."""
+
+from __future__ import annotations
+
+import io
+import os
+from pathlib import Path
+
+import pytest
+
+from gateway.config.check import check_config
+from gateway.config.loader import ConfigSummary, display_path, load_config
+from gateway.core.errors import ConfigError
+
+GOOD = Path(__file__).parent / "golden" / "good_minimal"
+REPO = Path(__file__).resolve().parents[2]
+
+DEVICE = """\
+id: {id}
+connection: {{protocol: modbus_tcp, host: 127.0.0.1, port: {port}, timeout_s: 0.5}}
+points:
+  - {{name: temp, address: 0}}
+"""
+
+
+def _site(root: Path, gateway_yaml: str, devices: dict[str, str]) -> Path:
+    (root / "devices").mkdir(parents=True)
+    (root / "gateway.yaml").write_text(gateway_yaml)
+    for name, text in devices.items():
+        (root / "devices" / name).write_text(text)
+    return root
+
+
+def _problems(path: str | Path) -> list[str]:
+    with pytest.raises(ConfigError) as caught:
+        load_config(path)
+    return [str(p) for p in caught.value.problems]
+
+
+def test_good_config_gives_models_absolute_paths_and_summary() -> None:
+    loaded = load_config(GOOD / "gateway.yaml")
+    assert loaded.gateway.site == "plant-a"
+    assert loaded.base_dir == GOOD.resolve()
+    assert loaded.gateway_file == GOOD.resolve() / "gateway.yaml"
+    [(device_path, device)] = loaded.devices
+    assert device_path == GOOD.resolve() / "devices" / "pump-1.yaml"
+    assert device.id == "pump-1"
+    assert [p.name for p in device.points] == [
+        "bearing_temp",
+        "discharge_pressure",
+        "speed",
+        "run_hours",
+    ]
+    assert loaded.summary == ConfigSummary(devices=1, tags=4, rules=1)
+    assert str(loaded.summary) == "1 device, 4 tags, 1 rule"
+
+
+def test_folder_path_loads_the_gateway_yaml_inside(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(GOOD.parent)
+    loaded = load_config("good_minimal")
+    assert loaded.gateway_display == os.path.join("good_minimal", "gateway.yaml")
+    assert loaded.summary.tags == 4
+
+
+def test_summary_counts_and_plurals(tmp_path: Path) -> None:
+    gateway = "site: s\ngateway_id: g\n"
+    _site(
+        tmp_path,
+        gateway,
+        {f"p{i}.yaml": DEVICE.format(id=f"p{i}", port=5020 + i) for i in range(2)},
+    )
+    out, err = io.StringIO(), io.StringIO()
+    assert check_config(str(tmp_path), out, err) == 0
+    assert out.getvalue() == f"OK: 2 devices, 2 tags, 0 rules in {tmp_path / 'gateway.yaml'}\n"
+    assert err.getvalue() == ""
+
+
+def test_file_names_are_relative_under_cwd_and_as_given_outside(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    device = DEVICE.format(id="p1", port=5020)
+    site = _site(tmp_path / "site", "site: s\ngateway_id: g\ncolour: red\n", {"p1.yaml": device})
+    monkeypatch.chdir(tmp_path)
+    assert _problems("site")[0] == "site/gateway.yaml:3: colour: unknown key `colour`"
+    assert _problems(site.resolve())[0].startswith("site/gateway.yaml:3: ")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    assert _problems("../site")[0].startswith("../site/gateway.yaml:3: ")
+    assert _problems(site)[0].startswith(f"{site}/gateway.yaml:3: ")
+    assert display_path(Path("./a/../b.yaml")) == "b.yaml"
+
+
+def test_a_file_named_twice_or_matched_twice_is_loaded_once(tmp_path: Path) -> None:
+    gateway = "site: s\ngateway_id: g\ndevices:\n  - devices/p1.yaml\n  - devices/*.yaml\n"
+    _site(tmp_path, gateway, {"p1.yaml": DEVICE.format(id="p1", port=5020)})
+    assert load_config(tmp_path).summary.devices == 1
+
+
+def test_device_files_are_checked_even_when_gateway_yaml_is_invalid(tmp_path: Path) -> None:
+    _site(tmp_path, "site: s\n", {"p1.yaml": "id: p1\n"})
+    problems = _problems(tmp_path / "gateway.yaml")
+    assert [p.split(": ", 1)[1] for p in problems] == [
+        "connection: field required",
+        "gateway_id: field required",
+    ]
+
+
+def test_rule_naming_a_device_whose_file_is_broken_is_not_reported_twice(
+    tmp_path: Path,
+) -> None:
+    rule = "rules:\n  - {name: r, signal: p2.temp, hi: 1}\n"
+    _site(
+        tmp_path,
+        "site: s\ngateway_id: g\n",
+        {
+            "p1.yaml": DEVICE.format(id="p1", port=5020) + rule,
+            "p2.yaml": "id: p2\npoints: [\n",
+        },
+    )
+    problems = _problems(tmp_path)
+    assert len(problems) == 1
+    assert "invalid YAML" in problems[0]
+
+
+def test_folder_named_as_device_file_and_non_utf8_file(tmp_path: Path) -> None:
+    gateway = "site: s\ngateway_id: g\ndevices:\n  - devices\n  - devices/*.yaml\n"
+    _site(tmp_path, gateway, {"p1.yaml": "id: p1\n"})
+    (tmp_path / "devices" / "p1.yaml").write_bytes(b"id: p1\nname: caf\xe9\n")
+    problems = [p.split(": ", 1)[1] for p in _problems(tmp_path)]
+    assert problems == [
+        "<root>: the file is not UTF-8 text",
+        "devices.0: included path devices is a folder; name files or a glob such as devices/*.yaml",
+    ]
+
+
+def test_missing_gateway_file_is_one_problem_without_line(tmp_path: Path) -> None:
+    problems = _problems(tmp_path / "nope.yaml")
+    assert problems == [f"{tmp_path / 'nope.yaml'}: <root>: file not found"]
+
+
+def test_example_site_in_configs_loads_without_problems() -> None:
+    # configs/gateway.yaml and configs/devices/*.yaml are what the demo and the README use.
+    loaded = load_config(REPO / "configs" / "gateway.yaml")
+    assert loaded.summary.devices >= 1
+    assert loaded.summary.tags >= 1

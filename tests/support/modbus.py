@@ -1,0 +1,87 @@
+"""Modbus test helpers: an in-process pymodbus server on a free loopback port, and drivers
+pointed at it. The server is the simulator's, so tests and the demo exercise the same code."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Sequence
+
+from gateway.core.clock import Clock, SystemClock
+from gateway.core.records import Tag
+from protocols.modbus.config import ModbusPoint, ModbusTcpConnection
+from protocols.modbus.driver import ModbusTcpDriver
+from simulator.modbus_server import ModbusSimServer, RegisterMap
+
+__all__ = [
+    "ModbusSimServer",
+    "RegisterMap",
+    "connection",
+    "make_driver",
+    "point",
+    "tags_for",
+    "unused_port",
+    "wait_until",
+]
+
+
+def point(**fields: object) -> ModbusPoint:
+    """A validated point, written like its YAML: point(name="t", address=0, type="float32")."""
+    return ModbusPoint.model_validate(fields)
+
+
+def connection(port: int, **overrides: object) -> ModbusTcpConnection:
+    fields: dict[str, object] = {
+        "protocol": "modbus_tcp",
+        "host": "127.0.0.1",
+        "port": port,
+        "unit_id": 1,
+        "timeout_s": 0.5,
+    }
+    fields.update(overrides)
+    return ModbusTcpConnection.model_validate(fields)
+
+
+def tags_for(device_id: str, points: Sequence[ModbusPoint]) -> list[Tag]:
+    return [
+        Tag(id=f"{device_id}.{p.name}", asset=device_id, unit=p.unit, scale=p.scale,
+            offset=p.offset)
+        for p in points
+    ]  # fmt: skip
+
+
+def make_driver(
+    port: int,
+    points: Sequence[ModbusPoint],
+    *,
+    device_id: str = "dev",
+    clock: Clock | None = None,
+    **connection_overrides: object,
+) -> ModbusTcpDriver:
+    return ModbusTcpDriver(
+        device_id,
+        connection(port, **connection_overrides),
+        points,
+        tags_for(device_id, points),
+        clock or SystemClock(),
+    )
+
+
+async def unused_port() -> int:
+    """A loopback port nobody listens on: bind a server to port 0, note it, close it."""
+    server = await asyncio.start_server(lambda r, w: None, "127.0.0.1", 0)
+    port = int(server.sockets[0].getsockname()[1])
+    server.close()
+    await server.wait_closed()
+    return port
+
+
+async def wait_until(
+    condition: Callable[[], object], within_s: float = 5.0, step_s: float = 0.01
+) -> None:
+    """Poll `condition()` every `step_s` seconds; fail the test after `within_s`."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + within_s
+    while not condition():
+        if loop.time() > deadline:
+            raise AssertionError(f"condition not met within {within_s} s")
+        await asyncio.sleep(step_s)

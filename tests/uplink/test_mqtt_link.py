@@ -1,0 +1,155 @@
+"""MqttLink against a real mosquitto: PUBACKs, MQTT 5 properties, Will, reconnect, close."""
+
+import asyncio
+import threading
+from typing import Any
+
+import pytest
+
+from gateway.core.errors import UplinkError
+from tests.uplink.helpers import TcpProxy, eventually
+from uplink.mqtt import LinkSettings, MessageProperties, MqttLink, OutgoingMessage
+
+pytestmark = pytest.mark.broker
+
+
+def settings(port: int, client_id: str, **changes) -> LinkSettings:
+    fields: dict[str, Any] = {"reconnect_min_s": 0.05, "reconnect_max_s": 0.5, "keepalive_s": 10}
+    fields.update(changes)
+    return LinkSettings("127.0.0.1", port, client_id, **fields)
+
+
+async def connected(link: MqttLink) -> MqttLink:
+    async with asyncio.timeout(10):
+        await link.wait_connected()
+    return link
+
+
+async def receive(link: MqttLink):
+    async with asyncio.timeout(10):
+        return await link.receive()
+
+
+def paho_threads() -> list[str]:
+    return [t.name for t in threading.enumerate() if t.name.startswith("paho-mqtt-client-")]
+
+
+async def test_publish_waits_for_puback_and_carries_mqtt5_properties(mosquitto):
+    async with (
+        MqttLink(settings(mosquitto.port, "sender")) as sender,
+        MqttLink(settings(mosquitto.port, "receiver", subscriptions=("t/#",))) as receiver,
+    ):
+        await connected(sender)
+        await connected(receiver)
+        await asyncio.sleep(0.05)  # let the SUBACK land before publishing
+        props = MessageProperties(
+            content_type="application/json",
+            response_topic="t/replies",
+            correlation_data=b"\x00\x01",
+            user_properties=(("ce_id", "abc"), ("ticket", "T-1")),
+        )
+        code = await sender.publish(OutgoingMessage("t/x", b'{"a":1}', properties=props))
+        got = await receive(receiver)
+
+    assert code == 0  # success; 0x10 would mean "no matching subscribers"
+    assert got.topic == "t/x" and got.payload == b'{"a":1}' and got.qos == 1
+    assert got.properties == props
+    assert sender.statistics().published == 1
+
+
+async def test_puback_without_subscribers_is_still_a_success(mosquitto):
+    async with MqttLink(settings(mosquitto.port, "lonely")) as link:
+        await connected(link)
+        assert await link.publish(OutgoingMessage("nobody/listens", b"x")) == 0x10
+
+
+async def test_publish_while_not_connected_fails_at_once(mosquitto):
+    mosquitto.stop()
+    async with MqttLink(settings(mosquitto.port, "offline")) as link:
+        with pytest.raises(UplinkError, match="not connected"):
+            await link.publish(OutgoingMessage("t/x", b"x"))
+        await eventually(lambda: link.statistics().connect_failures >= 1)
+
+
+async def test_will_is_published_when_the_connection_drops_without_disconnect(mosquitto):
+    will = OutgoingMessage("gw/status", b'{"state":"offline"}', retain=True)
+    watching = settings(mosquitto.port, "watcher", subscriptions=("gw/status",))
+    async with TcpProxy(mosquitto.port) as proxy, MqttLink(watching) as watcher:  # noqa: SIM117
+        # (the proxy's port is known only inside the first block)
+        async with MqttLink(settings(proxy.port, "gw", will=will)) as gateway:
+            await connected(gateway)
+            await connected(watcher)
+            proxy.sever()
+            got = await receive(watcher)
+            assert got.payload == b'{"state":"offline"}'
+            # ... and the gateway comes back by itself.
+            await eventually(lambda: gateway.generation == 2 and gateway.connected)
+    assert gateway.statistics().connection_losses >= 2  # the severed one and the final close
+
+
+async def test_pending_publish_fails_when_the_broker_dies_and_link_reconnects(mosquitto):
+    async with MqttLink(settings(mosquitto.port, "gw")) as link:
+        await connected(link)
+        mosquitto.pause()  # the broker will never PUBACK this one
+        future = link.send(OutgoingMessage("t/x", b"x"))
+        await asyncio.sleep(0.05)
+        assert not future.done()
+        mosquitto.kill()
+        with pytest.raises(UplinkError, match="lost before PUBACK"):
+            async with asyncio.timeout(10):
+                await future
+        mosquitto.start()
+        await eventually(lambda: link.connected and link.generation == 2)
+        assert await link.publish(OutgoingMessage("t/x", b"again")) == 0x10
+
+
+async def test_commands_queued_while_away_arrive_with_the_persistent_session(mosquitto):
+    # clean_start False + session expiry: the broker keeps our subscription and queues QoS 1.
+    subscriber = settings(mosquitto.port, "gw", subscriptions=("gw/cmd/+",))
+    async with MqttLink(subscriber) as link:
+        await connected(link)
+    async with MqttLink(settings(mosquitto.port, "central")) as central:
+        await connected(central)
+        await central.publish(OutgoingMessage("gw/cmd/ack", b"queued"))
+    async with MqttLink(subscriber) as link:
+        await connected(link)
+        got = await receive(link)
+    assert got.payload == b"queued"
+
+
+async def test_close_sends_the_final_message_and_leaves_no_thread(mosquitto):
+    final = OutgoingMessage("gw/status", b"bye", retain=True)
+    will = OutgoingMessage("gw/status", b"crashed", retain=True)
+    link = MqttLink(settings(mosquitto.port, "gw", will=will))
+    link.start()
+    await connected(link)
+    assert paho_threads() == ["paho-mqtt-client-gw"]
+    await link.close(final)
+    await link.close(final)  # idempotent
+    # a clean DISCONNECT: the Will is dropped, the retained value is our final message
+    async with MqttLink(settings(mosquitto.port, "watcher", subscriptions=("gw/status",))) as w:
+        got = await receive(w)
+        await asyncio.sleep(0.1)
+        assert w.statistics().received == 1
+    assert got.payload == b"bye" and got.retain
+    await eventually(lambda: paho_threads() == [])
+
+
+async def test_a_command_not_yet_acknowledged_is_delivered_again_after_a_reconnect(mosquitto):
+    # manual PUBACK: a message counts as delivered only once our consumer acknowledged it.
+    async with TcpProxy(mosquitto.port) as proxy, MqttLink(settings(mosquitto.port, "c")) as c:
+        gw_settings = settings(proxy.port, "gw", subscriptions=("gw/cmd/+",))
+        async with MqttLink(gw_settings) as gateway:
+            await connected(gateway)
+            await connected(c)
+            await c.publish(OutgoingMessage("gw/cmd/ack", b"first"))
+            first = await receive(gateway)  # ... and the gateway dies before handling it
+            proxy.sever()
+            again = await receive(gateway)
+            gateway.acknowledge(again)
+            await c.publish(OutgoingMessage("gw/cmd/ack", b"second"))
+            second = await receive(gateway)
+            gateway.acknowledge(second)
+            gateway.acknowledge(first)  # from the old connection: ignored, not misapplied
+    assert (first.payload, again.payload, second.payload) == (b"first", b"first", b"second")
+    assert again.connection == first.connection + 1

@@ -1,0 +1,196 @@
+"""Ticket changes as CloudEvents 1.0, structured JSON mode (DESIGN.md section 7).
+
+One ticket change becomes one event with a fresh `id`; the outbox keeps that id, so a resend
+carries the same id and the central system deduplicates on it. `sequence` rises per gateway
+(CloudEvents sequence extension: a lexicographically ordered string, hence zero-padded), and
+`data.revision` is the ticket's own revision. The key attributes are also copied into MQTT 5
+user properties, so a broker rule or a consumer can route without parsing JSON.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import numbers
+import re
+import uuid
+from collections.abc import Callable, Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+from gateway.core.interfaces import MessageEncoder, NewMessage, TicketEvent
+from gateway.core.records import ISO14224_FAILURE_MODE, OutboxKind, Ticket
+from uplink.topics import Topics
+
+SPEC_VERSION = "1.0"
+# MQTT 5 content type of a structured-mode CloudEvent (CloudEvents MQTT binding, 3.2).
+CLOUDEVENTS_CONTENT_TYPE = "application/cloudevents+json"
+DATA_CONTENT_TYPE = "application/json"
+TICKET_TYPE_PREFIX = "com.edge-gateway.ticket."
+SEQUENCE_DIGITS = 20  # fits any 64-bit counter, so text order equals number order
+
+_KIND = re.compile(r"^[a-z][a-z0-9_]*$")
+
+
+def source_urn(site: str, gateway: str) -> str:
+    return f"urn:edge:{site}:{gateway}"
+
+
+def ticket_event_type(kind: str) -> str:
+    if not _KIND.match(kind):
+        raise ValueError(f"ticket event kind {kind!r} is not a lower-case identifier")
+    return TICKET_TYPE_PREFIX + kind
+
+
+def rfc3339(ts: float) -> str:
+    """UTC with milliseconds and a `Z`, as CloudEvents `time` and humans expect."""
+    text = datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds")
+    return text.replace("+00:00", "Z")
+
+
+def format_sequence(value: int) -> str:
+    if value < 0:
+        raise ValueError(f"sequence {value} must not be negative")
+    return f"{value:0{SEQUENCE_DIGITS}d}"
+
+
+def _json_safe(value: Any) -> Any:
+    """Plain JSON: numpy scalars become numbers, non-finite floats (no JSON form) become null.
+
+    Anything else that JSON cannot carry is a bug upstream and raises `TypeError`; evidence is
+    small summaries by contract (Finding.evidence), never arrays of samples.
+    """
+    if value is None or isinstance(value, str | bool):
+        return value
+    if isinstance(value, numbers.Integral):
+        return int(value)
+    if isinstance(value, numbers.Real):
+        as_float = float(value)
+        return as_float if math.isfinite(as_float) else None
+    if isinstance(value, Mapping):
+        return {str(key): _json_safe(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_json_safe(item) for item in value]
+    raise TypeError(f"cannot put a {type(value).__name__} into a ticket message")
+
+
+def ticket_summary(ticket: Ticket, gateway: str) -> dict[str, Any]:
+    """The ticket as the central system sees it: `data` of every ticket event."""
+    return {
+        "id": ticket.id,
+        "key": ticket.key,
+        "site": ticket.site,
+        "gateway": gateway,
+        "asset": ticket.asset,
+        "fault_code": ticket.fault_code,
+        "iso14224_failure_mode": ISO14224_FAILURE_MODE.get(ticket.fault_code, "OTH"),
+        "detector": ticket.detector,
+        "priority": str(ticket.priority),
+        "state": str(ticket.state),
+        "revision": ticket.revision,
+        "opened_at": rfc3339(ticket.opened_at),
+        "first_seen": rfc3339(ticket.first_seen),
+        "last_seen": rfc3339(ticket.last_seen),
+        "occurrences": ticket.occurrences,
+        "peak_value": _json_safe(ticket.peak_value),
+        "message": ticket.message,
+        "condition_active": ticket.condition_active,
+        "central_id": ticket.central_id,
+        "acknowledged_at": (
+            rfc3339(ticket.acknowledged_at) if ticket.acknowledged_at is not None else None
+        ),
+        "evidence": _json_safe(ticket.evidence),
+    }
+
+
+def build_ticket_event(
+    ticket: Ticket,
+    event: TicketEvent,
+    *,
+    event_id: str,
+    source: str,
+    sequence: int,
+    gateway: str,
+) -> dict[str, Any]:
+    """The CloudEvent as a dict; `change` carries what this event changed, if anything."""
+    data = ticket_summary(ticket, gateway)
+    data["change"] = _json_safe(event.detail)
+    return {
+        "specversion": SPEC_VERSION,
+        "id": event_id,
+        "source": source,
+        "type": ticket_event_type(event.kind),
+        "time": rfc3339(event.ts),
+        "subject": ticket.id,
+        "datacontenttype": DATA_CONTENT_TYPE,
+        "sequence": format_sequence(sequence),
+        "data": data,
+    }
+
+
+def encode_json(document: Mapping[str, Any]) -> bytes:
+    return json.dumps(document, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode()
+
+
+def topic_for_kind(topics: Topics, kind: str) -> str:
+    """`opened` goes to tickets/opened; every later change (updated, condition_cleared,
+    acknowledged, ...) goes to tickets/updated, where `type` tells them apart."""
+    return topics.tickets_opened if kind == "opened" else topics.tickets_updated
+
+
+def make_ticket_encoder(
+    topics: Topics,
+    source: str,
+    sequence: Callable[[], int],
+    new_id: Callable[[], str] = lambda: uuid.uuid4().hex,
+) -> MessageEncoder:
+    """The `MessageEncoder` the ticketing layer calls inside its commit.
+
+    `sequence` returns the next per-gateway number each call (the caller persists it);
+    `new_id` exists for tests that want predictable ids.
+    """
+
+    def encode(ticket: Ticket, event: TicketEvent) -> NewMessage:
+        event_id = new_id()
+        document = build_ticket_event(
+            ticket,
+            event,
+            event_id=event_id,
+            source=source,
+            sequence=sequence(),
+            gateway=topics.gateway,
+        )
+        return NewMessage(
+            event_id=event_id,
+            topic=topic_for_kind(topics, event.kind),
+            payload=encode_json(document),
+            kind=OutboxKind.TICKET,
+            ticket_id=ticket.id,
+        )
+
+    return encode
+
+
+def user_properties(payload: bytes) -> list[tuple[str, str]]:
+    """MQTT 5 user properties for a CloudEvents payload; empty for anything else.
+
+    Derived from the payload at publish time, because the outbox stores only topic and payload.
+    """
+    try:
+        document = json.loads(payload)
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        return []
+    if not isinstance(document, dict) or document.get("specversion") != SPEC_VERSION:
+        return []
+    props = [("ce_id", str(document.get("id", ""))), ("ce_type", str(document.get("type", "")))]
+    data = document.get("data")
+    if isinstance(data, dict) and "id" in data:
+        props.append(("ticket", str(data["id"])))
+        props.append(("revision", str(data.get("revision", ""))))
+    if "sequence" in document:
+        props.append(("ce_sequence", str(document["sequence"])))
+    return props
+
+
+def is_cloudevent(payload: bytes) -> bool:
+    return bool(user_properties(payload))

@@ -1,0 +1,613 @@
+"""The MQTT 5 link: the only module that imports paho-mqtt (DESIGN.md sections 1 and 7).
+
+Why paho's own network thread (`loop_start`) rather than driving its socket from asyncio:
+paho's `connect`/`reconnect` resolve the host, open TCP and (with TLS) complete the handshake
+synchronously, for up to the connect timeout. On a slow plant uplink that would freeze every
+polling task on the event loop. In paho's thread those calls block nobody, and paho already
+implements keep-alive pings, reconnect with exponential backoff and the MQTT retransmission of
+unacknowledged QoS 1 messages. The boundary is kept narrow: each paho callback converts what it
+got into our own plain values and hands it to the event loop with `call_soon_threadsafe`, so all
+state of this class is touched only on the loop thread. `publish` and `disconnect` may be called
+from another thread by paho's design (they take paho's locks).
+
+Delivery semantics offered upward: `publish` returns when the broker's PUBACK arrives, with its
+reason code; a reason code >= 0x80 (MQTT 5: not authorised, quota exceeded, ...) raises
+`UplinkError`, as does a connection lost before the PUBACK. Whether a message counts as
+delivered is the caller's business (the outbox settles tickets only on the central ack).
+No paho type crosses this module's boundary.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+import ssl
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from types import TracebackType
+from typing import Any, Self, cast
+
+import paho.mqtt.client as paho
+from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode, MQTTProtocolVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+from paho.mqtt.reasoncodes import ReasonCode
+from paho.mqtt.subscribeoptions import SubscribeOptions
+
+from gateway.core.errors import UplinkError
+
+log = logging.getLogger(__name__)
+paho_log = logging.getLogger(f"{__name__}.paho")
+
+FAILURE_REASON = 0x80  # MQTT 5: every reason code from 0x80 up is a failure
+
+
+class PublishRejected(UplinkError):
+    """This message was refused, not the connection: sending it again at once will not help."""
+
+
+class BrokerRefused(PublishRejected):
+    """The broker answered a publish with a failure reason code (MQTT 5, >= 0x80), such as
+    0x87 not authorised (an ACL denial): the message was not accepted."""
+
+    def __init__(self, reason_code: int, reason: str) -> None:
+        self.reason_code = reason_code
+        self.reason = reason
+        super().__init__(f"broker refused the message: {reason} (0x{reason_code:02x})")
+
+
+@dataclass(frozen=True, slots=True)
+class MessageProperties:
+    """The MQTT 5 properties we use, as plain values."""
+
+    content_type: str | None = None
+    response_topic: str | None = None
+    correlation_data: bytes | None = None
+    user_properties: tuple[tuple[str, str], ...] = ()
+    message_expiry_s: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class OutgoingMessage:
+    topic: str
+    payload: bytes
+    qos: int = 1
+    retain: bool = False
+    properties: MessageProperties = field(default_factory=MessageProperties)
+
+
+@dataclass(frozen=True, slots=True)
+class InboundMessage:
+    topic: str
+    payload: bytes
+    qos: int
+    retain: bool
+    properties: MessageProperties = field(default_factory=MessageProperties)
+    # For `MqttLink.acknowledge`: the packet id and the connection it arrived on.
+    message_id: int = 0
+    connection: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class TlsSettings:
+    """Server verification against `ca_file`, always; client certificate when given.
+
+    There is no switch to skip verification: a TLS link that does not verify is a plaintext
+    link with extra steps (issue 6).
+    """
+
+    ca_file: str
+    cert_file: str | None = None
+    key_file: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class LinkSettings:
+    host: str
+    port: int
+    client_id: str
+    keepalive_s: int = 30
+    # A persistent session: the broker keeps our `cmd/+` subscription and queues commands
+    # (QoS 1) while we are away, for this long.
+    session_expiry_s: int = 86_400
+    clean_start: bool = False
+    reconnect_min_s: float = 0.5
+    reconnect_max_s: float = 30.0
+    connect_timeout_s: float = 10.0
+    username: str | None = None
+    password: str | None = field(default=None, repr=False)
+    tls: TlsSettings | None = None
+    will: OutgoingMessage | None = None
+    subscriptions: tuple[str, ...] = ()
+    # Sent as MQTT 5 Receive Maximum: the broker sends at most this many unacknowledged QoS 1
+    # messages, so the inbound queue stays bounded without dropping anything.
+    inbound_queue_size: int = 1000
+
+    @property
+    def broker(self) -> str:
+        return f"{self.host}:{self.port}"
+
+
+@dataclass(frozen=True, slots=True)
+class LinkStatistics:
+    connected: bool
+    connects: int
+    connection_losses: int
+    connect_failures: int
+    published: int
+    publish_failures: int
+    in_flight: int
+    received: int
+    inbound_dropped: int
+
+
+def _to_paho_properties(packet_type: int, props: MessageProperties) -> Properties | None:
+    result = Properties(packet_type)
+    empty = True
+    if props.content_type is not None:
+        result.ContentType = props.content_type
+        empty = False
+    if props.response_topic is not None:
+        result.ResponseTopic = props.response_topic
+        empty = False
+    if props.correlation_data is not None:
+        result.CorrelationData = props.correlation_data
+        empty = False
+    if props.user_properties:
+        result.UserProperty = list(props.user_properties)
+        empty = False
+    if props.message_expiry_s is not None:
+        result.MessageExpiryInterval = props.message_expiry_s
+        empty = False
+    return None if empty else result
+
+
+def _from_paho_properties(props: Properties | None) -> MessageProperties:
+    if props is None:
+        return MessageProperties()
+    correlation = getattr(props, "CorrelationData", None)
+    user = getattr(props, "UserProperty", None) or []
+    expiry = getattr(props, "MessageExpiryInterval", None)
+    return MessageProperties(
+        content_type=getattr(props, "ContentType", None),
+        response_topic=getattr(props, "ResponseTopic", None),
+        correlation_data=bytes(correlation) if correlation is not None else None,
+        user_properties=tuple((str(k), str(v)) for k, v in user),
+        message_expiry_s=int(expiry) if expiry is not None else None,
+    )
+
+
+def _reason(code: ReasonCode | int | None) -> tuple[int, str]:
+    if isinstance(code, ReasonCode):
+        return code.value, code.getName()
+    if code is None:
+        return 0, "Success"
+    return int(code), paho.error_string(code)
+
+
+class MqttLink:
+    """One MQTT 5 client connection that keeps itself connected until `close()`.
+
+    `async with MqttLink(settings) as link:` starts connecting in the background and returns at
+    once: a broker that is down at start is a retry, not a startup failure. Incoming messages
+    on `settings.subscriptions` arrive through `receive()`.
+    """
+
+    def __init__(self, settings: LinkSettings) -> None:
+        self.settings = settings
+        self._client = paho.Client(
+            callback_api_version=CallbackAPIVersion.VERSION2,
+            client_id=settings.client_id,
+            protocol=MQTTProtocolVersion.MQTTv5,
+            # A QoS 1 message is acknowledged to the broker only once our consumer has handled
+            # it (`acknowledge`); a crash before that means the broker delivers it again.
+            manual_ack=True,
+        )
+        self._loop: asyncio.AbstractEventLoop | None = None
+        # Touched by paho's thread only:
+        self._awaited_suback: tuple[int, bool] | None = None
+        self._paho_connection = 0
+        self._started = False
+        self._closed = False
+        self._connected = False
+        self._generation = 0
+        self._lost = asyncio.Event()  # replaced on every connect; set when that connection ends
+        self._connected_event = asyncio.Event()
+        self._pending: dict[int, asyncio.Future[int]] = {}
+        # Unbounded as a queue; bounded in practice by Receive Maximum (QoS 1) and by the
+        # drop rule for QoS 0 in `_on_message`.
+        self._inbound: asyncio.Queue[InboundMessage] = asyncio.Queue()
+        self._failed_attempts = 0
+        self._last_refusal: str | None = None
+        self._connects = 0
+        self._losses = 0
+        self._connect_failures = 0
+        self._published = 0
+        self._publish_failures = 0
+        self._received = 0
+        self._inbound_dropped = 0
+        self._configure()
+
+    # --- set-up -----------------------------------------------------------------------------
+
+    def _configure(self) -> None:
+        s = self.settings
+        client = self._client
+        client.on_log = self._paho_on_log
+        # paho annotates the delays as int but sleeps with floats; sub-second delays keep
+        # tests fast and let a plant link come back quickly after a short blip.
+        client.reconnect_delay_set(
+            min_delay=cast(int, s.reconnect_min_s), max_delay=cast(int, s.reconnect_max_s)
+        )
+        client.connect_timeout = s.connect_timeout_s
+        if s.username is not None:
+            client.username_pw_set(s.username, s.password)
+        if s.tls is not None:
+            client.tls_set(
+                ca_certs=s.tls.ca_file,
+                certfile=s.tls.cert_file,
+                keyfile=s.tls.key_file,
+                cert_reqs=ssl.CERT_REQUIRED,
+                tls_version=ssl.PROTOCOL_TLS_CLIENT,
+            )
+        if s.will is not None:
+            client.will_set(
+                s.will.topic,
+                s.will.payload,
+                qos=s.will.qos,
+                retain=s.will.retain,
+                properties=_to_paho_properties(PacketTypes.WILLMESSAGE, s.will.properties),
+            )
+        client.on_connect = self._paho_on_connect
+        client.on_connect_fail = self._paho_on_connect_fail
+        client.on_disconnect = self._paho_on_disconnect
+        client.on_publish = self._paho_on_publish
+        client.on_subscribe = self._paho_on_subscribe
+        client.on_message = self._paho_on_message
+
+    def start(self) -> None:
+        """Begin connecting in the background. Call from the event loop that will use the link."""
+        if self._started:
+            raise RuntimeError("MqttLink.start() called twice")
+        self._loop = asyncio.get_running_loop()
+        self._started = True
+        connect_props = Properties(PacketTypes.CONNECT)
+        connect_props.SessionExpiryInterval = self.settings.session_expiry_s
+        connect_props.ReceiveMaximum = max(1, min(self.settings.inbound_queue_size, 65_535))
+        s = self.settings
+        self._client.connect_async(
+            s.host,
+            s.port,
+            keepalive=s.keepalive_s,
+            clean_start=s.clean_start,
+            properties=connect_props,
+        )
+        self._client.loop_start()
+        log.info("MQTT link `%s` connecting to `%s`.", s.client_id, s.broker)
+
+    async def __aenter__(self) -> Self:
+        self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    # --- paho thread: convert and hand over, nothing else ----------------------------------
+
+    def _to_loop(self, callback: Callable[..., None], *args: Any) -> None:
+        loop = self._loop
+        if loop is None or loop.is_closed():
+            return  # the event loop is gone (interpreter shutdown): nobody left to tell
+        try:
+            loop.call_soon_threadsafe(callback, *args)
+        except RuntimeError:
+            # The loop closed between the check and the call; same as above.
+            return
+
+    def _paho_on_connect(
+        self, client: paho.Client, userdata: Any, flags: Any, rc: ReasonCode, props: Any
+    ) -> None:
+        code, name = _reason(rc)
+        if code >= FAILURE_REASON:
+            self._to_loop(self._on_refused, code, name)
+            return
+        self._paho_connection += 1
+        # Subscribe from paho's thread, before any message can be exchanged on this connection.
+        # Always, even with a session present: the broker may have lost the session.
+        session_present = bool(flags.session_present)
+        if not self.settings.subscriptions:
+            self._to_loop(self._on_connected, session_present)
+            return
+        # noLocal: never receive our own messages back (the central simulator publishes
+        # commands under the tree it subscribes to).
+        options = SubscribeOptions(qos=1, noLocal=True)
+        _, mid = client.subscribe([(topic, options) for topic in self.settings.subscriptions])
+        if mid is None:  # the connection dropped already; the next connect starts over
+            return
+        # "Connected" is announced on the SUBACK: a caller that waits for the link may then
+        # rely on receiving what is published from then on.
+        self._awaited_suback = (mid, session_present)
+
+    def _paho_on_log(self, client: paho.Client, userdata: Any, level: int, text: str) -> None:
+        # paho reports every socket failure at ERROR and an expected "not connected" after each
+        # clean DISCONNECT; the state changes are logged once by us instead. Only a failing
+        # callback (a bug of ours) is worth an error.
+        if text.startswith("Caught exception"):
+            paho_log.error("%s", text)
+        else:
+            paho_log.debug("%s", text)
+
+    def _paho_on_connect_fail(self, client: paho.Client, userdata: Any) -> None:
+        self._to_loop(self._on_connect_failed)
+
+    def _paho_on_disconnect(
+        self, client: paho.Client, userdata: Any, flags: Any, rc: ReasonCode, props: Any
+    ) -> None:
+        self._to_loop(self._on_disconnected, _reason(rc)[1])
+
+    def _paho_on_publish(
+        self, client: paho.Client, userdata: Any, mid: int, rc: ReasonCode, props: Any
+    ) -> None:
+        code, name = _reason(rc)
+        self._to_loop(self._on_puback, mid, code, name)
+
+    def _paho_on_subscribe(
+        self, client: paho.Client, userdata: Any, mid: int, rcs: list[ReasonCode], props: Any
+    ) -> None:
+        self._to_loop(self._on_suback, [_reason(rc) for rc in rcs])
+        awaited = self._awaited_suback
+        if awaited is not None and awaited[0] == mid:
+            self._awaited_suback = None
+            self._to_loop(self._on_connected, awaited[1])
+
+    def _paho_on_message(self, client: paho.Client, userdata: Any, message: Any) -> None:
+        inbound = InboundMessage(
+            topic=str(message.topic),
+            payload=bytes(message.payload),
+            qos=int(message.qos),
+            retain=bool(message.retain),
+            properties=_from_paho_properties(getattr(message, "properties", None)),
+            message_id=int(message.mid),
+            connection=self._paho_connection,
+        )
+        self._to_loop(self._on_message, inbound)
+
+    # --- event loop thread: state changes --------------------------------------------------
+
+    def _on_connected(self, session_present: bool) -> None:
+        if self._closed:
+            return
+        self._connected = True
+        self._generation += 1
+        self._connects += 1
+        self._lost = asyncio.Event()
+        self._connected_event.set()
+        broker = self.settings.broker
+        if self._connects == 1 and self._failed_attempts == 0:
+            log.info("MQTT broker `%s` connected (session present: %s).", broker, session_present)
+        else:
+            log.info(
+                "MQTT broker `%s` connected again after %d failed attempt(s) "
+                "(session present: %s).",
+                broker,
+                self._failed_attempts,
+                session_present,
+            )
+        self._failed_attempts = 0
+        self._last_refusal = None
+
+    def _on_refused(self, code: int, name: str) -> None:
+        self._connect_failures += 1
+        self._failed_attempts += 1
+        if name != self._last_refusal:  # once per distinct refusal, not on every retry
+            log.error(
+                "MQTT broker `%s` refused the connection: %s (0x%02x); retrying with backoff.",
+                self.settings.broker,
+                name,
+                code,
+            )
+            self._last_refusal = name
+
+    def _on_connect_failed(self) -> None:
+        self._connect_failures += 1
+        self._failed_attempts += 1
+        if self._failed_attempts == 1 and not self._closed:
+            log.warning(
+                "MQTT broker `%s` unreachable; retrying with backoff up to %.0f s.",
+                self.settings.broker,
+                self.settings.reconnect_max_s,
+            )
+
+    def _on_disconnected(self, reason: str) -> None:
+        if not self._connected:
+            return  # a refused CONNECT also ends in a disconnect; already reported
+        self._connected = False
+        self._connected_event.clear()
+        self._losses += 1
+        self._lost.set()
+        self._fail_pending(f"connection to `{self.settings.broker}` lost before PUBACK")
+        if self._closed:
+            log.info("MQTT broker `%s` disconnected.", self.settings.broker)
+        else:
+            log.warning(
+                "MQTT broker `%s` connection lost: %s; reconnecting with backoff.",
+                self.settings.broker,
+                reason,
+            )
+
+    def _on_puback(self, mid: int, code: int, name: str) -> None:
+        future = self._pending.pop(mid, None)
+        if future is None or future.done():
+            return  # a retransmission of a message we already gave up on, or QoS 0
+        if code >= FAILURE_REASON:
+            self._publish_failures += 1
+            future.set_exception(BrokerRefused(code, name))
+        else:
+            self._published += 1
+            future.set_result(code)
+
+    def _on_suback(self, reasons: list[tuple[int, str]]) -> None:
+        for topic, (code, name) in zip(self.settings.subscriptions, reasons, strict=False):
+            if code >= FAILURE_REASON:
+                log.error(
+                    "MQTT broker `%s` refused the subscription to `%s`: %s (0x%02x).",
+                    self.settings.broker,
+                    topic,
+                    name,
+                    code,
+                )
+
+    def _on_message(self, message: InboundMessage) -> None:
+        self._received += 1
+        if message.qos > 0 or self._inbound.qsize() < self.settings.inbound_queue_size:
+            self._inbound.put_nowait(message)
+        else:  # QoS 0 has no flow control and no promise: shed it rather than grow
+            self._inbound_dropped += 1
+            if self._inbound_dropped == 1 or self._inbound_dropped % 100 == 0:
+                log.warning(
+                    "MQTT inbound queue full; dropped QoS 0 message on `%s` (%d dropped so far).",
+                    message.topic,
+                    self._inbound_dropped,
+                )
+
+    def _fail_pending(self, reason: str) -> None:
+        pending, self._pending = self._pending, {}
+        for future in pending.values():
+            if not future.done():
+                self._publish_failures += 1
+                future.set_exception(UplinkError(reason))
+
+    # --- public, on the event loop ---------------------------------------------------------
+
+    @property
+    def connected(self) -> bool:
+        return self._connected
+
+    @property
+    def generation(self) -> int:
+        """How many times the link has connected; changes on every reconnect."""
+        return self._generation
+
+    async def wait_connected(self) -> None:
+        """Returns once connected and, when there are subscriptions, subscribed (SUBACK)."""
+        await self._connected_event.wait()
+
+    async def wait_disconnected(self) -> None:
+        """Returns when the current connection ends (at once when not connected)."""
+        if not self._connected:
+            return
+        await self._lost.wait()
+
+    def send(self, message: OutgoingMessage) -> asyncio.Future[int]:
+        """Hand a message to the broker now; the future completes with the PUBACK reason code
+        (0x10 "no matching subscribers" is still a success).
+
+        The future fails with `BrokerRefused` for a reason code >= 0x80 and with `UplinkError`
+        when the connection drops first. `send` itself raises `UplinkError` when not connected
+        and `PublishRejected` for an invalid message. Several sends in a row are pipelined and
+        reach the broker in order. QoS 0 completes once handed to paho."""
+        if self._closed or not self._connected:
+            raise UplinkError(f"not connected to `{self.settings.broker}`")
+        try:
+            info = self._client.publish(
+                message.topic,
+                message.payload,
+                qos=message.qos,
+                retain=message.retain,
+                properties=_to_paho_properties(PacketTypes.PUBLISH, message.properties),
+            )
+        except ValueError as exc:  # invalid topic, payload too large
+            self._publish_failures += 1
+            raise PublishRejected(f"cannot publish to `{message.topic}`: {exc}") from exc
+        if info.rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
+            self._publish_failures += 1
+            raise UplinkError(f"cannot publish to `{message.topic}`: {paho.error_string(info.rc)}")
+        assert self._loop is not None
+        future: asyncio.Future[int] = self._loop.create_future()
+        if message.qos == 0:
+            self._published += 1
+            future.set_result(0)
+            return future
+        mid = info.mid
+        self._pending[mid] = future
+
+        def forget(done: asyncio.Future[int]) -> None:
+            if self._pending.get(mid) is done:
+                del self._pending[mid]
+
+        future.add_done_callback(forget)
+        return future
+
+    async def publish(self, message: OutgoingMessage) -> int:
+        """`send` and wait for the PUBACK."""
+        return await self.send(message)
+
+    async def receive(self) -> InboundMessage:
+        """The next message; call `acknowledge` once it has been handled."""
+        return await self._inbound.get()
+
+    def acknowledge(self, message: InboundMessage) -> None:
+        """Send the PUBACK for a handled QoS 1 message.
+
+        Skipped when the message came on an earlier connection: its packet id means nothing on
+        the new one, and the broker delivers it again from the session (handlers of commands
+        are idempotent, as MQTT at-least-once requires)."""
+        if message.qos == 0 or self._closed:
+            return
+        if message.connection != self._paho_connection:
+            return
+        self._client.ack(message.message_id, message.qos)
+
+    def abort(self) -> None:
+        """Drop the TCP connection without DISCONNECT, as a crash would: the broker publishes
+        the Will and paho reconnects. Used when the link is judged half-open (no PUBACK in
+        time) and by tests."""
+        sock = self._client.socket()
+        if isinstance(sock, socket.socket):  # ssl.SSLSocket is one too
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError as exc:  # already closed by the other side
+                log.debug("MQTT socket shutdown: %s", exc)
+            log.warning("MQTT link to `%s` aborted.", self.settings.broker)
+
+    async def close(self, final: OutgoingMessage | None = None, grace_s: float = 5.0) -> None:
+        """Publish `final` (for example the retained offline status) if connected, send
+        DISCONNECT (so the broker drops the Will) and stop paho's thread. Idempotent."""
+        if self._closed or not self._started:
+            self._closed = True
+            return
+        if final is not None and self._connected:
+            try:
+                async with asyncio.timeout(grace_s):
+                    await self.publish(final)
+            except (UplinkError, TimeoutError) as exc:
+                log.warning("MQTT final message on `%s` not confirmed: %s", final.topic, exc)
+        self._closed = True
+        self._client.disconnect()
+        try:
+            async with asyncio.timeout(grace_s):
+                await asyncio.to_thread(self._client.loop_stop)
+        except TimeoutError:
+            log.warning("MQTT network thread did not stop within %.0f s.", grace_s)
+        if self._connected:
+            self._on_disconnected("closed")
+        self._fail_pending(f"link to `{self.settings.broker}` closed")
+
+    def statistics(self) -> LinkStatistics:
+        return LinkStatistics(
+            connected=self._connected,
+            connects=self._connects,
+            connection_losses=self._losses,
+            connect_failures=self._connect_failures,
+            published=self._published,
+            publish_failures=self._publish_failures,
+            in_flight=len(self._pending),
+            received=self._received,
+            inbound_dropped=self._inbound_dropped,
+        )
