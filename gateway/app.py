@@ -16,8 +16,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from detectors.threshold import ThresholdDetector
+from detectors.vibration.bearing import BearingGeometry
+from detectors.vibration.catalogue import BearingCatalogue
+from detectors.vibration.detector import VibrationDetector
+from detectors.vibration.iso20816 import Foundation, MachineGroup
 from gateway.config.loader import LoadedConfig, load_config
-from gateway.config.models import DeviceConfig, GatewayConfig, ThresholdRule
+from gateway.config.models import DeviceConfig, GatewayConfig, ThresholdRule, VibrationRule
 from gateway.core.clock import Clock, SystemClock
 from gateway.core.errors import ConfigError
 from gateway.core.interfaces import (
@@ -159,8 +163,50 @@ def threshold_detector(device: DeviceConfig, rule: ThresholdRule) -> ThresholdDe
     )
 
 
+def bearing_geometry(
+    rule: VibrationRule, catalogue: BearingCatalogue | None
+) -> BearingGeometry | None:
+    if rule.bearing is None:
+        return None
+    if isinstance(rule.bearing, str):
+        if catalogue is None:
+            catalogue = BearingCatalogue.load()
+        return catalogue.get(rule.bearing)
+    return BearingGeometry(
+        name=f"{rule.name}-bearing",
+        balls=rule.bearing.balls,
+        ball_diameter=rule.bearing.ball_diameter_mm,
+        pitch_diameter=rule.bearing.pitch_diameter_mm,
+        contact_angle_deg=rule.bearing.contact_angle_deg,
+    )
+
+
+def vibration_detector(
+    device: DeviceConfig, rule: VibrationRule, catalogue: BearingCatalogue | None = None
+) -> VibrationDetector:
+    return VibrationDetector(
+        asset=device.asset_id,
+        tag_id=resolve_signal(device, rule.signal),
+        geometry=bearing_geometry(rule, catalogue),
+        machine_group=MachineGroup(rule.machine_group),
+        foundation=Foundation(rule.foundation),
+        rpm_tag=resolve_signal(device, rule.rpm_signal) if rule.rpm_signal else None,
+        fixed_rpm=rule.rpm,
+        confirm_blocks=rule.confirm_blocks,
+        baseline_blocks=rule.baseline_blocks,
+        name=f"{device.id}.{rule.name}",
+    )
+
+
 def build_detectors(devices: Sequence[DeviceConfig]) -> list[Detector]:
-    return [threshold_detector(device, rule) for device in devices for rule in device.rules]
+    detectors: list[Detector] = []
+    for device in devices:
+        for rule in device.rules:
+            if isinstance(rule, VibrationRule):
+                detectors.append(vibration_detector(device, rule))
+            else:
+                detectors.append(threshold_detector(device, rule))
+    return detectors
 
 
 @dataclass

@@ -28,6 +28,8 @@ def _configure_logging(verbose: bool) -> None:
     logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, format=fmt)
     # pymodbus logs every refused retry; our source task logs once per state change instead.
     logging.getLogger("pymodbus").setLevel(logging.CRITICAL)
+    # asyncua narrates every connect at INFO; keep its warnings and errors only.
+    logging.getLogger("asyncua").setLevel(logging.WARNING)
 
 
 def _cmd_run(args: argparse.Namespace) -> int:

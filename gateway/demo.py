@@ -15,7 +15,6 @@ import os
 import shutil
 import signal
 import socket
-import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -25,6 +24,9 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+
+from gateway.core.records import Ticket
+from gateway.store import StateStore
 
 EX_UNAVAILABLE = 69
 REPO_CONFIG = Path(__file__).resolve().parent.parent / "configs"
@@ -68,6 +70,7 @@ class DemoPlan:
     state_db: Path
     broker_port: int
     modbus_port: int
+    opcua_port: int
     prefix: str
     site: str
     gateway_id: str
@@ -79,7 +82,7 @@ def prepare_config(source: Path, workdir: Path) -> DemoPlan:
     shutil.copytree(source, config_dir, ignore=shutil.ignore_patterns("var", "schema"))
     gateway_yaml = config_dir / "gateway.yaml"
     gw: dict[str, Any] = yaml.safe_load(gateway_yaml.read_text())
-    broker_port, modbus_port = free_port(), free_port()
+    broker_port, modbus_port, opcua_port = free_port(), free_port(), free_port()
     gw.setdefault("uplink", {})["port"] = broker_port
     gw["uplink"]["host"] = "127.0.0.1"
     gw.setdefault("storage", {})["directory"] = str(workdir / "var")
@@ -87,9 +90,12 @@ def prepare_config(source: Path, workdir: Path) -> DemoPlan:
     for device_file in sorted((config_dir / "devices").glob("*.yaml")):
         device: dict[str, Any] = yaml.safe_load(device_file.read_text())
         conn = device.get("connection", {})
-        # The simulator serves every Modbus TCP device of the example site on one port.
-        if device.get("connection", {}).get("protocol") == "modbus_tcp":
+        # The simulator serves every device of the example site, one port per protocol.
+        if conn.get("protocol") == "modbus_tcp":
             conn["host"], conn["port"] = "127.0.0.1", modbus_port
+        elif conn.get("protocol") == "opcua":
+            path = conn["endpoint"].split("/", 3)[3] if conn["endpoint"].count("/") >= 3 else ""
+            conn["endpoint"] = f"opc.tcp://127.0.0.1:{opcua_port}/{path}"
         device_file.write_text(yaml.safe_dump(device, sort_keys=False))
     return DemoPlan(
         config_dir=config_dir,
@@ -97,6 +103,7 @@ def prepare_config(source: Path, workdir: Path) -> DemoPlan:
         state_db=workdir / "var" / "state.db",
         broker_port=broker_port,
         modbus_port=modbus_port,
+        opcua_port=opcua_port,
         prefix=gw.get("uplink", {}).get("topic_prefix", "factory"),
         site=gw["site"],
         gateway_id=gw["gateway_id"],
@@ -164,36 +171,45 @@ async def wait_for_port(port: int, within_s: float) -> bool:
 
 @dataclass(frozen=True)
 class Summary:
-    opened: int
-    enriched: int
-    acknowledged: int
-    scenario_acknowledged: bool
+    tickets: tuple[Ticket, ...]
+
+    @property
+    def scenario_acknowledged(self) -> bool:
+        return any(t.fault_code == SCENARIO_FAULT and _acked(t) for t in self.tickets)
 
     def lines(self) -> list[str]:
-        return [
+        enriched = sum(1 for t in self.tickets if t.occurrences > 1 or t.revision > 2)
+        lines = [
             "Demo summary",
-            f"  tickets opened:        {self.opened}",
-            f"  tickets enriched:      {self.enriched}  (re-triggers merged into an open ticket)",
-            f"  tickets acknowledged:  {self.acknowledged}  (by the simulated central system)",
-            f"  scenario ticket ({SCENARIO_FAULT}) acknowledged: "
-            f"{'yes' if self.scenario_acknowledged else 'NO'}",
+            f"  tickets opened:        {len(self.tickets)}",
+            f"  tickets enriched:      {enriched}  (re-triggers merged into an open ticket)",
+            f"  tickets acknowledged:  {sum(1 for t in self.tickets if _acked(t))}"
+            "  (by the simulated central system)",
         ]
+        lines += [
+            f"    {t.id}  {t.asset}  {t.fault_code}  {t.priority.value}  {t.state.value}"
+            for t in self.tickets
+        ]
+        lines.append(
+            f"  scenario ticket ({SCENARIO_FAULT}) acknowledged: "
+            f"{'yes' if self.scenario_acknowledged else 'NO'}"
+        )
+        return lines
 
 
-def read_summary(state_db: Path) -> Summary:
-    if not state_db.exists():
-        return Summary(0, 0, 0, False)
-    # Read-only URI: the gateway has stopped, but never risk writing to its database from here.
-    with contextlib.closing(sqlite3.connect(f"file:{state_db}?mode=ro", uri=True)) as db:
-        rows = db.execute("SELECT fault_code, occurrences, acknowledged_at FROM tickets").fetchall()
-    return Summary(
-        opened=len(rows),
-        enriched=sum(1 for _, occurrences, _ in rows if occurrences > 1),
-        acknowledged=sum(1 for *_, acked in rows if acked is not None),
-        scenario_acknowledged=any(
-            fault == SCENARIO_FAULT and acked is not None for fault, _, acked in rows
-        ),
-    )
+def _acked(ticket: Ticket) -> bool:
+    return ticket.acknowledged_at is not None
+
+
+async def read_summary(state_db: Path) -> Summary:
+    """Read-only: never risk writing to the gateway's database from here."""
+    if not await asyncio.to_thread(state_db.exists):
+        return Summary(())
+    store = await StateStore.open(state_db, read_only=True)
+    try:
+        return Summary(tuple(await store.list_tickets()))
+    finally:
+        await store.close()
 
 
 async def run_demo(config_source: Path, duration: float | None) -> int:
@@ -220,7 +236,8 @@ async def run_demo(config_source: Path, duration: float | None) -> int:
         py = sys.executable
         print(
             f"demo: broker on 127.0.0.1:{plan.broker_port}, plant Modbus on "
-            f"127.0.0.1:{plan.modbus_port}, config copied to {plan.config_dir}",
+            f"127.0.0.1:{plan.modbus_port}, plant OPC UA on 127.0.0.1:{plan.opcua_port}, "
+            f"config copied to {plan.config_dir}",
             flush=True,
         )
         try:
@@ -237,6 +254,8 @@ async def run_demo(config_source: Path, duration: float | None) -> int:
                     "plant",
                     "--modbus-port",
                     str(plan.modbus_port),
+                    "--opcua-port",
+                    str(plan.opcua_port),
                 )
             )
             children.append(
@@ -281,7 +300,7 @@ async def run_demo(config_source: Path, duration: float | None) -> int:
                 await child.stop()
             for sig in (signal.SIGINT, signal.SIGTERM):
                 loop.remove_signal_handler(sig)
-        summary = read_summary(plan.state_db)
+        summary = await read_summary(plan.state_db)
     print("\n".join(summary.lines()), flush=True)
     return 0 if summary.scenario_acknowledged else 1
 

@@ -16,6 +16,14 @@ def _parser() -> argparse.ArgumentParser:
     plant = sub.add_parser("plant", help="serve the demo plant's devices")
     plant.add_argument("--host", default="127.0.0.1")
     plant.add_argument("--modbus-port", type=int, default=5020)
+    plant.add_argument("--opcua-port", type=int, default=4840)
+    plant.add_argument(
+        "--bearing-fault-after",
+        type=float,
+        default=20.0,
+        metavar="SECONDS",
+        help="when the pump's drive-end bearing develops an outer-race defect",
+    )
     plant.add_argument(
         "--time-scale",
         type=float,
@@ -41,9 +49,16 @@ async def _until_signalled(run: Callable[[asyncio.Event], Awaitable[None]]) -> N
 
 
 async def _plant(args: argparse.Namespace, stop: asyncio.Event) -> None:
-    from simulator.pump import run_pump_plant
+    from simulator.plant import run_plant
 
-    await run_pump_plant(args.host, args.modbus_port, time_scale=args.time_scale, stop_event=stop)
+    await run_plant(
+        args.host,
+        args.modbus_port,
+        args.opcua_port,
+        time_scale=args.time_scale,
+        bearing_fault_after_s=args.bearing_fault_after,
+        stop_event=stop,
+    )
 
 
 async def _central(args: argparse.Namespace, stop: asyncio.Event) -> None:
@@ -61,6 +76,8 @@ async def _central(args: argparse.Namespace, stop: asyncio.Event) -> None:
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)-7s %(name)s: %(message)s")
+    for noisy in ("asyncua", "pymodbus"):  # they narrate every request at INFO
+        logging.getLogger(noisy).setLevel(logging.WARNING)
     if args.command == "plant":
         asyncio.run(_until_signalled(lambda stop: _plant(args, stop)))
     else:

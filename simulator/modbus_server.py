@@ -1,4 +1,4 @@
-"""A Modbus TCP server for simulated machines, on pymodbus's server side.
+"""A Modbus TCP or RTU server for simulated machines, on pymodbus's server side.
 
 A machine model writes engineering values into a `RegisterMap`; the server answers reads
 from it. Faults a real plant produces can be switched on at runtime: an exception answer, a
@@ -8,22 +8,28 @@ that the gateway only ever reads (issue 3).
 
     async with ModbusSimServer(registers, port=0) as server:
         ... server.port ...
+
+    # RTU: several units on one serial line (a pty in tests), each with its own map.
+    async with ModbusSimServer(units={1: map_1, 2: map_2}, serial_port="/dev/pts/7"):
+        ...
 """
 
 from __future__ import annotations
 
 import asyncio
 import enum
+import functools
 import logging
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Self
 
+from pymodbus import FramerType
 from pymodbus.constants import ExcCodes
 from pymodbus.pdu import ModbusPDU
-from pymodbus.server import ModbusTcpServer
+from pymodbus.server import ModbusSerialServer, ModbusTcpServer
 from pymodbus.simulator import DataType, SimData, SimDevice
 
 from protocols.modbus.config import DataType as ValueType
@@ -32,20 +38,32 @@ from protocols.modbus.decode import encode
 
 log = logging.getLogger(__name__)
 
-_TABLE_OF_FUNCTION = {3: RegisterTable.HOLDING, 4: RegisterTable.INPUT}
+_TABLE_OF_FUNCTION = {
+    1: RegisterTable.COILS,
+    2: RegisterTable.DISCRETE,
+    3: RegisterTable.HOLDING,
+    4: RegisterTable.INPUT,
+}
 _READ_FUNCTIONS = frozenset({1, 2, 3, 4})
 _MBAP_SIZE = 7  # transaction id, protocol id, length, unit id
 
 
 class RegisterMap:
-    """Holding and input registers from address 0; reads past the end answer exception 2."""
+    """The four tables from address 0; reads past the end answer exception 2. Coils and
+    discrete inputs hold 0/1 and are sized in bits (a multiple of 16)."""
 
-    def __init__(self, holding: int = 128, input: int = 128) -> None:
+    def __init__(
+        self, holding: int = 128, input: int = 128, coils: int = 16, discrete: int = 16
+    ) -> None:
         if not (1 <= holding <= 65536 and 1 <= input <= 65536):
             raise ValueError("each table needs 1..65536 registers")
+        if coils % 16 or discrete % 16 or not (16 <= coils <= 65536 and 16 <= discrete <= 65536):
+            raise ValueError("coils and discrete inputs come in multiples of 16, 16..65536")
         self._tables: dict[RegisterTable, list[int]] = {
             RegisterTable.HOLDING: [0] * holding,
             RegisterTable.INPUT: [0] * input,
+            RegisterTable.COILS: [0] * coils,
+            RegisterTable.DISCRETE: [0] * discrete,
         }
 
     def size(self, table: RegisterTable) -> int:
@@ -55,10 +73,17 @@ class RegisterMap:
         target = self._tables[table]
         if address < 0 or address + len(registers) > len(target):
             raise IndexError(f"{table} {address}+{len(registers)} is outside the map")
+        top = 1 if table.is_bits else 0xFFFF
         for register in registers:
-            if not 0 <= register <= 0xFFFF:
-                raise ValueError(f"register value {register} is outside 0..65535")
+            if not 0 <= register <= top:
+                raise ValueError(f"value {register} is outside 0..{top} for {table}")
         target[address : address + len(registers)] = registers
+
+    def packed_bits(self, table: RegisterTable, word: int) -> int:
+        """Bits 16*word .. 16*word+15 of a bit table as one register, LSB first (the layout
+        pymodbus's simulator keeps bit tables in)."""
+        bits = self._tables[table][16 * word : 16 * word + 16]
+        return sum(bit << i for i, bit in enumerate(bits))
 
     def write_value(
         self,
@@ -82,6 +107,8 @@ class ResponseFault(enum.Enum):
 
     NONE = "none"
     WRONG_FUNCTION_CODE = "wrong_function_code"  # a gateway mixing up answers
+    WRONG_UNIT_ID = "wrong_unit_id"  # an answer from another unit (TCP only)
+    WRONG_TRANSACTION_ID = "wrong_transaction_id"  # a stale answer (TCP only)
     SHORT_PAYLOAD = "short_payload"  # one register fewer than asked, consistently framed
     NO_ANSWER = "no_answer"  # the device hangs: the request is swallowed
 
@@ -95,25 +122,35 @@ class ReceivedRequest:
 
 
 class ModbusSimServer:
-    """A pymodbus TCP server answering from a RegisterMap. Start and stop it any number of times
+    """A pymodbus server answering from RegisterMaps. Start and stop it any number of times
     (a test stops it to make the device disappear and starts it again on the same port)."""
 
     def __init__(
         self,
-        registers: RegisterMap,
+        registers: RegisterMap | None = None,
         *,
         host: str = "127.0.0.1",
         port: int = 0,
         unit_id: int = 0,
+        units: Mapping[int, RegisterMap] | None = None,
+        serial_port: str | None = None,
         history: int = 10_000,
     ) -> None:
-        """`unit_id` 0 answers every unit id; `port` 0 picks a free port at the first start
-        and keeps it for restarts."""
-        self.registers = registers
+        """TCP by default; `serial_port` serves Modbus RTU on that device instead.
+        `registers` with `unit_id` 0 answers every unit id; `units` serves several units
+        (an RTU line or a Modbus gateway), each with its own map, and no answer at all to
+        other units, as on a real line. `port` 0 picks a free port at the first start and
+        keeps it for restarts."""
+        if (registers is None) == (units is None):
+            raise ValueError("give either `registers` or `units`")
+        self.units: dict[int, RegisterMap] = (
+            dict(units) if units is not None else {unit_id: registers}  # type: ignore[dict-item]
+        )
+        self.registers = next(iter(self.units.values()))
         self.host = host
         self._port = port
-        self._unit_id = unit_id
-        self._server: ModbusTcpServer | None = None
+        self._serial_port = serial_port
+        self._server: ModbusTcpServer | ModbusSerialServer | None = None
         self.fault = ResponseFault.NONE
         # An exception code (ExcCodes value) every read answers with, or None.
         self.exception_code: int | None = None
@@ -132,28 +169,31 @@ class ModbusSimServer:
     async def start(self) -> None:
         if self._server is not None:
             raise RuntimeError("server already running")
-        device = SimDevice(
-            id=self._unit_id,
-            simdata=(
-                [SimData(0, count=16, values=False, datatype=DataType.BITS)],
-                [SimData(0, count=16, values=False, datatype=DataType.BITS)],
-                [self._block(RegisterTable.HOLDING)],
-                [self._block(RegisterTable.INPUT)],
-            ),
-            action=self._on_request,
-        )
-        server = ModbusTcpServer(
-            device,
-            address=(self.host, self._port),
-            trace_packet=self._trace_packet,
-            trace_pdu=self._trace_pdu,
-        )
+        devices = [self._device(unit, registers) for unit, registers in self.units.items()]
+        if self._serial_port is not None and 0 not in self.units:
+            devices.append(self._device(0, RegisterMap(holding=1, input=1)))  # silent catch-all
+        server: ModbusTcpServer | ModbusSerialServer
+        if self._serial_port is not None:
+            server = ModbusSerialServer(
+                devices,
+                framer=FramerType.RTU,
+                port=self._serial_port,
+                trace_packet=self._trace_serial_packet,
+                trace_pdu=self._trace_pdu,
+            )
+        else:
+            server = ModbusTcpServer(
+                devices,
+                address=(self.host, self._port),
+                trace_packet=self._trace_packet,
+                trace_pdu=self._trace_pdu,
+            )
         await server.serve_forever(background=True)
         self._server = server
-        if self._port == 0:
+        if self._serial_port is None and self._port == 0:
             sockets = getattr(server.transport, "sockets", None) or []
             self._port = int(sockets[0].getsockname()[1])
-        log.debug("Modbus simulator serving at %s:%d.", self.host, self._port)
+        log.debug("Modbus simulator serving at %s.", self._serial_port or f"port {self._port}")
 
     async def stop(self) -> None:
         """Close the listener and every client connection. Safe to call when stopped."""
@@ -175,11 +215,28 @@ class ModbusSimServer:
     ) -> None:
         await self.stop()
 
-    def _block(self, table: RegisterTable) -> SimData:
-        return SimData(0, count=self.registers.size(table), values=0, datatype=DataType.REGISTERS)
+    def _device(self, unit: int, registers: RegisterMap) -> SimDevice:
+        def block(table: RegisterTable) -> list[SimData]:
+            if table.is_bits:  # pymodbus sizes bit blocks in registers of 16 bits
+                count, kind = registers.size(table) // 16, DataType.BITS
+            else:
+                count, kind = registers.size(table), DataType.REGISTERS
+            return [SimData(0, count=count, values=0, datatype=kind)]
+
+        return SimDevice(
+            id=unit,
+            simdata=(
+                block(RegisterTable.COILS),
+                block(RegisterTable.DISCRETE),
+                block(RegisterTable.HOLDING),
+                block(RegisterTable.INPUT),
+            ),
+            action=functools.partial(self._on_request, registers),
+        )
 
     async def _on_request(
         self,
+        registers: RegisterMap,
         function_code: int,
         start_address: int,
         address: int,
@@ -192,10 +249,17 @@ class ModbusSimServer:
             return ExcCodes.ILLEGAL_FUNCTION  # read-only, like a protected PLC area
         if self.exception_code is not None:
             return ExcCodes(self.exception_code)
-        table = _TABLE_OF_FUNCTION.get(function_code)
-        if table is not None:
-            offset = address - start_address
-            current_registers[offset : offset + count] = self.registers.read(table, address, count)
+        table = _TABLE_OF_FUNCTION[function_code]
+        offset = address - start_address
+        if table.is_bits:
+            # pymodbus 3.16 passes the bit address but counts whole 16-bit registers.
+            first = address // 16
+            for k in range(count):
+                current_registers[first - start_address + k] = registers.packed_bits(
+                    table, first + k
+                )
+        else:
+            current_registers[offset : offset + count] = registers.read(table, address, count)
         return None
 
     def _trace_pdu(self, sending: bool, pdu: ModbusPDU) -> ModbusPDU:
@@ -210,6 +274,14 @@ class ModbusSimServer:
             )
         return pdu
 
+    def _trace_serial_packet(self, sending: bool, packet: bytes) -> bytes:
+        """An answer from a unit that is not on the line is swallowed: on RS-485 nobody
+        answers it. (pymodbus 3.16's `ignore_missing_devices` raises KeyError in its simulator
+        datastore, so a silent catch-all unit answers and its answer is dropped here.)"""
+        if sending and packet and packet[0] not in self.units:
+            return b""
+        return packet
+
     def _trace_packet(self, sending: bool, packet: bytes) -> bytes:
         if not sending or self.fault is ResponseFault.NONE or len(packet) <= _MBAP_SIZE:
             return packet
@@ -218,21 +290,28 @@ class ModbusSimServer:
             return packet  # exception answers and other functions pass unchanged
         if self.fault is ResponseFault.NO_ANSWER:
             return b""
+        if self.fault is ResponseFault.WRONG_UNIT_ID:
+            return packet[:6] + bytes([(packet[6] + 1) % 256]) + packet[_MBAP_SIZE:]
+        if self.fault is ResponseFault.WRONG_TRANSACTION_ID:
+            tid = (int.from_bytes(packet[0:2], "big") + 1000) % 65536 or 1
+            return tid.to_bytes(2, "big") + packet[2:]
         if self.fault is ResponseFault.WRONG_FUNCTION_CODE:
-            wrong = 4 if function_code == 3 else 3
+            wrong = {1: 2, 2: 1, 3: 4, 4: 3}[function_code]
             return packet[:_MBAP_SIZE] + bytes([wrong]) + packet[_MBAP_SIZE + 1 :]
-        # SHORT_PAYLOAD: drop the last register, keeping the byte count and MBAP length right.
+        # SHORT_PAYLOAD: drop the last register (or bit byte), keeping the byte count and the
+        # MBAP length right.
+        drop = 1 if function_code in (1, 2) else 2
         byte_count = packet[_MBAP_SIZE + 1]
-        if byte_count < 2:
+        if byte_count < drop:
             return packet
-        length = int.from_bytes(packet[4:6], "big") - 2
-        body = packet[_MBAP_SIZE:-2]
+        length = int.from_bytes(packet[4:6], "big") - drop
+        body = packet[_MBAP_SIZE:-drop]
         return (
             packet[:4]
             + length.to_bytes(2, "big")
             + packet[6:_MBAP_SIZE]
             + body[:1]
-            + bytes([byte_count - 2])
+            + bytes([byte_count - drop])
             + body[2:]
         )
 

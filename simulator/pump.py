@@ -47,14 +47,18 @@ _PATTERN_VALUES: dict[DataType, float] = {
     DataType.INT16: -4660,
     DataType.UINT32: 0x12345678,
     DataType.INT32: -123456789,
+    DataType.UINT64: 0x123456789ABCDE00,  # exact in a float64 (Sample values are floats)
+    DataType.INT64: -0x0123456789ABCDE0,
     DataType.FLOAT32: -1234.5,
+    DataType.FLOAT64: -98765.4321,
 }
+REGISTER_TABLES = (RegisterTable.HOLDING, RegisterTable.INPUT)
 
 
 def type_pattern_points() -> list[tuple[ModbusPoint, float]]:
     """One point per table x data type x word order, with the value the simulator serves."""
     pattern: list[tuple[ModbusPoint, float]] = []
-    for table in RegisterTable:
+    for table in REGISTER_TABLES:
         address = TYPE_PATTERN_ADDRESS
         for data_type, value in _PATTERN_VALUES.items():
             for order in WordOrder:

@@ -8,9 +8,9 @@ Unknown keys are errors everywhere (`extra="forbid"`).
 from __future__ import annotations
 
 import enum
-from typing import Annotated
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, model_validator
 
 from gateway.core.records import Priority
 from protocols.can.config import CanConnection, CanSignal
@@ -84,13 +84,14 @@ class AssetInfo(Strict):
 
 class RuleKind(enum.StrEnum):
     THRESHOLD = "threshold"
+    VIBRATION = "vibration"
 
 
 class ThresholdRule(Strict):
     """hi / hihi / lo / lolo limits with deadband, on-delay and off-delay."""
 
     name: str = Field(pattern=ID_PATTERN)
-    kind: RuleKind = RuleKind.THRESHOLD
+    kind: Literal[RuleKind.THRESHOLD] = RuleKind.THRESHOLD
     signal: str = Field(description="Point name in this device, or a full tag id device.point.")
     hihi: float | None = None
     hi: float | None = None
@@ -105,6 +106,60 @@ class ThresholdRule(Strict):
     )
     message: str = Field("", description="Extra words for the technician, added to the ticket.")
 
+
+class BearingGeometryConfig(Strict):
+    """Rolling-element bearing geometry, for bearings not in configs/bearings.yaml."""
+
+    balls: int = Field(ge=3, le=100, description="Number of rolling elements per row.")
+    ball_diameter_mm: float = Field(gt=0)
+    pitch_diameter_mm: float = Field(gt=0)
+    contact_angle_deg: float = Field(0.0, ge=0, lt=90)
+
+
+class VibrationRule(Strict):
+    """The vibration family on a waveform signal: ISO 20816 severity, unbalance, misalignment,
+    looseness and bearing defects, each confirmed over several blocks before a ticket opens."""
+
+    name: str = Field(pattern=ID_PATTERN)
+    kind: Literal[RuleKind.VIBRATION]
+    signal: str = Field(description="Waveform point of this device, or a full tag id.")
+    bearing: str | BearingGeometryConfig | None = Field(
+        None, description="Bearing name from configs/bearings.yaml, or its geometry."
+    )
+    rpm_signal: str | None = Field(
+        None, description="Tag giving the running speed in rpm (point name or full tag id)."
+    )
+    rpm: float | None = Field(
+        None, gt=0, description="Fixed running speed in rpm when no speed tag exists."
+    )
+    machine_group: Literal[1, 2] = Field(
+        2, description="ISO 20816-3 group: 1 large (>300 kW), 2 medium (15-300 kW)."
+    )
+    foundation: Literal["rigid", "flexible"] = "rigid"
+    confirm_blocks: int = Field(
+        3, ge=1, le=100, description="Consecutive blocks that must show a fault before it opens."
+    )
+    baseline_blocks: int = Field(
+        20, ge=1, description="Blocks of normal running learnt as the asset's baseline."
+    )
+
+
+def _rule_kind(value: Any) -> str:
+    # `kind` may be left out for threshold rules, the common case.
+    if isinstance(value, dict):
+        return str(value.get("kind", RuleKind.THRESHOLD))
+    return str(getattr(value, "kind", RuleKind.THRESHOLD))
+
+
+Rule = Annotated[
+    Annotated[ThresholdRule, Tag(RuleKind.THRESHOLD)]
+    | Annotated[VibrationRule, Tag(RuleKind.VIBRATION)],
+    Discriminator(
+        _rule_kind,
+        custom_error_type="rule_kind",
+        custom_error_message="kind must be one of: threshold, vibration",
+    ),
+]
 
 Connection = Annotated[
     ModbusTcpConnection | OpcUaConnection | CanConnection, Field(discriminator="protocol")
@@ -134,7 +189,7 @@ class DeviceConfig(Strict):
     signals: list[CanSignal] = Field(
         default_factory=list, description="CAN devices: the DBC signals to decode."
     )
-    rules: list[ThresholdRule] = Field(default_factory=list)
+    rules: list[Rule] = Field(default_factory=list)
 
     @model_validator(mode="after")
     def _values_match_protocol(self) -> DeviceConfig:

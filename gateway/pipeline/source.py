@@ -18,11 +18,13 @@ import enum
 import logging
 import math
 import random
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from types import TracebackType
+from typing import Protocol, Self
 
 from gateway.core.clock import Clock
-from gateway.core.errors import DeviceTimeout, DriverError
+from gateway.core.errors import DeviceTimeout, DeviceUnreachable, DriverError
 from gateway.core.interfaces import PollingDriver, Record
 from gateway.core.records import Quality, Sample, Tag
 
@@ -266,6 +268,249 @@ class PollingSource:
             self._skipped += round((due - self._next_tick) / self._period)
             self._next_tick = due
         await asyncio.sleep(self._next_tick - now)
+
+
+def stagger_phases(device_ids: Sequence[str], period_s: float) -> dict[str, float]:
+    """Start offsets spreading devices that share a period evenly over it (issue 3), so that
+    500 devices at 1 s send 500 requests spread over the second, not one burst. The order is
+    the given one, so the same config always gives the same phases."""
+    if period_s <= 0:
+        raise ValueError(f"period_s must be positive, not {period_s}")
+    count = len(device_ids)
+    return {device_id: period_s * i / count for i, device_id in enumerate(device_ids)}
+
+
+class LineUnit(Protocol):
+    """One device on a shared line (an RTU unit): reads go through the line's connection."""
+
+    @property
+    def device_id(self) -> str: ...
+
+    @property
+    def timeout_s(self) -> float:
+        """Longest a failing request can hold the line."""
+        ...
+
+    def tags(self) -> Sequence[Tag]: ...
+
+    async def read(self) -> Sequence[Record]: ...
+
+
+class SharedLine(Protocol):
+    """A connection several devices share (a serial port). Enter opens, exit closes."""
+
+    @property
+    def endpoint(self) -> str: ...
+
+    def units(self) -> Sequence[LineUnit]: ...
+
+    def tags(self) -> Sequence[Tag]: ...
+
+    async def __aenter__(self) -> Self: ...
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None: ...
+
+
+@dataclass(slots=True)
+class _UnitSchedule:
+    unit: LineUnit
+    period: float
+    due: float
+    failures: int = 0
+    polls: int = 0
+    errors: int = 0
+    degraded: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class LineUnitStatistics:
+    device: str
+    polls: int
+    errors: int
+    degraded: bool
+
+
+class SharedLineSource:
+    """Polls every unit of one shared line from one task, one read at a time (issue 3).
+
+    Each unit keeps its own fixed-rate schedule. A unit failing `degrade_after` times in a
+    row is degraded: probed on the backoff schedule instead of every period, and only when
+    the probe (at worst its timeout) fits before the next healthy unit is due, so a dead
+    unit cannot make the live ones late. A failure of the line itself (the port cannot be
+    opened or is lost) backs off the whole line with BAD samples for every unit.
+    """
+
+    def __init__(
+        self,
+        line_id: str,
+        line_factory: Callable[[], SharedLine],
+        queue: asyncio.Queue[Record],
+        clock: Clock,
+        *,
+        periods_s: Mapping[str, float],
+        default_period_s: float = 1.0,
+        backoff: Backoff | None = None,
+        degrade_after: int = 3,
+        rng: random.Random | None = None,
+    ) -> None:
+        if degrade_after < 1 or default_period_s <= 0 or any(p <= 0 for p in periods_s.values()):
+            raise ValueError("periods must be positive and degrade_after at least 1")
+        self._line_id = line_id
+        self._factory = line_factory
+        self._queue = queue
+        self._clock = clock
+        self._periods = dict(periods_s)
+        self._default_period = default_period_s
+        self._backoff = backoff or Backoff()
+        self._degrade_after = degrade_after
+        self._rng = rng or random.Random()
+        self._schedules: dict[str, _UnitSchedule] = {}
+        self._line_failures = 0
+        self.state = SourceState.STARTING
+
+    @property
+    def name(self) -> str:
+        return f"source[{self._line_id}]"
+
+    def statistics(self) -> list[LineUnitStatistics]:
+        return [
+            LineUnitStatistics(s.unit.device_id, s.polls, s.errors, s.degraded)
+            for s in self._schedules.values()
+        ]
+
+    async def run_source(self) -> None:
+        """Open the line, poll its units, reopen with backoff, until cancelled."""
+        try:
+            while True:
+                line = self._factory()
+                try:
+                    failure = await self._open(line)
+                    if failure is None:
+                        failure = await self._poll_units(line)
+                finally:
+                    await line.__aexit__(None, None, None)
+                await self._back_off_line(line, failure)
+        finally:
+            self.state = SourceState.STOPPED
+
+    async def _open(self, line: SharedLine) -> DriverError | None:
+        try:
+            await line.__aenter__()
+        except DriverError as exc:
+            return exc
+        if self.state is SourceState.UNREACHABLE:
+            log.info("Line `%s` open again at `%s`.", self._line_id, line.endpoint)
+        else:
+            log.info("Line `%s` open at `%s`.", self._line_id, line.endpoint)
+        self.state = SourceState.POLLING
+        self._line_failures = 0
+        return None
+
+    async def _poll_units(self, line: SharedLine) -> DriverError:
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        units = list(line.units())
+        phases = stagger_phases([u.device_id for u in units], self._default_period)
+        for unit in units:
+            previous = self._schedules.get(unit.device_id)
+            schedule = _UnitSchedule(unit, self._periods.get(unit.device_id, self._default_period),
+                                     now + phases[unit.device_id])  # fmt: skip
+            if previous is not None:  # keep the counters across a reopen of the line
+                schedule.polls, schedule.errors = previous.polls, previous.errors
+            self._schedules[unit.device_id] = schedule
+        while True:
+            schedule = self._next(loop.time())
+            await asyncio.sleep(max(0.0, schedule.due - loop.time()))
+            try:
+                records = await schedule.unit.read()
+            except DeviceUnreachable as exc:
+                return exc  # the line itself is gone
+            except DriverError as exc:
+                await self._on_unit_failure(schedule, exc, loop.time())
+                continue
+            self._on_unit_success(schedule, loop.time())
+            for record in records:
+                await self._queue.put(record)
+
+    def _next(self, now: float) -> _UnitSchedule:
+        """The unit to poll next: the earliest due, except a degraded unit whose probe would
+        run into a healthy unit's slot; that probe waits for the next gap."""
+        ordered = sorted(self._schedules.values(), key=lambda s: s.due)
+        healthy_due = min((s.due for s in ordered if not s.degraded), default=math.inf)
+        for schedule in ordered:
+            if not schedule.degraded:
+                return schedule
+            probe_ends = max(now, schedule.due) + schedule.unit.timeout_s
+            if probe_ends <= healthy_due:
+                return schedule
+        return ordered[0]  # every unit is degraded
+
+    def _on_unit_success(self, schedule: _UnitSchedule, now: float) -> None:
+        schedule.polls += 1
+        if schedule.degraded or schedule.failures:
+            log.info(
+                "Device `%s` on line `%s` answers again after %d failed %s.",
+                schedule.unit.device_id,
+                self._line_id,
+                schedule.failures,
+                "poll" if schedule.failures == 1 else "polls",
+            )
+            schedule.degraded = False
+            schedule.failures = 0
+            schedule.due = now + schedule.period
+            return
+        schedule.due += schedule.period
+        if schedule.due <= now:  # overran: skip ticks, never run late ones
+            schedule.due += math.ceil((now - schedule.due) / schedule.period) * schedule.period
+
+    async def _on_unit_failure(self, schedule: _UnitSchedule, exc: DriverError, now: float) -> None:
+        schedule.failures += 1
+        schedule.errors += 1
+        reason = str(exc) or type(exc).__name__
+        if schedule.failures == 1:
+            log.warning(
+                "Device `%s` on line `%s` failed: %s.", schedule.unit.device_id, self._line_id,
+                reason,
+            )  # fmt: skip
+        if schedule.failures >= self._degrade_after:
+            retry = schedule.failures - self._degrade_after
+            delay = max(schedule.period, self._backoff.delay(retry, self._rng))
+            if not schedule.degraded:
+                log.warning(
+                    "Device `%s` on line `%s` degraded after %d failed polls; probing every"
+                    " %s s or less often so that the other units stay on time.",
+                    schedule.unit.device_id,
+                    self._line_id,
+                    schedule.failures,
+                    _seconds(delay),
+                )
+            schedule.degraded = True
+            schedule.due = now + delay
+        else:
+            schedule.due = max(schedule.due + schedule.period, now)
+        ts = self._clock.now()
+        for tag in schedule.unit.tags():
+            await self._queue.put(Sample.bad(tag.id, ts, reason))
+
+    async def _back_off_line(self, line: SharedLine, failure: DriverError) -> None:
+        reason = str(failure) or type(failure).__name__
+        delay = self._backoff.delay(self._line_failures, self._rng)
+        self._line_failures += 1
+        if self.state is not SourceState.UNREACHABLE:
+            log.warning(
+                "Line `%s` unreachable: %s; retrying in %s s.", self._line_id, reason,
+                _seconds(delay),
+            )  # fmt: skip
+            self.state = SourceState.UNREACHABLE
+        ts = self._clock.now()
+        for tag in line.tags():
+            await self._queue.put(Sample.bad(tag.id, ts, reason))
+        await asyncio.sleep(delay)
 
 
 def _seconds(value: float) -> str:

@@ -167,7 +167,8 @@ class StreamingSource:
 
     async def _back_off(self, tags: Sequence[Tag], failure: DriverError) -> None:
         self._errors += 1
-        reason = str(failure) or type(failure).__name__
+        # Driver messages are sentences; the log line adds its own "; retrying ...".
+        reason = (str(failure) or type(failure).__name__).rstrip(".")
         self._last_error = reason
         delay = self._backoff.delay(self._failures, self._rng)
         self._failures += 1

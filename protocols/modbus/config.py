@@ -183,8 +183,7 @@ class ModbusLimits(Strict):
         125,
         ge=1,
         le=125,
-        description="Largest register read (FC 3/4); lower it for devices that reject long"
-        " reads.",
+        description="Largest register read (FC 3/4); lower it for devices that reject long reads.",
     )
     max_bits_per_read: int = Field(
         2000, ge=1, le=2000, description="Largest coil or discrete input read (FC 1/2)."

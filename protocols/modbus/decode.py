@@ -115,7 +115,8 @@ def encode(
     """
     if scale == 0:
         raise ValueError("scale must not be 0")
-    raw: float = (value - offset) / scale
+    # Unscaled integers stay exact: a 64-bit count does not survive a trip through a float.
+    raw: float = value if (scale == 1 and offset == 0) else (value - offset) / scale
     if data_type not in _FORMATS:
         raise ValueError(f"{data_type} is not a number type")
     packer = _FORMATS[data_type]

@@ -1,11 +1,16 @@
-"""Modbus TCP driver: the only module that imports pymodbus (DESIGN.md section 1).
+"""Modbus TCP and RTU drivers: the only module that imports pymodbus (DESIGN.md section 1).
 
-It talks to one endpoint and nothing else: the source task (gateway.pipeline.source) owns the
+It talks to endpoints and nothing else: the source task (gateway.pipeline.source) owns the
 schedule, retries and backoff, so pymodbus's own reconnect is switched off and every library
 failure is turned into our DriverError family here, at the boundary.
 
-Read-only by design: the only requests this module can build are function codes 3 (read
-holding registers) and 4 (read input registers); DESIGN.md section 9.
+Read-only by design: the only requests this module can build are function codes 1-4 (read
+coils, discrete inputs, holding and input registers); DESIGN.md section 9.
+
+Every answer is checked before it is trusted (issue 3): an exception answer, a wrong function
+code, a foreign unit id and a short payload each become a BadResponse for the points of that
+request. Transaction ids: pymodbus matches them itself and raises ModbusIOException on a
+mismatch (pymodbus 3.16 transaction.py), which we turn into BadResponse like the rest.
 """
 
 from __future__ import annotations
@@ -14,26 +19,38 @@ import asyncio
 import errno
 import logging
 import socket
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from contextlib import suppress
 from types import TracebackType
-from typing import Self
+from typing import Any, Self
 
-from pymodbus.client import AsyncModbusTcpClient
+from pymodbus import FramerType
+from pymodbus.client import AsyncModbusSerialClient, AsyncModbusTcpClient
 from pymodbus.exceptions import ConnectionException, ModbusException, ModbusIOException
 from pymodbus.pdu import ModbusPDU
 
 from gateway.core.clock import Clock
 from gateway.core.errors import BadResponse, DeviceTimeout, DeviceUnreachable
 from gateway.core.interfaces import Record
-from gateway.core.records import Sample, Tag
-from protocols.modbus.config import ModbusPoint, ModbusTcpConnection, RegisterTable
-from protocols.modbus.decode import DecodeError, decode
-from protocols.modbus.plan import ReadRequest, Span, plan_reads
+from gateway.core.records import Tag
+from protocols.modbus.config import (
+    ModbusLimits,
+    ModbusPoint,
+    ModbusRtuConnection,
+    ModbusTcpConnection,
+    RegisterTable,
+)
+from protocols.modbus.plan import ReadRequest, describe_plan
+from protocols.modbus.points import Answer, PointDecoder, ReadPlan, make_plan
 
 log = logging.getLogger(__name__)
 
-FUNCTION_CODES: dict[RegisterTable, int] = {RegisterTable.HOLDING: 3, RegisterTable.INPUT: 4}
+FUNCTION_CODES: dict[RegisterTable, int] = {
+    RegisterTable.COILS: 1,
+    RegisterTable.DISCRETE: 2,
+    RegisterTable.HOLDING: 3,
+    RegisterTable.INPUT: 4,
+}
 
 # Exception codes, Modbus Application Protocol V1.1b3 section 7.
 EXCEPTION_NAMES: dict[int, str] = {
@@ -46,6 +63,112 @@ EXCEPTION_NAMES: dict[int, str] = {
     8: "memory parity error",
     10: "gateway path unavailable",
     11: "gateway target device failed to respond",
+}
+
+
+def plan_for(points: Sequence[ModbusPoint], limits: ModbusLimits) -> ReadPlan:
+    """The read plan of a device with these points and connection limits."""
+    return make_plan(
+        points,
+        max_registers=limits.max_registers_per_read,
+        max_bits=limits.max_bits_per_read,
+        max_gap=limits.max_register_gap,
+    )
+
+
+def log_read_plan(device_id: str, points: Sequence[ModbusPoint], limits: ModbusLimits) -> str:
+    """Log the read plan of one device once at start (issue 3) and return the summary."""
+    summary = describe_plan(plan_for(points, limits).all_requests)
+    log.info("Device `%s` read plan: %s.", device_id, summary)
+    return summary
+
+
+FetchFn = Callable[[RegisterTable, int, int], Awaitable[list[int]]]
+
+
+class _UnitReader:
+    """Reads one unit's points through a connected client: plan, fetch, validate, decode."""
+
+    def __init__(
+        self,
+        device_id: str,
+        unit_id: int,
+        limits: ModbusLimits,
+        points: Sequence[ModbusPoint],
+        tags: Sequence[Tag],
+        clock: Clock,
+        timeout_s: float,
+    ) -> None:
+        if len(points) != len(tags):
+            raise ValueError(f"{len(points)} points but {len(tags)} tags for `{device_id}`")
+        self.device_id = device_id
+        self.unit_id = unit_id
+        self.timeout_s = timeout_s
+        self.plan = plan_for(points, limits)
+        self.decoder = PointDecoder(points, tags, self.plan, clock)
+
+    async def read(self, fetch: FetchFn) -> list[Record]:
+        """One poll: every planned request, one record per tag. A request answered badly
+        makes BAD samples for its points only; losing the line or a timeout raises."""
+        scalar: list[Answer] = []
+        for request in self.plan.scalar_requests:
+            scalar.append(await self._answer(fetch, request))
+        blocks: list[list[Answer]] = []
+        for _, reads in self.plan.waveform_requests:
+            blocks.append([await self._answer(fetch, request) for request in reads])
+        return self.decoder.records(scalar, blocks)
+
+    async def _answer(self, fetch: FetchFn, request: ReadRequest) -> Answer:
+        try:
+            return await fetch(RegisterTable(request.table), request.address, request.count)
+        except BadResponse as exc:
+            return str(exc)
+
+
+class _Fetch:
+    """Reads one request for one unit through a pymodbus client, with our checks."""
+
+    __slots__ = ("_client", "_endpoint", "_timeout", "_unit")
+
+    def __init__(self, client: Any, unit: int, timeout_s: float, endpoint: str) -> None:
+        self._client = client
+        self._unit = unit
+        self._timeout = timeout_s
+        self._endpoint = endpoint
+
+    async def __call__(self, table: RegisterTable, address: int, count: int) -> list[int]:
+        """Raises DeviceUnreachable, DeviceTimeout or BadResponse."""
+        client = self._client
+        if client is None or not client.connected:
+            raise DeviceUnreachable("not connected" if client is None else "connection lost")
+        function_code = FUNCTION_CODES[table]
+        call = _CALLS[table](client)
+        try:
+            response = await asyncio.wait_for(
+                call(address, count=count, device_id=self._unit), self._timeout
+            )
+        except TimeoutError:
+            if not client.connected:
+                raise DeviceUnreachable("connection lost") from None
+            raise DeviceTimeout(
+                f"no answer within {self._timeout:g} s to function {function_code}"
+                f" at {table} {address}"
+            ) from None
+        except ConnectionException as exc:
+            raise DeviceUnreachable(f"connection lost ({exc})") from exc
+        except ModbusIOException as exc:
+            # Wrong unit or transaction id, undecodable frame: an answer we cannot trust.
+            raise BadResponse(f"malformed answer to function {function_code}: {exc}") from exc
+        except ModbusException as exc:
+            raise BadResponse(f"function {function_code} failed: {exc}") from exc
+        return checked_answer(response, function_code, table, address, count, self._unit)
+
+
+_CALLS: Mapping[RegisterTable, Any] = {
+    RegisterTable.COILS: lambda c: c.read_coils,
+    RegisterTable.DISCRETE: lambda c: c.read_discrete_inputs,
+    RegisterTable.HOLDING: lambda c: c.read_holding_registers,
+    RegisterTable.INPUT: lambda c: c.read_input_registers,
 }
 
 
@@ -64,20 +187,14 @@ class ModbusTcpDriver:
         tags: Sequence[Tag],
         clock: Clock,
     ) -> None:
-        if len(points) != len(tags):
-            raise ValueError(f"{len(points)} points but {len(tags)} tags for `{device_id}`")
         self._device_id = device_id
         self._connection = connection
-        self._points = tuple(points)
-        self._tags = tuple(tags)
-        self._clock = clock
         self._timeout = connection.timeout_s
-        self._requests = plan_reads(
-            [Span(p.table.value, p.address, p.type.registers) for p in self._points],
-            max_registers=connection.max_registers_per_read,
-            max_gap=connection.max_register_gap,
+        self._reader = _UnitReader(
+            device_id, connection.unit_id, connection, points, tags, clock, connection.timeout_s
         )
         self._client: AsyncModbusTcpClient | None = None
+        self._fetch = _Fetch(None, connection.unit_id, self._timeout, self.endpoint)
 
     @property
     def endpoint(self) -> str:
@@ -87,10 +204,18 @@ class ModbusTcpDriver:
     @property
     def requests(self) -> Sequence[ReadRequest]:
         """The read plan, for logging at start (one entry per request on each poll)."""
-        return self._requests
+        return self._reader.plan.all_requests
 
     def tags(self) -> Sequence[Tag]:
-        return self._tags
+        return self._reader.decoder.tags()
+
+    def state_labels(self) -> dict[str, Mapping[int, str]]:
+        """Tag id -> labels of enumerated state points."""
+        return self._reader.decoder.state_labels()
+
+    def texts(self) -> dict[str, str]:
+        """Tag id -> last text read from each string point (device metadata)."""
+        return dict(self._reader.decoder.texts)
 
     async def __aenter__(self) -> Self:
         if self._client is not None:
@@ -105,6 +230,7 @@ class ModbusTcpDriver:
             timeout=2 * self._timeout,
             retries=0,
         )
+        self._fetch = _Fetch(self._client, c.unit_id, self._timeout, self.endpoint)
         try:
             connected = await asyncio.wait_for(self._client.connect(), self._timeout)
             if not connected:
@@ -127,6 +253,7 @@ class ModbusTcpDriver:
 
     def _close(self) -> None:
         client, self._client = self._client, None
+        self._fetch = _Fetch(None, self._connection.unit_id, self._timeout, self.endpoint)
         if client is not None:
             # Closing the transport only schedules the socket close; nothing here can fail
             # except the OS refusing to close a socket, which leaves nothing to do either.
@@ -157,67 +284,184 @@ class ModbusTcpDriver:
         A request answered with an exception or a malformed response makes BAD samples for its
         points only; the device is still there. Losing the connection or a timeout raises.
         """
-        out: list[Record | None] = [None] * len(self._points)
-        for request in self._requests:
-            table = RegisterTable(request.table)
-            try:
-                registers = await self.read_registers(table, request.address, request.count)
-            except BadResponse as exc:
-                ts = self._clock.now()
-                for piece in request.slices:
-                    out[piece.point] = Sample.bad(self._tags[piece.point].id, ts, str(exc))
-                continue
-            ts = self._clock.now()
-            for piece in request.slices:
-                point = self._points[piece.point]
-                tag_id = self._tags[piece.point].id
-                words = registers[piece.offset : piece.offset + piece.count]
-                try:
-                    value = decode(words, point.type, point.word_order, point.scale, point.offset)
-                except DecodeError as exc:
-                    out[piece.point] = Sample.bad(tag_id, ts, str(exc))
-                else:
-                    out[piece.point] = Sample(tag=tag_id, ts=ts, value=value)
-        return [record for record in out if record is not None]
+        return await self._reader.read(self._fetch)
 
     async def read_registers(self, table: RegisterTable, address: int, count: int) -> list[int]:
-        """Read `count` registers; raises DeviceUnreachable, DeviceTimeout or BadResponse."""
-        client = self._client
-        if client is None or not client.connected:
-            raise DeviceUnreachable("not connected" if client is None else "connection lost")
-        function_code = FUNCTION_CODES[table]
-        unit = self._connection.unit_id
-        call = (
-            client.read_holding_registers
-            if table is RegisterTable.HOLDING
-            else client.read_input_registers
+        """Read `count` registers (or bits, as 0/1); raises DeviceUnreachable, DeviceTimeout
+        or BadResponse."""
+        return await self._fetch(table, address, count)
+
+
+class ModbusRtuLine:
+    """One RS-485 line (a serial port) shared by several units, one request at a time.
+
+    Enter opens the port, exit closes it. `unit(device_id)` gives the PollingDriver-like
+    reader of one unit; `gateway.pipeline.source.SharedLineSource` polls them all from one
+    task. Between an answer (or a timeout) and the next request the line stays quiet for
+    `inter_request_pause_ms` (issue 3); Modbus RTU's own 3.5-character gap is far shorter.
+    """
+
+    def __init__(
+        self,
+        port: str,
+        units: Sequence[tuple[str, ModbusRtuConnection, Sequence[ModbusPoint], Sequence[Tag]]],
+        clock: Clock,
+    ) -> None:
+        if not units:
+            raise ValueError(f"RTU line `{port}` has no units")
+        first = units[0][1]
+        for device_id, conn, _, _ in units:
+            if conn.port != port or conn.line_settings() != first.line_settings():
+                raise ValueError(f"unit `{device_id}` does not share the settings of `{port}`")
+        self._port = port
+        self._settings = first
+        self._pause = max(conn.inter_request_pause_ms for _, conn, _, _ in units) / 1000.0
+        self._client: AsyncModbusSerialClient | None = None
+        self._quiet_until = 0.0
+        self._lock = asyncio.Lock()
+        self._units = {
+            device_id: RtuUnitDriver(self, device_id, conn, points, tags, clock)
+            for device_id, conn, points, tags in units
+        }
+
+    @property
+    def endpoint(self) -> str:
+        return f"modbus_rtu://{self._port}"
+
+    @property
+    def port(self) -> str:
+        return self._port
+
+    def units(self) -> list[RtuUnitDriver]:
+        return list(self._units.values())
+
+    def unit(self, device_id: str) -> RtuUnitDriver:
+        return self._units[device_id]
+
+    def tags(self) -> Sequence[Tag]:
+        return [tag for unit in self._units.values() for tag in unit.tags()]
+
+    async def __aenter__(self) -> Self:
+        if self._client is not None:
+            raise RuntimeError(f"line `{self._port}` entered twice")
+        c = self._settings
+        self._client = AsyncModbusSerialClient(
+            self._port,
+            framer=FramerType.RTU,
+            baudrate=c.baudrate,
+            parity=c.parity,
+            stopbits=c.stopbits,
+            bytesize=c.bytesize,
+            name=f"modbus[{self._port}]",
+            reconnect_delay=0,
+            timeout=2 * max(u.timeout_s for u in self._units.values()),
+            retries=0,
         )
         try:
-            response = await asyncio.wait_for(
-                call(address, count=count, device_id=unit), self._timeout
-            )
+            connected = await asyncio.wait_for(self._client.connect(), c.timeout_s)
         except TimeoutError:
-            if not client.connected:
-                raise DeviceUnreachable("connection lost") from None
-            raise DeviceTimeout(
-                f"no answer within {self._timeout:g} s to function {function_code}"
-                f" at {table} register {address}"
-            ) from None
-        except ConnectionException as exc:
-            raise DeviceUnreachable(f"connection lost ({exc})") from exc
-        except ModbusIOException as exc:
-            # Wrong unit or transaction id, undecodable frame: an answer we cannot trust.
-            raise BadResponse(f"malformed answer to function {function_code}: {exc}") from exc
-        except ModbusException as exc:
-            raise BadResponse(f"function {function_code} failed: {exc}") from exc
-        return _checked_registers(response, function_code, table, address, count)
+            self._close()
+            raise DeviceTimeout(f"serial port `{self._port}` did not open") from None
+        except BaseException:
+            self._close()
+            raise
+        if not connected:
+            self._close()
+            raise DeviceUnreachable(f"serial port `{self._port}` cannot be opened")
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self._close()
+
+    def _close(self) -> None:
+        client, self._client = self._client, None
+        if client is not None:
+            try:
+                client.close()
+            except OSError as exc:
+                log.debug("Closing `%s` failed: %s", self._port, exc)
+
+    async def request(
+        self, unit: int, timeout_s: float, table: RegisterTable, address: int, count: int
+    ) -> list[int]:
+        """One request on the line, after the quiet pause; raises our DriverError family."""
+        loop = asyncio.get_running_loop()
+        async with self._lock:
+            wait = self._quiet_until - loop.time()
+            if wait > 0:
+                await asyncio.sleep(wait)
+            try:
+                return await _Fetch(self._client, unit, timeout_s, self.endpoint)(
+                    table, address, count
+                )
+            finally:
+                self._quiet_until = loop.time() + self._pause
 
 
-def _checked_registers(
-    response: ModbusPDU, function_code: int, table: RegisterTable, address: int, count: int
+class RtuUnitDriver:
+    """One unit on an RTU line. Its lifecycle is the line's; `read()` polls this unit only."""
+
+    def __init__(
+        self,
+        line: ModbusRtuLine,
+        device_id: str,
+        connection: ModbusRtuConnection,
+        points: Sequence[ModbusPoint],
+        tags: Sequence[Tag],
+        clock: Clock,
+    ) -> None:
+        self._line = line
+        self._connection = connection
+        self._reader = _UnitReader(
+            device_id, connection.unit_id, connection, points, tags, clock, connection.timeout_s
+        )
+
+    @property
+    def device_id(self) -> str:
+        return self._reader.device_id
+
+    @property
+    def endpoint(self) -> str:
+        return f"{self._line.endpoint}/{self._connection.unit_id}"
+
+    @property
+    def timeout_s(self) -> float:
+        return self._connection.timeout_s
+
+    @property
+    def requests(self) -> Sequence[ReadRequest]:
+        return self._reader.plan.all_requests
+
+    def tags(self) -> Sequence[Tag]:
+        return self._reader.decoder.tags()
+
+    def state_labels(self) -> dict[str, Mapping[int, str]]:
+        return self._reader.decoder.state_labels()
+
+    async def read(self) -> list[Record]:
+        return await self._reader.read(self._fetch)
+
+    async def _fetch(self, table: RegisterTable, address: int, count: int) -> list[int]:
+        return await self._line.request(
+            self._connection.unit_id, self._connection.timeout_s, table, address, count
+        )
+
+
+def checked_answer(
+    response: ModbusPDU,
+    function_code: int,
+    table: RegisterTable,
+    address: int,
+    count: int,
+    unit: int,
 ) -> list[int]:
     """pymodbus accepts any well-formed answer; check that it answers what we asked."""
-    where = f"{table} register {address}"
+    where = f"{table} {address}"
     if response.function_code == function_code | 0x80:
         code = int(getattr(response, "exception_code", 0))
         name = EXCEPTION_NAMES.get(code, "unknown exception")
@@ -227,6 +471,14 @@ def _checked_registers(
             f"answer has function code {response.function_code}, expected {function_code},"
             f" reading {where}"
         )
+    if unit and response.dev_id and response.dev_id != unit:
+        raise BadResponse(f"answer comes from unit {response.dev_id}, expected {unit}")
+    if table.is_bits:
+        # Bits travel packed in whole bytes; the padding past `count` is not an answer.
+        bits = response.bits
+        if len(bits) < count or len(bits) >= count + 8:
+            raise BadResponse(f"answer holds {len(bits)} bits, expected {count}, reading {where}")
+        return [1 if bit else 0 for bit in bits[:count]]
     registers = list(response.registers)
     if len(registers) != count:
         raise BadResponse(

@@ -127,9 +127,7 @@ def _plan_table(
         span = spans[index]
         span_end = span.address + span.count
         fits = (
-            group
-            and span.address - end <= max_gap
-            and max(end, span_end) - start <= max_registers
+            group and span.address - end <= max_gap and max(end, span_end) - start <= max_registers
         )
         if not fits:
             if group:

@@ -401,3 +401,13 @@ async def test_driver_errors_from_the_interface_are_retried_not_raised():
         await wait_until(lambda: log.exits >= 3)
     assert [(s.tag, s.reason) for s in bad] == [("s.t0", "gone"), ("s.t1", "gone")]
     assert source.statistics().errors >= 3
+
+
+def test_stagger_phases_spread_devices_evenly_over_the_period():
+    from gateway.pipeline.source import stagger_phases
+
+    phases = stagger_phases(["a", "b", "c", "d"], 1.0)
+    assert phases == {"a": 0.0, "b": 0.25, "c": 0.5, "d": 0.75}
+    assert stagger_phases([], 2.0) == {}
+    with pytest.raises(ValueError, match="positive"):
+        stagger_phases(["a"], 0)

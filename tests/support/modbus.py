@@ -4,11 +4,14 @@ pointed at it. The server is the simulator's, so tests and the demo exercise the
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Sequence
+import contextlib
+import os
+from collections.abc import AsyncIterator, Callable, Sequence
+from pathlib import Path
 
 from gateway.core.clock import Clock, SystemClock
 from gateway.core.records import Tag
-from protocols.modbus.config import ModbusPoint, ModbusTcpConnection
+from protocols.modbus.config import ModbusPoint, ModbusRtuConnection, ModbusTcpConnection
 from protocols.modbus.driver import ModbusTcpDriver
 from simulator.modbus_server import ModbusSimServer, RegisterMap
 
@@ -18,6 +21,8 @@ __all__ = [
     "connection",
     "make_driver",
     "point",
+    "pty_pair",
+    "rtu_connection",
     "tags_for",
     "unused_port",
     "wait_until",
@@ -85,3 +90,38 @@ async def wait_until(
         if loop.time() > deadline:
             raise AssertionError(f"condition not met within {within_s} s")
         await asyncio.sleep(step_s)
+
+
+@contextlib.asynccontextmanager
+async def pty_pair(directory: Path) -> AsyncIterator[tuple[str, str]]:
+    """Two linked pseudo-terminals (a null-modem cable in software) made by socat: the
+    gateway opens one end, the simulated RTU units the other."""
+    gateway_end, device_end = str(directory / "gateway-tty"), str(directory / "device-tty")
+    process = await asyncio.create_subprocess_exec(
+        "socat",
+        f"pty,raw,echo=0,link={gateway_end}",
+        f"pty,raw,echo=0,link={device_end}",
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.DEVNULL,
+    )
+    try:
+        await wait_until(lambda: os.path.exists(gateway_end) and os.path.exists(device_end))
+        yield gateway_end, device_end
+    finally:
+        if process.returncode is None:
+            process.terminate()
+        await process.wait()
+
+
+def rtu_connection(port: str, unit_id: int, **overrides: object) -> ModbusRtuConnection:
+    fields: dict[str, object] = {
+        "protocol": "modbus_rtu",
+        "port": port,
+        "unit_id": unit_id,
+        "baudrate": 115200,
+        "parity": "N",  # ptys refuse parity settings (termios EINVAL)
+        "timeout_s": 0.2,
+        "inter_request_pause_ms": 2,
+    }
+    fields.update(overrides)
+    return ModbusRtuConnection.model_validate(fields)

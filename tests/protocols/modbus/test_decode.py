@@ -7,13 +7,22 @@ import struct
 
 import pytest
 
-from protocols.modbus.config import DataType, WordOrder
-from protocols.modbus.decode import DecodeError, decode, decode_raw, encode
+from protocols.modbus.config import NUMERIC_TYPES, DataType, WordOrder
+from protocols.modbus.decode import (
+    DecodeError,
+    decode,
+    decode_bit,
+    decode_raw,
+    decode_string,
+    encode,
+    encode_string,
+)
 
 ABCD, CDAB, BADC, DCBA = WordOrder.ABCD, WordOrder.CDAB, WordOrder.BADC, WordOrder.DCBA
 U16, I16, U32, I32, F32 = (
     DataType.UINT16, DataType.INT16, DataType.UINT32, DataType.INT32, DataType.FLOAT32,
 )  # fmt: skip
+U64, I64, F64 = DataType.UINT64, DataType.INT64, DataType.FLOAT64
 
 # (registers as the device holds them, type, word order, expected raw value)
 KNOWN = [
@@ -44,6 +53,18 @@ KNOWN = [
     ([0x5000, 0xC49A], F32, CDAB, -1234.5),
     ([0x9AC4, 0x0050], F32, BADC, -1234.5),
     ([0x0050, 0x9AC4], F32, DCBA, -1234.5),
+    # 64-bit: bytes A..H = 01 23 45 67 89 AB CD EF.
+    ([0x0123, 0x4567, 0x89AB, 0xCDEF], U64, ABCD, 0x0123456789ABCDEF),
+    ([0xCDEF, 0x89AB, 0x4567, 0x0123], U64, CDAB, 0x0123456789ABCDEF),
+    ([0x2301, 0x6745, 0xAB89, 0xEFCD], U64, BADC, 0x0123456789ABCDEF),
+    ([0xEFCD, 0xAB89, 0x6745, 0x2301], U64, DCBA, 0x0123456789ABCDEF),
+    ([0xFFFF, 0xFFFF, 0xFFFF, 0xFFFE], I64, ABCD, -2),
+    ([0xFFFE, 0xFFFF, 0xFFFF, 0xFFFF], I64, CDAB, -2),
+    # 1.0 as a double is 0x3FF0000000000000.
+    ([0x3FF0, 0, 0, 0], F64, ABCD, 1.0),
+    ([0, 0, 0, 0x3FF0], F64, CDAB, 1.0),
+    ([0xF03F, 0, 0, 0], F64, BADC, 1.0),
+    ([0, 0, 0, 0xF03F], F64, DCBA, 1.0),
 ]
 
 
@@ -59,7 +80,8 @@ def test_encode_is_the_inverse_of_decode(registers, data_type, order, expected):
 
 
 def _reference_bytes(value: float, data_type: DataType) -> bytes:
-    fmt = {U16: ">H", I16: ">h", U32: ">I", I32: ">i", F32: ">f"}[data_type]
+    fmt = {U16: ">H", I16: ">h", U32: ">I", I32: ">i", F32: ">f", U64: ">Q", I64: ">q",
+           F64: ">d"}[data_type]  # fmt: skip
     return struct.pack(fmt, value)
 
 
@@ -69,11 +91,14 @@ ROUND_TRIP_VALUES: dict[DataType, list[float]] = {
     U32: [0, 1, 65535, 65536, 0xDEADBEEF, 2**32 - 1],
     I32: [-(2**31), -65536, -1, 0, 65536, 2**31 - 1],
     F32: [0.0, -0.0, 1.5, -273.15, 3.4e38, 1e-38, 123456.789],
+    U64: [0, 1, 2**32, 2**53, 2**64 - 2**11],
+    I64: [-(2**63), -(2**40), -1, 0, 2**53, 2**63 - 2**10],
+    F64: [0.0, -0.0, 1e300, -273.15, 5e-324, 123456.789],
 }
 
 
 @pytest.mark.parametrize("order", list(WordOrder))
-@pytest.mark.parametrize("data_type", list(DataType))
+@pytest.mark.parametrize("data_type", sorted(NUMERIC_TYPES))
 def test_round_trip_matches_a_byte_reference(data_type, order):
     for value in ROUND_TRIP_VALUES[data_type]:
         registers = encode(value, data_type, order)
@@ -88,6 +113,8 @@ def test_round_trip_matches_a_byte_reference(data_type, order):
         decoded = decode_raw(registers, data_type, order)
         if data_type is F32:
             assert decoded == struct.unpack(">f", struct.pack(">f", value))[0]
+        elif data_type is F64:
+            assert decoded == value
         else:
             assert decoded == value
 
@@ -162,3 +189,54 @@ def test_encode_rounds_integer_types_to_the_nearest_count():
 def test_encode_refuses_a_zero_scale():
     with pytest.raises(ValueError, match="scale"):
         encode(1.0, U16, scale=0.0)
+
+
+@pytest.mark.parametrize(
+    ("register", "order", "bit", "expected"),
+    [
+        (0b0000_0000_0000_0001, ABCD, 0, 1),
+        (0b0000_0000_0000_0001, ABCD, 1, 0),
+        (0b1000_0000_0000_0000, ABCD, 15, 1),
+        (0b1000_0000_0000_0000, ABCD, 7, 0),
+        # Byte-swapped device: its bit 7 travels as bit 15 of the register.
+        (0b1000_0000_0000_0000, BADC, 7, 1),
+        (0x0100, BADC, 0, 1),
+    ],
+)
+def test_extracts_one_bit_of_a_register(register, order, bit, expected):
+    assert decode_bit(register, bit, order) == expected
+
+
+@pytest.mark.parametrize(
+    ("registers", "order", "expected"),
+    [
+        ([0x4142, 0x4344], ABCD, "ABCD"),
+        ([0x4241, 0x4443], BADC, "ABCD"),
+        ([0x4344, 0x4142], CDAB, "ABCD"),
+        ([0x5058, 0x2D31, 0x0000, 0x0000], ABCD, "PX-1"),  # NUL padding stripped
+        ([0x5058, 0x2D31, 0x2020], ABCD, "PX-1"),  # blank padding stripped
+        ([0x0000], ABCD, ""),
+        ([0x3100], ABCD, "1"),  # odd length: the last byte is a NUL
+    ],
+)
+def test_decodes_strings_in_every_byte_order(registers, order, expected):
+    assert decode_string(registers, order) == expected
+    if expected and order in (ABCD, BADC):
+        length = len(registers)
+        assert decode_string(encode_string(expected, length, order), order) == expected
+
+
+@pytest.mark.parametrize(
+    ("registers", "message"),
+    [([0x41FF], "non-ASCII"), ([0x4107], "control characters"), ([70000], "outside 0..65535")],
+)
+def test_garbage_strings_are_refused(registers, message):
+    with pytest.raises(DecodeError, match=message):
+        decode_string(registers)
+
+
+def test_string_and_bit_are_not_number_types():
+    with pytest.raises(ValueError, match="not a number type"):
+        decode_raw([1], DataType.STRING)
+    with pytest.raises(ValueError, match="does not fit 1 registers"):
+        encode_string("ABC", 1)

@@ -12,7 +12,7 @@ from gateway.config.models import DeviceConfig
 from gateway.core.clock import ManualClock
 from gateway.core.errors import BadResponse, DeviceTimeout, DeviceUnreachable
 from gateway.core.records import Quality, Sample
-from protocols.modbus.config import DataType, RegisterTable, WordOrder
+from protocols.modbus.config import NUMERIC_TYPES, DataType, RegisterTable, WordOrder
 from protocols.modbus.driver import ModbusTcpDriver
 from simulator.modbus_server import ResponseFault
 from simulator.pump import PUMP_POINTS, PumpModel, pump_registers, type_pattern_points
@@ -41,14 +41,16 @@ async def pattern_server():
 
 @pytest.mark.parametrize(
     "limits",
-    [{}, {"max_registers_per_read": 2, "max_register_gap": 0}],
+    [{}, {"max_registers_per_read": 4, "max_register_gap": 0}],
     ids=["merged-reads", "one-point-per-read"],
 )
 async def test_decodes_every_type_and_word_order_from_both_tables(pattern_server, limits):
     pattern = type_pattern_points()
     points = [p for p, _ in pattern]
-    assert {p.table for p in points} == set(RegisterTable)
-    assert {(p.type, p.word_order) for p in points} == {(t, o) for t in DataType for o in WordOrder}
+    assert {p.table for p in points} == {RegisterTable.HOLDING, RegisterTable.INPUT}
+    assert {(p.type, p.word_order) for p in points} == {
+        (t, o) for t in NUMERIC_TYPES for o in WordOrder
+    }
 
     async with make_driver(pattern_server.port, points, **limits) as driver:
         samples = by_tag(await driver.read())
@@ -58,11 +60,13 @@ async def test_decodes_every_type_and_word_order_from_both_tables(pattern_server
     assert all(s.quality is Quality.GOOD for s in samples.values())
     reads = {(r.function_code, r.address, r.count) for r in pattern_server.requests}
     if limits:
-        assert len(reads) == 32  # 16 per table: pairs of uint16/int16, then one per 32-bit point
-        assert {count for _, _, count in reads} == {2}
+        # Per table: uint16/int16 pairs and 32-bit points fill reads of 4 in pairs, each
+        # 64-bit point is a read of its own: 80 registers in 20 reads of exactly 4.
+        assert len(reads) == 40
+        assert {count for _, _, count in reads} == {4}
     else:
-        # 20 points per table, 32 contiguous registers each: one read per table.
-        assert reads == {(3, 100, 32), (4, 100, 32)}
+        # 32 points per table, 80 contiguous registers each: one read per table.
+        assert reads == {(3, 100, 80), (4, 100, 80)}
 
 
 async def test_applies_scale_and_offset():
@@ -212,8 +216,9 @@ async def test_endpoint_tags_and_plan():
 
 def test_points_and_tags_must_match():
     points = [point(name="a", address=0)]
+    conn = make_driver(1, points)._connection
     with pytest.raises(ValueError, match="1 points but 0 tags"):
-        ModbusTcpDriver("d", make_driver(1, points)._connection, points, [], ManualClock())
+        ModbusTcpDriver("d", conn, points, [], ManualClock())
 
 
 async def test_reads_the_example_pump_as_configured_in_configs():

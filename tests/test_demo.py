@@ -1,0 +1,30 @@
+"""`edge-gateway demo --duration`: the README's main command, run as a user runs it."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from tests.support.site import REPO
+
+pytestmark = [pytest.mark.broker, pytest.mark.slow]
+
+
+def test_demo_opens_and_acknowledges_the_pump_ticket_and_leaves_nothing_running():
+    result = subprocess.run(
+        [sys.executable, "-m", "gateway", "demo", "--duration", "45"],
+        cwd=REPO, capture_output=True, text=True, timeout=120, check=False,
+    )
+    out = result.stdout
+    assert result.returncode == 0, out[-4000:] + result.stderr[-2000:]
+    assert "scenario ticket (threshold.high) acknowledged: yes" in out
+    assert "tickets opened:        2" in out
+    acknowledged = [line.split()[2] for line in out.splitlines() if line.endswith("ACKNOWLEDGED")]
+    assert sorted(acknowledged) == ["bearing.outer_race", "threshold.high"], out[-3000:]
+    assert "[central " in out and "WO-1001" in out, "the planner's view of the ticket is printed"
+    leftovers = subprocess.run(
+        ["pgrep", "-f", "edge-demo-"], capture_output=True, text=True, check=False
+    )
+    assert leftovers.stdout.strip() == "", "demo left processes behind"
