@@ -125,7 +125,7 @@ async def wait_for_ticket(db: Path, within_s: float) -> list:
     loop = asyncio.get_running_loop()
     deadline = loop.time() + within_s
     while loop.time() < deadline:
-        if db.exists():
+        if await asyncio.to_thread(db.exists):
             tickets = await read_tickets(db)
             if tickets:
                 return tickets

@@ -1,0 +1,85 @@
+"""The uplink over the real SQLite outbox (state.db), a real mosquitto and a broker restart:
+a ticket message is resent with the same id until the central ack, then never again."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import itertools
+from pathlib import Path
+
+import pytest
+
+from gateway.core.clock import ManualClock
+from gateway.store import StateStore
+from simulator.central import CentralSystem
+from tests.support.broker import MosquittoBroker
+from tests.uplink.helpers import (
+    GATEWAY,
+    SITE,
+    TOPICS,
+    eventually,
+    make_event,
+    make_ticket,
+    running,
+    uplink_settings,
+)
+from uplink.commands import make_ack_handler
+from uplink.events import make_ticket_encoder, source_urn
+from uplink.service import Uplink
+
+pytestmark = pytest.mark.broker
+
+
+async def test_resent_with_the_same_id_after_broker_restart_until_acked_then_never_again(
+    tmp_path: Path, mosquitto: MosquittoBroker
+) -> None:
+    sequence = itertools.count(1)
+    encode = make_ticket_encoder(TOPICS, source_urn(SITE, GATEWAY), lambda: next(sequence))
+    clock = ManualClock()
+    store = await StateStore.open(tmp_path / "state.db", clock=clock)
+    ticket = make_ticket()
+    message = encode(ticket, make_event("opened"))
+    await store.commit_ticket_change(ticket, [make_event("opened")], [message])
+    uplink = Uplink(
+        uplink_settings(mosquitto.port, resend_interval_s=0.2),
+        store, make_ack_handler(store, clock), clock,
+    )
+    cmms = CentralSystem(
+        "127.0.0.1", mosquitto.port, "factory", SITE, GATEWAY, ack=False, output=io.StringIO()
+    )
+
+    async def attempts() -> int:
+        item = await store.get_message(message.event_id)
+        assert item is not None
+        return item.attempts
+
+    try:
+        async with running(cmms.run_central(), "central"), running(uplink.run_uplink(), "uplink"):
+            await asyncio.wait_for(cmms.wait_until(lambda c: len(c.received) == 1), 10)
+            mosquitto.restart()
+            await eventually(lambda: uplink.statistics().resent >= 1)
+            assert await attempts() >= 2
+            await eventually(lambda: cmms.statistics().connects == 2)
+            cmms.ack = True
+            for _ in range(100):
+                clock.advance(0.2)  # the resend interval passes: sent again, same id
+                uplink.wake()
+                item = await store.get_message(message.event_id)
+                assert item is not None
+                if item.settled_at is not None:
+                    break
+                await asyncio.sleep(0.1)
+            else:
+                raise AssertionError(
+                    f"the central ack never settled the durable outbox item: "
+                    f"{uplink.statistics()} {cmms.statistics()} {cmms.replies}"
+                )
+            sent = await attempts()
+            clock.advance(30)
+            uplink.wake()
+            await asyncio.sleep(0.2)
+            assert await attempts() == sent, "a settled message must never be sent again"
+    finally:
+        await store.close()
+    assert {r.event_id for r in cmms.received} == {message.event_id}
