@@ -34,15 +34,17 @@ from gateway.core.interfaces import (
 )
 from gateway.core.records import Finding, Tag, TagKind
 from gateway.pipeline.runner import DetectorRunner
-from gateway.pipeline.source import PollingSource
+from gateway.pipeline.source import PollingSource, SharedLineSource, stagger_phases
 from gateway.pipeline.stream import StreamingSource
 from gateway.sdnotify import SystemdNotifier
 from gateway.store import StateStore, TelemetryStore
 from gateway.ticketing.service import TicketService
+from protocols.can.config import CanConnection
 from protocols.can.dbc import signal_units
 from protocols.can.driver import CanDriver
-from protocols.modbus.config import ModbusTcpConnection
-from protocols.modbus.driver import ModbusTcpDriver
+from protocols.modbus.config import ModbusPoint, ModbusRtuConnection, ModbusTcpConnection
+from protocols.modbus.driver import ModbusRtuLine, ModbusTcpDriver, log_read_plan
+from protocols.modbus.line import group_rtu_devices
 from protocols.opcua.config import OpcUaConnection
 from protocols.opcua.driver import OpcUaDriver
 from uplink.events import Topics, make_ticket_encoder
@@ -96,16 +98,74 @@ def device_tags(device: DeviceConfig, units: dict[str, str] | None = None) -> li
     ]
 
 
-Source = PollingSource | StreamingSource
+def modbus_tag_kind(point: ModbusPoint) -> TagKind:
+    if point.waveform is not None:
+        return TagKind.WAVEFORM
+    return TagKind.STATE if point.enum else TagKind.SCALAR
+
+
+Source = PollingSource | StreamingSource | SharedLineSource
+
+
+def build_sources(
+    devices: Sequence[tuple[Path, DeviceConfig]], queue: asyncio.Queue[Record], clock: Clock
+) -> list[Source]:
+    """One task per endpoint: a device on its own connection, or a whole RTU line."""
+    sources: list[Source] = []
+    rtu: list[tuple[DeviceConfig, ModbusRtuConnection]] = []
+    by_period: dict[float, list[str]] = {}
+    for _, device in devices:
+        by_period.setdefault(device.poll_period_s, []).append(device.id)
+    # Devices sharing a period do not all fire at the same instant (issue 3, poll stagger).
+    phases = {
+        device_id: phase
+        for period, ids in by_period.items()
+        for device_id, phase in stagger_phases(ids, period).items()
+    }
+    for device_file, device in devices:
+        if isinstance(device.connection, ModbusRtuConnection):
+            rtu.append((device, device.connection))
+        else:
+            sources.append(build_source(device, device_file, queue, clock, phases[device.id]))
+    by_id = {device.id: (device, conn) for device, conn in rtu}
+    for group in group_rtu_devices((device.id, conn) for device, conn in rtu):
+        members = [by_id[device_id] for device_id in group.device_ids]
+        sources.append(rtu_line_source(group.port, group.line_id, members, queue, clock))
+    return sources
+
+
+def rtu_line_source(
+    port: str,
+    line_id: str,
+    members: Sequence[tuple[DeviceConfig, ModbusRtuConnection]],
+    queue: asyncio.Queue[Record],
+    clock: Clock,
+) -> SharedLineSource:
+    units = [(device.id, conn, device.points, device_tags(device)) for device, conn in members]
+    for device, conn in members:
+        log_read_plan(device.id, device.points, conn)
+
+    def line() -> ModbusRtuLine:
+        return ModbusRtuLine(port, units, clock)
+
+    periods = {device.id: device.poll_period_s for device, _ in members}
+    return SharedLineSource(
+        line_id, line, queue, clock, periods_s=periods, default_period_s=min(periods.values())
+    )
 
 
 def build_source(
-    device: DeviceConfig, device_file: Path, queue: asyncio.Queue[Record], clock: Clock
-) -> Source:
+    device: DeviceConfig,
+    device_file: Path,
+    queue: asyncio.Queue[Record],
+    clock: Clock,
+    phase_s: float = 0.0,
+) -> PollingSource | StreamingSource:
     """The source task for one device: polling for Modbus, streaming for OPC UA and CAN."""
     conn = device.connection
     if isinstance(conn, ModbusTcpConnection):
         tags = device_tags(device)
+        log_read_plan(device.id, device.points, conn)
 
         def modbus() -> PollingDriver:
             return ModbusTcpDriver(device.id, conn, device.points, tags, clock)
@@ -118,6 +178,7 @@ def build_source(
             period_s=device.poll_period_s,
             # Bounds a whole connect or poll, which may be several requests.
             timeout_s=device.poll_period_s,
+            phase_s=phase_s,
         )
     if isinstance(conn, OpcUaConnection):
         tags = device_tags(device)
@@ -128,6 +189,8 @@ def build_source(
             )
 
         return StreamingSource(device.id, opcua, queue, clock)
+    if not isinstance(conn, CanConnection):
+        raise TypeError(f"device `{device.id}`: {conn.protocol} is served by its line's source")
     dbc_path = (device_file.parent / conn.dbc).resolve()
     units = signal_units(dbc_path, device.signals, device_id=device.id)
     tags = device_tags(device, units)
@@ -261,10 +324,7 @@ class Gateway:
                 telemetry.write_samples,
                 self.clock,
             )
-            sources = [
-                build_source(device, device_file, queue, self.clock)
-                for device_file, device in self.loaded.devices
-            ]
+            sources = build_sources(self.loaded.devices, queue, self.clock)
             # Sink end first.
             sink_tasks = [
                 asyncio.create_task(uplink.run_uplink(), name="uplink"),

@@ -11,12 +11,22 @@ an error frame or a bus-off. The physical values are modelled for the messages o
     machine.pause("MotorStatus")
     machine.send_malformed("MotorData", length=3)
     await machine.run(stop_event)            # or run_can_machine(...) for the one-liner
+
+Across processes (issue 3: the demo's plant and gateway are separate processes, and `virtual`
+works inside one only): `interface="slcan"` puts the machine behind a simulated USB-CAN adapter
+on a serial line (`simulator.slcan`), and `run_can_plant` makes that line a socat pty pair
+whose other end the gateway opens with python-can's own `slcan` interface, as on a real site.
+`python -m simulator.can_bus --gateway-tty PATH` runs it as a process of its own.
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
+import logging
 import math
+import signal as posix_signal
+import sys
 from collections.abc import Mapping
 from pathlib import Path
 from types import TracebackType
@@ -26,6 +36,11 @@ import can
 import cantools
 from cantools.database.can import Database
 from cantools.database.can import Message as DbcMessage
+
+from simulator.ptypair import pty_pair
+from simulator.slcan import SlcanAdapter
+
+log = logging.getLogger(__name__)
 
 DEMO_DBC = Path(__file__).with_name("demo_machine.dbc")
 _DEFAULT_CYCLE_S = 0.1  # for messages without GenMsgCycleTime
@@ -56,7 +71,13 @@ class CanMachine:
         self._paused: set[str] = set()
         self._pages: dict[str, int] = {}
         self._elapsed_s = 0.0
-        self._bus = can.Bus(interface=interface, channel=channel)
+        # "slcan" here means the adapter's side of the serial line `channel`; python-can's own
+        # slcan bus is the host's side, which the gateway opens.
+        self._bus: can.BusABC = (
+            SlcanAdapter(channel)
+            if interface == "slcan"
+            else can.Bus(interface=interface, channel=channel)
+        )
 
     async def __aenter__(self) -> Self:
         return self
@@ -71,6 +92,11 @@ class CanMachine:
 
     def close(self) -> None:
         self._bus.shutdown()
+
+    @property
+    def bus(self) -> can.BusABC:
+        """The bus it sends on: a `SlcanAdapter` for `interface="slcan"` (statistics, garbage)."""
+        return self._bus
 
     # --- control ---------------------------------------------------------------------------
 
@@ -202,6 +228,53 @@ async def run_can_machine(
         await own.run(stop_event, period_s=period_s)
 
 
+async def run_can_plant(
+    gateway_tty: Path,
+    *,
+    stop_event: asyncio.Event,
+    dbc_path: Path = DEMO_DBC,
+    plant_tty: Path | None = None,
+    period_s: float | None = None,
+    overheat_after_s: float | None = None,
+) -> None:
+    """Serve the CAN machine behind a simulated slcan adapter until `stop_event` is set.
+
+    Makes a socat pty pair: the gateway opens `gateway_tty` with `interface: slcan`; the
+    machine's adapter holds `plant_tty` (default: `<gateway_tty>.plant` beside it). Both links
+    and socat are gone when this returns. `overheat_after_s`: from then on the winding
+    temperature climbs 1 degC/s to 40 degC above normal (75 -> 115 degC at the default load),
+    the demo's story for a threshold ticket.
+    """
+    plant_tty = plant_tty or gateway_tty.with_name(gateway_tty.name + ".plant")
+    async with (
+        pty_pair(plant_tty, gateway_tty),
+        CanMachine(str(plant_tty), dbc_path, interface="slcan") as machine,
+    ):
+        log.info("CAN plant ready: gateway reads slcan on `%s`.", gateway_tty)
+        async with asyncio.TaskGroup() as tasks:
+            if overheat_after_s is not None:
+                tasks.create_task(
+                    _overheat(machine, overheat_after_s, stop_event), name="can-plant-overheat"
+                )
+            await machine.run(stop_event, period_s=period_s)
+
+
+async def _overheat(machine: CanMachine, after_s: float, stop_event: asyncio.Event) -> None:
+    """Raise the winding temperature offset 1 degC per second up to 40 degC, from `after_s`."""
+    delay_s = after_s
+    while machine.temperature_offset_c < 40.0:
+        try:
+            async with asyncio.timeout(delay_s):
+                await stop_event.wait()
+            return
+        except TimeoutError:
+            pass
+        if machine.temperature_offset_c == 0.0:
+            log.info("CAN plant: winding temperature starts climbing.")
+        machine.temperature_offset_c += 1.0
+        delay_s = 1.0
+
+
 def _cycle_s(message: DbcMessage) -> float:
     return message.cycle_time / 1000.0 if message.cycle_time else _DEFAULT_CYCLE_S
 
@@ -211,3 +284,36 @@ def _page_count(message: DbcMessage) -> int:
     for signal in message.signals:
         pages.update(signal.multiplexer_ids or ())
     return max(1, len(pages))
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m simulator.can_bus --gateway-tty PATH`: the CAN plant as a process of its own."""
+    parser = argparse.ArgumentParser(prog="python -m simulator.can_bus", description=main.__doc__)
+    parser.add_argument("--gateway-tty", type=Path, required=True, help="link the gateway opens")
+    parser.add_argument("--plant-tty", type=Path, help="link the adapter holds")
+    parser.add_argument("--dbc", type=Path, default=DEMO_DBC)
+    parser.add_argument("--period-s", type=float, help="send every message at this period")
+    parser.add_argument("--overheat-after-s", type=float, help="winding starts overheating")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)-7s %(name)s: %(message)s")
+
+    async def serve() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (posix_signal.SIGINT, posix_signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        await run_can_plant(
+            args.gateway_tty,
+            stop_event=stop,
+            dbc_path=args.dbc,
+            plant_tty=args.plant_tty,
+            period_s=args.period_s,
+            overheat_after_s=args.overheat_after_s,
+        )
+
+    asyncio.run(serve())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

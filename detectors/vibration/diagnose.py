@@ -236,6 +236,9 @@ def screen_bearing(
     # standing ~10 dB above the floor count, whatever the record length.
     norms = [NormalisedSpectrum(ses, floor_half, 1.0, top) for ses in envelopes]
     trials = math.log10(len(envelopes))
+    if not any(norm.any_line_can_be_significant() for norm in norms):
+        # Exact shortcut: every comb needs two significant lines and no bin could make one.
+        return {code: (0.0, None, None) for code in specs}
 
     def best_for(code: FaultCode) -> tuple[float, CombMatch | None, EnvelopeSpectrum | None]:
         spec = specs[code]

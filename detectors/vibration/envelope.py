@@ -29,6 +29,7 @@ import functools
 from dataclasses import dataclass
 
 import numpy as np
+from scipy import fft as sp_fft
 
 from detectors.vibration.spectrum import ComplexArray, FloatArray, Spectra
 
@@ -86,7 +87,7 @@ def complex_envelope(whitened: ComplexArray, n: int, k1: int, k2: int) -> Comple
     m = n // _decimation(n, bins)
     padded = np.zeros((whitened.shape[0], m), dtype=np.complex128)
     padded[:, :bins] = whitened[:, k1:k2]
-    return np.fft.ifft(padded, axis=1)
+    return sp_fft.ifft(padded, axis=1, overwrite_x=True)
 
 
 def _sk(z: ComplexArray) -> float:
@@ -155,6 +156,6 @@ def envelope_spectrum(
     sq = (z * z.conj()).real
     w2 = _hann_power(sq.shape[1])
     sq -= (sq.sum(axis=1, keepdims=True) / w2.sum()) * w2
-    spec = np.fft.rfft(sq, axis=1)
+    spec = sp_fft.rfft(sq, axis=1)
     values = np.sqrt(np.mean(np.abs(spec) ** 2, axis=0)) * (2.0 / w2.sum())
     return EnvelopeSpectrum(method=method, band=band, df=df, values=values)

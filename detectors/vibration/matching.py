@@ -31,6 +31,9 @@ from detectors.vibration.spectrum import FloatArray
 LINE_SIGNIFICANT_P = 1e-3  # a line this unlikely under noise counts as seen
 RHO_CAP = 1e4  # 40 dB: beyond this a line proves nothing more
 MIN_SIGNIFICANT_LINES = 2
+_P_FLOOR = 1e-300
+_LOG_P_FLOOR = math.log(_P_FLOOR)
+_SIGNIFICANT_SCORE = -2.0 * math.log(LINE_SIGNIFICANT_P)
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,12 +112,36 @@ class NormalisedSpectrum:
         self.shape = max(1.0, blocks)
         self.median = float(special.gammaincinv(self.shape, 0.5) / self.shape)
         self._max_rho: dict[int, FloatArray] = {}
+        self._line_score: dict[tuple[int, ...], FloatArray] = {}
 
     def max_rho(self, half: int) -> FloatArray:
         """Largest ratio within +-half bins of each bin (cached per half-width)."""
         if half not in self._max_rho:
             self._max_rho[half] = ndimage.maximum_filter1d(self.rho, 2 * half + 1, mode="nearest")
         return self._max_rho[half]
+
+    def line_scores(self, halves: tuple[int, ...]) -> FloatArray:
+        """Fisher terms -2 ln p of a line searched in +-h bins around each bin, for each h in
+        `halves` (rows); p = min(1, (2h + 1) p_bin(max ratio in the window)), floored at
+        1e-300. Computed once per spectrum and shared by every comb and candidate."""
+        if halves not in self._line_score:
+            rows = []
+            for h in halves:
+                x = np.minimum(self.max_rho(h), RHO_CAP) * self.median
+                if self.shape == 1.0:
+                    # Exponential law: ln p_bin = -x, no special function needed.
+                    log_p = np.minimum(0.0, math.log(2 * h + 1) - x)
+                else:
+                    p = np.minimum(1.0, (2 * h + 1) * special.gammaincc(self.shape, self.shape * x))
+                    log_p = np.log(np.maximum(p, _P_FLOOR))
+                rows.append(-2.0 * np.maximum(log_p, _LOG_P_FLOOR))
+            self._line_score[halves] = np.stack(rows)
+        return self._line_score[halves]
+
+    def any_line_can_be_significant(self) -> bool:
+        """False when no bin stands high enough to make even the narrowest line significant:
+        then no comb can hold the two significant lines evidence needs."""
+        return bool(np.max(self.line_scores((1,))[0, 1 : self.size - 1]) >= _SIGNIFICANT_SCORE)
 
     def p_bins(self, rho: FloatArray) -> FloatArray:
         x = np.minimum(rho, RHO_CAP) * self.median
@@ -151,7 +178,8 @@ def _running_median(values: FloatArray, half: int) -> FloatArray:
     padded = np.pad(values, half, mode="reflect") if n > half else np.pad(values, half, "edge")
     windows = np.lib.stride_tricks.sliding_window_view(padded, 2 * half + 1)
     centres = np.arange(0, n, step)
-    meds = np.median(windows[centres], axis=1)
+    # Windows have odd length 2 * half + 1: the median is the middle order statistic.
+    meds = np.partition(windows[centres], half, axis=1)[:, half]
     return np.interp(np.arange(n), centres, meds)
 
 
@@ -180,14 +208,12 @@ def match_comb(
     centre = harmonic[:, None] * fundamentals[None, :] + offset[:, None]  # (lines, candidates)
     valid = (centre > 0) & (centre + half[:, None] * df < top_hz)
     if excluded.size:
-        gap = np.min(np.abs(centre[:, :, None] - excluded[None, None, :]), axis=2)
-        valid &= gap > (2 + half[:, None]) * df
+        valid &= _distance_to_nearest(centre, excluded) > (2 + half[:, None]) * df
     bins = np.clip(np.rint(centre / df).astype(np.int64), 1, norm.size - 2)
-    halves = sorted(set(half.tolist()))
-    stacked = np.stack([norm.max_rho(h) for h in halves])
-    rho = stacked[np.searchsorted(halves, half)[:, None], bins]
-    p = np.minimum(1.0, (2 * half[:, None] + 1) * norm.p_bins(rho))
-    stat = np.sum(np.where(valid, -2.0 * np.log(np.maximum(p, 1e-300)), 0.0), axis=0)
+    halves = tuple(sorted(set(half.tolist())))
+    score = norm.line_scores(halves)[np.searchsorted(halves, half)[:, None], bins]
+    score = np.where(valid, score, 0.0)
+    stat = np.sum(score, axis=0)
     dof = 2.0 * np.sum(valid, axis=0)
     if not np.any(dof > 0):
         return None
@@ -195,7 +221,7 @@ def match_comb(
     best = int(np.argmin(log10_p))
     fundamental = float(fundamentals[best])
     corrected = min(0.0, float(log10_p[best]) + math.log10(fundamentals.size))
-    significant = int(np.sum(valid[:, best] & (p[:, best] <= LINE_SIGNIFICANT_P)))
+    significant = int(np.count_nonzero(score[:, best] >= _SIGNIFICANT_SCORE))
     frozen_exclude = tuple(exclude_hz)
     return CombMatch(
         expected_hz=f0,
@@ -204,6 +230,15 @@ def match_comb(
         significant_count=significant,
         build_lines=lambda: tuple(_comb_lines(norm, spec, fundamental, frozen_exclude, top_hz)),
     )
+
+
+def _distance_to_nearest(values: FloatArray, sorted_ref: FloatArray) -> FloatArray:
+    """|v - nearest reference| for every v (the references are few: searchsorted, no cube)."""
+    ref = np.sort(sorted_ref)
+    pos = np.searchsorted(ref, values)
+    left = ref[np.maximum(pos - 1, 0)]
+    right = ref[np.minimum(pos, ref.size - 1)]
+    return np.minimum(np.abs(values - left), np.abs(values - right))
 
 
 def _targets(spec: CombSpec) -> tuple[npt.NDArray[np.int64], FloatArray]:

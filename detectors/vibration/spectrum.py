@@ -1,19 +1,22 @@
 """Narrow-band spectra of a stack of blocks, computed from one rFFT per block.
 
-The unwindowed rFFT of each demeaned block is kept (`Spectra.raw`): the envelope analysis
-needs it as it is, and the Hann-windowed spectrum used for amplitudes follows from it by the
-three-term convolution X_hann[k] = X[k]/2 - (X[k-1] + X[k+1])/4 (periodic Hann), so one FFT
-per block serves the features, the order peaks and the envelope.
+The rFFT of each demeaned, periodic-Hann-windowed block (`Spectra.hann`) is the only
+transform of the block: the amplitudes, the velocity integration, the band energies, the order
+peaks and the pre-whitened spectrum the envelope is demodulated from all read it. Windows,
+frequency axes and integration weights depend only on (n, fs) and are cached, since a live
+channel sends the same block length at the same rate every time (bench/vibration).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+import functools
 from dataclasses import dataclass
 from functools import cached_property
 
 import numpy as np
 import numpy.typing as npt
+from scipy import fft as sp_fft
 
 from detectors.vibration.units import G_IN_MM_S2
 
@@ -26,37 +29,31 @@ HANN_COHERENT_GAIN = 0.5  # mean of w
 
 @dataclass(frozen=True)
 class Spectra:
-    """rFFT of every block of a (blocks, n) stack, in g."""
+    """Hann-windowed rFFT of every block of a (blocks, n) stack, in g."""
 
     fs: float
     n: int
-    raw: ComplexArray  # (blocks, n // 2 + 1), unwindowed, block mean removed
+    hann: ComplexArray  # (blocks, n // 2 + 1), block mean removed, periodic Hann window
 
     @property
     def df(self) -> float:
         return self.fs / self.n
 
-    @cached_property
+    @property
     def freqs(self) -> FloatArray:
-        return np.fft.rfftfreq(self.n, 1.0 / self.fs).astype(np.float64)
+        return rfft_freqs(self.n, self.fs)
 
     @cached_property
-    def hann(self) -> ComplexArray:
-        x = self.raw
-        out = 0.5 * x
-        out[:, 1:-1] -= 0.25 * (x[:, :-2] + x[:, 2:])
-        # Neighbours beyond the rFFT edges are conjugate mirrors (real input).
-        out[:, 0] -= 0.5 * x[:, 1].real
-        if self.n % 2 == 0:
-            out[:, -1] -= 0.5 * x[:, -2].real
-        else:
-            out[:, -1] -= 0.25 * (x[:, -2] + np.conj(x[:, -1]))
-        return out
+    def mean_square(self) -> FloatArray:
+        """|X_hann|^2 per bin, averaged over blocks (shared by power and amplitude)."""
+        h = self.hann
+        sq = h.real * h.real + h.imag * h.imag
+        return sq[0] if sq.shape[0] == 1 else np.mean(sq, axis=0)
 
     @cached_property
     def hann_power(self) -> FloatArray:
         """Mean square per bin (g^2), averaged over blocks; sums to the signal's mean square."""
-        p = np.mean(np.abs(self.hann) ** 2, axis=0) * (2.0 / (self.n**2 * HANN_POWER_PER_SAMPLE))
+        p = self.mean_square * (2.0 / (self.n**2 * HANN_POWER_PER_SAMPLE))
         p[0] /= 2.0
         if self.n % 2 == 0:
             p[-1] /= 2.0
@@ -65,21 +62,45 @@ class Spectra:
     @cached_property
     def amplitude(self) -> FloatArray:
         """Peak amplitude (g) a sinusoid at a bin centre would have, power-averaged over blocks."""
-        mean_sq = np.mean(np.abs(self.hann) ** 2, axis=0)
-        return np.sqrt(mean_sq) * (2.0 / (self.n * HANN_COHERENT_GAIN))
+        return np.sqrt(self.mean_square) * (2.0 / (self.n * HANN_COHERENT_GAIN))
+
+
+@functools.lru_cache(maxsize=16)
+def periodic_hann(n: int) -> FloatArray:
+    """Periodic Hann window of length n (read-only, cached per block length)."""
+    w = 0.5 - 0.5 * np.cos(2.0 * np.pi * np.arange(n) / n)
+    w.flags.writeable = False
+    return w
+
+
+@functools.lru_cache(maxsize=16)
+def rfft_freqs(n: int, fs: float) -> FloatArray:
+    """Bin frequencies of an n-point rFFT at fs (read-only, cached)."""
+    f = np.fft.rfftfreq(n, 1.0 / fs).astype(np.float64)
+    f.flags.writeable = False
+    return f
 
 
 def block_spectra(blocks: FloatArray, fs: float) -> Spectra:
-    """rFFT of each row after removing its mean."""
+    """Hann-windowed rFFT of each row after removing its mean (scipy's pocketfft: the same
+    transform as numpy's, faster on this size)."""
+    n = blocks.shape[1]
     centred = blocks - blocks.mean(axis=1, keepdims=True)
-    return Spectra(fs=fs, n=blocks.shape[1], raw=np.fft.rfft(centred, axis=1))
+    centred *= periodic_hann(n)
+    return Spectra(fs=fs, n=n, hann=sp_fft.rfft(centred, axis=1))
 
 
 def band_rms(spectra: Spectra, lo_hz: float, hi_hz: float) -> float:
     """Acceleration RMS (g) of the band [lo, hi)."""
-    f = spectra.freqs
-    sel = (f >= lo_hz) & (f < hi_hz)
-    return float(np.sqrt(np.sum(spectra.hann_power[sel])))
+    # Bins are k * df: [lo, hi) is the contiguous slice ceil(lo/df) .. ceil(hi/df) - 1.
+    k1, k2 = _band_slice(spectra.n, spectra.fs, lo_hz, hi_hz)
+    return float(np.sqrt(np.sum(spectra.hann_power[k1:k2])))
+
+
+@functools.lru_cache(maxsize=64)
+def _band_slice(n: int, fs: float, lo_hz: float, hi_hz: float) -> tuple[int, int]:
+    sel = np.flatnonzero((rfft_freqs(n, fs) >= lo_hz) & (rfft_freqs(n, fs) < hi_hz))
+    return (int(sel[0]), int(sel[-1]) + 1) if sel.size else (0, 0)
 
 
 def velocity_rms_mm_s(spectra: Spectra, lo_hz: float = 10.0, hi_hz: float = 1000.0) -> float:
@@ -88,10 +109,20 @@ def velocity_rms_mm_s(spectra: Spectra, lo_hz: float = 10.0, hi_hz: float = 1000
     Frequency-domain integration avoids the drift of time-domain integration; the band is the
     ISO 10816-3 measurement band.
     """
-    f = spectra.freqs
-    sel = (f >= lo_hz) & (f <= hi_hz)
-    omega = 2.0 * np.pi * f[sel]
-    return float(np.sqrt(np.sum(spectra.hann_power[sel] * (G_IN_MM_S2 / omega) ** 2)))
+    k1, weights = _velocity_weights(spectra.n, spectra.fs, lo_hz, hi_hz)
+    return float(np.sqrt(np.dot(spectra.hann_power[k1 : k1 + weights.size], weights)))
+
+
+@functools.lru_cache(maxsize=16)
+def _velocity_weights(n: int, fs: float, lo_hz: float, hi_hz: float) -> tuple[int, FloatArray]:
+    """First bin and (g -> mm/s)^2 / omega^2 weights of the bins in [lo, hi] (cached)."""
+    f = rfft_freqs(n, fs)
+    sel = np.flatnonzero((f >= lo_hz) & (f <= hi_hz))
+    if sel.size == 0:
+        return 0, np.zeros(0)
+    weights = (G_IN_MM_S2 / (2.0 * np.pi * f[sel[0] : sel[-1] + 1])) ** 2
+    weights.flags.writeable = False
+    return int(sel[0]), weights
 
 
 def band_energies(spectra: Spectra, bands: Sequence[tuple[float, float]]) -> dict[str, float]:

@@ -14,12 +14,20 @@ from __future__ import annotations
 
 import difflib
 import itertools
+import re
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
-from gateway.config.models import POINTS_FIELD, DeviceConfig, ThresholdRule
+from detectors.vibration.catalogue import BearingCatalogue
+from gateway.config.models import POINTS_FIELD, DeviceConfig, ThresholdRule, VibrationRule
 from gateway.config.yaml_marks import MarkedDocument
-from gateway.core.errors import ConfigProblem
+from gateway.core.errors import ConfigError, ConfigProblem
+from protocols.can.config import CanConnection
+from protocols.can.dbc import signal_units
+from protocols.modbus.config import ModbusRtuConnection
+from protocols.modbus.line import group_rtu_devices
+from protocols.modbus.points import check_points
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,6 +62,10 @@ def cross_check(
         _timeouts_shorter_than_poll_period,
         _threshold_limits,
         _resources_claimed_once,
+        _modbus_points,
+        _rtu_lines,
+        _vibration_rules,
+        _can_dbc_signals,
     ]
     return [problem for check in checks for problem in check(devices)]
 
@@ -81,8 +93,7 @@ def _duplicate_tag_ids(devices: Sequence[CheckedDevice]) -> Iterator[ConfigProbl
                 first_line = device.document.line_of(f"{field}.{first_index[name]}.name")
                 yield device.problem(
                     f"{field}.{index}.name",
-                    f"duplicate tag id `{device.config.tag_id(name)}` "
-                    f"(first at line {first_line})",
+                    f"duplicate tag id `{device.config.tag_id(name)}` (first at line {first_line})",
                 )
             else:
                 first_index[name] = index
@@ -202,3 +213,76 @@ def _resources_claimed_once(devices: Sequence[CheckedDevice]) -> Iterator[Config
                 f"resource `{resource}` claimed twice: also by device `{first.config.id}` "
                 f"at {first.where('connection')}",
             )
+
+
+def _modbus_points(devices: Sequence[CheckedDevice]) -> Iterator[ConfigProblem]:
+    for device in devices:
+        names = device.config.value_names
+        # Duplicate names are reported with their lines by `_duplicate_tag_ids`.
+        if device.config.points and len(set(names)) == len(names):
+            for message in check_points(device.config.points):
+                yield device.problem("points", message)
+
+
+def _rtu_lines(devices: Sequence[CheckedDevice]) -> Iterator[ConfigProblem]:
+    """Units sharing a serial port must agree on its settings and have distinct unit ids."""
+    rtu = [d for d in devices if isinstance(d.config.connection, ModbusRtuConnection)]
+    try:
+        group_rtu_devices(
+            (d.config.id, d.config.connection)
+            for d in rtu
+            if isinstance(d.config.connection, ModbusRtuConnection)
+        )
+    except ValueError as exc:
+        # The problem is about the line as a whole: report it at each member's connection.
+        for device in rtu:
+            yield device.problem("connection.port", str(exc))
+
+
+def _vibration_rules(devices: Sequence[CheckedDevice]) -> Iterator[ConfigProblem]:
+    catalogue: BearingCatalogue | None = None
+    for device in devices:
+        own = device.config.value_names
+        for index, rule in enumerate(device.config.rules):
+            if not isinstance(rule, VibrationRule):
+                continue
+            speed = rule.rpm_signal
+            if speed is not None and "." not in speed and speed not in own:
+                yield device.problem(
+                    f"rules.{index}.rpm_signal", f"no point `{speed}` in this device"
+                )
+            if isinstance(rule.bearing, str):
+                catalogue = catalogue or BearingCatalogue.load()
+                try:
+                    catalogue.get(rule.bearing)
+                except KeyError as exc:
+                    yield device.problem(
+                        f"rules.{index}.bearing",
+                        f"{exc.args[0]}; or give balls, ball_diameter_mm and pitch_diameter_mm",
+                    )
+
+
+def _can_dbc_signals(devices: Sequence[CheckedDevice]) -> Iterator[ConfigProblem]:
+    """The DBC parses and holds every configured message and signal (before the bus opens)."""
+    for device in devices:
+        conn = device.config.connection
+        if not isinstance(conn, CanConnection):
+            continue
+        dbc = Path(device.document.file).parent / conn.dbc
+        if not dbc.is_file():
+            yield device.problem("connection.dbc", f"DBC file {dbc} not found")
+            continue
+        try:
+            signal_units(
+                dbc,
+                device.config.signals,
+                device_id=device.config.id,
+                config_file=device.document.file,
+            )
+        except ConfigError as exc:
+            for problem in exc.problems:
+                if problem.file != device.document.file:  # a problem inside the DBC itself
+                    yield problem
+                    continue
+                path = re.sub(r"\[(\d+)\]", r".\1", problem.path)  # signals[0] -> signals.0
+                yield device.problem(path, problem.message)

@@ -14,7 +14,7 @@ from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, model_val
 
 from gateway.core.records import Priority
 from protocols.can.config import CanConnection, CanSignal
-from protocols.modbus.config import ModbusPoint, ModbusTcpConnection
+from protocols.modbus.config import ModbusPoint, ModbusRtuConnection, ModbusTcpConnection
 from protocols.opcua.config import OpcUaConnection, OpcUaNode
 
 ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_\-]*$"
@@ -162,13 +162,14 @@ Rule = Annotated[
 ]
 
 Connection = Annotated[
-    ModbusTcpConnection | OpcUaConnection | CanConnection, Field(discriminator="protocol")
+    ModbusTcpConnection | ModbusRtuConnection | OpcUaConnection | CanConnection,
+    Field(discriminator="protocol"),
 ]
 
 # Which list of values each protocol reads: `points` (Modbus registers), `nodes` (OPC UA
 # NodeIds) or `signals` (DBC signals). One field per protocol keeps the YAML explicit and the
 # error messages about one shape, instead of a union of point types.
-POINTS_FIELD = {"modbus_tcp": "points", "opcua": "nodes", "can": "signals"}
+POINTS_FIELD = {"modbus_tcp": "points", "modbus_rtu": "points", "opcua": "nodes", "can": "signals"}
 
 
 class DeviceConfig(Strict):
@@ -178,7 +179,12 @@ class DeviceConfig(Strict):
     asset: AssetInfo = Field(default_factory=AssetInfo)
     connection: Connection
     poll_period_s: float = Field(
-        1.0, gt=0, description="Fixed polling period (OPC UA poll-mode nodes use it too)."
+        1.0,
+        gt=0,
+        description=(
+            "Fixed polling period (OPC UA poll-mode nodes use it too). Devices sharing a "
+            "period are staggered across it."
+        ),
     )
     points: list[ModbusPoint] = Field(
         default_factory=list, description="Modbus devices: the registers to read."
