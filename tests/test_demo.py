@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import signal
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -28,3 +30,30 @@ def test_demo_opens_and_acknowledges_the_pump_ticket_and_leaves_nothing_running(
         ["pgrep", "-f", "edge-demo-"], capture_output=True, text=True, check=False
     )
     assert leftovers.stdout.strip() == "", "demo left processes behind"
+
+
+def test_ctrl_c_stops_every_process_of_the_demo():
+    demo = subprocess.Popen(
+        [sys.executable, "-m", "gateway", "demo"],
+        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
+    try:
+        assert demo.stdout is not None
+        children: list[str] = []
+        for line in demo.stdout:
+            if line.startswith("demo: running"):
+                break
+        children = subprocess.run(
+            ["pgrep", "-P", str(demo.pid)], capture_output=True, text=True, check=False
+        ).stdout.split()
+        assert len(children) == 4, "broker, plant, central system and gateway"
+        demo.send_signal(signal.SIGINT)  # what Ctrl-C in the terminal sends
+        rest, _ = demo.communicate(timeout=60)
+    finally:
+        if demo.poll() is None:
+            demo.kill()
+    assert "Demo summary" in rest
+    for pid in children:
+        assert not Path(f"/proc/{pid}").exists() or "zombie" in Path(
+            f"/proc/{pid}/status"
+        ).read_text().lower(), f"demo child {pid} still running after Ctrl-C"

@@ -5,13 +5,16 @@ We time, in the same run and on the same blocks, (a) the full pipeline -- `Vibra
 update` on a `Waveform` (features, ISO zone, order readings, whitening, envelope spectra,
 bearing combs, confirmation, baseline; band re-chosen by spectral kurtosis every 16 blocks) --
 and (b) a bare `numpy.fft.rfft` of each block. Single-threaded BLAS/FFT (one core). Prints one
-table; run `python bench/vibration/bench.py [--repeats 5]`.
+table; run `python bench/vibration/bench.py [--repeats 5] [--profile]` (`--profile` adds where
+the pipeline's time goes, by function, from cProfile over one extra run).
 """
 
 from __future__ import annotations
 
 import argparse
+import cProfile
 import os
+import pstats
 
 for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ.setdefault(_var, "1")
@@ -84,6 +87,7 @@ def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--seconds", type=float, default=30.0)
+    parser.add_argument("--profile", action="store_true")
     args = parser.parse_args()
     x = outer_race_signal(args.seconds, 1797.0)
     blocks = [x[i : i + BLOCK].copy() for i in range(0, x.size - BLOCK + 1, HOP)]
@@ -98,6 +102,10 @@ def main() -> int:
     for label, rate in (("full pipeline (VibrationDetector)", pipe), ("bare numpy rfft", bare)):
         print(f"{label:<34}{rate:>10.0f}{1000 / rate:>10.3f}{rate / BLOCKS_PER_CHANNEL_S:>15.0f}")
     print(f"{'pipeline / bare rfft':<34}{pipe / bare:>10.2f}")
+    if args.profile:
+        profiler = cProfile.Profile()
+        profiler.runcall(run_once, blocks)
+        pstats.Stats(profiler).sort_stats("tottime").print_stats(15)
     return 0
 
 

@@ -180,7 +180,10 @@ def envelope_spectra(
         min_width = highest_line_hz(defect, settings)
         band = kurtogram(spectra, whitened, min_width, settings.max_kurtogram_level)[0]
     full = Band(spectra.df, spectra.fs / 2, 0, band.kurtosis if band.level == 0 else math.nan)
-    out = [envelope_spectrum(spectra, whitened, full, "whitened_full_band")]
+    # The whole-band spectrum is only shown (top peaks) when the kurtogram picked the whole
+    # band; otherwise only the bins the combs and their floor can read are computed.
+    max_bin = None if band.level == 0 else comb_max_bin(defect, settings, spectra.df)
+    out = [envelope_spectrum(spectra, whitened, full, "whitened_full_band", max_bin)]
     if band.level != 0:
         out.append(envelope_spectrum(spectra, whitened, band, "whitened_sk_band"))
     return EnvelopeResult(spectra=out, band=band)
@@ -215,6 +218,16 @@ def _strength(match: CombMatch | None) -> float:
 Screen = dict[FaultCode, tuple[float, CombMatch | None, EnvelopeSpectrum | None]]
 
 
+def floor_half_width(defect: DefectFrequencies, df: float) -> int:
+    """Half-width (bins) of the running median that is an envelope line's noise floor."""
+    return max(10, round(defect.shaft / df))
+
+
+def comb_max_bin(defect: DefectFrequencies, settings: Settings, df: float) -> int:
+    """Highest envelope bin the comb statistics read: top line plus the floor's reach."""
+    return int(highest_line_hz(defect, settings) / df) + 2 * floor_half_width(defect, df) + 4
+
+
 def screen_bearing(
     envelopes: list[EnvelopeSpectrum],
     defect: DefectFrequencies,
@@ -229,7 +242,7 @@ def screen_bearing(
     specs = comb_specs(defect, settings)
     top = highest_line_hz(defect, settings)
     df = envelopes[0].df
-    floor_half = max(10, round(defect.shaft / df))
+    floor_half = floor_half_width(defect, df)
     exclude = [k * defect.shaft for k in range(1, int(top / defect.shaft) + 2)]
     # The chance law is that of a single block even when blocks are averaged: averaging
     # uncovers weak but real lines (electrical, structural) that are no defect; only lines

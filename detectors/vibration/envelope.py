@@ -83,11 +83,7 @@ def _decimation(n: int, band_bins: int) -> int:
 
 def complex_envelope(whitened: ComplexArray, n: int, k1: int, k2: int) -> ComplexArray:
     """Baseband analytic signal of bins [k1, k2) at n/d samples per block."""
-    bins = k2 - k1
-    m = n // _decimation(n, bins)
-    padded = np.zeros((whitened.shape[0], m), dtype=np.complex128)
-    padded[:, :bins] = whitened[:, k1:k2]
-    return sp_fft.ifft(padded, axis=1, overwrite_x=True)
+    return _baseband(whitened, k1, k2, n // _decimation(n, k2 - k1))
 
 
 def _sk(z: ComplexArray) -> float:
@@ -144,18 +140,45 @@ def kurtogram(
 
 
 def envelope_spectrum(
-    spectra: Spectra, whitened: ComplexArray, band: Band, method: str
+    spectra: Spectra,
+    whitened: ComplexArray,
+    band: Band,
+    method: str,
+    max_bin: int | None = None,
 ) -> EnvelopeSpectrum:
-    """Hann-windowed amplitude spectrum of the squared envelope, power-averaged over blocks."""
+    """Hann-windowed amplitude spectrum of the squared envelope, power-averaged over blocks.
+
+    With `max_bin`, only bins 0..max_bin are returned (the comb statistics never look higher).
+    Bin j of the squared-envelope spectrum is the lag-j correlation of the band's K bins, so
+    any transform length M >= K + j + 1 gives it without wrap-around: a wide band (the whole
+    band: K = n/2) is then demodulated at M ~ K + max_bin instead of 2K, and the result is
+    rescaled to the 2K-length convention so amplitudes do not depend on the shortcut.
+    """
     df = spectra.df
     k1 = max(1, round(band.lo_hz / df))
     k2 = round(band.hi_hz / df)
-    z = complex_envelope(whitened, spectra.n, k1, k2)
+    m = spectra.n // _decimation(spectra.n, k2 - k1)
+    short = None if max_bin is None else sp_fft.next_fast_len(k2 - k1 + max_bin + 1, real=False)
+    if short is not None and short < m:
+        z = _baseband(whitened, k1, k2, short)
+    else:
+        short = None
+        z = _baseband(whitened, k1, k2, m)
     # The block was Hann-windowed before whitening, so the squared envelope already carries
     # the w^2 taper: no second window. Remove its weighted mean, keep the taper.
     sq = (z * z.conj()).real
     w2 = _hann_power(sq.shape[1])
     sq -= (sq.sum(axis=1, keepdims=True) / w2.sum()) * w2
     spec = sp_fft.rfft(sq, axis=1)
-    values = np.sqrt(np.mean(np.abs(spec) ** 2, axis=0)) * (2.0 / w2.sum())
+    if max_bin is not None:
+        spec = spec[:, : max_bin + 1]
+    values = np.sqrt(np.mean(spec.real**2 + spec.imag**2, axis=0)) * (2.0 / w2.sum())
+    if short is not None:
+        values *= (short / m) ** 2  # 1/M^2 law of the un-normalised inverse transform
     return EnvelopeSpectrum(method=method, band=band, df=df, values=values)
+
+
+def _baseband(whitened: ComplexArray, k1: int, k2: int, m: int) -> ComplexArray:
+    padded = np.zeros((whitened.shape[0], m), dtype=np.complex128)
+    padded[:, : k2 - k1] = whitened[:, k1:k2]
+    return sp_fft.ifft(padded, axis=1, overwrite_x=True)

@@ -32,11 +32,14 @@ class Features:
 
 def time_features(signal: FloatArray) -> tuple[float, float, float, float]:
     """RMS, peak, crest factor and kurtosis of the demeaned signal."""
-    x = signal - signal.mean()
-    power = float(np.mean(x * x))
+    # Dot products and min/max instead of temporaries of |x| and x^4: three passes fewer.
+    mean = float(signal.mean())
+    x = signal - mean
+    x2 = x * x
+    power = float(np.dot(x, x)) / x.size
     rms = float(np.sqrt(power))
-    peak = float(np.max(np.abs(x)))
-    kurt = float(np.mean((x * x) ** 2) / power**2) if power > 0 else 0.0
+    peak = max(float(signal.max()) - mean, mean - float(signal.min()))
+    kurt = float(np.dot(x2, x2)) / x.size / power**2 if power > 0 else 0.0
     crest = peak / rms if rms > 0 else 0.0
     return rms, peak, crest, kurt
 

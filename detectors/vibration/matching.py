@@ -241,6 +241,7 @@ def _distance_to_nearest(values: FloatArray, sorted_ref: FloatArray) -> FloatArr
     return np.minimum(np.abs(values - left), np.abs(values - right))
 
 
+@functools.lru_cache(maxsize=64)
 def _targets(spec: CombSpec) -> tuple[npt.NDArray[np.int64], FloatArray]:
     """Harmonic number and offset (Hz) of every line of the comb."""
     offsets = [0.0] if spec.sideband_hz is None else [0.0, -spec.sideband_hz, spec.sideband_hz]

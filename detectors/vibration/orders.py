@@ -63,7 +63,9 @@ def order_readings(
     keep = min(spectra.amplitude.size, int(11 * shaft_hz / df) + 2 * half + 2)
     vel = velocity_amplitude(spectra)[:keep]
     padded = np.pad(vel, half, mode="edge")
-    floor = np.median(np.lib.stride_tricks.sliding_window_view(padded, 2 * half + 1), axis=1)
+    windows = np.lib.stride_tricks.sliding_window_view(padded, 2 * half + 1)
+    # Odd windows: the median is the middle order statistic (a partition, no full median).
+    floor = np.partition(windows, half, axis=1)[:, half]
 
     def line(order: float) -> SpectralPeak | None:
         f = order * shaft_hz

@@ -19,6 +19,14 @@ thread keeps reading the bus (so the interface's own buffer never overflows sile
 buffer of `receive_buffer_frames`; once that is full the OLDEST frames are dropped and counted
 as `overruns`. CAN traffic is cyclic, so the newest frame of each message is the one worth
 keeping. Memory stays bounded.
+
+Serial-line interfaces (slcan, the protocol of CANable-style USB adapters; issue 3): python-can
+parses each ASCII line without checks, so line noise such as `t10` or `t10Z8` comes out of
+`recv()` as an IndexError or ValueError. One such line is counted as malformed and skipped, never
+a value; `_MAX_GARBLED_IN_A_ROW` of them in a row mean the line is unusable (python-can's slcan
+even keeps a non-ASCII byte in its buffer for good), and the stream fails so that the source
+reconnects with a fresh bus. Opening runs off the event loop: python-can's slcan sleeps 2 s
+after opening the port, and USB interfaces can block as long; the loop serves every other device.
 """
 
 from __future__ import annotations
@@ -37,7 +45,13 @@ from typing import Self
 import can
 
 from gateway.core.clock import Clock
-from gateway.core.errors import BadResponse, ConfigError, ConfigProblem, DeviceUnreachable
+from gateway.core.errors import (
+    BadResponse,
+    ConfigError,
+    ConfigProblem,
+    DeviceUnreachable,
+    DriverError,
+)
 from gateway.core.interfaces import Record
 from gateway.core.records import Quality, Sample, Tag
 from protocols.can.config import CanConnection, CanSignal
@@ -55,6 +69,9 @@ log = logging.getLogger(__name__)
 
 _THREAD_JOIN_TIMEOUT_S = 2.0
 _MAX_BATCH = 1024  # frames handled per wake-up, so one burst cannot hog the loop
+_MAX_GARBLED_IN_A_ROW = 20  # undecodable interface lines in a row before the stream fails
+# What python-can raises when an interface fails (ValueError/IndexError: see _FrameReceiver).
+_INTERFACE_FAILURES = (can.CanError, OSError, ValueError, IndexError)
 # Linux can/error.h: error class bits carried in the id of an error frame.
 _CAN_ERR_BUSOFF = 0x40
 
@@ -65,7 +82,9 @@ class CanStatistics:
     decoded: int = 0  # frames decoded into samples
     unknown_ids: int = 0  # ids the DBC does not describe
     ignored: int = 0  # ids in the DBC with no configured signal, and remote frames
-    malformed: int = 0  # frames that could not be decoded (wrong DLC, unknown mux page)
+    # frames that could not be decoded (wrong DLC, unknown mux page) and serial lines the
+    # interface could not parse (slcan line noise)
+    malformed: int = 0
     error_frames: int = 0
     stale: int = 0  # transitions of a signal to stale
     overruns: int = 0  # frames dropped because the pipeline did not keep up
@@ -128,13 +147,15 @@ class CanDriver:
         return self._tags
 
     def statistics(self) -> CanStatistics:
-        overruns = self._receiver.overruns if self._receiver is not None else 0
+        receiver = self._receiver
+        overruns = receiver.overruns if receiver is not None else 0
+        garbled = receiver.garbled if receiver is not None else 0
         return CanStatistics(
             frames=self._counts["frames"],
             decoded=self._counts["decoded"],
             unknown_ids=self._counts["unknown_ids"],
             ignored=self._counts["ignored"],
-            malformed=self._counts["malformed"],
+            malformed=self._counts["malformed"] + garbled,
             error_frames=self._counts["error_frames"],
             stale=self._counts["stale"],
             overruns=overruns + self._counts["overruns"],
@@ -148,7 +169,7 @@ class CanDriver:
         )
         self._known = known_frames(database)
         self._by_tag = {b.tag_id: b for plan in self._plans.values() for b in plan.bindings}
-        self._bus = self._open_bus()
+        self._bus = await self._open_bus_off_loop()
         self._receiver = _FrameReceiver(
             self._bus,
             asyncio.get_running_loop(),
@@ -178,6 +199,7 @@ class CanDriver:
             if receiver is not None:
                 await receiver.stop()
                 self._counts["overruns"] += receiver.overruns
+                self._counts["malformed"] += receiver.garbled
         finally:  # even when cancelled while waiting for the thread: release the interface
             if bus is not None:
                 try:
@@ -287,6 +309,24 @@ class CanDriver:
 
     # --- bus ---------------------------------------------------------------------------------
 
+    async def _open_bus_off_loop(self) -> can.BusABC:
+        loop = asyncio.get_running_loop()
+        opening = loop.run_in_executor(None, self._open_bus)
+        try:
+            return await asyncio.shield(opening)
+        except asyncio.CancelledError:
+            # The thread cannot be stopped; close the bus it opens, or the port stays taken.
+            opening.add_done_callback(self._shut_down_late_bus)
+            raise
+
+    def _shut_down_late_bus(self, opening: asyncio.Future[can.BusABC]) -> None:
+        if opening.cancelled() or opening.exception() is not None:
+            return
+        try:
+            opening.result().shutdown()
+        except (can.CanError, OSError) as error:
+            log.debug("Closing CAN channel `%s` failed: %s", self.endpoint, error)
+
     def _open_bus(self) -> can.BusABC:
         connection = self._connection
         if connection.interface not in can.VALID_INTERFACES:
@@ -351,7 +391,9 @@ class _FrameReceiver:
         self._finished: asyncio.Future[None] = loop.create_future()
         self._failure: BaseException | None = None
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self._name = name
         self.overruns = 0
+        self.garbled = 0  # interface lines recv() could not parse (see the module docstring)
 
     def start(self) -> None:
         self._thread.start()
@@ -372,7 +414,12 @@ class _FrameReceiver:
         while self._buffer and len(batch) < _MAX_BATCH:
             batch.append(self._buffer.popleft())
         if not batch and self._failure is not None:
-            raise DeviceUnreachable(f"CAN receive failed: {self._failure}") from self._failure
+            if isinstance(self._failure, DriverError):
+                raise self._failure
+            if isinstance(self._failure, _INTERFACE_FAILURES):
+                raise DeviceUnreachable(f"CAN receive failed: {self._failure}") from self._failure
+            # Anything else is a bug: surface it instead of returning empty batches forever.
+            raise RuntimeError(f"CAN receive thread `{self._name}` crashed") from self._failure
         return batch
 
     async def stop(self) -> None:
@@ -387,9 +434,18 @@ class _FrameReceiver:
         self._thread.join(timeout=_THREAD_JOIN_TIMEOUT_S)
 
     def _run(self) -> None:
+        garbled_in_row = 0
         try:
             while not self._stopping.is_set():
-                frame = self._bus.recv(timeout=self._poll_s)
+                try:
+                    frame = self._bus.recv(timeout=self._poll_s)
+                except (ValueError, IndexError) as error:
+                    if self._stopping.is_set():
+                        break
+                    garbled_in_row += 1
+                    self._on_garbled(error, garbled_in_row)
+                    continue
+                garbled_in_row = 0
                 if frame is None:
                     continue
                 if len(self._buffer) == self._capacity:
@@ -398,12 +454,34 @@ class _FrameReceiver:
                 if not self._wake_pending:
                     self._wake_pending = True
                     self._notify(self._wakeup.set)
-        except (can.CanError, OSError, ValueError) as error:
+        except (*_INTERFACE_FAILURES, BadResponse) as error:
             # ValueError: python-can raises it for a bus shut down under our feet.
             self._failure = error
             self._notify(self._wakeup.set)
+        except BaseException as error:
+            # A bug: next_batch() re-raises it in the loop; the thread still dies loudly.
+            self._failure = error
+            self._notify(self._wakeup.set)
+            raise
         finally:
             self._notify(self._set_finished)
+
+    def _on_garbled(self, error: Exception, in_row: int) -> None:
+        """Count a line the interface could not parse; fail when they keep coming."""
+        self.garbled += 1
+        if self.garbled == 1:
+            log.warning(
+                "Receive thread `%s` skipped a line the CAN interface could not parse (%s: %s); "
+                "such lines are counted as malformed.",
+                self._name,
+                type(error).__name__,
+                error,
+            )
+        if in_row >= _MAX_GARBLED_IN_A_ROW:
+            raise BadResponse(
+                f"{in_row} lines in a row the CAN interface could not parse; last: "
+                f"{type(error).__name__}: {error}"
+            ) from error
 
     def _set_finished(self) -> None:
         if not self._finished.done():
