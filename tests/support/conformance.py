@@ -8,7 +8,8 @@ Each `DriverCase` wraps one driver and a real server (or bus peer) on loopback:
   pointed at a closed port, a missing pty or a channel that cannot be opened;
 - `session(driver)` says how one batch is read: `read()` for polling drivers, records of
   `records()` until every tag has reported for streaming ones;
-- `gateway_writes()` lists what the device side saw the gateway send that is not a read.
+- `writes_seen()` lists what the device side recorded that is not a read, and
+  `provoke_write()` makes another client write, to show that the recorder can see one.
 
 The suite itself is tests/protocols/test_conformance.py. The OPC UA server takes about a second
 to start, so one threaded server (tests.support.opcua.ThreadedServer) serves every OPC UA case of
@@ -22,6 +23,7 @@ import asyncio
 import contextlib
 import itertools
 import math
+import os
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,11 +32,12 @@ from typing import Any, Protocol, Self, cast
 
 import can
 import numpy as np
+from asyncua import Client
 
 from gateway.core.clock import ManualClock
-from gateway.core.errors import DeviceTimeout, DeviceUnreachable, DriverError
+from gateway.core.errors import DeviceUnreachable, DriverError
 from gateway.core.interfaces import Record
-from gateway.core.records import Quality, Tag, Waveform
+from gateway.core.records import Quality, Sample, Tag, Waveform
 from protocols.can.config import CanConnection, CanSignal
 from protocols.can.driver import CanDriver
 from protocols.modbus.config import DataType, RegisterTable
@@ -180,8 +183,13 @@ class DriverCase:
     async def settle_after_loss(self, session: Session) -> None:
         """Anything to do between stopping the device and reading again (CAN: see there)."""
 
-    async def gateway_writes(self) -> list[str]:
-        """Requests or frames from the gateway that are not reads, as seen by the device."""
+    async def writes_seen(self) -> list[str]:
+        """Requests that are not reads (CAN: frames nobody on the machine side sent), as the
+        device side recorded them since `start_server()`."""
+        raise NotImplementedError
+
+    async def provoke_write(self) -> None:
+        """Another client writes to the device: the positive control of `writes_seen()`."""
         raise NotImplementedError
 
     def reads_seen(self) -> int:
@@ -233,13 +241,39 @@ class ModbusTcpCase(DriverCase):
     def make_unreachable_driver(self) -> ModbusTcpDriver:
         return modbus.make_driver(self.closed_port, MODBUS_POINTS)
 
-    async def gateway_writes(self) -> list[str]:
+    async def writes_seen(self) -> list[str]:
         assert self.server is not None
         return _modbus_writes(self.server)
 
     def reads_seen(self) -> int:
         assert self.server is not None
         return len(self.server.requests)
+
+    async def provoke_write(self) -> None:
+        """Write Single Register 0 = 1 as a raw Modbus TCP frame (MBAP + PDU)."""
+        assert self.server is not None
+        reader, writer = await asyncio.open_connection("127.0.0.1", self.server.port)
+        try:
+            writer.write(bytes.fromhex("0001 0000 0006 01") + _WRITE_REGISTER_PDU)
+            await writer.drain()
+            await reader.readexactly(9)  # the exception answer: illegal function
+        finally:
+            writer.close()
+            await writer.wait_closed()
+
+
+# Write Single Register (function 6), address 0, value 1.
+_WRITE_REGISTER_PDU = bytes.fromhex("06 0000 0001")
+
+
+def _crc16_modbus(frame: bytes) -> bytes:
+    """The RTU frame check (Modbus over serial line V1.02, section 6.2.2), low byte first."""
+    crc = 0xFFFF
+    for byte in frame:
+        crc ^= byte
+        for _ in range(8):
+            crc = (crc >> 1) ^ 0xA001 if crc & 1 else crc >> 1
+    return crc.to_bytes(2, "little")
 
 
 def _modbus_writes(server: ModbusSimServer) -> list[str]:
@@ -272,7 +306,9 @@ class ModbusRtuCase(DriverCase):
         if self._ends is None:
             self._ends = await self._stack.enter_async_context(modbus.pty_pair(self.directory))
         if self.server is None:
-            units = {unit: modbus_registers(40.0 + unit, 1000 * unit) for unit in RTU_UNITS.values()}
+            units = {
+                unit: modbus_registers(40.0 + unit, 1000 * unit) for unit in RTU_UNITS.values()
+            }
             self.server = ModbusSimServer(units=units, serial_port=self._ends[1])
         if not self.server.running:
             await self.server.start()
@@ -316,13 +352,25 @@ class ModbusRtuCase(DriverCase):
 
         return polling_session(line, read_every_unit)
 
-    async def gateway_writes(self) -> list[str]:
+    async def writes_seen(self) -> list[str]:
         assert self.server is not None
         return _modbus_writes(self.server)
 
     def reads_seen(self) -> int:
         assert self.server is not None
         return len(self.server.requests)
+
+    async def provoke_write(self) -> None:
+        """Write Single Register to unit 1 as a raw RTU frame from the gateway's end."""
+        assert self._ends is not None and self.server is not None
+        frame = bytes([RTU_UNITS["fan-1"]]) + _WRITE_REGISTER_PDU
+        descriptor = os.open(self._ends[0], os.O_RDWR | os.O_NOCTTY)
+        try:
+            os.write(descriptor, frame + _crc16_modbus(frame))
+            server = self.server
+            await modbus.wait_until(lambda: _modbus_writes(server), within_s=5.0)
+        finally:
+            os.close(descriptor)
 
 
 # --- OPC UA ----------------------------------------------------------------------------------
@@ -398,7 +446,7 @@ class OpcUaCase(DriverCase):
             return polling_session(driver, driver.read)
         return streaming_session(driver, driver.records())
 
-    async def gateway_writes(self) -> list[str]:
+    async def writes_seen(self) -> list[str]:
         now = self.sim.mutating_requests()
         return [
             f"{service} x{count - self._mutating_before.get(service, 0)}"
@@ -408,6 +456,10 @@ class OpcUaCase(DriverCase):
 
     def reads_seen(self) -> int:
         return self._reads() - self._reads_before
+
+    async def provoke_write(self) -> None:
+        async with Client(self.sim.endpoint, timeout=self.configured_timeout_s) as client:
+            await client.get_node(self.sim.node_id("Setpoint")).write_value(41.0)
 
 
 # --- CAN -------------------------------------------------------------------------------------
@@ -422,6 +474,7 @@ CAN_SIGNALS = [
 ]
 # BearingTemps cycles at 500 ms in the DBC; stale after 3 cycles (CanSignal default).
 CAN_SLOWEST_STALE_S = 1.5
+_MARKER_RPM = 1.5  # the machine runs at 1480 rpm: this speed marks its last frame
 _can_channels = itertools.count()
 
 
@@ -440,7 +493,6 @@ class CanCase(DriverCase):
     listener: can.BusABC | None = None
     _stop: asyncio.Event | None = None
     _runner: asyncio.Task[None] | None = None
-    _driver: CanDriver | None = None
     _heard: int = 0
 
     async def start_server(self) -> None:
@@ -499,8 +551,7 @@ class CanCase(DriverCase):
         )
 
     def make_driver(self) -> CanDriver:
-        self._driver = self._make(self._connection())
-        return self._driver
+        return self._make(self._connection())
 
     def make_unreachable_driver(self) -> CanDriver:
         # No such socketcan interface on this machine: python-can cannot open it.
@@ -510,14 +561,26 @@ class CanCase(DriverCase):
         return streaming_session(driver, driver.records())
 
     async def settle_after_loss(self, session: Session) -> None:
-        """Take the frames sent before the machine stopped (real values, not bogus ones), then
-        move the clock past the slowest message's stale_after."""
-        assert self.machine is not None and self._driver is not None
-        while self._driver.statistics().frames < self.machine.frames_sent:
-            await session.next_record()
+        """Take what the machine sent before it went quiet (real values, not bogus ones), then
+        move the clock past the slowest message's stale_after.
+
+        The machine's last frame is a marker with a speed it never runs at; the virtual bus and
+        the driver keep the order of frames, and each frame gives exactly one record, so once
+        the marker's record is out nothing sent earlier is still pending.
+        """
+        assert self.machine is not None
+        self.machine.send(
+            "MotorData",
+            {"SpeedRpm": _MARKER_RPM, "CurrentA": 0.0, "WindingTemp": 0.0, "DcLinkVoltage": 0.0},
+        )
+        marker = ("motor.speed", _MARKER_RPM)
+        while True:
+            record = await session.next_record()
+            if isinstance(record, Sample) and (record.tag, record.value) == marker:
+                break
         self.clock.advance(CAN_SLOWEST_STALE_S + 0.5)
 
-    async def gateway_writes(self) -> list[str]:
+    async def writes_seen(self) -> list[str]:
         """Frames on the bus beyond those the machine sent (the machine is stopped first so
         that both counts are final)."""
         await self.stop_server()
@@ -529,6 +592,13 @@ class CanCase(DriverCase):
 
     def reads_seen(self) -> int:
         return self._heard
+
+    async def provoke_write(self) -> None:
+        stranger = can.Bus(interface="virtual", channel=self.channel)
+        try:
+            stranger.send(can.Message(arbitration_id=0x7E0, data=bytes(8), is_extended_id=False))
+        finally:
+            stranger.shutdown()
 
 
 __all__ = [
