@@ -23,10 +23,12 @@ keeping. Memory stays bounded.
 Serial-line interfaces (slcan, the protocol of CANable-style USB adapters; issue 3): python-can
 parses each ASCII line without checks, so line noise such as `t10` or `t10Z8` comes out of
 `recv()` as an IndexError or ValueError. One such line is counted as malformed and skipped, never
-a value; `_MAX_GARBLED_IN_A_ROW` of them in a row mean the line is unusable (python-can's slcan
-even keeps a non-ASCII byte in its buffer for good), and the stream fails so that the source
-reconnects with a fresh bus. Opening runs off the event loop: python-can's slcan sleeps 2 s
-after opening the port, and USB interfaces can block as long; the loop serves every other device.
+a value; `_MAX_GARBLED_IN_A_ROW` of them in a row mean the line is unusable, and the stream
+fails so that the source reconnects with a fresh bus. (A non-ASCII byte is a CanOperationError
+from python-can, and its slcan keeps the byte in its line buffer: the stream fails at once.)
+
+Opening runs off the event loop: python-can's slcan sleeps 2 s after opening the port, and USB
+interfaces can block as long, while the loop serves every other device (DESIGN.md section 9).
 """
 
 from __future__ import annotations
