@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import math
 import os
 import shutil
 import signal
@@ -25,8 +26,9 @@ from typing import Any
 
 import yaml
 
-from gateway.core.records import Ticket
-from gateway.store import StateStore
+from gateway.config.loader import load_config
+from gateway.core.records import Quality, Ticket
+from gateway.store import StateStore, TelemetryStore
 
 EX_UNAVAILABLE = 69
 REPO_CONFIG = Path(__file__).resolve().parent.parent / "configs"
@@ -71,6 +73,7 @@ class DemoPlan:
     broker_port: int
     modbus_port: int
     opcua_port: int
+    can_tty: Path
     prefix: str
     site: str
     gateway_id: str
@@ -83,6 +86,7 @@ def prepare_config(source: Path, workdir: Path) -> DemoPlan:
     gateway_yaml = config_dir / "gateway.yaml"
     gw: dict[str, Any] = yaml.safe_load(gateway_yaml.read_text())
     broker_port, modbus_port, opcua_port = free_port(), free_port(), free_port()
+    can_tty = workdir / "can-gw"  # the gateway's end of the simulated USB-CAN adapter
     gw.setdefault("uplink", {})["port"] = broker_port
     gw["uplink"]["host"] = "127.0.0.1"
     gw.setdefault("storage", {})["directory"] = str(workdir / "var")
@@ -96,6 +100,8 @@ def prepare_config(source: Path, workdir: Path) -> DemoPlan:
         elif conn.get("protocol") == "opcua":
             path = conn["endpoint"].split("/", 3)[3] if conn["endpoint"].count("/") >= 3 else ""
             conn["endpoint"] = f"opc.tcp://127.0.0.1:{opcua_port}/{path}"
+        elif conn.get("protocol") == "can" and conn.get("interface") == "slcan":
+            conn["channel"] = str(can_tty)
         device_file.write_text(yaml.safe_dump(device, sort_keys=False))
     return DemoPlan(
         config_dir=config_dir,
@@ -104,6 +110,7 @@ def prepare_config(source: Path, workdir: Path) -> DemoPlan:
         broker_port=broker_port,
         modbus_port=modbus_port,
         opcua_port=opcua_port,
+        can_tty=can_tty,
         prefix=gw.get("uplink", {}).get("topic_prefix", "factory"),
         site=gw["site"],
         gateway_id=gw["gateway_id"],
@@ -169,9 +176,25 @@ async def wait_for_port(port: int, within_s: float) -> bool:
     return False
 
 
+async def wait_for_plant(plan: DemoPlan, within_s: float) -> bool:
+    ports = all(
+        await asyncio.gather(
+            wait_for_port(plan.modbus_port, within_s), wait_for_port(plan.opcua_port, within_s)
+        )
+    )
+    deadline = time.monotonic() + within_s
+    while not await asyncio.to_thread(plan.can_tty.exists):
+        if time.monotonic() > deadline:
+            return False
+        await asyncio.sleep(0.1)
+    return ports
+
+
 @dataclass(frozen=True)
 class Summary:
     tickets: tuple[Ticket, ...]
+    # device id -> GOOD samples kept in telemetry.db (raw data stays on site)
+    good_samples: tuple[tuple[str, int], ...] = ()
 
     @property
     def scenario_acknowledged(self) -> bool:
@@ -190,6 +213,9 @@ class Summary:
             f"    {t.id}  {t.asset}  {t.fault_code}  {t.priority.value}  {t.state.value}"
             for t in self.tickets
         ]
+        if self.good_samples:
+            lines.append("  good samples kept on site (telemetry.db), per device:")
+            lines += [f"    {device:<12} {count}" for device, count in self.good_samples]
         lines.append(
             f"  scenario ticket ({SCENARIO_FAULT}) acknowledged: "
             f"{'yes' if self.scenario_acknowledged else 'NO'}"
@@ -201,15 +227,35 @@ def _acked(ticket: Ticket) -> bool:
     return ticket.acknowledged_at is not None
 
 
-async def read_summary(state_db: Path) -> Summary:
-    """Read-only: never risk writing to the gateway's database from here."""
-    if not await asyncio.to_thread(state_db.exists):
+async def read_summary(plan: DemoPlan) -> Summary:
+    """Read after the gateway stopped; state.db is opened read-only."""
+    if not await asyncio.to_thread(plan.state_db.exists):
         return Summary(())
-    store = await StateStore.open(state_db, read_only=True)
+    store = await StateStore.open(plan.state_db, read_only=True)
     try:
-        return Summary(tuple(await store.list_tickets()))
+        tickets = tuple(await store.list_tickets())
     finally:
         await store.close()
+    return Summary(tickets, await count_good_samples(plan))
+
+
+async def count_good_samples(plan: DemoPlan) -> tuple[tuple[str, int], ...]:
+    telemetry_db = plan.state_db.with_name("telemetry.db")
+    if not await asyncio.to_thread(telemetry_db.exists):
+        return ()
+    loaded = load_config(plan.gateway_yaml)
+    telemetry = await TelemetryStore.open(telemetry_db)
+    try:
+        counts = []
+        for _, device in loaded.devices:
+            good = 0
+            for name in device.value_names:
+                samples = await telemetry.read_samples(device.tag_id(name), 0.0, math.inf)
+                good += sum(1 for sample in samples if sample.quality is Quality.GOOD)
+            counts.append((device.id, good))
+        return tuple(counts)
+    finally:
+        await telemetry.close()
 
 
 async def run_demo(config_source: Path, duration: float | None) -> int:
@@ -235,9 +281,9 @@ async def run_demo(config_source: Path, duration: float | None) -> int:
         )
         py = sys.executable
         print(
-            f"demo: broker on 127.0.0.1:{plan.broker_port}, plant Modbus on "
-            f"127.0.0.1:{plan.modbus_port}, plant OPC UA on 127.0.0.1:{plan.opcua_port}, "
-            f"config copied to {plan.config_dir}",
+            f"demo: broker on 127.0.0.1:{plan.broker_port}; plant: Modbus TCP on "
+            f"127.0.0.1:{plan.modbus_port}, OPC UA on 127.0.0.1:{plan.opcua_port}, "
+            f"CAN adapter at {plan.can_tty}; config copied to {plan.config_dir}",
             flush=True,
         )
         try:
@@ -256,6 +302,8 @@ async def run_demo(config_source: Path, duration: float | None) -> int:
                     str(plan.modbus_port),
                     "--opcua-port",
                     str(plan.opcua_port),
+                    "--can-tty",
+                    str(plan.can_tty),
                 )
             )
             children.append(
@@ -275,6 +323,11 @@ async def run_demo(config_source: Path, duration: float | None) -> int:
                     plan.gateway_id,
                 )
             )
+            # The plant is powered up before the gateway, as on a real site; a device that is
+            # still down when the gateway starts would only show as comm.lost.
+            if not await wait_for_plant(plan, 20):
+                print("demo: the plant simulator did not come up within 20 s", file=sys.stderr)
+                return EX_UNAVAILABLE
             children.append(
                 await spawn("gateway", py, "-m", "gateway", "run", str(plan.gateway_yaml))
             )
@@ -300,7 +353,7 @@ async def run_demo(config_source: Path, duration: float | None) -> int:
                 await child.stop()
             for sig in (signal.SIGINT, signal.SIGTERM):
                 loop.remove_signal_handler(sig)
-        summary = await read_summary(plan.state_db)
+        summary = await read_summary(plan)
     print("\n".join(summary.lines()), flush=True)
     return 0 if summary.scenario_acknowledged else 1
 

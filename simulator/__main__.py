@@ -18,6 +18,12 @@ def _parser() -> argparse.ArgumentParser:
     plant.add_argument("--modbus-port", type=int, default=5020)
     plant.add_argument("--opcua-port", type=int, default=4840)
     plant.add_argument(
+        "--can-tty",
+        default=None,
+        metavar="PATH",
+        help="serve the motor's CAN bus through a simulated slcan adapter at this pty path",
+    )
+    plant.add_argument(
         "--bearing-fault-after",
         type=float,
         default=20.0,
@@ -55,6 +61,7 @@ async def _plant(args: argparse.Namespace, stop: asyncio.Event) -> None:
         args.host,
         args.modbus_port,
         args.opcua_port,
+        can_tty=args.can_tty,
         time_scale=args.time_scale,
         bearing_fault_after_s=args.bearing_fault_after,
         stop_event=stop,

@@ -2,6 +2,8 @@
 
 - Modbus TCP: bearing temperature, discharge pressure, speed and run state (`simulator.pump`),
   whose bearing temperature climbs past its 80 degC limit about 18 s after start.
+- CAN: the pump motor's drive controller (speed, current, winding temperature, DC link,
+  status) through a simulated USB-CAN adapter speaking slcan on a pseudo-terminal pair.
 - OPC UA: the drive-end accelerometer of the same pump as an array node (16384 samples at
   25.6 kHz, a new block every second) and its speed; an outer-race defect of the SKF 6205
   bearing appears after `bearing_fault_after_s` and grows (`simulator.vibration`).
@@ -12,8 +14,10 @@ from __future__ import annotations
 import asyncio
 import logging
 from dataclasses import dataclass
+from pathlib import Path
 
 from gateway.core.records import FaultCode
+from simulator.can_bus import run_can_plant
 from simulator.opcua_server import OpcUaMachineServer
 from simulator.pump import run_pump_plant
 from simulator.vibration import FaultScenario, VibrationMachine
@@ -64,6 +68,7 @@ async def run_plant(
     modbus_port: int,
     opcua_port: int,
     *,
+    can_tty: str | None = None,
     time_scale: float = 1.0,
     bearing_fault_after_s: float = 20.0,
     stop_event: asyncio.Event,
@@ -80,6 +85,12 @@ async def run_plant(
             name="plant.vibration",
         ),
     ]
+    if can_tty is not None:
+        tasks.append(
+            asyncio.create_task(
+                run_can_plant(Path(can_tty), stop_event=stop_event), name="plant.can"
+            )
+        )
     try:
         await stop_event.wait()
     finally:

@@ -25,6 +25,12 @@ def test_demo_opens_and_acknowledges_the_pump_ticket_and_leaves_nothing_running(
     assert "tickets opened:        2" in out
     acknowledged = [line.split()[2] for line in out.splitlines() if line.endswith("ACKNOWLEDGED")]
     assert sorted(acknowledged) == ["bearing.outer_race", "threshold.high"], out[-3000:]
+    # Every protocol of the demo plant delivered good data: Modbus, OPC UA and CAN (slcan).
+    lines = out.splitlines()
+    start = lines.index("  good samples kept on site (telemetry.db), per device:")
+    counts = dict(line.split() for line in lines[start + 1 : start + 4])
+    assert set(counts) == {"pump-1", "pump-1-vib", "motor-1"}
+    assert all(int(n) > 0 for n in counts.values()), counts
     assert "[central " in out and "WO-1001" in out, "the planner's view of the ticket is printed"
     leftovers = subprocess.run(
         ["pgrep", "-f", "edge-demo-"], capture_output=True, text=True, check=False
