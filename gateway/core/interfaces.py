@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
-from typing import Any, Protocol, Self
+from typing import Any, Protocol, Self, runtime_checkable
 
 from gateway.core.records import (
     Finding,
@@ -81,6 +81,18 @@ class Detector(Protocol):
         ...
 
     def update(self, record: Record) -> list[Finding]: ...
+
+
+@runtime_checkable
+class SnapshottingDetector(Protocol):
+    """A detector whose learnt state (a baseline, active faults) is kept across restarts."""
+
+    @property
+    def name(self) -> str: ...
+
+    def snapshot(self) -> dict[str, Any]: ...
+
+    def restore(self, state: Mapping[str, Any]) -> None: ...
 
 
 @dataclass(frozen=True, slots=True)
