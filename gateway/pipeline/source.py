@@ -27,36 +27,18 @@ from gateway.core.clock import Clock
 from gateway.core.errors import DeviceTimeout, DeviceUnreachable, DriverError
 from gateway.core.interfaces import PollingDriver, Record
 from gateway.core.records import Quality, Sample, Tag
+from gateway.pipeline.supervision import (
+    Backoff,
+    connect_within,
+    failure_reason,
+    format_seconds,
+    log_outage,
+    publish_bad,
+)
 
 log = logging.getLogger(__name__)
 
 DriverFactory = Callable[[], PollingDriver]
-
-
-@dataclass(frozen=True, slots=True)
-class Backoff:
-    """Delay before retry number n (0-based): initial * factor**n, capped, then +-jitter.
-
-    Jitter is applied after the cap so that devices behind one switch that came back together
-    do not all retry in the same second forever.
-    """
-
-    initial_s: float = 1.0
-    max_s: float = 60.0
-    factor: float = 2.0
-    jitter: float = 0.2
-
-    def __post_init__(self) -> None:
-        if self.initial_s <= 0 or self.max_s < self.initial_s or self.factor < 1:
-            raise ValueError(f"invalid backoff {self}")
-        if not 0 <= self.jitter < 1:
-            raise ValueError(f"jitter must be in [0, 1), not {self.jitter}")
-
-    def delay(self, retry: int, rng: random.Random) -> float:
-        # Cap the exponent too: factor**retry overflows a float long before a device returns.
-        exponent = min(retry, 64)
-        base = min(self.max_s, self.initial_s * self.factor**exponent)
-        return base * rng.uniform(1 - self.jitter, 1 + self.jitter)
 
 
 class SourceState(enum.StrEnum):
@@ -163,13 +145,7 @@ class PollingSource:
             self._state = SourceState.STOPPED
 
     async def _connect(self, driver: PollingDriver) -> DriverError | None:
-        try:
-            await asyncio.wait_for(driver.__aenter__(), self._timeout)
-        except TimeoutError:
-            return DeviceTimeout(f"no connection within {_seconds(self._timeout)} s")
-        except DriverError as exc:
-            return exc
-        return None
+        return await connect_within(driver.__aenter__(), self._timeout)
 
     async def _poll_until_failure(self, driver: PollingDriver) -> DriverError:
         loop = asyncio.get_running_loop()
@@ -181,7 +157,7 @@ class PollingSource:
             try:
                 records = await asyncio.wait_for(driver.read(), self._timeout)
             except TimeoutError:
-                return DeviceTimeout(f"no answer within {_seconds(self._timeout)} s")
+                return DeviceTimeout(f"no answer within {format_seconds(self._timeout)} s")
             except DriverError as exc:
                 return exc
             self._last_latency = loop.time() - started
@@ -209,7 +185,7 @@ class PollingSource:
                 "Device `%s` connected at `%s`; polling every %s s.",
                 self._device_id,
                 driver.endpoint,
-                _seconds(self._period),
+                format_seconds(self._period),
             )
         self._state = SourceState.POLLING
         self._failures = 0
@@ -218,25 +194,13 @@ class PollingSource:
         """Publish BAD samples at the poll rate until the retry is due."""
         loop = asyncio.get_running_loop()
         self._errors += 1
-        reason = str(failure) or type(failure).__name__
+        reason = failure_reason(failure)
         self._last_error = reason
         delay = self._backoff.delay(self._failures, self._rng)
         self._failures += 1
-        if self._state is not SourceState.UNREACHABLE:
-            log.warning(
-                "Device `%s` unreachable: %s; retrying in %s s.",
-                self._device_id,
-                reason,
-                _seconds(delay),
-            )
-            self._state = SourceState.UNREACHABLE
-        else:
-            log.debug(
-                "Device `%s` still unreachable: %s; retrying in %s s.",
-                self._device_id,
-                reason,
-                _seconds(delay),
-            )
+        first = self._state is not SourceState.UNREACHABLE
+        log_outage(log, f"Device `{self._device_id}`", reason, delay, first=first)
+        self._state = SourceState.UNREACHABLE
         # Each failure is followed by exactly one retry, so failures count the attempts.
         tick = loop.time()
         retry_at = tick + delay
@@ -249,9 +213,7 @@ class PollingSource:
         await asyncio.sleep(max(0.0, retry_at - loop.time()))
 
     async def _publish_bad(self, tags: Sequence[Tag], reason: str) -> None:
-        ts = self._clock.now()
-        for tag in tags:
-            await self._queue.put(Sample.bad(tag.id, ts, reason))
+        await publish_bad(self._queue, tags, self._clock.now(), reason)
 
     def _next_tick_after(self, now: float) -> float:
         """The first tick of the fixed-rate grid strictly after `now`."""
@@ -471,7 +433,7 @@ class SharedLineSource:
     async def _on_unit_failure(self, schedule: _UnitSchedule, exc: DriverError, now: float) -> None:
         schedule.failures += 1
         schedule.errors += 1
-        reason = str(exc) or type(exc).__name__
+        reason = failure_reason(exc)
         if schedule.failures == 1:
             log.warning(
                 "Device `%s` on line `%s` failed: %s.", schedule.unit.device_id, self._line_id,
@@ -487,34 +449,20 @@ class SharedLineSource:
                     schedule.unit.device_id,
                     self._line_id,
                     schedule.failures,
-                    _seconds(delay),
+                    format_seconds(delay),
                 )
             schedule.degraded = True
             schedule.due = now + delay
         else:
             schedule.due = max(schedule.due + schedule.period, now)
-        ts = self._clock.now()
-        for tag in schedule.unit.tags():
-            await self._queue.put(Sample.bad(tag.id, ts, reason))
+        await publish_bad(self._queue, schedule.unit.tags(), self._clock.now(), reason)
 
     async def _back_off_line(self, line: SharedLine, failure: DriverError) -> None:
-        reason = str(failure) or type(failure).__name__
+        reason = failure_reason(failure)
         delay = self._backoff.delay(self._line_failures, self._rng)
         self._line_failures += 1
-        if self.state is not SourceState.UNREACHABLE:
-            log.warning(
-                "Line `%s` unreachable: %s; retrying in %s s.", self._line_id, reason,
-                _seconds(delay),
-            )  # fmt: skip
-            self.state = SourceState.UNREACHABLE
-        ts = self._clock.now()
-        for tag in line.tags():
-            await self._queue.put(Sample.bad(tag.id, ts, reason))
+        first = self.state is not SourceState.UNREACHABLE
+        log_outage(log, f"Line `{self._line_id}`", reason, delay, first=first)
+        self.state = SourceState.UNREACHABLE
+        await publish_bad(self._queue, line.tags(), self._clock.now(), reason)
         await asyncio.sleep(delay)
-
-
-def _seconds(value: float) -> str:
-    """2 -> "2", 1.25 -> "1.2", 47.6 -> "48": enough precision for a log line."""
-    if value >= 10:
-        return f"{value:.0f}"
-    return f"{value:.1f}".rstrip("0").rstrip(".")

@@ -25,12 +25,18 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 
 from gateway.core.clock import Clock
-from gateway.core.errors import DeviceTimeout, DeviceUnreachable, DriverError
+from gateway.core.errors import DeviceUnreachable, DriverError
 from gateway.core.interfaces import Record, StreamingDriver
 from gateway.core.records import Quality, Sample, Tag
 
 # One backoff policy for every source; the lead may move it to its own module.
-from gateway.pipeline.source import Backoff
+from gateway.pipeline.supervision import (
+    Backoff,
+    connect_within,
+    failure_reason,
+    log_outage,
+    publish_bad,
+)
 
 log = logging.getLogger(__name__)
 
@@ -126,13 +132,7 @@ class StreamingSource:
             self._state = StreamState.STOPPED
 
     async def _connect(self, driver: StreamingDriver) -> DriverError | None:
-        try:
-            await asyncio.wait_for(driver.__aenter__(), self._connect_timeout)
-        except TimeoutError:
-            return DeviceTimeout(f"no connection within {_seconds(self._connect_timeout)} s")
-        except DriverError as exc:
-            return exc
-        return None
+        return await connect_within(driver.__aenter__(), self._connect_timeout)
 
     async def _stream_until_failure(self, driver: StreamingDriver) -> DriverError:
         stream = driver.records()
@@ -167,29 +167,14 @@ class StreamingSource:
 
     async def _back_off(self, tags: Sequence[Tag], failure: DriverError) -> None:
         self._errors += 1
-        # Driver messages are sentences; the log line adds its own "; retrying ...".
-        reason = (str(failure) or type(failure).__name__).rstrip(".")
+        reason = failure_reason(failure)
         self._last_error = reason
         delay = self._backoff.delay(self._failures, self._rng)
         self._failures += 1
-        if self._state is not StreamState.UNREACHABLE:
-            log.warning(
-                "Device `%s` unreachable: %s; retrying in %s s.",
-                self._device_id,
-                reason,
-                _seconds(delay),
-            )
-            self._state = StreamState.UNREACHABLE
-        else:
-            log.debug(
-                "Device `%s` still unreachable: %s; retrying in %s s.",
-                self._device_id,
-                reason,
-                _seconds(delay),
-            )
-        ts = self._clock.now()
-        for tag in tags:
-            await self._queue.put(Sample.bad(tag.id, ts, reason))
+        first = self._state is not StreamState.UNREACHABLE
+        log_outage(log, f"Device `{self._device_id}`", reason, delay, first=first)
+        self._state = StreamState.UNREACHABLE
+        await publish_bad(self._queue, tags, self._clock.now(), reason)
         await asyncio.sleep(delay)
 
 
@@ -198,10 +183,3 @@ async def _close(stream: AsyncIterator[Record]) -> None:
     aclose = getattr(stream, "aclose", None)
     if aclose is not None:
         await aclose()
-
-
-def _seconds(value: float) -> str:
-    """2 -> "2", 1.25 -> "1.2", 47.6 -> "48": enough precision for a log line."""
-    if value >= 10:
-        return f"{value:.0f}"
-    return f"{value:.1f}".rstrip("0").rstrip(".")
