@@ -9,46 +9,65 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 import signal
 import sys
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from detectors.threshold import ThresholdDetector
-from detectors.vibration.bearing import BearingGeometry
-from detectors.vibration.catalogue import BearingCatalogue
-from detectors.vibration.detector import VibrationDetector
-from detectors.vibration.iso20816 import Foundation, MachineGroup
 from gateway.config.loader import LoadedConfig, load_config
-from gateway.config.models import DeviceConfig, GatewayConfig, ThresholdRule, VibrationRule
+from gateway.config.models import (
+    DeviceConfig,
+    GatewayConfig,
+    ThresholdRule,
+    TicketingConfig,
+    VibrationRule,
+)
 from gateway.core.clock import Clock, SystemClock
-from gateway.core.errors import ConfigError
+from gateway.core.errors import ConfigError, StoreError
 from gateway.core.interfaces import (
     Command,
     CommandReply,
     Detector,
+    MessageEncoder,
     PollingDriver,
     Record,
+    SnapshottingDetector,
     StreamingDriver,
 )
-from gateway.core.records import Finding, Tag, TagKind
+from gateway.core.records import Finding, OutboxKind, Sample, Tag, TagKind, Waveform
+from gateway.health import HealthReport, HealthServer, run_health_topic
 from gateway.pipeline.runner import DetectorRunner
 from gateway.pipeline.source import PollingSource, SharedLineSource, stagger_phases
 from gateway.pipeline.stream import StreamingSource
 from gateway.sdnotify import SystemdNotifier
 from gateway.store import StateStore, TelemetryStore
+from gateway.store.snapshots import DetectorSnapshots
+from gateway.summaries import SummaryCollector, run_summaries
+from gateway.ticketing.commands import TicketCommands
+from gateway.ticketing.knowledge import KnowledgeBase
+from gateway.ticketing.policy import AssetProfile, LifecyclePolicy, SlaTarget
 from gateway.ticketing.service import TicketService
+from gateway.ticketing.topology import Link
 from protocols.can.config import CanConnection
-from protocols.can.dbc import signal_units
-from protocols.can.driver import CanDriver
 from protocols.modbus.config import ModbusPoint, ModbusRtuConnection, ModbusTcpConnection
-from protocols.modbus.driver import ModbusRtuLine, ModbusTcpDriver, log_read_plan
 from protocols.modbus.line import group_rtu_devices
 from protocols.opcua.config import OpcUaConnection
-from protocols.opcua.driver import OpcUaDriver
-from uplink.events import Topics, make_ticket_encoder
+from uplink.events import Topics, make_ticket_encoder, rfc3339
+from uplink.mqtt import TlsSettings
 from uplink.service import Uplink, UplinkSettings
+
+# Protocol libraries and the vibration family (scipy) are imported by the builders that need
+# them, so that a site without OPC UA, CAN or vibration rules never loads asyncua, python-can,
+# cantools or scipy: at import they cost about 50 MB of RSS (issue 3, <= 80 MB for 500 devices).
+if TYPE_CHECKING:
+    from detectors.vibration.bearing import BearingGeometry
+    from detectors.vibration.catalogue import BearingCatalogue
+    from detectors.vibration.detector import VibrationDetector
+    from protocols.modbus.driver import ModbusRtuLine
 
 log = logging.getLogger("gateway")
 
@@ -141,6 +160,8 @@ def rtu_line_source(
     queue: asyncio.Queue[Record],
     clock: Clock,
 ) -> SharedLineSource:
+    from protocols.modbus.driver import ModbusRtuLine, log_read_plan
+
     units = [(device.id, conn, device.points, device_tags(device)) for device, conn in members]
     for device, conn in members:
         log_read_plan(device.id, device.points, conn)
@@ -164,6 +185,8 @@ def build_source(
     """The source task for one device: polling for Modbus, streaming for OPC UA and CAN."""
     conn = device.connection
     if isinstance(conn, ModbusTcpConnection):
+        from protocols.modbus.driver import ModbusTcpDriver, log_read_plan
+
         tags = device_tags(device)
         log_read_plan(device.id, device.points, conn)
 
@@ -181,6 +204,8 @@ def build_source(
             phase_s=phase_s,
         )
     if isinstance(conn, OpcUaConnection):
+        from protocols.opcua.driver import OpcUaDriver
+
         tags = device_tags(device)
 
         def opcua() -> StreamingDriver:
@@ -191,6 +216,9 @@ def build_source(
         return StreamingSource(device.id, opcua, queue, clock)
     if not isinstance(conn, CanConnection):
         raise TypeError(f"device `{device.id}`: {conn.protocol} is served by its line's source")
+    from protocols.can.dbc import signal_units
+    from protocols.can.driver import CanDriver
+
     dbc_path = (device_file.parent / conn.dbc).resolve()
     units = signal_units(dbc_path, device.signals, device_id=device.id)
     tags = device_tags(device, units)
@@ -229,6 +257,9 @@ def threshold_detector(device: DeviceConfig, rule: ThresholdRule) -> ThresholdDe
 def bearing_geometry(
     rule: VibrationRule, catalogue: BearingCatalogue | None
 ) -> BearingGeometry | None:
+    from detectors.vibration.bearing import BearingGeometry
+    from detectors.vibration.catalogue import BearingCatalogue
+
     if rule.bearing is None:
         return None
     if isinstance(rule.bearing, str):
@@ -247,6 +278,9 @@ def bearing_geometry(
 def vibration_detector(
     device: DeviceConfig, rule: VibrationRule, catalogue: BearingCatalogue | None = None
 ) -> VibrationDetector:
+    from detectors.vibration.detector import VibrationDetector
+    from detectors.vibration.iso20816 import Foundation, MachineGroup
+
     return VibrationDetector(
         asset=device.asset_id,
         tag_id=resolve_signal(device, rule.signal),
@@ -259,6 +293,147 @@ def vibration_detector(
         baseline_blocks=rule.baseline_blocks,
         name=f"{device.id}.{rule.name}",
     )
+
+
+def lifecycle_policy(cfg: TicketingConfig) -> LifecyclePolicy:
+    """`ticketing:` of gateway.yaml as the ticketing package's plain values (issue 5)."""
+    return LifecyclePolicy(
+        sla={p: SlaTarget(t.respond_min * 60, t.resolve_min * 60) for p, t in cfg.sla.items()},
+        chatter_cycles=cfg.chatter_cycles,
+        chatter_window_s=cfg.chatter_window_s,
+        flood_threshold=cfg.flood_threshold,
+        flood_window_s=cfg.flood_window_s,
+        flood_end_below=cfg.flood_end_below,
+        flood_p0_per_hour=cfg.flood_p0_per_hour,
+        stale_after_s=cfg.stale_after_h * 3600,
+        max_shelve_s=cfg.max_shelve_h * 3600,
+        verification_window_s=cfg.verification_window_h * 3600,
+        verification_tolerance=cfg.verification_tolerance,
+        reopen_within_s=cfg.reopen_within_h * 3600,
+        recurrence_within_s=cfg.recurrence_within_days * 86400,
+        evidence_window_s=cfg.evidence_window_s,
+        safety_detectors=frozenset(cfg.safety_detectors),
+        cmms_codes=cfg.cmms_codes,
+    )
+
+
+def asset_profiles(devices: Sequence[DeviceConfig]) -> dict[str, AssetProfile]:
+    """Routing fields, run-state tag and related tags of every asset, from the device YAML."""
+    profiles: dict[str, AssetProfile] = {}
+    for device in devices:
+        info = device.asset
+        tags = tuple(t.id for t in device_tags(device) if t.kind is TagKind.SCALAR)
+        known = profiles.get(device.asset_id)
+        if known is not None:  # several devices of one asset: their tags add up
+            profiles[device.asset_id] = replace(known, tags=known.tags + tags)
+            continue
+        profiles[device.asset_id] = AssetProfile(
+            asset=device.asset_id,
+            asset_class=info.asset_class,
+            area=info.area,
+            line=info.line,
+            business_line=info.business_line,
+            region=info.region,
+            skill=info.skill,
+            run_tag=resolve_signal(device, info.run_signal) if info.run_signal else None,
+            run_above=info.run_above,
+            tags=tags,
+        )
+    return profiles
+
+
+def _link_id(prefix: str, name: str) -> str:
+    return f"{prefix}-" + re.sub(r"[^A-Za-z0-9_.-]+", "-", name).strip("-")
+
+
+def topology_links(devices: Sequence[DeviceConfig]) -> list[Link]:
+    """The parents of topology inhibition (issue 5): a Modbus TCP endpoint (a Modbus gateway
+    may serve several unit ids), an RTU line, an OPC UA session, a CAN channel."""
+    members: dict[tuple[str, str], list[DeviceConfig]] = {}
+    for device in devices:
+        conn = device.connection
+        key: tuple[str, str]
+        if isinstance(conn, ModbusTcpConnection):
+            key = (conn.protocol, _link_id("modbus-tcp", f"{conn.host}-{conn.port}"))
+        elif isinstance(conn, ModbusRtuConnection):
+            key = (conn.protocol, _link_id("rtu", conn.port))
+        elif isinstance(conn, OpcUaConnection):
+            key = (conn.protocol, _link_id("opcua", conn.endpoint.split("://", 1)[-1]))
+        else:
+            key = (conn.protocol, _link_id("can", f"{conn.interface}-{conn.channel}"))
+        members.setdefault(key, []).append(device)
+    return [
+        Link(
+            id=link_id,
+            kind=kind,
+            assets=frozenset(d.asset_id for d in group),
+            tags=frozenset(t.id for d in group for t in device_tags(d)),
+        )
+        for (kind, link_id), group in sorted(members.items())
+    ]
+
+
+def load_knowledge(loaded: LoadedConfig) -> KnowledgeBase:
+    """`ticketing.knowledge_file`, relative to gateway.yaml. The default name may be absent
+    (no knowledge base); a file named explicitly must exist."""
+    cfg = loaded.gateway.ticketing
+    if cfg.knowledge_file is None:
+        return KnowledgeBase()
+    path = Path(cfg.knowledge_file)
+    path = path if path.is_absolute() else loaded.base_dir / path
+    if not path.exists() and "knowledge_file" not in cfg.model_fields_set:
+        return KnowledgeBase()
+    knowledge = KnowledgeBase.load(path)
+    log.info("Knowledge base `%s`: %d entries.", path, len(knowledge))
+    return knowledge
+
+
+def build_ticket_service(
+    loaded: LoadedConfig, state: StateStore, encoder: MessageEncoder, clock: Clock
+) -> TicketService:
+    cfg = loaded.gateway
+    devices = [device for _, device in loaded.devices]
+    return TicketService(
+        cfg.site,
+        cfg.gateway_id,
+        state,
+        encoder,
+        clock,
+        policy=lifecycle_policy(cfg.ticketing),
+        assets=asset_profiles(devices),
+        links=topology_links(devices),
+        knowledge=load_knowledge(loaded),
+    )
+
+
+DETECTOR_STATE_PERIOD_S = 60.0
+
+
+def restore_detector_state(detectors: Sequence[Detector], snapshots: DetectorSnapshots) -> None:
+    """Learnt state (the vibration baseline) survives restarts (issue 4)."""
+    for detector in detectors:
+        if isinstance(detector, SnapshottingDetector):
+            state = snapshots.load(detector.name)
+            if state is not None:
+                detector.restore(state)
+                log.info("Detector `%s` resumed from its saved state.", detector.name)
+
+
+def save_detector_state(detectors: Sequence[Detector], snapshots: DetectorSnapshots) -> None:
+    for detector in detectors:
+        if isinstance(detector, SnapshottingDetector):
+            try:
+                snapshots.save(detector.name, detector.snapshot())
+            except StoreError as exc:
+                log.error("Detector `%s` state not saved: %s", detector.name, exc)
+
+
+async def run_detector_state_saver(
+    detectors: Sequence[Detector], snapshots: DetectorSnapshots
+) -> None:
+    while True:
+        await asyncio.sleep(DETECTOR_STATE_PERIOD_S)
+        await asyncio.to_thread(save_detector_state, detectors, snapshots)
 
 
 def build_detectors(devices: Sequence[DeviceConfig]) -> list[Detector]:
@@ -298,37 +473,87 @@ class Gateway:
             encoder = make_ticket_encoder(
                 topics, source=f"urn:edge:{cfg.site}:{cfg.gateway_id}", sequence=state.next_sequence
             )
-            tickets = TicketService(cfg.site, cfg.gateway_id, state, encoder, self.clock)
+            tickets = build_ticket_service(self.loaded, state, encoder, self.clock)
             await tickets.start()
+            # Central commands on `cmd/<verb>` (issue 5): ids, revisions, actors, replays.
+            ticket_commands = TicketCommands(
+                tickets,
+                state,
+                state,
+                self.clock,
+                actors=frozenset(cfg.ticketing.command_actors),
+            )
 
             async def on_command(command: Command) -> CommandReply:
-                reply = await self._handle_command(command, state, tickets)
+                reply = await ticket_commands.handle(command)
                 uplink.wake()  # an acknowledgement is itself a ticket change to announce
                 return reply
 
             settings = UplinkSettings.from_config(
-                cfg.uplink, cfg.site, cfg.gateway_id, password=self._mqtt_password()
+                cfg.uplink,
+                cfg.site,
+                cfg.gateway_id,
+                password=self._mqtt_password(),
+                tls=self._tls_settings(),
             )
             uplink = Uplink(settings, state, on_command, self.clock)
+            # Issue 6: features per asset for `summaries/<asset>`, never the samples.
+            summaries = SummaryCollector(
+                {tag.id: tag.asset for _, d in self.loaded.devices for tag in device_tags(d)}
+            )
 
             async def on_finding(finding: Finding) -> None:
+                summaries.add_finding(finding)
                 await tickets.on_finding(finding)
                 uplink.wake()  # publish the committed change now, not at the next outbox poll
 
+            async def store_samples(samples: Sequence[Sample]) -> None:
+                summaries.add_samples(samples)
+                await telemetry.write_samples(samples)
+                await tickets.observe_samples(samples)  # run states, links, evidence (issue 5)
+
+            async def store_waveform(waveform: Waveform) -> None:
+                summaries.add_waveform(waveform)
+                await telemetry.write_waveform(waveform)
+
             queue: asyncio.Queue[Record] = asyncio.Queue(maxsize=QUEUE_SIZE)
             detectors = build_detectors(devices)
+            snapshots = DetectorSnapshots(state_dir / "detectors")
+            restore_detector_state(detectors, snapshots)
             runner = DetectorRunner(
                 queue,
                 detectors,
-                tickets.on_finding,
-                telemetry.write_samples,
+                on_finding,
+                store_samples,
                 self.clock,
+                store_waveform=store_waveform,
             )
             sources = build_sources(self.loaded.devices, queue, self.clock)
+            health = HealthReport(
+                cfg.site,
+                cfg.gateway_id,
+                self.clock,
+                sources,
+                runner,
+                uplink,
+                state,
+                telemetry,
+                outbox_max_messages=cfg.uplink.outbox_max_messages,
+                timestamp=rfc3339,
+                ticket_kpis=tickets.kpis,
+            )
+            health_server = await self._start_health_server(health)
+            if health_server is not None:
+                stack.push_async_callback(health_server.close)
             # Sink end first.
             sink_tasks = [
                 asyncio.create_task(uplink.run_uplink(), name="uplink"),
                 asyncio.create_task(runner.run_detectors(), name="detectors"),
+                *self._housekeeping_tasks(telemetry, uplink, health, summaries, topics),
+                asyncio.create_task(tickets.run_timers(), name="ticketing.timers"),
+                asyncio.create_task(
+                    run_detector_state_saver(detectors, snapshots), name="detectors.state"
+                ),
             ]
             source_tasks = [
                 asyncio.create_task(source.run_source(), name=source.name) for source in sources
@@ -338,6 +563,7 @@ class Gateway:
                 f"{len(sources)} devices, {len(detectors)} detectors."
             )
             log.info(status)
+            health.ready = True
             notifier = SystemdNotifier()
             notifier.ready(status)
             if notifier.watchdog_interval_s is not None:
@@ -352,12 +578,103 @@ class Gateway:
                         raise task.exception()  # type: ignore[misc]
             finally:
                 stopper.cancel()
+                health.ready = False
                 notifier.stopping()
                 log.info("Stopping: sources first, then draining the queue.")
                 await _cancel(source_tasks)
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(runner.drain(), STOP_DEADLINE_S)
                 await _cancel(sink_tasks)
+                save_detector_state(detectors, snapshots)
+
+    def _housekeeping_tasks(
+        self,
+        telemetry: TelemetryStore,
+        uplink: Uplink,
+        health: HealthReport,
+        summaries: SummaryCollector,
+        topics: Topics,
+    ) -> list[asyncio.Task[None]]:
+        """Retention, the `health` topic and `summaries/<asset>` (issue 6)."""
+        cfg = self.config
+        storage = cfg.storage
+        tasks = [
+            asyncio.create_task(
+                telemetry.run_retention(
+                    self.clock,
+                    max_age_s=storage.telemetry_retention_h * 3600.0,
+                    max_bytes=int(storage.telemetry_max_mb * 1e6),
+                    period_s=storage.retention_check_s,
+                ),
+                name="retention",
+            )
+        ]
+        if cfg.uplink.health_period_s is not None:
+
+            async def publish_health(document: dict[str, Any]) -> bool:
+                return await uplink.enqueue_droppable(OutboxKind.HEALTH, topics.health, document)
+
+            tasks.append(
+                asyncio.create_task(
+                    run_health_topic(health.collect, publish_health, cfg.uplink.health_period_s),
+                    name="health",
+                )
+            )
+        if cfg.uplink.summary_period_s is not None:
+
+            async def publish_summary(asset: str, document: dict[str, Any]) -> bool:
+                topic = topics.summary(asset)
+                return await uplink.enqueue_droppable(OutboxKind.SUMMARY, topic, document)
+
+            tasks.append(
+                asyncio.create_task(
+                    run_summaries(
+                        summaries,
+                        publish_summary,
+                        self.clock,
+                        site=cfg.site,
+                        gateway=cfg.gateway_id,
+                        period_s=cfg.uplink.summary_period_s,
+                        timestamp=rfc3339,
+                    ),
+                    name="summaries",
+                )
+            )
+        return tasks
+
+    async def _start_health_server(self, health: HealthReport) -> HealthServer | None:
+        """Off unless `health.port` is set. An address that cannot be bound costs the
+        endpoints, not the plant: polling, tickets and the uplink go on."""
+        address = self.config.health
+        if address.port is None:
+            return None
+        server = HealthServer(health.collect, lambda: health.ready, address.host, address.port)
+        try:
+            await server.start()
+        except OSError as exc:
+            log.error(
+                "Health endpoints not available: cannot listen on `%s:%d`: %s",
+                address.host,
+                address.port,
+                exc,
+            )
+            return None
+        return server
+
+    def _resolve(self, name: str) -> str:
+        path = Path(name)
+        return str(path if path.is_absolute() else self.loaded.base_dir / path)
+
+    def _tls_settings(self) -> TlsSettings | None:
+        """Certificate paths relative to gateway.yaml; no TLS config means a plaintext link."""
+        tls = self.config.uplink.tls
+        if tls is None:
+            return None
+        return TlsSettings(
+            ca_file=self._resolve(tls.ca_file),
+            cert_file=self._resolve(tls.cert_file),
+            key_file=self._resolve(tls.key_file),
+        )
 
     def _mqtt_password(self) -> str | None:
         """Secrets are read from a file named in the config, relative to gateway.yaml."""
@@ -367,44 +684,90 @@ class Gateway:
         path = Path(name) if Path(name).is_absolute() else self.loaded.base_dir / name
         return path.read_text().strip()
 
-    async def _handle_command(
-        self, command: Command, state: StateStore, tickets: TicketService
-    ) -> CommandReply:
-        if command.verb != "ack":
-            return CommandReply(command.command_id, False, f"unknown command `{command.verb}`")
-        now = self.clock.now()
-        event_id = command.body.get("event_id")
-        ticket_id = command.body.get("ticket_id")
-        settled = await state.settle_event(str(event_id), now) if event_id else None
-        if settled is not None and ticket_id is None:
-            ticket_id = settled.ticket_id
-        ticket = None
-        if ticket_id is not None:
-            central_id = command.body.get("central_id")
-            ticket = await tickets.acknowledge(
-                str(ticket_id), str(central_id) if central_id else None, now
-            )
-        if settled is None and ticket is None:
-            return CommandReply(command.command_id, False, "unknown event_id and ticket_id")
-        return CommandReply(command.command_id, True)
+
+CANCEL_RETRY_S = 1.0
 
 
 async def _cancel(tasks: Sequence[asyncio.Task[None]]) -> None:
-    for task in tasks:
-        task.cancel()
+    """Cancel and wait. A cancel can be swallowed inside a library's `asyncio.wait_for` on
+    Python 3.11 (seen with pymodbus in the polling benchmark), so a task still running after
+    `CANCEL_RETRY_S` is cancelled again, until it ends: a stop never hangs on one device."""
+    pending = {task for task in tasks if not task.done()}
+    while pending:
+        for task in pending:
+            task.cancel()
+        _, pending = await asyncio.wait(pending, timeout=CANCEL_RETRY_S)
+        for task in pending:
+            log.warning("Task `%s` ignored a cancel; cancelling it again.", task.get_name())
     await asyncio.gather(*tasks, return_exceptions=True)
+
+
+class _Reloader:
+    """SIGHUP: validate the configuration files again and, only when they pass, end the
+    running pipeline so that `run_gateway` starts it again with the new configuration
+    (issue 6). A configuration that fails is logged and the running one is kept; the
+    pipeline is never stopped for it. Committed state lives in state.db, so nothing is lost
+    across the in-process restart; the uplink reconnects with the same persistent session."""
+
+    def __init__(self, loaded: LoadedConfig) -> None:
+        self.loaded = loaded
+        self.pending: LoadedConfig | None = None
+        self.restart = asyncio.Event()
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def on_sighup(self) -> None:
+        task = asyncio.create_task(self._validate(), name="reload")
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _validate(self) -> None:
+        path = self.loaded.gateway_file
+        log.info("SIGHUP: validating `%s` before reloading.", path)
+        try:
+            candidate = await asyncio.to_thread(load_config, path)
+        except ConfigError as exc:
+            for problem in exc.problems:
+                log.error("Reload refused: %s", problem)
+            log.error(
+                "Reload refused: %d problem(s) in the new configuration; the running one is "
+                "kept.",
+                len(exc.problems),
+            )
+            return
+        self.pending = candidate
+        self.restart.set()
+
+    async def close(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
 
 
 async def run_gateway(loaded: LoadedConfig, clock: Clock | None = None) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
+    reloader = _Reloader(loaded)
+
+    def on_stop() -> None:
+        stop.set()
+        reloader.restart.set()
+
     for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
+        loop.add_signal_handler(sig, on_stop)
+    loop.add_signal_handler(signal.SIGHUP, reloader.on_sighup)
     try:
-        await Gateway(loaded, clock or SystemClock()).run(stop)
+        while True:
+            await Gateway(reloader.loaded, clock or SystemClock()).run(reloader.restart)
+            if stop.is_set() or reloader.pending is None:
+                break
+            reloader.loaded, reloader.pending = reloader.pending, None
+            reloader.restart.clear()
+            SystemdNotifier().notify("RELOADING=1")
+            log.info("Configuration reloaded from `%s`.", reloader.loaded.gateway_file)
     finally:
-        for sig in (signal.SIGTERM, signal.SIGINT):
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             loop.remove_signal_handler(sig)
+        await reloader.close()
 
 
 def main(config_path: str) -> int:

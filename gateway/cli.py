@@ -1,4 +1,4 @@
-"""`edge-gateway`: run | check-config | schema | analyze | tickets | demo.
+"""`edge-gateway`: run | check-config | schema | analyze | tickets | status | demo.
 
 Exit codes follow sysexits where they exist: 0 ok, 64 usage, 65 bad data, 69 a needed service
 is unavailable, 78 configuration error (systemd's unit does not restart on 78).
@@ -65,6 +65,12 @@ def _cmd_tickets(args: argparse.Namespace) -> int:
     return ticket_list.run(args)
 
 
+def _cmd_status(args: argparse.Namespace) -> int:
+    from gateway import status
+
+    return status.run(args)
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
     from gateway import demo
 
@@ -104,6 +110,14 @@ def build_parser() -> argparse.ArgumentParser:
     where.add_argument("--db", help="path of state.db")
     tickets.add_argument("--json", action="store_true", help="one JSON document instead of a table")
     tickets.set_defaults(func=_cmd_tickets)
+
+    from gateway import status
+
+    status_parser = sub.add_parser(
+        "status", help="health, outbox and data residency of the running daemon"
+    )
+    status.add_arguments(status_parser)
+    status_parser.set_defaults(func=_cmd_status)
 
     demo = sub.add_parser(
         "demo",

@@ -7,7 +7,8 @@ correlation data. A message seen again is not shown again but is acknowledged ag
 means the gateway never got the first ack.
 
 Each new ticket event is printed as a maintenance planner would read it. Everything received is
-recorded for tests and for the demo's summary.
+recorded for tests and for the demo's summary. `send_command` drives the rest of the closed loop
+(assign, close, shelve, maintenance, snapshot, resync; docs/TICKETS.md) and waits for the reply.
 """
 
 from __future__ import annotations
@@ -71,9 +72,12 @@ class CentralSystem:
         first_work_order: int = 1001,
         output: TextIO | None = sys.stdout,
         reconnect_min_s: float = 0.2,
+        actor: str | None = None,
     ) -> None:
         self.topics = Topics(prefix, site, gateway)
         self.client_id = client_id or f"central-{site}-{gateway}"
+        # Named in every command; the gateway may only accept configured actors.
+        self.actor = actor or self.client_id
         # Mutable on purpose: a test or the demo can hold acks back, then let them through.
         self.ack = ack
         self.reply_topic = f"{prefix}/central/{self.client_id}/replies"
@@ -83,7 +87,12 @@ class CentralSystem:
             client_id=self.client_id,
             reconnect_min_s=reconnect_min_s,
             reconnect_max_s=5.0,
-            subscriptions=(self.topics.tickets_filter, self.topics.status, self.reply_topic),
+            subscriptions=(
+                self.topics.tickets_filter,
+                self.topics.incidents_filter,
+                self.topics.status,
+                self.reply_topic,
+            ),
         )
         self._output = output
         self._work_order_numbers = itertools.count(first_work_order)
@@ -142,6 +151,44 @@ class CentralSystem:
         while not predicate(self):
             self._changed.clear()
             await self._changed.wait()
+
+    def events_of(self, ticket_id: str) -> list[ReceivedTicketEvent]:
+        return [r for r in self._received if r.ticket_id == ticket_id]
+
+    def kinds_of(self, ticket_id: str) -> list[str]:
+        """The kinds of a ticket's distinct events in arrival order (opened, acknowledged...)."""
+        return [r.kind for r in self._received if r.ticket_id == ticket_id]
+
+    def latest(self, ticket_id: str) -> Mapping[str, Any] | None:
+        """The newest `data` of a ticket by revision, as the central system would show it."""
+        events = self.events_of(ticket_id)
+        if not events:
+            return None
+        return max(events, key=lambda r: int(r.data.get("revision", 0))).data
+
+    async def send_command(
+        self,
+        verb: str,
+        body: Mapping[str, Any],
+        *,
+        command_id: str | None = None,
+        topic: str | None = None,
+        timeout_s: float = 10.0,
+    ) -> CommandReply:
+        """Publish `cmd/<verb>` with a response topic and correlation data; wait for the reply.
+
+        `body` is sent as given plus `command_id` and `actor` unless it names them; `topic`
+        overrides the command topic (to test what the gateway does with a wrong one)."""
+        if self._link is None:
+            raise UplinkError("the central system is not running")
+        document = {"actor": self.actor} | dict(body)
+        document["command_id"] = command_id or document.get("command_id") or uuid.uuid4().hex
+        cid = str(document["command_id"])
+        self._replies.pop(cid, None)
+        await self._publish_command(self._link, topic or self.topics.cmd(verb), document)
+        async with asyncio.timeout(timeout_s):
+            await self.wait_until(lambda c: cid in c._replies)
+        return self._replies[cid]
 
     async def wait_connected(self) -> None:
         while self._link is None:
@@ -222,12 +269,23 @@ class CentralSystem:
         command_id = uuid.uuid4().hex
         body = {
             "command_id": command_id,
+            "actor": self.actor,
             "event_id": event_id,
             "ticket_id": ticket_id,
             "central_id": self._work_orders[ticket_id],
         }
+        try:
+            await self._publish_command(link, self.topics.cmd("ack"), body)
+        except UplinkError as exc:
+            # The gateway resends what it does not see acknowledged; we will ack it then.
+            log.warning("Central: ack of `%s` not delivered: %s", event_id, exc)
+            return
+        self._acks_sent += 1
+
+    async def _publish_command(self, link: MqttLink, topic: str, body: Mapping[str, Any]) -> None:
+        command_id = str(body["command_id"])
         message = OutgoingMessage(
-            topic=self.topics.cmd("ack"),
+            topic=topic,
             payload=json.dumps(body).encode(),
             qos=1,
             properties=MessageProperties(
@@ -236,13 +294,7 @@ class CentralSystem:
                 correlation_data=command_id.encode(),
             ),
         )
-        try:
-            await link.publish(message)
-        except UplinkError as exc:
-            # The gateway resends what it does not see acknowledged; we will ack it then.
-            log.warning("Central: ack of `%s` not delivered: %s", event_id, exc)
-            return
-        self._acks_sent += 1
+        await link.publish(message)
 
     def _print(self, event: ReceivedTicketEvent) -> None:
         if self._output is None:
@@ -288,7 +340,10 @@ def format_work_order(event: ReceivedTicketEvent) -> str:
     title = {
         "opened": "NEW WORK ORDER",
         "condition_cleared": "CONDITION CLEARED",
+        "renotified": "RE-NOTIFIED: RESPONSE OVERDUE",
     }.get(event.kind, f"UPDATE ({event.kind})")
+    if d.get("fault_code") == "alarm.flood" and event.kind == "opened":
+        title = "NEW INCIDENT (ALARM FLOOD)"
     return "\n".join(
         [
             f"=== {event.work_order}  {d.get('priority', '?')}  {title} ===",

@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import socket
+import threading
+import time
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
@@ -45,6 +47,24 @@ def _loopback_only(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     monkeypatch.setattr(socket.socket, "connect", _guarded_connect)
     monkeypatch.setattr(socket.socket, "connect_ex", _guarded_connect_ex)
     yield
+
+
+def _sqlite_workers() -> set[threading.Thread]:
+    return {t for t in threading.enumerate() if "_connection_worker_thread" in t.name}
+
+
+@pytest.fixture(autouse=True)
+def _no_database_left_open() -> Iterator[None]:
+    """An aiosqlite connection left open keeps a non-daemon thread alive, and the test run then
+    hangs at interpreter exit. Fail the test that leaked it instead."""
+    before = _sqlite_workers()
+    yield
+    deadline = time.monotonic() + 2.0
+    leaked = _sqlite_workers() - before
+    while leaked and time.monotonic() < deadline:
+        time.sleep(0.02)
+        leaked = {t for t in leaked if t.is_alive()}
+    assert not leaked, f"test left {len(leaked)} database connection(s) open (aiosqlite)"
 
 
 @pytest.fixture(autouse=True)

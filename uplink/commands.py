@@ -28,7 +28,7 @@ KNOWN_VERBS = frozenset(
 MAX_COMMAND_BYTES = 64 * 1024
 MAX_ID_CHARS = 200
 # Fields that, when present in any command, must be non-empty strings.
-_ID_FIELDS = ("command_id", "event_id", "ticket_id", "central_id")
+_ID_FIELDS = ("command_id", "event_id", "ticket_id", "central_id", "actor")
 _ACK_SCAN_LIMIT = 10_000
 
 
@@ -84,6 +84,11 @@ def parse_command(
         return reject(f"unknown command verb `{verb}` (known: {known})", command_id)
     if verb == "ack" and "event_id" not in body and "ticket_id" not in body:
         return reject("`ack` needs `event_id` and/or `ticket_id`", command_id)
+    if_revision = body.get("if_revision")
+    if "if_revision" in body and (
+        not isinstance(if_revision, int) or isinstance(if_revision, bool) or if_revision < 1
+    ):
+        return reject("`if_revision` must be a positive integer", command_id)
 
     return Command(
         verb=verb,

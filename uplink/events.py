@@ -19,7 +19,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from gateway.core.interfaces import MessageEncoder, NewMessage, TicketEvent
-from gateway.core.records import ISO14224_FAILURE_MODE, OutboxKind, Ticket
+from gateway.core.records import ISO14224_FAILURE_MODE, FaultCode, OutboxKind, Ticket, TicketState
 from uplink.topics import Topics
 
 SPEC_VERSION = "1.0"
@@ -100,7 +100,38 @@ def ticket_summary(ticket: Ticket, gateway: str) -> dict[str, Any]:
             rfc3339(ticket.acknowledged_at) if ticket.acknowledged_at is not None else None
         ),
         "evidence": _json_safe(ticket.evidence),
+        "respond_by": _optional_time(ticket.respond_by),
+        "resolve_by": _optional_time(ticket.resolve_by),
+        "closed_at": _optional_time(ticket.closed_at),
+        **_lifecycle_fields(ticket.attributes),
     }
+
+
+# Lifecycle attributes copied to the top of `data` under these names (docs/TICKETS.md).
+_ATTRIBUTE_FIELDS = (
+    "routing",
+    "failure_coding",
+    "knowledge",
+    "recurrence_of",
+    "incident_id",
+    "incident",
+    "linked_tickets",
+    "assignment",
+    "resolution",
+    "verification",
+    "shelved",
+    "renotifications",
+    "first_response_s",
+)
+
+
+def _lifecycle_fields(attributes: Mapping[str, Any]) -> dict[str, Any]:
+    """The documented lifecycle attributes; internal ones (the baseline) stay on site."""
+    return {name: _json_safe(attributes[name]) for name in _ATTRIBUTE_FIELDS if name in attributes}
+
+
+def _optional_time(ts: float | None) -> str | None:
+    return rfc3339(ts) if ts is not None else None
 
 
 def build_ticket_event(
@@ -132,10 +163,19 @@ def encode_json(document: Mapping[str, Any]) -> bytes:
     return json.dumps(document, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode()
 
 
-def topic_for_kind(topics: Topics, kind: str) -> str:
-    """`opened` goes to tickets/opened; every later change (updated, condition_cleared,
-    acknowledged, ...) goes to tickets/updated, where `type` tells them apart."""
-    return topics.tickets_opened if kind == "opened" else topics.tickets_updated
+# Event kinds that are state transitions: the lower-case ticket states (issue 5).
+TRANSITION_KINDS: frozenset[str] = frozenset(state.value.lower() for state in TicketState)
+
+
+def topic_for_kind(topics: Topics, kind: str, *, incident: bool = False) -> str:
+    """`opened` goes to `opened`; a state transition (acknowledged, assigned, closed...) to
+    `transition`; every other change (updated, condition_cleared, renotified, resync...) to
+    `updated`, where `type` tells them apart. Incidents use `incidents/` instead of `tickets/`."""
+    if kind == "opened":
+        return topics.incidents_opened if incident else topics.tickets_opened
+    if kind in TRANSITION_KINDS:
+        return topics.incidents_transition if incident else topics.tickets_transition
+    return topics.incidents_updated if incident else topics.tickets_updated
 
 
 def make_ticket_encoder(
@@ -162,7 +202,9 @@ def make_ticket_encoder(
         )
         return NewMessage(
             event_id=event_id,
-            topic=topic_for_kind(topics, event.kind),
+            topic=topic_for_kind(
+                topics, event.kind, incident=ticket.fault_code == FaultCode.ALARM_FLOOD
+            ),
             payload=encode_json(document),
             kind=OutboxKind.TICKET,
             ticket_id=ticket.id,

@@ -219,6 +219,7 @@ class MqttLink:
         # drop rule for QoS 0 in `_on_message`.
         self._inbound: asyncio.Queue[InboundMessage] = asyncio.Queue()
         self._failed_attempts = 0
+        self._refusal_reported = False
         self._last_refusal: str | None = None
         self._connects = 0
         self._losses = 0
@@ -403,6 +404,7 @@ class MqttLink:
         self._last_refusal = None
 
     def _on_refused(self, code: int, name: str) -> None:
+        self._refusal_reported = True
         self._connect_failures += 1
         self._failed_attempts += 1
         if name != self._last_refusal:  # once per distinct refusal, not on every retry
@@ -419,14 +421,21 @@ class MqttLink:
         self._failed_attempts += 1
         if self._failed_attempts == 1 and not self._closed:
             log.warning(
-                "MQTT broker `%s` unreachable; retrying with backoff up to %.0f s.",
+                "MQTT broker `%s` unreachable; retrying with backoff up to %.1f s.",
                 self.settings.broker,
                 self.settings.reconnect_max_s,
             )
 
     def _on_disconnected(self, reason: str) -> None:
         if not self._connected:
-            return  # a refused CONNECT also ends in a disconnect; already reported
+            if self._refusal_reported:
+                self._refusal_reported = False  # a refused CONNECT ends here too; counted
+            elif not self._closed:
+                # Ended before CONNACK without a refusal: with TLS 1.3 the server's verdict
+                # on our certificate arrives only after the handshake (issue 6).
+                log.debug("MQTT connection attempt ended before CONNACK: %s", reason)
+                self._on_connect_failed()
+            return
         self._connected = False
         self._connected_event.clear()
         self._losses += 1

@@ -11,6 +11,11 @@ Delivery contract (DESIGN.md section 7, issue 2 item 8):
   dropped and re-established, and everything unsettled is sent again (issue 6).
 - The retained `status` is `online` on every connect; the Will says `offline` if we vanish; a
   clean stop publishes `offline` itself before DISCONNECT.
+- Every message is built here and passes the one egress guard (`uplink.guard`) right before it
+  leaves: outbox items, the status (and Will) and command replies. A refused outbox item is
+  settled as refused (it can never pass), logged and counted; nothing refused is published.
+- Summaries and health enter the outbox through `enqueue_droppable`, which sheds the oldest of
+  them when the outbox is over `outbox_max_messages`; ticket messages are never shed.
 """
 
 from __future__ import annotations
@@ -18,16 +23,25 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import Sequence
+import uuid
+from collections import Counter
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol, Self
+from typing import Any, Protocol, Self
 
 from gateway.core.clock import Clock
 from gateway.core.errors import GatewayError, UplinkError
-from gateway.core.interfaces import CommandHandler, CommandReply, Outbox
-from gateway.core.records import OutboxItem
+from gateway.core.interfaces import CommandHandler, CommandReply, NewMessage, Outbox
+from gateway.core.records import OutboxItem, OutboxKind
 from uplink.commands import RejectedCommand, encode_reply, parse_command
-from uplink.events import CLOUDEVENTS_CONTENT_TYPE, is_cloudevent, rfc3339, user_properties
+from uplink.events import (
+    CLOUDEVENTS_CONTENT_TYPE,
+    encode_json,
+    is_cloudevent,
+    rfc3339,
+    user_properties,
+)
+from uplink.guard import EgressGuard
 from uplink.mqtt import (
     InboundMessage,
     LinkSettings,
@@ -42,6 +56,21 @@ from uplink.topics import Topics
 log = logging.getLogger(__name__)
 
 JSON_CONTENT_TYPE = "application/json"
+# What may be shed when the outbox is over its size (issue 6); tickets never are.
+DROPPABLE_KINDS = frozenset({OutboxKind.SUMMARY, OutboxKind.HEALTH})
+
+
+class SheddingOutbox(Outbox, Protocol):
+    """The outbox the uplink drains, with the size policy of issue 6 (`StateStore`)."""
+
+    async def shed(self, max_depth: int, kinds: Collection[OutboxKind]) -> Mapping[str, int]:
+        """Delete the oldest unsettled messages of `kinds` until at most `max_depth` unsettled
+        messages remain (or none of `kinds` is left); returns how many per kind."""
+        ...
+
+    async def refuse(self, seq: int, now: float) -> None:
+        """Settle an item the egress guard refused, so it is never tried again."""
+        ...
 
 
 class UplinkConfigFields(Protocol):
@@ -62,6 +91,10 @@ class UplinkConfigFields(Protocol):
     def resend_interval_s(self) -> float: ...
     @property
     def username(self) -> str | None: ...
+    @property
+    def ack_timeout_s(self) -> float: ...
+    @property
+    def outbox_max_messages(self) -> int: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,13 +119,21 @@ class UplinkSettings:
     username: str | None = None
     password: str | None = field(default=None, repr=False)
     tls: TlsSettings | None = None
+    # Above this many unsettled messages, summaries and health are shed oldest-first.
+    outbox_max_messages: int = 10_000
 
     @classmethod
     def from_config(
-        cls, config: UplinkConfigFields, site: str, gateway: str, *, password: str | None = None
+        cls,
+        config: UplinkConfigFields,
+        site: str,
+        gateway: str,
+        *,
+        password: str | None = None,
+        tls: TlsSettings | None = None,
     ) -> Self:
-        """`password` is the content of `password_file`, read by the caller, which knows the
-        folder the path is relative to."""
+        """`password` is the content of `password_file` and `tls` the certificate paths, both
+        resolved by the caller, which knows the folder the paths are relative to."""
         return cls(
             host=config.host,
             port=config.port,
@@ -100,8 +141,11 @@ class UplinkSettings:
             client_id=config.client_id or f"edge-{site}-{gateway}",
             keepalive_s=config.keepalive_s,
             resend_interval_s=config.resend_interval_s,
+            ack_timeout_s=config.ack_timeout_s,
+            outbox_max_messages=config.outbox_max_messages,
             username=config.username,
             password=password,
+            tls=tls,
         )
 
 
@@ -119,21 +163,31 @@ class UplinkStatistics:
     rejected_commands: int  # malformed, unknown or refused by the handler
     replies: int
     outbox_depth: int
+    # Bytes and messages that left the site (PUBACK received), by message type; resends count.
+    bytes_sent: Mapping[str, int] = field(default_factory=dict)
+    messages_sent: Mapping[str, int] = field(default_factory=dict)
+    # `<reason>:<type>` -> count: `outbox_full:health`, `egress_refused:ticket`, ...
+    drops: Mapping[str, int] = field(default_factory=dict)
 
 
 class Uplink:
     def __init__(
         self,
         settings: UplinkSettings,
-        outbox: Outbox,
+        outbox: SheddingOutbox,
         on_command: CommandHandler,
         clock: Clock,
+        guard: EgressGuard | None = None,
     ) -> None:
         self.settings = settings
         self._topics = settings.topics
         self._outbox = outbox
         self._on_command = on_command
         self._clock = clock
+        self.guard = guard or EgressGuard(settings.topics)
+        self._bytes_sent: Counter[str] = Counter()
+        self._messages_sent: Counter[str] = Counter()
+        self._drops: Counter[str] = Counter()
         self._wake = asyncio.Event()
         self._link: MqttLink | None = None
         self._published = 0
@@ -152,6 +206,37 @@ class Uplink:
         """Look at the outbox now (call after committing a message) instead of at the next poll."""
         self._wake.set()
 
+    async def enqueue_droppable(
+        self, kind: OutboxKind, topic: str, document: Mapping[str, Any]
+    ) -> bool:
+        """Commit a summary or health message, then shed the oldest droppable messages while
+        the outbox is over its size. False when the guard refused it (nothing committed).
+
+        Checked before the commit as well as before the publish: a message that can never
+        leave should not take outbox space from one that can.
+        """
+        if kind not in DROPPABLE_KINDS:
+            raise ValueError(f"`{kind}` messages are not droppable; tickets go through ticketing")
+        payload = encode_json(document)
+        if not self.guard.admit(kind, topic, payload, publishing=False):
+            self._drops[f"egress_refused:{kind.value}"] += 1
+            return False
+        await self._outbox.enqueue(NewMessage(uuid.uuid4().hex, topic, payload, kind))
+        shed = await self._outbox.shed(self.settings.outbox_max_messages, DROPPABLE_KINDS)
+        for shed_kind, count in shed.items():
+            if count:
+                self._drops[f"outbox_full:{shed_kind}"] += count
+                log.warning(
+                    "Outbox over %d messages: dropped the %d oldest `%s` message(s) "
+                    "(%d dropped so far); ticket messages are kept.",
+                    self.settings.outbox_max_messages,
+                    count,
+                    shed_kind,
+                    self._drops[f"outbox_full:{shed_kind}"],
+                )
+        self.wake()
+        return True
+
     async def run_uplink(self) -> None:
         """Run until cancelled; on cancellation publish the offline status and disconnect."""
         link = MqttLink(self._link_settings())
@@ -162,8 +247,9 @@ class Uplink:
                 group.create_task(self._run_publisher(link), name="uplink.publisher")
                 group.create_task(self._run_commands(link), name="uplink.commands")
         finally:
+            final = self._status_message("offline", "stopped")
             await link.close(
-                final=self._status_message("offline", "stopped"),
+                final=final if self._admit(OutboxKind.STATUS, final) else None,
                 grace_s=self.settings.stop_timeout_s,
             )
 
@@ -182,12 +268,16 @@ class Uplink:
             rejected_commands=self._rejected,
             replies=self._replies,
             outbox_depth=self._depth,
+            bytes_sent=dict(self._bytes_sent),
+            messages_sent=dict(self._messages_sent),
+            drops=dict(self._drops),
         )
 
     # --- set-up ------------------------------------------------------------------------------
 
     def _link_settings(self) -> LinkSettings:
         s = self.settings
+        will = self._status_message("offline", "connection lost")
         return LinkSettings(
             host=s.host,
             port=s.port,
@@ -199,7 +289,7 @@ class Uplink:
             username=s.username,
             password=s.password,
             tls=s.tls,
-            will=self._status_message("offline", "connection lost"),
+            will=will if self._admit(OutboxKind.STATUS, will) else None,
             subscriptions=(self._topics.cmd_filter,),
         )
 
@@ -243,10 +333,25 @@ class Uplink:
                     await link.wait_disconnected()
 
     async def _publish_status(self, link: MqttLink) -> None:
+        message = self._status_message("online", None)
+        if not self._admit(OutboxKind.STATUS, message):
+            return
         try:
-            await link.publish(self._status_message("online", None))
+            await link.publish(message)
         except PublishRejected as exc:
             log.error("Status `online` on `%s` refused: %s", self._topics.status, exc)
+            return
+        self._count_sent(OutboxKind.STATUS, message)
+
+    def _admit(self, kind: OutboxKind, message: OutgoingMessage) -> bool:
+        if self.guard.admit(kind, message.topic, message.payload):
+            return True
+        self._drops[f"egress_refused:{kind.value}"] += 1
+        return False
+
+    def _count_sent(self, kind: OutboxKind, message: OutgoingMessage) -> None:
+        self._bytes_sent[kind.value] += len(message.payload)
+        self._messages_sent[kind.value] += 1
 
     async def _idle(self) -> None:
         self._depth = await self._outbox.depth()
@@ -292,9 +397,22 @@ class Uplink:
         Raises `UplinkError` when the connection is gone, after recording what did arrive.
         """
         futures: list[asyncio.Future[int]] = []
+        admitted: list[OutboxItem] = []
         for item in items:
+            message = self._message_for(item)
+            if not self._admit(item.kind, message):
+                # Deterministic: it would be refused on every retry. Settled as refused, so it
+                # stays on record in state.db but never blocks or loops (issue 6).
+                await self._outbox.refuse(item.seq, self._clock.now())
+                log.error(
+                    "Outbox message `%s` (%s) refused by the egress guard and settled unsent.",
+                    item.event_id,
+                    item.kind.value,
+                )
+                continue
+            admitted.append(item)
             try:
-                futures.append(link.send(self._message_for(item)))
+                futures.append(link.send(message))
             except PublishRejected as exc:
                 refused: asyncio.Future[int] = asyncio.get_running_loop().create_future()
                 refused.set_exception(exc)
@@ -314,14 +432,14 @@ class Uplink:
                 self.settings.host,
                 self.settings.port,
                 self.settings.ack_timeout_s,
-                len(items),
+                len(admitted),
             )
             link.abort()
             raise UplinkError("PUBACK timeout") from None
 
         now = self._clock.now()
         lost: BaseException | None = None
-        for item, result in zip(items, results, strict=True):
+        for item, result in zip(admitted, results, strict=True):
             if isinstance(result, PublishRejected):
                 self._publish_failures += 1
                 # Kept, and retried after the resend interval rather than in a hot loop.
@@ -339,6 +457,8 @@ class Uplink:
                 lost = result
             else:
                 self._published += 1
+                self._bytes_sent[item.kind.value] += len(item.payload)
+                self._messages_sent[item.kind.value] += 1
                 if item.attempts > 0:
                     self._resent += 1
                     log.debug("Resent `%s` (attempt %d).", item.event_id, item.attempts + 1)
@@ -422,6 +542,8 @@ class Uplink:
                 content_type=JSON_CONTENT_TYPE, correlation_data=correlation_data
             ),
         )
+        if not self._admit(OutboxKind.REPLY, message):
+            return
         try:
             await link.publish(message)
         except UplinkError as exc:
@@ -434,3 +556,4 @@ class Uplink:
             )
             return
         self._replies += 1
+        self._count_sent(OutboxKind.REPLY, message)

@@ -1,8 +1,9 @@
 """The topic tree of one gateway (DESIGN.md section 7).
 
-Everything lives under `<prefix>/<site>/<gateway>/`: tickets go out on `tickets/opened` and
-`tickets/updated`, the retained `status` says online or offline (the Will), commands come in
-on `cmd/<verb>`.
+Everything lives under `<prefix>/<site>/<gateway>/`: tickets go out on `tickets/opened`,
+`tickets/updated` (enrichment and annotations) and `tickets/transition` (state changes), alarm
+flood incidents on `incidents/opened|updated|transition`, the retained `status` says online or
+offline (the Will), commands come in on `cmd/<verb>`. See docs/TICKETS.md for the contract.
 """
 
 from __future__ import annotations
@@ -43,6 +44,26 @@ class Topics:
     @property
     def tickets_updated(self) -> str:
         return f"{self.base}/tickets/updated"
+
+    @property
+    def tickets_transition(self) -> str:
+        return f"{self.base}/tickets/transition"
+
+    @property
+    def incidents_opened(self) -> str:
+        return f"{self.base}/incidents/opened"
+
+    @property
+    def incidents_updated(self) -> str:
+        return f"{self.base}/incidents/updated"
+
+    @property
+    def incidents_transition(self) -> str:
+        return f"{self.base}/incidents/transition"
+
+    @property
+    def incidents_filter(self) -> str:
+        return f"{self.base}/incidents/#"
 
     @property
     def tickets_filter(self) -> str:

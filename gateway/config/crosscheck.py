@@ -18,16 +18,21 @@ import re
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from detectors.vibration.catalogue import BearingCatalogue
 from gateway.config.models import POINTS_FIELD, DeviceConfig, ThresholdRule, VibrationRule
 from gateway.config.yaml_marks import MarkedDocument
 from gateway.core.errors import ConfigError, ConfigProblem
 from protocols.can.config import CanConnection
-from protocols.can.dbc import signal_units
 from protocols.modbus.config import ModbusRtuConnection
 from protocols.modbus.line import group_rtu_devices
 from protocols.modbus.points import check_points
+
+# The bearing catalogue (the vibration family: scipy) and the DBC reader (cantools) are
+# imported by the checks that need them, only when a site has a vibration rule naming a
+# bearing or a CAN device: a Modbus-only site never loads them (issue 3, RSS).
+if TYPE_CHECKING:
+    from detectors.vibration.catalogue import BearingCatalogue
 
 
 @dataclass(frozen=True, slots=True)
@@ -252,7 +257,10 @@ def _vibration_rules(devices: Sequence[CheckedDevice]) -> Iterator[ConfigProblem
                     f"rules.{index}.rpm_signal", f"no point `{speed}` in this device"
                 )
             if isinstance(rule.bearing, str):
-                catalogue = catalogue or BearingCatalogue.load()
+                if catalogue is None:
+                    from detectors.vibration.catalogue import BearingCatalogue
+
+                    catalogue = BearingCatalogue.load()
                 try:
                     catalogue.get(rule.bearing)
                 except KeyError as exc:
@@ -268,6 +276,8 @@ def _can_dbc_signals(devices: Sequence[CheckedDevice]) -> Iterator[ConfigProblem
         conn = device.config.connection
         if not isinstance(conn, CanConnection):
             continue
+        from protocols.can.dbc import signal_units
+
         dbc = Path(device.document.file).parent / conn.dbc
         if not dbc.is_file():
             yield device.problem("connection.dbc", f"DBC file {dbc} not found")

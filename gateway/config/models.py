@@ -34,6 +34,25 @@ class StorageConfig(Strict):
     telemetry_retention_h: float = Field(
         168.0, gt=0, description="Raw samples older than this are deleted from telemetry.db."
     )
+    telemetry_max_mb: float = Field(
+        1024.0,
+        gt=0,
+        description="telemetry.db is trimmed oldest-first when its data exceeds this size (MB).",
+    )
+    retention_check_s: float = Field(
+        300.0, gt=0, description="How often the retention task enforces age and size limits."
+    )
+
+
+class TlsConfig(Strict):
+    """Server verified against `ca_file`; the client proves itself with its certificate and key.
+    There is no switch to skip verification and no plaintext fallback (issue 6)."""
+
+    ca_file: str = Field(
+        description="CA certificate(s) of the broker, PEM, relative to gateway.yaml."
+    )
+    cert_file: str = Field(description="Client certificate, PEM.")
+    key_file: str = Field(description="Client private key, PEM (readable by the service only).")
 
 
 class UplinkConfig(Strict):
@@ -47,10 +66,98 @@ class UplinkConfig(Strict):
     )
     username: str | None = None
     password_file: str | None = Field(None, description="File holding the MQTT password.")
+    tls: TlsConfig | None = Field(
+        None, description="TLS to the broker; without it the link is plaintext (loopback only)."
+    )
+    ack_timeout_s: float = Field(
+        15.0,
+        gt=0,
+        description="No PUBACK for this long means a half-open link: reconnect and resend.",
+    )
+    outbox_max_messages: int = Field(
+        10_000,
+        ge=10,
+        description="Above this many unsettled messages, summaries and health are dropped "
+        "oldest-first; ticket messages never are.",
+    )
+    health_period_s: float | None = Field(
+        60.0, gt=0, description="Period of the `health` topic; null turns it off."
+    )
+    summary_period_s: float | None = Field(
+        None, gt=0, description="Period of `summaries/<asset>` (detector features); null is off."
+    )
+
+
+class SlaTarget(Strict):
+    """How fast a ticket of one priority must be acknowledged and resolved."""
+
+    respond_min: float = Field(gt=0, description="Minutes to the first response (central ack).")
+    resolve_min: float = Field(gt=0, description="Minutes to resolution (central close).")
+
+
+def _default_sla() -> dict[Priority, SlaTarget]:
+    return {
+        Priority.P0: SlaTarget(respond_min=5, resolve_min=60),
+        Priority.P1: SlaTarget(respond_min=15, resolve_min=120),
+        Priority.P2: SlaTarget(respond_min=60, resolve_min=480),
+        Priority.P3: SlaTarget(respond_min=240, resolve_min=2880),
+    }
 
 
 class TicketingConfig(Strict):
+    """Ticket policy (issue 5): SLA, noise control, storms, verification, recurrence, commands."""
+
     default_priority: Priority = Priority.P2
+    sla: dict[Priority, SlaTarget] = Field(
+        default_factory=_default_sla,
+        description="Respond-by / resolve-by per priority, computed when a ticket opens.",
+    )
+    knowledge_file: str | None = Field(
+        "knowledge.yaml",
+        description="Fault code + asset class -> recommended actions, relative to gateway.yaml.",
+    )
+    cmms_codes: dict[str, dict[str, str]] = Field(
+        default_factory=dict,
+        description="Site CMMS codes per fault code (e.g. {damage: BRG-WEAR}), in the payload.",
+    )
+    command_actors: list[str] = Field(
+        default_factory=list,
+        description="Actors allowed to send commands; empty accepts any actor.",
+    )
+    safety_detectors: list[str] = Field(
+        default_factory=list,
+        description="Detector ids (threshold:<rule>) that open their own ticket during a flood.",
+    )
+    chatter_cycles: int = Field(3, ge=2, description="Active/clear cycles that mean chattering.")
+    chatter_window_s: float = Field(60.0, gt=0)
+    flood_threshold: int = Field(
+        10, ge=1, description="More than this many new conditions per window in an area: flood."
+    )
+    flood_window_s: float = Field(600.0, gt=0)
+    flood_end_below: int = Field(5, ge=1, description="A flood ends below this many per window.")
+    flood_p0_per_hour: int = Field(50, ge=1, description="Above this per hour the incident is P0.")
+    stale_after_h: float = Field(24.0, gt=0, description="An active condition this old is stale.")
+    max_shelve_h: float = Field(8.0, gt=0, le=24)
+    verification_window_h: float = Field(
+        24.0, gt=0, description="Running time watched after a repair before it is verified."
+    )
+    verification_tolerance: float = Field(
+        0.15, gt=0, description="Relative deviation from the pre-fault baseline that still passes."
+    )
+    reopen_within_h: float = Field(72.0, ge=0)
+    recurrence_within_days: float = Field(30.0, ge=0)
+    evidence_window_s: float = Field(
+        600.0, gt=0, description="Window of the per-tag min/mean/max/last evidence summary."
+    )
+
+
+class HealthConfig(Strict):
+    """Local health and metrics endpoints: `/healthz`, `/readyz`, `/metrics`, `/status`."""
+
+    port: int | None = Field(
+        None, ge=1, le=65535, description="TCP port of the health endpoints; null (default) is off."
+    )
+    host: str = Field("127.0.0.1", description="Address to bind; keep it local (loopback).")
 
 
 class GatewayConfig(Strict):
@@ -65,6 +172,7 @@ class GatewayConfig(Strict):
     storage: StorageConfig = Field(default_factory=StorageConfig)
     uplink: UplinkConfig = Field(default_factory=UplinkConfig)
     ticketing: TicketingConfig = Field(default_factory=TicketingConfig)
+    health: HealthConfig = Field(default_factory=HealthConfig)
 
 
 # --- devices/*.yaml -----------------------------------------------------------------------
@@ -78,6 +186,17 @@ class AssetInfo(Strict):
     asset_class: str = Field("generic", alias="class", description="pump, motor, fan, press...")
     area: str = ""
     line: str = ""
+    business_line: str = ""
+    region: str = ""
+    skill: str = Field("", description="Trade that handles this asset's tickets (mechanical...).")
+    run_signal: str | None = Field(
+        None,
+        description=(
+            "Speed or run-state tag (point name or full tag id); while it is at or below "
+            "`run_above` the asset is stopped and its findings open nothing."
+        ),
+    )
+    run_above: float = Field(0.0, description="The asset runs while run_signal is above this.")
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 

@@ -109,6 +109,8 @@ class FaultCode(enum.StrEnum):
     SENSOR_BAD_QUALITY = "sensor.bad_quality"
     COMM_LOST = "comm.lost"
     DETECTOR_FAILED = "detector.failed"
+    # An ISA-18.2 alarm flood in one area: the incident that folds the flood's conditions.
+    ALARM_FLOOD = "alarm.flood"
 
 
 # ISO 14224 Table B.6 failure-mode codes, so the central system receives coded failures.
@@ -127,6 +129,7 @@ ISO14224_FAILURE_MODE: Mapping[str, str] = {
     FaultCode.SENSOR_BAD_QUALITY: "ERO",  # erratic output
     FaultCode.COMM_LOST: "FTF",  # fail to function
     FaultCode.DETECTOR_FAILED: "OTH",
+    FaultCode.ALARM_FLOOD: "OTH",
 }
 
 
@@ -209,6 +212,13 @@ class Ticket:
     central_id: str | None = None
     acknowledged_at: float | None = None
     evidence: Mapping[str, Any] = field(default_factory=dict)
+    # SLA deadlines computed at open from the site's SLA table (issue 5); None before issue 5.
+    respond_by: float | None = None
+    resolve_by: float | None = None
+    closed_at: float | None = None
+    # Small JSON facts owned by the ticket lifecycle (issue 5): routing, failure coding,
+    # knowledge, links (recurrence_of, incident), assignment, resolution, verification.
+    attributes: Mapping[str, Any] = field(default_factory=dict)
 
 
 class OutboxKind(enum.StrEnum):

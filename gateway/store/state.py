@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import sqlite3
-from collections.abc import Awaitable, Mapping, Sequence
+from collections.abc import Awaitable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -40,7 +40,7 @@ _R = TypeVar("_R")
 _TICKET_COLUMNS = (
     "id, key, site, asset, fault_code, detector, priority, state, revision, opened_at,"
     " first_seen, last_seen, occurrences, peak_value, message, condition_active, central_id,"
-    " acknowledged_at, evidence"
+    " acknowledged_at, evidence, respond_by, resolve_by, closed_at, attributes"
 )
 
 # Insert a new ticket or move an existing one forward. The WHERE makes a write that does not
@@ -48,7 +48,7 @@ _TICKET_COLUMNS = (
 # one ticket, or a replayed change, must never overwrite a newer state with an older one.
 _UPSERT_TICKET = f"""
     INSERT INTO tickets ({_TICKET_COLUMNS})
-    VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+    VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
     ON CONFLICT (id) DO UPDATE SET
         priority = excluded.priority,
         state = excluded.state,
@@ -61,7 +61,11 @@ _UPSERT_TICKET = f"""
         condition_active = excluded.condition_active,
         central_id = excluded.central_id,
         acknowledged_at = excluded.acknowledged_at,
-        evidence = excluded.evidence
+        evidence = excluded.evidence,
+        respond_by = excluded.respond_by,
+        resolve_by = excluded.resolve_by,
+        closed_at = excluded.closed_at,
+        attributes = excluded.attributes
     WHERE tickets.revision < excluded.revision
 """
 
@@ -261,6 +265,40 @@ class StateStore:
         self._ticket_commits += 1
         self._enqueued += len(message_rows)
 
+    async def last_closed_ticket(self, key: str) -> Ticket | None:
+        """The most recently closed (or cancelled) ticket of a dedup key; for recurrence."""
+        found = await self._select_tickets(
+            f"SELECT {_TICKET_COLUMNS} FROM tickets WHERE key = ? AND closed_at IS NOT NULL"
+            " ORDER BY closed_at DESC LIMIT 1",
+            (key,),
+        )
+        return found[0] if found else None
+
+    # --- command log (issue 5: a replayed command has no second effect) --------------------
+
+    async def recall_command(self, command_id: str) -> Mapping[str, Any] | None:
+        """The reply stored for a command id seen before, or None for a new command."""
+        async with self._db.lock:
+            rows = await self._guarded_read(
+                self._db.conn.execute_fetchall(
+                    "SELECT reply FROM commands WHERE command_id = ?", (command_id,)
+                )
+            )
+        for row in rows:
+            reply: Mapping[str, Any] = json.loads(row["reply"])
+            return reply
+        return None
+
+    async def remember_command(
+        self, command_id: str, verb: str, reply: Mapping[str, Any], now: float
+    ) -> None:
+        """Store the reply of a handled command; a second call for the same id keeps the first."""
+        await self._write(
+            "INSERT INTO commands (command_id, verb, received_at, reply) VALUES (?, ?, ?, ?)"
+            " ON CONFLICT (command_id) DO NOTHING",
+            (command_id, verb, now, _to_json(reply, "command reply")),
+        )
+
     # --- Outbox ----------------------------------------------------------------------------
 
     async def enqueue(self, message: NewMessage) -> int:
@@ -344,6 +382,53 @@ class StateStore:
             (settled_before,),
         )
 
+    # --- outbox size policy (issue 6) -------------------------------------------------------
+
+    async def shed(self, max_depth: int, kinds: Collection[OutboxKind]) -> dict[str, int]:
+        """Delete the oldest unsettled messages of `kinds` (summaries, health) until at most
+        `max_depth` unsettled messages remain or none of `kinds` is left; returns the count
+        per kind. Ticket messages are never passed in, so they are never shed."""
+        if not kinds:
+            return {}
+        names = [kind.value for kind in kinds]
+        placeholders = ", ".join("?" for _ in names)
+        async with self._db.lock, self._db.transaction() as conn:
+            rows = await conn.execute_fetchall(
+                "SELECT COUNT(*) FROM outbox WHERE settled_at IS NULL"
+            )
+            excess = int(next(iter(rows))[0]) - max_depth
+            if excess <= 0:
+                return {}
+            shed_rows = await conn.execute_fetchall(
+                f"DELETE FROM outbox WHERE seq IN (SELECT seq FROM outbox"
+                f" WHERE settled_at IS NULL AND kind IN ({placeholders}) ORDER BY seq LIMIT ?)"
+                " RETURNING kind",
+                (*names, excess),
+            )
+        counts: dict[str, int] = {}
+        for row in shed_rows:
+            counts[row[0]] = counts.get(row[0], 0) + 1
+        return counts
+
+    async def refuse(self, seq: int, now: float) -> None:
+        """Settle a message the egress guard refused: kept on record, never sent or retried."""
+        await self._write(
+            "UPDATE outbox SET settled_at = ? WHERE seq = ? AND settled_at IS NULL", (now, seq)
+        )
+
+    async def outbox_backlog(self) -> tuple[dict[str, int], float | None]:
+        """Unsettled messages per kind, and when the oldest of them was committed."""
+        async with self._db.lock:
+            rows = await self._guarded_read(
+                self._db.conn.execute_fetchall(
+                    "SELECT kind, COUNT(*), MIN(created_at) FROM outbox"
+                    " WHERE settled_at IS NULL GROUP BY kind"
+                )
+            )
+        by_kind = {str(row[0]): int(row[1]) for row in rows}
+        oldest = min((float(row[2]) for row in rows), default=None)
+        return by_kind, oldest
+
     # --- helpers ---------------------------------------------------------------------------
 
     async def _save_sequence(self, conn: aiosqlite.Connection) -> int:
@@ -405,6 +490,10 @@ def _ticket_row(t: Ticket) -> tuple[Any, ...]:
         t.central_id,
         t.acknowledged_at,
         _to_json(t.evidence, f"evidence of ticket `{t.id}`"),
+        t.respond_by,
+        t.resolve_by,
+        t.closed_at,
+        _to_json(t.attributes, f"attributes of ticket `{t.id}`"),
     )
 
 
@@ -429,6 +518,10 @@ def _ticket(row: aiosqlite.Row) -> Ticket:
         central_id=row["central_id"],
         acknowledged_at=row["acknowledged_at"],
         evidence=json.loads(row["evidence"]),
+        respond_by=row["respond_by"],
+        resolve_by=row["resolve_by"],
+        closed_at=row["closed_at"],
+        attributes=json.loads(row["attributes"]),
     )
 
 

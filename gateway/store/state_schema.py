@@ -78,4 +78,24 @@ STATE_MIGRATIONS: tuple[Migration, ...] = (
             """,
         ),
     ),
+    # Issue 5: SLA deadlines, closing time and lifecycle attributes on tickets; the command
+    # log that makes a replayed central command (same `command_id`) have no second effect.
+    Migration(
+        version=2,
+        statements=(
+            "ALTER TABLE tickets ADD COLUMN respond_by REAL",
+            "ALTER TABLE tickets ADD COLUMN resolve_by REAL",
+            "ALTER TABLE tickets ADD COLUMN closed_at REAL",
+            "ALTER TABLE tickets ADD COLUMN attributes TEXT NOT NULL DEFAULT '{}'",
+            "CREATE INDEX tickets_by_key_closed ON tickets (key, closed_at)",
+            """
+            CREATE TABLE commands (
+                command_id  TEXT PRIMARY KEY,
+                verb        TEXT NOT NULL,
+                received_at REAL NOT NULL,
+                reply       TEXT NOT NULL  -- JSON object: the reply sent the first time
+            )
+            """,
+        ),
+    ),
 )

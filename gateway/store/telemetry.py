@@ -6,10 +6,17 @@ consistent after a crash; only the newest transactions may be lost on power fail
 
 A BAD sample is stored with a NULL value, its quality and its reason: the gap is part of the
 record, and a made-up value never is (DESIGN.md section 9).
+
+Retention (issue 6) is by age and by size, enforced by `run_retention`, a periodic task: rows
+older than the retention period go first, then the oldest rows until the data fits the size
+limit. Size is measured as the pages in use (`page_count - freelist_count`): SQLite reuses
+freed pages, so the file stops growing at about the limit instead of shrinking and growing
+again (no VACUUM on a plant box).
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import math
 import sqlite3
@@ -21,6 +28,7 @@ from typing import Any, Self
 
 import numpy as np
 
+from gateway.core.clock import Clock
 from gateway.core.errors import StoreError
 from gateway.core.records import Quality, Sample, Waveform
 from gateway.store.sqlite import Database, Migration, Synchronous
@@ -59,11 +67,33 @@ TELEMETRY_MIGRATIONS: tuple[Migration, ...] = (
             "CREATE INDEX waveforms_by_ts ON waveforms (ts)",
         ),
     ),
+    # Issue 3: with a (tag, ts) index every sample of a site polling 15 000 tags lands on a
+    # different index page, so each batch rewrote thousands of pages (9 us of CPU per row
+    # with a few minutes of history, more than the polling itself). Keyed by a 10 s time
+    # bucket first, new rows land in the last few pages (2 us per row); a tag's history is
+    # one index seek per bucket, and retention ranges over the leading bucket, so the ts
+    # index goes too. The expression is repeated verbatim in the queries (SQLite uses an
+    # expression index only for the same expression): see `_BUCKET`.
+    Migration(
+        version=2,
+        statements=(
+            "CREATE INDEX samples_by_bucket_tag ON samples (CAST(ts / 10 AS INTEGER), tag)",
+            "DROP INDEX samples_by_tag_ts",
+            "DROP INDEX samples_by_ts",
+        ),
+    ),
 )
+
+# The samples index's leading key: the 10 s bucket of `ts` (CAST truncates like `int()`).
+_BUCKET = "CAST(ts / 10 AS INTEGER)"
+_BUCKET_S = 10
 
 # Retention deletes in slices so the write lock is released between them and a large backlog
 # does not stall the sample writer for seconds.
 _PRUNE_SLICE_ROWS = 20_000
+# Size trimming removes the oldest rows in steps of about this many samples (plus every
+# waveform block up to that time), then measures again.
+_TRIM_SLICE_ROWS = 5_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,6 +104,9 @@ class TelemetryStatistics:
     waveforms_refused: int
     rows_pruned: int
     refusing: bool
+    rows_trimmed_for_size: int = 0
+    retention_failures: int = 0
+    bytes_acquired: int = 0  # value bytes of samples and waveform points written (8 each)
 
 
 class TelemetryStore:
@@ -90,6 +123,10 @@ class TelemetryStore:
         self._samples_refused = 0
         self._waveforms_refused = 0
         self._rows_pruned = 0
+        self._rows_trimmed = 0
+        self._bytes_acquired = 0
+        self._retention_failures = 0
+        self._retention_failing = False
         self._refusing = False
 
     @classmethod
@@ -129,6 +166,9 @@ class TelemetryStore:
             waveforms_refused=self._waveforms_refused,
             rows_pruned=self._rows_pruned,
             refusing=self._refusing,
+            rows_trimmed_for_size=self._rows_trimmed,
+            retention_failures=self._retention_failures,
+            bytes_acquired=self._bytes_acquired,
         )
 
     async def write_samples(self, samples: Sequence[Sample]) -> None:
@@ -136,6 +176,7 @@ class TelemetryStore:
         if not samples:
             return
         rows = [_sample_row(s) for s in samples]
+        self._bytes_acquired += 8 * len(rows)
         if await self._insert(
             "INSERT INTO samples (tag, ts, value, quality, reason, source_ts)"
             " VALUES (?, ?, ?, ?, ?, ?)",
@@ -147,6 +188,7 @@ class TelemetryStore:
 
     async def write_waveform(self, waveform: Waveform) -> None:
         data = np.ascontiguousarray(waveform.data, dtype="<f8")
+        self._bytes_acquired += int(data.nbytes)
         row = (
             waveform.tag,
             waveform.ts,
@@ -167,13 +209,28 @@ class TelemetryStore:
             self._waveforms_refused += 1
 
     async def read_samples(self, tag: str, start: float, end: float) -> list[Sample]:
-        """Samples of one tag with start <= ts < end, oldest first (evidence, `snapshot`)."""
+        """Samples of one tag with start <= ts < end, oldest first (evidence, `snapshot`).
+
+        One index seek per 10 s bucket of the window (clamped to the stored buckets, so an
+        open window such as 0..inf costs no more than the history held)."""
         async with self._db.lock:
             try:
+                bounds = await self._db.conn.execute_fetchall(
+                    f"SELECT (SELECT MIN({_BUCKET}) FROM samples),"
+                    f" (SELECT MAX({_BUCKET}) FROM samples)"
+                )
+                first, last = next(iter(bounds))
+                if first is None or not start < end:  # empty, or a NaN bound
+                    return []
+                first = max(first, _bucket_of(start))
+                last = min(last, _bucket_of(end))
                 rows = await self._db.conn.execute_fetchall(
-                    "SELECT tag, ts, value, quality, reason, source_ts FROM samples"
-                    " WHERE tag = ? AND ts >= ? AND ts < ? ORDER BY ts",
-                    (tag, start, end),
+                    "WITH RECURSIVE buckets(b) AS (VALUES(?) UNION ALL"
+                    " SELECT b + 1 FROM buckets WHERE b < ?)"
+                    " SELECT tag, ts, value, quality, reason, source_ts"
+                    f" FROM buckets JOIN samples ON {_BUCKET} = buckets.b AND tag = ?"
+                    " WHERE ts >= ? AND ts < ? ORDER BY ts",
+                    (first, last, tag, start, end),
                 )
             except (sqlite3.Error, ValueError) as exc:  # ValueError: aiosqlite, once closed
                 raise StoreError(f"telemetry.db refused a read: {exc}") from exc
@@ -218,22 +275,112 @@ class TelemetryStore:
 
         Raises `StoreError` when the database refuses: the retention task should log and retry.
         """
+        deleted = await self._delete_before(older_than_ts, inclusive=False)
+        self._rows_pruned += deleted
+        if deleted:
+            log.info("Pruned %d telemetry rows older than %.0f.", deleted, older_than_ts)
+        return deleted
+
+    async def used_bytes(self) -> int:
+        """Bytes of pages holding data (the file may be larger: freed pages are reused)."""
+        async with self._db.lock:
+            try:
+                page_size = await self._db.pragma("page_size")
+                pages = await self._db.pragma("page_count")
+                free = await self._db.pragma("freelist_count")
+            except (sqlite3.Error, ValueError) as exc:
+                raise StoreError(f"telemetry.db refused a read: {exc}") from exc
+        return (int(str(pages)) - int(str(free))) * int(str(page_size))
+
+    async def trim_to_size(self, max_bytes: int) -> int:
+        """Delete the oldest rows (samples and waveforms alike, by time) until the data fits
+        `max_bytes`; returns rows deleted. Raises `StoreError` when the database refuses."""
         deleted = 0
+        while await self.used_bytes() > max_bytes:
+            cutoff = await self._oldest_slice_end()
+            if cutoff is None:
+                break  # nothing left to delete; the schema alone is larger than the limit
+            count = await self._delete_before(cutoff, inclusive=True)
+            deleted += count
+            if count == 0:
+                break
+        if deleted:
+            self._rows_trimmed += deleted
+            log.info(
+                "Trimmed %d oldest telemetry rows to keep `%s` under %.1f MB.",
+                deleted,
+                self._db.path,
+                max_bytes / 1e6,
+            )
+        return deleted
+
+    async def enforce_retention(self, now: float, max_age_s: float, max_bytes: int) -> int:
+        """Age first, then size; returns rows deleted."""
+        deleted = await self.prune(now - max_age_s)
+        deleted += await self.trim_to_size(max_bytes)
+        return deleted
+
+    async def run_retention(
+        self, clock: Clock, *, max_age_s: float, max_bytes: int, period_s: float
+    ) -> None:
+        """The periodic retention task (run until cancelled). A refusal (disk full, locked) is
+        logged once per state change and retried next period; deleting needs little space."""
+        while True:
+            try:
+                await self.enforce_retention(clock.now(), max_age_s, max_bytes)
+            except StoreError as exc:
+                self._retention_failures += 1
+                if not self._retention_failing:
+                    self._retention_failing = True
+                    log.error(
+                        "Telemetry retention on `%s` failed: %s; retrying every %.0f s.",
+                        self._db.path,
+                        exc,
+                        period_s,
+                    )
+            else:
+                if self._retention_failing:
+                    self._retention_failing = False
+                    log.info("Telemetry retention on `%s` works again.", self._db.path)
+            await asyncio.sleep(period_s)
+
+    async def _oldest_slice_end(self) -> float | None:
+        """The timestamp below which about one slice of the oldest rows lies."""
+        async with self._db.lock:
+            try:
+                rows = await self._db.conn.execute_fetchall(
+                    f"SELECT MAX(ts) FROM (SELECT ts FROM samples ORDER BY {_BUCKET} LIMIT ?)"
+                    " UNION ALL SELECT MIN(ts) FROM waveforms",
+                    (_TRIM_SLICE_ROWS,),
+                )
+            except (sqlite3.Error, ValueError) as exc:
+                raise StoreError(f"telemetry.db refused a read: {exc}") from exc
+        candidates = [float(row[0]) for row in rows if row[0] is not None]
+        # The earlier of the two: at least one row goes each step, never a whole table at once.
+        return min(candidates) if candidates else None
+
+    async def _delete_before(self, cutoff: float, *, inclusive: bool) -> int:
+        deleted = 0
+        if math.isnan(cutoff):
+            return 0  # nothing is older than NaN (as `ts < NaN` says)
+        op = "<=" if inclusive else "<"
+        # Samples: the bucket bound lets the index find the old rows; `ts` decides exactly.
+        where = {
+            "samples": f"{_BUCKET} <= {_bucket_of(cutoff)} AND ts {op} ?",
+            "waveforms": f"ts {op} ?",
+        }
         for table in ("samples", "waveforms"):
             while True:
                 async with self._db.lock, self._db.transaction() as conn:
                     cursor = await conn.execute(
                         f"DELETE FROM {table} WHERE rowid IN (SELECT rowid FROM {table}"
-                        " WHERE ts < ? LIMIT ?)",
-                        (older_than_ts, _PRUNE_SLICE_ROWS),
+                        f" WHERE {where[table]} LIMIT ?)",
+                        (cutoff, _PRUNE_SLICE_ROWS),
                     )
                     count = cursor.rowcount
                 deleted += count
                 if count < _PRUNE_SLICE_ROWS:
                     break
-        self._rows_pruned += deleted
-        if deleted:
-            log.info("Pruned %d telemetry rows older than %.0f.", deleted, older_than_ts)
         return deleted
 
     async def _insert(self, sql: str, rows: list[tuple[Any, ...]]) -> bool:
@@ -258,6 +405,18 @@ class TelemetryStore:
                 self._samples_refused,
             )
         return True
+
+
+def _bucket_of(ts: float) -> int:
+    """The samples index bucket of `ts`, as SQLite computes it (`_BUCKET`); infinities are
+    clamped to SQLite's integer range, as its CAST does."""
+    if math.isinf(ts):
+        return _INT64_MAX if ts > 0 else _INT64_MIN
+    return max(_INT64_MIN, min(_INT64_MAX, int(ts / _BUCKET_S)))
+
+
+_INT64_MAX = 2**63 - 1
+_INT64_MIN = -(2**63)
 
 
 def _sample_row(s: Sample) -> tuple[Any, ...]:

@@ -8,6 +8,11 @@ Event kinds produced here (the encoder maps them to topics):
     updated             enrichment: a new occurrence, or an escalation within one episode
     condition_cleared   the condition went back to NORMAL; the ticket stays open
     acknowledged        the central system accepted the ticket (`cmd/ack`)
+    assigned, repaired, verifying, verified, reopened, closed, cancelled
+                        the other state transitions (issue 5); `change` names from and to
+    renotified          unacknowledged past respond-by: priority raised one step
+    condition_stale     the condition has been active for longer than the stale limit
+    shelved, unshelved  an operator shelved or unshelved the ticket's condition
 
 Peak value: the most extreme value seen while the ticket is open, in the direction that makes
 the fault worse. For fault codes in `LOW_IS_WORSE` (a value under a low limit) that is the
@@ -32,7 +37,16 @@ ACKNOWLEDGEABLE: frozenset[TicketState] = frozenset({TicketState.OPENED, TicketS
 
 
 def open_ticket(
-    ticket_id: str, key: str, site: str, finding: Finding, opened_at: float
+    ticket_id: str,
+    key: str,
+    site: str,
+    finding: Finding,
+    opened_at: float,
+    *,
+    respond_by: float | None = None,
+    resolve_by: float | None = None,
+    attributes: Mapping[str, Any] | None = None,
+    extra_evidence: Mapping[str, Any] | None = None,
 ) -> tuple[Ticket, TicketEvent]:
     ticket = Ticket(
         id=ticket_id,
@@ -51,7 +65,10 @@ def open_ticket(
         peak_value=_finite(finding.value),
         message=finding.message,
         condition_active=True,
-        evidence=evidence_of(finding),
+        evidence=evidence_of(finding) | dict(extra_evidence or {}),
+        respond_by=respond_by,
+        resolve_by=resolve_by,
+        attributes=dict(attributes or {}),
     )
     event = TicketEvent(
         ticket_id=ticket_id,
@@ -206,3 +223,66 @@ def _json_safe(value: Any) -> Any:
 def _clean(detail: dict[str, Any]) -> dict[str, Any]:
     """Drop absent fields and make numbers JSON-safe."""
     return {k: _json_safe(v) for k, v in detail.items() if v is not None}
+
+
+# --- the rest of the lifecycle (issue 5) ---------------------------------------------------
+
+# From which states each central command may move a ticket.
+ASSIGNABLE: frozenset[TicketState] = frozenset(
+    {TicketState.OPENED, TicketState.ACKNOWLEDGED, TicketState.ASSIGNED, TicketState.REOPENED}
+)
+CLOSABLE: frozenset[TicketState] = frozenset(
+    {
+        TicketState.OPENED,
+        TicketState.ACKNOWLEDGED,
+        TicketState.ASSIGNED,
+        TicketState.REOPENED,
+        TicketState.VERIFIED,
+    }
+)
+
+
+def transition(
+    ticket: Ticket,
+    to: TicketState,
+    ts: float,
+    detail: Mapping[str, Any] | None = None,
+    **changes: Any,
+) -> tuple[Ticket, TicketEvent]:
+    """Move a ticket to another state: one event, one revision, kind = the new state in lower
+    case (`closed`, `reopened`...), the change naming from and to."""
+    moved = replace(ticket, state=to, revision=ticket.revision + 1, **changes)
+    event = TicketEvent(
+        ticket_id=ticket.id,
+        revision=moved.revision,
+        kind=to.value.lower(),
+        ts=ts,
+        detail=_clean({"from": ticket.state.value, "to": to.value} | dict(detail or {})),
+    )
+    return moved, event
+
+
+def annotate(
+    ticket: Ticket, kind: str, ts: float, detail: Mapping[str, Any], **changes: Any
+) -> tuple[Ticket, TicketEvent]:
+    """A reported change that is not a state transition (renotified, shelved, stale...)."""
+    changed = replace(ticket, revision=ticket.revision + 1, **changes)
+    event = TicketEvent(
+        ticket_id=ticket.id,
+        revision=changed.revision,
+        kind=kind,
+        ts=ts,
+        detail=_clean(dict(detail)),
+    )
+    return changed, event
+
+
+def with_attributes(ticket: Ticket, **attributes: Any) -> dict[str, Any]:
+    """The ticket's attributes with some replaced (None removes one)."""
+    merged = dict(ticket.attributes)
+    for name, value in attributes.items():
+        if value is None:
+            merged.pop(name, None)
+        else:
+            merged[name] = _json_safe(value)
+    return merged

@@ -53,3 +53,31 @@ def test_schema_prints_the_shipped_json_schema():
 def test_no_command_prints_usage_and_exits_64(capsys: pytest.CaptureFixture[str]):
     assert main([]) == 64
     assert "usage" in capsys.readouterr().err
+
+
+async def test_stopping_cancels_again_a_task_that_swallowed_the_first_cancel():
+    import asyncio
+
+    from gateway import app
+
+    swallowed = 0
+
+    async def stubborn() -> None:
+        nonlocal swallowed
+        while True:
+            try:
+                await asyncio.sleep(10)
+            except asyncio.CancelledError:
+                if swallowed:
+                    raise
+                swallowed += 1  # as a library's wait_for can do on Python 3.11
+
+    task = asyncio.create_task(stubborn(), name="source[stubborn]")
+    await asyncio.sleep(0)
+    original = app.CANCEL_RETRY_S
+    app.CANCEL_RETRY_S = 0.05
+    try:
+        await asyncio.wait_for(app._cancel([task]), 2)
+    finally:
+        app.CANCEL_RETRY_S = original
+    assert task.cancelled() and swallowed == 1

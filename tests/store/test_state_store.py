@@ -13,6 +13,7 @@ from gateway.core.errors import StoreError
 from gateway.core.interfaces import NewMessage, TicketEvent
 from gateway.core.records import OutboxKind, Priority, Ticket, TicketState
 from gateway.store import StateStore
+from gateway.store.state_schema import STATE_MIGRATIONS
 
 T0 = 1_700_000_000.0
 
@@ -70,7 +71,8 @@ async def test_runs_wal_with_synchronous_full(store):
 
 async def test_records_its_schema_version(tmp_path, store):
     with sqlite3.connect(tmp_path / "state.db") as raw:
-        assert raw.execute("SELECT MAX(version) FROM schema_version").fetchone() == (1,)
+        latest = STATE_MIGRATIONS[-1].version
+        assert raw.execute("SELECT MAX(version) FROM schema_version").fetchone() == (latest,)
 
 
 async def test_committed_change_survives_close_and_reopen(tmp_path, store, clock):

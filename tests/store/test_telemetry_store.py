@@ -91,3 +91,106 @@ async def test_refused_writes_are_counted_not_raised_and_recover(tmp_path, caplo
     finally:
         blocker.close()
         await store.close()
+
+
+async def test_trim_to_size_deletes_the_oldest_rows_until_the_data_fits(telemetry):
+    await telemetry.write_samples([Sample(TAG, float(t), float(t)) for t in range(40_000)])
+    await telemetry.write_waveform(Waveform("pump-1.vib", 5.0, 1000.0, np.ones(4096)))
+    await telemetry.write_waveform(Waveform("pump-1.vib", 39_000.0, 1000.0, np.ones(4096)))
+    before = await telemetry.used_bytes()
+    limit = before // 2
+    deleted = await telemetry.trim_to_size(limit)
+    assert deleted > 0
+    assert await telemetry.used_bytes() <= limit
+    remaining = await telemetry.read_samples(TAG, 0.0, 1e9)
+    oldest_kept = remaining[0].ts
+    # Oldest first: what is left is one contiguous block of the newest samples.
+    assert [s.ts for s in remaining] == [float(t) for t in range(int(oldest_kept), 40_000)]
+    assert [w.ts for w in await telemetry.read_waveforms("pump-1.vib", 0.0, 1e9)] == [39_000.0]
+    assert telemetry.statistics().rows_trimmed_for_size == deleted
+    assert await telemetry.trim_to_size(limit) == 0  # already fits
+
+
+async def test_retention_task_enforces_age_then_size_each_period(telemetry):
+    import asyncio
+
+    from gateway.core.clock import ManualClock
+
+    clock = ManualClock(start=100_000.0)
+    await telemetry.write_samples([Sample(TAG, float(t), 1.0) for t in range(100_000 - 7200,
+                                                                            100_000)])  # fmt: skip
+    task = asyncio.create_task(
+        telemetry.run_retention(clock, max_age_s=3600.0, max_bytes=10**9, period_s=0.01),
+        name="retention",
+    )
+    try:
+        async with asyncio.timeout(5):
+            while telemetry.statistics().rows_pruned == 0:  # noqa: ASYNC110 (a counter)
+                await asyncio.sleep(0.01)
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+    remaining = await telemetry.read_samples(TAG, 0.0, 1e9)
+    assert remaining[0].ts == 100_000 - 3600 and len(remaining) == 3600
+    assert telemetry.statistics().bytes_acquired == 8 * 7200
+
+
+async def test_reads_one_tag_across_buckets_and_open_windows(telemetry):
+    # Samples every 3.7 s over several 10 s index buckets, two tags interleaved, and
+    # timestamps exactly on bucket edges: the window bounds decide, not the buckets.
+    other = "pump-1.flow"
+    times = [1_000.0 + 3.7 * n for n in range(40)] + [1_010.0, 1_020.0]
+    await telemetry.write_samples([Sample(tag, t, t) for t in times for tag in (TAG, other)])
+    expected = sorted(t for t in times if 1_010.0 <= t < 1_100.0)
+    back = await telemetry.read_samples(TAG, 1_010.0, 1_100.0)
+    assert [s.ts for s in back] == expected and {s.tag for s in back} == {TAG}
+    everything = await telemetry.read_samples(TAG, float("-inf"), float("inf"))
+    assert [s.ts for s in everything] == sorted(times)
+    assert await telemetry.read_samples(TAG, 5_000.0, 6_000.0) == []
+    assert await telemetry.read_samples("no.such_tag", 0.0, float("inf")) == []
+
+
+async def test_prune_at_a_cutoff_inside_a_bucket_keeps_the_newer_rows(telemetry):
+    await telemetry.write_samples([Sample(TAG, 100.0 + t / 4, 1.0) for t in range(100)])
+    assert await telemetry.prune(112.5) == 50  # 100.0 .. 112.25
+    remaining = await telemetry.read_samples(TAG, 0.0, 1e9)
+    assert [s.ts for s in remaining] == [100.0 + t / 4 for t in range(50, 100)]
+
+
+async def test_a_version_1_database_is_migrated_and_keeps_its_rows(tmp_path):
+    from gateway.store.sqlite import Database, Synchronous
+    from gateway.store.telemetry import TELEMETRY_MIGRATIONS
+
+    path = tmp_path / "telemetry.db"
+    old = await Database.open(
+        path,
+        label="telemetry.db",
+        synchronous=Synchronous.NORMAL,
+        busy_timeout_ms=1000,
+        migrations=TELEMETRY_MIGRATIONS[:1],  # the schema as the first release wrote it
+    )
+    async with old.transaction() as conn:
+        await conn.executemany(
+            "INSERT INTO samples (tag, ts, value, quality, reason, source_ts)"
+            " VALUES (?, ?, ?, 0, NULL, NULL)",
+            [(TAG, float(t), float(t)) for t in range(50)],
+        )
+    await old.close()
+
+    store = await TelemetryStore.open(path)
+    try:
+        indexes = {
+            row[0]
+            for row in await store._db.conn.execute_fetchall(
+                "SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'samples'"
+            )
+        }
+        assert indexes == {"samples_by_bucket_tag"}
+        assert [s.value for s in await store.read_samples(TAG, 10.0, 20.0)] == [
+            float(t) for t in range(10, 20)
+        ]
+        assert await store.prune(25.0) == 25
+        await store.write_samples([Sample(TAG, 60.0, 6.0)])
+        assert len(await store.read_samples(TAG, 0.0, 100.0)) == 26
+    finally:
+        await store.close()

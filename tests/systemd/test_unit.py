@@ -46,3 +46,15 @@ def test_unit_keeps_serial_and_can_access():
     assert any("ttyS" in rule for rule in s["DeviceAllow"])
     assert "dialout" in s["SupplementaryGroups"][0]
     assert "PrivateUsers" not in s, "PrivateUsers would unmap the dialout group"
+
+
+def test_reload_validates_before_sending_sighup():
+    reload = unit_settings()["ExecReload"]
+    assert len(reload) == 2
+    assert "check-config" in reload[0]
+    assert reload[1] == "/bin/kill -HUP $MAINPID"
+
+
+def test_secrets_folder_is_not_world_readable():
+    tmpfiles = UNIT.with_name("edge-gateway.tmpfiles.conf").read_text()
+    assert "d /etc/edge-gateway/secrets 0750 root edge-gateway -" in tmpfiles

@@ -36,6 +36,10 @@ def body(**fields) -> bytes:
         ("reboot", body(command_id="c1"), "unknown command verb `reboot`"),
         (None, body(command_id="c1"), "unknown command verb `None`"),
         ("ack", b"{" + b" " * 70_000 + b"}", "exceeds 65536"),
+        ("assign", body(command_id="c1", ticket_id="T", if_revision="3"), "`if_revision` must"),
+        ("assign", body(command_id="c1", ticket_id="T", if_revision=0), "`if_revision` must"),
+        ("assign", body(command_id="c1", ticket_id="T", if_revision=True), "`if_revision` must"),
+        ("close", body(command_id="c1", ticket_id="T", actor=7), "`actor` must be"),
     ],
 )
 def test_malformed_commands_are_rejected_with_a_reason(verb, payload, reason):
@@ -137,3 +141,10 @@ async def test_other_verbs_go_to_the_fallback_or_are_refused():
     )
     assert handled == CommandReply("c2", True, "handled elsewhere")
     assert await outbox.depth() == 3
+
+
+def test_every_issue_5_verb_is_known():
+    for verb in ("ack", "assign", "close", "shelve", "unshelve", "maintenance", "snapshot",
+                 "resync"):
+        parsed = parse_command(verb, body(command_id="c1", ticket_id="T", if_revision=2))
+        assert isinstance(parsed, Command) and parsed.body["if_revision"] == 2

@@ -64,6 +64,9 @@ def test_data_is_the_ticket_summary_with_its_iso14224_failure_mode():
         "central_id": None,
         "acknowledged_at": None,
         "evidence": {"limit": 85.0, "value": 92.5, "unit": "°C"},
+        "respond_by": None,
+        "resolve_by": None,
+        "closed_at": None,
         "change": {},
     }
 
@@ -74,7 +77,12 @@ def test_data_is_the_ticket_summary_with_its_iso14224_failure_mode():
         ("opened", "tickets/opened"),
         ("updated", "tickets/updated"),
         ("condition_cleared", "tickets/updated"),
-        ("acknowledged", "tickets/updated"),
+        ("acknowledged", "tickets/transition"),
+        ("assigned", "tickets/transition"),
+        ("closed", "tickets/transition"),
+        ("reopened", "tickets/transition"),
+        ("renotified", "tickets/updated"),
+        ("resync", "tickets/updated"),
     ],
 )
 def test_each_event_kind_has_its_type_and_topic(kind, topic_tail):
@@ -183,3 +191,37 @@ def test_settings_from_the_gateway_config_model():
     assert (settings.keepalive_s, settings.resend_interval_s) == (20, 12.5)
     assert settings.username == "edge" and settings.password == "s3cret"
     assert "s3cret" not in repr(settings)  # secrets are never logged
+
+
+def test_incident_events_go_to_the_incident_topics():
+    incident = make_ticket(fault_code="alarm.flood", asset="utilities")
+    encode = encoder()
+    topics = [
+        encode(incident, make_event(kind)).topic.rsplit("/", 2)[-2:]
+        for kind in ("opened", "updated", "acknowledged")
+    ]
+    assert topics == [
+        ["incidents", "opened"],
+        ["incidents", "updated"],
+        ["incidents", "transition"],
+    ]
+
+
+def test_lifecycle_attributes_are_in_the_payload_but_the_baseline_stays_on_site():
+    ticket = make_ticket(
+        respond_by=1_700_000_900.0,
+        attributes={
+            "routing": {"site": "plant-a", "area": "utilities", "skill": "mechanical"},
+            "failure_coding": {"iso14224_failure_mode": "HIO", "cmms": {"damage": "OVH"}},
+            "knowledge": [{"actions": ["Check lubrication."]}],
+            "recurrence_of": "T-0",
+            "baseline": {"pump-1.bearing_temp": 61.0},
+        },
+    )
+    data = json.loads(encoder()(ticket, make_event()).payload)["data"]
+    assert data["respond_by"] == "2023-11-14T22:28:20.000Z"
+    assert data["routing"]["skill"] == "mechanical"
+    assert data["failure_coding"]["cmms"] == {"damage": "OVH"}
+    assert data["knowledge"][0]["actions"] == ["Check lubrication."]
+    assert data["recurrence_of"] == "T-0"
+    assert "baseline" not in data

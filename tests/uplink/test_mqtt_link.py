@@ -153,3 +153,86 @@ async def test_a_command_not_yet_acknowledged_is_delivered_again_after_a_reconne
             gateway.acknowledge(first)  # from the old connection: ignored, not misapplied
     assert (first.payload, again.payload, second.payload) == (b"first", b"first", b"second")
     assert again.connection == first.connection + 1
+
+
+# --- TLS (issue 6): CA, client certificate and key, password; never a plaintext fallback ----
+
+
+@pytest.fixture(scope="module")
+def tls_broker(tmp_path_factory):
+    from tests.faults.tls import TlsBroker, make_pki
+
+    directory = tmp_path_factory.mktemp("tls")
+    pki = make_pki(directory / "pki")
+    with TlsBroker(directory, pki, {"edge": "s3cret-pass"}) as broker:
+        yield broker
+
+
+def tls_settings(broker, client_id: str, port: int | None = None, **changes) -> LinkSettings:
+    from uplink.mqtt import TlsSettings
+
+    pki = broker.pki
+    fields: dict[str, Any] = {
+        "username": "edge",
+        "password": "s3cret-pass",
+        "tls": TlsSettings(str(pki.ca_file), str(pki.client_cert), str(pki.client_key)),
+    }
+    fields.update(changes)
+    return settings(port or broker.tls_port, client_id, **fields)
+
+
+async def test_tls_with_client_certificate_and_password_delivers(tls_broker):
+    observer = MqttLink(settings(tls_broker.plain_port, "observer-tls", subscriptions=("t/#",)))
+    async with observer, MqttLink(tls_settings(tls_broker, "edge-tls")) as link:
+        await connected(observer)
+        await connected(link)
+        assert await link.publish(OutgoingMessage("t/tls", b'{"over":"tls"}')) < 0x80
+        got = await receive(observer)
+    assert got.payload == b'{"over":"tls"}'
+    assert link.statistics().connects == 1
+
+
+async def test_tls_link_never_falls_back_to_plaintext(tls_broker, tmp_path):
+    """Pointed at the plaintext listener, or given a CA that did not sign the broker, the link
+    keeps failing to connect: it never sends anything in the clear."""
+    from tests.faults.tls import make_pki
+    from uplink.mqtt import TlsSettings
+
+    stranger = make_pki(tmp_path / "other", ca_name="other-ca")
+    wrong_ca = tls_settings(
+        tls_broker,
+        "edge-wrong-ca",
+        tls=TlsSettings(
+            str(stranger.ca_file), str(tls_broker.pki.client_cert), str(tls_broker.pki.client_key)
+        ),
+    )
+    plaintext_port = tls_settings(tls_broker, "edge-plain-port", port=tls_broker.plain_port)
+    links = [MqttLink(wrong_ca), MqttLink(plaintext_port)]
+    for link in links:
+        link.start()
+    try:
+        await eventually(lambda: all(link.statistics().connect_failures >= 2 for link in links))
+        assert not any(link.connected for link in links)
+    finally:
+        for link in links:
+            await link.close()
+    log_text = tls_broker.log_file.read_text()
+    assert "edge-plain-port" not in log_text  # no MQTT CONNECT ever reached the broker
+
+
+async def test_tls_without_client_certificate_or_with_a_wrong_password_is_refused(tls_broker):
+    from uplink.mqtt import TlsSettings
+
+    no_cert = tls_settings(
+        tls_broker, "edge-no-cert", tls=TlsSettings(str(tls_broker.pki.ca_file))
+    )
+    bad_password = tls_settings(tls_broker, "edge-bad-password", password="wrong")
+    links = [MqttLink(no_cert), MqttLink(bad_password)]
+    for link in links:
+        link.start()
+    try:
+        await eventually(lambda: all(link.statistics().connect_failures >= 1 for link in links))
+        assert not any(link.statistics().connects for link in links)
+    finally:
+        for link in links:
+            await link.close()

@@ -91,7 +91,8 @@ async def test_ticket_is_published_as_cloudevent_and_only_marked_sent_on_puback(
 
 async def test_non_ticket_messages_are_settled_by_puback(mosquitto):
     outbox, clock = MemoryOutbox(), ManualClock()
-    seq = await outbox.enqueue(NewMessage("h1", TOPICS.health, b'{"ok":true}', OutboxKind.HEALTH))
+    health = b'{"site":"plant-a","gateway":"gw-1","time":"2023-11-14T22:13:20.000Z"}'
+    seq = await outbox.enqueue(NewMessage("h1", TOPICS.health, health, OutboxKind.HEALTH))
     uplink = Uplink(uplink_settings(mosquitto.port), outbox, make_ack_handler(outbox, clock), clock)
     async with running(uplink.run_uplink(), "uplink"):
         await eventually(lambda: outbox.get(seq).settled_at is not None)
@@ -303,3 +304,76 @@ async def test_acl_denial_is_a_failure_and_the_ticket_stays_in_the_outbox(caplog
     assert (stats.published, stats.publish_failures) == (0, 1)
     errors = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
     assert any("Not authorized (0x87)" in e and item.event_id in e for e in errors), errors
+
+
+# --- issue 6: outbox size policy, residency counters --------------------------------------
+
+
+def health_document(n: int) -> dict:
+    return {"site": SITE, "gateway": GATEWAY, "time": f"2026-01-01T00:00:{n % 60:02d}.000Z"}
+
+
+async def test_over_size_sheds_oldest_summaries_and_health_never_tickets(tmp_path):
+    from gateway.store import StateStore
+
+    state = await StateStore.open(tmp_path / "state.db")
+    try:
+        encode = make_ticket_encoder(TOPICS, source_urn(SITE, GATEWAY), state.next_sequence)
+        uplink = Uplink(uplink_settings(1, outbox_max_messages=10), state,
+                        make_ack_handler(state, ManualClock()), ManualClock())  # fmt: skip
+        for n in range(6):
+            assert await uplink.enqueue_droppable(OutboxKind.HEALTH, TOPICS.health,
+                                                  health_document(n))  # fmt: skip
+        for n in range(12):
+            ticket = make_ticket(f"T-{n}", key=f"k-{n}")
+            await state.commit_ticket_change(
+                ticket, [make_event("opened", ticket.id)],
+                [encode(ticket, make_event("opened", ticket.id))],
+            )  # fmt: skip
+        assert await state.depth() == 18  # tickets alone never trigger shedding
+        assert await uplink.enqueue_droppable(OutboxKind.HEALTH, TOPICS.health,
+                                              health_document(7))  # fmt: skip
+        by_kind, _ = await state.outbox_backlog()
+        # 19 unsettled, 10 allowed: all 7 health messages go (oldest first), tickets stay.
+        assert by_kind == {"ticket": 12}
+        assert uplink.statistics().drops == {"outbox_full:health": 7}
+        refused = await uplink.enqueue_droppable(OutboxKind.HEALTH, TOPICS.health, {"raw": [1]})
+        assert not refused and uplink.statistics().drops["egress_refused:health"] == 1
+        with pytest.raises(ValueError, match="not droppable"):
+            await uplink.enqueue_droppable(OutboxKind.TICKET, TOPICS.tickets_opened, {})
+    finally:
+        await state.close()
+
+
+async def test_shedding_keeps_the_newest_when_only_some_must_go(tmp_path):
+    from gateway.store import StateStore
+
+    state = await StateStore.open(tmp_path / "state.db")
+    try:
+        uplink = Uplink(uplink_settings(1, outbox_max_messages=10), state,
+                        make_ack_handler(state, ManualClock()), ManualClock())  # fmt: skip
+        for n in range(15):
+            await uplink.enqueue_droppable(OutboxKind.SUMMARY, TOPICS.summary("pump-1"), {
+                "site": SITE, "gateway": GATEWAY, "asset": "pump-1", "time": str(n),
+                "period_s": 60, "tags": {},
+            })  # fmt: skip
+        kept = [json.loads(item.payload)["time"] for item in await state.unsettled(100)]
+        assert kept == [str(n) for n in range(5, 15)]
+        assert uplink.statistics().drops == {"outbox_full:summary": 5}
+    finally:
+        await state.close()
+
+
+async def test_bytes_sent_off_site_are_counted_per_message_type(mosquitto):
+    outbox, clock = MemoryOutbox(), ManualClock()
+    message = ENCODE(make_ticket(), make_event("opened"))
+    await outbox.enqueue(message)
+    uplink = Uplink(uplink_settings(mosquitto.port), outbox, make_ack_handler(outbox, clock), clock)
+    async with running(uplink.run_uplink(), "uplink"):
+        await eventually(lambda: uplink.statistics().published == 1)
+    stats = uplink.statistics()
+    assert stats.bytes_sent["ticket"] == len(message.payload)
+    assert stats.messages_sent["ticket"] == 1, stats
+    assert stats.messages_sent["status"] == stats.connects, stats  # `online` on each connect
+    assert stats.bytes_sent["status"] > 0
+    assert uplink.guard.statistics().allowed["ticket"] == 1

@@ -1,0 +1,156 @@
+"""Alarm floods (ANSI/ISA-18.2 section 16.5, issue 5): more than 10 new conditions in 10 minutes
+in one area is a flood. The flood opens one incident for the area; while it lasts, new
+conditions in that area become members of the incident instead of separate tickets. It ends when
+fewer than 5 arrive in 10 minutes. Pure bookkeeping: the ticket service decides what to publish.
+"""
+
+from __future__ import annotations
+
+from collections import Counter, deque
+from dataclasses import dataclass, field
+from typing import Any
+
+from gateway.ticketing.policy import HOUR
+
+
+@dataclass(slots=True)
+class FloodMember:
+    key: str
+    asset: str
+    fault_code: str
+    first_seen: float
+    arrivals: int = 1
+
+
+@dataclass(slots=True)
+class AreaFlood:
+    area: str
+    started_at: float
+    members: dict[str, FloodMember] = field(default_factory=dict)
+    # Open tickets of the area whose re-raises and clears were folded quietly during the flood;
+    # each gets one catch-up update when it ends.
+    quieted: set[str] = field(default_factory=set)
+    incident_key: str | None = None
+    published_members: int = 0
+    published_at: float = float("-inf")
+
+    @property
+    def arrivals(self) -> int:
+        return sum(m.arrivals for m in self.members.values())
+
+    def add(self, key: str, asset: str, fault_code: str, ts: float) -> None:
+        member = self.members.get(key)
+        if member is None:
+            self.members[key] = FloodMember(key, asset, fault_code, ts)
+        else:
+            member.arrivals += 1
+
+    def suspected_root_cause(self) -> FloodMember:
+        """The earliest member: in a cascade, the first alarm is the best guess at the cause."""
+        return min(self.members.values(), key=lambda m: (m.first_seen, m.key))
+
+    def summary(self, top: int = 5) -> dict[str, Any]:
+        ranked = sorted(self.members.values(), key=lambda m: (-m.arrivals, m.first_seen))
+        root = self.suspected_root_cause()
+        return {
+            "area": self.area,
+            "started_at": self.started_at,
+            "member_count": len(self.members),
+            "arrivals": self.arrivals,
+            "top_members": [
+                {"key": m.key, "asset": m.asset, "fault_code": m.fault_code, "arrivals": m.arrivals}
+                for m in ranked[:top]
+            ],
+            "suspected_root_cause": {
+                "key": root.key,
+                "asset": root.asset,
+                "fault_code": root.fault_code,
+                "first_seen": root.first_seen,
+            },
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Arrival:
+    ts: float
+    key: str
+    asset: str
+    fault_code: str
+
+
+class FloodTracker:
+    def __init__(
+        self, threshold: int, window_s: float, end_below: int, p0_per_hour: int
+    ) -> None:
+        self.threshold = threshold
+        self.window_s = window_s
+        self.end_below = end_below
+        self.p0_per_hour = p0_per_hour
+        self._arrivals: dict[str, deque[Arrival]] = {}
+        self._floods: dict[str, AreaFlood] = {}
+        self._flood_seconds = 0.0  # of floods that ended
+        self.floods_started = 0
+
+    def arrive(self, area: str, arrival: Arrival) -> tuple[AreaFlood | None, bool]:
+        """Count a new condition. Returns the area's flood (None: no flood) and whether this
+        arrival started it. A starting flood takes the window's earlier arrivals as members."""
+        arrivals = self._arrivals.setdefault(area, deque())
+        arrivals.append(arrival)
+        self._prune(arrivals, arrival.ts)
+        flood = self._floods.get(area)
+        if flood is not None:
+            flood.add(arrival.key, arrival.asset, arrival.fault_code, arrival.ts)
+            return flood, False
+        if self.in_window(area, arrival.ts) <= self.threshold:
+            return None, False
+        flood = AreaFlood(area, arrival.ts)
+        for earlier in arrivals:
+            if earlier.ts >= arrival.ts - self.window_s:
+                flood.add(earlier.key, earlier.asset, earlier.fault_code, earlier.ts)
+        self._floods[area] = flood
+        self.floods_started += 1
+        return flood, True
+
+    def in_window(self, area: str, now: float) -> int:
+        return sum(1 for a in self._arrivals.get(area, ()) if a.ts >= now - self.window_s)
+
+    def per_hour(self, area: str, now: float) -> int:
+        return sum(1 for a in self._arrivals.get(area, ()) if a.ts >= now - HOUR)
+
+    def flood(self, area: str) -> AreaFlood | None:
+        return self._floods.get(area)
+
+    def floods(self) -> list[AreaFlood]:
+        return list(self._floods.values())
+
+    def end_floods(self, now: float) -> list[AreaFlood]:
+        """Floods whose area had fewer than `end_below` new conditions in the last window."""
+        ended = []
+        for area, flood in list(self._floods.items()):
+            lasted = now - flood.started_at >= self.window_s
+            if lasted and self.in_window(area, now) < self.end_below:
+                del self._floods[area]
+                self._flood_seconds += now - flood.started_at
+                ended.append(flood)
+        return ended
+
+    def time_in_flood_s(self, now: float) -> float:
+        return self._flood_seconds + sum(now - f.started_at for f in self._floods.values())
+
+    def per_area_in_window(self, now: float) -> dict[str, int]:
+        return {area: self.in_window(area, now) for area in sorted(self._arrivals)}
+
+    def top_share(self, now: float, top: int = 10) -> float | None:
+        """ISA-18.2 KPI: share of the last hour's new conditions due to the `top` most frequent."""
+        counts: Counter[str] = Counter(
+            a.key for arrivals in self._arrivals.values() for a in arrivals if a.ts >= now - HOUR
+        )
+        total = sum(counts.values())
+        if total == 0:
+            return None
+        return sum(n for _, n in counts.most_common(top)) / total
+
+    def _prune(self, arrivals: deque[Arrival], now: float) -> None:
+        keep = max(self.window_s, HOUR)
+        while arrivals and arrivals[0].ts < now - keep:
+            arrivals.popleft()

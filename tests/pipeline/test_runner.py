@@ -1,0 +1,109 @@
+"""DetectorRunner: batching with a linger, and `drain()` on shutdown taking every record,
+including those already taken off the queue and held while the linger runs."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+
+from detectors.threshold import ThresholdDetector
+from gateway.core.clock import ManualClock
+from gateway.core.interfaces import Record
+from gateway.core.records import Finding, Sample
+from gateway.pipeline.runner import DetectorRunner
+
+TAG = "press-3.oil_temp"
+
+
+class Sinks:
+    def __init__(self) -> None:
+        self.batches: list[list[Sample]] = []
+        self.findings: list[Finding] = []
+
+    async def store(self, samples: Sequence[Sample]) -> None:
+        self.batches.append(list(samples))
+
+    async def on_finding(self, finding: Finding) -> None:
+        self.findings.append(finding)
+
+
+def make_runner(queue: asyncio.Queue[Record], sinks: Sinks, *, linger_s: float) -> DetectorRunner:
+    detector = ThresholdDetector(
+        name="press-3.oil_hot", asset="press-3", signal_tag=TAG, hi=80.0, deadband=1.0
+    )
+    return DetectorRunner(
+        queue, [detector], sinks.on_finding, sinks.store, ManualClock(), linger_s=linger_s
+    )
+
+
+async def wait_until_taken(queue: asyncio.Queue[Record]) -> None:
+    async with asyncio.timeout(2):
+        while not queue.empty():  # noqa: ASYNC110 (the runner takes it on its own schedule)
+            await asyncio.sleep(0.001)
+
+
+async def test_drain_processes_the_records_held_by_the_linger() -> None:
+    queue: asyncio.Queue[Record] = asyncio.Queue(maxsize=100)
+    sinks = Sinks()
+    runner = make_runner(queue, sinks, linger_s=30.0)  # far longer than the test
+    task = asyncio.create_task(runner.run_detectors(), name="detectors")
+    try:
+        hot = Sample(TAG, 10.0, 95.0)
+        queue.put_nowait(hot)
+        await wait_until_taken(queue)  # held by the runner, lingering for more
+        assert sinks.batches == []
+        late = Sample(TAG, 11.0, 96.0)
+        queue.put_nowait(late)  # still queued when the sources stop
+        await runner.drain()
+        assert sinks.batches == [[hot, late]]
+        assert [f.active for f in sinks.findings] == [True]  # the detector saw them too
+        assert runner.statistics().records == 2
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+
+async def test_a_drained_batch_is_not_processed_again_when_the_linger_ends() -> None:
+    queue: asyncio.Queue[Record] = asyncio.Queue(maxsize=100)
+    sinks = Sinks()
+    runner = make_runner(queue, sinks, linger_s=0.02)
+    task = asyncio.create_task(runner.run_detectors(), name="detectors")
+    try:
+        sample = Sample(TAG, 10.0, 20.0)
+        queue.put_nowait(sample)
+        await wait_until_taken(queue)
+        await runner.drain()
+        await asyncio.sleep(0.06)  # the linger has ended; nothing is left to take
+        assert sinks.batches == [[sample]]
+        assert runner.statistics().records == 1
+        # The loop carries on normally afterwards.
+        later = Sample(TAG, 12.0, 21.0)
+        queue.put_nowait(later)
+        async with asyncio.timeout(2):
+            while len(sinks.batches) < 2:  # noqa: ASYNC110
+                await asyncio.sleep(0.005)
+        assert sinks.batches == [[sample], [later]]
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+
+async def test_a_linger_collects_several_polls_into_one_batch() -> None:
+    queue: asyncio.Queue[Record] = asyncio.Queue(maxsize=100)
+    sinks = Sinks()
+    runner = make_runner(queue, sinks, linger_s=0.05)
+    task = asyncio.create_task(runner.run_detectors(), name="detectors")
+    try:
+        first = [Sample(TAG, 1.0, 20.0), Sample("press-3.flow", 1.0, 3.0)]
+        for record in first:
+            queue.put_nowait(record)
+        await asyncio.sleep(0.01)  # a second poll arrives within the linger
+        second = [Sample(TAG, 2.0, 21.0)]
+        queue.put_nowait(second[0])
+        async with asyncio.timeout(2):
+            while not sinks.batches:  # noqa: ASYNC110
+                await asyncio.sleep(0.005)
+        assert sinks.batches == [first + second]
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)

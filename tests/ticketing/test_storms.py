@@ -1,0 +1,83 @@
+"""ISA-18.2 flood bookkeeping: start above 10 per 10 min, members, root cause, end below 5."""
+
+from gateway.ticketing.storms import Arrival, FloodTracker
+
+T0 = 1_000_000.0
+
+
+def tracker() -> FloodTracker:
+    return FloodTracker(threshold=10, window_s=600, end_below=5, p0_per_hour=50)
+
+
+def arrive(flood: FloodTracker, ts: float, n: int, area: str = "hall"):
+    return flood.arrive(area, Arrival(ts, f"site/asset-{n}/threshold.high/d", f"asset-{n}", "x"))
+
+
+def test_the_eleventh_new_condition_in_ten_minutes_starts_a_flood_with_the_earlier_ones():
+    floods = tracker()
+    for n in range(10):
+        assert arrive(floods, T0 + n * 50, n) == (None, False)
+    flood, started = arrive(floods, T0 + 540, 10)
+    assert started and flood is not None
+    assert len(flood.members) == 11
+    assert flood.suspected_root_cause().asset == "asset-0"
+    assert arrive(floods, T0 + 550, 11)[1] is False  # later ones join the same flood
+    assert floods.floods_started == 1
+
+
+def test_ten_in_ten_minutes_is_not_a_flood_and_areas_count_apart():
+    floods = tracker()
+    for n in range(10):
+        arrive(floods, T0 + n, n, area="hall")
+        arrive(floods, T0 + n, n, area="yard")
+    assert floods.floods() == []
+    assert floods.per_area_in_window(T0 + 10) == {"hall": 10, "yard": 10}
+
+
+def test_arrivals_spread_over_more_than_the_window_never_flood():
+    floods = tracker()
+    for n in range(40):
+        assert arrive(floods, T0 + n * 61, n)[0] is None
+
+
+def test_flood_ends_when_fewer_than_five_arrive_in_ten_minutes():
+    floods = tracker()
+    for n in range(12):
+        arrive(floods, T0 + n, n)
+    assert floods.end_floods(T0 + 300) == []  # not before a whole window
+    for n in range(5):
+        arrive(floods, T0 + 700 + n, 100 + n)
+    assert floods.end_floods(T0 + 900) == []  # 5 in the last ten minutes: still a flood
+    ended = floods.end_floods(T0 + 1400)  # none in the last ten minutes
+    assert [f.area for f in ended] == ["hall"]
+    assert floods.flood("hall") is None
+    assert floods.time_in_flood_s(T0 + 2000) == 1400 - 10
+
+
+def test_summary_names_top_members_by_arrivals_and_the_earliest_as_root_cause():
+    floods = tracker()
+    for n in range(11):
+        arrive(floods, T0 + n, n)
+    flood = floods.flood("hall")
+    assert flood is not None
+    for _ in range(5):
+        arrive(floods, T0 + 20, 7)
+    summary = flood.summary(top=3)
+    assert summary["member_count"] == 11
+    assert summary["top_members"][0] == {
+        "key": "site/asset-7/threshold.high/d",
+        "asset": "asset-7",
+        "fault_code": "x",
+        "arrivals": 6,
+    }
+    assert summary["suspected_root_cause"]["asset"] == "asset-0"
+    assert floods.per_hour("hall", T0 + 30) == 16
+
+
+def test_top_ten_share_of_the_last_hour():
+    floods = tracker()
+    assert floods.top_share(T0) is None
+    for n in range(20):
+        arrive(floods, T0 + n * 100, n % 12)  # 12 distinct keys, 20 arrivals
+    share = floods.top_share(T0 + 2000)
+    assert share == 18 / 20
