@@ -90,10 +90,12 @@ def device_tags(device: DeviceConfig, units: dict[str, str] | None = None) -> li
                 id=device.tag_id(point.name),
                 asset=device.asset_id,
                 unit=point.unit,
+                kind=modbus_tag_kind(point),
                 scale=point.scale,
                 offset=point.offset,
             )
             for point in device.points
+            if point.type != "string"  # text is not a Sample value (the driver's texts())
         ]
     if device.nodes:
         return [
