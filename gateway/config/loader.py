@@ -26,6 +26,7 @@ from gateway.config.models import DeviceConfig, GatewayConfig
 from gateway.config.pydantic_errors import problem_for_non_mapping, validation_problems
 from gateway.config.yaml_marks import MarkedDocument, parse_yaml, without_data
 from gateway.core.errors import ConfigError, ConfigProblem
+from gateway.ticketing.knowledge import KnowledgeBase
 
 GATEWAY_FILE_NAME = "gateway.yaml"
 _GLOB_CHARACTERS = frozenset("*?[")
@@ -85,6 +86,8 @@ def load_config(path: str | Path) -> LoadedConfig:
             checked.append(CheckedDevice(without_data(device_doc, text), device))
     some_invalid = len(checked) < len(device_paths)
     problems.extend(cross_check(checked, some_files_invalid=some_invalid))
+    if gateway is not None:
+        _check_knowledge(gateway, gateway_path.parent, problems)
 
     if problems or gateway is None:
         raise ConfigError(_sorted(problems))
@@ -250,6 +253,39 @@ def _resolve_device_files(
                 seen.add(key)
                 found.append(match)
     return found
+
+
+def knowledge_path(gateway: GatewayConfig, base_dir: Path) -> Path | None:
+    """The knowledge base file (`ticketing.knowledge_file`, relative to gateway.yaml), or None
+    when there is none to read: not configured, or the default name and no such file. A file
+    named explicitly must exist."""
+    cfg = gateway.ticketing
+    if cfg.knowledge_file is None:
+        return None
+    path = Path(cfg.knowledge_file)
+    path = path if path.is_absolute() else base_dir / path
+    if not path.exists() and "knowledge_file" not in cfg.model_fields_set:
+        return None
+    return path
+
+
+def _check_knowledge(gateway: GatewayConfig, base_dir: Path, problems: list[ConfigProblem]) -> None:
+    """Validate knowledge.yaml with the loader the ticket service uses, so that `check-config`
+    catches what would otherwise stop the daemon at start (issue 5); problems get their lines
+    from the file's YAML marks."""
+    path = knowledge_path(gateway, base_dir)
+    if path is None:
+        return
+    document, _ = _read_yaml(path, problems)
+    if document is None:
+        return
+    try:
+        KnowledgeBase.from_document(document.data, document.file)
+    except ConfigError as exc:
+        problems.extend(
+            ConfigProblem(p.file, document.line_of(p.path), p.path, p.message)
+            for p in exc.problems
+        )
 
 
 def _sorted(problems: list[ConfigProblem]) -> list[ConfigProblem]:

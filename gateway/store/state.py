@@ -16,7 +16,7 @@ from collections.abc import Awaitable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Self, TypeVar
+from typing import Any, Protocol, Self, TypeVar
 
 import aiosqlite
 
@@ -78,12 +78,59 @@ _SAVE_COUNTER = """
 """
 
 
+_SAVE_SHELVING = """
+    INSERT INTO shelved_conditions (key, until, reason, actor, set_at) VALUES (?, ?, ?, ?, ?)
+    ON CONFLICT (key) DO UPDATE SET
+        until = excluded.until,
+        reason = excluded.reason,
+        actor = excluded.actor,
+        set_at = excluded.set_at
+"""
+_DELETE_SHELVING = "DELETE FROM shelved_conditions WHERE key = ?"
+
+
 @dataclass(frozen=True, slots=True)
 class StateStoreStatistics:
     ticket_commits: int
     commit_failures: int
     messages_enqueued: int
     messages_settled: int
+
+
+class ShelvingFields(Protocol):
+    """What the store keeps of a shelved condition (the ticketing `Shelving` has these)."""
+
+    @property
+    def key(self) -> str: ...
+
+    @property
+    def until(self) -> float | None: ...  # None: one-shot, until the condition next clears
+
+    @property
+    def reason(self) -> str: ...
+
+    @property
+    def by(self) -> str: ...
+
+    @property
+    def set_at(self) -> float: ...
+
+
+@dataclass(frozen=True, slots=True)
+class StoredShelving:
+    key: str
+    until: float | None
+    reason: str
+    by: str
+    set_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class StoredMaintenance:
+    asset: str
+    until: float
+    by: str
+    set_at: float
 
 
 class StateStore:
@@ -223,8 +270,15 @@ class StateStore:
         ticket: Ticket,
         events: Sequence[TicketEvent],
         messages: Sequence[NewMessage],
+        *,
+        shelve: ShelvingFields | None = None,
+        unshelve: str | None = None,
     ) -> None:
         """Write the ticket, its new events and their messages atomically, or nothing.
+
+        `shelve` saves a shelved condition and `unshelve` forgets the one of a dedup key in the
+        same transaction, so the `shelved` / `unshelved` event and the flag that survives a
+        restart never disagree.
 
         Raises `StoreError` when the database refuses (disk full, a duplicate event id or
         revision, a ticket revision that does not move forward); nothing is written then.
@@ -257,6 +311,10 @@ class StateStore:
                         " ticket_id) VALUES (?, ?, ?, ?, ?, ?)",
                         message_rows,
                     )
+                    if unshelve is not None:
+                        await conn.execute(_DELETE_SHELVING, (unshelve,))
+                    if shelve is not None:
+                        await conn.execute(_SAVE_SHELVING, _shelving_row(shelve))
                     sequence = await self._save_sequence(conn)
             except StoreError:
                 self._commit_failures += 1
@@ -298,6 +356,63 @@ class StateStore:
             " ON CONFLICT (command_id) DO NOTHING",
             (command_id, verb, now, _to_json(reply, "command reply")),
         )
+
+    # --- shelving and maintenance mode (issue 5: they survive a restart) -------------------
+
+    async def save_shelving(self, shelving: ShelvingFields) -> None:
+        """Save a shelved condition on its own (one whose ticket is not changing)."""
+        await self._write(_SAVE_SHELVING, _shelving_row(shelving))
+
+    async def clear_shelving(self, key: str) -> None:
+        """Forget the shelving of a dedup key; a no-op when there is none."""
+        await self._write(_DELETE_SHELVING, (key,))
+
+    async def load_shelvings(self, now: float) -> list[StoredShelving]:
+        """The shelved conditions still in force at `now`; timed ones that ran out while the
+        gateway was down are deleted, not returned. One-shot ones (until NULL) always stay."""
+        async with self._db.lock, self._db.transaction() as conn:
+            await conn.execute(
+                "DELETE FROM shelved_conditions WHERE until IS NOT NULL AND until <= ?", (now,)
+            )
+            rows = await conn.execute_fetchall(
+                "SELECT key, until, reason, actor, set_at FROM shelved_conditions ORDER BY key"
+            )
+        return [
+            StoredShelving(
+                key=row["key"],
+                until=row["until"],
+                reason=row["reason"],
+                by=row["actor"],
+                set_at=row["set_at"],
+            )
+            for row in rows
+        ]
+
+    async def save_maintenance(self, asset: str, until: float, by: str, set_at: float) -> None:
+        """Put an asset in maintenance mode until `until`; a second call moves the end."""
+        await self._write(
+            "INSERT INTO asset_maintenance (asset, until, actor, set_at) VALUES (?, ?, ?, ?)"
+            " ON CONFLICT (asset) DO UPDATE SET until = excluded.until,"
+            " actor = excluded.actor, set_at = excluded.set_at",
+            (asset, until, by, set_at),
+        )
+
+    async def clear_maintenance(self, asset: str) -> None:
+        await self._write("DELETE FROM asset_maintenance WHERE asset = ?", (asset,))
+
+    async def load_maintenance(self, now: float) -> list[StoredMaintenance]:
+        """The assets still in maintenance mode at `now`; ended windows are deleted."""
+        async with self._db.lock, self._db.transaction() as conn:
+            await conn.execute("DELETE FROM asset_maintenance WHERE until <= ?", (now,))
+            rows = await conn.execute_fetchall(
+                "SELECT asset, until, actor, set_at FROM asset_maintenance ORDER BY asset"
+            )
+        return [
+            StoredMaintenance(
+                asset=row["asset"], until=row["until"], by=row["actor"], set_at=row["set_at"]
+            )
+            for row in rows
+        ]
 
     # --- Outbox ----------------------------------------------------------------------------
 
@@ -467,6 +582,10 @@ def _to_json(value: Mapping[str, Any], what: str) -> str:
         return json.dumps(dict(value), sort_keys=True, allow_nan=False, separators=(",", ":"))
     except (TypeError, ValueError) as exc:
         raise StoreError(f"{what} cannot be stored as JSON: {exc}") from exc
+
+
+def _shelving_row(s: ShelvingFields) -> tuple[Any, ...]:
+    return (s.key, s.until, s.reason, s.by, s.set_at)
 
 
 def _ticket_row(t: Ticket) -> tuple[Any, ...]:

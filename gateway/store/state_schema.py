@@ -98,4 +98,30 @@ STATE_MIGRATIONS: tuple[Migration, ...] = (
             """,
         ),
     ),
+    # Issue 5: operator decisions that must survive a restart, or a shelved condition and an
+    # asset in maintenance would start opening tickets again. One row per shelved condition
+    # (dedup key) and per asset in maintenance mode; OUT_OF_SERVICE follows from the latter.
+    # `until` NULL is a one-shot shelve, which ends when the condition next clears.
+    Migration(
+        version=3,
+        statements=(
+            """
+            CREATE TABLE shelved_conditions (
+                key    TEXT PRIMARY KEY,
+                until  REAL,
+                reason TEXT NOT NULL,
+                actor  TEXT NOT NULL,
+                set_at REAL NOT NULL
+            )
+            """,
+            """
+            CREATE TABLE asset_maintenance (
+                asset  TEXT PRIMARY KEY,
+                until  REAL NOT NULL,
+                actor  TEXT NOT NULL,
+                set_at REAL NOT NULL
+            )
+            """,
+        ),
+    ),
 )

@@ -286,7 +286,7 @@ class TicketCommands:
         now = self._clock.now()
         if not isinstance(until, int | float) or isinstance(until, bool) or until <= now:
             raise Rejected("`until` must be an epoch time in the future")
-        self._service.set_maintenance(asset, float(until), self._actor(command))
+        await self._service.set_maintenance(asset, float(until), self._actor(command))
         return self._accepted(command, None, asset=asset, until=float(until))
 
     async def _snapshot(self, command: Command) -> CommandReply:

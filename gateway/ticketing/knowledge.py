@@ -75,11 +75,13 @@ class KnowledgeBase:
             if not isinstance(raw, Mapping):
                 problems.append(ConfigProblem(file, None, path, "must be a mapping"))
                 continue
-            unknown = set(raw) - {"fault_code", "asset_class", "actions", "references"}
-            if unknown:
-                problems.append(
-                    ConfigProblem(file, None, path, f"unknown keys: {', '.join(sorted(unknown))}")
-                )
+            # One problem per unknown key, at the key's own path, as for the other config
+            # files: `check-config` then points at the line of the misspelt key.
+            unknown = set(map(str, raw)) - {"fault_code", "asset_class", "actions", "references"}
+            problems.extend(
+                ConfigProblem(file, None, f"{path}.{key}", f"unknown key `{key}`")
+                for key in sorted(unknown)
+            )
             fault_code = raw.get("fault_code")
             actions = raw.get("actions")
             references = raw.get("references", [])

@@ -29,6 +29,8 @@ class Shelving:
     until: float | None  # None: one-shot, until the condition next clears
     reason: str
     by: str
+    key: str = ""  # the dedup key shelved; with `set_at`, what state.db keeps across restarts
+    set_at: float = 0.0
 
     def active(self, now: float) -> bool:
         return self.until is None or now < self.until

@@ -20,10 +20,13 @@ Each change asks the encoder for the message that announces it and commits ticke
 messages in one transaction. Memory is updated only after the commit succeeded, so a refused
 write leaves the service as before and the same input can be applied again.
 
-Conditions and noise flags are not persisted. After a restart every condition starts NORMAL and
-open tickets are loaded from the store; a detector that still sees the fault raises it again,
-which counts as one more occurrence on the open ticket. Changes are serialised by a lock:
-findings, samples, timers and central commands arrive from different tasks.
+Conditions and most noise flags are not persisted. After a restart every condition starts
+NORMAL and open tickets are loaded from the store; a detector that still sees the fault raises
+it again, which counts as one more occurrence on the open ticket. The operator's decisions are
+persisted and restored by `start()`: shelving (saved with the `shelved` event, forgotten with
+the `unshelved` one) and maintenance mode per asset, from which OUT_OF_SERVICE follows; a shelve
+or a maintenance window that ran out while the gateway was down is dropped at load. Changes are
+serialised by a lock: findings, samples, timers and central commands arrive from different tasks.
 """
 
 from __future__ import annotations
@@ -75,12 +78,65 @@ TOPOLOGY_DETECTOR = "topology"
 MAX_ADVISORIES = 50
 
 
+class StoredShelving(Protocol):
+    """A shelved condition as state.db returns it."""
+
+    @property
+    def key(self) -> str: ...
+
+    @property
+    def until(self) -> float | None: ...
+
+    @property
+    def reason(self) -> str: ...
+
+    @property
+    def by(self) -> str: ...
+
+    @property
+    def set_at(self) -> float: ...
+
+
+class StoredMaintenance(Protocol):
+    """An asset's maintenance window as state.db returns it."""
+
+    @property
+    def asset(self) -> str: ...
+
+    @property
+    def until(self) -> float: ...
+
+    @property
+    def by(self) -> str: ...
+
+
 class LifecycleRepository(TicketRepository, Protocol):
     """What the lifecycle needs of state.db beyond `TicketRepository` (StateStore has it)."""
+
+    async def commit_ticket_change(
+        self,
+        ticket: Ticket,
+        events: Sequence[TicketEvent],
+        messages: Sequence[NewMessage],
+        *,
+        shelve: Shelving | None = None,
+        unshelve: str | None = None,
+    ) -> None: ...
 
     async def last_closed_ticket(self, key: str) -> Ticket | None: ...
 
     async def enqueue(self, message: NewMessage) -> int: ...
+
+    # Issue 5: shelving and maintenance mode survive a restart.
+    async def clear_shelving(self, key: str) -> None: ...
+
+    async def load_shelvings(self, now: float) -> Sequence[StoredShelving]: ...
+
+    async def save_maintenance(self, asset: str, until: float, by: str, set_at: float) -> None: ...
+
+    async def clear_maintenance(self, asset: str) -> None: ...
+
+    async def load_maintenance(self, now: float) -> Sequence[StoredMaintenance]: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -189,12 +245,33 @@ class TicketService:
         self._verified_fail = 0
 
     async def start(self) -> None:
-        """Load the open tickets, so that a trigger after a restart enriches instead of opening."""
+        """Load the open tickets, so that a trigger after a restart enriches instead of opening,
+        and restore shelving and maintenance mode, so that they still hold after a restart."""
+        now = self._clock.now()
         loaded = await self._repo.load_open_tickets()
+        shelvings = await self._repo.load_shelvings(now)
+        windows = await self._repo.load_maintenance(now)
         async with self._lock:
             self._open = {t.key: t for t in loaded}
+            for stored in shelvings:
+                self._shelves[stored.key] = Shelving(
+                    stored.until, stored.reason, stored.by, stored.key, stored.set_at
+                )
+                self._flags.setdefault(stored.key, set()).add(ConditionFlag.SHELVED)
+            self._maintenance = {w.asset: w.until for w in windows}
+            # A ticket still marked shelved whose shelve ran out while the gateway was down (or
+            # was never saved, before schema version 3): announce the end it missed.
+            for ticket in list(self._open.values()):
+                if "shelved" in ticket.attributes and ticket.key not in self._shelves:
+                    await self._unshelve(ticket, "timer", now)
             self._started = True
-        log.info("Ticket service started with %d open tickets.", len(loaded))
+        log.info(
+            "Ticket service started with %d open tickets, %d shelved conditions and %d assets"
+            " in maintenance mode.",
+            len(loaded),
+            len(self._shelves),
+            len(self._maintenance),
+        )
 
     # --- reading ------------------------------------------------------------------------------
 
@@ -327,6 +404,7 @@ class TicketService:
             await self._expire_shelves(now)
             for asset, until in list(self._maintenance.items()):
                 if now >= until:
+                    await self._repo.clear_maintenance(asset)
                     del self._maintenance[asset]
                     log.info("Asset `%s` is back from maintenance mode.", asset)
             await self._end_chattering(now)
@@ -472,9 +550,7 @@ class TicketService:
         """Shelve the ticket's condition: timed (at most `max_shelve_s`) or one-shot (None)."""
         async with self._lock:
             current = self._current(ticket)
-            shelving = Shelving(until, reason, by)
-            self._shelves[current.key] = shelving
-            self._flags.setdefault(current.key, set()).add(ConditionFlag.SHELVED)
+            shelving = Shelving(until, reason, by, current.key, ts)
             moved, event = tickets.annotate(
                 current,
                 "shelved",
@@ -484,7 +560,9 @@ class TicketService:
                     current, shelved={"until": until, "reason": reason, "by": by}
                 ),
             )
-            await self._commit(moved, [event])
+            await self._commit(moved, [event], shelve=shelving)
+            self._shelves[current.key] = shelving
+            self._flags.setdefault(current.key, set()).add(ConditionFlag.SHELVED)
             self._open[moved.key] = moved
             log.info("Condition `%s` shelved by `%s`: %s.", current.key, by, reason)
             return moved
@@ -494,9 +572,13 @@ class TicketService:
             current = self._current(ticket)
             return await self._unshelve(current, by, ts)
 
-    def set_maintenance(self, asset: str, until: float, by: str) -> None:
-        """Maintenance mode: the asset's findings open nothing until `until` (OUT_OF_SERVICE)."""
-        self._maintenance[asset] = until
+    async def set_maintenance(self, asset: str, until: float, by: str) -> None:
+        """Maintenance mode: the asset's findings open nothing until `until` (OUT_OF_SERVICE).
+        Saved in state.db first, so it still holds after a restart."""
+        self._require_started()
+        async with self._lock:
+            await self._repo.save_maintenance(asset, until, by, self._clock.now())
+            self._maintenance[asset] = until
         log.info("Asset `%s` in maintenance mode until %.0f (by `%s`).", asset, until, by)
 
     def in_maintenance(self, asset: str) -> float | None:
@@ -659,10 +741,13 @@ class TicketService:
         shelving = self._shelves.get(key)
         ticket = self._open.get(key)
         if shelving is not None and shelving.until is None:
-            del self._shelves[key]  # a one-shot shelve ends when its condition clears
-            self._flags.get(key, set()).discard(ConditionFlag.SHELVED)
+            # A one-shot shelve ends when its condition clears.
             if ticket is not None:
                 ticket = await self._unshelve(ticket, "one-shot", ts)
+            else:
+                await self._repo.clear_shelving(key)
+                del self._shelves[key]
+                self._flags.get(key, set()).discard(ConditionFlag.SHELVED)
         if ticket is None or not ticket.condition_active:
             return
         if ConditionFlag.CHATTERING in self._flags.get(key, ()):
@@ -1083,15 +1168,15 @@ class TicketService:
         for key, shelving in list(self._shelves.items()):
             if shelving.active(now):
                 continue
-            del self._shelves[key]
-            self._flags.get(key, set()).discard(ConditionFlag.SHELVED)
             ticket = self._open.get(key)
             if ticket is not None:
                 await self._unshelve(ticket, "timer", now)
+                continue
+            await self._repo.clear_shelving(key)
+            del self._shelves[key]
+            self._flags.get(key, set()).discard(ConditionFlag.SHELVED)
 
     async def _unshelve(self, ticket: Ticket, by: str, ts: float) -> Ticket:
-        self._shelves.pop(ticket.key, None)
-        self._flags.get(ticket.key, set()).discard(ConditionFlag.SHELVED)
         moved, event = tickets.annotate(
             ticket,
             "unshelved",
@@ -1099,7 +1184,9 @@ class TicketService:
             {"by": by},
             attributes=tickets.with_attributes(ticket, shelved=None),
         )
-        await self._commit(moved, [event])
+        await self._commit(moved, [event], unshelve=ticket.key)
+        self._shelves.pop(ticket.key, None)
+        self._flags.get(ticket.key, set()).discard(ConditionFlag.SHELVED)
         self._open[moved.key] = moved
         log.info("Condition `%s` unshelved (%s).", ticket.key, by)
         return moved
@@ -1152,19 +1239,30 @@ class TicketService:
         return sum(1 for flags in self._flags.values() if flag in flags)
 
     async def _commit_closed(self, ticket: Ticket, events: Iterable[TicketEvent]) -> Ticket:
-        await self._commit(ticket, events)
+        # Closing ends a shelve too (a new ticket for the key starts unshelved).
+        await self._commit(ticket, events, unshelve=ticket.key)
         self._open.pop(ticket.key, None)
         self._watches.pop(ticket.key, None)
         self._shelves.pop(ticket.key, None)
+        self._flags.get(ticket.key, set()).discard(ConditionFlag.SHELVED)
         log.info("Ticket `%s` %s.", ticket.id, ticket.state.value.lower())
         return ticket
 
-    async def _commit(self, ticket: Ticket, events: Iterable[TicketEvent]) -> None:
+    async def _commit(
+        self,
+        ticket: Ticket,
+        events: Iterable[TicketEvent],
+        *,
+        shelve: Shelving | None = None,
+        unshelve: str | None = None,
+    ) -> None:
         events = list(events)
         # Each message shows the ticket as of its own event (REPAIRED, then VERIFYING...).
         messages = [self._encode(_as_of(ticket, event), event) for event in events]
         try:
-            await self._repo.commit_ticket_change(ticket, events, messages)
+            await self._repo.commit_ticket_change(
+                ticket, events, messages, shelve=shelve, unshelve=unshelve
+            )
         except StoreError as exc:
             self._commit_failures += 1
             log.error(

@@ -75,5 +75,5 @@ def test_every_problem_of_a_knowledge_file_is_reported_at_once():
     assert [str(p) for p in caught.value.problems] == [
         "k.yaml: entries.0.actions: must be a non-empty text list",
         "k.yaml: entries.1.fault_code: is required",
-        "k.yaml: entries.2: unknown keys: colour",
+        "k.yaml: entries.2.colour: unknown key `colour`",
     ]
