@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
+import os
 import socket
+import sys
 import threading
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -82,3 +84,26 @@ async def _no_task_left_behind() -> AsyncIterator[None]:
         task.cancel()
     names = sorted(t.get_name() for t in leftover)
     assert not leftover, f"test left tasks running: {names}"
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    """A non-daemon thread still alive here would hang the interpreter at exit and CI with it
+    (seen once with an aiosqlite worker): name it and end the run as failed instead."""
+    deadline = time.monotonic() + 5.0
+    lingering = _lingering_threads()
+    while lingering and time.monotonic() < deadline:
+        time.sleep(0.05)
+        lingering = _lingering_threads()
+    if lingering:
+        names = ", ".join(sorted(t.name for t in lingering))
+        sys.stderr.write(f"\nthreads still running after the tests, exiting as failed: {names}\n")
+        sys.stderr.flush()
+        os._exit(3)
+
+
+def _lingering_threads() -> list[threading.Thread]:
+    return [
+        t
+        for t in threading.enumerate()
+        if t is not threading.main_thread() and not t.daemon and t.is_alive()
+    ]
