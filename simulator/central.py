@@ -354,6 +354,29 @@ def format_work_order(event: ReceivedTicketEvent) -> str:
             f"  Seen:        {d.get('occurrences')} time(s), first {d.get('first_seen')}, "
             f"last {d.get('last_seen')}{peak_text}; condition {condition}",
             f"  Evidence:    {_evidence_summary(d.get('evidence'))}",
+            *_planning_lines(d),
             f"  Edge ticket: {event.ticket_id} rev {d.get('revision')} (event {event.event_id})",
         ]
     )
+
+
+def _planning_lines(d: Mapping[str, Any]) -> list[str]:
+    """What a planner acts on: deadlines, routing and the recommended actions."""
+    lines = []
+    if d.get("respond_by") or d.get("resolve_by"):
+        lines.append(f"  Respond by:  {d.get('respond_by')}; resolve by {d.get('resolve_by')}")
+    routing = d.get("routing")
+    if isinstance(routing, Mapping):
+        where = ", ".join(f"{k} {v}" for k, v in routing.items() if v)
+        if where:
+            lines.append(f"  Route to:    {where}")
+    knowledge = d.get("knowledge")
+    entries = knowledge if isinstance(knowledge, list) else [knowledge]
+    actions = [
+        action
+        for entry in entries
+        if isinstance(entry, Mapping)
+        for action in entry.get("actions", [])
+    ]
+    lines += [f"  Action:      {action}" for action in actions]
+    return lines

@@ -59,3 +59,21 @@ async def test_central_dedups_by_id_keeps_one_work_order_per_ticket_and_skips_ga
     assert central.work_orders == {"T-1": "WO-1001", "T-2": "WO-1002"}
     assert [e.kind for e in central.received] == ["opened", "updated", "opened"]
     assert printed.getvalue().count("=== WO-") == 3
+
+
+def test_work_order_shows_deadlines_routing_and_recommended_actions():
+    data = {
+        "priority": "P2", "asset": "pump-1", "site": "plant-a", "gateway": "edge-01",
+        "fault_code": "bearing.outer_race", "iso14224_failure_mode": "VIB",
+        "detector": "pump-1-vib.de_bearing", "message": "Outer-race defect.", "occurrences": 1,
+        "first_seen": "t0", "last_seen": "t1", "peak_value": 0.5, "condition_active": True,
+        "evidence": {}, "revision": 1, "respond_by": "2026-11-22T03:15:00Z",
+        "resolve_by": "2026-11-22T05:00:00Z", "routing": {"area": "utilities", "skill": ""},
+        "knowledge": [{"actions": ["Check lubrication.", "Plan a bearing replacement."]}],
+    }  # fmt: skip
+    text = format_work_order(
+        ReceivedTicketEvent("e1", "opened", "1", "t", "T-1", "WO-1001", data)
+    )
+    assert "Respond by:  2026-11-22T03:15:00Z; resolve by 2026-11-22T05:00:00Z" in text
+    assert "Route to:    area utilities" in text
+    assert "Action:      Check lubrication." in text and "Plan a bearing replacement." in text
