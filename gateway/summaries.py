@@ -16,8 +16,6 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
-
 from gateway.core.clock import Clock
 from gateway.core.records import Finding, Quality, Sample, Waveform
 
@@ -63,6 +61,9 @@ class _WaveformStats:
     peak_max: float = 0.0
 
     def add(self, waveform: Waveform) -> None:
+        # Imported here: a site without waveforms does not load numpy (issue 3, RSS).
+        import numpy as np
+
         data = np.asarray(waveform.data, dtype=np.float64)
         if data.size == 0:
             return

@@ -4,8 +4,13 @@ Nothing here ever leaves the plant; the uplink reads state.db only. Throughput m
 than the last second of history, so this file runs `synchronous=NORMAL` (WAL still keeps it
 consistent after a crash; only the newest transactions may be lost on power failure).
 
-A BAD sample is stored with a NULL value, its quality and its reason: the gap is part of the
-record, and a made-up value never is (DESIGN.md section 9).
+A BAD sample is stored without a value, with its quality and its reason: the gap is part of
+the record, and a made-up value never is (DESIGN.md section 9).
+
+Samples are stored one row per device and timestamp (`sample_groups`, see
+`gateway/store/sample_groups.py`): a poll of 30 registers is one row, not 30 (issue 3). The
+one-row-per-sample table of schema versions 1-2 (`samples`) is no longer written; rows already
+in it are still read, pruned and trimmed, until retention has emptied it.
 
 Retention (issue 6) is by age and by size, enforced by `run_retention`, a periodic task: rows
 older than the retention period go first, then the oldest rows until the data fits the size
@@ -26,11 +31,10 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
 
-import numpy as np
-
 from gateway.core.clock import Clock
 from gateway.core.errors import StoreError
 from gateway.core.records import Quality, Sample, Waveform
+from gateway.store.sample_groups import ColumnCatalogue, pack, split_tag, unpack_one
 from gateway.store.sqlite import Database, Migration, Synchronous
 
 log = logging.getLogger(__name__)
@@ -82,6 +86,37 @@ TELEMETRY_MIGRATIONS: tuple[Migration, ...] = (
             "DROP INDEX samples_by_ts",
         ),
     ),
+    # Issue 3: one row per device and timestamp instead of one per sample (a poll of 30
+    # registers: 30 times fewer rows and index entries; the writer thread's CPU and the
+    # file's growth drop accordingly). Indexed like migration 2: the 10 s bucket first, so new
+    # rows land in the last pages, then the device, so one tag's history is one seek per bucket.
+    Migration(
+        version=3,
+        statements=(
+            """
+            CREATE TABLE sample_columns (
+                device TEXT NOT NULL,
+                point  TEXT NOT NULL,
+                col    INTEGER NOT NULL,
+                PRIMARY KEY (device, point),
+                UNIQUE (device, col)
+            )
+            """,
+            """
+            CREATE TABLE sample_groups (
+                device    TEXT NOT NULL,
+                ts        REAL NOT NULL,
+                cols      BLOB NOT NULL,  -- uint32 column numbers (sample_columns.col)
+                vals      BLOB NOT NULL,  -- float64 per column, NaN where the sample is BAD
+                quality   BLOB,           -- one byte per column; NULL when all are GOOD
+                reasons   TEXT,           -- JSON {position: reason}; NULL when none
+                source_ts BLOB            -- float64 per column (NaN: none); NULL when none
+            )
+            """,
+            "CREATE INDEX sample_groups_by_bucket_device"
+            " ON sample_groups (CAST(ts / 10 AS INTEGER), device)",
+        ),
+    ),
 )
 
 # The samples index's leading key: the 10 s bucket of `ts` (CAST truncates like `int()`).
@@ -89,11 +124,13 @@ _BUCKET = "CAST(ts / 10 AS INTEGER)"
 _BUCKET_S = 10
 
 # Retention deletes in slices so the write lock is released between them and a large backlog
-# does not stall the sample writer for seconds.
-_PRUNE_SLICE_ROWS = 20_000
-# Size trimming removes the oldest rows in steps of about this many samples (plus every
+# does not stall the sample writer for seconds (a group holds a poll's samples: tens of them).
+_PRUNE_SLICE_ROWS = {"samples": 20_000, "sample_groups": 2_000, "waveforms": 20_000}
+# Size trimming removes the oldest rows in steps of about this many rows (plus every
 # waveform block up to that time), then measures again.
-_TRIM_SLICE_ROWS = 5_000
+_TRIM_SLICE_ROWS = {"samples": 5_000, "sample_groups": 500}
+# What one deleted row counts for in `rows_pruned` / `rows_trimmed_for_size`: samples.
+_DELETED_SAMPLES = {"samples": "1", "sample_groups": "length(cols) / 4", "waveforms": "1"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,8 +153,9 @@ class TelemetryStore:
     the tickets) because of it is not (issue 6, fault 6).
     """
 
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Database, columns: ColumnCatalogue | None = None) -> None:
         self._db = db
+        self._columns = columns or ColumnCatalogue()
         self._samples_written = 0
         self._waveforms_written = 0
         self._samples_refused = 0
@@ -138,7 +176,12 @@ class TelemetryStore:
             busy_timeout_ms=busy_timeout_ms,
             migrations=TELEMETRY_MIGRATIONS,
         )
-        return cls(db)
+        try:
+            known = await db.conn.execute_fetchall("SELECT device, point, col FROM sample_columns")
+        except sqlite3.Error as exc:
+            await db.close()
+            raise StoreError(f"telemetry.db refused a read: {exc}") from exc
+        return cls(db, ColumnCatalogue((row[0], row[1], row[2]) for row in known))
 
     async def close(self) -> None:
         await self._db.close()
@@ -172,21 +215,29 @@ class TelemetryStore:
         )
 
     async def write_samples(self, samples: Sequence[Sample]) -> None:
-        """Store a batch in one transaction (one executemany): thousands of rows per fsync."""
+        """Store a batch in one transaction: one row per device and timestamp."""
         if not samples:
             return
-        rows = [_sample_row(s) for s in samples]
-        self._bytes_acquired += 8 * len(rows)
-        if await self._insert(
-            "INSERT INTO samples (tag, ts, value, quality, reason, source_ts)"
-            " VALUES (?, ?, ?, ?, ?, ?)",
-            rows,
-        ):
-            self._samples_written += len(rows)
+        rows, new_columns = pack(samples, self._columns)
+        self._bytes_acquired += 8 * len(samples)
+        writes = [
+            ("INSERT INTO sample_columns (device, point, col) VALUES (?, ?, ?)", new_columns),
+            (
+                "INSERT INTO sample_groups (device, ts, cols, vals, quality, reasons, source_ts)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?)",
+                rows,
+            ),
+        ]
+        if await self._insert(writes):
+            self._samples_written += len(samples)
         else:
-            self._samples_refused += len(rows)
+            self._columns.forget(new_columns)  # not committed: number them again next time
+            self._samples_refused += len(samples)
 
     async def write_waveform(self, waveform: Waveform) -> None:
+        # numpy only with waveforms: a scalar-only site does not load it (issue 3, RSS).
+        import numpy as np
+
         data = np.ascontiguousarray(waveform.data, dtype="<f8")
         self._bytes_acquired += int(data.nbytes)
         row = (
@@ -200,9 +251,13 @@ class TelemetryStore:
             data.tobytes(),
         )
         if await self._insert(
-            "INSERT INTO waveforms (tag, ts, sample_rate, unit, running_speed_hz, quality, n,"
-            " data) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-            [row],
+            [
+                (
+                    "INSERT INTO waveforms (tag, ts, sample_rate, unit, running_speed_hz,"
+                    " quality, n, data) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    [row],
+                )
+            ]
         ):
             self._waveforms_written += 1
         else:
@@ -213,41 +268,80 @@ class TelemetryStore:
 
         One index seek per 10 s bucket of the window (clamped to the stored buckets, so an
         open window such as 0..inf costs no more than the history held)."""
+        if not start < end:  # empty, or a NaN bound
+            return []
+        device, point = split_tag(tag)
+        col = self._columns.column(device, point)
         async with self._db.lock:
             try:
-                bounds = await self._db.conn.execute_fetchall(
-                    f"SELECT (SELECT MIN({_BUCKET}) FROM samples),"
-                    f" (SELECT MAX({_BUCKET}) FROM samples)"
+                legacy = await self._bucket_rows(
+                    "samples",
+                    "ts, value, quality, reason, source_ts",
+                    "tag = ?",
+                    tag,
+                    start,
+                    end,
                 )
-                first, last = next(iter(bounds))
-                if first is None or not start < end:  # empty, or a NaN bound
-                    return []
-                first = max(first, _bucket_of(start))
-                last = min(last, _bucket_of(end))
-                rows = await self._db.conn.execute_fetchall(
-                    "WITH RECURSIVE buckets(b) AS (VALUES(?) UNION ALL"
-                    " SELECT b + 1 FROM buckets WHERE b < ?)"
-                    " SELECT tag, ts, value, quality, reason, source_ts"
-                    f" FROM buckets JOIN samples ON {_BUCKET} = buckets.b AND tag = ?"
-                    " WHERE ts >= ? AND ts < ? ORDER BY ts",
-                    (first, last, tag, start, end),
+                groups = (
+                    await self._bucket_rows(
+                        "sample_groups",
+                        "ts, cols, vals, quality, reasons, source_ts",
+                        "device = ?",
+                        device,
+                        start,
+                        end,
+                    )
+                    if col is not None
+                    else []
                 )
             except (sqlite3.Error, ValueError) as exc:  # ValueError: aiosqlite, once closed
                 raise StoreError(f"telemetry.db refused a read: {exc}") from exc
-        return [
+        samples = [
             Sample(
-                tag=row["tag"],
+                tag=tag,
                 ts=row["ts"],
                 value=row["value"],
                 quality=Quality(row["quality"]),
                 reason=row["reason"],
                 source_ts=row["source_ts"],
             )
-            for row in rows
+            for row in legacy
         ]
+        if col is not None:
+            for row in groups:
+                sample = unpack_one(tag, col, row)
+                if sample is not None:
+                    samples.append(sample)
+        # Legacy rows predate every group; the sort is stable, so ties keep their order.
+        samples.sort(key=lambda s: s.ts)
+        return samples
+
+    async def _bucket_rows(
+        self, table: str, columns: str, match: str, key: str, start: float, end: float
+    ) -> list[sqlite3.Row]:
+        """Rows of `table` matching `match` (one `?` bound to `key`) with start <= ts < end,
+        oldest first, through the (bucket, key) index. The caller holds the lock."""
+        bounds = await self._db.conn.execute_fetchall(
+            f"SELECT (SELECT MIN({_BUCKET}) FROM {table}), (SELECT MAX({_BUCKET}) FROM {table})"
+        )
+        first, last = next(iter(bounds))
+        if first is None:
+            return []
+        first = max(first, _bucket_of(start))
+        last = min(last, _bucket_of(end))
+        rows = await self._db.conn.execute_fetchall(
+            "WITH RECURSIVE buckets(b) AS (VALUES(?) UNION ALL"
+            " SELECT b + 1 FROM buckets WHERE b < ?)"
+            f" SELECT {columns} FROM buckets JOIN {table} ON {_BUCKET} = buckets.b AND {match}"
+            f" WHERE ts >= ? AND ts < ? ORDER BY ts, {table}.rowid",
+            (first, last, key, start, end),
+        )
+        return list(rows)
 
     async def read_waveforms(self, tag: str, start: float, end: float) -> list[Waveform]:
         """Waveform blocks of one tag with start <= ts < end, oldest first."""
+        import numpy as np
+
         async with self._db.lock:
             try:
                 rows = await self._db.conn.execute_fetchall(
@@ -350,8 +444,10 @@ class TelemetryStore:
             try:
                 rows = await self._db.conn.execute_fetchall(
                     f"SELECT MAX(ts) FROM (SELECT ts FROM samples ORDER BY {_BUCKET} LIMIT ?)"
+                    " UNION ALL SELECT MAX(ts) FROM"
+                    f" (SELECT ts FROM sample_groups ORDER BY {_BUCKET} LIMIT ?)"
                     " UNION ALL SELECT MIN(ts) FROM waveforms",
-                    (_TRIM_SLICE_ROWS,),
+                    (_TRIM_SLICE_ROWS["samples"], _TRIM_SLICE_ROWS["sample_groups"]),
                 )
             except (sqlite3.Error, ValueError) as exc:
                 raise StoreError(f"telemetry.db refused a read: {exc}") from exc
@@ -365,29 +461,30 @@ class TelemetryStore:
             return 0  # nothing is older than NaN (as `ts < NaN` says)
         op = "<=" if inclusive else "<"
         # Samples: the bucket bound lets the index find the old rows; `ts` decides exactly.
-        where = {
-            "samples": f"{_BUCKET} <= {_bucket_of(cutoff)} AND ts {op} ?",
-            "waveforms": f"ts {op} ?",
-        }
-        for table in ("samples", "waveforms"):
+        by_bucket = f"{_BUCKET} <= {_bucket_of(cutoff)} AND ts {op} ?"
+        where = {"samples": by_bucket, "sample_groups": by_bucket, "waveforms": f"ts {op} ?"}
+        for table in ("samples", "sample_groups", "waveforms"):
             while True:
                 async with self._db.lock, self._db.transaction() as conn:
                     cursor = await conn.execute(
                         f"DELETE FROM {table} WHERE rowid IN (SELECT rowid FROM {table}"
-                        f" WHERE {where[table]} LIMIT ?)",
-                        (cutoff, _PRUNE_SLICE_ROWS),
+                        f" WHERE {where[table]} LIMIT ?) RETURNING {_DELETED_SAMPLES[table]}",
+                        (cutoff, _PRUNE_SLICE_ROWS[table]),
                     )
-                    count = cursor.rowcount
-                deleted += count
-                if count < _PRUNE_SLICE_ROWS:
+                    counts = list(await cursor.fetchall())
+                deleted += sum(int(row[0]) for row in counts)
+                if len(counts) < _PRUNE_SLICE_ROWS[table]:
                     break
         return deleted
 
-    async def _insert(self, sql: str, rows: list[tuple[Any, ...]]) -> bool:
-        """True when committed. A refusal is logged on the change of state, not per batch."""
+    async def _insert(self, writes: Sequence[tuple[str, Sequence[tuple[Any, ...]]]]) -> bool:
+        """Run each (statement, rows) in one transaction; True when committed. A refusal is
+        logged on the change of state, not per batch."""
         try:
             async with self._db.lock, self._db.transaction() as conn:
-                await conn.executemany(sql, rows)
+                for sql, rows in writes:
+                    if rows:
+                        await conn.executemany(sql, rows)
         except StoreError as exc:
             if not self._refusing:
                 self._refusing = True
@@ -418,15 +515,3 @@ def _bucket_of(ts: float) -> int:
 _INT64_MAX = 2**63 - 1
 _INT64_MIN = -(2**63)
 
-
-def _sample_row(s: Sample) -> tuple[Any, ...]:
-    value = s.value
-    quality = s.quality
-    reason = s.reason
-    if quality is Quality.BAD:
-        value = None
-    elif value is None or not math.isfinite(value):
-        # A sample claiming to be usable without a finite value is a driver bug; keep the gap
-        # and say so rather than storing NaN (which SQLite would turn into NULL silently).
-        value, quality, reason = None, Quality.BAD, reason or "value is not a finite number"
-    return (s.tag, s.ts, value, int(quality), reason, s.source_ts)

@@ -14,8 +14,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-
-import numpy as np
+from typing import TYPE_CHECKING
 
 from gateway.core.clock import Clock
 from gateway.core.interfaces import Record
@@ -28,6 +27,9 @@ from protocols.modbus.config import (
     WordOrder,
 )
 from protocols.modbus.decode import DecodeError, decode, decode_bit, decode_raw, decode_string
+
+if TYPE_CHECKING:
+    import numpy as np
 from protocols.modbus.plan import ReadRequest, Span, plan_block, plan_reads
 
 # An answer per planned request: the registers (or bits as 0/1), or the reason it failed.
@@ -165,6 +167,21 @@ class PointDecoder:
             and p.enum is None
             and p.waveform is None
         }
+        # Per scalar request, what each slice needs, looked up once here rather than per poll:
+        # (point index, offset, count, fast decoding or None, tag id).
+        self._steps = tuple(
+            tuple(
+                (piece.point, piece.offset, piece.count, self._fast.get(piece.point),
+                 self._tags[piece.point].id)
+                for piece in request.slices
+            )
+            for request in plan.scalar_requests
+        )  # fmt: skip
+        # Without deadbands, string points or waveforms, every decoded sample is reported as
+        # it is: the poll's records are the decoded samples in point order.
+        self._plain = not self._filters and not plan.waveform_requests and all(
+            p.type is not DataType.STRING for p in points
+        )
 
     def tags(self) -> list[Tag]:
         """Tags that produce records (string points are device metadata, see `texts`)."""
@@ -182,25 +199,26 @@ class PointDecoder:
         `waveform_answers[j]` holds the answers to the reads of waveform number j."""
         ts = self._clock.now()
         out: list[Record | None] = [None] * len(self._points)
-        points, tags, fast = self._points, self._tags, self._fast
-        for request, answer in zip(self._plan.scalar_requests, scalar_answers, strict=True):
-            for piece in request.slices:
-                i = piece.point
-                if isinstance(answer, str):
-                    out[i] = Sample(tags[i].id, ts, None, Quality.BAD, reason=answer)
-                    continue
-                plain = fast.get(i)
-                if plain is not None and piece.offset < len(answer):
-                    word = answer[piece.offset]
+        points = self._points
+        for steps, answer in zip(self._steps, scalar_answers, strict=True):
+            if isinstance(answer, str):
+                for i, _, _, _, tag_id in steps:
+                    out[i] = Sample(tag_id, ts, None, Quality.BAD, reason=answer)
+                continue
+            size = len(answer)
+            for i, offset, count, plain, tag_id in steps:
+                if plain is not None and offset < size:
+                    word = answer[offset]
                     if 0 <= word <= 0xFFFF:
-                        signed, scale, offset = plain
+                        signed, scale, shift = plain
                         raw = word - 0x10000 if signed and word & 0x8000 else word
-                        value = raw * scale + offset
+                        value = raw * scale + shift
                         if math.isfinite(value):
-                            out[i] = Sample(tags[i].id, ts, float(value))
+                            out[i] = Sample(tag_id, ts, float(value))
                             continue
-                words = answer[piece.offset : piece.offset + piece.count]
-                out[i] = self._scalar(points[i], tags[i].id, words, ts)
+                out[i] = self._scalar(points[i], tag_id, answer[offset : offset + count], ts)
+        if self._plain:
+            return [record for record in out if record is not None]
         for (i, _), answers in zip(self._plan.waveform_requests, waveform_answers, strict=True):
             out[i] = self._waveform(i, answers, out, ts)
         records: list[Record] = []
@@ -285,6 +303,9 @@ def decode_block(registers: Sequence[int], point: ModbusPoint) -> np.ndarray:
 
     The byte and word order are undone per value exactly as `decode` does for one value.
     """
+    # numpy only here: a site without waveform blocks does not pay its ~15 MB (issue 3, RSS).
+    import numpy as np
+
     assert point.waveform is not None
     per_value = point.type.registers
     samples = point.waveform.samples

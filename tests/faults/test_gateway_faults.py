@@ -50,7 +50,7 @@ def newest_sample_ts(telemetry_db: Path) -> float | None:
         return None
     try:
         with sqlite3.connect(f"file:{telemetry_db}?mode=ro", uri=True, timeout=1) as conn:
-            row = conn.execute("SELECT MAX(ts) FROM samples").fetchone()
+            row = conn.execute("SELECT MAX(ts) FROM sample_groups").fetchone()
     except sqlite3.Error:
         return None  # being created right now
     return row[0] if row and row[0] is not None else None

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import math
 import sqlite3
+import struct
 
 import numpy as np
 import pytest
@@ -49,8 +51,12 @@ async def test_bad_samples_are_stored_as_gaps_with_their_reason(tmp_path, teleme
         (None, Quality.BAD, "exception code 2"),
         (41.5, Quality.UNCERTAIN, None),
     ]
+    # On disk the three gaps hold no number (NaN is only the mark of a gap) and say BAD.
     with sqlite3.connect(tmp_path / "telemetry.db") as raw:
-        assert raw.execute("SELECT COUNT(*) FROM samples WHERE value IS NULL").fetchone() == (3,)
+        stored = raw.execute("SELECT vals, quality FROM sample_groups ORDER BY ts").fetchall()
+    values = [struct.unpack("<d", vals)[0] for vals, _ in stored]
+    assert [math.isnan(v) for v in values] == [True, True, True, False]
+    assert [quality[0] for _, quality in stored] == [0, 0, 0, 1]
 
 
 async def test_waveform_round_trip(telemetry):
@@ -194,3 +200,59 @@ async def test_a_version_1_database_is_migrated_and_keeps_its_rows(tmp_path):
         assert len(await store.read_samples(TAG, 0.0, 100.0)) == 26
     finally:
         await store.close()
+
+
+async def test_a_poll_is_one_row_and_each_tag_reads_back_alone(tmp_path, telemetry):
+    # Two devices polled at the same instant, 30 points each: two rows, not sixty.
+    polls = [
+        Sample(f"{device}.r{i}", 50.0, float(i) + (0.5 if device == "b" else 0.0))
+        for device in ("a", "b")
+        for i in range(30)
+    ]
+    await telemetry.write_samples(polls)
+    with sqlite3.connect(tmp_path / "telemetry.db") as raw:
+        assert raw.execute("SELECT COUNT(*) FROM sample_groups").fetchone() == (2,)
+    for device, shift in (("a", 0.0), ("b", 0.5)):
+        for i in (0, 17, 29):
+            (back,) = await telemetry.read_samples(f"{device}.r{i}", 0.0, 100.0)
+            assert (back.tag, back.ts, back.value) == (f"{device}.r{i}", 50.0, i + shift)
+
+
+async def test_rows_holding_a_subset_of_points_keep_every_tag_in_its_column(telemetry):
+    # A deadband lets different points through on each poll: the columns stay put.
+    await telemetry.write_samples([Sample("a.x", 1.0, 1.0), Sample("a.y", 1.0, 10.0)])
+    await telemetry.write_samples([Sample("a.y", 2.0, 20.0)])
+    await telemetry.write_samples([Sample("a.z", 3.0, 300.0), Sample("a.x", 3.0, 3.0)])
+    assert [(s.ts, s.value) for s in await telemetry.read_samples("a.x", 0.0, 9.0)] == [
+        (1.0, 1.0),
+        (3.0, 3.0),
+    ]
+    assert [s.value for s in await telemetry.read_samples("a.y", 0.0, 9.0)] == [10.0, 20.0]
+    assert [s.value for s in await telemetry.read_samples("a.z", 0.0, 9.0)] == [300.0]
+
+
+async def test_the_same_tag_twice_at_one_timestamp_keeps_both_samples(telemetry):
+    await telemetry.write_samples(
+        [Sample("a.x", 5.0, 1.0), Sample("a.y", 5.0, 2.0), Sample("a.x", 5.0, 3.0)]
+    )
+    assert [s.value for s in await telemetry.read_samples("a.x", 0.0, 9.0)] == [1.0, 3.0]
+
+
+async def test_columns_survive_a_restart(tmp_path):
+    path = tmp_path / "telemetry.db"
+    async with await TelemetryStore.open(path) as store:
+        await store.write_samples([Sample("a.x", 1.0, 1.0), Sample("a.y", 1.0, 2.0)])
+    async with await TelemetryStore.open(path) as store:
+        await store.write_samples([Sample("a.y", 2.0, 4.0), Sample("a.w", 2.0, 8.0)])
+        assert [s.value for s in await store.read_samples("a.y", 0.0, 9.0)] == [2.0, 4.0]
+        assert [s.value for s in await store.read_samples("a.x", 0.0, 9.0)] == [1.0]
+        assert [s.value for s in await store.read_samples("a.w", 0.0, 9.0)] == [8.0]
+
+
+async def test_prune_counts_the_samples_of_the_groups_it_deletes(telemetry):
+    await telemetry.write_samples(
+        [Sample(f"a.r{i}", float(t), 1.0) for t in range(10) for i in range(30)]
+    )
+    assert await telemetry.prune(5.0) == 5 * 30
+    kept = await telemetry.read_samples("a.r7", 0.0, 99.0)
+    assert [s.ts for s in kept] == [5.0, 6.0, 7.0, 8.0, 9.0]

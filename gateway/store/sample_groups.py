@@ -1,0 +1,182 @@
+"""Packing samples into groups: one telemetry.db row per device and timestamp (issue 3).
+
+A poll of a 30-register device yields 30 samples with one timestamp. Stored as 30 SQLite rows,
+each sample cost about 2 us of the writer thread plus an index entry: at 15 000 values/s a
+quarter of the gateway's CPU, and about 4 MB of file per minute on the plant box's flash.
+Stored as one row holding the 30 values, the same poll costs one row and one index entry.
+
+A group is the samples of one device (the part of the tag id before the first dot: tag ids
+are `<device>.<point>`) that share a timestamp. Within the group each sample is a *column*
+number, assigned per device the first time a point is seen and never changed, so that a
+reader finds one tag's value in every row of its device. Columns keep the set of points free:
+a deadband that lets only some points through yields a row with only those columns.
+
+Row layout (the blobs are little-endian arrays, whatever the platform):
+  cols      uint32 column numbers, one per sample
+  vals      float64 values, NaN where the sample has no value (BAD). A usable sample never
+            carries NaN: non-finite values become BAD before they get here.
+  quality   one byte per sample, or NULL when every sample is GOOD (the common case)
+  reasons   JSON {position: reason}, or NULL when no sample has one
+  source_ts float64 per sample (NaN = none), or NULL when no sample has one
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+from array import array
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from gateway.core.records import Quality, Sample
+
+_SWAP = sys.byteorder != "little"  # a big-endian box swaps, so the file reads the same anywhere
+assert array("I").itemsize == 4 and array("d").itemsize == 8  # true on every Linux target
+
+_GOOD = int(Quality.GOOD)
+
+
+def to_blob(typecode: str, values: list[int] | list[float]) -> bytes:
+    packed = array(typecode, values)
+    if _SWAP:
+        packed.byteswap()
+    return packed.tobytes()
+
+
+def from_blob(typecode: str, blob: bytes) -> array[Any]:
+    unpacked = array(typecode)
+    unpacked.frombytes(blob)
+    if _SWAP:
+        unpacked.byteswap()
+    return unpacked
+NOT_FINITE = "value is not a finite number"
+
+
+def split_tag(tag: str) -> tuple[str, str]:
+    """`pump-1.bearing_temp` -> (`pump-1`, `bearing_temp`); a tag without a dot is a device
+    of its own with an unnamed point."""
+    device, _, point = tag.partition(".")
+    return device, point
+
+
+def usable(sample: Sample) -> tuple[float, int, str | None]:
+    """The value, quality and reason to store: a BAD sample keeps no value, and a sample that
+    claims to be usable without a finite value is a driver bug kept as a gap that says so,
+    never stored as a number."""
+    value, quality, reason = sample.value, sample.quality, sample.reason
+    if quality is Quality.BAD:
+        return math.nan, int(Quality.BAD), reason
+    if value is None or not math.isfinite(value):
+        return math.nan, int(Quality.BAD), reason or NOT_FINITE
+    return float(value), int(quality), reason
+
+
+@dataclass(slots=True)
+class _Group:
+    device: str
+    ts: float
+    cols: list[int] = field(default_factory=list)
+    seen: set[int] = field(default_factory=set)
+    vals: list[float] = field(default_factory=list)
+    quality: list[int] = field(default_factory=list)
+    reasons: dict[str, str] = field(default_factory=dict)
+    source_ts: list[float] = field(default_factory=list)
+    any_source_ts: bool = False
+    all_good: bool = True
+
+    def row(self) -> tuple[Any, ...]:
+        return (
+            self.device,
+            self.ts,
+            to_blob("I", self.cols),
+            to_blob("d", self.vals),
+            None if self.all_good else bytes(self.quality),
+            json.dumps(self.reasons, separators=(",", ":")) if self.reasons else None,
+            to_blob("d", self.source_ts) if self.any_source_ts else None,
+        )
+
+
+class ColumnCatalogue:
+    """Column numbers per device, as stored in the `sample_columns` table."""
+
+    def __init__(self, known: Iterable[tuple[str, str, int]] = ()) -> None:
+        self._columns: dict[str, dict[str, int]] = {}
+        for device, point, col in known:
+            self._columns.setdefault(device, {})[point] = col
+
+    def column(self, device: str, point: str) -> int | None:
+        return self._columns.get(device, {}).get(point)
+
+    def assign(self, device: str, point: str, new: list[tuple[str, str, int]]) -> int:
+        """The column of `point`, numbering it (and noting it in `new`) on first sight."""
+        columns = self._columns.setdefault(device, {})
+        col = columns.get(point)
+        if col is None:
+            col = columns[point] = len(columns)
+            new.append((device, point, col))
+        return col
+
+    def forget(self, added: Sequence[tuple[str, str, int]]) -> None:
+        """Undo `assign` for columns whose insert was not committed."""
+        for device, point, _ in added:
+            self._columns.get(device, {}).pop(point, None)
+
+
+def pack(
+    samples: Sequence[Sample], catalogue: ColumnCatalogue
+) -> tuple[list[tuple[Any, ...]], list[tuple[str, str, int]]]:
+    """Rows for `sample_groups` and the columns first seen in this batch.
+
+    Samples of one device with one timestamp share a row; the same tag twice at one
+    timestamp starts a second row rather than overwriting the first.
+    """
+    groups: dict[tuple[str, float], _Group] = {}
+    full: list[_Group] = []
+    new_columns: list[tuple[str, str, int]] = []
+    for sample in samples:
+        device, point = split_tag(sample.tag)
+        col = catalogue.assign(device, point, new_columns)
+        key = (device, sample.ts)
+        group = groups.get(key)
+        if group is None or col in group.seen:
+            if group is not None:
+                full.append(group)
+            group = groups[key] = _Group(device, sample.ts)
+        value, quality, reason = usable(sample)
+        position = len(group.cols)
+        group.cols.append(col)
+        group.seen.add(col)
+        group.vals.append(value)
+        group.quality.append(quality)
+        if quality != _GOOD:
+            group.all_good = False
+        if reason is not None:
+            group.reasons[str(position)] = reason
+        if sample.source_ts is None:
+            group.source_ts.append(math.nan)
+        else:
+            group.source_ts.append(sample.source_ts)
+            group.any_source_ts = True
+    return [g.row() for g in (*full, *groups.values())], new_columns
+
+
+def unpack_one(tag: str, col: int, row: Any) -> Sample | None:
+    """The sample of column `col` in one stored row (`ts, cols, vals, quality, reasons,
+    source_ts`), or None when the row has no value for it."""
+    try:
+        position = from_blob("I", row[1]).index(col)
+    except ValueError:
+        return None
+    value: float | None = from_blob("d", row[2])[position]
+    quality = Quality(row[3][position]) if row[3] is not None else Quality.GOOD
+    if quality is Quality.BAD or (value is not None and math.isnan(value)):
+        value = None  # a gap stays a gap (NaN is only ever the mark of one)
+    reason = json.loads(row[4]).get(str(position)) if row[4] is not None else None
+    source_ts: float | None = None
+    if row[5] is not None:
+        stamp = from_blob("d", row[5])[position]
+        source_ts = None if math.isnan(stamp) else stamp
+    return Sample(tag=tag, ts=row[0], value=value, quality=quality, source_ts=source_ts,
+                  reason=reason)  # fmt: skip
