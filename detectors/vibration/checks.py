@@ -17,7 +17,8 @@ MIN_REVOLUTIONS_PER_BLOCK = 8  # shaft sidebands (+-fr) need several bins betwee
 TARGET_REVOLUTIONS_PER_BLOCK = 32
 
 
-def check_signal(signal: FloatArray, fs: float) -> None:
+def check_signal(signal: FloatArray, fs: float) -> tuple[float, float]:
+    """Raise `BadSignal` naming the problem; return the signal's (min, max) for reuse."""
     if not math.isfinite(fs) or fs <= 0:
         raise BadSignal(f"sample rate {fs} Hz is not a positive number")
     if signal.ndim != 1:
@@ -42,6 +43,7 @@ def check_signal(signal: FloatArray, fs: float) -> None:
                 f"signal looks clipped: {at_edge} samples sit at the {name} limit {edge:g} "
                 "(sensor or input range saturated)"
             )
+    return lo, hi
 
 
 def block_length(n_samples: int, fs: float, shaft_hz: float) -> int:

@@ -1,14 +1,21 @@
 """`VibrationDetector`: the vibration family on live `Waveform` blocks (issue 4, item 4).
 
 Synchronous and pure (DESIGN.md section 5): no I/O, state in memory, `snapshot`/`restore` for
-persistence. A fault must be seen in `confirm_blocks` consecutive blocks before an active
-finding is raised, and missing for as many blocks before it is cleared, so one noisy block
-neither opens nor closes a ticket. Evidence is a summary (features, zone, top envelope lines,
-matched defect frequencies), never the waveform.
+persistence. Evidence is a summary (features, zone, top envelope lines, matched defect
+frequencies), never the waveform.
+
+Every block is checked (NaN, flat, clipped, too short) and transformed once; its power spectrum
+and time statistics are added to an averaging round of `average_blocks` blocks (rounds.py).
+When a round is complete it is diagnosed: ISO severity, band energies and order readings from
+the averaged spectrum, the envelope spectra (whitened whole band and the spectral-kurtosis
+band) averaged over the round's envelope blocks (its newest block and every
+`ENVELOPE_EVERY_BLOCKS`-th before it), the bearing combs, baseline and confirmation. A fault must
+be seen in `confirm_blocks` consecutive analyses before an active finding is raised, and
+missing for as many before it is cleared, so one noisy analysis neither opens nor closes a
+ticket. With `average_blocks = 1` (the default) every block is one analysis.
 
 The resonance band (spectral kurtosis) is a property of the machine's structure, not of one
-block: it is chosen on the first block and again every `band_refresh_blocks` blocks, which
-keeps the per-block cost near two FFTs (see bench/vibration).
+block: it is chosen on the first analysis and again every `band_refresh_blocks` analyses.
 """
 
 from __future__ import annotations
@@ -23,11 +30,18 @@ import numpy as np
 from detectors.vibration.baseline import Baseline
 from detectors.vibration.bearing import BearingGeometry
 from detectors.vibration.checks import MIN_REVOLUTIONS_PER_BLOCK, check_signal
-from detectors.vibration.diagnose import Diagnosis, FaultCall, Settings, analyse_blocks
+from detectors.vibration.diagnose import (
+    Diagnosis,
+    FaultCall,
+    Settings,
+    analyse_spectra,
+    feature_bands,
+)
 from detectors.vibration.envelope import Band
 from detectors.vibration.errors import BadSignal
+from detectors.vibration.features import spectral_features
 from detectors.vibration.iso20816 import Foundation, MachineGroup, Zone
-from detectors.vibration.spectrum import block_spectra
+from detectors.vibration.rounds import AveragingRound
 from detectors.vibration.speed import estimate_shaft_hz
 from detectors.vibration.units import scale_to_g
 from gateway.core.interfaces import Record
@@ -41,6 +55,13 @@ _BEARING_WORDS = {
     FaultCode.BEARING_ROLLING_ELEMENT: ("Rolling-element (ball) defect", "BSF"),
     FaultCode.BEARING_CAGE: ("Cage defect", "FTF"),
 }
+# In an averaging round, one block in this many is also demodulated for the envelope spectra
+# (averaged over those blocks). An envelope costs about four block rFFTs (a complex inverse FFT
+# of the band and an rFFT of the squared envelope, for the whole band and the spectral-kurtosis
+# band): one in 32 keeps it near a tenth of the per-block work (bench/vibration/README.md).
+ENVELOPE_EVERY_BLOCKS = 32
+# Summary features published as samples after each analysis (telemetry, verification).
+SAMPLE_FEATURES = ("velocity_rms_mm_s", "accel_rms_g", "accel_peak_g", "crest_factor", "kurtosis")
 
 
 @dataclass
@@ -66,11 +87,14 @@ class VibrationDetector:
         confirm_blocks: int = 3,
         baseline_blocks: int = 20,
         band_refresh_blocks: int = 16,
+        average_blocks: int = 1,
         settings: Settings | None = None,
         name: str = "vibration",
     ) -> None:
         if confirm_blocks < 1:
             raise ValueError(f"confirm_blocks must be at least 1, got {confirm_blocks}")
+        if average_blocks < 1:
+            raise ValueError(f"average_blocks must be at least 1, got {average_blocks}")
         if fixed_rpm is not None and not fixed_rpm > 0:
             raise ValueError(f"fixed_rpm must be positive, got {fixed_rpm}")
         self.asset = asset
@@ -82,6 +106,7 @@ class VibrationDetector:
         self.fixed_rpm = fixed_rpm
         self.confirm_blocks = confirm_blocks
         self.band_refresh_blocks = max(1, band_refresh_blocks)
+        self.average_blocks = average_blocks
         self.settings = settings or Settings()
         self._name = name
         self._rpm_from_tag: float | None = None
@@ -89,6 +114,9 @@ class VibrationDetector:
         self._blocks_since_band = 0
         self._tracks: dict[str, _Track] = {}
         self._problem: str | None = None
+        self._round = AveragingRound()
+        self._round_source = "unknown"
+        self._feature_samples: list[Sample] = []
         self.baseline = Baseline(blocks=baseline_blocks)
         self.last_diagnosis: Diagnosis | None = None
 
@@ -111,13 +139,25 @@ class VibrationDetector:
         if record.tag != self.tag_id or record.quality is Quality.BAD:
             return []
         try:
-            diagnosis = self._diagnose(record)
+            diagnosis = self._add_block(record)
         except BadSignal as exc:
             self._note_problem(str(exc))
             return []
         self._note_problem(None)
+        if diagnosis is None:  # the averaging round is not complete yet
+            return []
         self.last_diagnosis = diagnosis
+        self._feature_samples = self._samples(diagnosis, record.ts)
         return self._confirm(diagnosis, record.ts)
+
+    def feature_samples(self) -> list[Sample]:
+        """Samples of the last analysed block's summary features, then forgets them
+        (empty when no block was analysed since the last call).
+
+        Tag ids are `<tag_id>.<feature>` for the features of `SAMPLE_FEATURES`, stamped with
+        the analysed waveform's ts; with `average_blocks` > 1 they describe the whole round."""
+        out, self._feature_samples = self._feature_samples, []
+        return out
 
     # -- persistence ------------------------------------------------------------------------
 
@@ -133,31 +173,81 @@ class VibrationDetector:
 
     # -- internals --------------------------------------------------------------------------
 
-    def _shaft_hz(self, wf: Waveform, spectra_for_estimate: Any) -> tuple[float | None, str]:
+    def _known_shaft_hz(self, wf: Waveform) -> tuple[float | None, str]:
         if wf.running_speed_hz is not None and wf.running_speed_hz > 0:
             return wf.running_speed_hz, "waveform"
         if self._rpm_from_tag is not None:
             return self._rpm_from_tag / 60.0, "tag"
         if self.fixed_rpm is not None:
             return self.fixed_rpm / 60.0, "fixed"
-        estimate = estimate_shaft_hz(spectra_for_estimate(), *self.settings.speed_range_hz)
-        return (estimate[0], "estimated") if estimate else (None, "unknown")
+        return None, "unknown"
 
-    def _diagnose(self, wf: Waveform) -> Diagnosis:
-        data = np.asarray(wf.data, dtype=np.float64) * scale_to_g(wf.unit)
+    def _add_block(self, wf: Waveform) -> Diagnosis | None:
+        """Check and accumulate one block; diagnose the round when it is complete."""
+        scale = scale_to_g(wf.unit)
+        data = np.asarray(wf.data, dtype=np.float64)
+        if scale != 1.0:
+            data = data * scale
         fs = float(wf.sample_rate)
-        check_signal(data, fs)
-        block = data[: data.size - data.size % 2][None, :]
-        shaft, source = self._shaft_hz(wf, lambda: block_spectra(block, fs))
-        if shaft is not None and block.shape[1] * shaft / fs < MIN_REVOLUTIONS_PER_BLOCK:
+        lo, hi = check_signal(data, fs)
+        block = data[: data.size - data.size % 2]
+        if block.size != data.size:  # the dropped odd sample may have held an extreme
+            lo, hi = float(block.min()), float(block.max())
+        shaft, source = self._known_shaft_hz(wf)
+        if shaft is not None:
+            self._check_revolutions(block.size, fs, shaft)
+        self._round.restart_if_changed(block.size, fs)
+        keep = self._keeps_envelope(self._round.count)
+        self._round.add(block, fs, shaft, lo, hi, keep_spectrum=keep)
+        if shaft is not None:
+            self._round_source = source
+        if self._round.count < self.average_blocks:
+            return None
+        try:
+            return self._diagnose_round()
+        finally:
+            self._round.reset()
+            self._round_source = "unknown"
+
+    def _keeps_envelope(self, position: int) -> bool:
+        """Whether the block at `position` of the round is demodulated for the envelope: the
+        round's last block and every `ENVELOPE_EVERY_BLOCKS`-th block before it."""
+        stride = min(self.average_blocks, ENVELOPE_EVERY_BLOCKS)
+        return (self.average_blocks - 1 - position) % stride == 0
+
+    @staticmethod
+    def _check_revolutions(n: int, fs: float, shaft: float) -> None:
+        if n * shaft / fs < MIN_REVOLUTIONS_PER_BLOCK:
             raise BadSignal(
-                f"block of {block.shape[1]} samples at {fs:g} Hz holds fewer than "
+                f"block of {n} samples at {fs:g} Hz holds fewer than "
                 f"{MIN_REVOLUTIONS_PER_BLOCK} revolutions at {shaft * 60:.0f} rpm"
             )
+
+    def _diagnose_round(self) -> Diagnosis:
+        spectra = self._round.spectra()
+        fs = spectra.fs
+        shaft, source = self._round.shaft_hz, self._round_source
+        if shaft is None:
+            # No speed came with the blocks: estimate it from the round's averaged spectrum.
+            estimate = estimate_shaft_hz(spectra, *self.settings.speed_range_hz)
+            shaft, source = (estimate[0], "estimated") if estimate else (None, "unknown")
+            if shaft is not None:
+                self._check_revolutions(spectra.n, fs, shaft)
+        features = spectral_features(
+            self._round.time_stats(), spectra, feature_bands(fs, self.settings)
+        )
         refresh = self._band is None or self._blocks_since_band >= self.band_refresh_blocks
-        diagnosis = analyse_blocks(
-            block,
-            fs,
+        envelope_blocks = int(spectra.hann.shape[0])
+        notes = []
+        if self._round.count > 1:
+            notes.append(
+                f"spectra averaged over {self._round.count} blocks, envelope spectra over "
+                f"{envelope_blocks} of them"
+            )
+        diagnosis = analyse_spectra(
+            spectra,
+            features,
+            blocks=self._round.count,
             shaft_hz=shaft,
             speed_source=source,
             geometry=self.geometry,
@@ -165,11 +255,19 @@ class VibrationDetector:
             foundation=self.foundation,
             settings=self.settings,
             band=None if refresh else self._band,
+            notes=notes,
+            chance_blocks=envelope_blocks,
         )
         if diagnosis.band is not None:
             self._band = diagnosis.band
             self._blocks_since_band = 0 if refresh else self._blocks_since_band + 1
         return diagnosis
+
+    def _samples(self, d: Diagnosis, ts: float) -> list[Sample]:
+        return [
+            Sample(f"{self.tag_id}.{name}", ts, float(getattr(d.features, name)), Quality.GOOD)
+            for name in SAMPLE_FEATURES
+        ]
 
     def _note_problem(self, problem: str | None) -> None:
         if problem == self._problem:
@@ -340,4 +438,3 @@ class VibrationDetector:
             f"Vibration on `{self.asset}` at {v:.2f} mm/s RMS is in ISO 10816-3 zone "
             f"{zone}: {action}."
         )
-

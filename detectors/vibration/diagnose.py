@@ -28,7 +28,13 @@ from detectors.vibration.envelope import (
 from detectors.vibration.errors import BadSignal
 from detectors.vibration.features import Features, compute_features
 from detectors.vibration.iso20816 import Foundation, MachineGroup, Severity, Zone, zone_for
-from detectors.vibration.matching import CombMatch, CombSpec, NormalisedSpectrum, match_comb
+from detectors.vibration.matching import (
+    CombMatch,
+    CombSpec,
+    CombTable,
+    NormalisedSpectrum,
+    match_combs,
+)
 from detectors.vibration.orders import OrderReadings, machine_fault_confidences, order_readings
 from detectors.vibration.spectrum import (
     FloatArray,
@@ -232,43 +238,55 @@ def screen_bearing(
     envelopes: list[EnvelopeSpectrum],
     defect: DefectFrequencies,
     settings: Settings,
+    chance_blocks: int = 1,
 ) -> Screen:
     """Best comb per bearing fault over the envelope spectra: (confidence, match, spectrum).
 
     Faults are accepted strongest first; the lines an accepted fault explains are then taken
     out of the other combs ("explaining away"), so the +-fr sidebands of an outer-race line do
-    not pass for an inner-race comb.
+    not pass for an inner-race comb. `chance_blocks`: see `analyse_spectra`.
     """
     specs = comb_specs(defect, settings)
     top = highest_line_hz(defect, settings)
     df = envelopes[0].df
     floor_half = floor_half_width(defect, df)
     exclude = [k * defect.shaft for k in range(1, int(top / defect.shaft) + 2)]
-    # The chance law is that of a single block even when blocks are averaged: averaging
-    # uncovers weak but real lines (electrical, structural) that are no defect; only lines
-    # standing ~10 dB above the floor count, whatever the record length.
-    norms = [NormalisedSpectrum(ses, floor_half, 1.0, top) for ses in envelopes]
+    # Offline, the chance law is that of a single block even when blocks are averaged: a
+    # long average uncovers weak but real lines (electrical, structural) that are no defect;
+    # only lines standing ~10 dB above the floor count, whatever the record length.
+    norms = [NormalisedSpectrum(ses, floor_half, chance_blocks, top) for ses in envelopes]
     trials = math.log10(len(envelopes))
     if not any(norm.any_line_can_be_significant() for norm in norms):
         # Exact shortcut: every comb needs two significant lines and no bin could make one.
         return {code: (0.0, None, None) for code in specs}
 
-    def best_for(code: FaultCode) -> tuple[float, CombMatch | None, EnvelopeSpectrum | None]:
-        spec = specs[code]
-        # Below shaft speed, envelope spectra carry belt and slip lines: ask for a third line.
-        needed = 3 if spec.fundamental_hz < defect.shaft else 2
-        best: tuple[float, CombMatch | None, EnvelopeSpectrum | None] = (0.0, None, None)
+    def best_for(codes: list[FaultCode]) -> Screen:
+        best: Screen = {code: (0.0, None, None) for code in codes}
+        chosen = [specs[c] for c in codes]
+        table: CombTable | None = None
         for ses, norm in zip(envelopes, norms, strict=True):
-            match = match_comb(norm, spec, settings.slip_tolerance, exclude)
-            if match is None or match.significant_count < needed:
-                continue
-            match = replace(match, log10_p=min(0.0, match.log10_p + trials))
-            conf = confidence_from_log10_p(match.log10_p)
-            if conf > best[0] or (best[1] is not None and match.log10_p < best[1].log10_p):
-                best = (conf, match, ses)
+            # All open combs of one spectrum in one vectorised pass (the same statistics as
+            # one by one); spectra of the same reach share where the comb lines fall.
+            if table is None or not table.fits(norm):
+                table = CombTable.build(
+                    norm.df, norm.size, norm.top_hz, chosen, settings.slip_tolerance, exclude
+                )
+            matches = match_combs(norm, chosen, settings.slip_tolerance, exclude, table)
+            for code, match in zip(codes, matches, strict=True):
+                spec = specs[code]
+                # Below shaft speed, envelope spectra carry belt and slip lines: ask for a
+                # third line.
+                needed = 3 if spec.fundamental_hz < defect.shaft else 2
+                if match is None or match.significant_count < needed:
+                    continue
+                match = replace(match, log10_p=min(0.0, match.log10_p + trials))
+                conf = confidence_from_log10_p(match.log10_p)
+                held = best[code]
+                if conf > held[0] or (held[1] is not None and match.log10_p < held[1].log10_p):
+                    best[code] = (conf, match, ses)
         return best
 
-    result: Screen = {code: best_for(code) for code in specs}
+    result: Screen = best_for(list(specs))
     open_codes = set(specs)
     while open_codes:
         code = max(open_codes, key=lambda c: _strength(result[c][1]))
@@ -277,8 +295,7 @@ def screen_bearing(
             break
         open_codes.discard(code)
         exclude = exclude + family_lines(code, match, defect, top)
-        for other in open_codes:
-            result[other] = best_for(other)
+        result.update(best_for([c for c in specs if c in open_codes]))
     return result
 
 
@@ -324,11 +341,53 @@ def analyse_blocks(
     notes: list[str] | None = None,
 ) -> Diagnosis:
     """Diagnose a (blocks, n) stack already checked; `band` skips the kurtogram when given."""
-    notes = list(notes or [])
     spectra = block_spectra(blocks, fs)
     signal = time_signal if time_signal is not None else blocks.reshape(-1)
-    bands = list(settings.bands) if settings.bands is not None else default_bands(fs)
-    features = compute_features(signal, spectra, bands)
+    return analyse_spectra(
+        spectra,
+        compute_features(signal, spectra, feature_bands(fs, settings)),
+        blocks=int(blocks.shape[0]),
+        shaft_hz=shaft_hz,
+        speed_source=speed_source,
+        geometry=geometry,
+        group=group,
+        foundation=foundation,
+        settings=settings,
+        band=band,
+        notes=notes,
+    )
+
+
+def feature_bands(fs: float, settings: Settings) -> list[tuple[float, float]]:
+    return list(settings.bands) if settings.bands is not None else default_bands(fs)
+
+
+def analyse_spectra(
+    spectra: Spectra,
+    features: Features,
+    *,
+    blocks: int,
+    shaft_hz: float | None,
+    speed_source: str,
+    geometry: BearingGeometry | None,
+    group: MachineGroup,
+    foundation: Foundation,
+    settings: Settings,
+    band: Band | None = None,
+    notes: list[str] | None = None,
+    chance_blocks: int = 1,
+) -> Diagnosis:
+    """Diagnose from spectra already taken: `spectra.mean_square` (averaged over `blocks`)
+    feeds severity and orders, `spectra.hann` the envelope; `band` skips the kurtogram.
+
+    `chance_blocks` is the number of independent blocks whose envelope spectra the comb
+    statistics may credit (Gamma(B, 1/B) law of matching.py). Offline records keep 1 however
+    many blocks they average (see `screen_bearing`); the live detector's averaging round passes
+    its few widely spaced envelope blocks (at most a handful, seconds apart), where the exact
+    law holds and the lines still have to stand ~7 dB (2 blocks) above the floor.
+    """
+    notes = list(notes or [])
+    fs = spectra.fs
     severity = zone_for(features.velocity_rms_mm_s, group, foundation)
     calls: list[FaultCall] = []
     screened: dict[str, float] = {}
@@ -365,7 +424,9 @@ def analyse_blocks(
         chosen_band = env.band
         shown = env.spectra[-1]
         env_peaks = top_peaks(shown.values, shown.df, 5, min_hz=0.5 * defect.ftf)
-        for code, (conf, match, ses) in screen_bearing(env.spectra, defect, settings).items():
+        for code, (conf, match, ses) in screen_bearing(
+            env.spectra, defect, settings, chance_blocks
+        ).items():
             screened[code.value] = conf
             if match is not None and ses is not None and conf >= settings.report_confidence:
                 calls.append(
@@ -384,8 +445,8 @@ def analyse_blocks(
         band=chosen_band,
         envelope_peaks=env_peaks,
         orders=orders,
-        blocks=int(blocks.shape[0]),
-        block_length=int(blocks.shape[1]),
+        blocks=blocks,
+        block_length=spectra.n,
         fs=fs,
         screened=screened,
         notes=notes,

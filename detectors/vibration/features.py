@@ -47,7 +47,16 @@ def time_features(signal: FloatArray) -> tuple[float, float, float, float]:
 def compute_features(
     signal: FloatArray, spectra: Spectra, bands: list[tuple[float, float]]
 ) -> Features:
-    rms, peak, crest, kurt = time_features(signal)
+    return spectral_features(time_features(signal), spectra, bands)
+
+
+def spectral_features(
+    time_stats: tuple[float, float, float, float],
+    spectra: Spectra,
+    bands: list[tuple[float, float]],
+) -> Features:
+    """`Features` from (RMS, peak, crest, kurtosis) and the spectrum they come with."""
+    rms, peak, crest, kurt = time_stats
     return Features(
         accel_rms_g=rms,
         accel_peak_g=peak,

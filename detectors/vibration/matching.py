@@ -189,47 +189,157 @@ def match_comb(
     tol_rel: float,
     exclude_hz: Sequence[float] = (),
 ) -> CombMatch | None:
-    """Best comb within +-tol of the expected fundamental, or None if it does not fit the band.
+    """Best comb within +-tol of the expected fundamental, or None if it does not fit the band."""
+    return match_combs(norm, (spec,), tol_rel, exclude_hz)[0]
 
-    Every candidate fundamental (one per bin of the tolerance window) is scored at once with
-    array operations; the line-by-line evidence is then built for the winner only.
+
+def match_combs(
+    norm: NormalisedSpectrum,
+    specs: Sequence[CombSpec],
+    tol_rel: float,
+    exclude_hz: Sequence[float] = (),
+    table: CombTable | None = None,
+) -> list[CombMatch | None]:
+    """`match_comb` of several combs on one spectrum, all scored in one set of array operations.
+
+    `table` (from `CombTable.build` with the same combs, tolerance and exclusions, for a
+    spectrum of the same resolution and reach) may be shared by several spectra.
     """
-    df = norm.df
-    top_hz = min(norm.top_hz, (norm.size - 2) * df)
-    f0 = spec.fundamental_hz
-    if f0 * (1 + tol_rel) >= top_hz:
-        return None
-    k_lo = max(1, math.floor(f0 * (1 - tol_rel) / df))
-    k_hi = math.ceil(f0 * (1 + tol_rel) / df)
-    fundamentals = np.arange(k_lo, k_hi + 1) * df
-    excluded = np.asarray(exclude_hz, dtype=np.float64)
-    harmonic, offset = _targets(spec)
-    half = 1 + harmonic // 2
-    centre = harmonic[:, None] * fundamentals[None, :] + offset[:, None]  # (lines, candidates)
-    valid = (centre > 0) & (centre + half[:, None] * df < top_hz)
-    if excluded.size:
-        valid &= _distance_to_nearest(centre, excluded) > (2 + half[:, None]) * df
-    bins = np.clip(np.rint(centre / df).astype(np.int64), 1, norm.size - 2)
-    halves = tuple(sorted(set(half.tolist())))
-    score = norm.line_scores(halves)[np.searchsorted(halves, half)[:, None], bins]
-    score = np.where(valid, score, 0.0)
-    stat = np.sum(score, axis=0)
-    dof = 2.0 * np.sum(valid, axis=0)
-    if not np.any(dof > 0):
-        return None
-    log10_p = np.where(dof > 0, _chi2_log10_sf(stat, np.maximum(dof, 2.0)), 0.0)
-    best = int(np.argmin(log10_p))
-    fundamental = float(fundamentals[best])
-    corrected = min(0.0, float(log10_p[best]) + math.log10(fundamentals.size))
-    significant = int(np.count_nonzero(score[:, best] >= _SIGNIFICANT_SCORE))
-    frozen_exclude = tuple(exclude_hz)
-    return CombMatch(
-        expected_hz=f0,
-        found_hz=fundamental,
-        log10_p=corrected,
-        significant_count=significant,
-        build_lines=lambda: tuple(_comb_lines(norm, spec, fundamental, frozen_exclude, top_hz)),
-    )
+    if table is None or not table.fits(norm):
+        table = CombTable.build(norm.df, norm.size, norm.top_hz, specs, tol_rel, exclude_hz)
+    return table.score(norm, specs)
+
+
+@dataclass(frozen=True)
+class CombTable:
+    """Where every line of every candidate comb falls, independent of the spectrum's values.
+
+    Every candidate fundamental of every comb (one per bin of its tolerance window) is a column
+    of one (lines, candidates) table; combs with fewer lines are padded with invalid lines,
+    which add exact zeros, so each column's statistic is the one the comb alone would get.
+    """
+
+    df: float
+    size: int
+    top_hz: float
+    fitting: tuple[int, ...]  # indices of the combs whose fundamental fits the spectrum
+    spans: tuple[int, ...]  # candidate count of each fitting comb (its columns, in order)
+    fundamentals: FloatArray  # (candidates,)
+    bins: npt.NDArray[np.int64]  # (lines, candidates) bin of each line
+    valid: npt.NDArray[np.bool_]  # line inside the band, present, not excluded
+    halves: tuple[int, ...]  # search half-widths used (rows of `line_scores`)
+    row_of_half: npt.NDArray[np.int64]  # (lines, candidates) row of each line's half-width
+    exclude_hz: tuple[float, ...]
+    dof: FloatArray = field(init=False)  # chi-square degrees of freedom (2 per valid line, >= 2)
+    has_lines: npt.NDArray[np.bool_] = field(init=False)  # candidate has at least one line
+
+    def __post_init__(self) -> None:
+        lines = np.sum(self.valid, axis=0)
+        object.__setattr__(self, "dof", np.maximum(2.0 * lines, 2.0))
+        object.__setattr__(self, "has_lines", lines > 0)
+
+    def fits(self, norm: NormalisedSpectrum) -> bool:
+        return (
+            norm.df == self.df
+            and norm.size == self.size
+            and min(norm.top_hz, (norm.size - 2) * norm.df) == self.top_hz
+        )
+
+    @staticmethod
+    def build(
+        df: float,
+        size: int,
+        spectrum_top_hz: float,
+        specs: Sequence[CombSpec],
+        tol_rel: float,
+        exclude_hz: Sequence[float] = (),
+    ) -> CombTable:
+        top_hz = min(spectrum_top_hz, (size - 2) * df)
+        fitting = [i for i, sp in enumerate(specs) if sp.fundamental_hz * (1 + tol_rel) < top_hz]
+        chosen = [specs[i] for i in fitting]
+        if not chosen:
+            empty_i = np.zeros((0, 0), dtype=np.int64)
+            return CombTable(
+                df, size, top_hz, (), (), np.zeros(0), empty_i, empty_i.astype(bool), (1,),
+                empty_i, tuple(exclude_hz),
+            )  # fmt: skip
+        harmonic_rows, sign_rows, present_rows = _layout(
+            tuple((sp.harmonics, sp.sideband_hz is not None) for sp in chosen)
+        )
+        k_lo = [max(1, math.floor(sp.fundamental_hz * (1 - tol_rel) / df)) for sp in chosen]
+        spans = [
+            math.ceil(sp.fundamental_hz * (1 + tol_rel) / df) - lo + 1
+            for sp, lo in zip(chosen, k_lo, strict=True)
+        ]
+        starts = np.cumsum([0, *spans[:-1]])
+        comb_of_col = np.repeat(np.arange(len(chosen)), spans)
+        fundamentals = (np.arange(sum(spans)) + np.repeat(np.asarray(k_lo) - starts, spans)) * df
+        sidebands = np.array([sp.sideband_hz or 0.0 for sp in chosen])
+        harmonic = harmonic_rows[:, comb_of_col]
+        present = present_rows[:, comb_of_col]
+        half = 1 + harmonic // 2
+        centre = harmonic * fundamentals + (sign_rows * sidebands)[:, comb_of_col]
+        valid = present & (centre > 0) & (centre + half * df < top_hz)
+        excluded = np.asarray(exclude_hz, dtype=np.float64)
+        if excluded.size:
+            valid &= _distance_to_nearest(centre, excluded) > (2 + half) * df
+        halves = tuple(sorted(set(half[present].tolist())))
+        return CombTable(
+            df=df,
+            size=size,
+            top_hz=top_hz,
+            fitting=tuple(fitting),
+            spans=tuple(spans),
+            fundamentals=fundamentals,
+            bins=np.clip(np.rint(centre / df).astype(np.int64), 1, size - 2),
+            valid=valid,
+            halves=halves,
+            row_of_half=np.searchsorted(halves, np.minimum(half, halves[-1])),
+            exclude_hz=tuple(exclude_hz),
+        )
+
+    def score(self, norm: NormalisedSpectrum, specs: Sequence[CombSpec]) -> list[CombMatch | None]:
+        """Best candidate of each comb on `norm`, Bonferroni-corrected for its candidates."""
+        out: list[CombMatch | None] = [None] * len(specs)
+        if not self.fitting:
+            return out
+        score = norm.line_scores(self.halves)[self.row_of_half, self.bins]
+        score = np.where(self.valid, score, 0.0)
+        stat = np.sum(score, axis=0)
+        log10_p = np.where(self.has_lines, _chi2_log10_sf(stat, self.dof), 0.0)
+        # Per comb, pick the best of its few columns in plain Python (a handful of values
+        # each: cheaper than one more round of array calls per comb).
+        log10_list = log10_p.tolist()
+        has_lines = self.has_lines.tolist()
+        significant = np.count_nonzero(score >= _SIGNIFICANT_SCORE, axis=0).tolist()
+        first = 0
+        for i, span in zip(self.fitting, self.spans, strict=True):
+            cols = range(first, first + span)
+            first += span
+            if not any(has_lines[c] for c in cols):
+                continue
+            best = min(cols, key=log10_list.__getitem__)  # the first of equal minima
+            fundamental = float(self.fundamentals[best])
+            out[i] = CombMatch(
+                expected_hz=specs[i].fundamental_hz,
+                found_hz=fundamental,
+                log10_p=min(0.0, log10_list[best] + math.log10(span)),
+                significant_count=int(significant[best]),
+                build_lines=functools.partial(
+                    _comb_line_tuple, norm, specs[i], fundamental, self.exclude_hz, self.top_hz
+                ),
+            )
+        return out
+
+
+def _comb_line_tuple(
+    norm: NormalisedSpectrum,
+    spec: CombSpec,
+    fundamental: float,
+    exclude_hz: Sequence[float],
+    top_hz: float,
+) -> tuple[LineEvidence, ...]:
+    return tuple(_comb_lines(norm, spec, fundamental, exclude_hz, top_hz))
 
 
 def _distance_to_nearest(values: FloatArray, sorted_ref: FloatArray) -> FloatArray:
@@ -242,14 +352,25 @@ def _distance_to_nearest(values: FloatArray, sorted_ref: FloatArray) -> FloatArr
 
 
 @functools.lru_cache(maxsize=64)
-def _targets(spec: CombSpec) -> tuple[npt.NDArray[np.int64], FloatArray]:
-    """Harmonic number and offset (Hz) of every line of the comb."""
-    offsets = [0.0] if spec.sideband_hz is None else [0.0, -spec.sideband_hz, spec.sideband_hz]
-    pairs = [(h, o) for h in range(1, spec.harmonics + 1) for o in offsets]
-    return (
-        np.array([h for h, _ in pairs], dtype=np.int64),
-        np.array([o for _, o in pairs], dtype=np.float64),
-    )
+def _layout(
+    shapes: tuple[tuple[int, bool], ...],
+) -> tuple[npt.NDArray[np.int64], FloatArray, npt.NDArray[np.bool_]]:
+    """(lines, combs) harmonic numbers, sideband signs (-1, 0, +1) and presence of the combs
+    of the given (harmonics, has sidebands) shapes, shorter combs padded with absent lines
+    (harmonic 1, so every derived quantity stays finite)."""
+    rows = max(h * (3 if sb else 1) for h, sb in shapes)
+    harmonic = np.ones((rows, len(shapes)), dtype=np.int64)
+    sign = np.zeros((rows, len(shapes)))
+    present = np.zeros((rows, len(shapes)), dtype=bool)
+    for j, (harmonics, has_sidebands) in enumerate(shapes):
+        signs = (0.0, -1.0, 1.0) if has_sidebands else (0.0,)
+        pairs = [(h, sg) for h in range(1, harmonics + 1) for sg in signs]
+        harmonic[: len(pairs), j] = [h for h, _ in pairs]
+        sign[: len(pairs), j] = [sg for _, sg in pairs]
+        present[: len(pairs), j] = True
+    for array in (harmonic, sign, present):
+        array.flags.writeable = False
+    return harmonic, sign, present
 
 
 def _comb_lines(
@@ -287,6 +408,8 @@ def _comb_lines(
 def _chi2_log10_sf(stat: FloatArray, dof: FloatArray) -> FloatArray:
     """log10 of the chi-square survival function, stable far in the tail (sf ~ 2 pdf)."""
     sf = special.chdtrc(dof, stat)
+    if np.all(sf > 0):  # the usual case: no need for the tail formula
+        return np.asarray(np.log10(np.maximum(sf, 1e-300)), dtype=np.float64)
     k = dof / 2.0
     safe = np.maximum(stat, 1e-300)
     log_pdf = (k - 1) * np.log(safe / 2.0) - stat / 2.0 - special.gammaln(k)

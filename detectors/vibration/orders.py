@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from detectors.vibration.iso20816 import Severity, Zone
-from detectors.vibration.spectrum import Spectra, SpectralPeak
+from detectors.vibration.spectrum import HANN_COHERENT_GAIN, Spectra, SpectralPeak
 from detectors.vibration.units import G_IN_MM_S2
 
 ORDER_TOL_REL = 0.02  # speed tag and real speed differ by slip and reading error
@@ -45,11 +45,12 @@ class OrderReadings:
         }
 
 
-def velocity_amplitude(spectra: Spectra) -> np.ndarray:
-    """Velocity RMS per bin (mm/s) from the Hann amplitude spectrum in g."""
-    f = spectra.freqs.copy()
+def velocity_amplitude(spectra: Spectra, stop: int | None = None) -> np.ndarray:
+    """Velocity RMS per bin (mm/s) from the Hann amplitude spectrum in g (bins below `stop`)."""
+    f = spectra.freqs[:stop].copy()
     f[0] = np.inf
-    return spectra.amplitude * G_IN_MM_S2 / (2 * np.pi * f) / math.sqrt(2.0)
+    amplitude = np.sqrt(spectra.mean_square[:stop]) * (2.0 / (spectra.n * HANN_COHERENT_GAIN))
+    return amplitude * G_IN_MM_S2 / (2 * np.pi * f) / math.sqrt(2.0)
 
 
 def order_readings(
@@ -60,8 +61,8 @@ def order_readings(
     df = spectra.df
     half = max(5, round(shaft_hz / 2 / df))
     # Only the low end matters (up to 10.5x): slice it once and take its running median.
-    keep = min(spectra.amplitude.size, int(11 * shaft_hz / df) + 2 * half + 2)
-    vel = velocity_amplitude(spectra)[:keep]
+    keep = min(spectra.mean_square.size, int(11 * shaft_hz / df) + 2 * half + 2)
+    vel = velocity_amplitude(spectra, keep)
     padded = np.pad(vel, half, mode="edge")
     windows = np.lib.stride_tricks.sliding_window_view(padded, 2 * half + 1)
     # Odd windows: the median is the middle order statistic (a partition, no full median).

@@ -34,6 +34,9 @@ class Spectra:
     fs: float
     n: int
     hann: ComplexArray  # (blocks, n // 2 + 1), block mean removed, periodic Hann window
+    # |X_hann|^2 averaged over more blocks than `hann` keeps (the live detector's averaging
+    # round keeps only its last block's complex spectrum, for the envelope); None: from `hann`.
+    averaged_square: FloatArray | None = None
 
     @property
     def df(self) -> float:
@@ -46,6 +49,8 @@ class Spectra:
     @cached_property
     def mean_square(self) -> FloatArray:
         """|X_hann|^2 per bin, averaged over blocks (shared by power and amplitude)."""
+        if self.averaged_square is not None:
+            return self.averaged_square
         h = self.hann
         sq = h.real * h.real + h.imag * h.imag
         return sq[0] if sq.shape[0] == 1 else np.mean(sq, axis=0)

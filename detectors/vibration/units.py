@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 from detectors.vibration.errors import BadSignal
 
 STANDARD_GRAVITY_M_S2 = 9.80665
@@ -18,6 +20,7 @@ _TO_G: dict[str, float] = {
 }
 
 
+@functools.lru_cache(maxsize=32)  # a live channel sends the same unit with every block
 def scale_to_g(unit: str) -> float:
     """Factor turning a value in `unit` into g. Velocity or displacement units are refused."""
     key = unit.strip().lower().replace(" ", "")
