@@ -52,6 +52,7 @@ from gateway.ticketing.knowledge import KnowledgeBase
 from gateway.ticketing.policy import AssetProfile, LifecyclePolicy, SlaTarget
 from gateway.ticketing.service import TicketService
 from gateway.ticketing.topology import Link
+from gateway.ticketing.verification import vibration_feature_tags
 from protocols.can.config import CanConnection
 from protocols.modbus.config import ModbusPoint, ModbusRtuConnection, ModbusTcpConnection
 from protocols.modbus.line import group_rtu_devices
@@ -293,6 +294,7 @@ def vibration_detector(
         fixed_rpm=rule.rpm,
         confirm_blocks=rule.confirm_blocks,
         baseline_blocks=rule.baseline_blocks,
+        average_blocks=rule.average_blocks,
         name=f"{device.id}.{rule.name}",
     )
 
@@ -325,6 +327,14 @@ def asset_profiles(devices: Sequence[DeviceConfig]) -> dict[str, AssetProfile]:
     for device in devices:
         info = device.asset
         tags = tuple(t.id for t in device_tags(device) if t.kind is TagKind.SCALAR)
+        # The features a vibration rule derives from its waveform are related tags too: the
+        # baseline and verification of a vibration ticket compare them (issue 5).
+        tags += tuple(
+            tag
+            for rule in device.rules
+            if isinstance(rule, VibrationRule)
+            for tag in vibration_feature_tags(resolve_signal(device, rule.signal))
+        )
         known = profiles.get(device.asset_id)
         if known is not None:  # several devices of one asset: their tags add up
             profiles[device.asset_id] = replace(known, tags=known.tags + tags)

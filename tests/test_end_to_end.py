@@ -18,6 +18,7 @@ import pytest
 from gateway.app import Gateway
 from gateway.config.loader import load_config
 from gateway.core.clock import SystemClock
+from gateway.core.errors import StoreError
 from gateway.core.records import TicketState
 from gateway.store import StateStore
 from simulator.central import CentralSystem
@@ -126,7 +127,11 @@ async def wait_for_ticket(db: Path, within_s: float) -> list:
     deadline = loop.time() + within_s
     while loop.time() < deadline:
         if await asyncio.to_thread(db.exists):
-            tickets = await read_tickets(db)
+            try:
+                tickets = await read_tickets(db)
+            except StoreError:
+                # The gateway has created the file but not yet its schema (it is starting).
+                tickets = []
             if tickets:
                 return tickets
         await asyncio.sleep(0.1)

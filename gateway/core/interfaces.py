@@ -84,6 +84,17 @@ class Detector(Protocol):
 
 
 @runtime_checkable
+class FeatureDetector(Protocol):
+    """A detector that also derives samples from what it analyses (the vibration family's
+    velocity RMS, kurtosis...): stored as telemetry and fed to ticketing like measured tags,
+    so evidence and verification after repair can compare them (issue 5)."""
+
+    def feature_samples(self) -> list[Sample]:
+        """Samples derived since the last call (then forgotten)."""
+        ...
+
+
+@runtime_checkable
 class SnapshottingDetector(Protocol):
     """A detector whose learnt state (a baseline, active faults) is kept across restarts."""
 

@@ -15,7 +15,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
 from gateway.core.clock import Clock
-from gateway.core.interfaces import Detector, Record
+from gateway.core.interfaces import Detector, FeatureDetector, Record
 from gateway.core.records import FaultCode, Finding, Priority, Sample, Waveform
 
 log = logging.getLogger(__name__)
@@ -138,6 +138,11 @@ class DetectorRunner:
                 for finding in await self._run_one(detector, record):
                     self._findings += 1
                     await self._on_finding(finding)
+                if isinstance(record, Waveform) and isinstance(detector, FeatureDetector):
+                    derived = detector.feature_samples()
+                    if derived:
+                        await self._store_samples(derived)
+                        self._stored += len(derived)
 
     async def _run_one(self, detector: Detector, record: Record) -> list[Finding]:
         started = self._clock.monotonic()

@@ -88,6 +88,20 @@ _SAVE_SHELVING = """
 """
 _DELETE_SHELVING = "DELETE FROM shelved_conditions WHERE key = ?"
 
+_SAVE_FLOOD = """
+    INSERT INTO area_floods (area, started_at, incident_key, published_members, published_at,
+                             members, folded, quieted)
+    VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+    ON CONFLICT (area) DO UPDATE SET
+        started_at = excluded.started_at,
+        incident_key = excluded.incident_key,
+        published_members = excluded.published_members,
+        published_at = excluded.published_at,
+        members = excluded.members,
+        folded = excluded.folded,
+        quieted = excluded.quieted
+"""
+
 
 @dataclass(frozen=True, slots=True)
 class StateStoreStatistics:
@@ -131,6 +145,90 @@ class StoredMaintenance:
     until: float
     by: str
     set_at: float
+
+
+class FloodFields(Protocol):
+    """What the store keeps of an area's flood in progress (the ticketing journal has these)."""
+
+    @property
+    def area(self) -> str: ...
+
+    @property
+    def started_at(self) -> float: ...
+
+    @property
+    def incident_key(self) -> str | None: ...
+
+    @property
+    def published_members(self) -> int: ...
+
+    @property
+    def published_at(self) -> float | None: ...
+
+    @property
+    def members(self) -> Sequence[Mapping[str, Any]]: ...
+
+    @property
+    def folded(self) -> Sequence[str]: ...
+
+    @property
+    def quieted(self) -> Sequence[str]: ...
+
+
+class ArrivalFields(Protocol):
+    """One new condition counted by an area's flood detector."""
+
+    @property
+    def area(self) -> str: ...
+
+    @property
+    def ts(self) -> float: ...
+
+    @property
+    def key(self) -> str: ...
+
+    @property
+    def asset(self) -> str: ...
+
+    @property
+    def fault_code(self) -> str: ...
+
+
+class ChatterFields(Protocol):
+    """A CHATTERING condition and its recent raise times."""
+
+    @property
+    def key(self) -> str: ...
+
+    @property
+    def raises(self) -> Sequence[float]: ...
+
+
+@dataclass(frozen=True, slots=True)
+class StoredFlood:
+    area: str
+    started_at: float
+    incident_key: str | None
+    published_members: int
+    published_at: float | None
+    members: tuple[Mapping[str, Any], ...]
+    folded: tuple[str, ...]
+    quieted: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class StoredArrival:
+    area: str
+    ts: float
+    key: str
+    asset: str
+    fault_code: str
+
+
+@dataclass(frozen=True, slots=True)
+class StoredChatter:
+    key: str
+    raises: tuple[float, ...]
 
 
 class StateStore:
@@ -414,6 +512,102 @@ class StateStore:
             for row in rows
         ]
 
+    # --- floods and chattering (issue 5: they survive a restart) ---------------------------
+
+    async def save_noise_state(
+        self,
+        *,
+        floods: Sequence[FloodFields] = (),
+        floods_ended: Collection[str] = (),
+        arrivals: Sequence[ArrivalFields] = (),
+        forget_arrivals_before: float | None = None,
+        chattering: Sequence[ChatterFields] = (),
+        chatter_ended: Collection[str] = (),
+    ) -> None:
+        """In one transaction: save (replace) the given floods and chattering conditions,
+        forget the ended ones, add the new arrivals and drop the arrivals older than
+        `forget_arrivals_before`."""
+        flood_rows = [_flood_row(f) for f in floods]
+        chatter_rows = [(c.key, _to_json_array(list(c.raises), "raise times")) for c in chattering]
+        arrival_rows = [(a.area, a.ts, a.key, a.asset, a.fault_code) for a in arrivals]
+        async with self._db.lock, self._db.transaction() as conn:
+            await conn.executemany(
+                "DELETE FROM area_floods WHERE area = ?", [(a,) for a in floods_ended]
+            )
+            await conn.executemany(_SAVE_FLOOD, flood_rows)
+            await conn.executemany(
+                "INSERT INTO flood_arrivals (area, ts, key, asset, fault_code)"
+                " VALUES (?, ?, ?, ?, ?)",
+                arrival_rows,
+            )
+            if forget_arrivals_before is not None:
+                await conn.execute(
+                    "DELETE FROM flood_arrivals WHERE ts < ?", (forget_arrivals_before,)
+                )
+            await conn.executemany(
+                "DELETE FROM chattering_conditions WHERE key = ?", [(k,) for k in chatter_ended]
+            )
+            await conn.executemany(
+                "INSERT INTO chattering_conditions (key, raises) VALUES (?, ?)"
+                " ON CONFLICT (key) DO UPDATE SET raises = excluded.raises",
+                chatter_rows,
+            )
+
+    async def load_floods(self) -> list[StoredFlood]:
+        async with self._db.lock:
+            rows = await self._guarded_read(
+                self._db.conn.execute_fetchall(
+                    "SELECT area, started_at, incident_key, published_members, published_at,"
+                    " members, folded, quieted FROM area_floods ORDER BY area"
+                )
+            )
+        return [
+            StoredFlood(
+                area=row["area"],
+                started_at=row["started_at"],
+                incident_key=row["incident_key"],
+                published_members=row["published_members"],
+                published_at=row["published_at"],
+                members=tuple(json.loads(row["members"])),
+                folded=tuple(json.loads(row["folded"])),
+                quieted=tuple(json.loads(row["quieted"])),
+            )
+            for row in rows
+        ]
+
+    async def load_flood_arrivals(self, since: float) -> list[StoredArrival]:
+        """The arrivals at or after `since`, oldest first."""
+        async with self._db.lock:
+            rows = await self._guarded_read(
+                self._db.conn.execute_fetchall(
+                    "SELECT area, ts, key, asset, fault_code FROM flood_arrivals"
+                    " WHERE ts >= ? ORDER BY ts, id",
+                    (since,),
+                )
+            )
+        return [
+            StoredArrival(
+                area=row["area"],
+                ts=row["ts"],
+                key=row["key"],
+                asset=row["asset"],
+                fault_code=row["fault_code"],
+            )
+            for row in rows
+        ]
+
+    async def load_chattering(self) -> list[StoredChatter]:
+        async with self._db.lock:
+            rows = await self._guarded_read(
+                self._db.conn.execute_fetchall(
+                    "SELECT key, raises FROM chattering_conditions ORDER BY key"
+                )
+            )
+        return [
+            StoredChatter(key=row["key"], raises=tuple(float(t) for t in json.loads(row["raises"])))
+            for row in rows
+        ]
+
     # --- Outbox ----------------------------------------------------------------------------
 
     async def enqueue(self, message: NewMessage) -> int:
@@ -582,6 +776,26 @@ def _to_json(value: Mapping[str, Any], what: str) -> str:
         return json.dumps(dict(value), sort_keys=True, allow_nan=False, separators=(",", ":"))
     except (TypeError, ValueError) as exc:
         raise StoreError(f"{what} cannot be stored as JSON: {exc}") from exc
+
+
+def _to_json_array(value: Sequence[Any], what: str) -> str:
+    try:
+        return json.dumps(list(value), sort_keys=True, allow_nan=False, separators=(",", ":"))
+    except (TypeError, ValueError) as exc:
+        raise StoreError(f"{what} cannot be stored as JSON: {exc}") from exc
+
+
+def _flood_row(f: FloodFields) -> tuple[Any, ...]:
+    return (
+        f.area,
+        f.started_at,
+        f.incident_key,
+        f.published_members,
+        f.published_at,
+        _to_json_array([dict(m) for m in f.members], "flood members"),
+        _to_json_array(list(f.folded), "folded keys"),
+        _to_json_array(list(f.quieted), "quieted keys"),
+    )
 
 
 def _shelving_row(s: ShelvingFields) -> tuple[Any, ...]:

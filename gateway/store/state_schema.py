@@ -124,4 +124,43 @@ STATE_MIGRATIONS: tuple[Migration, ...] = (
             """,
         ),
     ),
+    # Issue 5: an alarm flood in progress and chattering conditions survive a restart too, or
+    # a restart in the middle of a storm would open a ticket per condition again. One row per
+    # area in flood (members, folded and quieted keys as JSON: a few hundred keys at most), the
+    # flood detector's recent arrivals (pruned to the last hour by the gateway), and one row per
+    # CHATTERING condition with its recent raise times.
+    Migration(
+        version=4,
+        statements=(
+            """
+            CREATE TABLE area_floods (
+                area              TEXT PRIMARY KEY,
+                started_at        REAL NOT NULL,
+                incident_key      TEXT,
+                published_members INTEGER NOT NULL,
+                published_at      REAL,                -- NULL: incident never published
+                members           TEXT NOT NULL,       -- JSON array of member objects
+                folded            TEXT NOT NULL,       -- JSON array of dedup keys
+                quieted           TEXT NOT NULL        -- JSON array of dedup keys
+            )
+            """,
+            """
+            CREATE TABLE flood_arrivals (
+                id         INTEGER PRIMARY KEY,
+                area       TEXT NOT NULL,
+                ts         REAL NOT NULL,
+                key        TEXT NOT NULL,
+                asset      TEXT NOT NULL,
+                fault_code TEXT NOT NULL
+            )
+            """,
+            "CREATE INDEX flood_arrivals_by_ts ON flood_arrivals (ts)",
+            """
+            CREATE TABLE chattering_conditions (
+                key    TEXT PRIMARY KEY,
+                raises TEXT NOT NULL  -- JSON array of raise times still in the chatter window
+            )
+            """,
+        ),
+    ),
 )

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import math
 from collections import deque
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from gateway.core.records import Quality, Sample
@@ -46,10 +47,12 @@ class TelemetryWindow:
     def summary(self, tags: Iterable[str], now: float) -> dict[str, dict[str, Any]]:
         """`{tag: {min, mean, max, last, count, trend, window_s}}` for tags with data."""
         result: dict[str, dict[str, Any]] = {}
-        for tag in list(tags)[:MAX_TAGS_IN_SNAPSHOT]:
+        for tag in tags:
             points = [(ts, v) for ts, v in self._points.get(tag, ()) if ts >= now - self.window_s]
-            if points:
+            if points:  # a silent tag takes no slot: the bound is on what is shown
                 result[tag] = summarise(points) | {"window_s": self.window_s}
+                if len(result) == MAX_TAGS_IN_SNAPSHOT:
+                    break
         return result
 
     def means(self, tags: Iterable[str], *, before: float) -> dict[str, float]:
@@ -95,19 +98,43 @@ def trend(points: list[tuple[float, float]]) -> str:
     return "rising" if change > 0 else "falling"
 
 
+@dataclass(frozen=True, slots=True)
+class Tolerance:
+    """How far a tag's mean after a repair may be from its pre-fault mean."""
+
+    relative: float  # a share of the baseline
+    floor: float  # in the tag's units: the least change allowed, for baselines near zero
+    rise_only: bool = False  # only a rise fails (vibration: quieter than before is no fault)
+
+    def allowed(self, before: float) -> float:
+        return max(self.relative * abs(before), self.floor)
+
+    def within(self, before: float, after: float) -> bool:
+        change = after - before
+        return (change if self.rise_only else abs(change)) <= self.allowed(before)
+
+
 def compare_to_baseline(
-    baseline: Mapping[str, float], after: Mapping[str, float], tolerance: float
+    baseline: Mapping[str, float],
+    after: Mapping[str, float],
+    tolerance: float | Callable[[str], Tolerance],
 ) -> tuple[bool, dict[str, dict[str, float | bool]]]:
-    """Each tag's mean after the repair against its pre-fault mean, within a relative tolerance
-    (with a floor of `tolerance` absolute units for values near zero, such as a run state)."""
+    """Each tag's mean after the repair against its pre-fault mean. A plain `tolerance` is
+    relative, with a floor of as many absolute units for values near zero (such as a run
+    state); a function gives each tag its own `Tolerance`."""
     figures: dict[str, dict[str, float | bool]] = {}
     passed = True
     for tag, before in baseline.items():
         if tag not in after:
             continue
         now = after[tag]
-        allowed = max(tolerance * abs(before), tolerance)
-        within = abs(now - before) <= allowed
+        rule = tolerance(tag) if callable(tolerance) else Tolerance(tolerance, tolerance)
+        within = rule.within(before, now)
         passed = passed and within
-        figures[tag] = {"before": before, "after": now, "within": within}
+        figures[tag] = {"before": _figure(before), "after": _figure(now), "within": within}
     return passed, figures
+
+
+def _figure(value: float) -> float:
+    """Six significant digits: a mean of many samples carries float noise nobody should read."""
+    return float(f"{value:.6g}")

@@ -61,6 +61,13 @@ class ChatterTracker:
     def cycles(self, key: str) -> int:
         return len(self._raises.get(key, ()))
 
+    def raises(self, key: str) -> tuple[float, ...]:
+        return tuple(self._raises.get(key, ()))
+
+    def restore(self, key: str, raises: Iterable[float]) -> None:
+        """Take back the raise times state.db kept across a restart."""
+        self._raises[key] = deque(sorted(raises), maxlen=self._cycles * 4)
+
 
 class RunStates:
     """Whether each asset runs, from its speed or run-state tag (issue 5: run-state suppression).

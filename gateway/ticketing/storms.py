@@ -7,10 +7,13 @@ fewer than 5 arrive in 10 minutes. Pure bookkeeping: the ticket service decides 
 from __future__ import annotations
 
 from collections import Counter, deque
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
 from gateway.ticketing.policy import HOUR
+
+MAX_UNSAVED = 10_000
 
 
 @dataclass(slots=True)
@@ -30,6 +33,8 @@ class AreaFlood:
     # Open tickets of the area whose re-raises and clears were folded quietly during the flood;
     # each gets one catch-up update when it ends.
     quieted: set[str] = field(default_factory=set)
+    # New conditions folded into the incident instead of opening a ticket of their own.
+    folded: set[str] = field(default_factory=set)
     incident_key: str | None = None
     published_members: int = 0
     published_at: float = float("-inf")
@@ -90,12 +95,17 @@ class FloodTracker:
         self._floods: dict[str, AreaFlood] = {}
         self._flood_seconds = 0.0  # of floods that ended
         self.floods_started = 0
+        # Arrivals not yet handed to the journal, which keeps them in state.db (see `journal`).
+        self._unsaved: list[tuple[str, Arrival]] = []
 
     def arrive(self, area: str, arrival: Arrival) -> tuple[AreaFlood | None, bool]:
         """Count a new condition. Returns the area's flood (None: no flood) and whether this
         arrival started it. A starting flood takes the window's earlier arrivals as members."""
         arrivals = self._arrivals.setdefault(area, deque())
         arrivals.append(arrival)
+        self._unsaved.append((area, arrival))
+        if len(self._unsaved) > MAX_UNSAVED:  # state.db refusing for long: keep the newest
+            del self._unsaved[0]
         self._prune(arrivals, arrival.ts)
         flood = self._floods.get(area)
         if flood is not None:
@@ -150,7 +160,27 @@ class FloodTracker:
             return None
         return sum(n for _, n in counts.most_common(top)) / total
 
+    @property
+    def keep_s(self) -> float:
+        """How long arrivals count: the flood window, and an hour for P0 and the KPIs."""
+        return max(self.window_s, HOUR)
+
+    def unsaved(self) -> list[tuple[str, Arrival]]:
+        return list(self._unsaved)
+
+    def mark_saved(self, count: int) -> None:
+        """The first `count` of `unsaved()` are in state.db now."""
+        del self._unsaved[:count]
+
+    def restore(
+        self, floods: Iterable[AreaFlood], arrivals: Iterable[tuple[str, Arrival]]
+    ) -> None:
+        """Take back what state.db kept across a restart: floods in progress, recent arrivals."""
+        for area, arrival in sorted(arrivals, key=lambda item: item[1].ts):
+            self._arrivals.setdefault(area, deque()).append(arrival)
+        for flood in floods:
+            self._floods[flood.area] = flood
+
     def _prune(self, arrivals: deque[Arrival], now: float) -> None:
-        keep = max(self.window_s, HOUR)
-        while arrivals and arrivals[0].ts < now - keep:
+        while arrivals and arrivals[0].ts < now - self.keep_s:
             arrivals.popleft()

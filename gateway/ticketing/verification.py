@@ -1,6 +1,13 @@
 """Verification after repair (issue 5): after the central system reports a repair, watch the
 asset for a window of *running* time and compare its tags with the pre-fault baseline.
 
+Scalar tags keep the plain rule: the mean after within `verification_tolerance` of the mean
+before, either way, with a floor of as many units. The vibration features the detector derives
+from a waveform tag (`<waveform tag id>.<feature>`, see `VIBRATION_FEATURE_FLOORS`) are judged
+as vibration is: only a rise fails (a repaired machine may well run quieter than before the
+fault), by more than the same relative tolerance or, for small baselines, by more than a floor
+in the feature's own units, above what block-to-block scatter of a healthy machine gives.
+
 Pure bookkeeping fed with samples; the ticket service decides what to publish.
 """
 
@@ -9,7 +16,20 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from gateway.core.records import Sample
-from gateway.ticketing.evidence import compare_to_baseline
+from gateway.ticketing.evidence import Tolerance, compare_to_baseline
+
+# The features a vibration rule derives per waveform tag (tag id `<waveform tag>.<feature>`)
+# and the least rise that fails verification, in the feature's units: ISO 20816 velocity zone
+# boundaries are 0.7 mm/s apart at the low end; acceleration and the shape factors (crest
+# factor ~3, kurtosis 3 for a healthy machine) scatter by about these amounts between blocks.
+VIBRATION_FEATURE_FLOORS: dict[str, float] = {
+    "velocity_rms_mm_s": 0.3,
+    "accel_rms_g": 0.02,
+    "accel_peak_g": 0.1,
+    "crest_factor": 0.3,
+    "kurtosis": 0.5,
+}
+VIBRATION_FEATURES: tuple[str, ...] = tuple(VIBRATION_FEATURE_FLOORS)
 
 # A gap between samples longer than this is not counted as running time (a stopped poller).
 MAX_STEP_S = 60.0
@@ -47,4 +67,18 @@ class VerificationWatch:
         return {tag: self.sums[tag] / n for tag, n in self.counts.items() if n}
 
     def verdict(self, tolerance: float) -> tuple[bool, dict[str, dict[str, float | bool]]]:
-        return compare_to_baseline(self.baseline, self.after_means(), tolerance)
+        return compare_to_baseline(
+            self.baseline, self.after_means(), lambda tag: tolerance_for(tag, tolerance)
+        )
+
+
+def vibration_feature_tags(waveform_tag: str) -> tuple[str, ...]:
+    """The derived tags of a waveform tag, as the vibration detector names its samples."""
+    return tuple(f"{waveform_tag}.{feature}" for feature in VIBRATION_FEATURES)
+
+
+def tolerance_for(tag: str, relative: float) -> Tolerance:
+    floor = VIBRATION_FEATURE_FLOORS.get(tag.rsplit(".", 1)[-1])
+    if floor is None:
+        return Tolerance(relative, relative)
+    return Tolerance(relative, floor, rise_only=True)

@@ -6,6 +6,8 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Sequence
 
+import pytest
+
 from detectors.threshold import ThresholdDetector
 from gateway.core.clock import ManualClock
 from gateway.core.interfaces import Record
@@ -107,3 +109,32 @@ async def test_a_linger_collects_several_polls_into_one_batch() -> None:
     finally:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
+
+
+async def test_features_derived_from_a_waveform_are_stored_like_measured_samples() -> None:
+    # The vibration family's velocity RMS, kurtosis... of each analysed block go to the same
+    # sink as measured samples (telemetry, ticketing's evidence and verification).
+    import numpy as np
+
+    from detectors.vibration import VibrationDetector
+    from gateway.core.records import Waveform
+
+    fs, n = 25_600.0, 16_384
+    t = np.arange(n) / fs
+    block = 0.05 * np.sin(2 * np.pi * 29.95 * t) + 0.01 * np.random.default_rng(1).normal(size=n)
+    detector = VibrationDetector(asset="pump-1", tag_id="pump-1.vib", fixed_rpm=1797.0)
+    queue: asyncio.Queue[Record] = asyncio.Queue(maxsize=10)
+    sinks = Sinks()
+    runner = DetectorRunner(queue, [detector], sinks.on_finding, sinks.store, ManualClock())
+    queue.put_nowait(Waveform("pump-1.vib", 42.0, fs, block, "g"))
+    await runner.drain()
+    (derived,) = sinks.batches
+    by_tag = {s.tag: s for s in derived}
+    assert set(by_tag) == {
+        f"pump-1.vib.{name}"
+        for name in ("velocity_rms_mm_s", "accel_rms_g", "accel_peak_g", "crest_factor",
+                     "kurtosis")
+    }  # fmt: skip
+    assert all(s.ts == 42.0 for s in derived)
+    assert by_tag["pump-1.vib.accel_rms_g"].value == pytest.approx(0.0367, rel=0.05)
+    assert runner.statistics().samples_stored == 5

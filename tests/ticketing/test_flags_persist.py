@@ -10,17 +10,12 @@ from pathlib import Path
 import pytest
 
 from gateway.core.clock import ManualClock
-from gateway.core.interfaces import Command, CommandReply
 from gateway.core.records import FaultCode, Finding, Priority, TicketState
-from gateway.store import StateStore
 from gateway.store.sqlite import Database, Synchronous
 from gateway.store.state_schema import STATE_MIGRATIONS
-from gateway.ticketing.commands import TicketCommands
 from gateway.ticketing.noise import ConditionFlag
 from gateway.ticketing.policy import AssetProfile
-from gateway.ticketing.service import TicketService
-from tests.uplink.helpers import TOPICS
-from uplink.events import make_ticket_encoder, source_urn
+from tests.ticketing.restart import Gateway as RestartableGateway
 
 T0 = 1_714_521_600.0
 HOUR = 3600.0
@@ -42,51 +37,15 @@ def hot(ts: float, active: bool = True) -> Finding:
     )
 
 
-class Gateway:
-    """One run of the ticketing side on a state.db; `restart()` is a new process on the file."""
-
+class Gateway(RestartableGateway):
     def __init__(self, path: Path, clock: ManualClock) -> None:
-        self.path, self.clock = path, clock
-        self.store: StateStore | None = None
-
-    async def boot(self) -> None:
-        self.store = await StateStore.open(self.path, clock=self.clock)
-        encoder = make_ticket_encoder(TOPICS, source_urn("s", "g"), self.store.next_sequence)
-        self.service = TicketService(
-            "plant-a", "gw-1", self.store, encoder, self.clock, assets=ASSETS
-        )
-        self.commands = TicketCommands(
-            self.service, self.store, self.store, self.clock, actors=frozenset({"cmms"})
-        )
-        await self.service.start()
-
-    async def restart(self) -> None:
-        await self.shutdown()
-        await self.boot()
-
-    async def shutdown(self) -> None:
-        if self.store is not None:
-            await self.store.close()
-            self.store = None
-
-    @property
-    def db(self) -> StateStore:
-        assert self.store is not None
-        return self.store
-
-    async def command(self, verb: str, command_id: str, **body: object) -> CommandReply:
-        return await self.commands.handle(
-            Command(verb, command_id, {"actor": "cmms", "command_id": command_id} | body)
-        )
+        super().__init__(path, clock, ASSETS)
 
     async def raise_and_clear(self, offset: float) -> None:
         """One more episode of the fault: raised, then cleared a second later."""
         now = self.clock.now()
         await self.service.on_finding(hot(now + offset))
         await self.service.on_finding(hot(now + offset + 1, active=False))
-
-    async def kinds(self, ticket_id: str) -> list[str]:
-        return [e.kind for e in await self.db.ticket_events(ticket_id)]
 
 
 @pytest.fixture
@@ -106,8 +65,9 @@ async def open_ticket(gw: Gateway) -> str:
 
 async def test_a_timed_shelve_holds_across_a_restart_and_still_expires(gateway: Gateway):
     ticket_id = await open_ticket(gateway)
-    reply = await gateway.command("shelve", "c-1", ticket_id=ticket_id, reason="parts",
-                                  duration_s=2 * HOUR)
+    reply = await gateway.command(
+        "shelve", "c-1", ticket_id=ticket_id, reason="parts", duration_s=2 * HOUR
+    )
     assert reply.accepted
     gateway.clock.advance(HOUR)
     await gateway.restart()
@@ -156,8 +116,9 @@ async def test_a_one_shot_shelve_holds_across_a_restart_until_the_condition_clea
     gateway: Gateway,
 ):
     ticket_id = await open_ticket(gateway)
-    reply = await gateway.command("shelve", "c-1", ticket_id=ticket_id, reason="known",
-                                  one_shot=True)
+    reply = await gateway.command(
+        "shelve", "c-1", ticket_id=ticket_id, reason="known", one_shot=True
+    )
     assert reply.accepted
     gateway.clock.advance(12 * HOUR)  # longer than any timed shelve: one-shot has no end time
     await gateway.restart()
@@ -228,8 +189,12 @@ async def test_a_schema_version_2_database_migrates_and_keeps_its_tickets(tmp_pa
     path = tmp_path / "state.db"
     clock = ManualClock(T0)
     old = await Database.open(
-        path, label="state.db", synchronous=Synchronous.FULL, busy_timeout_ms=5000,
-        migrations=STATE_MIGRATIONS[:2], read_only=False,
+        path,
+        label="state.db",
+        synchronous=Synchronous.FULL,
+        busy_timeout_ms=5000,
+        migrations=STATE_MIGRATIONS[:2],
+        read_only=False,
     )
     await old.close()
     gw = Gateway(path, clock)

@@ -81,3 +81,53 @@ def test_top_ten_share_of_the_last_hour():
         arrive(floods, T0 + n * 100, n % 12)  # 12 distinct keys, 20 arrivals
     share = floods.top_share(T0 + 2000)
     assert share == 18 / 20
+
+
+# --- the service: a second flood while the first one's incident is still open -----------------
+
+
+async def test_a_new_flood_while_the_incident_is_still_open_continues_it(tmp_path):
+    """One key has one open ticket: the central system has not closed the incident of the
+    first flood, so the second flood of the area updates it instead of opening another
+    (which state.db would refuse)."""
+    from gateway.core.clock import ManualClock
+    from gateway.core.records import FaultCode, Finding, Priority
+    from gateway.ticketing.policy import AssetProfile
+    from tests.ticketing.restart import Gateway
+
+    assets = {f"m-{n}": AssetProfile(f"m-{n}", "press", area="hall") for n in range(30)}
+    gw = Gateway(tmp_path / "state.db", ManualClock(T0), assets)
+    await gw.boot()
+    try:
+
+        async def burst(first: int) -> None:
+            for n in range(first, first + 12):
+                gw.clock.advance(5)
+                await gw.service.on_finding(
+                    Finding(
+                        asset=f"m-{n}",
+                        fault_code=FaultCode.THRESHOLD_HIGH,
+                        severity=Priority.P2,
+                        score=1.0,
+                        detector="threshold:oil",
+                        message="hot",
+                        ts=gw.clock.now(),
+                    )
+                )
+
+        await burst(0)
+        incident = gw.service.ticket_for("plant-a/hall/alarm.flood/isa18.2-flood")
+        assert incident is not None
+        gw.clock.advance(1200)
+        await gw.service.advance_timers()
+        assert gw.service.kpis()["floods_active"] == []
+
+        await burst(12)  # a second flood; the incident was never closed
+        assert gw.service.kpis()["floods_active"] == ["hall"]
+        again = gw.service.ticket_for("plant-a/hall/alarm.flood/isa18.2-flood")
+        assert again is not None and again.id == incident.id
+        last = (await gw.db.ticket_events(incident.id))[-1]
+        assert (last.kind, last.detail["reason"]) == ("updated", "flood_again")
+        assert gw.service.statistics().incidents == 1
+    finally:
+        await gw.shutdown()

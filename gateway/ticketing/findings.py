@@ -1,0 +1,239 @@
+"""From findings to ticket changes: the condition per dedup key and the noise control that gates
+what it reports (ANSI/ISA-18.2 practice, DESIGN.md section 6, issue 5).
+
+- The first time a condition becomes ACTIVE a ticket opens (see `opening`); when it becomes
+  ACTIVE again while its ticket is open, the ticket is enriched instead.
+- When the condition clears, `condition_cleared` is reported and the ticket stays open: only
+  the central system closes tickets.
+- Gates: SUPPRESSED (asset stopped, upstream link lost) and OUT_OF_SERVICE (maintenance) open
+  nothing; SHELVED reports nothing; CHATTERING keeps the one ticket, counts re-raises quietly,
+  withholds clears until the chatter ends and raises a tuning advisory; a flood in the area
+  folds new conditions into the area's incident (see `incidents`).
+- Topology: a lost link raises one `comm.lost` condition for the link itself.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+
+from gateway.core.records import ConditionState, FaultCode, Finding, Priority, Sample, TicketState
+from gateway.ticketing import tickets
+from gateway.ticketing.conditions import ConditionStep, Trigger, advance, observe
+from gateway.ticketing.incidents import Incidents
+from gateway.ticketing.ledger import Ledger
+from gateway.ticketing.noise import ChatterTracker, ConditionFlag
+from gateway.ticketing.opening import TicketOpener
+from gateway.ticketing.statistics import Advisory
+from gateway.ticketing.topology import Link, LinkChange, LinkWatcher
+from gateway.ticketing.verifier import RepairVerifier
+
+log = logging.getLogger(__name__)
+
+TOPOLOGY_DETECTOR = "topology"
+
+
+class FindingRouter:
+    def __init__(
+        self,
+        ledger: Ledger,
+        opener: TicketOpener,
+        incidents: Incidents,
+        verifier: RepairVerifier,
+        links: Sequence[Link],
+    ) -> None:
+        self._ledger = ledger
+        self._opener = opener
+        self._incidents = incidents
+        self._verifier = verifier
+        self.links = LinkWatcher(links)
+        policy = ledger.policy
+        self.chatter = ChatterTracker(policy.chatter_cycles, policy.chatter_window_s)
+
+    async def on_finding(self, finding: Finding) -> None:
+        ledger = self._ledger
+        key = ledger.key_of(finding)
+        ledger.counters.findings += 1
+        if finding.active:
+            suppression = self._suppression(finding)
+            flags = ledger.flags_of(key)
+            if suppression is not None:
+                flag, reason = suppression
+                ledger.counters.suppressed += 1
+                if flag not in flags:
+                    flags.add(flag)
+                    log.info("Condition `%s` %s: %s.", key, flag.value.lower(), reason)
+                return
+            if flags & {ConditionFlag.SUPPRESSED, ConditionFlag.OUT_OF_SERVICE}:
+                flags -= {ConditionFlag.SUPPRESSED, ConditionFlag.OUT_OF_SERVICE}
+                log.info("Condition `%s` no longer suppressed.", key)
+            ledger.last_active[key] = finding
+        step = observe(ledger.condition(key), finding.active, finding.ts, ledger.condition_policy)
+        await self._apply(step, finding)
+
+    async def observe_links(self, samples: Sequence[Sample]) -> None:
+        for change in self.links.observe(samples):
+            await self._on_link_change(change)
+
+    async def advance_conditions(self, now: float) -> None:
+        """On- and off-delays that ran out without a new finding."""
+        ledger = self._ledger
+        for key, condition in list(ledger.conditions.items()):
+            step = advance(condition, now, ledger.condition_policy)
+            if step.trigger is not None or step.changed:
+                await self._apply(step, ledger.last_active.get(key))
+
+    async def end_chattering(self, now: float) -> None:
+        ledger = self._ledger
+        for key, flags in ledger.flags.items():
+            if ConditionFlag.CHATTERING not in flags or self.chatter.is_chattering(key, now):
+                continue
+            flags.discard(ConditionFlag.CHATTERING)
+            log.info("Condition `%s` no longer chattering.", key)
+            ticket = ledger.open.get(key)
+            cleared = ledger.condition(key).state is ConditionState.NORMAL
+            if ticket is not None and ticket.condition_active and cleared:
+                await self._on_cleared(key, None, now)  # the clear withheld while chattering
+
+    def _suppression(self, finding: Finding) -> tuple[ConditionFlag, str] | None:
+        if finding.fault_code == FaultCode.COMM_LOST and self.links.is_link(finding.asset):
+            return None
+        link = self.links.inhibiting(finding.asset)
+        if link is not None:
+            return ConditionFlag.SUPPRESSED, f"upstream link `{link.id}` is lost"
+        if self._ledger.in_maintenance(finding.asset) is not None:
+            return ConditionFlag.OUT_OF_SERVICE, "asset in maintenance mode"
+        if not self._ledger.run_states.running(finding.asset):
+            return ConditionFlag.SUPPRESSED, "asset stopped"
+        return None
+
+    async def _apply(self, step: ConditionStep, finding: Finding | None) -> None:
+        """Turn a condition step into a ticket change, commit it, then update memory."""
+        ledger = self._ledger
+        key = step.after.key
+        trigger = step.trigger
+        if trigger in (Trigger.RAISED, Trigger.REPEATED) and finding is not None:
+            await self._on_raised(key, finding, new_episode=trigger is Trigger.RAISED)
+        elif trigger is Trigger.CLEARED:
+            await self._on_cleared(key, finding, step.after.since)
+        if step.changed:
+            log.debug("Condition `%s`: %s -> %s.", key, step.before.state, step.after.state)
+        ledger.conditions[key] = step.after
+        if step.after.state is ConditionState.NORMAL:
+            ledger.flags.get(key, set()).discard(ConditionFlag.STALE)
+
+    async def _on_raised(self, key: str, finding: Finding, *, new_episode: bool) -> None:
+        ledger = self._ledger
+        ticket = ledger.open.get(key)
+        if new_episode and self.chatter.raised(key, finding.ts):
+            self._flag_chattering(key, finding.ts)
+        shelving = ledger.shelves.get(key)
+        if shelving is not None and shelving.active(ledger.clock.now()):
+            ledger.counters.shelved_hits += 1
+            return
+        if ticket is not None:
+            if ticket.state is TicketState.VERIFYING and new_episode:
+                await self._verifier.fault_came_back(key)
+                return
+            if ledger.has_flag(key, ConditionFlag.CHATTERING) and new_episode:
+                # The one ticket stays; a chattering re-raise is counted quietly and travels
+                # with the next reported change (ISA-18.2: do not annunciate chatter).
+                self._opener.enrich_quietly(ticket, finding)
+                return
+            flood = self._incidents.quieting(ticket) if new_episode else None
+            if flood is not None:
+                # During a flood the incident carries the counts; the area's open tickets are
+                # enriched quietly and brought up to date once when the flood ends.
+                self._incidents.arrive(key, finding)
+                flood.quieted.add(key)
+                self._opener.enrich_quietly(ticket, finding)
+                return
+            await self._opener.enrich(ticket, finding, new_occurrence=new_episode)
+            flood = self._incidents.arrive(key, finding) if new_episode else None
+            if flood is not None:
+                await self._incidents.incident_for(flood, finding.ts)
+            return
+        if not new_episode:
+            return  # closed by the central system while still active: wait for a new episode
+        if self._incidents.folded_into(key, finding.asset) is not None:
+            self._incidents.arrive(key, finding)
+            ledger.counters.flood_members += 1
+            return
+        flood = self._incidents.arrive(key, finding)
+        if flood is None:
+            await self._opener.open_or_recur(key, finding)
+            return
+        await self._incidents.new_condition_in_flood(key, finding, flood)
+
+    async def _on_cleared(self, key: str, finding: Finding | None, ts: float) -> None:
+        ledger = self._ledger
+        shelving = ledger.shelves.get(key)
+        ticket = ledger.open.get(key)
+        if shelving is not None and shelving.until is None:
+            # A one-shot shelve ends when its condition clears.
+            if ticket is not None:
+                ticket = await ledger.unshelve(ticket, "one-shot", ts)
+            else:
+                await ledger.forget_shelving(key)
+        if ticket is None or not ticket.condition_active:
+            return
+        if ledger.has_flag(key, ConditionFlag.CHATTERING):
+            return  # withheld while chattering; reported when the chatter ends
+        flood = self._incidents.quieting(ticket)
+        if flood is not None:
+            flood.quieted.add(key)
+            return  # withheld during the area's flood; reported when it ends
+        clearing_finding = finding if finding is not None and not finding.active else None
+        cleared, event = tickets.clear_condition(ticket, clearing_finding, ts)
+        await ledger.commit(cleared, [event])
+        ledger.counters.cleared += 1
+        log.info(
+            "Condition `%s` cleared; ticket `%s` stays open until the central system closes it.",
+            key,
+            ticket.id,
+        )
+
+    def _flag_chattering(self, key: str, ts: float) -> None:
+        flags = self._ledger.flags_of(key)
+        if ConditionFlag.CHATTERING in flags:
+            return
+        flags.add(ConditionFlag.CHATTERING)
+        advisory = Advisory(
+            key,
+            "chattering",
+            ts,
+            f"Condition {key} chatters ({self.chatter.cycles(key)} cycles in "
+            f"{self._ledger.policy.chatter_window_s:.0f} s): widen its deadband or lengthen its "
+            "off-delay.",
+        )
+        self._ledger.counters.advise(advisory)
+        log.warning("Condition `%s` is chattering; clears are withheld. %s", key, advisory.message)
+
+    async def _on_link_change(self, change: LinkChange) -> None:
+        link = change.link
+        if change.lost:
+            log.warning(
+                "Link `%s` lost (%s): findings of %d asset(s) behind it are suppressed.",
+                link.id,
+                change.reason,
+                len(link.assets),
+            )
+            message = (
+                f"Communication with {link.kind} link {link.id} lost ({change.reason}); "
+                f"{len(link.assets)} device(s) behind it are not monitored."
+            )
+        else:
+            log.info("Link `%s` answering again.", link.id)
+            message = f"Communication with {link.kind} link {link.id} restored."
+        finding = Finding(
+            asset=link.id,
+            fault_code=FaultCode.COMM_LOST,
+            severity=Priority.P2,
+            score=1.0,
+            detector=TOPOLOGY_DETECTOR,
+            message=message,
+            ts=change.ts,
+            active=change.lost,
+            evidence={"link_kind": link.kind, "assets_behind": sorted(link.assets)[:20]},
+        )
+        await self.on_finding(finding)

@@ -1,0 +1,191 @@
+"""The ticket service's memory and its one way to write to state.db (issue 5).
+
+Every module of the service (findings, incidents, timers, verification, central commands) reads
+and changes the same few things: the open tickets by dedup key, the condition and noise flags of
+each key, the shelved conditions and the assets in maintenance. They live here, together with
+`commit`: it asks the encoder for the message announcing each event and writes ticket, events
+and messages in one transaction. Callers update memory only after `commit` returned, so a
+refused write leaves the service as it was and the same input can be applied again.
+
+Nothing here takes the service lock: the `TicketService` methods hold it around every change.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Mapping
+from dataclasses import replace
+from typing import Any
+
+from gateway.core.clock import Clock
+from gateway.core.errors import StoreError
+from gateway.core.interfaces import MessageEncoder, TicketEvent
+from gateway.core.records import (
+    Condition,
+    ConditionState,
+    Finding,
+    Ticket,
+    TicketState,
+    dedup_key,
+)
+from gateway.ticketing import tickets
+from gateway.ticketing.conditions import ConditionPolicy, normal
+from gateway.ticketing.evidence import TelemetryWindow
+from gateway.ticketing.ids import TicketIds
+from gateway.ticketing.noise import ConditionFlag, RunStates, Shelving
+from gateway.ticketing.policy import AssetProfile, LifecyclePolicy
+from gateway.ticketing.repository import LifecycleRepository
+from gateway.ticketing.statistics import Counters
+from gateway.ticketing.verification import VerificationWatch
+
+log = logging.getLogger(__name__)
+
+
+class Ledger:
+    def __init__(
+        self,
+        site: str,
+        gateway_id: str,
+        repo: LifecycleRepository,
+        encode: MessageEncoder,
+        clock: Clock,
+        *,
+        condition_policy: ConditionPolicy,
+        policy: LifecyclePolicy,
+        assets: Mapping[str, AssetProfile],
+    ) -> None:
+        self.site = site
+        self.repo = repo
+        self.clock = clock
+        self.condition_policy = condition_policy
+        self.policy = policy
+        self.assets = dict(assets)
+        self.run_states = RunStates(self.assets)
+        self.window = TelemetryWindow(policy.evidence_window_s)
+        self.counters = Counters()
+        self.open: dict[str, Ticket] = {}  # by dedup key
+        self.conditions: dict[str, Condition] = {}
+        self.last_active: dict[str, Finding] = {}  # the finding that raised each condition
+        self.flags: dict[str, set[ConditionFlag]] = {}
+        self.shelves: dict[str, Shelving] = {}
+        self.maintenance: dict[str, float] = {}  # asset -> until
+        self.watches: dict[str, VerificationWatch] = {}  # by ticket key
+        self.encode = encode
+        self._ids = TicketIds(site, gateway_id)
+
+    # --- reading ------------------------------------------------------------------------------
+
+    def key_of(self, finding: Finding) -> str:
+        return dedup_key(self.site, finding.asset, finding.fault_code, finding.detector)
+
+    def condition(self, key: str) -> Condition:
+        return self.conditions.get(key) or normal(key)
+
+    def flags_of(self, key: str) -> set[ConditionFlag]:
+        """The key's flags, as a set the caller may change."""
+        return self.flags.setdefault(key, set())
+
+    def has_flag(self, key: str, flag: ConditionFlag) -> bool:
+        return flag in self.flags.get(key, ())
+
+    def profile(self, asset: str) -> AssetProfile:
+        return self.assets.get(asset) or AssetProfile(asset)
+
+    def open_ticket_by_id(self, ticket_id: str) -> Ticket | None:
+        return next((t for t in self.open.values() if t.id == ticket_id), None)
+
+    def current(self, ticket: Ticket) -> Ticket:
+        """The newest in-memory version of an open ticket (a command may hold an older copy)."""
+        current = self.open.get(ticket.key)
+        return current if current is not None and current.id == ticket.id else ticket
+
+    def in_maintenance(self, asset: str) -> float | None:
+        until = self.maintenance.get(asset)
+        return until if until is not None and self.clock.now() < until else None
+
+    def condition_active(self, key: str) -> bool:
+        return self.condition(key).state in (ConditionState.ACTIVE, ConditionState.CLEARING)
+
+    def telemetry_evidence(self, profile: AssetProfile, now: float) -> dict[str, Any]:
+        summary = self.window.summary(profile.tags, now)
+        return {"telemetry": summary} if summary else {}
+
+    # --- writing ------------------------------------------------------------------------------
+
+    async def commit(
+        self,
+        ticket: Ticket,
+        events: Iterable[TicketEvent],
+        *,
+        shelve: Shelving | None = None,
+        unshelve: str | None = None,
+    ) -> None:
+        """Write the ticket, its events and their messages, then keep the ticket as the open
+        one of its key. Raises `StoreError` when state.db refuses; memory is unchanged then."""
+        events = list(events)
+        # Each message shows the ticket as of its own event (REPAIRED, then VERIFYING...).
+        messages = [self.encode(_as_of(ticket, event), event) for event in events]
+        try:
+            await self.repo.commit_ticket_change(
+                ticket, events, messages, shelve=shelve, unshelve=unshelve
+            )
+        except StoreError as exc:
+            self.counters.commit_failures += 1
+            log.error(
+                "Ticket `%s` revision %d not committed, nothing changed: %s",
+                ticket.id,
+                ticket.revision,
+                exc,
+            )
+            raise
+        if ticket.state.is_open:
+            self.open[ticket.key] = ticket
+
+    async def commit_closed(self, ticket: Ticket, events: Iterable[TicketEvent]) -> Ticket:
+        # Closing ends a shelve too (a new ticket for the key starts unshelved).
+        await self.commit(ticket, events, unshelve=ticket.key)
+        self.open.pop(ticket.key, None)
+        self.watches.pop(ticket.key, None)
+        self.shelves.pop(ticket.key, None)
+        self.flags.get(ticket.key, set()).discard(ConditionFlag.SHELVED)
+        log.info("Ticket `%s` %s.", ticket.id, ticket.state.value.lower())
+        return ticket
+
+    async def unshelve(self, ticket: Ticket, by: str, ts: float) -> Ticket:
+        moved, event = tickets.annotate(
+            ticket,
+            "unshelved",
+            ts,
+            {"by": by},
+            attributes=tickets.with_attributes(ticket, shelved=None),
+        )
+        await self.commit(moved, [event], unshelve=ticket.key)
+        self.shelves.pop(ticket.key, None)
+        self.flags.get(ticket.key, set()).discard(ConditionFlag.SHELVED)
+        log.info("Condition `%s` unshelved (%s).", ticket.key, by)
+        return moved
+
+    async def forget_shelving(self, key: str) -> None:
+        """End the shelve of a key that has no open ticket to announce it on."""
+        await self.repo.clear_shelving(key)
+        self.shelves.pop(key, None)
+        self.flags.get(key, set()).discard(ConditionFlag.SHELVED)
+
+    async def free_ticket_id(self, opened_at: float) -> str:
+        """The next id not used by any ticket, open or closed (see `ids`)."""
+        in_memory = {t.id for t in self.open.values()}
+        while True:
+            candidate = self._ids.next_candidate(opened_at)
+            if candidate in in_memory:
+                continue
+            if await self.repo.get_ticket(candidate) is None:
+                return candidate
+
+
+def _as_of(ticket: Ticket, event: TicketEvent) -> Ticket:
+    state = ticket.state
+    if event.kind.upper() in TicketState.__members__:
+        state = TicketState(event.kind.upper())
+    if state is ticket.state and event.revision == ticket.revision:
+        return ticket
+    return replace(ticket, state=state, revision=event.revision)

@@ -1,0 +1,108 @@
+"""Verification after repair, as ticket changes (DESIGN.md section 6, issue 5).
+
+When the central `close` reports a repair, the ticket goes REPAIRED then VERIFYING and a
+`VerificationWatch` (verification) follows the asset's samples. Once the watch has seen
+`verification_window_s` of running time, its tags' means are compared with the pre-fault
+baseline stored on the ticket at open: pass publishes VERIFIED then CLOSED, fail publishes
+`verified` with result `fail` then REOPENED. The fault coming back during the window fails the
+verification at once. Either way the payload carries before/after figures per tag.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+
+from gateway.core.records import Sample, Ticket, TicketState
+from gateway.ticketing import tickets
+from gateway.ticketing.ledger import Ledger
+from gateway.ticketing.verification import VerificationWatch
+
+log = logging.getLogger(__name__)
+
+
+class RepairVerifier:
+    def __init__(self, ledger: Ledger) -> None:
+        self._ledger = ledger
+
+    def watch(self, verifying: Ticket, before_repair: Ticket, ts: float) -> None:
+        """Start watching a ticket that just went VERIFYING."""
+        ledger = self._ledger
+        baseline = {
+            str(k): float(v) for k, v in dict(before_repair.attributes.get("baseline", {})).items()
+        }
+        window = ledger.policy.verification_window_s
+        ledger.watches[verifying.key] = VerificationWatch(
+            verifying.key,
+            verifying.asset,
+            ts,
+            baseline,
+            window,
+            tags=frozenset(ledger.profile(verifying.asset).tags) | frozenset(baseline),
+        )
+        log.info(
+            "Ticket `%s` repaired; verifying `%s` over %.0f s of running time.",
+            verifying.id,
+            verifying.asset,
+            window,
+        )
+
+    async def observe(self, samples: Sequence[Sample]) -> None:
+        """Feed samples to the watches; finish those that have seen their window."""
+        ledger = self._ledger
+        for watch in ledger.watches.values():
+            running = ledger.run_states.running(watch.asset)
+            for sample in samples:
+                if sample.tag in watch.tags:
+                    watch.observe(sample, running)
+        for key, watch in list(ledger.watches.items()):
+            if watch.due:
+                await self.finish(key, watch, reraised=False)
+
+    async def fault_came_back(self, key: str) -> None:
+        watch = self._ledger.watches.get(key)
+        if watch is not None:
+            await self.finish(key, watch, reraised=True)
+
+    async def finish(self, key: str, watch: VerificationWatch, *, reraised: bool) -> None:
+        ledger = self._ledger
+        ticket = ledger.open.get(key)
+        del ledger.watches[key]
+        if ticket is None or ticket.state is not TicketState.VERIFYING:
+            return
+        passed, figures = watch.verdict(ledger.policy.verification_tolerance)
+        passed = passed and not reraised
+        now = ledger.clock.now()
+        detail = {
+            "result": "pass" if passed else "fail",
+            "reason": "the fault came back" if reraised else "compared with the pre-fault baseline",
+            "running_s": watch.running_s,
+            "figures": figures,
+        }
+        attrs = tickets.with_attributes(ticket, verification=detail)
+        if passed:
+            verified, first = tickets.transition(
+                ticket, TicketState.VERIFIED, now, detail, attributes=attrs
+            )
+            closed, second = tickets.transition(
+                verified, TicketState.CLOSED, now, {"reason": "verified"}, closed_at=now
+            )
+            await ledger.commit_closed(closed, [first, second])
+            ledger.counters.verified_pass += 1
+            log.info("Repair of ticket `%s` verified; ticket closed.", ticket.id)
+            return
+        failed, first = tickets.annotate(ticket, "verified", now, detail, attributes=attrs)
+        sla = ledger.policy.sla_for(ticket.priority)
+        reopened, second = tickets.transition(
+            failed,
+            TicketState.REOPENED,
+            now,
+            {"reason": "verification failed"},
+            condition_active=reraised or ticket.condition_active,
+            respond_by=now + sla.respond_s,
+            resolve_by=now + sla.resolve_s,
+        )
+        await ledger.commit(reopened, [first, second])
+        ledger.counters.verified_fail += 1
+        ledger.counters.reopened += 1
+        log.warning("Repair of ticket `%s` failed verification; ticket reopened.", ticket.id)
