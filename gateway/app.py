@@ -478,8 +478,10 @@ class Gateway:
         async with contextlib.AsyncExitStack() as stack:
             state = await StateStore.open(state_dir / "state.db")
             stack.push_async_callback(state.close)
-            telemetry = await TelemetryStore.open(state_dir / "telemetry.db")
-            stack.push_async_callback(telemetry.close)
+            telemetry = await TelemetryStore.open(
+                state_dir / "telemetry.db", flush_interval_s=cfg.storage.telemetry_flush_s
+            )
+            stack.push_async_callback(telemetry.close)  # writes the samples still held
 
             topics = Topics(cfg.uplink.topic_prefix, cfg.site, cfg.gateway_id)
             encoder = make_ticket_encoder(
@@ -619,7 +621,8 @@ class Gateway:
                     period_s=storage.retention_check_s,
                 ),
                 name="retention",
-            )
+            ),
+            asyncio.create_task(telemetry.run_flusher(), name="telemetry-flush"),
         ]
         if cfg.uplink.health_period_s is not None:
 

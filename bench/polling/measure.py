@@ -6,7 +6,9 @@
 Included: `load_config`, `build_sources` (PollingSource per device, staggered phases,
 ModbusTcpDriver, read plan, decoding to engineering units), the bounded queue of the app's
 size, `DetectorRunner` with `build_detectors` (threshold detectors), every sample written to
-a real `TelemetryStore` (telemetry.db, WAL, synchronous=NORMAL) and its retention task.
+a real `TelemetryStore` (telemetry.db, WAL, synchronous=NORMAL, one row per device and poll,
+written every `storage.telemetry_flush_s` as the daemon does) with its flusher and retention
+tasks.
 Not included: ticketing and state.db (findings go to a counter; none are raised), the MQTT
 uplink, summaries and the health topic.
 
@@ -94,7 +96,9 @@ async def measure(
         nonlocal findings
         findings += 1
 
-    telemetry = await TelemetryStore.open(state_directory(loaded) / "telemetry.db")
+    telemetry = await TelemetryStore.open(
+        state_directory(loaded) / "telemetry.db", flush_interval_s=storage.telemetry_flush_s
+    )
     try:
         queue: asyncio.Queue[Record] = asyncio.Queue(maxsize=QUEUE_SIZE)
         runner = DetectorRunner(
@@ -116,6 +120,7 @@ async def measure(
         sink_tasks = [
             asyncio.create_task(runner.run_detectors(), name="detectors"),
             asyncio.create_task(retention, name="retention"),
+            asyncio.create_task(telemetry.run_flusher(), name="telemetry-flush"),
         ]
         source_tasks = [asyncio.create_task(s.run_source(), name=s.name) for s in sources]
 

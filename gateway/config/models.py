@@ -42,6 +42,16 @@ class StorageConfig(Strict):
     retention_check_s: float = Field(
         300.0, gt=0, description="How often the retention task enforces age and size limits."
     )
+    telemetry_flush_s: float = Field(
+        1.0,
+        ge=0,
+        le=60,
+        description=(
+            "Samples are written to telemetry.db in one transaction at least this often (0: "
+            "every batch at once). Fewer, larger writes cost less CPU and flash wear; a power "
+            "failure can lose this much raw history."
+        ),
+    )
 
 
 class TlsConfig(Strict):

@@ -103,25 +103,28 @@ class ColumnCatalogue:
 
     def __init__(self, known: Iterable[tuple[str, str, int]] = ()) -> None:
         self._columns: dict[str, dict[str, int]] = {}
+        # Tag id -> (device, column): one lookup per sample on the hot path (issue 3).
+        self._by_tag: dict[str, tuple[str, int]] = {}
         for device, point, col in known:
             self._columns.setdefault(device, {})[point] = col
 
     def column(self, device: str, point: str) -> int | None:
         return self._columns.get(device, {}).get(point)
 
-    def assign(self, device: str, point: str, new: list[tuple[str, str, int]]) -> int:
-        """The column of `point`, numbering it (and noting it in `new`) on first sight."""
+    def locate(self, tag: str, new: list[tuple[str, str, int]]) -> tuple[str, int]:
+        """The device and column of `tag`, numbering it (and noting it in `new`) on first
+        sight."""
+        found = self._by_tag.get(tag)
+        if found is not None:
+            return found
+        device, point = split_tag(tag)
         columns = self._columns.setdefault(device, {})
         col = columns.get(point)
         if col is None:
             col = columns[point] = len(columns)
             new.append((device, point, col))
-        return col
-
-    def forget(self, added: Sequence[tuple[str, str, int]]) -> None:
-        """Undo `assign` for columns whose insert was not committed."""
-        for device, point, _ in added:
-            self._columns.get(device, {}).pop(point, None)
+        found = self._by_tag[tag] = (device, col)
+        return found
 
 
 def pack(
@@ -135,15 +138,18 @@ def pack(
     groups: dict[tuple[str, float], _Group] = {}
     full: list[_Group] = []
     new_columns: list[tuple[str, str, int]] = []
+    group: _Group | None = None
     for sample in samples:
-        device, point = split_tag(sample.tag)
-        col = catalogue.assign(device, point, new_columns)
-        key = (device, sample.ts)
-        group = groups.get(key)
-        if group is None or col in group.seen:
-            if group is not None:
-                full.append(group)
-            group = groups[key] = _Group(device, sample.ts)
+        device, col = catalogue.locate(sample.tag, new_columns)
+        # A poll's samples arrive together: most belong to the group of the one before.
+        if group is None or group.device != device or group.ts != sample.ts:
+            key = (device, sample.ts)
+            group = groups.get(key)
+            if group is None:
+                group = groups[key] = _Group(device, sample.ts)
+        if col in group.seen:
+            full.append(group)
+            group = groups[(device, sample.ts)] = _Group(device, sample.ts)
         value, quality, reason = usable(sample)
         position = len(group.cols)
         group.cols.append(col)

@@ -12,6 +12,13 @@ Samples are stored one row per device and timestamp (`sample_groups`, see
 one-row-per-sample table of schema versions 1-2 (`samples`) is no longer written; rows already
 in it are still read, pruned and trimmed, until retention has emptied it.
 
+With `flush_interval_s` > 0 (the daemon's `storage.telemetry_flush_s`, 1 s by default) samples
+are held in memory and written at least that often, in one transaction: polls arrive a few at a
+time, and each transaction costs several hand-offs to the SQLite thread, each waking both
+threads (issue 3). Reads and `close` write what is held first; `run_flusher` writes it when no
+new sample arrives. A power failure can lose that much raw history, as `synchronous=NORMAL`
+already may.
+
 Retention (issue 6) is by age and by size, enforced by `run_retention`, a periodic task: rows
 older than the retention period go first, then the oldest rows until the data fits the size
 limit. Size is measured as the pages in use (`page_count - freelist_count`): SQLite reuses
@@ -26,7 +33,7 @@ import logging
 import math
 import sqlite3
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
@@ -129,8 +136,32 @@ _PRUNE_SLICE_ROWS = {"samples": 20_000, "sample_groups": 2_000, "waveforms": 20_
 # Size trimming removes the oldest rows in steps of about this many rows (plus every
 # waveform block up to that time), then measures again.
 _TRIM_SLICE_ROWS = {"samples": 5_000, "sample_groups": 500}
+_GROUP_INSERT = (
+    "INSERT INTO sample_groups (device, ts, cols, vals, quality, reasons, source_ts) VALUES "
+)
+_GROUP_PLACEHOLDERS = "(?, ?, ?, ?, ?, ?, ?)"
+# Rows per single INSERT: 7 parameters each, within SQLite's 32 766 bound parameters.
+_ROWS_PER_STATEMENT = 4_000
+# Held samples are written at once past this many, whatever the interval (bounded memory).
+_MAX_PENDING_SAMPLES = 50_000
 # What one deleted row counts for in `rows_pruned` / `rows_trimmed_for_size`: samples.
 _DELETED_SAMPLES = {"samples": "1", "sample_groups": "length(cols) / 4", "waveforms": "1"}
+
+
+@dataclass(slots=True)
+class _Held:
+    """Packed rows not written yet, the columns they numbered, and how many samples."""
+
+    rows: list[tuple[Any, ...]] = field(default_factory=list)
+    columns: list[tuple[str, str, int]] = field(default_factory=list)
+    samples: int = 0
+
+    def add(
+        self, rows: list[tuple[Any, ...]], columns: list[tuple[str, str, int]], samples: int
+    ) -> None:
+        self.rows += rows
+        self.columns += columns
+        self.samples += samples
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,6 +175,7 @@ class TelemetryStatistics:
     rows_trimmed_for_size: int = 0
     retention_failures: int = 0
     bytes_acquired: int = 0  # value bytes of samples and waveform points written (8 each)
+    samples_pending: int = 0  # held in memory, not written yet (`flush_interval_s`)
 
 
 class TelemetryStore:
@@ -153,9 +185,14 @@ class TelemetryStore:
     the tickets) because of it is not (issue 6, fault 6).
     """
 
-    def __init__(self, db: Database, columns: ColumnCatalogue | None = None) -> None:
+    def __init__(
+        self, db: Database, columns: ColumnCatalogue | None = None, flush_interval_s: float = 0.0
+    ) -> None:
         self._db = db
         self._columns = columns or ColumnCatalogue()
+        self._flush_interval = flush_interval_s
+        self._held = _Held()
+        self._pending_since = 0.0  # loop time of the oldest held sample
         self._samples_written = 0
         self._waveforms_written = 0
         self._samples_refused = 0
@@ -168,7 +205,10 @@ class TelemetryStore:
         self._refusing = False
 
     @classmethod
-    async def open(cls, path: str | Path, *, busy_timeout_ms: int = 5000) -> TelemetryStore:
+    async def open(
+        cls, path: str | Path, *, busy_timeout_ms: int = 5000, flush_interval_s: float = 0.0
+    ) -> TelemetryStore:
+        """`flush_interval_s` 0 writes every batch at once; above 0, see the module doc."""
         db = await Database.open(
             path,
             label="telemetry.db",
@@ -181,10 +221,14 @@ class TelemetryStore:
         except sqlite3.Error as exc:
             await db.close()
             raise StoreError(f"telemetry.db refused a read: {exc}") from exc
-        return cls(db, ColumnCatalogue((row[0], row[1], row[2]) for row in known))
+        catalogue = ColumnCatalogue((row[0], row[1], row[2]) for row in known)
+        return cls(db, catalogue, flush_interval_s)
 
     async def close(self) -> None:
-        await self._db.close()
+        try:
+            await self.flush()
+        finally:
+            await self._db.close()
 
     async def __aenter__(self) -> Self:
         return self
@@ -212,27 +256,98 @@ class TelemetryStore:
             rows_trimmed_for_size=self._rows_trimmed,
             retention_failures=self._retention_failures,
             bytes_acquired=self._bytes_acquired,
+            samples_pending=self._held.samples,
         )
 
     async def write_samples(self, samples: Sequence[Sample]) -> None:
-        """Store a batch in one transaction: one row per device and timestamp."""
+        """Store a batch (one row per device and timestamp), at once or with the next flush.
+
+        Packed into rows now either way: what is held is a few hundred rows per second, not
+        thousands of sample objects for the garbage collector to walk (issue 3)."""
         if not samples:
             return
-        rows, new_columns = pack(samples, self._columns)
         self._bytes_acquired += 8 * len(samples)
-        writes = [
-            ("INSERT INTO sample_columns (device, point, col) VALUES (?, ?, ?)", new_columns),
+        rows, new_columns = pack(samples, self._columns)
+        now = asyncio.get_running_loop().time()
+        if not self._held.samples:
+            self._pending_since = now
+        self._held.add(rows, new_columns, len(samples))
+        if (
+            self._flush_interval <= 0
+            or self._held.samples >= _MAX_PENDING_SAMPLES
+            or now - self._pending_since >= self._flush_interval
+        ):
+            await self.flush()
+
+    async def flush(self) -> None:
+        """Write the held samples now (one transaction)."""
+        held, self._held = self._held, _Held()
+        if not held.samples:
+            return
+        try:
+            await self._write(held)
+        except asyncio.CancelledError:
+            # Stopped mid-write (the transaction was rolled back): keep them for `close`.
+            held.add(self._held.rows, self._held.columns, self._held.samples)
+            self._held = held
+            raise
+
+    async def run_flusher(self) -> None:
+        """Write held samples once they are `flush_interval_s` old although nothing new came
+        (a site whose polling stopped). Runs until cancelled; idle without an interval."""
+        if self._flush_interval <= 0:
+            await asyncio.Event().wait()
+        loop = asyncio.get_running_loop()
+        while True:
+            due = self._pending_since + self._flush_interval if self._held.samples else None
+            now = loop.time()
+            if due is not None and now >= due:
+                await self.flush()
+                continue
+            await asyncio.sleep(self._flush_interval if due is None else due - now)
+
+    async def _write(self, held: _Held) -> None:
+        if not held.columns and len(held.rows) <= _ROWS_PER_STATEMENT:
+            # The usual flush: one multi-row INSERT, atomic on its own in autocommit mode.
+            # One hand-off to the SQLite thread instead of three (BEGIN, insert, COMMIT):
+            # each wakes both threads, which at a few polls a second costs more than the
+            # insert (issue 3, 10 devices x 100 registers).
+            written = await self._insert_rows(held.rows)
+        else:
+            written = await self._insert(self._group_writes(held))
+        if written:
+            self._samples_written += held.samples
+        else:
+            # The samples are lost, but their column numbers stay in use (rows held since
+            # then may carry them): keep the numbering to be written with the next rows.
+            self._held.columns[:0] = held.columns
+            self._samples_refused += held.samples
+
+    @staticmethod
+    def _group_writes(held: _Held) -> list[tuple[str, Sequence[tuple[Any, ...]]]]:
+        return [
+            (
+                "INSERT OR IGNORE INTO sample_columns (device, point, col) VALUES (?, ?, ?)",
+                held.columns,
+            ),
             (
                 "INSERT INTO sample_groups (device, ts, cols, vals, quality, reasons, source_ts)"
                 " VALUES (?, ?, ?, ?, ?, ?, ?)",
-                rows,
+                held.rows,
             ),
         ]
-        if await self._insert(writes):
-            self._samples_written += len(samples)
-        else:
-            self._columns.forget(new_columns)  # not committed: number them again next time
-            self._samples_refused += len(samples)
+
+    async def _insert_rows(self, rows: Sequence[tuple[Any, ...]]) -> bool:
+        """One statement inserting every group row; True when committed."""
+        sql = _GROUP_INSERT + ", ".join([_GROUP_PLACEHOLDERS] * len(rows))
+        try:
+            async with self._db.lock:
+                await self._db.conn.execute(sql, [value for row in rows for value in row])
+        except (sqlite3.Error, ValueError) as exc:  # ValueError: aiosqlite, once closed
+            self._note_refusal(StoreError(f"telemetry.db refused a write: {exc}"))
+            return False
+        self._note_accepted()
+        return True
 
     async def write_waveform(self, waveform: Waveform) -> None:
         # numpy only with waveforms: a scalar-only site does not load it (issue 3, RSS).
@@ -270,6 +385,7 @@ class TelemetryStore:
         open window such as 0..inf costs no more than the history held)."""
         if not start < end:  # empty, or a NaN bound
             return []
+        await self.flush()  # what was written before the read is part of it
         device, point = split_tag(tag)
         col = self._columns.column(device, point)
         async with self._db.lock:
@@ -486,14 +602,21 @@ class TelemetryStore:
                     if rows:
                         await conn.executemany(sql, rows)
         except StoreError as exc:
-            if not self._refusing:
-                self._refusing = True
-                log.error(
-                    "Telemetry writes to `%s` refused: %s; counting lost rows until it recovers.",
-                    self._db.path,
-                    exc,
-                )
+            self._note_refusal(exc)
             return False
+        self._note_accepted()
+        return True
+
+    def _note_refusal(self, exc: StoreError) -> None:
+        if not self._refusing:
+            self._refusing = True
+            log.error(
+                "Telemetry writes to `%s` refused: %s; counting lost rows until it recovers.",
+                self._db.path,
+                exc,
+            )
+
+    def _note_accepted(self) -> None:
         if self._refusing:
             self._refusing = False
             log.info(
@@ -501,7 +624,6 @@ class TelemetryStore:
                 self._db.path,
                 self._samples_refused,
             )
-        return True
 
 
 def _bucket_of(ts: float) -> int:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import math
 import sqlite3
 import struct
@@ -118,8 +119,6 @@ async def test_trim_to_size_deletes_the_oldest_rows_until_the_data_fits(telemetr
 
 
 async def test_retention_task_enforces_age_then_size_each_period(telemetry):
-    import asyncio
-
     from gateway.core.clock import ManualClock
 
     clock = ManualClock(start=100_000.0)
@@ -256,3 +255,86 @@ async def test_prune_counts_the_samples_of_the_groups_it_deletes(telemetry):
     assert await telemetry.prune(5.0) == 5 * 30
     kept = await telemetry.read_samples("a.r7", 0.0, 99.0)
     assert [s.ts for s in kept] == [5.0, 6.0, 7.0, 8.0, 9.0]
+
+
+def rows_on_disk(path) -> int:
+    with sqlite3.connect(path) as raw:
+        return raw.execute("SELECT COUNT(*) FROM sample_groups").fetchone()[0]
+
+
+async def test_held_samples_are_written_by_age_by_reads_and_on_close(tmp_path):
+    path = tmp_path / "telemetry.db"
+    store = await TelemetryStore.open(path, flush_interval_s=0.2)
+    try:
+        await store.write_samples([Sample("a.x", 1.0, 1.0)])
+        await store.write_samples([Sample("a.x", 2.0, 2.0)])
+        # Held: nothing on disk yet, but counted as pending.
+        assert rows_on_disk(path) == 0 and store.statistics().samples_pending == 2
+        # A read writes what is held first, so it sees every sample written before it.
+        assert [s.value for s in await store.read_samples("a.x", 0.0, 9.0)] == [1.0, 2.0]
+        assert rows_on_disk(path) == 2 and store.statistics().samples_pending == 0
+        await store.write_samples([Sample("a.x", 3.0, 3.0)])
+        await asyncio.sleep(0.25)
+        await store.write_samples([Sample("a.x", 4.0, 4.0)])  # the oldest is past the interval
+        assert rows_on_disk(path) == 4 and store.statistics().samples_written == 4
+        await store.write_samples([Sample("a.x", 5.0, 5.0)])
+    finally:
+        await store.close()
+    assert rows_on_disk(path) == 5  # close wrote the last one
+
+
+async def test_the_flusher_writes_held_samples_when_nothing_new_arrives(tmp_path):
+    path = tmp_path / "telemetry.db"
+    store = await TelemetryStore.open(path, flush_interval_s=0.05)
+    flusher = asyncio.create_task(store.run_flusher(), name="telemetry-flush")
+    try:
+        await store.write_samples([Sample("a.x", 1.0, 1.0), Sample("a.y", 1.0, 2.0)])
+        assert rows_on_disk(path) == 0
+        async with asyncio.timeout(5):
+            while store.statistics().samples_written < 2:  # noqa: ASYNC110 (a counter)
+                await asyncio.sleep(0.01)
+        assert rows_on_disk(path) == 1 and store.statistics().samples_pending == 0
+    finally:
+        flusher.cancel()
+        await asyncio.gather(flusher, return_exceptions=True)
+        await store.close()
+
+
+async def test_column_numbers_of_a_refused_batch_are_kept_and_written_later(tmp_path):
+    path = tmp_path / "telemetry.db"
+    store = await TelemetryStore.open(path, busy_timeout_ms=20)
+    blocker = sqlite3.connect(path, isolation_level=None)
+    try:
+        blocker.execute("BEGIN IMMEDIATE")
+        await store.write_samples([Sample("a.x", 1.0, 1.0), Sample("a.y", 1.0, 2.0)])
+        assert store.statistics().samples_refused == 2
+        blocker.execute("ROLLBACK")
+        await store.write_samples([Sample("a.y", 2.0, 5.0)])  # numbered while refused
+    finally:
+        blocker.close()
+        await store.close()
+    async with await TelemetryStore.open(path) as store:
+        await store.write_samples([Sample("a.x", 3.0, 7.0)])
+        assert [s.value for s in await store.read_samples("a.y", 0.0, 9.0)] == [5.0]
+        assert [s.value for s in await store.read_samples("a.x", 0.0, 9.0)] == [7.0]
+
+
+async def test_a_refused_write_of_known_columns_is_counted_and_recovers(tmp_path, caplog):
+    # Known columns take the one-statement path; a refusal there is counted like any other.
+    path = tmp_path / "telemetry.db"
+    store = await TelemetryStore.open(path, busy_timeout_ms=20)
+    blocker = sqlite3.connect(path, isolation_level=None)
+    try:
+        await store.write_samples([Sample("a.x", 1.0, 1.0)])
+        blocker.execute("BEGIN IMMEDIATE")
+        await store.write_samples([Sample("a.x", 2.0, 2.0), Sample("a.x", 3.0, 3.0)])
+        stats = store.statistics()
+        assert (stats.samples_written, stats.samples_refused, stats.refusing) == (1, 2, True)
+        assert "refused" in caplog.text
+        blocker.execute("ROLLBACK")
+        await store.write_samples([Sample("a.x", 4.0, 4.0)])
+        assert store.statistics().refusing is False
+        assert [s.value for s in await store.read_samples("a.x", 0.0, 9.0)] == [1.0, 4.0]
+    finally:
+        blocker.close()
+        await store.close()
