@@ -249,3 +249,66 @@ class OutboxItem:
     last_sent_at: float | None = None
     settled_at: float | None = None
     ticket_id: str | None = None
+
+
+# --- Noise-control state that survives a restart (issue 5) -----------------------------------
+# The ticketing lifecycle produces these and state.db keeps them; defined here once because
+# `gateway.ticketing` and `gateway.store` may not import each other (DESIGN.md section 1).
+
+
+@dataclass(frozen=True, slots=True)
+class Shelving:
+    """An operator shelved the condition of a dedup key (ISA-18.2 shelving, at most 8 h)."""
+
+    until: float | None  # None: one-shot, until the condition next clears
+    reason: str
+    by: str
+    key: str = ""  # the dedup key shelved; with `set_at`, what state.db keeps across restarts
+    set_at: float = 0.0
+
+    def active(self, now: float) -> bool:
+        return self.until is None or now < self.until
+
+
+@dataclass(frozen=True, slots=True)
+class MaintenanceWindow:
+    """An asset in maintenance mode until `until`: its conditions are OUT_OF_SERVICE."""
+
+    asset: str
+    until: float
+    by: str
+    set_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class FloodRecord:
+    """An area's alarm flood in progress (ISA-18.2 flood), as saved and loaded."""
+
+    area: str
+    started_at: float
+    incident_key: str | None
+    published_members: int
+    published_at: float | None  # None: the incident was never published
+    # One JSON object per member: key, asset, fault_code, first_seen, arrivals.
+    members: tuple[Mapping[str, Any], ...]
+    folded: tuple[str, ...]
+    quieted: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class FloodArrival:
+    """One new condition counted by the flood detector of an area."""
+
+    area: str
+    ts: float
+    key: str
+    asset: str
+    fault_code: str
+
+
+@dataclass(frozen=True, slots=True)
+class ChatterRecord:
+    """A condition flagged CHATTERING and the raise times that still count for it."""
+
+    key: str
+    raises: tuple[float, ...]

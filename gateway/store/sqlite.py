@@ -17,6 +17,7 @@ from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Self
 
 import aiosqlite
 
@@ -215,6 +216,22 @@ class Database:
                     self.path,
                     migration.version,
                 )
+
+
+class DatabaseStore:
+    """Base of `StateStore` and `TelemetryStore`: owns one `Database` and closes it on exit."""
+
+    def __init__(self, db: Database) -> None:
+        self._db = db
+
+    async def close(self) -> None:
+        await self._db.close()
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
 
 
 def _latest(migrations: Sequence[Migration]) -> int:

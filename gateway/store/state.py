@@ -12,11 +12,10 @@ from __future__ import annotations
 import json
 import logging
 import sqlite3
-from collections.abc import Awaitable, Collection, Mapping, Sequence
+from collections.abc import Awaitable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from types import TracebackType
-from typing import Any, Protocol, Self, TypeVar
+from typing import Any, TypeVar
 
 import aiosqlite
 
@@ -24,13 +23,18 @@ from gateway.core.clock import Clock, SystemClock
 from gateway.core.errors import StoreError
 from gateway.core.interfaces import NewMessage, TicketEvent
 from gateway.core.records import (
+    ChatterRecord,
+    FloodArrival,
+    FloodRecord,
+    MaintenanceWindow,
     OutboxItem,
     OutboxKind,
     Priority,
+    Shelving,
     Ticket,
     TicketState,
 )
-from gateway.store.sqlite import Database, Synchronous
+from gateway.store.sqlite import Database, DatabaseStore, Synchronous
 from gateway.store.state_schema import STATE_MIGRATIONS
 
 log = logging.getLogger(__name__)
@@ -111,131 +115,11 @@ class StateStoreStatistics:
     messages_settled: int
 
 
-class ShelvingFields(Protocol):
-    """What the store keeps of a shelved condition (the ticketing `Shelving` has these)."""
-
-    @property
-    def key(self) -> str: ...
-
-    @property
-    def until(self) -> float | None: ...  # None: one-shot, until the condition next clears
-
-    @property
-    def reason(self) -> str: ...
-
-    @property
-    def by(self) -> str: ...
-
-    @property
-    def set_at(self) -> float: ...
-
-
-@dataclass(frozen=True, slots=True)
-class StoredShelving:
-    key: str
-    until: float | None
-    reason: str
-    by: str
-    set_at: float
-
-
-@dataclass(frozen=True, slots=True)
-class StoredMaintenance:
-    asset: str
-    until: float
-    by: str
-    set_at: float
-
-
-class FloodFields(Protocol):
-    """What the store keeps of an area's flood in progress (the ticketing journal has these)."""
-
-    @property
-    def area(self) -> str: ...
-
-    @property
-    def started_at(self) -> float: ...
-
-    @property
-    def incident_key(self) -> str | None: ...
-
-    @property
-    def published_members(self) -> int: ...
-
-    @property
-    def published_at(self) -> float | None: ...
-
-    @property
-    def members(self) -> Sequence[Mapping[str, Any]]: ...
-
-    @property
-    def folded(self) -> Sequence[str]: ...
-
-    @property
-    def quieted(self) -> Sequence[str]: ...
-
-
-class ArrivalFields(Protocol):
-    """One new condition counted by an area's flood detector."""
-
-    @property
-    def area(self) -> str: ...
-
-    @property
-    def ts(self) -> float: ...
-
-    @property
-    def key(self) -> str: ...
-
-    @property
-    def asset(self) -> str: ...
-
-    @property
-    def fault_code(self) -> str: ...
-
-
-class ChatterFields(Protocol):
-    """A CHATTERING condition and its recent raise times."""
-
-    @property
-    def key(self) -> str: ...
-
-    @property
-    def raises(self) -> Sequence[float]: ...
-
-
-@dataclass(frozen=True, slots=True)
-class StoredFlood:
-    area: str
-    started_at: float
-    incident_key: str | None
-    published_members: int
-    published_at: float | None
-    members: tuple[Mapping[str, Any], ...]
-    folded: tuple[str, ...]
-    quieted: tuple[str, ...]
-
-
-@dataclass(frozen=True, slots=True)
-class StoredArrival:
-    area: str
-    ts: float
-    key: str
-    asset: str
-    fault_code: str
-
-
-@dataclass(frozen=True, slots=True)
-class StoredChatter:
-    key: str
-    raises: tuple[float, ...]
-
-
-class StateStore:
+class StateStore(DatabaseStore):
     """Durable tickets and outbox in one SQLite file. Use `await StateStore.open(path)`."""
 
     def __init__(self, db: Database, clock: Clock, sequence: int = 0) -> None:
-        self._db = db
+        super().__init__(db)
         self._clock = clock
         self._sequence = sequence  # last number handed out by next_sequence()
         self._saved_sequence = sequence
@@ -276,20 +160,6 @@ class StateStore:
             raise StoreError(f"cannot read the counters of state.db: {exc}") from exc
         sequence = next((int(row[0]) for row in rows), 0)
         return cls(db, clock or SystemClock(), sequence)
-
-    async def close(self) -> None:
-        await self._db.close()
-
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.close()
 
     @property
     def path(self) -> Path:
@@ -344,14 +214,11 @@ class StateStore:
 
     async def ticket_events(self, ticket_id: str) -> list[TicketEvent]:
         """The history of one ticket by revision."""
-        async with self._db.lock:
-            rows = await self._guarded_read(
-                self._db.conn.execute_fetchall(
-                    "SELECT ticket_id, revision, kind, ts, detail FROM ticket_events"
-                    " WHERE ticket_id = ? ORDER BY revision",
-                    (ticket_id,),
-                )
-            )
+        rows = await self._read(
+            "SELECT ticket_id, revision, kind, ts, detail FROM ticket_events"
+            " WHERE ticket_id = ? ORDER BY revision",
+            (ticket_id,),
+        )
         return [
             TicketEvent(
                 ticket_id=row["ticket_id"],
@@ -369,7 +236,7 @@ class StateStore:
         events: Sequence[TicketEvent],
         messages: Sequence[NewMessage],
         *,
-        shelve: ShelvingFields | None = None,
+        shelve: Shelving | None = None,
         unshelve: str | None = None,
     ) -> None:
         """Write the ticket, its new events and their messages atomically, or nothing.
@@ -434,12 +301,7 @@ class StateStore:
 
     async def recall_command(self, command_id: str) -> Mapping[str, Any] | None:
         """The reply stored for a command id seen before, or None for a new command."""
-        async with self._db.lock:
-            rows = await self._guarded_read(
-                self._db.conn.execute_fetchall(
-                    "SELECT reply FROM commands WHERE command_id = ?", (command_id,)
-                )
-            )
+        rows = await self._read("SELECT reply FROM commands WHERE command_id = ?", (command_id,))
         for row in rows:
             reply: Mapping[str, Any] = json.loads(row["reply"])
             return reply
@@ -457,7 +319,7 @@ class StateStore:
 
     # --- shelving and maintenance mode (issue 5: they survive a restart) -------------------
 
-    async def save_shelving(self, shelving: ShelvingFields) -> None:
+    async def save_shelving(self, shelving: Shelving) -> None:
         """Save a shelved condition on its own (one whose ticket is not changing)."""
         await self._write(_SAVE_SHELVING, _shelving_row(shelving))
 
@@ -465,7 +327,7 @@ class StateStore:
         """Forget the shelving of a dedup key; a no-op when there is none."""
         await self._write(_DELETE_SHELVING, (key,))
 
-    async def load_shelvings(self, now: float) -> list[StoredShelving]:
+    async def load_shelvings(self, now: float) -> list[Shelving]:
         """The shelved conditions still in force at `now`; timed ones that ran out while the
         gateway was down are deleted, not returned. One-shot ones (until NULL) always stay."""
         async with self._db.lock, self._db.transaction() as conn:
@@ -476,7 +338,7 @@ class StateStore:
                 "SELECT key, until, reason, actor, set_at FROM shelved_conditions ORDER BY key"
             )
         return [
-            StoredShelving(
+            Shelving(
                 key=row["key"],
                 until=row["until"],
                 reason=row["reason"],
@@ -498,7 +360,7 @@ class StateStore:
     async def clear_maintenance(self, asset: str) -> None:
         await self._write("DELETE FROM asset_maintenance WHERE asset = ?", (asset,))
 
-    async def load_maintenance(self, now: float) -> list[StoredMaintenance]:
+    async def load_maintenance(self, now: float) -> list[MaintenanceWindow]:
         """The assets still in maintenance mode at `now`; ended windows are deleted."""
         async with self._db.lock, self._db.transaction() as conn:
             await conn.execute("DELETE FROM asset_maintenance WHERE until <= ?", (now,))
@@ -506,7 +368,7 @@ class StateStore:
                 "SELECT asset, until, actor, set_at FROM asset_maintenance ORDER BY asset"
             )
         return [
-            StoredMaintenance(
+            MaintenanceWindow(
                 asset=row["asset"], until=row["until"], by=row["actor"], set_at=row["set_at"]
             )
             for row in rows
@@ -517,11 +379,11 @@ class StateStore:
     async def save_noise_state(
         self,
         *,
-        floods: Sequence[FloodFields] = (),
+        floods: Sequence[FloodRecord] = (),
         floods_ended: Collection[str] = (),
-        arrivals: Sequence[ArrivalFields] = (),
+        arrivals: Sequence[FloodArrival] = (),
         forget_arrivals_before: float | None = None,
-        chattering: Sequence[ChatterFields] = (),
+        chattering: Sequence[ChatterRecord] = (),
         chatter_ended: Collection[str] = (),
     ) -> None:
         """In one transaction: save (replace) the given floods and chattering conditions,
@@ -553,16 +415,13 @@ class StateStore:
                 chatter_rows,
             )
 
-    async def load_floods(self) -> list[StoredFlood]:
-        async with self._db.lock:
-            rows = await self._guarded_read(
-                self._db.conn.execute_fetchall(
-                    "SELECT area, started_at, incident_key, published_members, published_at,"
-                    " members, folded, quieted FROM area_floods ORDER BY area"
-                )
-            )
+    async def load_floods(self) -> list[FloodRecord]:
+        rows = await self._read(
+            "SELECT area, started_at, incident_key, published_members, published_at,"
+            " members, folded, quieted FROM area_floods ORDER BY area"
+        )
         return [
-            StoredFlood(
+            FloodRecord(
                 area=row["area"],
                 started_at=row["started_at"],
                 incident_key=row["incident_key"],
@@ -575,18 +434,15 @@ class StateStore:
             for row in rows
         ]
 
-    async def load_flood_arrivals(self, since: float) -> list[StoredArrival]:
+    async def load_flood_arrivals(self, since: float) -> list[FloodArrival]:
         """The arrivals at or after `since`, oldest first."""
-        async with self._db.lock:
-            rows = await self._guarded_read(
-                self._db.conn.execute_fetchall(
-                    "SELECT area, ts, key, asset, fault_code FROM flood_arrivals"
-                    " WHERE ts >= ? ORDER BY ts, id",
-                    (since,),
-                )
-            )
+        rows = await self._read(
+            "SELECT area, ts, key, asset, fault_code FROM flood_arrivals"
+            " WHERE ts >= ? ORDER BY ts, id",
+            (since,),
+        )
         return [
-            StoredArrival(
+            FloodArrival(
                 area=row["area"],
                 ts=row["ts"],
                 key=row["key"],
@@ -596,15 +452,10 @@ class StateStore:
             for row in rows
         ]
 
-    async def load_chattering(self) -> list[StoredChatter]:
-        async with self._db.lock:
-            rows = await self._guarded_read(
-                self._db.conn.execute_fetchall(
-                    "SELECT key, raises FROM chattering_conditions ORDER BY key"
-                )
-            )
+    async def load_chattering(self) -> list[ChatterRecord]:
+        rows = await self._read("SELECT key, raises FROM chattering_conditions ORDER BY key")
         return [
-            StoredChatter(key=row["key"], raises=tuple(float(t) for t in json.loads(row["raises"])))
+            ChatterRecord(key=row["key"], raises=tuple(float(t) for t in json.loads(row["raises"])))
             for row in rows
         ]
 
@@ -671,12 +522,7 @@ class StateStore:
 
     async def depth(self) -> int:
         """How many messages are committed and not yet settled."""
-        async with self._db.lock:
-            rows = await self._guarded_read(
-                self._db.conn.execute_fetchall(
-                    "SELECT COUNT(*) FROM outbox WHERE settled_at IS NULL"
-                )
-            )
+        rows = await self._read("SELECT COUNT(*) FROM outbox WHERE settled_at IS NULL")
         return int(next(iter(rows))[0])
 
     async def get_message(self, event_id: str) -> OutboxItem | None:
@@ -727,13 +573,10 @@ class StateStore:
 
     async def outbox_backlog(self) -> tuple[dict[str, int], float | None]:
         """Unsettled messages per kind, and when the oldest of them was committed."""
-        async with self._db.lock:
-            rows = await self._guarded_read(
-                self._db.conn.execute_fetchall(
-                    "SELECT kind, COUNT(*), MIN(created_at) FROM outbox"
-                    " WHERE settled_at IS NULL GROUP BY kind"
-                )
-            )
+        rows = await self._read(
+            "SELECT kind, COUNT(*), MIN(created_at) FROM outbox"
+            " WHERE settled_at IS NULL GROUP BY kind"
+        )
         by_kind = {str(row[0]): int(row[1]) for row in rows}
         oldest = min((float(row[2]) for row in rows), default=None)
         return by_kind, oldest
@@ -752,15 +595,15 @@ class StateStore:
             cursor = await conn.execute(sql, params)
             return cursor.rowcount
 
-    async def _select_tickets(self, sql: str, params: Sequence[Any]) -> list[Ticket]:
+    async def _read(self, sql: str, params: Sequence[Any] = ()) -> Iterable[aiosqlite.Row]:
         async with self._db.lock:
-            rows = await self._guarded_read(self._db.conn.execute_fetchall(sql, params))
-        return [_ticket(row) for row in rows]
+            return await self._guarded_read(self._db.conn.execute_fetchall(sql, params))
+
+    async def _select_tickets(self, sql: str, params: Sequence[Any]) -> list[Ticket]:
+        return [_ticket(row) for row in await self._read(sql, params)]
 
     async def _select_outbox(self, sql: str, params: Sequence[Any]) -> list[OutboxItem]:
-        async with self._db.lock:
-            rows = await self._guarded_read(self._db.conn.execute_fetchall(sql, params))
-        return [_outbox_item(row) for row in rows]
+        return [_outbox_item(row) for row in await self._read(sql, params)]
 
     @staticmethod
     async def _guarded_read(pending: Awaitable[_R]) -> _R:
@@ -785,7 +628,7 @@ def _to_json_array(value: Sequence[Any], what: str) -> str:
         raise StoreError(f"{what} cannot be stored as JSON: {exc}") from exc
 
 
-def _flood_row(f: FloodFields) -> tuple[Any, ...]:
+def _flood_row(f: FloodRecord) -> tuple[Any, ...]:
     return (
         f.area,
         f.started_at,
@@ -798,7 +641,7 @@ def _flood_row(f: FloodFields) -> tuple[Any, ...]:
     )
 
 
-def _shelving_row(s: ShelvingFields) -> tuple[Any, ...]:
+def _shelving_row(s: Shelving) -> tuple[Any, ...]:
     return (s.key, s.until, s.reason, s.by, s.set_at)
 
 

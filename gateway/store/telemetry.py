@@ -35,14 +35,13 @@ import sqlite3
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import TracebackType
-from typing import Any, Self
+from typing import Any
 
 from gateway.core.clock import Clock
 from gateway.core.errors import StoreError
 from gateway.core.records import Quality, Sample, Waveform
 from gateway.store.sample_groups import ColumnCatalogue, pack, split_tag, unpack_one
-from gateway.store.sqlite import Database, Migration, Synchronous
+from gateway.store.sqlite import Database, DatabaseStore, Migration, Synchronous
 
 log = logging.getLogger(__name__)
 
@@ -185,7 +184,7 @@ class TelemetryStatistics:
     samples_pending: int = 0  # held in memory, not written yet (`flush_interval_s`)
 
 
-class TelemetryStore:
+class TelemetryStore(DatabaseStore):
     """Raw history on site. Write failures are counted and logged once, never raised.
 
     Losing some history while the disk is full is acceptable; stopping the detectors (and so
@@ -195,7 +194,7 @@ class TelemetryStore:
     def __init__(
         self, db: Database, columns: ColumnCatalogue | None = None, flush_interval_s: float = 0.0
     ) -> None:
-        self._db = db
+        super().__init__(db)
         self._columns = columns or ColumnCatalogue()
         self._flush_interval = flush_interval_s
         self._held = _Held()
@@ -235,18 +234,7 @@ class TelemetryStore:
         try:
             await self.flush()
         finally:
-            await self._db.close()
-
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.close()
+            await super().close()
 
     async def pragma(self, name: str) -> object:
         async with self._db.lock:

@@ -15,10 +15,10 @@ from dataclasses import replace
 from typing import Any
 
 from gateway.core.interfaces import TicketEvent
-from gateway.core.records import Ticket, TicketState
+from gateway.core.records import Shelving, Ticket, TicketState
 from gateway.ticketing import tickets
 from gateway.ticketing.ledger import Ledger
-from gateway.ticketing.noise import ConditionFlag, Shelving
+from gateway.ticketing.noise import ConditionFlag
 from gateway.ticketing.verifier import RepairVerifier
 
 log = logging.getLogger(__name__)

@@ -27,39 +27,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from gateway.core.errors import StoreError
+from gateway.core.records import ChatterRecord, FloodArrival, FloodRecord
 from gateway.ticketing.ledger import Ledger
 from gateway.ticketing.noise import ChatterTracker, ConditionFlag
-from gateway.ticketing.repository import FloodRecord
 from gateway.ticketing.storms import AreaFlood, Arrival, FloodMember, FloodTracker
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True, slots=True)
-class SavedFlood:
-    area: str
-    started_at: float
-    incident_key: str | None
-    published_members: int
-    published_at: float | None  # None: the incident was never published
-    members: tuple[Mapping[str, Any], ...]
-    folded: tuple[str, ...]
-    quieted: tuple[str, ...]
-
-
-@dataclass(frozen=True, slots=True)
-class SavedArrival:
-    area: str
-    ts: float
-    key: str
-    asset: str
-    fault_code: str
-
-
-@dataclass(frozen=True, slots=True)
-class SavedChatter:
-    key: str
-    raises: tuple[float, ...]
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,8 +46,8 @@ class NoiseJournal:
         self._ledger = ledger
         self._storms = storms
         self._chatter = chatter
-        self._floods: dict[str, SavedFlood] = {}  # as last written, by area
-        self._chattering: dict[str, SavedChatter] = {}  # as last written, by key
+        self._floods: dict[str, FloodRecord] = {}  # as last written, by area
+        self._chattering: dict[str, ChatterRecord] = {}  # as last written, by key
         self._structure: tuple[Any, ...] = ()
         self._failing = False
 
@@ -91,7 +64,7 @@ class NoiseJournal:
             self._chatter.restore(stored.key, stored.raises)
             self._ledger.flags_of(stored.key).add(ConditionFlag.CHATTERING)
         self._floods = {f.area: self._saved_flood(f) for f in floods}
-        self._chattering = {c.key: SavedChatter(c.key, tuple(c.raises)) for c in chattering}
+        self._chattering = {c.key: ChatterRecord(c.key, tuple(c.raises)) for c in chattering}
         self._structure = self._current_structure()
         for flood in floods:
             log.warning(
@@ -111,7 +84,7 @@ class NoiseJournal:
             return
         floods = {f.area: self._saved_flood(f) for f in self._storms.floods()}
         chattering = {
-            key: SavedChatter(key, self._chatter.raises(key))
+            key: ChatterRecord(key, self._chatter.raises(key))
             for key, flags in self._ledger.flags.items()
             if ConditionFlag.CHATTERING in flags
         }
@@ -128,7 +101,7 @@ class NoiseJournal:
                 floods=changed_floods,
                 floods_ended=floods_ended,
                 arrivals=[
-                    SavedArrival(area, a.ts, a.key, a.asset, a.fault_code) for area, a in arrivals
+                    FloodArrival(area, a.ts, a.key, a.asset, a.fault_code) for area, a in arrivals
                 ],
                 forget_arrivals_before=self._ledger.clock.now() - self._storms.keep_s,
                 chattering=changed_chatter,
@@ -162,8 +135,8 @@ class NoiseJournal:
         return floods, chattering
 
     @staticmethod
-    def _saved_flood(flood: AreaFlood) -> SavedFlood:
-        return SavedFlood(
+    def _saved_flood(flood: AreaFlood) -> FloodRecord:
+        return FloodRecord(
             area=flood.area,
             started_at=flood.started_at,
             incident_key=flood.incident_key,

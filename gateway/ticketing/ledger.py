@@ -24,6 +24,7 @@ from gateway.core.records import (
     Condition,
     ConditionState,
     Finding,
+    Shelving,
     Ticket,
     TicketState,
     dedup_key,
@@ -32,7 +33,7 @@ from gateway.ticketing import tickets
 from gateway.ticketing.conditions import ConditionPolicy, normal
 from gateway.ticketing.evidence import TelemetryWindow
 from gateway.ticketing.ids import TicketIds
-from gateway.ticketing.noise import ConditionFlag, RunStates, Shelving
+from gateway.ticketing.noise import ConditionFlag, RunStates
 from gateway.ticketing.policy import AssetProfile, LifecyclePolicy
 from gateway.ticketing.repository import LifecycleRepository
 from gateway.ticketing.statistics import Counters

@@ -10,7 +10,6 @@ import enum
 import math
 from collections import deque
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
 
 from gateway.core.records import Quality, Sample
 from gateway.ticketing.policy import AssetProfile
@@ -22,18 +21,6 @@ class ConditionFlag(enum.StrEnum):
     OUT_OF_SERVICE = "OUT_OF_SERVICE"  # the asset is in maintenance mode
     CHATTERING = "CHATTERING"  # 3 or more active/clear cycles within 60 s
     STALE = "STALE"  # active for longer than 24 h
-
-
-@dataclass(frozen=True, slots=True)
-class Shelving:
-    until: float | None  # None: one-shot, until the condition next clears
-    reason: str
-    by: str
-    key: str = ""  # the dedup key shelved; with `set_at`, what state.db keeps across restarts
-    set_at: float = 0.0
-
-    def active(self, now: float) -> bool:
-        return self.until is None or now < self.until
 
 
 class ChatterTracker:

@@ -1,107 +1,23 @@
-"""What the ticket lifecycle needs of state.db, as protocols (`StateStore` has all of it).
+"""What the ticket lifecycle needs of state.db, as a protocol (`StateStore` has all of it).
 
-`gateway.ticketing` may not import `gateway.store` (DESIGN.md section 1): the store's rows come
-back as objects with these read-only fields, and what the service saves goes in as its own
-dataclasses, which the store reads through protocols of its own.
+`gateway.ticketing` may not import `gateway.store` (DESIGN.md section 1): both sides speak in
+the records of `gateway.core.records` (`Shelving`, `MaintenanceWindow`, `FloodRecord`, ...).
 """
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping, Sequence
-from typing import Any, Protocol
+from collections.abc import Collection, Sequence
+from typing import Protocol
 
 from gateway.core.interfaces import NewMessage, TicketEvent, TicketRepository
-from gateway.core.records import Ticket
-from gateway.ticketing.noise import Shelving
-
-
-class StoredShelving(Protocol):
-    """A shelved condition as state.db returns it."""
-
-    @property
-    def key(self) -> str: ...
-
-    @property
-    def until(self) -> float | None: ...
-
-    @property
-    def reason(self) -> str: ...
-
-    @property
-    def by(self) -> str: ...
-
-    @property
-    def set_at(self) -> float: ...
-
-
-class StoredMaintenance(Protocol):
-    """An asset's maintenance window as state.db returns it."""
-
-    @property
-    def asset(self) -> str: ...
-
-    @property
-    def until(self) -> float: ...
-
-    @property
-    def by(self) -> str: ...
-
-
-class FloodRecord(Protocol):
-    """An area's alarm flood in progress, as saved and loaded (see `journal`)."""
-
-    @property
-    def area(self) -> str: ...
-
-    @property
-    def started_at(self) -> float: ...
-
-    @property
-    def incident_key(self) -> str | None: ...
-
-    @property
-    def published_members(self) -> int: ...
-
-    @property
-    def published_at(self) -> float | None: ...
-
-    @property
-    def members(self) -> Sequence[Mapping[str, Any]]: ...
-
-    @property
-    def folded(self) -> Sequence[str]: ...
-
-    @property
-    def quieted(self) -> Sequence[str]: ...
-
-
-class ArrivalRecord(Protocol):
-    """One new condition counted by the flood detector of an area."""
-
-    @property
-    def area(self) -> str: ...
-
-    @property
-    def ts(self) -> float: ...
-
-    @property
-    def key(self) -> str: ...
-
-    @property
-    def asset(self) -> str: ...
-
-    @property
-    def fault_code(self) -> str: ...
-
-
-class ChatterRecord(Protocol):
-    """A condition flagged CHATTERING and the raise times that still count for it."""
-
-    @property
-    def key(self) -> str: ...
-
-    @property
-    def raises(self) -> Sequence[float]: ...
+from gateway.core.records import (
+    ChatterRecord,
+    FloodArrival,
+    FloodRecord,
+    MaintenanceWindow,
+    Shelving,
+    Ticket,
+)
 
 
 class LifecycleRepository(TicketRepository, Protocol):
@@ -124,13 +40,13 @@ class LifecycleRepository(TicketRepository, Protocol):
     # Issue 5: shelving and maintenance mode survive a restart.
     async def clear_shelving(self, key: str) -> None: ...
 
-    async def load_shelvings(self, now: float) -> Sequence[StoredShelving]: ...
+    async def load_shelvings(self, now: float) -> Sequence[Shelving]: ...
 
     async def save_maintenance(self, asset: str, until: float, by: str, set_at: float) -> None: ...
 
     async def clear_maintenance(self, asset: str) -> None: ...
 
-    async def load_maintenance(self, now: float) -> Sequence[StoredMaintenance]: ...
+    async def load_maintenance(self, now: float) -> Sequence[MaintenanceWindow]: ...
 
     # Issue 5: a flood in progress and chattering conditions survive a restart too.
     async def save_noise_state(
@@ -138,7 +54,7 @@ class LifecycleRepository(TicketRepository, Protocol):
         *,
         floods: Sequence[FloodRecord],
         floods_ended: Collection[str],
-        arrivals: Sequence[ArrivalRecord],
+        arrivals: Sequence[FloodArrival],
         forget_arrivals_before: float,
         chattering: Sequence[ChatterRecord],
         chatter_ended: Collection[str],
@@ -146,6 +62,6 @@ class LifecycleRepository(TicketRepository, Protocol):
 
     async def load_floods(self) -> Sequence[FloodRecord]: ...
 
-    async def load_flood_arrivals(self, since: float) -> Sequence[ArrivalRecord]: ...
+    async def load_flood_arrivals(self, since: float) -> Sequence[FloodArrival]: ...
 
     async def load_chattering(self) -> Sequence[ChatterRecord]: ...

@@ -43,7 +43,7 @@ from gateway.ticketing.incidents import Incidents
 from gateway.ticketing.journal import NoiseJournal
 from gateway.ticketing.knowledge import KnowledgeBase
 from gateway.ticketing.ledger import Ledger
-from gateway.ticketing.noise import ConditionFlag, Shelving
+from gateway.ticketing.noise import ConditionFlag
 from gateway.ticketing.opening import TicketOpener
 from gateway.ticketing.policy import AssetProfile, LifecyclePolicy
 from gateway.ticketing.repository import LifecycleRepository
@@ -110,9 +110,7 @@ class TicketService:
         async with self._lock:
             ledger.open = {t.key: t for t in loaded}
             for stored in shelvings:
-                ledger.shelves[stored.key] = Shelving(
-                    stored.until, stored.reason, stored.by, stored.key, stored.set_at
-                )
+                ledger.shelves[stored.key] = stored
                 ledger.flags_of(stored.key).add(ConditionFlag.SHELVED)
             ledger.maintenance = {w.asset: w.until for w in windows}
             # A ticket still marked shelved whose shelve ran out while the gateway was down (or

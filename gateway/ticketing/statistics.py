@@ -11,8 +11,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from gateway.core.records import Priority, Ticket
-from gateway.ticketing.noise import ConditionFlag, Shelving
+from gateway.core.records import Priority, Shelving, Ticket
+from gateway.ticketing.noise import ConditionFlag
 from gateway.ticketing.storms import FloodTracker
 
 MAX_ADVISORIES = 50

@@ -1,7 +1,7 @@
 """Chattering, run states and topology inhibition: pure tables."""
 
-from gateway.core.records import Sample
-from gateway.ticketing.noise import ChatterTracker, RunStates, Shelving
+from gateway.core.records import Sample, Shelving
+from gateway.ticketing.noise import ChatterTracker, RunStates
 from gateway.ticketing.policy import AssetProfile
 from gateway.ticketing.topology import Link, LinkWatcher
 
