@@ -335,11 +335,7 @@ def asset_profiles(devices: Sequence[DeviceConfig]) -> dict[str, AssetProfile]:
             if isinstance(rule, VibrationRule)
             for tag in vibration_feature_tags(resolve_signal(device, rule.signal))
         )
-        known = profiles.get(device.asset_id)
-        if known is not None:  # several devices of one asset: their tags add up
-            profiles[device.asset_id] = replace(known, tags=known.tags + tags)
-            continue
-        profiles[device.asset_id] = AssetProfile(
+        profile = AssetProfile(
             asset=device.asset_id,
             asset_class=info.asset_class,
             area=info.area,
@@ -351,7 +347,26 @@ def asset_profiles(devices: Sequence[DeviceConfig]) -> dict[str, AssetProfile]:
             run_above=info.run_above,
             tags=tags,
         )
+        known = profiles.get(device.asset_id)
+        # Several devices of one asset: their tags add up, and a field one file leaves empty
+        # is taken from another (check-config has made sure that set fields agree).
+        profiles[device.asset_id] = profile if known is None else _merged(known, profile)
     return profiles
+
+
+def _merged(known: AssetProfile, more: AssetProfile) -> AssetProfile:
+    return replace(
+        known,
+        asset_class=known.asset_class if known.asset_class != "generic" else more.asset_class,
+        area=known.area or more.area,
+        line=known.line or more.line,
+        business_line=known.business_line or more.business_line,
+        region=known.region or more.region,
+        skill=known.skill or more.skill,
+        run_tag=known.run_tag or more.run_tag,
+        run_above=known.run_above if known.run_tag else more.run_above,
+        tags=known.tags + more.tags,
+    )
 
 
 def _link_id(prefix: str, name: str) -> str:

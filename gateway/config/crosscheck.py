@@ -63,6 +63,7 @@ def cross_check(
         _duplicate_device_ids,
         _duplicate_tag_ids,
         _duplicate_rule_names,
+        _assets_described_once,
         lambda ds: _rule_signals(ds, some_files_invalid),
         _timeouts_shorter_than_poll_period,
         _threshold_limits,
@@ -102,6 +103,54 @@ def _duplicate_tag_ids(devices: Sequence[CheckedDevice]) -> Iterator[ConfigProbl
                 )
             else:
                 first_index[name] = index
+
+
+# Asset fields that route a ticket; a value left empty (or the default class) is not a claim.
+_ROUTING_FIELDS = ("name", "asset_class", "area", "line", "business_line", "region", "skill")
+_UNSET_ROUTING = ("", "generic")
+
+
+def _assets_described_once(devices: Sequence[CheckedDevice]) -> Iterator[ConfigProblem]:
+    """Devices of one asset (a pump's Modbus PLC and its vibration sensor) must not describe
+    it differently: its tickets would be routed by whichever file happened to load first."""
+    first: dict[tuple[str, str], tuple[object, CheckedDevice]] = {}
+    for device in devices:
+        asset, info = device.config.asset_id, device.config.asset
+        claims: dict[str, object] = {
+            field: getattr(info, field)
+            for field in _ROUTING_FIELDS
+            if getattr(info, field) not in _UNSET_ROUTING
+        }
+        if info.run_signal:
+            # Relative names belong to the device that declares them.
+            run_signal = info.run_signal
+            claims["run_signal"] = (
+                run_signal if "." in run_signal else device.config.tag_id(run_signal),
+                info.run_above,
+            )
+        for field, value in claims.items():
+            known = first.get((asset, field))
+            key = "class" if field == "asset_class" else field
+            if known is None:
+                first[(asset, field)] = (value, device)
+            elif known[0] != value:
+                yield device.problem(
+                    f"asset.{key}",
+                    f"asset `{asset}` is described differently here than at "
+                    f"{known[1].where(f'asset.{key}')} ({key}: {_shown(value)} vs "
+                    f"{_shown(known[0])}); "
+                    + (
+                        "give the run signal in one of the asset's files"
+                        if key == "run_signal"
+                        else f"give every file of one asset the same {key}"
+                    ),
+                )
+
+
+def _shown(value: object) -> str:
+    if isinstance(value, tuple):  # (run tag, run_above)
+        return f"`{value[0]}` above {value[1]:g}"
+    return f"`{value}`"
 
 
 def _duplicate_rule_names(devices: Sequence[CheckedDevice]) -> Iterator[ConfigProblem]:
