@@ -27,10 +27,10 @@ from protocols.modbus.config import (
     WordOrder,
 )
 from protocols.modbus.decode import DecodeError, decode, decode_bit, decode_raw, decode_string
+from protocols.modbus.plan import ReadRequest, Span, plan_block, plan_reads
 
 if TYPE_CHECKING:
     import numpy as np
-from protocols.modbus.plan import ReadRequest, Span, plan_block, plan_reads
 
 # An answer per planned request: the registers (or bits as 0/1), or the reason it failed.
 Answer = list[int] | str
