@@ -10,31 +10,18 @@ from pathlib import Path
 import pytest
 
 from gateway.core.clock import ManualClock
-from gateway.core.records import FaultCode, Finding, Priority, TicketState
+from gateway.core.records import TicketState
 from gateway.store.sqlite import Database, Synchronous
 from gateway.store.state_schema import STATE_MIGRATIONS
 from gateway.ticketing.noise import ConditionFlag
 from gateway.ticketing.policy import AssetProfile
+from tests.ticketing.findings import hot
 from tests.ticketing.restart import Gateway as RestartableGateway
 
 T0 = 1_714_521_600.0
 HOUR = 3600.0
 ASSETS = {"pump-1": AssetProfile("pump-1", "pump", area="utilities")}
 KEY = "plant-a/pump-1/threshold.high/threshold:hot"
-
-
-def hot(ts: float, active: bool = True) -> Finding:
-    return Finding(
-        asset="pump-1",
-        fault_code=FaultCode.THRESHOLD_HIGH,
-        severity=Priority.P2,
-        score=1.0,
-        detector="threshold:hot",
-        message="hot",
-        ts=ts,
-        active=active,
-        value=85.0 if active else 60.0,
-    )
 
 
 class Gateway(RestartableGateway):

@@ -10,11 +10,12 @@ import pytest
 
 from gateway.core.clock import ManualClock
 from gateway.core.interfaces import Command
-from gateway.core.records import FaultCode, Finding, Priority, Sample, TicketState
+from gateway.core.records import Sample, TicketState
 from gateway.store import StateStore
 from gateway.ticketing.commands import TicketCommands
 from gateway.ticketing.policy import AssetProfile, LifecyclePolicy
 from gateway.ticketing.service import TicketService
+from tests.ticketing.findings import hot
 from tests.uplink.helpers import TOPICS
 from uplink.events import make_ticket_encoder, source_urn
 
@@ -27,20 +28,6 @@ ASSETS = {
     )
 }
 POLICY = LifecyclePolicy(verification_window_s=600.0)
-
-
-def hot(ts: float, active: bool = True) -> Finding:
-    return Finding(
-        asset="pump-1",
-        fault_code=FaultCode.THRESHOLD_HIGH,
-        severity=Priority.P2,
-        score=1.0,
-        detector="threshold:hot",
-        message="hot",
-        ts=ts,
-        active=active,
-        value=85.0 if active else 60.0,
-    )
 
 
 class Site:

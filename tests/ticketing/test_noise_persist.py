@@ -10,9 +10,10 @@ from pathlib import Path
 import pytest
 
 from gateway.core.clock import ManualClock
-from gateway.core.records import FaultCode, Finding, Priority
+from gateway.core.records import Finding
 from gateway.ticketing.noise import ConditionFlag
 from gateway.ticketing.policy import AssetProfile
+from tests.ticketing.findings import hot
 from tests.ticketing.restart import Gateway
 
 T0 = 1_714_521_600.0
@@ -24,18 +25,8 @@ ASSETS = {
 INCIDENT_KEY = "plant-a/hall/alarm.flood/isa18.2-flood"
 
 
-def hot(asset: str, ts: float, active: bool = True) -> Finding:
-    return Finding(
-        asset=asset,
-        fault_code=FaultCode.THRESHOLD_HIGH,
-        severity=Priority.P2,
-        score=1.0,
-        detector="threshold:oil",
-        message="hot",
-        ts=ts,
-        active=active,
-        value=85.0 if active else 60.0,
-    )
+def oil_hot(asset: str, ts: float, active: bool = True) -> Finding:
+    return hot(ts, active, asset=asset, detector="threshold:oil")
 
 
 def key_of(asset: str) -> str:
@@ -60,7 +51,7 @@ async def start_flood(gw: Gateway, presses: int) -> None:
     """`presses` new conditions in the hall, 10 s apart: the 11th starts the flood."""
     for n, press in enumerate(PRESSES[:presses]):
         gw.clock.advance(10)
-        await gw.service.on_finding(hot(press, T0 + 10 * (n + 1)))
+        await gw.service.on_finding(oil_hot(press, T0 + 10 * (n + 1)))
 
 
 async def test_a_flood_in_progress_survives_a_restart_and_the_next_condition_joins_it(
@@ -79,8 +70,8 @@ async def test_a_flood_in_progress_survives_a_restart_and_the_next_condition_joi
     assert gateway.service.kpis()["conditions_per_10min"] == {"hall": 12}
 
     gateway.clock.advance(10)
-    await gateway.service.on_finding(hot("press-13", gateway.clock.now()))
-    await gateway.service.on_finding(hot("press-11", gateway.clock.now()))  # folded: re-raise
+    await gateway.service.on_finding(oil_hot("press-13", gateway.clock.now()))
+    await gateway.service.on_finding(oil_hot("press-11", gateway.clock.now()))  # folded: re-raise
     assert gateway.service.ticket_for(key_of("press-13")) is None
     assert gateway.service.ticket_for(key_of("press-11")) is None
     assert len(gateway.service.open_tickets()) == 11
@@ -110,7 +101,7 @@ async def test_a_flood_opened_again_after_a_restart_without_its_arrivals_would_s
     gateway.clock.advance(600)  # the flood lasted a window; nothing counted in it now
     await gateway.service.advance_timers()
     assert gateway.service.kpis()["floods_active"] == []
-    await gateway.service.on_finding(hot("press-13", gateway.clock.now()))
+    await gateway.service.on_finding(oil_hot("press-13", gateway.clock.now()))
     assert gateway.service.ticket_for(key_of("press-13")) is not None
 
 
@@ -127,7 +118,7 @@ async def test_a_flood_that_calmed_down_while_down_ends_at_the_first_tick(gatewa
     assert gateway.service.kpis()["floods_active"] == []
     assert (await gateway.kinds(incident.id))[-1] == "updated"
     assert rows(gateway.path, "area_floods") == 0
-    await gateway.service.on_finding(hot("press-12", gateway.clock.now()))
+    await gateway.service.on_finding(oil_hot("press-12", gateway.clock.now()))
     assert gateway.service.ticket_for(key_of("press-12")) is not None  # no flood: own ticket
 
 
@@ -136,8 +127,8 @@ async def chatter(gw: Gateway, cycles: int) -> None:
     for _ in range(cycles):
         gw.clock.advance(10)
         now = gw.clock.now()
-        await gw.service.on_finding(hot("pump-1", now))
-        await gw.service.on_finding(hot("pump-1", now + 1, active=False))
+        await gw.service.on_finding(oil_hot("pump-1", now))
+        await gw.service.on_finding(oil_hot("pump-1", now + 1, active=False))
 
 
 async def test_chattering_survives_a_restart_and_still_withholds_clears(gateway: Gateway):
