@@ -28,6 +28,7 @@ from gateway.config.models import (
 )
 from gateway.core.clock import Clock, SystemClock
 from gateway.core.errors import ConfigError, StoreError
+from gateway.core.exit_codes import EX_CONFIG
 from gateway.core.interfaces import (
     Command,
     CommandReply,
@@ -39,14 +40,14 @@ from gateway.core.interfaces import (
     StreamingDriver,
 )
 from gateway.core.records import Finding, OutboxKind, Sample, Tag, TagKind, Waveform
-from gateway.health import HealthReport, HealthServer, run_health_topic
 from gateway.pipeline.runner import DetectorRunner
 from gateway.pipeline.source import PollingSource, SharedLineSource, stagger_phases
 from gateway.pipeline.stream import StreamingSource
-from gateway.sdnotify import SystemdNotifier
+from gateway.runtime.health import HealthReport, HealthServer, run_health_topic
+from gateway.runtime.sdnotify import SystemdNotifier
+from gateway.runtime.summaries import SummaryCollector, run_summaries
 from gateway.store import StateStore, TelemetryStore
 from gateway.store.snapshots import DetectorSnapshots
-from gateway.summaries import SummaryCollector, run_summaries
 from gateway.ticketing.commands import TicketCommands
 from gateway.ticketing.knowledge import KnowledgeBase
 from gateway.ticketing.policy import AssetProfile, LifecyclePolicy, SlaTarget
@@ -72,7 +73,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("gateway")
 
-EX_CONFIG = 78
 QUEUE_SIZE = 10_000
 STOP_DEADLINE_S = 10.0
 
@@ -759,8 +759,7 @@ class _Reloader:
             for problem in exc.problems:
                 log.error("Reload refused: %s", problem)
             log.error(
-                "Reload refused: %d problem(s) in the new configuration; the running one is "
-                "kept.",
+                "Reload refused: %d problem(s) in the new configuration; the running one is kept.",
                 len(exc.problems),
             )
             return

@@ -1,6 +1,6 @@
 """Regenerate bench/vibration/CONFUSION.md: `analyze` on every file of ../shared/data.
 
-Runs the same code path as `edge-gateway analyze FILE --json` (gateway.analyze.run) with the
+Runs the same code path as `edge-gateway analyze FILE --json` (gateway.cli.analyze.run) with the
 file's own defaults, same parameters for every file. Usage: python bench/vibration/confusion.py
 """
 
@@ -16,7 +16,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
-from gateway import analyze  # noqa: E402
+from gateway.cli import analyze  # noqa: E402
 
 DATA = REPO.parent / "shared" / "data"
 OUT = Path(__file__).with_name("CONFUSION.md")

@@ -11,9 +11,7 @@ from typing import TextIO
 
 from gateway.config.loader import load_config
 from gateway.core.errors import ConfigError
-
-EX_OK = 0
-EX_CONFIG = 78
+from gateway.core.exit_codes import EX_CONFIG, EX_OK
 
 
 def check_config(path: str, out: TextIO, err: TextIO) -> int:

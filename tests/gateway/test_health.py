@@ -16,11 +16,11 @@ from typing import Any
 import pytest
 import yaml
 
-from gateway import status
 from gateway.app import Gateway
+from gateway.cli import status
 from gateway.config.loader import load_config
 from gateway.core.clock import SystemClock
-from gateway.health import HealthServer, render_metrics
+from gateway.runtime.health import HealthServer, render_metrics
 from tests.faults.tls import TlsBroker, make_pki
 from tests.support.broker import free_loopback_port
 from tests.support.site import make_site

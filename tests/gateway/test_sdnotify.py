@@ -1,6 +1,6 @@
 import socket
 
-from gateway.sdnotify import SystemdNotifier
+from gateway.runtime.sdnotify import SystemdNotifier
 
 
 def test_sends_ready_and_watchdog_datagrams_to_notify_socket(tmp_path):

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from gateway import ticket_list
+from gateway.cli import tickets
 from gateway.core.interfaces import NewMessage, TicketEvent
 from gateway.core.records import OutboxKind, Priority, Ticket, TicketState
 from gateway.store import StateStore
@@ -38,9 +38,9 @@ async def store_with(tmp_path: Path, ticket: Ticket) -> Path:
 async def test_lists_tickets_as_a_table(tmp_path: Path, capsys: pytest.CaptureFixture[str]):
     db = await store_with(tmp_path, a_ticket())
     args = argparse.Namespace(db=str(db), config=None, json=False)
-    assert await asyncio.to_thread(ticket_list.run, args) == 0
+    assert await asyncio.to_thread(tickets.run, args) == 0
     out = capsys.readouterr().out.splitlines()
-    assert out[0].split() == list(ticket_list.COLUMNS)
+    assert out[0].split() == list(tickets.COLUMNS)
     assert out[2].split() == [
         "T-plant-a-edge-01-20261122-0001", "pump-1", "threshold.high", "P2", "OPENED",
         "2026-11-18", "11:06:40Z", "3",
@@ -50,12 +50,12 @@ async def test_lists_tickets_as_a_table(tmp_path: Path, capsys: pytest.CaptureFi
 async def test_lists_tickets_as_json(tmp_path: Path, capsys: pytest.CaptureFixture[str]):
     db = await store_with(tmp_path, a_ticket())
     args = argparse.Namespace(db=str(db), config=None, json=True)
-    assert await asyncio.to_thread(ticket_list.run, args) == 0
+    assert await asyncio.to_thread(tickets.run, args) == 0
     [row] = json.loads(capsys.readouterr().out)
     assert (row["asset"], row["occurrences"], row["peak_value"]) == ("pump-1", 3, 88.5)
 
 
 def test_missing_database_is_a_clear_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]):
     args = argparse.Namespace(db=str(tmp_path / "none.db"), config=None, json=False)
-    assert ticket_list.run(args) == ticket_list.EX_NOINPUT
+    assert tickets.run(args) == tickets.EX_NOINPUT
     assert "no state database" in capsys.readouterr().err

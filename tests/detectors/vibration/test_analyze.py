@@ -1,4 +1,4 @@
-"""`edge-gateway analyze` body (gateway.analyze.run) on vendored excerpts and bad input.
+"""`edge-gateway analyze` body (gateway.cli.analyze.run) on vendored excerpts and bad input.
 
 The excerpts in tests/data (README there) always run, even without ../shared/data.
 """
@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import scipy.io
 
-from gateway import analyze
+from gateway.cli import analyze
 
 from .recordings_support import EXCERPTS
 

@@ -15,7 +15,7 @@ import json
 
 import pytest
 
-from gateway import analyze
+from gateway.cli import analyze
 
 from .recordings_support import SHARED_DATA, needs_shared_data
 

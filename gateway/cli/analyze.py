@@ -21,10 +21,7 @@ from detectors.vibration.diagnose import Diagnosis, diagnose
 from detectors.vibration.errors import BadSignal
 from detectors.vibration.iso20816 import Foundation, MachineGroup
 from detectors.vibration.recordings import read_recording
-
-EX_DATAERR = 65
-EX_NOINPUT = 66
-EX_USAGE = 2
+from gateway.core.exit_codes import EX_DATAERR, EX_NOINPUT, EX_USAGE_ARGPARSE
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -102,7 +99,7 @@ def run(args: argparse.Namespace, out: TextIO | None = None, err: TextIO | None 
         return EX_NOINPUT
     except (KeyError, ValueError) as exc:  # unknown bearing name or malformed geometry
         print(f"analyze: {exc.args[0] if exc.args else exc}", file=err)
-        return EX_USAGE
+        return EX_USAGE_ARGPARSE
     except BadSignal as exc:
         print(f"analyze: {path.name}: {exc}", file=err)
         return EX_DATAERR
@@ -198,7 +195,7 @@ def _describe(ev: dict[str, Any]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Stand-alone entry (`python -m gateway.analyze`) until the CLI dispatches to `run`."""
+    """Stand-alone entry (`python -m gateway.cli.analyze`) until the CLI dispatches to `run`."""
     parser = argparse.ArgumentParser(prog="edge-gateway analyze")
     add_arguments(parser)
     return run(parser.parse_args(argv))

@@ -27,11 +27,11 @@ from typing import Any
 import yaml
 
 from gateway.config.loader import load_config
+from gateway.core.exit_codes import EX_UNAVAILABLE
 from gateway.core.records import Quality, Ticket
 from gateway.store import StateStore, TelemetryStore
 
-EX_UNAVAILABLE = 69
-REPO_CONFIG = Path(__file__).resolve().parent.parent / "configs"
+REPO_CONFIG = Path(__file__).resolve().parents[2] / "configs"
 SCENARIO_FAULT = "threshold.high"  # the demo pump's bearing temperature crosses its hi limit
 
 

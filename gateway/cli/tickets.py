@@ -10,10 +10,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from gateway.core.errors import ConfigError
+from gateway.core.exit_codes import EX_CONFIG, EX_NOINPUT
 from gateway.core.records import Ticket
-
-EX_NOINPUT = 66
-EX_CONFIG = 78
 
 COLUMNS = ("id", "asset", "fault", "priority", "state", "opened", "occurrences")
 

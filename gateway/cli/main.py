@@ -12,9 +12,7 @@ import os
 import sys
 from collections.abc import Sequence
 
-EX_OK = 0
-EX_USAGE = 64
-EX_CONFIG = 78
+from gateway.core.exit_codes import EX_OK, EX_USAGE
 
 
 def _configure_logging(verbose: bool) -> None:
@@ -54,25 +52,25 @@ def _cmd_schema(args: argparse.Namespace) -> int:
 
 
 def _cmd_analyze(args: argparse.Namespace) -> int:
-    from gateway import analyze
+    from gateway.cli import analyze
 
     return analyze.run(args)
 
 
 def _cmd_tickets(args: argparse.Namespace) -> int:
-    from gateway import ticket_list
+    from gateway.cli import tickets
 
-    return ticket_list.run(args)
+    return tickets.run(args)
 
 
 def _cmd_status(args: argparse.Namespace) -> int:
-    from gateway import status
+    from gateway.cli import status
 
     return status.run(args)
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
-    from gateway import demo
+    from gateway.cli import demo
 
     return demo.run(args)
 
@@ -96,7 +94,7 @@ def build_parser() -> argparse.ArgumentParser:
     schema = sub.add_parser("schema", help="print the JSON Schema of the configuration")
     schema.set_defaults(func=_cmd_schema)
 
-    from gateway import analyze
+    from gateway.cli import analyze
 
     analyze_parser = sub.add_parser(
         "analyze", help="diagnose a vibration recording offline (.mat, .npy, .csv, IMS ASCII)"
@@ -111,7 +109,7 @@ def build_parser() -> argparse.ArgumentParser:
     tickets.add_argument("--json", action="store_true", help="one JSON document instead of a table")
     tickets.set_defaults(func=_cmd_tickets)
 
-    from gateway import status
+    from gateway.cli import status
 
     status_parser = sub.add_parser(
         "status", help="health, outbox and data residency of the running daemon"

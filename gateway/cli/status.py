@@ -16,9 +16,8 @@ import urllib.request
 from collections.abc import Mapping
 from typing import Any, TextIO
 
-EX_OK = 0
-EX_UNAVAILABLE = 69
-EX_CONFIG = 78
+from gateway.core.exit_codes import EX_CONFIG, EX_OK, EX_UNAVAILABLE
+
 TIMEOUT_S = 5.0
 
 

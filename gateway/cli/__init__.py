@@ -1,0 +1,2 @@
+"""The `edge-gateway` command line: `main` parses the arguments and each subcommand has its
+own module here (analyze, demo, status, tickets). Only `main` imports `gateway.app`."""
