@@ -10,9 +10,8 @@ import asyncio
 import contextlib
 import logging
 import re
-import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -27,7 +26,7 @@ from gateway.config.models import (
     VibrationRule,
 )
 from gateway.core.clock import Clock, SystemClock
-from gateway.core.errors import ConfigError, StoreError
+from gateway.core.errors import ConfigError
 from gateway.core.exit_codes import EX_CONFIG
 from gateway.core.interfaces import (
     Command,
@@ -36,15 +35,19 @@ from gateway.core.interfaces import (
     MessageEncoder,
     PollingDriver,
     Record,
-    SnapshottingDetector,
     StreamingDriver,
 )
 from gateway.core.records import Finding, OutboxKind, Sample, Tag, TagKind, Waveform
 from gateway.pipeline.runner import DetectorRunner
 from gateway.pipeline.source import PollingSource, SharedLineSource, stagger_phases
 from gateway.pipeline.stream import StreamingSource
+from gateway.runtime.detector_state import (
+    restore_detector_state,
+    run_detector_state_saver,
+    save_detector_state,
+)
 from gateway.runtime.health import HealthReport, HealthServer, run_health_topic
-from gateway.runtime.sdnotify import SystemdNotifier
+from gateway.runtime.lifecycle import run_until_stopped
 from gateway.runtime.summaries import SummaryCollector, run_summaries
 from gateway.store import StateStore, TelemetryStore
 from gateway.store.snapshots import DetectorSnapshots
@@ -75,11 +78,6 @@ log = logging.getLogger("gateway")
 
 QUEUE_SIZE = 10_000
 STOP_DEADLINE_S = 10.0
-
-
-def state_directory(loaded: LoadedConfig) -> Path:
-    directory = Path(loaded.gateway.storage.directory)
-    return directory if directory.is_absolute() else loaded.base_dir / directory
 
 
 def device_tags(device: DeviceConfig, units: dict[str, str] | None = None) -> list[Tag]:
@@ -433,36 +431,6 @@ def build_ticket_service(
     )
 
 
-DETECTOR_STATE_PERIOD_S = 60.0
-
-
-def restore_detector_state(detectors: Sequence[Detector], snapshots: DetectorSnapshots) -> None:
-    """Learnt state (the vibration baseline) survives restarts (issue 4)."""
-    for detector in detectors:
-        if isinstance(detector, SnapshottingDetector):
-            state = snapshots.load(detector.name)
-            if state is not None:
-                detector.restore(state)
-                log.info("Detector `%s` resumed from its saved state.", detector.name)
-
-
-def save_detector_state(detectors: Sequence[Detector], snapshots: DetectorSnapshots) -> None:
-    for detector in detectors:
-        if isinstance(detector, SnapshottingDetector):
-            try:
-                snapshots.save(detector.name, detector.snapshot())
-            except StoreError as exc:
-                log.error("Detector `%s` state not saved: %s", detector.name, exc)
-
-
-async def run_detector_state_saver(
-    detectors: Sequence[Detector], snapshots: DetectorSnapshots
-) -> None:
-    while True:
-        await asyncio.sleep(DETECTOR_STATE_PERIOD_S)
-        await asyncio.to_thread(save_detector_state, detectors, snapshots)
-
-
 def build_detectors(devices: Sequence[DeviceConfig]) -> list[Detector]:
     detectors: list[Detector] = []
     for device in devices:
@@ -485,9 +453,11 @@ class Gateway:
     def config(self) -> GatewayConfig:
         return self.loaded.gateway
 
-    async def run(self, stop: asyncio.Event) -> None:
+    async def run(
+        self, stop: asyncio.Event, on_ready: Callable[[str], None] = log.info
+    ) -> None:
         cfg = self.config
-        state_dir = state_directory(self.loaded)
+        state_dir = self.loaded.state_directory
         state_dir.mkdir(parents=True, exist_ok=True)
         devices = [device for _, device in self.loaded.devices]
         async with contextlib.AsyncExitStack() as stack:
@@ -591,12 +561,8 @@ class Gateway:
                 f"Gateway `{cfg.gateway_id}` of site `{cfg.site}` running: "
                 f"{len(sources)} devices, {len(detectors)} detectors."
             )
-            log.info(status)
             health.ready = True
-            notifier = SystemdNotifier()
-            notifier.ready(status)
-            if notifier.watchdog_interval_s is not None:
-                sink_tasks.append(asyncio.create_task(notifier.run_watchdog(), name="watchdog"))
+            on_ready(status)
             stopper = asyncio.create_task(stop.wait(), name="stop")
             try:
                 done, _ = await asyncio.wait(
@@ -608,7 +574,6 @@ class Gateway:
             finally:
                 stopper.cancel()
                 health.ready = False
-                notifier.stopping()
                 log.info("Stopping: sources first, then draining the queue.")
                 await _cancel(source_tasks)
                 with contextlib.suppress(TimeoutError):
@@ -732,71 +697,8 @@ async def _cancel(tasks: Sequence[asyncio.Task[None]]) -> None:
     await asyncio.gather(*tasks, return_exceptions=True)
 
 
-class _Reloader:
-    """SIGHUP: validate the configuration files again and, only when they pass, end the
-    running pipeline so that `run_gateway` starts it again with the new configuration
-    (issue 6). A configuration that fails is logged and the running one is kept; the
-    pipeline is never stopped for it. Committed state lives in state.db, so nothing is lost
-    across the in-process restart; the uplink reconnects with the same persistent session."""
-
-    def __init__(self, loaded: LoadedConfig) -> None:
-        self.loaded = loaded
-        self.pending: LoadedConfig | None = None
-        self.restart = asyncio.Event()
-        self._tasks: set[asyncio.Task[None]] = set()
-
-    def on_sighup(self) -> None:
-        task = asyncio.create_task(self._validate(), name="reload")
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-
-    async def _validate(self) -> None:
-        path = self.loaded.gateway_file
-        log.info("SIGHUP: validating `%s` before reloading.", path)
-        try:
-            candidate = await asyncio.to_thread(load_config, path)
-        except ConfigError as exc:
-            for problem in exc.problems:
-                log.error("Reload refused: %s", problem)
-            log.error(
-                "Reload refused: %d problem(s) in the new configuration; the running one is kept.",
-                len(exc.problems),
-            )
-            return
-        self.pending = candidate
-        self.restart.set()
-
-    async def close(self) -> None:
-        for task in list(self._tasks):
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
-
-
 async def run_gateway(loaded: LoadedConfig, clock: Clock | None = None) -> None:
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    reloader = _Reloader(loaded)
-
-    def on_stop() -> None:
-        stop.set()
-        reloader.restart.set()
-
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, on_stop)
-    loop.add_signal_handler(signal.SIGHUP, reloader.on_sighup)
-    try:
-        while True:
-            await Gateway(reloader.loaded, clock or SystemClock()).run(reloader.restart)
-            if stop.is_set() or reloader.pending is None:
-                break
-            reloader.loaded, reloader.pending = reloader.pending, None
-            reloader.restart.clear()
-            SystemdNotifier().notify("RELOADING=1")
-            log.info("Configuration reloaded from `%s`.", reloader.loaded.gateway_file)
-    finally:
-        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
-            loop.remove_signal_handler(sig)
-        await reloader.close()
+    await run_until_stopped(loaded, lambda config: Gateway(config, clock or SystemClock()))
 
 
 def main(config_path: str) -> int:

@@ -31,7 +31,7 @@ import time
 from pathlib import Path
 
 from bench.polling.site import WATCHED_POINT
-from gateway.app import QUEUE_SIZE, build_detectors, build_sources, state_directory
+from gateway.app import QUEUE_SIZE, build_detectors, build_sources
 from gateway.config.loader import load_config
 from gateway.core.clock import SystemClock
 from gateway.core.interfaces import Record
@@ -97,7 +97,7 @@ async def measure(
         findings += 1
 
     telemetry = await TelemetryStore.open(
-        state_directory(loaded) / "telemetry.db", flush_interval_s=storage.telemetry_flush_s
+        loaded.state_directory / "telemetry.db", flush_interval_s=storage.telemetry_flush_s
     )
     try:
         queue: asyncio.Queue[Record] = asyncio.Queue(maxsize=QUEUE_SIZE)

@@ -66,10 +66,9 @@ def ticket_json(ticket: Ticket) -> dict[str, object]:
 def find_state_db(args: argparse.Namespace) -> Path:
     if args.db:
         return Path(args.db)
-    from gateway.app import state_directory
     from gateway.config.loader import load_config
 
-    return state_directory(load_config(args.config or ".")) / "state.db"
+    return load_config(args.config or ".").state_directory / "state.db"
 
 
 async def _read(db: Path) -> list[Ticket]:

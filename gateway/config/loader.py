@@ -61,6 +61,16 @@ class LoadedConfig:
     devices: tuple[tuple[Path, DeviceConfig], ...]
     summary: ConfigSummary
 
+    def resolve(self, name: str) -> Path:
+        """A path written in gateway.yaml: absolute as written, else relative to its folder."""
+        path = Path(name)
+        return path if path.is_absolute() else self.base_dir / path
+
+    @property
+    def state_directory(self) -> Path:
+        """Where state.db and telemetry.db live (`storage.directory`)."""
+        return self.resolve(self.gateway.storage.directory)
+
 
 def load_config(path: str | Path) -> LoadedConfig:
     """Load `path` (gateway.yaml or the folder holding it); raise `ConfigError` if invalid."""

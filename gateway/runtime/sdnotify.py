@@ -1,4 +1,4 @@
-"""systemd notifications (Type=notify): READY, STOPPING, STATUS and the watchdog heartbeat.
+"""systemd notifications (Type=notify): READY, RELOADING, STOPPING, STATUS and the watchdog.
 
 Speaks the sd_notify datagram protocol directly so no extra library is needed. Without
 NOTIFY_SOCKET (not under systemd, or in tests) every call is a no-op.
@@ -38,6 +38,11 @@ class SystemdNotifier:
 
     def ready(self, status: str) -> None:
         self.notify(f"READY=1\nSTATUS={status}")
+
+    def reloading(self, monotonic_usec: int) -> None:
+        """A reload begins; `READY=1` follows when the new configuration runs. systemd
+        (since 253) matches the reload by the CLOCK_MONOTONIC time in microseconds."""
+        self.notify(f"RELOADING=1\nMONOTONIC_USEC={monotonic_usec}")
 
     def stopping(self) -> None:
         self.notify("STOPPING=1")

@@ -7,8 +7,8 @@ import pytest
 
 from detectors.vibration.catalogue import BearingCatalogue
 from detectors.vibration.detector import VibrationDetector
-from gateway.app import restore_detector_state, save_detector_state
 from gateway.core.records import Waveform
+from gateway.runtime.detector_state import restore_detector_state, save_detector_state
 from gateway.store.snapshots import DetectorSnapshots
 from simulator.vibration import VibrationMachine
 
