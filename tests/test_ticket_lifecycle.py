@@ -27,12 +27,13 @@ from gateway.core.records import FaultCode, Finding, Priority, Sample, TicketSta
 from gateway.store import StateStore
 from gateway.ticketing.commands import TicketCommands
 from gateway.ticketing.knowledge import KnowledgeBase
-from gateway.ticketing.policy import AssetProfile, LifecyclePolicy
+from gateway.ticketing.policy import AssetProfile
 from gateway.ticketing.service import TicketService
 from gateway.ticketing.topology import Link
 from simulator.central import CentralSystem, ReceivedTicketEvent
 from tests.support.broker import MosquittoBroker
 from tests.support.site import REPO
+from tests.ticketing.policies import default_policy
 from tests.uplink.helpers import uplink_settings
 from uplink.events import make_ticket_encoder, source_urn
 from uplink.mqtt import LinkSettings, MessageProperties, MqttLink, OutgoingMessage
@@ -77,7 +78,7 @@ CAN_BUS = Link(
     frozenset({"conveyor-1", "conveyor-2"}),
     frozenset({"conveyor-1.speed", "conveyor-2.speed"}),
 )
-POLICY = LifecyclePolicy(
+POLICY = default_policy(
     verification_window_s=600.0,
     safety_detectors=frozenset({"threshold:oil_fire_risk"}),
     cmms_codes={"threshold.high": {"damage": "OVHT", "cause": "LUB"}},

@@ -31,16 +31,19 @@ import time
 from pathlib import Path
 
 from bench.polling.site import WATCHED_POINT
-from gateway.app import QUEUE_SIZE, build_detectors, build_sources
+from gateway.assembly import plant
+from gateway.assembly.daemon import QUEUE_SIZE
+from gateway.assembly.detectors import build_detectors
 from gateway.config.loader import load_config
 from gateway.core.clock import SystemClock
 from gateway.core.interfaces import Record
 from gateway.core.records import Finding
 from gateway.pipeline.runner import DetectorRunner
 from gateway.pipeline.source import PollingSource
+from gateway.pipeline.sources import build_sources
 from gateway.store import TelemetryStore
 from protocols.modbus.config import ModbusTcpConnection
-from protocols.modbus.driver import plan_for
+from protocols.modbus.points import plan_for
 
 STOP_WAIT_S = 2.0
 
@@ -87,8 +90,8 @@ async def measure(
     """Run the pipeline on `site`; `profile` gets a cProfile dump of the event-loop thread
     over the measured window only."""
     loaded = load_config(site)
-    devices = [device for _, device in loaded.devices]
     clock = SystemClock()
+    devices = plant.configured_devices(loaded.devices, loaded.protocols)
     storage = loaded.gateway.storage
     findings = 0
 
@@ -103,13 +106,13 @@ async def measure(
         queue: asyncio.Queue[Record] = asyncio.Queue(maxsize=QUEUE_SIZE)
         runner = DetectorRunner(
             queue,
-            build_detectors(devices),
+            build_detectors(devices, loaded.rules),
             on_finding,
             telemetry.write_samples,
             clock,
             store_waveform=telemetry.write_waveform,
         )
-        sources = build_sources(loaded.devices, queue, clock)
+        sources = build_sources(plant.endpoints(devices, clock), queue, clock)
         polling = [s for s in sources if isinstance(s, PollingSource)]
         retention = telemetry.run_retention(
             clock,
@@ -125,7 +128,7 @@ async def measure(
         source_tasks = [asyncio.create_task(s.run_source(), name=s.name) for s in sources]
 
         def polls() -> int:
-            return sum(s.statistics().polls for s in polling)
+            return sum(stats.reads for s in polling for stats in s.statistics())
 
         await asyncio.sleep(warmup)
         profiler = cProfile.Profile() if profile is not None else None
@@ -155,8 +158,8 @@ async def measure(
             jitters += [
                 abs(b.ts - a.ts - device.poll_period_s) for a, b in itertools.pairwise(stored)
             ]
-        errors = sum(s.statistics().errors for s in polling)
-        skipped = sum(s.statistics().skipped_ticks for s in polling)
+        errors = sum(st.errors for s in polling for st in s.statistics())
+        skipped = sum(st.skipped_ticks for s in polling for st in s.statistics())
     finally:
         await telemetry.close()
 
@@ -164,8 +167,8 @@ async def measure(
     cpu = (cpu1 - cpu0) / wall
     # Every device of the generated site has the same plan: requests and registers per poll.
     first = devices[0]
-    assert isinstance(first.connection, ModbusTcpConnection)
-    plan = plan_for(first.points, first.connection).all_requests
+    assert isinstance(first.config.connection, ModbusTcpConnection)
+    plan = plan_for(first.config.values, first.config.connection).all_requests
     requests_per_poll = len(plan)
     registers_per_poll = sum(request.count for request in plan)
     registers_s = (polls1 - polls0) * registers_per_poll / wall

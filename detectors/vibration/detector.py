@@ -45,7 +45,15 @@ from detectors.vibration.rounds import AveragingRound
 from detectors.vibration.speed import estimate_shaft_hz
 from detectors.vibration.units import scale_to_g
 from gateway.core.interfaces import Record
-from gateway.core.records import FaultCode, Finding, Priority, Quality, Sample, Waveform
+from gateway.core.records import (
+    DerivedTag,
+    FaultCode,
+    Finding,
+    Priority,
+    Quality,
+    Sample,
+    Waveform,
+)
 
 log = logging.getLogger(__name__)
 
@@ -60,8 +68,18 @@ _BEARING_WORDS = {
 # of the band and an rFFT of the squared envelope, for the whole band and the spectral-kurtosis
 # band): one in 32 keeps it near a tenth of the per-block work (bench/vibration/README.md).
 ENVELOPE_EVERY_BLOCKS = 32
-# Summary features published as samples after each analysis (telemetry, verification).
-SAMPLE_FEATURES = ("velocity_rms_mm_s", "accel_rms_g", "accel_peak_g", "crest_factor", "kurtosis")
+# Summary features published as samples after each analysis (telemetry, verification), with
+# their unit and the least rise that fails verification after a repair: ISO 20816 velocity
+# zone boundaries are 0.7 mm/s apart at the low end; acceleration and the shape factors (crest
+# factor ~3, kurtosis 3 for a healthy machine) scatter by about these amounts between blocks.
+FEATURE_UNITS_AND_FLOORS: dict[str, tuple[str, float]] = {
+    "velocity_rms_mm_s": ("mm/s", 0.3),
+    "accel_rms_g": ("g", 0.02),
+    "accel_peak_g": ("g", 0.1),
+    "crest_factor": ("", 0.3),
+    "kurtosis": ("", 0.5),
+}
+SAMPLE_FEATURES = tuple(FEATURE_UNITS_AND_FLOORS)
 
 
 @dataclass
@@ -129,6 +147,14 @@ class VibrationDetector:
     @property
     def inputs(self) -> frozenset[str]:
         return frozenset({self.tag_id} | ({self.rpm_tag} if self.rpm_tag else set()))
+
+    @property
+    def derived_tags(self) -> tuple[DerivedTag, ...]:
+        """`<waveform tag>.<feature>` for every feature of `SAMPLE_FEATURES`."""
+        return tuple(
+            DerivedTag(f"{self.tag_id}.{feature}", unit, floor)
+            for feature, (unit, floor) in FEATURE_UNITS_AND_FLOORS.items()
+        )
 
     def update(self, record: Record) -> list[Finding]:
         if isinstance(record, Sample):
@@ -363,7 +389,7 @@ class VibrationDetector:
         features["confidence"] = round(call.confidence, 3)
         return Finding(
             asset=self.asset,
-            fault_code=call.code,
+            fault_code=FaultCode(call.code),
             severity=self._severity(call.code, d.iso.zone),
             score=call.confidence,
             detector=self.name,
@@ -379,7 +405,7 @@ class VibrationDetector:
     def _cleared(self, code: str, d: Diagnosis, ts: float, deviation: float | None) -> Finding:
         return Finding(
             asset=self.asset,
-            fault_code=code,
+            fault_code=FaultCode(code),
             severity=Priority.P3,
             score=0.0,
             detector=self.name,

@@ -4,35 +4,24 @@ They run after every device file has passed its schema, on the validated models,
 each problem through the file's YAML marks. Each check is a small function yielding problems;
 `cross_check` runs them all so that every problem is reported in one run.
 
-Protocol-specific facts come from the connection models themselves: a connection that owns an
-exclusive resource (a Modbus TCP unit, a serial line, a CAN channel) says so through a
-`resource_claims()` method, and a connection with a per-request timeout has a `timeout_s` field.
-New protocols join these checks by providing the same, with no change here.
+What only one protocol or rule kind knows is asked of its plugin (`check`); the generic checks
+read the connection models: a connection that owns an exclusive resource (a Modbus TCP unit, a
+serial line, a CAN channel) says so through a `resource_claims()` method, and a connection with
+a per-request timeout has a `timeout_s` field. New protocols and rule kinds join these checks
+with no change here.
 """
 
 from __future__ import annotations
 
 import difflib
-import itertools
-import re
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
-from gateway.config.models import POINTS_FIELD, DeviceConfig, ThresholdRule, VibrationRule
+from gateway.config.models import DeviceConfig
 from gateway.config.yaml_marks import MarkedDocument
-from gateway.core.errors import ConfigError, ConfigProblem
-from protocols.can.config import CanConnection
-from protocols.modbus.config import ModbusRtuConnection
-from protocols.modbus.line import group_rtu_devices
-from protocols.modbus.points import check_points
-
-# The bearing catalogue (the vibration family: scipy) and the DBC reader (cantools) are
-# imported by the checks that need them, only when a site has a vibration rule naming a
-# bearing or a CAN device: a Modbus-only site never loads them (issue 3, RSS).
-if TYPE_CHECKING:
-    from detectors.vibration.catalogue import BearingCatalogue
+from gateway.core.errors import ConfigProblem
+from gateway.core.plugins import DeviceSpec, PluginTable, ProtocolPlugin, RulePlugin
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,6 +30,11 @@ class CheckedDevice:
 
     document: MarkedDocument
     config: DeviceConfig
+    path: Path
+
+    @property
+    def spec(self) -> DeviceSpec:
+        return self.config.spec(self.path)
 
     def problem(self, path: str, message: str) -> ConfigProblem:
         return ConfigProblem(self.document.file, self.document.line_of(path), path, message)
@@ -51,7 +45,11 @@ class CheckedDevice:
 
 
 def cross_check(
-    devices: Sequence[CheckedDevice], *, some_files_invalid: bool = False
+    devices: Sequence[CheckedDevice],
+    protocols: PluginTable[ProtocolPlugin],
+    rules: PluginTable[RulePlugin],
+    *,
+    some_files_invalid: bool = False,
 ) -> list[ConfigProblem]:
     """Every cross-check over `devices`.
 
@@ -66,12 +64,9 @@ def cross_check(
         _assets_described_once,
         lambda ds: _rule_signals(ds, some_files_invalid),
         _timeouts_shorter_than_poll_period,
-        _threshold_limits,
         _resources_claimed_once,
-        _modbus_points,
-        _rtu_lines,
-        _vibration_rules,
-        _can_dbc_signals,
+        lambda ds: _protocol_checks(ds, protocols),
+        lambda ds: _rule_checks(ds, rules),
     ]
     return [problem for check in checks for problem in check(devices)]
 
@@ -92,7 +87,7 @@ def _duplicate_tag_ids(devices: Sequence[CheckedDevice]) -> Iterator[ConfigProbl
     # Ids and point names cannot contain dots, so tag ids collide only inside one device
     # (or between devices sharing an id, which is reported once, above).
     for device in devices:
-        field = POINTS_FIELD[device.config.connection.protocol]
+        field = device.config.values_field
         first_index: dict[str, int] = {}
         for index, name in enumerate(device.config.value_names):
             if name in first_index:
@@ -215,41 +210,6 @@ def _timeouts_shorter_than_poll_period(
         )
 
 
-_LIMITS_LOW_TO_HIGH = ("lolo", "lo", "hi", "hihi")
-
-
-def _threshold_limits(devices: Sequence[CheckedDevice]) -> Iterator[ConfigProblem]:
-    for device in devices:
-        for index, rule in enumerate(device.config.rules):
-            if isinstance(rule, ThresholdRule):
-                yield from _limits_of_rule(device, f"rules.{index}", rule)
-
-
-def _limits_of_rule(
-    device: CheckedDevice, path: str, rule: ThresholdRule
-) -> Iterator[ConfigProblem]:
-    present = [
-        (name, value) for name in _LIMITS_LOW_TO_HIGH if (value := getattr(rule, name)) is not None
-    ]
-    if not present:
-        yield device.problem(
-            path,
-            f"threshold rule `{rule.name}` has no limit; set at least one of hihi, hi, lo, lolo",
-        )
-        return
-    for (low, low_value), (high, high_value) in itertools.pairwise(present):
-        if low_value < high_value:
-            continue
-        if low == "lolo" and high != "hihi":
-            yield device.problem(
-                f"{path}.{high}", f"{high} ({high_value:g}) must be above lolo ({low_value:g})"
-            )
-        else:
-            yield device.problem(
-                f"{path}.{low}", f"{low} ({low_value:g}) must be below {high} ({high_value:g})"
-            )
-
-
 def _resources_claimed_once(devices: Sequence[CheckedDevice]) -> Iterator[ConfigProblem]:
     """Two devices polling the same exclusive resource would fight over it (vector's check)."""
     owner: dict[str, CheckedDevice] = {}
@@ -269,79 +229,29 @@ def _resources_claimed_once(devices: Sequence[CheckedDevice]) -> Iterator[Config
             )
 
 
-def _modbus_points(devices: Sequence[CheckedDevice]) -> Iterator[ConfigProblem]:
+
+
+def _protocol_checks(
+    devices: Sequence[CheckedDevice], protocols: PluginTable[ProtocolPlugin]
+) -> Iterator[ConfigProblem]:
+    """What only a protocol knows (read plans, line settings, DBC contents), per protocol."""
+    by_protocol: dict[str, list[CheckedDevice]] = {}
     for device in devices:
-        names = device.config.value_names
-        # Duplicate names are reported with their lines by `_duplicate_tag_ids`.
-        if device.config.points and len(set(names)) == len(names):
-            for message in check_points(device.config.points):
-                yield device.problem("points", message)
+        by_protocol.setdefault(device.config.protocol, []).append(device)
+    for name, members in by_protocol.items():
+        for issue in protocols.get(name).check([member.spec for member in members]):
+            if isinstance(issue, ConfigProblem):
+                yield issue
+            else:
+                yield members[issue.device].problem(issue.path, issue.message)
 
 
-def _rtu_lines(devices: Sequence[CheckedDevice]) -> Iterator[ConfigProblem]:
-    """Units sharing a serial port must agree on its settings and have distinct unit ids."""
-    rtu = [d for d in devices if isinstance(d.config.connection, ModbusRtuConnection)]
-    try:
-        group_rtu_devices(
-            (d.config.id, d.config.connection)
-            for d in rtu
-            if isinstance(d.config.connection, ModbusRtuConnection)
-        )
-    except ValueError as exc:
-        # The problem is about the line as a whole: report it at each member's connection.
-        for device in rtu:
-            yield device.problem("connection.port", str(exc))
-
-
-def _vibration_rules(devices: Sequence[CheckedDevice]) -> Iterator[ConfigProblem]:
-    catalogue: BearingCatalogue | None = None
+def _rule_checks(
+    devices: Sequence[CheckedDevice], rules: PluginTable[RulePlugin]
+) -> Iterator[ConfigProblem]:
     for device in devices:
-        own = device.config.value_names
+        spec = device.spec
         for index, rule in enumerate(device.config.rules):
-            if not isinstance(rule, VibrationRule):
-                continue
-            speed = rule.rpm_signal
-            if speed is not None and "." not in speed and speed not in own:
-                yield device.problem(
-                    f"rules.{index}.rpm_signal", f"no point `{speed}` in this device"
-                )
-            if isinstance(rule.bearing, str):
-                if catalogue is None:
-                    from detectors.vibration.catalogue import BearingCatalogue
-
-                    catalogue = BearingCatalogue.load()
-                try:
-                    catalogue.get(rule.bearing)
-                except KeyError as exc:
-                    yield device.problem(
-                        f"rules.{index}.bearing",
-                        f"{exc.args[0]}; or give balls, ball_diameter_mm and pitch_diameter_mm",
-                    )
-
-
-def _can_dbc_signals(devices: Sequence[CheckedDevice]) -> Iterator[ConfigProblem]:
-    """The DBC parses and holds every configured message and signal (before the bus opens)."""
-    for device in devices:
-        conn = device.config.connection
-        if not isinstance(conn, CanConnection):
-            continue
-        from protocols.can.dbc import signal_units
-
-        dbc = Path(device.document.file).parent / conn.dbc
-        if not dbc.is_file():
-            yield device.problem("connection.dbc", f"DBC file {dbc} not found")
-            continue
-        try:
-            signal_units(
-                dbc,
-                device.config.signals,
-                device_id=device.config.id,
-                config_file=device.document.file,
-            )
-        except ConfigError as exc:
-            for problem in exc.problems:
-                if problem.file != device.document.file:  # a problem inside the DBC itself
-                    yield problem
-                    continue
-                path = re.sub(r"\[(\d+)\]", r".\1", problem.path)  # signals[0] -> signals.0
-                yield device.problem(path, problem.message)
+            for issue in rules.get(rule.kind).check(rule, spec):
+                path = f"rules.{index}" + (f".{issue.path}" if issue.path else "")
+                yield device.problem(path, issue.message)

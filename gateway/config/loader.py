@@ -15,18 +15,21 @@ from __future__ import annotations
 import glob
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
+from detectors import RULES
 from gateway.config.crosscheck import CheckedDevice, cross_check
-from gateway.config.models import DeviceConfig, GatewayConfig
+from gateway.config.models import DeviceConfig, GatewayConfig, device_model
 from gateway.config.pydantic_errors import problem_for_non_mapping, validation_problems
 from gateway.config.yaml_marks import MarkedDocument, parse_yaml, without_data
 from gateway.core.errors import ConfigError, ConfigProblem
+from gateway.core.plugins import PluginTable, ProtocolPlugin, RulePlugin
 from gateway.ticketing.knowledge import KnowledgeBase
+from protocols import PROTOCOLS
 
 GATEWAY_FILE_NAME = "gateway.yaml"
 _GLOB_CHARACTERS = frozenset("*?[")
@@ -60,6 +63,9 @@ class LoadedConfig:
     gateway: GatewayConfig
     devices: tuple[tuple[Path, DeviceConfig], ...]
     summary: ConfigSummary
+    protocols: PluginTable[ProtocolPlugin] = PROTOCOLS
+    rules: PluginTable[RulePlugin] = RULES
+    knowledge: KnowledgeBase = field(default_factory=KnowledgeBase)
 
     def resolve(self, name: str) -> Path:
         """A path written in gateway.yaml: absolute as written, else relative to its folder."""
@@ -72,9 +78,18 @@ class LoadedConfig:
         return self.resolve(self.gateway.storage.directory)
 
 
-def load_config(path: str | Path) -> LoadedConfig:
-    """Load `path` (gateway.yaml or the folder holding it); raise `ConfigError` if invalid."""
+def load_config(
+    path: str | Path,
+    *,
+    protocols: PluginTable[ProtocolPlugin] = PROTOCOLS,
+    rules: PluginTable[RulePlugin] = RULES,
+) -> LoadedConfig:
+    """Load `path` (gateway.yaml or the folder holding it); raise `ConfigError` if invalid.
+
+    `protocols` and `rules` are the plugin tables the device files are read with (the
+    shipped ones unless a test or an embedding program extends them)."""
     given = Path(path)
+    device_config = device_model(protocols, rules)
     gateway_path = given / GATEWAY_FILE_NAME if given.is_dir() else given
     problems: list[ConfigProblem] = []
 
@@ -90,20 +105,22 @@ def load_config(path: str | Path) -> LoadedConfig:
     fields_sets: dict[frozenset[str], set[str]] = {}
     for device_path in device_paths:
         device_doc, text = _read_yaml(device_path, problems)
-        device = _validate(DeviceConfig, device_doc, "device", problems)
+        device = _validate(device_config, device_doc, "device", problems)
         if device is not None and device_doc is not None:
             _share_fields_sets(device, fields_sets)
-            checked.append(CheckedDevice(without_data(device_doc, text), device))
+            marks = without_data(device_doc, text)
+            checked.append(CheckedDevice(marks, device, Path(os.path.abspath(device_path))))
     some_invalid = len(checked) < len(device_paths)
-    problems.extend(cross_check(checked, some_files_invalid=some_invalid))
-    if gateway is not None:
-        _check_knowledge(gateway, gateway_path.parent, problems)
+    problems.extend(cross_check(checked, protocols, rules, some_files_invalid=some_invalid))
+    knowledge = (
+        _read_knowledge(gateway, gateway_path.parent, problems)
+        if gateway is not None
+        else KnowledgeBase()
+    )
 
     if problems or gateway is None:
         raise ConfigError(_sorted(problems))
-    devices = tuple(
-        (Path(os.path.abspath(p)), d.config) for p, d in zip(device_paths, checked, strict=True)
-    )
+    devices = tuple((d.path, d.config) for d in checked)
     return LoadedConfig(
         gateway_file=Path(os.path.abspath(gateway_path)),
         gateway_display=display_path(gateway_path),
@@ -115,6 +132,9 @@ def load_config(path: str | Path) -> LoadedConfig:
             tags=sum(len(d.value_names) for _, d in devices),
             rules=sum(len(d.rules) for _, d in devices),
         ),
+        protocols=protocols,
+        rules=rules,
+        knowledge=knowledge,
     )
 
 
@@ -279,23 +299,26 @@ def knowledge_path(gateway: GatewayConfig, base_dir: Path) -> Path | None:
     return path
 
 
-def _check_knowledge(gateway: GatewayConfig, base_dir: Path, problems: list[ConfigProblem]) -> None:
-    """Validate knowledge.yaml with the loader the ticket service uses, so that `check-config`
-    catches what would otherwise stop the daemon at start (issue 5); problems get their lines
-    from the file's YAML marks."""
+def _read_knowledge(
+    gateway: GatewayConfig, base_dir: Path, problems: list[ConfigProblem]
+) -> KnowledgeBase:
+    """knowledge.yaml, read and validated once: `check-config` catches what would otherwise
+    stop the daemon at start, and the ticket service uses what was read here. Problems get
+    their lines from the file's YAML marks."""
     path = knowledge_path(gateway, base_dir)
     if path is None:
-        return
+        return KnowledgeBase()
     document, _ = _read_yaml(path, problems)
     if document is None:
-        return
+        return KnowledgeBase()
     try:
-        KnowledgeBase.from_document(document.data, document.file)
+        return KnowledgeBase.from_document(document.data, document.file)
     except ConfigError as exc:
         problems.extend(
             ConfigProblem(p.file, document.line_of(p.path), p.path, p.message)
             for p in exc.problems
         )
+        return KnowledgeBase()
 
 
 def _sorted(problems: list[ConfigProblem]) -> list[ConfigProblem]:

@@ -7,15 +7,24 @@ Unknown keys are errors everywhere (`extra="forbid"`).
 
 from __future__ import annotations
 
-import enum
-from typing import Annotated, Any, Literal
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Annotated, Any, ClassVar, Union
 
-from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    Tag,
+    create_model,
+    model_validator,
+)
 
+from detectors import RULES
+from gateway.core.plugins import DeviceSpec, PluginTable, ProtocolPlugin, RulePlugin
 from gateway.core.records import Priority
-from protocols.can.config import CanConnection, CanSignal
-from protocols.modbus.config import ModbusPoint, ModbusRtuConnection, ModbusTcpConnection
-from protocols.opcua.config import OpcUaConnection, OpcUaNode
+from protocols import PROTOCOLS
 
 ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_\-]*$"
 
@@ -211,123 +220,14 @@ class AssetInfo(Strict):
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
 
-class RuleKind(enum.StrEnum):
-    THRESHOLD = "threshold"
-    VIBRATION = "vibration"
-
-
-class ThresholdRule(Strict):
-    """hi / hihi / lo / lolo limits with deadband, on-delay and off-delay."""
-
-    name: str = Field(pattern=ID_PATTERN)
-    kind: Literal[RuleKind.THRESHOLD] = RuleKind.THRESHOLD
-    signal: str = Field(description="Point name in this device, or a full tag id device.point.")
-    hihi: float | None = None
-    hi: float | None = None
-    lo: float | None = None
-    lolo: float | None = None
-    deadband: float = Field(0.0, ge=0, description="A limit clears only past limit -/+ deadband.")
-    on_delay_s: float = Field(0.0, ge=0, description="Limit must be exceeded this long to raise.")
-    off_delay_s: float = Field(0.0, ge=0, description="Value must be back this long to clear.")
-    priority: Priority = Field(Priority.P2, description="Priority when the hi/lo limit is crossed.")
-    priority_hihi: Priority = Field(
-        Priority.P1, description="Priority when the hihi/lolo limit is crossed."
-    )
-    message: str = Field("", description="Extra words for the technician, added to the ticket.")
-
-
-class BearingGeometryConfig(Strict):
-    """Rolling-element bearing geometry, for bearings not in configs/bearings.yaml."""
-
-    balls: int = Field(ge=3, le=100, description="Number of rolling elements per row.")
-    ball_diameter_mm: float = Field(gt=0)
-    pitch_diameter_mm: float = Field(gt=0)
-    contact_angle_deg: float = Field(0.0, ge=0, lt=90)
-
-
-class VibrationRule(Strict):
-    """The vibration family on a waveform signal: ISO 20816 severity, unbalance, misalignment,
-    looseness and bearing defects, each confirmed over several blocks before a ticket opens."""
-
-    name: str = Field(pattern=ID_PATTERN)
-    kind: Literal[RuleKind.VIBRATION]
-    signal: str = Field(description="Waveform point of this device, or a full tag id.")
-    bearing: str | BearingGeometryConfig | None = Field(
-        None, description="Bearing name from configs/bearings.yaml, or its geometry."
-    )
-    rpm_signal: str | None = Field(
-        None, description="Tag giving the running speed in rpm (point name or full tag id)."
-    )
-    rpm: float | None = Field(
-        None, gt=0, description="Fixed running speed in rpm when no speed tag exists."
-    )
-    machine_group: Literal[1, 2] = Field(
-        2, description="ISO 20816-3 group: 1 large (>300 kW), 2 medium (15-300 kW)."
-    )
-    foundation: Literal["rigid", "flexible"] = "rigid"
-    confirm_blocks: int = Field(
-        3,
-        ge=1,
-        le=100,
-        description=(
-            "Consecutive analyses (blocks, or rounds of `average_blocks` blocks) that must "
-            "show a fault before it opens."
-        ),
-    )
-    baseline_blocks: int = Field(
-        20,
-        ge=1,
-        description=(
-            "Analyses (blocks, or rounds of `average_blocks`) of normal running learnt as the "
-            "asset's baseline."
-        ),
-    )
-    average_blocks: int = Field(
-        1,
-        ge=1,
-        le=1024,
-        description=(
-            "Blocks whose spectra are averaged into one analysis (severity, orders, envelope, "
-            "bearing combs, confirmation). 1 analyses every block; 64 lets a continuous "
-            "25.6 kHz channel cost about twice a bare rFFT per block (bench/vibration)."
-        ),
-    )
-
-
-def _rule_kind(value: Any) -> str:
-    # `kind` may be left out for threshold rules, the common case.
-    if isinstance(value, dict):
-        return str(value.get("kind", RuleKind.THRESHOLD))
-    return str(getattr(value, "kind", RuleKind.THRESHOLD))
-
-
-Rule = Annotated[
-    Annotated[ThresholdRule, Tag(RuleKind.THRESHOLD)]
-    | Annotated[VibrationRule, Tag(RuleKind.VIBRATION)],
-    Discriminator(
-        _rule_kind,
-        custom_error_type="rule_kind",
-        custom_error_message="kind must be one of: threshold, vibration",
-    ),
-]
-
-Connection = Annotated[
-    ModbusTcpConnection | ModbusRtuConnection | OpcUaConnection | CanConnection,
-    Field(discriminator="protocol"),
-]
-
-# Which list of values each protocol reads: `points` (Modbus registers), `nodes` (OPC UA
-# NodeIds) or `signals` (DBC signals). One field per protocol keeps the YAML explicit and the
-# error messages about one shape, instead of a union of point types.
-POINTS_FIELD = {"modbus_tcp": "points", "modbus_rtu": "points", "opcua": "nodes", "can": "signals"}
-
-
 class DeviceConfig(Strict):
-    """One device file."""
+    """One device file. The fields every device has are here; `connection`, the list of
+    values it reads (`points`, `nodes`, `signals`: one key per protocol, named by its plugin)
+    and `rules` are added by `device_model` from the protocol and rule tables, so that a new
+    protocol or rule kind needs no change here."""
 
     id: str = Field(pattern=ID_PATTERN, description="Device id; tag ids are <device>.<point>.")
-    asset: AssetInfo = Field(default_factory=AssetInfo)
-    connection: Connection
+    asset: AssetInfo = Field(default_factory=AssetInfo, description="The asset it measures.")
     poll_period_s: float = Field(
         1.0,
         gt=0,
@@ -336,39 +236,42 @@ class DeviceConfig(Strict):
             "period are staggered across it."
         ),
     )
-    points: list[ModbusPoint] = Field(
-        default_factory=list, description="Modbus devices: the registers to read."
-    )
-    nodes: list[OpcUaNode] = Field(
-        default_factory=list, description="OPC UA devices: the nodes to subscribe to or poll."
-    )
-    signals: list[CanSignal] = Field(
-        default_factory=list, description="CAN devices: the DBC signals to decode."
-    )
-    rules: list[Rule] = Field(default_factory=list)
+    # Typed by the subclass `device_model` builds.
+    connection: Any
+    rules: list[Any] = Field(default_factory=list)
+
+    # protocol name -> the key listing its values; set on the built subclass.
+    values_fields: ClassVar[Mapping[str, str]] = {}
 
     @model_validator(mode="after")
     def _values_match_protocol(self) -> DeviceConfig:
-        wanted = POINTS_FIELD[self.connection.protocol]
+        protocol = self.connection.protocol
+        wanted = self.values_fields[protocol]
         if not getattr(self, wanted):
-            raise ValueError(
-                f"a {self.connection.protocol} device needs at least one entry in `{wanted}`"
-            )
-        for field_name in POINTS_FIELD.values():
+            raise ValueError(f"a {protocol} device needs at least one entry in `{wanted}`")
+        for field_name in set(self.values_fields.values()):
             if field_name != wanted and getattr(self, field_name):
                 raise ValueError(
-                    f"`{field_name}` does not apply to a {self.connection.protocol} device; "
-                    f"use `{wanted}`"
+                    f"`{field_name}` does not apply to a {protocol} device; use `{wanted}`"
                 )
         return self
 
     @property
+    def protocol(self) -> str:
+        return str(self.connection.protocol)
+
+    @property
+    def values_field(self) -> str:
+        return self.values_fields[self.protocol]
+
+    @property
+    def values(self) -> list[Any]:
+        """Everything this device reads (its points, nodes or signals)."""
+        return list(getattr(self, self.values_field))
+
+    @property
     def value_names(self) -> list[str]:
-        """Names of everything this device reads, whatever its protocol."""
-        items: list[ModbusPoint] | list[OpcUaNode] | list[CanSignal] = getattr(
-            self, POINTS_FIELD[self.connection.protocol]
-        )
-        return [item.name for item in items]
+        return [item.name for item in self.values]
 
     @property
     def asset_id(self) -> str:
@@ -376,3 +279,97 @@ class DeviceConfig(Strict):
 
     def tag_id(self, point_name: str) -> str:
         return f"{self.id}.{point_name}"
+
+    def spec(self, file: Path) -> DeviceSpec:
+        """This device as the plain values its protocol and rule plugins are given."""
+        return DeviceSpec(
+            id=self.id,
+            asset=self.asset_id,
+            file=file,
+            connection=self.connection,
+            values=tuple(self.values),
+            poll_period_s=self.poll_period_s,
+        )
+
+
+def device_model(
+    protocols: PluginTable[ProtocolPlugin] = PROTOCOLS,
+    rules: PluginTable[RulePlugin] = RULES,
+) -> type[DeviceConfig]:
+    """The model of a device file for these tables (built once per table content)."""
+    key = (protocols.key(), rules.key())
+    model = _DEVICE_MODELS.get(key)
+    if model is None:
+        model = _build_device_model(list(protocols), list(rules))
+        _DEVICE_MODELS[key] = model
+    return model
+
+
+_DEVICE_MODELS: dict[object, type[DeviceConfig]] = {}
+
+
+def _build_device_model(
+    protocols: Sequence[ProtocolPlugin], rules: Sequence[RulePlugin]
+) -> type[DeviceConfig]:
+    value_models: dict[str, type[Any]] = {}
+    descriptions: dict[str, str] = {}
+    for plugin in protocols:
+        known = value_models.setdefault(plugin.values_field, plugin.value_model)
+        if known is not plugin.value_model:
+            raise TypeError(
+                f"protocols sharing `{plugin.values_field}` must share its model "
+                f"({known.__name__} vs {plugin.value_model.__name__})"
+            )
+        descriptions.setdefault(plugin.values_field, plugin.values_description)
+    fields: dict[str, Any] = {
+        "connection": (
+            _union([p.connection_model for p in protocols], Field(discriminator="protocol")),
+            Field(description="How to reach the device; `protocol` selects the kind."),
+        ),
+        **{
+            name: (list[value_model], Field(default_factory=list, description=descriptions[name]))  # type: ignore[valid-type]
+            for name, value_model in value_models.items()
+        },
+        "rules": (
+            list[_rule_union(rules)],  # type: ignore[misc]
+            Field(default_factory=list, description="Detectors on this device's values."),
+        ),
+    }
+    model = create_model(
+        "DeviceConfig",
+        __base__=DeviceConfig,
+        __doc__="One device file: its connection, what it reads and the rules on its values.",
+        **fields,
+    )
+    model.values_fields = {p.name: p.values_field for p in protocols}
+    return model
+
+
+def _union(members: Sequence[type[Any]], *annotations: Any) -> Any:
+    if len(members) == 1:
+        return members[0]
+    return Annotated[Union[tuple(members)], *annotations]  # noqa: UP007
+
+
+def _rule_union(rules: Sequence[RulePlugin]) -> Any:
+    if len(rules) == 1:
+        return rules[0].rule_model
+    kinds = ", ".join(sorted(rule.kind for rule in rules))
+    return Annotated[
+        Union[tuple(Annotated[r.rule_model, Tag(r.kind)] for r in rules)],  # noqa: UP007
+        Discriminator(
+            _rule_kind,
+            custom_error_type="rule_kind",
+            custom_error_message=f"kind must be one of: {kinds}",
+        ),
+    ]
+
+
+# `kind` may be left out for threshold rules, the common case.
+DEFAULT_RULE_KIND = "threshold"
+
+
+def _rule_kind(value: Any) -> str:
+    if isinstance(value, dict):
+        return str(value.get("kind", DEFAULT_RULE_KIND))
+    return str(getattr(value, "kind", DEFAULT_RULE_KIND))

@@ -23,7 +23,7 @@ from typing import Any
 from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
-from gateway.config.models import DeviceConfig, GatewayConfig
+from gateway.config.models import GatewayConfig, device_model
 
 DRAFT = "https://json-schema.org/draft/2020-12/schema"
 GATEWAY_SCHEMA_FILE = "gateway.schema.json"
@@ -34,14 +34,14 @@ COMBINED_SCHEMA_FILE = "config.schema.json"
 def json_schema() -> dict[str, Any]:
     """Both files' schemas in one document: a file is valid if it is a gateway or a device file."""
     refs, definitions = models_json_schema(
-        [(GatewayConfig, "validation"), (DeviceConfig, "validation")]
+        [(GatewayConfig, "validation"), (device_model(), "validation")]
     )
     return {
         "$schema": DRAFT,
         "$id": COMBINED_SCHEMA_FILE,
         "title": "edge-gateway configuration",
         "description": "gateway.yaml (site, storage, uplink, ticketing) or a devices/*.yaml file.",
-        "anyOf": [refs[(GatewayConfig, "validation")], refs[(DeviceConfig, "validation")]],
+        "anyOf": [refs[(GatewayConfig, "validation")], refs[(device_model(), "validation")]],
         **definitions,
     }
 
@@ -53,7 +53,7 @@ def gateway_schema() -> dict[str, Any]:
 
 def device_schema() -> dict[str, Any]:
     """Schema of one `devices/*.yaml` file."""
-    return _file_schema(DeviceConfig, DEVICE_SCHEMA_FILE)
+    return _file_schema(device_model(), DEVICE_SCHEMA_FILE)
 
 
 def schema_files() -> dict[str, str]:

@@ -12,6 +12,7 @@ from types import TracebackType
 from typing import Any, Protocol, Self, runtime_checkable
 
 from gateway.core.records import (
+    DerivedTag,
     Finding,
     OutboxItem,
     OutboxKind,
@@ -69,11 +70,57 @@ class StreamingDriver(Protocol):
     def records(self) -> AsyncIterator[Record]: ...
 
 
+class LineUnit(Protocol):
+    """One device on a shared line (an RTU unit): reads go through the line's connection."""
+
+    @property
+    def device_id(self) -> str: ...
+
+    @property
+    def timeout_s(self) -> float:
+        """Longest a failing request can hold the line."""
+        ...
+
+    def tags(self) -> Sequence[Tag]: ...
+
+    async def read(self) -> Sequence[Record]: ...
+
+
+class SharedLine(Protocol):
+    """A connection several devices share (a serial port). Enter opens, exit closes."""
+
+    @property
+    def endpoint(self) -> str: ...
+
+    def units(self) -> Sequence[LineUnit]: ...
+
+    def tags(self) -> Sequence[Tag]: ...
+
+    async def __aenter__(self) -> Self: ...
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None: ...
+
+
 class Detector(Protocol):
     """Synchronous and pure: no await, no I/O. `update` returns raised or cleared findings."""
 
     @property
     def name(self) -> str: ...
+
+    @property
+    def asset(self) -> str:
+        """The asset its findings are about (a detector that fails is reported under it)."""
+        ...
+
+    @property
+    def derived_tags(self) -> Sequence[DerivedTag]:
+        """Tags it computes (`FeatureDetector.feature_samples`); empty for most detectors."""
+        ...
 
     @property
     def inputs(self) -> frozenset[str]:

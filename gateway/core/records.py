@@ -59,8 +59,17 @@ class Tag:
     asset: str
     unit: str = ""
     kind: TagKind = TagKind.SCALAR
-    scale: float = 1.0
-    offset: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class DerivedTag:
+    """A tag a detector computes from what it analyses (the velocity RMS of a waveform),
+    stored and seen by ticketing like a measured tag. `rise_floor` is the least rise, in
+    `unit`, that fails verification after a repair: below it a change is scatter."""
+
+    id: str
+    unit: str
+    rise_floor: float
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,7 +147,7 @@ class Finding:
     """What a detector concludes about an asset. `active` False means the finding cleared."""
 
     asset: str
-    fault_code: str
+    fault_code: FaultCode
     severity: Priority
     score: float
     detector: str

@@ -47,7 +47,6 @@ class DetectorRunner:
         store_samples: TelemetrySink,
         clock: Clock,
         *,
-        asset_of_detector: dict[str, str] | None = None,
         store_waveform: WaveformSink | None = None,
         batch_size: int = 2000,
         linger_s: float = 0.0,
@@ -69,7 +68,6 @@ class DetectorRunner:
         self._linger = linger_s
         # Taken off the queue and waiting for the linger to end; `drain()` takes them too.
         self._held: list[Record] = []
-        self._asset_of_detector = asset_of_detector or {}
         self._by_tag: dict[str, list[Detector]] = defaultdict(list)
         for detector in detectors:
             for tag in detector.inputs:
@@ -151,7 +149,7 @@ class DetectorRunner:
                 exc,
                 exc_info=True,
             )
-            asset = self._asset_of_detector.get(detector.name, record.tag.split(".", 1)[0])
+            asset = detector.asset
             return [
                 Finding(
                     asset=asset,

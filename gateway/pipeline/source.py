@@ -14,19 +14,17 @@ periods for the schedule.
 from __future__ import annotations
 
 import asyncio
-import enum
 import logging
 import math
 import random
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from types import TracebackType
-from typing import Protocol, Self
 
 from gateway.core.clock import Clock
 from gateway.core.errors import DeviceTimeout, DeviceUnreachable, DriverError
-from gateway.core.interfaces import PollingDriver, Record
+from gateway.core.interfaces import LineUnit, PollingDriver, Record, SharedLine
 from gateway.core.records import Quality, Sample, Tag
+from gateway.pipeline.statistics import DeviceStatistics, SourceState
 from gateway.pipeline.supervision import (
     Backoff,
     connect_within,
@@ -43,26 +41,6 @@ DriverFactory = Callable[[], PollingDriver]
 # Backoff jitter only: one generator for every source (each holds 2.5 KB of state, 1.2 MB for
 # 500 devices; issue 3). Sources run on one event loop, so sharing it is safe.
 _BACKOFF_RNG = random.Random()
-
-
-class SourceState(enum.StrEnum):
-    STARTING = "starting"
-    POLLING = "polling"
-    UNREACHABLE = "unreachable"
-    STOPPED = "stopped"
-
-
-@dataclass(frozen=True, slots=True)
-class SourceStatistics:
-    device: str
-    state: SourceState
-    polls: int  # successful reads
-    errors: int  # failed connects and reads
-    reconnects: int  # recoveries after the device was unreachable
-    bad_values: int  # BAD samples inside successful reads (exception answers, undecodable)
-    skipped_ticks: int  # ticks dropped because a poll overran its period
-    last_latency_s: float | None
-    last_error: str | None
 
 
 class PollingSource:
@@ -116,17 +94,19 @@ class PollingSource:
     def device_id(self) -> str:
         return self._device_id
 
-    def statistics(self) -> SourceStatistics:
-        return SourceStatistics(
-            device=self._device_id,
-            state=self._state,
-            polls=self._polls,
-            errors=self._errors,
-            reconnects=self._reconnects,
-            bad_values=self._bad_values,
-            skipped_ticks=self._skipped,
-            last_latency_s=self._last_latency,
-            last_error=self._last_error,
+    def statistics(self) -> tuple[DeviceStatistics, ...]:
+        return (
+            DeviceStatistics(
+                device=self._device_id,
+                state=self._state,
+                reads=self._polls,
+                errors=self._errors,
+                reconnects=self._reconnects,
+                bad_values=self._bad_values,
+                skipped_ticks=self._skipped,
+                last_latency_s=self._last_latency,
+                last_error=self._last_error,
+            ),
         )
 
     async def run_source(self) -> None:
@@ -255,42 +235,6 @@ def stagger_phases(device_ids: Sequence[str], period_s: float) -> dict[str, floa
     return {device_id: period_s * i / count for i, device_id in enumerate(device_ids)}
 
 
-class LineUnit(Protocol):
-    """One device on a shared line (an RTU unit): reads go through the line's connection."""
-
-    @property
-    def device_id(self) -> str: ...
-
-    @property
-    def timeout_s(self) -> float:
-        """Longest a failing request can hold the line."""
-        ...
-
-    def tags(self) -> Sequence[Tag]: ...
-
-    async def read(self) -> Sequence[Record]: ...
-
-
-class SharedLine(Protocol):
-    """A connection several devices share (a serial port). Enter opens, exit closes."""
-
-    @property
-    def endpoint(self) -> str: ...
-
-    def units(self) -> Sequence[LineUnit]: ...
-
-    def tags(self) -> Sequence[Tag]: ...
-
-    async def __aenter__(self) -> Self: ...
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None: ...
-
-
 @dataclass(slots=True)
 class _UnitSchedule:
     unit: LineUnit
@@ -300,14 +244,6 @@ class _UnitSchedule:
     polls: int = 0
     errors: int = 0
     degraded: bool = False
-
-
-@dataclass(frozen=True, slots=True)
-class LineUnitStatistics:
-    device: str
-    polls: int
-    errors: int
-    degraded: bool
 
 
 class SharedLineSource:
@@ -352,11 +288,26 @@ class SharedLineSource:
     def name(self) -> str:
         return f"source[{self._line_id}]"
 
-    def statistics(self) -> list[LineUnitStatistics]:
-        return [
-            LineUnitStatistics(s.unit.device_id, s.polls, s.errors, s.degraded)
+    def statistics(self) -> tuple[DeviceStatistics, ...]:
+        return tuple(
+            DeviceStatistics(
+                device=s.unit.device_id,
+                state=self._unit_state(s),
+                reads=s.polls,
+                errors=s.errors,
+                reconnects=0,
+                bad_values=0,
+                skipped_ticks=0,
+                last_latency_s=None,
+                last_error=None,
+            )
             for s in self._schedules.values()
-        ]
+        )
+
+    def _unit_state(self, schedule: _UnitSchedule) -> SourceState:
+        if self.state is not SourceState.POLLING:
+            return self.state  # the line itself is down, starting or stopped
+        return SourceState.DEGRADED if schedule.degraded else SourceState.POLLING
 
     async def run_source(self) -> None:
         """Open the line, poll its units, reopen with backoff, until cancelled."""

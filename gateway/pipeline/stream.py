@@ -18,11 +18,9 @@ once, and logging "reachable" for that would print two lines per retry.
 from __future__ import annotations
 
 import asyncio
-import enum
 import logging
 import random
 from collections.abc import AsyncIterator, Callable, Sequence
-from dataclasses import dataclass
 
 from gateway.core.clock import Clock
 from gateway.core.errors import DeviceUnreachable, DriverError
@@ -30,6 +28,7 @@ from gateway.core.interfaces import Record, StreamingDriver
 from gateway.core.records import Quality, Sample, Tag
 
 # One backoff policy for every source; the lead may move it to its own module.
+from gateway.pipeline.statistics import DeviceStatistics, SourceState
 from gateway.pipeline.supervision import (
     Backoff,
     connect_within,
@@ -41,24 +40,6 @@ from gateway.pipeline.supervision import (
 log = logging.getLogger(__name__)
 
 StreamingDriverFactory = Callable[[], StreamingDriver]
-
-
-class StreamState(enum.StrEnum):
-    STARTING = "starting"
-    STREAMING = "streaming"
-    UNREACHABLE = "unreachable"
-    STOPPED = "stopped"
-
-
-@dataclass(frozen=True, slots=True)
-class StreamStatistics:
-    device: str
-    state: StreamState
-    records: int  # records forwarded to the queue, BAD ones from failures excluded
-    errors: int  # failed connects and broken streams
-    reconnects: int  # recoveries after the device was unreachable
-    bad_values: int  # BAD samples the driver itself produced (malformed, stale)
-    last_error: str | None
 
 
 class StreamingSource:
@@ -85,7 +66,7 @@ class StreamingSource:
         self._backoff = backoff or Backoff()
         self._rng = rng or random.Random()
 
-        self._state = StreamState.STARTING
+        self._state = SourceState.STARTING
         self._records = 0
         self._errors = 0
         self._reconnects = 0
@@ -102,15 +83,19 @@ class StreamingSource:
     def device_id(self) -> str:
         return self._device_id
 
-    def statistics(self) -> StreamStatistics:
-        return StreamStatistics(
-            device=self._device_id,
-            state=self._state,
-            records=self._records,
-            errors=self._errors,
-            reconnects=self._reconnects,
-            bad_values=self._bad_values,
-            last_error=self._last_error,
+    def statistics(self) -> tuple[DeviceStatistics, ...]:
+        return (
+            DeviceStatistics(
+                device=self._device_id,
+                state=self._state,
+                reads=self._records,
+                errors=self._errors,
+                reconnects=self._reconnects,
+                bad_values=self._bad_values,
+                skipped_ticks=0,
+                last_latency_s=None,
+                last_error=self._last_error,
+            ),
         )
 
     async def run_source(self) -> None:
@@ -129,7 +114,7 @@ class StreamingSource:
                     await driver.__aexit__(None, None, None)
                 await self._back_off(tags, failure)
         finally:
-            self._state = StreamState.STOPPED
+            self._state = SourceState.STOPPED
 
     async def _connect(self, driver: StreamingDriver) -> DriverError | None:
         return await connect_within(driver.__aenter__(), self._connect_timeout)
@@ -138,7 +123,7 @@ class StreamingSource:
         stream = driver.records()
         try:
             async for record in stream:
-                if self._state is not StreamState.STREAMING:
+                if self._state is not SourceState.STREAMING:
                     self._on_first_record(driver)
                 self._records += 1
                 if isinstance(record, Sample) and record.quality is Quality.BAD:
@@ -152,7 +137,7 @@ class StreamingSource:
         return DeviceUnreachable("the stream ended")
 
     def _on_first_record(self, driver: StreamingDriver) -> None:
-        if self._state is StreamState.UNREACHABLE:
+        if self._state is SourceState.UNREACHABLE:
             self._reconnects += 1
             log.info(
                 "Device `%s` reachable again after %d %s.",
@@ -162,7 +147,7 @@ class StreamingSource:
             )
         else:
             log.info("Device `%s` streaming from `%s`.", self._device_id, driver.endpoint)
-        self._state = StreamState.STREAMING
+        self._state = SourceState.STREAMING
         self._failures = 0
 
     async def _back_off(self, tags: Sequence[Tag], failure: DriverError) -> None:
@@ -171,9 +156,9 @@ class StreamingSource:
         self._last_error = reason
         delay = self._backoff.delay(self._failures, self._rng)
         self._failures += 1
-        first = self._state is not StreamState.UNREACHABLE
+        first = self._state is not SourceState.UNREACHABLE
         log_outage(log, f"Device `{self._device_id}`", reason, delay, first=first)
-        self._state = StreamState.UNREACHABLE
+        self._state = SourceState.UNREACHABLE
         await publish_bad(self._queue, tags, self._clock.now(), reason)
         await asyncio.sleep(delay)
 

@@ -24,14 +24,12 @@ from typing import Any
 
 from gateway.core.clock import Clock
 from gateway.pipeline.runner import DetectorRunner
-from gateway.pipeline.source import PollingSource, SharedLineSource, SourceStatistics
-from gateway.pipeline.stream import StreamingSource, StreamStatistics
+from gateway.pipeline.sources import Source
 from gateway.store import StateStore, TelemetryStore
 from uplink.service import Uplink
 
 log = logging.getLogger(__name__)
 
-Source = PollingSource | StreamingSource | SharedLineSource
 MAX_REQUEST_BYTES = 8 * 1024
 REQUEST_TIMEOUT_S = 5.0
 _MAX_ERROR_CHARS = 200
@@ -127,38 +125,19 @@ class HealthReport:
 
 
 def _devices(source: Source) -> list[dict[str, Any]]:
-    if isinstance(source, SharedLineSource):
-        return [
-            {
-                "device": unit.device,
-                "state": "degraded" if unit.degraded else "polling",
-                "polls": unit.polls,
-                "errors": unit.errors,
-                "reconnects": 0,
-                "latency_s": None,
-                "last_error": None,
-            }
-            for unit in source.statistics()
-        ]
-    if isinstance(source, PollingSource):
-        polled = source.statistics()
-        stats: SourceStatistics | StreamStatistics = polled
-        polls, latency = polled.polls, polled.last_latency_s
-    else:
-        streamed = source.statistics()
-        stats = streamed
-        polls, latency = streamed.records, None  # a stream has no poll round trip
-    last_error = stats.last_error[:_MAX_ERROR_CHARS] if stats.last_error else None
     return [
         {
             "device": stats.device,
             "state": str(stats.state),
-            "polls": polls,
+            "polls": stats.reads,
             "errors": stats.errors,
             "reconnects": stats.reconnects,
-            "latency_s": round(latency, 6) if latency is not None else None,
-            "last_error": last_error,
+            "latency_s": (
+                round(stats.last_latency_s, 6) if stats.last_latency_s is not None else None
+            ),
+            "last_error": stats.last_error[:_MAX_ERROR_CHARS] if stats.last_error else None,
         }
+        for stats in source.statistics()
     ]
 
 

@@ -11,8 +11,6 @@ from dataclasses import dataclass, field
 
 from gateway.core.records import Priority
 
-HOUR = 3600.0
-DAY = 24 * HOUR
 UNASSIGNED_AREA = "unassigned"
 
 
@@ -22,41 +20,35 @@ class SlaTarget:
     resolve_s: float
 
 
-DEFAULT_SLA: Mapping[Priority, SlaTarget] = {
-    Priority.P0: SlaTarget(5 * 60, HOUR),
-    Priority.P1: SlaTarget(15 * 60, 2 * HOUR),
-    Priority.P2: SlaTarget(HOUR, 8 * HOUR),
-    Priority.P3: SlaTarget(4 * HOUR, 2 * DAY),
-}
-
-
 @dataclass(frozen=True, slots=True)
 class LifecyclePolicy:
-    """The numbers of issue 5; the defaults are the ones the issue names."""
+    """The site's ticket policy in seconds. Its defaults are written once, in the configuration
+    models (`gateway.config.models.TicketingConfig`); `gateway.assembly.ticketing` converts."""
 
-    sla: Mapping[Priority, SlaTarget] = field(default_factory=lambda: dict(DEFAULT_SLA))
+    # Respond-by / resolve-by for every priority.
+    sla: Mapping[Priority, SlaTarget]
     # ISA-18.2 chattering: this many active/clear cycles within the window.
-    chatter_cycles: int = 3
-    chatter_window_s: float = 60.0
+    chatter_cycles: int
+    chatter_window_s: float
     # ISA-18.2 flood: more than `flood_threshold` new conditions per window in one area.
-    flood_threshold: int = 10
-    flood_window_s: float = 600.0
-    flood_end_below: int = 5
-    flood_p0_per_hour: int = 50
+    flood_threshold: int
+    flood_window_s: float
+    flood_end_below: int
+    flood_p0_per_hour: int
+    stale_after_s: float
+    max_shelve_s: float
+    verification_window_s: float
+    verification_tolerance: float
+    reopen_within_s: float
+    recurrence_within_s: float
+    evidence_window_s: float
+    safety_detectors: frozenset[str]
+    cmms_codes: Mapping[str, Mapping[str, str]]
     # An incident publishes a member update at most this often (a storm is hundreds of them).
     incident_update_interval_s: float = 60.0
-    stale_after_s: float = DAY
-    max_shelve_s: float = 8 * HOUR
-    verification_window_s: float = DAY
-    verification_tolerance: float = 0.15
-    reopen_within_s: float = 72 * HOUR
-    recurrence_within_s: float = 30 * DAY
-    evidence_window_s: float = 600.0
-    safety_detectors: frozenset[str] = frozenset()
-    cmms_codes: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
 
     def sla_for(self, priority: Priority) -> SlaTarget:
-        return self.sla.get(priority) or DEFAULT_SLA[priority]
+        return self.sla[priority]
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,6 +67,9 @@ class AssetProfile:
     run_above: float = 0.0
     # The asset's scalar tags: the related tags summarised as ticket evidence.
     tags: tuple[str, ...] = ()
+    # Tags derived by its detectors (vibration features) -> the least rise, in the tag's
+    # unit, that fails verification after a repair; only a rise of these fails.
+    rise_floors: Mapping[str, float] = field(default_factory=dict)
 
     @property
     def flood_area(self) -> str:

@@ -66,13 +66,13 @@ class TicketService:
         encode: MessageEncoder,
         clock: Clock,
         *,
+        policy: LifecyclePolicy,
         condition_policy: ConditionPolicy | None = None,
-        policy: LifecyclePolicy | None = None,
         assets: Mapping[str, AssetProfile] | None = None,
         links: Sequence[Link] = (),
         knowledge: KnowledgeBase | None = None,
     ) -> None:
-        self.policy = policy or LifecyclePolicy()
+        self.policy = policy
         profiles = dict(assets or {})
         for link in links:
             # A link is an asset of its own for routing and the knowledge base (class = kind).

@@ -11,8 +11,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from gateway.ticketing.policy import HOUR
-
+HOUR = 3600.0  # the maintenance organisations count tickets per clock hour
 MAX_UNSAVED = 10_000
 
 

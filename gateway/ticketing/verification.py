@@ -3,7 +3,7 @@ asset for a window of *running* time and compare its tags with the pre-fault bas
 
 Scalar tags keep the plain rule: the mean after within `verification_tolerance` of the mean
 before, either way, with a floor of as many units. The vibration features the detector derives
-from a waveform tag (`<waveform tag id>.<feature>`, see `VIBRATION_FEATURE_FLOORS`) are judged
+from a waveform tag (declared by the detector with a rise floor, `DerivedTag`) are judged
 as vibration is: only a rise fails (a repaired machine may well run quieter than before the
 fault), by more than the same relative tolerance or, for small baselines, by more than a floor
 in the feature's own units, above what block-to-block scatter of a healthy machine gives.
@@ -13,23 +13,11 @@ Pure bookkeeping fed with samples; the ticket service decides what to publish.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from gateway.core.records import Sample
 from gateway.ticketing.evidence import Tolerance, compare_to_baseline
-
-# The features a vibration rule derives per waveform tag (tag id `<waveform tag>.<feature>`)
-# and the least rise that fails verification, in the feature's units: ISO 20816 velocity zone
-# boundaries are 0.7 mm/s apart at the low end; acceleration and the shape factors (crest
-# factor ~3, kurtosis 3 for a healthy machine) scatter by about these amounts between blocks.
-VIBRATION_FEATURE_FLOORS: dict[str, float] = {
-    "velocity_rms_mm_s": 0.3,
-    "accel_rms_g": 0.02,
-    "accel_peak_g": 0.1,
-    "crest_factor": 0.3,
-    "kurtosis": 0.5,
-}
-VIBRATION_FEATURES: tuple[str, ...] = tuple(VIBRATION_FEATURE_FLOORS)
 
 # A gap between samples longer than this is not counted as running time (a stopped poller).
 MAX_STEP_S = 60.0
@@ -66,19 +54,20 @@ class VerificationWatch:
     def after_means(self) -> dict[str, float]:
         return {tag: self.sums[tag] / n for tag, n in self.counts.items() if n}
 
-    def verdict(self, tolerance: float) -> tuple[bool, dict[str, dict[str, float | bool]]]:
+    def verdict(
+        self, tolerance: float, rise_floors: Mapping[str, float]
+    ) -> tuple[bool, dict[str, dict[str, float | bool]]]:
         return compare_to_baseline(
-            self.baseline, self.after_means(), lambda tag: tolerance_for(tag, tolerance)
+            self.baseline,
+            self.after_means(),
+            lambda tag: tolerance_for(tag, tolerance, rise_floors),
         )
 
 
-def vibration_feature_tags(waveform_tag: str) -> tuple[str, ...]:
-    """The derived tags of a waveform tag, as the vibration detector names its samples."""
-    return tuple(f"{waveform_tag}.{feature}" for feature in VIBRATION_FEATURES)
-
-
-def tolerance_for(tag: str, relative: float) -> Tolerance:
-    floor = VIBRATION_FEATURE_FLOORS.get(tag.rsplit(".", 1)[-1])
+def tolerance_for(tag: str, relative: float, rise_floors: Mapping[str, float]) -> Tolerance:
+    """A derived tag (its detector declared a rise floor) fails only on a rise; any other
+    tag on a change either way, with a floor of `relative` units."""
+    floor = rise_floors.get(tag)
     if floor is None:
         return Tolerance(relative, relative)
     return Tolerance(relative, floor, rise_only=True)

@@ -70,7 +70,9 @@ class RepairVerifier:
         del ledger.watches[key]
         if ticket is None or ticket.state is not TicketState.VERIFYING:
             return
-        passed, figures = watch.verdict(ledger.policy.verification_tolerance)
+        passed, figures = watch.verdict(
+            ledger.policy.verification_tolerance, ledger.profile(watch.asset).rise_floors
+        )
         passed = passed and not reraised
         now = ledger.clock.now()
         detail = {

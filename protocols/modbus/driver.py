@@ -40,8 +40,8 @@ from protocols.modbus.config import (
     ModbusTcpConnection,
     RegisterTable,
 )
-from protocols.modbus.plan import ReadRequest, describe_plan
-from protocols.modbus.points import Answer, PointDecoder, ReadPlan, make_plan
+from protocols.modbus.plan import ReadRequest
+from protocols.modbus.points import Answer, PointDecoder, plan_for
 
 log = logging.getLogger(__name__)
 
@@ -64,23 +64,6 @@ EXCEPTION_NAMES: dict[int, str] = {
     10: "gateway path unavailable",
     11: "gateway target device failed to respond",
 }
-
-
-def plan_for(points: Sequence[ModbusPoint], limits: ModbusLimits) -> ReadPlan:
-    """The read plan of a device with these points and connection limits."""
-    return make_plan(
-        points,
-        max_registers=limits.max_registers_per_read,
-        max_bits=limits.max_bits_per_read,
-        max_gap=limits.max_register_gap,
-    )
-
-
-def log_read_plan(device_id: str, points: Sequence[ModbusPoint], limits: ModbusLimits) -> str:
-    """Log the read plan of one device once at start (issue 3) and return the summary."""
-    summary = describe_plan(plan_for(points, limits).all_requests)
-    log.info("Device `%s` read plan: %s.", device_id, summary)
-    return summary
 
 
 FetchFn = Callable[[RegisterTable, int, int], Awaitable[list[int]]]

@@ -11,6 +11,7 @@ sample whose reason names the code: the device reports a state nobody configured
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -22,18 +23,22 @@ from gateway.core.records import Quality, Sample, Tag, Waveform
 from protocols.modbus.config import (
     DataType,
     DeadbandMode,
+    ModbusLimits,
     ModbusPoint,
     RegisterTable,
     WordOrder,
 )
 from protocols.modbus.decode import DecodeError, decode, decode_bit, decode_raw, decode_string
-from protocols.modbus.plan import ReadRequest, Span, plan_block, plan_reads
+from protocols.modbus.plan import ReadRequest, Span, describe_plan, plan_block, plan_reads
 
 if TYPE_CHECKING:
     import numpy as np
 
 # An answer per planned request: the registers (or bits as 0/1), or the reason it failed.
 Answer = list[int] | str
+
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,6 +80,23 @@ def make_plan(
         if p.waveform is not None
     )
     return ReadPlan(remapped, waveforms)
+
+
+def plan_for(points: Sequence[ModbusPoint], limits: ModbusLimits) -> ReadPlan:
+    """The read plan of a device with these points and connection limits."""
+    return make_plan(
+        points,
+        max_registers=limits.max_registers_per_read,
+        max_bits=limits.max_bits_per_read,
+        max_gap=limits.max_register_gap,
+    )
+
+
+def log_read_plan(device_id: str, points: Sequence[ModbusPoint], limits: ModbusLimits) -> str:
+    """Log the read plan of one device once at start (issue 3) and return the summary."""
+    summary = describe_plan(plan_for(points, limits).all_requests)
+    log.info("Device `%s` read plan: %s.", device_id, summary)
+    return summary
 
 
 def check_points(points: Sequence[ModbusPoint]) -> list[str]:

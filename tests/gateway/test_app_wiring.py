@@ -1,14 +1,24 @@
-"""The composition root's pure builders: tags per device, stagger, detectors."""
+"""The assembly's pure builders: tags per device, detectors, asset profiles."""
 
 from __future__ import annotations
 
-from gateway.app import asset_profiles, build_detectors, device_tags
-from gateway.config.models import DeviceConfig
+from pathlib import Path
+
+from detectors import RULES
+from gateway.assembly.detectors import build_detectors
+from gateway.assembly.plant import ConfiguredDevice, configured_devices
+from gateway.assembly.ticketing import asset_profiles
+from gateway.config.models import DeviceConfig, device_model
 from gateway.core.records import TagKind
+from protocols import PROTOCOLS
+
+
+def configured(*devices: DeviceConfig) -> list[ConfiguredDevice]:
+    return configured_devices([(Path(f"devices/{d.id}.yaml"), d) for d in devices], PROTOCOLS)
 
 
 def modbus_device() -> DeviceConfig:
-    return DeviceConfig.model_validate(
+    return device_model().model_validate(
         {
             "id": "comp-1",
             "connection": {"protocol": "modbus_tcp", "host": "127.0.0.1"},
@@ -26,7 +36,8 @@ def modbus_device() -> DeviceConfig:
 
 
 def test_modbus_tags_carry_kind_and_leave_out_text_points():
-    tags = {tag.id: tag for tag in device_tags(modbus_device())}
+    [device] = configured(modbus_device())
+    tags = {tag.id: tag for tag in device.tags}
     assert set(tags) == {"comp-1.temp", "comp-1.state", "comp-1.rate", "comp-1.accel"}
     assert tags["comp-1.state"].kind is TagKind.STATE
     assert tags["comp-1.accel"].kind is TagKind.WAVEFORM
@@ -34,25 +45,25 @@ def test_modbus_tags_carry_kind_and_leave_out_text_points():
 
 
 def test_a_threshold_rule_becomes_a_detector_on_its_full_tag_id():
-    [detector] = build_detectors([modbus_device()])
+    [detector] = build_detectors(configured(modbus_device()), RULES)
     assert detector.inputs == frozenset({"comp-1.temp"})
 
 
 def test_an_asset_described_by_two_files_takes_each_field_from_the_file_that_sets_it():
     # The PLC file gives the routing, the sensor file the run signal; neither wins wholesale.
-    plc = DeviceConfig.model_validate(
+    plc = device_model().model_validate(
         {"id": "press-3", "asset": {"class": "press", "area": "hall-2", "skill": "hydraulics"},
          "connection": {"protocol": "modbus_tcp", "host": "127.0.0.1"},
          "points": [{"name": "oil_temp", "address": 0}]}
     )  # fmt: skip
-    sensor = DeviceConfig.model_validate(
+    sensor = device_model().model_validate(
         {"id": "press-3-vib", "asset": {"id": "press-3", "line": "l4", "run_signal": "speed",
                                         "run_above": 5},
          "connection": {"protocol": "modbus_tcp", "host": "127.0.0.1", "port": 5021},
          "points": [{"name": "speed", "address": 0}]}
     )  # fmt: skip
     for devices in ([plc, sensor], [sensor, plc]):
-        profile = asset_profiles(devices)["press-3"]
+        profile = asset_profiles(configured(*devices))["press-3"]
         assert (profile.asset_class, profile.area, profile.line, profile.skill) == (
             "press", "hall-2", "l4", "hydraulics",
         )  # fmt: skip

@@ -62,7 +62,7 @@ def test_no_command_prints_usage_and_exits_64(capsys: pytest.CaptureFixture[str]
 async def test_stopping_cancels_again_a_task_that_swallowed_the_first_cancel():
     import asyncio
 
-    from gateway import app
+    from gateway.runtime import tasks
 
     swallowed = 0
 
@@ -78,10 +78,10 @@ async def test_stopping_cancels_again_a_task_that_swallowed_the_first_cancel():
 
     task = asyncio.create_task(stubborn(), name="source[stubborn]")
     await asyncio.sleep(0)
-    original = app.CANCEL_RETRY_S
-    app.CANCEL_RETRY_S = 0.05
+    original = tasks.CANCEL_RETRY_S
+    tasks.CANCEL_RETRY_S = 0.05
     try:
-        await asyncio.wait_for(app._cancel([task]), 2)
+        await asyncio.wait_for(tasks.cancel_and_wait([task]), 2)
     finally:
-        app.CANCEL_RETRY_S = original
+        tasks.CANCEL_RETRY_S = original
     assert task.cancelled() and swallowed == 1

@@ -11,7 +11,7 @@ import pytest
 from detectors.threshold import ThresholdDetector
 from gateway.core.clock import ManualClock
 from gateway.core.interfaces import Record
-from gateway.core.records import Finding, Sample
+from gateway.core.records import FaultCode, Finding, Sample
 from gateway.pipeline.runner import DetectorRunner
 
 TAG = "press-3.oil_temp"
@@ -138,3 +138,39 @@ async def test_features_derived_from_a_waveform_are_stored_like_measured_samples
     assert all(s.ts == 42.0 for s in derived)
     assert by_tag["pump-1.vib.accel_rms_g"].value == pytest.approx(0.0367, rel=0.05)
     assert runner.statistics().samples_stored == 5
+
+
+class BrokenDetector:
+    """A detector whose update raises, on a tag of a device whose id is not the asset's."""
+
+    name = "pump-1-vib.spectrum"
+    asset = "pump-1"
+    derived_tags = ()
+    inputs = frozenset({"pump-1-vib.accel"})
+
+    def update(self, record: Record) -> list[Finding]:
+        raise ZeroDivisionError("a bug")
+
+
+async def test_a_failing_detector_is_disabled_and_reported_under_its_own_asset() -> None:
+    queue: asyncio.Queue[Record] = asyncio.Queue(maxsize=100)
+    sinks = Sinks()
+    runner = DetectorRunner(
+        queue, [BrokenDetector()], sinks.on_finding, sinks.store, ManualClock()
+    )
+    task = asyncio.create_task(runner.run_detectors(), name="detectors")
+    try:
+        queue.put_nowait(Sample("pump-1-vib.accel", 10.0, 0.5))
+        queue.put_nowait(Sample("pump-1-vib.accel", 11.0, 0.6))
+        await wait_until_taken(queue)
+        await runner.drain()
+    finally:
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+    # One finding, for the asset the detector watches (not the device id `pump-1-vib`),
+    # and the disabled detector sees no second record.
+    assert [(f.asset, f.fault_code, f.detector) for f in sinks.findings] == [
+        ("pump-1", FaultCode.DETECTOR_FAILED, "pump-1-vib.spectrum")
+    ]
+    assert runner.statistics().detectors_disabled == 1

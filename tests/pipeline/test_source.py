@@ -23,7 +23,8 @@ from gateway.core.clock import ManualClock
 from gateway.core.errors import DeviceUnreachable
 from gateway.core.interfaces import Record
 from gateway.core.records import Quality, Sample, Tag
-from gateway.pipeline.source import Backoff, PollingSource, SourceState
+from gateway.pipeline.source import Backoff, PollingSource
+from gateway.pipeline.statistics import SourceState
 from simulator.modbus_server import ResponseFault
 from simulator.pump import PUMP_POINTS, pump_registers
 from tests.support.modbus import ModbusSimServer, make_driver, unused_port, wait_until
@@ -71,7 +72,7 @@ async def running(source: PollingSource) -> AsyncIterator[asyncio.Task[None]]:
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
-        assert source.statistics().state is SourceState.STOPPED
+        assert source.statistics()[0].state is SourceState.STOPPED
 
 
 async def next_sample(queue: asyncio.Queue[Record]) -> Sample:
@@ -158,14 +159,14 @@ async def test_polls_at_a_fixed_rate_and_stamps_with_the_injected_clock():
                 await take_until(queue, lambda s: s.tag == "pump-1.run_state")
             last = await take_until(queue, lambda s: s.tag == "pump-1.run_state")
             elapsed = loop.time() - started
-        stats = source.statistics()
+        stats = source.statistics()[0]
     assert {s.tag for s in first} == PUMP_TAGS
     assert {s.ts for s in first} == {2_000.0}
     assert all(is_good(s) for s in first)
     assert {s.ts for s in last} == {2_001.0}
     # Five more polls at 50 ms cannot arrive in less than about four periods.
     assert 0.19 <= elapsed < 3.0
-    assert stats.polls >= 5
+    assert stats.reads >= 5
     assert stats.errors == 0
     assert stats.last_latency_s is not None and 0 <= stats.last_latency_s < 0.5
 
@@ -180,7 +181,7 @@ async def test_device_that_disappears_and_comes_back(caplog):
     try:
         async with running(source):
             await take_until(queue, is_good)
-            assert source.statistics().state is SourceState.POLLING
+            assert source.statistics()[0].state is SourceState.POLLING
 
             await server.stop()
             gone = await take_until(queue, is_bad)
@@ -189,14 +190,14 @@ async def test_device_that_disappears_and_comes_back(caplog):
             assert all(is_bad(s) and s.value is None for s in bad_batch)
             assert "connection lost" in (bad_batch[0].reason or "")
             # Keep failing for a while: retries get "connection refused", still BAD samples.
-            while source.statistics().errors < 3:
+            while source.statistics()[0].errors < 3:
                 assert all(is_bad(s) for s in await take_until(queue, is_bad))
-            assert source.statistics().state is SourceState.UNREACHABLE
+            assert source.statistics()[0].state is SourceState.UNREACHABLE
 
             await server.start()  # same port
             back = await take_until(queue, is_good)
-            await wait_until(lambda: source.statistics().state is SourceState.POLLING)
-            stats = source.statistics()
+            await wait_until(lambda: source.statistics()[0].state is SourceState.POLLING)
+            stats = source.statistics()[0]
     finally:
         await server.stop()
 
@@ -224,10 +225,10 @@ async def test_connection_refused_at_start_gives_bad_samples_and_keeps_trying(ca
             first = await take_until(queue, is_bad)
             assert first[0].reason == "connection refused"
             assert first[0].ts == ManualClock().now()
-            while source.statistics().errors < 3:
+            while source.statistics()[0].errors < 3:
                 await take_until(queue, is_bad)
             assert not task.done()
-            assert source.statistics().last_error == "connection refused"
+            assert source.statistics()[0].last_error == "connection refused"
 
             await server.start()
             await take_until(queue, is_good)
@@ -253,7 +254,7 @@ async def test_hanging_device_times_out_into_bad_samples_then_recovers(caplog):
             server.fault = ResponseFault.NONE
             await take_until(queue, is_good)
     assert len(source_lines(caplog, logging.WARNING)) == 1
-    assert source.statistics().reconnects == 1
+    assert source.statistics()[0].reconnects == 1
 
 
 async def test_exception_answers_are_bad_values_not_an_outage(caplog):
@@ -266,7 +267,7 @@ async def test_exception_answers_are_bad_values_not_an_outage(caplog):
             server.exception_code = 4
             bad = await take_until(queue, is_bad)
             assert "exception 4 (server device failure)" in (bad[-1].reason or "")
-            stats = source.statistics()
+            stats = source.statistics()[0]
     assert stats.state is SourceState.POLLING
     assert stats.errors == 0 and stats.bad_values >= 1
     assert source_lines(caplog, logging.WARNING) == []
@@ -353,7 +354,7 @@ async def test_overrun_skips_ticks_and_never_overlaps():
     gaps = [b - a for a, b in itertools.pairwise(log.starts)]
     assert all(g >= 0.07 for g in gaps)  # the next poll waits for the previous one
     # Each 70 ms read overruns the 30 ms period; the missed ticks are skipped, not run late.
-    assert source.statistics().skipped_ticks >= len(gaps)
+    assert source.statistics()[0].skipped_ticks >= len(gaps)
     assert log.exits == 1
 
 
@@ -385,7 +386,7 @@ async def test_a_bug_in_a_driver_propagates_and_still_closes_it():
     with pytest.raises(KeyError):
         await source.run_source()
     assert log.exits == 1
-    assert source.statistics().state is SourceState.STOPPED
+    assert source.statistics()[0].state is SourceState.STOPPED
 
 
 async def test_driver_errors_from_the_interface_are_retried_not_raised():
@@ -400,7 +401,7 @@ async def test_driver_errors_from_the_interface_are_retried_not_raised():
         bad = await take_until(queue, lambda s: s.tag == "s.t1")
         await wait_until(lambda: log.exits >= 3)
     assert [(s.tag, s.reason) for s in bad] == [("s.t0", "gone"), ("s.t1", "gone")]
-    assert source.statistics().errors >= 3
+    assert source.statistics()[0].errors >= 3
 
 
 def test_stagger_phases_spread_devices_evenly_over_the_period():

@@ -22,7 +22,8 @@ from gateway.core.errors import BadResponse, ConfigError, DeviceUnreachable, Dri
 from gateway.core.interfaces import Record
 from gateway.core.records import Quality, Sample, Tag
 from gateway.pipeline.source import Backoff
-from gateway.pipeline.stream import StreamingSource, StreamState
+from gateway.pipeline.statistics import SourceState
+from gateway.pipeline.stream import StreamingSource
 from protocols.can.config import CanConnection, CanSignal
 from protocols.can.driver import CanDriver
 from simulator.can_bus import DEMO_DBC, CanMachine
@@ -140,7 +141,7 @@ async def test_failures_give_bad_samples_one_warning_and_one_recovery_line(
     task = asyncio.create_task(source.run_source(), name=source.name)
     try:
         records = await _get(queue, 6)
-        stats = source.statistics()
+        stats = source.statistics()[0]
     finally:
         await _stop(task)
 
@@ -156,8 +157,8 @@ async def test_failures_give_bad_samples_one_warning_and_one_recovery_line(
     infos = [r.getMessage() for r in caplog.records if r.levelno == logging.INFO]
     assert warnings == ["Device `dev` unreachable: connection refused; retrying in 0 s."]
     assert infos == ["Device `dev` reachable again after 2 attempts."]
-    assert (stats.state, stats.errors, stats.reconnects, stats.records) == (
-        StreamState.STREAMING, 2, 1, 2
+    assert (stats.state, stats.errors, stats.reconnects, stats.reads) == (
+        SourceState.STREAMING, 2, 1, 2
     )
     assert stats.last_error == "bus-off"
     # Every driver is exited, also the one whose enter failed; the open stream is closed.
@@ -166,7 +167,7 @@ async def test_failures_give_bad_samples_one_warning_and_one_recovery_line(
         "enter", "records closed", "exit",
         "enter", "records closed", "exit",
     ]
-    assert source.statistics().state is StreamState.STOPPED
+    assert source.statistics()[0].state is SourceState.STOPPED
 
 
 async def test_first_connection_logs_streaming_and_no_warning(
@@ -197,7 +198,7 @@ async def test_a_stream_that_ends_is_retried_as_unreachable() -> None:
     assert [(r.value, r.reason) for r in records] == [
         (1.0, None), (None, "the stream ended"), (None, "the stream ended"), (2.0, None)
     ]
-    assert source.statistics().reconnects == 1
+    assert source.statistics()[0].reconnects == 1
 
 
 async def test_enter_that_hangs_times_out_as_device_timeout() -> None:
@@ -235,7 +236,7 @@ async def test_full_queue_makes_the_source_wait_and_cancel_still_cleans_up() -> 
     await _wait_until(queue.full)
     await asyncio.sleep(0.02)  # the source is now blocked on put
     assert queue.qsize() == 2
-    assert source.statistics().records == 3  # two queued, one waiting to be put
+    assert source.statistics()[0].reads == 3  # two queued, one waiting to be put
     await _stop(task)
     assert events == ["enter", "records closed", "exit"]
 
@@ -272,7 +273,7 @@ async def test_real_can_driver_bus_off_then_recovery() -> None:
                 records += await _get(queue, 1)
             bad = records[-2:]
             async with asyncio.timeout(3.0):
-                while source.statistics().reconnects == 0:
+                while source.statistics()[0].reconnects == 0:
                     machine.send("MotorData")
                     await asyncio.sleep(0.01)
         finally:
@@ -282,5 +283,5 @@ async def test_real_can_driver_bus_off_then_recovery() -> None:
         ("m.speed", "CAN channel `virtual:" + channel + "` is bus-off"),
         ("m.winding", "CAN channel `virtual:" + channel + "` is bus-off"),
     ]
-    assert source.statistics().state is StreamState.STOPPED
+    assert source.statistics()[0].state is SourceState.STOPPED
     assert not [t for t in threading.enumerate() if t.name.startswith("can-recv")]

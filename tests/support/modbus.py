@@ -48,10 +48,8 @@ def connection(port: int, **overrides: object) -> ModbusTcpConnection:
 
 def tags_for(device_id: str, points: Sequence[ModbusPoint]) -> list[Tag]:
     return [
-        Tag(id=f"{device_id}.{p.name}", asset=device_id, unit=p.unit, scale=p.scale,
-            offset=p.offset)
-        for p in points
-    ]  # fmt: skip
+        Tag(id=f"{device_id}.{p.name}", asset=device_id, unit=p.unit) for p in points
+    ]
 
 
 def make_driver(

@@ -156,8 +156,6 @@ def tags_for(device_id: str, nodes: Sequence[OpcUaNode]) -> list[Tag]:
             asset=device_id,
             unit=n.unit,
             kind=TagKind(n.kind.value),
-            scale=n.scale,
-            offset=n.offset,
         )
         for n in nodes
     ]

@@ -12,6 +12,7 @@ from gateway.store import StateStore
 from gateway.ticketing.commands import TicketCommands
 from gateway.ticketing.policy import AssetProfile, LifecyclePolicy
 from gateway.ticketing.service import TicketService
+from tests.ticketing.policies import default_policy
 from tests.uplink.helpers import TOPICS
 from uplink.events import make_ticket_encoder, source_urn
 
@@ -27,7 +28,7 @@ class Gateway:
         policy: LifecyclePolicy | None = None,
     ) -> None:
         self.path, self.clock = path, clock
-        self.assets, self.policy = dict(assets), policy
+        self.assets, self.policy = dict(assets), policy or default_policy()
         self.store: StateStore | None = None
 
     async def boot(self) -> None:

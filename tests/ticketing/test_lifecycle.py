@@ -13,9 +13,10 @@ from gateway.core.interfaces import Command
 from gateway.core.records import Sample, TicketState
 from gateway.store import StateStore
 from gateway.ticketing.commands import TicketCommands
-from gateway.ticketing.policy import AssetProfile, LifecyclePolicy
+from gateway.ticketing.policy import AssetProfile
 from gateway.ticketing.service import TicketService
 from tests.ticketing.findings import hot
+from tests.ticketing.policies import default_policy
 from tests.uplink.helpers import TOPICS
 from uplink.events import make_ticket_encoder, source_urn
 
@@ -27,7 +28,7 @@ ASSETS = {
         tags=("pump-1.temp", "pump-1.speed"),
     )
 }
-POLICY = LifecyclePolicy(verification_window_s=600.0)
+POLICY = default_policy(verification_window_s=600.0)
 
 
 class Site:

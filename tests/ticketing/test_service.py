@@ -21,6 +21,7 @@ from gateway.core.records import (
 )
 from gateway.store import StateStore
 from gateway.ticketing import ConditionPolicy, TicketService
+from tests.ticketing.policies import default_policy
 
 T0 = 1_714_521_600.0  # 2024-05-01T00:00:00Z
 SITE, GATEWAY = "plant1", "edge1"
@@ -81,7 +82,7 @@ async def store(tmp_path, clock):
 
 @pytest.fixture
 async def service(store, encoder, clock) -> TicketService:
-    svc = TicketService(SITE, GATEWAY, store, encoder, clock)
+    svc = TicketService(SITE, GATEWAY, store, encoder, clock, policy=default_policy())
     await svc.start()
     return svc
 
@@ -168,7 +169,7 @@ async def test_a_quiet_repeat_travels_with_the_next_reported_change(service, sto
 
 
 async def test_one_open_ticket_per_key_across_a_restart(tmp_path, store, encoder, clock):
-    first = TicketService(SITE, GATEWAY, store, encoder, clock)
+    first = TicketService(SITE, GATEWAY, store, encoder, clock, policy=default_policy())
     await first.start()
     await first.on_finding(finding(T0 + 1))
     await store.close()
@@ -176,7 +177,7 @@ async def test_one_open_ticket_per_key_across_a_restart(tmp_path, store, encoder
     clock.advance(600)
     reopened = await StateStore.open(tmp_path / "state.db", clock=clock)
     try:
-        second = TicketService(SITE, GATEWAY, reopened, encoder, clock)
+        second = TicketService(SITE, GATEWAY, reopened, encoder, clock, policy=default_policy())
         await second.start()
         assert second.statistics().open_tickets == 1
         await second.on_finding(finding(T0 + 601, value=87.0))
@@ -234,7 +235,9 @@ async def test_a_refused_commit_changes_nothing_and_can_be_retried(service, stor
 
 async def test_condition_delays_of_the_service_with_timers(store, encoder, clock):
     policy = ConditionPolicy(on_delay_s=10.0, off_delay_s=5.0)
-    svc = TicketService(SITE, GATEWAY, store, encoder, clock, condition_policy=policy)
+    svc = TicketService(
+        SITE, GATEWAY, store, encoder, clock, policy=default_policy(), condition_policy=policy
+    )
     await svc.start()
     await svc.on_finding(finding(T0))
     assert svc.condition(KEY).state is ConditionState.PENDING
@@ -257,6 +260,6 @@ async def test_condition_delays_of_the_service_with_timers(store, encoder, clock
 
 
 async def test_findings_before_start_are_a_programming_error(store, encoder, clock):
-    svc = TicketService(SITE, GATEWAY, store, encoder, clock)
+    svc = TicketService(SITE, GATEWAY, store, encoder, clock, policy=default_policy())
     with pytest.raises(RuntimeError, match="start"):
         await svc.on_finding(finding(T0))

@@ -10,13 +10,17 @@ from pathlib import Path
 
 import pytest
 
-from gateway.app import asset_profiles
+from detectors.vibration.detector import SAMPLE_FEATURES as VIBRATION_FEATURES
+from gateway.assembly.detectors import build_detectors
+from gateway.assembly.plant import configured_devices
+from gateway.assembly.ticketing import asset_profiles
 from gateway.config.loader import load_config
 from gateway.core.clock import ManualClock
 from gateway.core.records import FaultCode, Finding, Priority, Sample, TicketState
 from gateway.ticketing.evidence import Tolerance, compare_to_baseline
-from gateway.ticketing.policy import LifecyclePolicy
-from gateway.ticketing.verification import VIBRATION_FEATURES, tolerance_for
+from gateway.ticketing.policy import AssetProfile
+from gateway.ticketing.verification import tolerance_for
+from tests.ticketing.policies import default_policy
 from tests.ticketing.restart import Gateway
 
 T0 = 1_714_521_600.0
@@ -54,19 +58,24 @@ STILL_BAD = {
 }
 
 
-def test_the_profile_built_from_config_holds_the_features_of_each_vibration_rule():
+def site_profiles() -> dict[str, AssetProfile]:
     loaded = load_config(CONFIG)
-    profile = asset_profiles([d for _, d in loaded.devices])["pump-1"]
+    devices = configured_devices(loaded.devices, loaded.protocols)
+    return asset_profiles(devices, build_detectors(devices, loaded.rules))
+
+
+def test_the_profile_built_from_config_holds_the_features_of_each_vibration_rule():
+    profile = site_profiles()["pump-1"]
     features = [t for t in profile.tags if t.startswith(f"{WAVEFORM}.")]
     assert features == [f"{WAVEFORM}.{f}" for f in VIBRATION_FEATURES]
     assert "pump-1-vib.speed" in profile.tags and "pump-1.bearing_temp" in profile.tags
     assert WAVEFORM not in profile.tags  # the raw waveform is never a related tag
 
 
-def test_the_feature_names_are_the_ones_the_vibration_detector_emits():
-    from detectors.vibration.detector import SAMPLE_FEATURES
-
-    assert set(VIBRATION_FEATURES) == set(SAMPLE_FEATURES)
+def test_the_rise_floors_are_declared_for_exactly_the_features_the_detector_emits():
+    floors = site_profiles()["pump-1"].rise_floors
+    assert set(floors) == {f"{WAVEFORM}.{f}" for f in VIBRATION_FEATURES}
+    assert floors[f"{WAVEFORM}.velocity_rms_mm_s"] == 0.3  # mm/s, under the 0.7 mm/s zone step
 
 
 @pytest.mark.parametrize(
@@ -87,8 +96,9 @@ def test_the_feature_names_are_the_ones_the_vibration_detector_emits():
     ],
 )
 def test_tolerance_per_tag(tag: str, before: float, after: float, within: bool):
+    floors = site_profiles()["pump-1"].rise_floors
     passed, figures = compare_to_baseline(
-        {tag: before}, {tag: after}, lambda t: tolerance_for(t, 0.15)
+        {tag: before}, {tag: after}, lambda t: tolerance_for(t, 0.15, floors)
     )
     assert passed is within
     assert figures[tag] == {"before": before, "after": after, "within": within}
@@ -134,9 +144,8 @@ class Pump:
 
 @pytest.fixture
 async def pump(tmp_path: Path):
-    loaded = load_config(CONFIG)
-    profiles = asset_profiles([d for _, d in loaded.devices])
-    policy = LifecyclePolicy(verification_window_s=600.0)
+    profiles = site_profiles()
+    policy = default_policy(verification_window_s=600.0)
     gw = Gateway(tmp_path / "state.db", ManualClock(T0), profiles, policy)
     await gw.boot()
     yield Pump(gw)

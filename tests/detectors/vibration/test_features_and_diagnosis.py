@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from detectors.vibration import BadSignal, BearingCatalogue, Zone, diagnose
+from detectors.vibration import BadSignal, BearingCatalogue, Zone
+from detectors.vibration.diagnose import diagnose
 from detectors.vibration.envelope import Band, envelope_spectrum, prewhiten
 from detectors.vibration.features import time_features
 from detectors.vibration.spectrum import block_spectra, velocity_rms_mm_s

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from gateway.config.models import DeviceConfig
+from gateway.config.models import device_model
 from gateway.core.clock import ManualClock
 from gateway.core.errors import BadResponse, DeviceTimeout, DeviceUnreachable
 from gateway.core.records import Quality, Sample
@@ -222,7 +222,7 @@ def test_points_and_tags_must_match():
 
 
 async def test_reads_the_example_pump_as_configured_in_configs():
-    device = DeviceConfig.model_validate(
+    device = device_model().model_validate(
         yaml.safe_load((REPO / "configs" / "devices" / "pump-1.yaml").read_text())
     )
     assert tuple(device.points) == PUMP_POINTS  # simulator and example config agree

@@ -11,8 +11,7 @@ from gateway.core.errors import DeviceTimeout
 from gateway.core.records import Quality, Sample, Waveform
 from protocols.modbus.config import DataType, ModbusPoint, RegisterTable
 from protocols.modbus.decode import encode_string
-from protocols.modbus.driver import log_read_plan
-from protocols.modbus.points import check_points
+from protocols.modbus.points import check_points, log_read_plan
 from simulator.modbus_server import ResponseFault
 from simulator.pump import pump_registers, type_pattern_points
 from tests.support.modbus import ModbusSimServer, RegisterMap, make_driver, point
@@ -94,7 +93,7 @@ async def test_reads_bits_strings_states_and_a_waveform_in_one_poll():
 
 
 def test_read_plan_is_few_requests_and_logged(caplog):
-    caplog.set_level("INFO", logger="protocols.modbus.driver")
+    caplog.set_level("INFO", logger="protocols.modbus")
     conn = make_driver(1, MIXED_POINTS)._connection
     summary = log_read_plan("dev", MIXED_POINTS, conn)
     # coils 0..40 in one read, discrete 16..17 in one, holding 0..7 in one, and the waveform

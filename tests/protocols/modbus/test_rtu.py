@@ -12,6 +12,7 @@ import pytest
 from gateway.core.clock import ManualClock
 from gateway.core.records import Quality, Sample
 from gateway.pipeline.source import Backoff, SharedLineSource
+from gateway.pipeline.statistics import SourceState
 from protocols.modbus.config import RegisterTable
 from protocols.modbus.driver import ModbusRtuLine
 from protocols.modbus.line import RtuLineGroup, group_rtu_devices
@@ -98,18 +99,22 @@ async def test_a_dead_unit_is_degraded_and_the_live_one_stays_on_time(line_ends)
         )
         task = asyncio.create_task(source.run_source(), name=source.name)
         try:
-            await wait_until(lambda: any(s.degraded for s in source.statistics()), within_s=3)
+            degraded = SourceState.DEGRADED
+            await wait_until(
+                lambda: any(s.state is degraded for s in source.statistics()), within_s=3
+            )
             # Once the dead unit is degraded, the live one is polled on its period.
-            before = {s.device: s.polls for s in source.statistics()}["live"]
+            before = {s.device: s.reads for s in source.statistics()}["live"]
             await asyncio.sleep(0.1 * 10)
             stats = {s.device: s for s in source.statistics()}
         finally:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
-    live_polls = stats["live"].polls - before
+    live_polls = stats["live"].reads - before
     assert live_polls >= 8  # 10 periods; generous for 2 busy cores
-    assert stats["dead"].degraded
+    assert stats["dead"].state is SourceState.DEGRADED
+    assert stats["live"].state is SourceState.POLLING
     assert stats["dead"].errors <= 4  # 2 to degrade, then probes on a 1 s backoff
     unit_ids = {r.unit_id for r in server.requests}
     assert unit_ids == {1, 9}

@@ -108,4 +108,4 @@ async def test_streaming_source_survives_a_server_restart(plant: ThreadedServer)
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
-    assert source.statistics().reconnects >= 1
+    assert source.statistics()[0].reconnects >= 1

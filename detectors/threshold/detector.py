@@ -29,7 +29,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from gateway.core.interfaces import Record
-from gateway.core.records import FaultCode, Finding, Priority, Quality, Sample
+from gateway.core.records import DerivedTag, FaultCode, Finding, Priority, Quality, Sample
 
 
 class Direction(enum.Enum):
@@ -131,6 +131,14 @@ class ThresholdDetector:
     @property
     def name(self) -> str:
         return self._name
+
+    @property
+    def asset(self) -> str:
+        return self._asset
+
+    @property
+    def derived_tags(self) -> tuple[DerivedTag, ...]:
+        return ()
 
     @property
     def inputs(self) -> frozenset[str]:

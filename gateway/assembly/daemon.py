@@ -1,0 +1,136 @@
+"""Everything the daemon runs for one configuration, built from the sink end: the stores,
+ticketing, the uplink, the detectors and their runner, the runtime services, and last the
+sources. `gateway.app` starts the result in that order and stops it in reverse."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from gateway.assembly import plant
+from gateway.assembly.detectors import build_detectors
+from gateway.assembly.services import (
+    Service,
+    start_health_server,
+    telemetry_services,
+    topic_services,
+)
+from gateway.assembly.ticketing import ticket_commands, ticket_service
+from gateway.assembly.uplink import ticket_encoder, topics, uplink_settings
+from gateway.config.loader import LoadedConfig
+from gateway.core.clock import Clock
+from gateway.core.interfaces import Command, CommandReply, Detector, Record
+from gateway.core.records import Finding, Sample, Waveform
+from gateway.pipeline.runner import DetectorRunner
+from gateway.pipeline.sources import Source, build_sources
+from gateway.runtime.detector_state import restore_detector_state, run_detector_state_saver
+from gateway.runtime.health import HealthReport
+from gateway.runtime.summaries import SummaryCollector
+from gateway.store import StateStore, TelemetryStore
+from gateway.store.snapshots import DetectorSnapshots
+from uplink.events import rfc3339
+from uplink.service import Uplink
+
+# Records between the sources and the detector runner: when full, sources wait (DESIGN.md 3).
+QUEUE_SIZE = 10_000
+
+
+@dataclass
+class Daemon:
+    """The running objects of one configuration, not yet started."""
+
+    sinks: Sequence[Service]  # started first, stopped last
+    runner: DetectorRunner
+    sources: Sequence[Source]  # started last, stopped first
+    detectors: Sequence[Detector]
+    snapshots: DetectorSnapshots
+    health: HealthReport
+
+    @property
+    def status(self) -> str:
+        site = self.health
+        return (
+            f"Gateway `{site.gateway}` of site `{site.site}` running: "
+            f"{len(self.sources)} devices, {len(self.detectors)} detectors."
+        )
+
+
+async def assemble(
+    loaded: LoadedConfig, clock: Clock, stack: contextlib.AsyncExitStack
+) -> Daemon:
+    """Open the stores (closed by `stack`) and build everything on them."""
+    cfg = loaded.gateway
+    state_dir = loaded.state_directory
+    state_dir.mkdir(parents=True, exist_ok=True)
+    state = await StateStore.open(state_dir / "state.db")
+    stack.push_async_callback(state.close)
+    telemetry = await TelemetryStore.open(
+        state_dir / "telemetry.db", flush_interval_s=cfg.storage.telemetry_flush_s
+    )
+    stack.push_async_callback(telemetry.close)  # writes the samples still held
+
+    devices = plant.configured_devices(loaded.devices, loaded.protocols)
+    detectors = build_detectors(devices, loaded.rules)
+    tickets = ticket_service(
+        loaded, devices, detectors, state, ticket_encoder(loaded, state.next_sequence), clock
+    )
+    await tickets.start()
+    commands = ticket_commands(loaded, tickets, state, clock)
+
+    async def on_command(command: Command) -> CommandReply:
+        reply = await commands.handle(command)
+        uplink.wake()  # an acknowledgement is itself a ticket change to announce
+        return reply
+
+    uplink = Uplink(uplink_settings(loaded), state, on_command, clock)
+    # Features per asset for `summaries/<asset>`, never the samples.
+    summaries = SummaryCollector(plant.asset_of_tags(devices))
+
+    async def on_finding(finding: Finding) -> None:
+        summaries.add_finding(finding)
+        await tickets.on_finding(finding)
+        uplink.wake()  # publish the committed change now, not at the next outbox poll
+
+    async def store_samples(samples: Sequence[Sample]) -> None:
+        summaries.add_samples(samples)
+        await telemetry.write_samples(samples)
+        await tickets.observe_samples(samples)  # run states, links, evidence
+
+    async def store_waveform(waveform: Waveform) -> None:
+        summaries.add_waveform(waveform)
+        await telemetry.write_waveform(waveform)
+
+    queue: asyncio.Queue[Record] = asyncio.Queue(maxsize=QUEUE_SIZE)
+    snapshots = DetectorSnapshots(state_dir / "detectors")
+    restore_detector_state(detectors, snapshots)
+    runner = DetectorRunner(
+        queue, detectors, on_finding, store_samples, clock, store_waveform=store_waveform
+    )
+    sources = build_sources(plant.endpoints(devices, clock), queue, clock)
+    health = HealthReport(
+        cfg.site,
+        cfg.gateway_id,
+        clock,
+        sources,
+        runner,
+        uplink,
+        state,
+        telemetry,
+        outbox_max_messages=cfg.uplink.outbox_max_messages,
+        timestamp=rfc3339,
+        ticket_kpis=tickets.kpis,
+    )
+    health_server = await start_health_server(loaded, health)
+    if health_server is not None:
+        stack.push_async_callback(health_server.close)
+    sinks: list[Service] = [
+        ("uplink", uplink.run_uplink),
+        ("detectors", runner.run_detectors),
+        *telemetry_services(loaded, telemetry, clock),
+        *topic_services(loaded, uplink, topics(loaded), health, summaries, clock),
+        ("ticketing.timers", tickets.run_timers),
+        ("detectors.state", lambda: run_detector_state_saver(detectors, snapshots)),
+    ]
+    return Daemon(sinks, runner, sources, detectors, snapshots, health)

@@ -1,0 +1,78 @@
+"""Source tasks for the endpoints protocol plugins describe: a polling endpoint gets a
+`PollingSource`, a stream a `StreamingSource`, a shared line a `SharedLineSource`."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from typing import Protocol
+
+from gateway.core.clock import Clock
+from gateway.core.interfaces import Record
+from gateway.core.plugins import Endpoint, PollingEndpoint, SharedLineEndpoint, StreamingEndpoint
+from gateway.pipeline.source import PollingSource, SharedLineSource, stagger_phases
+from gateway.pipeline.statistics import DeviceStatistics
+from gateway.pipeline.stream import StreamingSource
+
+
+class Source(Protocol):
+    """One task per endpoint, named as the config reads (`source[press-3]`)."""
+
+    @property
+    def name(self) -> str: ...
+
+    def statistics(self) -> tuple[DeviceStatistics, ...]:
+        """One entry per device the endpoint serves."""
+        ...
+
+    async def run_source(self) -> None:
+        """Runs until cancelled."""
+        ...
+
+
+def build_sources(
+    endpoints: Sequence[Endpoint], queue: asyncio.Queue[Record], clock: Clock
+) -> list[Source]:
+    """Polling endpoints sharing a period are staggered over it, so 500 devices at 1 s send
+    their requests spread over the second, not in one burst."""
+    by_period: dict[float, list[str]] = {}
+    for endpoint in endpoints:
+        if isinstance(endpoint, PollingEndpoint):
+            by_period.setdefault(endpoint.period_s, []).append(endpoint.key)
+    phases = {
+        key: phase
+        for period, keys in by_period.items()
+        for key, phase in stagger_phases(keys, period).items()
+    }
+    return [_source(endpoint, queue, clock, phases) for endpoint in endpoints]
+
+
+def _source(
+    endpoint: Endpoint,
+    queue: asyncio.Queue[Record],
+    clock: Clock,
+    phases: dict[str, float],
+) -> Source:
+    if isinstance(endpoint, PollingEndpoint):
+        return PollingSource(
+            device_id=endpoint.key,
+            driver_factory=endpoint.driver_factory,
+            queue=queue,
+            clock=clock,
+            period_s=endpoint.period_s,
+            timeout_s=endpoint.timeout_s,
+            phase_s=phases.get(endpoint.key, 0.0),
+        )
+    if isinstance(endpoint, StreamingEndpoint):
+        return StreamingSource(endpoint.key, endpoint.driver_factory, queue, clock)
+    if isinstance(endpoint, SharedLineEndpoint):
+        periods = endpoint.periods_s
+        return SharedLineSource(
+            endpoint.key,
+            endpoint.line_factory,
+            queue,
+            clock,
+            periods_s=periods,
+            default_period_s=min(periods.values()),
+        )
+    raise TypeError(f"unknown endpoint {endpoint!r}")

@@ -1,0 +1,29 @@
+"""What every source task reports about its devices, whatever its kind (polling, streaming or
+a shared line): one shape, read by `status`, the health topic and the metrics."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+
+class SourceState(enum.StrEnum):
+    STARTING = "starting"
+    POLLING = "polling"  # a polled device answers
+    STREAMING = "streaming"  # a stream delivers
+    DEGRADED = "degraded"  # a unit of a shared line failing: probed less often
+    UNREACHABLE = "unreachable"
+    STOPPED = "stopped"
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceStatistics:
+    device: str
+    state: SourceState
+    reads: int  # successful polls, or records a stream forwarded
+    errors: int  # failed connects, reads and broken streams
+    reconnects: int  # recoveries after the device was unreachable
+    bad_values: int  # BAD samples inside good reads (exception answers, undecodable, stale)
+    skipped_ticks: int  # polls dropped because one overran its period (0 for streams)
+    last_latency_s: float | None  # a poll's round trip; None for streams
+    last_error: str | None

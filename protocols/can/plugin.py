@@ -1,0 +1,103 @@
+"""CAN as the composition root sees it: tags (units from the DBC), the channel's streaming
+endpoint and link, and the DBC check.
+
+python-can and cantools are imported (through `protocols.can.driver` and `protocols.can.dbc`)
+only when a site has a CAN device.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from gateway.core.clock import Clock
+from gateway.core.errors import ConfigError, ConfigProblem
+from gateway.core.interfaces import StreamingDriver
+from gateway.core.plugins import (
+    DeviceIssue,
+    DeviceSpec,
+    Endpoint,
+    Lazy,
+    LinkKey,
+    ProtocolPlugin,
+    StreamingEndpoint,
+)
+from gateway.core.records import Tag
+from protocols.can.config import CanConnection, CanSignal
+
+if TYPE_CHECKING:
+    from protocols.can.driver import CanDriver
+
+_DRIVER: Lazy[type[CanDriver]] = Lazy("protocols.can.driver:CanDriver")
+_SIGNAL_UNITS: Lazy[Callable[..., dict[str, str]]] = Lazy("protocols.can.dbc:signal_units")
+# Problems located in the device file carry this name; others are inside the DBC itself.
+_DEVICE_FILE = "<device file>"
+
+
+def dbc_path(device: DeviceSpec) -> Path:
+    """The DBC named in the device file, relative to that file."""
+    connection: CanConnection = device.connection
+    return device.resolve(connection.dbc)
+
+
+class Can:
+    name = "can"
+    connection_model = CanConnection
+    values_field = "signals"
+    values_description = "CAN devices: the DBC signals to decode."
+    value_model = CanSignal
+
+    def tags(self, device: DeviceSpec) -> list[Tag]:
+        signals: Sequence[CanSignal] = device.values
+        units = _SIGNAL_UNITS.get()(dbc_path(device), signals, device_id=device.id)
+        return [
+            Tag(
+                id=device.tag_id(signal.name),
+                asset=device.asset,
+                unit=signal.unit or units.get(device.tag_id(signal.name), ""),
+            )
+            for signal in signals
+        ]
+
+    def endpoints(self, devices: Sequence[DeviceSpec], clock: Clock) -> list[Endpoint]:
+        return [self._endpoint(device, clock) for device in devices]
+
+    def _endpoint(self, device: DeviceSpec, clock: Clock) -> StreamingEndpoint:
+        connection: CanConnection = device.connection
+        signals: Sequence[CanSignal] = device.values
+        path = dbc_path(device)
+        tags = self.tags(device)
+
+        def driver() -> StreamingDriver:
+            return _DRIVER.get()(device.id, connection, signals, tags, path, clock)
+
+        return StreamingEndpoint(device.id, driver)
+
+    def link(self, device: DeviceSpec) -> LinkKey:
+        connection: CanConnection = device.connection
+        return LinkKey.named(self.name, "can", f"{connection.interface}-{connection.channel}")
+
+    def check(self, devices: Sequence[DeviceSpec]) -> Iterable[DeviceIssue | ConfigProblem]:
+        """The DBC parses and holds every configured message and signal, before a bus opens."""
+        for index, device in enumerate(devices):
+            path = dbc_path(device)
+            if not path.is_file():
+                yield DeviceIssue(index, "connection.dbc", f"DBC file {path} not found")
+                continue
+            try:
+                _SIGNAL_UNITS.get()(
+                    path, device.values, device_id=device.id, config_file=_DEVICE_FILE
+                )
+            except ConfigError as exc:
+                for problem in exc.problems:
+                    if problem.file != _DEVICE_FILE:
+                        yield problem
+                    else:  # signals[0] -> signals.0, the dotted path of the device file
+                        yield DeviceIssue(
+                            index, re.sub(r"\[(\d+)\]", r".\1", problem.path), problem.message
+                        )
+
+
+CAN: ProtocolPlugin = Can()

@@ -1,0 +1,74 @@
+"""OPC UA as the composition root sees it: tags, the streaming endpoint and its session link.
+
+asyncua is imported (through `protocols.opcua.driver`) only when a site has an OPC UA device.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import TYPE_CHECKING
+
+from gateway.core.clock import Clock
+from gateway.core.errors import ConfigProblem
+from gateway.core.interfaces import StreamingDriver
+from gateway.core.plugins import (
+    DeviceIssue,
+    DeviceSpec,
+    Endpoint,
+    Lazy,
+    LinkKey,
+    ProtocolPlugin,
+    StreamingEndpoint,
+)
+from gateway.core.records import Tag, TagKind
+from protocols.opcua.config import NodeKind, OpcUaConnection, OpcUaNode
+
+if TYPE_CHECKING:
+    from protocols.opcua.driver import OpcUaDriver
+
+_DRIVER: Lazy[type[OpcUaDriver]] = Lazy("protocols.opcua.driver:OpcUaDriver")
+
+
+class OpcUa:
+    name = "opcua"
+    connection_model = OpcUaConnection
+    values_field = "nodes"
+    values_description = "OPC UA devices: the nodes to subscribe to or poll."
+    value_model = OpcUaNode
+
+    def tags(self, device: DeviceSpec) -> list[Tag]:
+        return [
+            Tag(
+                id=device.tag_id(node.name),
+                asset=device.asset,
+                unit=node.unit,
+                kind=TagKind.WAVEFORM if node.kind is NodeKind.WAVEFORM else TagKind.SCALAR,
+            )
+            for node in device.values
+        ]
+
+    def endpoints(self, devices: Sequence[DeviceSpec], clock: Clock) -> list[Endpoint]:
+        return [self._endpoint(device, clock) for device in devices]
+
+    def _endpoint(self, device: DeviceSpec, clock: Clock) -> StreamingEndpoint:
+        connection: OpcUaConnection = device.connection
+        nodes: Sequence[OpcUaNode] = device.values
+        tags = self.tags(device)
+
+        def driver() -> StreamingDriver:
+            # Subscribed nodes stream; `mode: poll` nodes are read at the device's period.
+            return _DRIVER.get()(
+                device.id, connection, nodes, tags, clock, poll_period_s=device.poll_period_s
+            )
+
+        return StreamingEndpoint(device.id, driver)
+
+    def link(self, device: DeviceSpec) -> LinkKey:
+        connection: OpcUaConnection = device.connection
+        return LinkKey.named(self.name, "opcua", connection.endpoint.split("://", 1)[-1])
+
+    def check(self, devices: Sequence[DeviceSpec]) -> Iterable[DeviceIssue | ConfigProblem]:
+        return ()
+
+
+OPCUA: ProtocolPlugin = OpcUa()
