@@ -359,7 +359,7 @@ def _rule_union(rules: Sequence[RulePlugin]) -> Any:
         Union[tuple(Annotated[r.rule_model, Tag(r.kind)] for r in rules)],  # noqa: UP007
         Discriminator(
             _rule_kind,
-            custom_error_type="rule_kind",
+            custom_error_type=RULE_KIND_ERROR,
             custom_error_message=f"kind must be one of: {kinds}",
         ),
     ]
@@ -367,6 +367,7 @@ def _rule_union(rules: Sequence[RulePlugin]) -> Any:
 
 # `kind` may be left out for threshold rules, the common case.
 DEFAULT_RULE_KIND = "threshold"
+RULE_KIND_ERROR = "rule_kind"  # the error type of an unknown kind, located at its `kind` key
 
 
 def _rule_kind(value: Any) -> str:

@@ -19,6 +19,7 @@ from typing import Annotated, Any, Literal, Union, get_args, get_origin
 from pydantic import BaseModel, ValidationError
 from pydantic_core import ErrorDetails
 
+from gateway.config.models import RULE_KIND_ERROR
 from gateway.config.yaml_marks import MarkedDocument, PathPart, dotted
 from gateway.core.errors import ConfigProblem
 
@@ -36,9 +37,17 @@ def validation_problems(
         if error["type"] in ("union_tag_invalid", "union_tag_not_found"):
             # The problem is the discriminator key (`protocol`), not the whole mapping.
             parts = [*parts, _discriminator(error)]
+        elif error["type"] == RULE_KIND_ERROR and _has_key(error.get("input"), "kind"):
+            # An unknown kind that is written: reported at its own line.
+            parts = [*parts, "kind"]
+            message = f"{message}; got {_got(error['input']['kind'])}"
         path = dotted(parts)
         problems.append(ConfigProblem(document.file, document.line_of(path), path, message))
     return problems
+
+
+def _has_key(value: object, key: str) -> bool:
+    return isinstance(value, dict) and key in value
 
 
 def _yaml_path(loc: tuple[int | str, ...], data: object) -> list[PathPart]:
