@@ -28,7 +28,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from gateway.core.interfaces import Record
+from gateway.core.interfaces import Record, ResumedCondition
 from gateway.core.records import DerivedTag, FaultCode, Finding, Priority, Quality, Sample
 
 
@@ -147,6 +147,17 @@ class ThresholdDetector:
     @property
     def detector_id(self) -> str:
         return self._detector_id
+
+    def resume(self, conditions: Sequence[ResumedCondition]) -> None:
+        """Conditions of this rule that were active at the last stop resume as raised at
+        their least severe level: a normal value then clears them after the off-delay, a value
+        still beyond the limit raises nothing new (a value beyond the more severe limit
+        escalates as it would have)."""
+        mine = {c.fault_code for c in conditions if c.detector == self._detector_id}
+        for side in self._sides:
+            if side.fault_code in mine and side.active is None:
+                side.active = 0
+                side.inside_since = None
 
     def update(self, record: Record) -> list[Finding]:
         if not isinstance(record, Sample) or record.tag != self._signal:

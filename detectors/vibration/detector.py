@@ -21,7 +21,7 @@ block: it is chosen on the first analysis and again every `band_refresh_blocks` 
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -44,7 +44,7 @@ from detectors.vibration.iso20816 import Foundation, MachineGroup, Zone
 from detectors.vibration.rounds import AveragingRound
 from detectors.vibration.speed import estimate_shaft_hz
 from detectors.vibration.units import scale_to_g
-from gateway.core.interfaces import Record
+from gateway.core.interfaces import Record, ResumedCondition
 from gateway.core.records import (
     DerivedTag,
     FaultCode,
@@ -196,6 +196,13 @@ class VibrationDetector:
     def restore(self, state: Mapping[str, Any]) -> None:
         self.baseline = Baseline.restore(state["baseline"])
         self._tracks = {code: _Track(active=True) for code in state.get("active", [])}
+
+    def resume(self, conditions: Sequence[ResumedCondition]) -> None:
+        """Faults state.db holds active resume as confirmed: they clear after
+        `confirm_blocks` analyses without them, and are not confirmed (raised) again."""
+        for condition in conditions:
+            if condition.detector == self.name:
+                self._tracks.setdefault(str(condition.fault_code), _Track()).active = True
 
     # -- internals --------------------------------------------------------------------------
 

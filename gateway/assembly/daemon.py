@@ -25,7 +25,11 @@ from gateway.core.interfaces import Command, CommandReply, Detector, Record
 from gateway.core.records import Finding, Sample, Waveform
 from gateway.pipeline.runner import DetectorRunner
 from gateway.pipeline.sources import Source, build_sources
-from gateway.runtime.detector_state import restore_detector_state, run_detector_state_saver
+from gateway.runtime.detector_state import (
+    restore_detector_state,
+    resume_conditions,
+    run_detector_state_saver,
+)
 from gateway.runtime.health import HealthReport
 from gateway.runtime.summaries import SummaryCollector
 from gateway.store import StateStore, TelemetryStore
@@ -105,9 +109,11 @@ async def assemble(
     queue: asyncio.Queue[Record] = asyncio.Queue(maxsize=QUEUE_SIZE)
     snapshots = DetectorSnapshots(state_dir / "detectors")
     restore_detector_state(detectors, snapshots)
+    failed_before = resume_conditions(detectors, tickets.active_conditions())
     runner = DetectorRunner(
         queue, detectors, on_finding, store_samples, clock, store_waveform=store_waveform
     )
+    runner.resume_failed(failed_before)
     sources = build_sources(plant.endpoints(devices, clock), queue, clock)
     health = HealthReport(
         cfg.site,

@@ -13,6 +13,7 @@ from typing import Any, Protocol, Self, runtime_checkable
 
 from gateway.core.records import (
     DerivedTag,
+    FaultCode,
     Finding,
     OutboxItem,
     OutboxKind,
@@ -138,6 +139,30 @@ class FeatureDetector(Protocol):
 
     def feature_samples(self) -> list[Sample]:
         """Samples derived since the last call (then forgotten)."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class ResumedCondition:
+    """A condition that was active when the gateway stopped (its ticket says so)."""
+
+    asset: str
+    detector: str  # `Finding.detector` of the findings that raised it
+    fault_code: FaultCode
+
+
+@runtime_checkable
+class ResumableDetector(Protocol):
+    """A detector told, before its first record, which of its conditions were active when the
+    gateway stopped. On fresh data it then reports their clear (with its off-delay) when the
+    value came back to normal in the gap, and does not raise them again when it did not: a
+    restart neither leaves a condition stuck nor re-triggers it (DESIGN.md section 9)."""
+
+    @property
+    def asset(self) -> str: ...
+
+    def resume(self, conditions: Sequence[ResumedCondition]) -> None:
+        """`conditions` are those of this detector's asset; it takes the ones it raised."""
         ...
 
 

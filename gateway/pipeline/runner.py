@@ -78,6 +78,7 @@ class DetectorRunner:
         self._waveforms = 0
         self._findings = 0
         self._detector_seconds = 0.0
+        self._failed_before: set[str] = set()
 
     async def run_detectors(self) -> None:
         while True:
@@ -90,6 +91,11 @@ class DetectorRunner:
                 batch.append(self._queue.get_nowait())
             if batch:  # empty when `drain()` took the held records meanwhile
                 await self._process(batch)
+
+    def resume_failed(self, detector_names: Sequence[str]) -> None:
+        """Detectors whose `detector.failed` condition was active at the last stop: the first
+        record each of them handles without an error reports that condition cleared."""
+        self._failed_before = set(detector_names)
 
     async def drain(self) -> None:
         """Process whatever is still queued (used on shutdown, after the sources stopped)."""
@@ -124,7 +130,11 @@ class DetectorRunner:
             for detector in self._by_tag.get(record.tag, ()):
                 if detector.name in self._disabled:
                     continue
-                for finding in await self._run_one(detector, record):
+                findings = await self._run_one(detector, record)
+                if detector.name in self._failed_before and detector.name not in self._disabled:
+                    self._failed_before.discard(detector.name)
+                    findings = [self._working_again(detector, record), *findings]
+                for finding in findings:
                     self._findings += 1
                     await self._on_finding(finding)
                 if isinstance(record, Waveform) and isinstance(detector, FeatureDetector):
@@ -132,6 +142,19 @@ class DetectorRunner:
                     if derived:
                         await self._store_samples(derived)
                         self._stored += len(derived)
+
+    @staticmethod
+    def _working_again(detector: Detector, record: Record) -> Finding:
+        return Finding(
+            asset=detector.asset,
+            fault_code=FaultCode.DETECTOR_FAILED,
+            severity=Priority.P3,
+            score=0.0,
+            detector=detector.name,
+            message=f"Detector {detector.name} is evaluating its rule again.",
+            ts=record.ts,
+            active=False,
+        )
 
     async def _run_one(self, detector: Detector, record: Record) -> list[Finding]:
         started = self._clock.monotonic()

@@ -17,7 +17,16 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 
-from gateway.core.records import ConditionState, FaultCode, Finding, Priority, Sample, TicketState
+from gateway.core.records import (
+    Condition,
+    ConditionState,
+    FaultCode,
+    Finding,
+    Priority,
+    Sample,
+    Ticket,
+    TicketState,
+)
 from gateway.ticketing import tickets
 from gateway.ticketing.conditions import ConditionStep, Trigger, advance, observe
 from gateway.ticketing.incidents import Incidents
@@ -70,6 +79,21 @@ class FindingRouter:
             ledger.last_active[key] = finding
         step = observe(ledger.condition(key), finding.active, finding.ts, ledger.condition_policy)
         await self._apply(step, finding)
+
+    def resume_conditions(self, open_tickets: Sequence[Ticket]) -> None:
+        """After a restart, the condition of each open ticket still marked active is ACTIVE
+        again rather than NORMAL: its detector, told so, reports the clear when fresh data is
+        normal, and a raise on fresh data continues the episode instead of re-triggering it. A
+        lost link is lost until one of its tags answers."""
+        ledger = self._ledger
+        for ticket in open_tickets:
+            if not ticket.condition_active:
+                continue
+            ledger.conditions[ticket.key] = Condition(
+                ticket.key, ConditionState.ACTIVE, ticket.last_seen
+            )
+            if ticket.detector == TOPOLOGY_DETECTOR:
+                self.links.resume_lost(ticket.asset)
 
     async def observe_links(self, samples: Sequence[Sample]) -> None:
         for change in self.links.observe(samples):

@@ -34,8 +34,8 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from gateway.core.clock import Clock
-from gateway.core.interfaces import MessageEncoder
-from gateway.core.records import Condition, ConditionState, Finding, Sample, Ticket
+from gateway.core.interfaces import MessageEncoder, ResumedCondition
+from gateway.core.records import Condition, ConditionState, FaultCode, Finding, Sample, Ticket
 from gateway.ticketing.central import CentralActions
 from gateway.ticketing.conditions import ConditionPolicy
 from gateway.ticketing.findings import FindingRouter
@@ -109,6 +109,7 @@ class TicketService:
         windows = await ledger.repo.load_maintenance(now)
         async with self._lock:
             ledger.open = {t.key: t for t in loaded}
+            self._router.resume_conditions(loaded)
             for stored in shelvings:
                 ledger.shelves[stored.key] = stored
                 ledger.flags_of(stored.key).add(ConditionFlag.SHELVED)
@@ -131,6 +132,16 @@ class TicketService:
         )
 
     # --- reading ------------------------------------------------------------------------------
+
+    def active_conditions(self) -> list[ResumedCondition]:
+        """The conditions state.db holds active (their ticket says so): the detectors that
+        raised them are told before their first record (`ResumableDetector`), so that a value
+        that came back to normal while the gateway was down clears them on fresh data."""
+        return [
+            ResumedCondition(t.asset, t.detector, FaultCode(t.fault_code))
+            for t in self._ledger.open.values()
+            if t.condition_active
+        ]
 
     def key_of(self, finding: Finding) -> str:
         return self._ledger.key_of(finding)

@@ -59,6 +59,12 @@ class LinkWatcher:
                     changes.append(LinkChange(link, False, sample.ts, "answering again"))
         return changes
 
+    def resume_lost(self, link_id: str) -> None:
+        """A link whose `comm.lost` condition was active when the gateway stopped: lost until
+        a good sample says otherwise, so that its restoration is reported after a restart."""
+        if link_id in self._links:
+            self._lost.add(link_id)
+
     def inhibiting(self, asset: str) -> Link | None:
         """The lost link this asset sits behind, if any."""
         for link_id in self._lost:

@@ -174,3 +174,23 @@ async def test_a_failing_detector_is_disabled_and_reported_under_its_own_asset()
         ("pump-1", FaultCode.DETECTOR_FAILED, "pump-1-vib.spectrum")
     ]
     assert runner.statistics().detectors_disabled == 1
+
+
+async def test_a_detector_whose_failure_was_active_at_the_stop_reports_it_cleared_once() -> None:
+    queue: asyncio.Queue[Record] = asyncio.Queue(maxsize=100)
+    sinks = Sinks()
+    runner = make_runner(queue, sinks, linger_s=0.0)
+    runner.resume_failed(["press-3.oil_hot"])
+    task = asyncio.create_task(runner.run_detectors(), name="detectors")
+    try:
+        for ts in (10.0, 11.0):
+            queue.put_nowait(Sample(TAG, ts, 60.0))
+        await wait_until_taken(queue)
+        await runner.drain()
+    finally:
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+    assert [(f.fault_code, f.active, f.asset, f.ts) for f in sinks.findings] == [
+        (FaultCode.DETECTOR_FAILED, False, "press-3", 10.0)
+    ]

@@ -3,7 +3,7 @@ the ticket service. Used by the tests of what survives a restart."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from gateway.core.clock import ManualClock
@@ -12,6 +12,7 @@ from gateway.store import StateStore
 from gateway.ticketing.commands import TicketCommands
 from gateway.ticketing.policy import AssetProfile, LifecyclePolicy
 from gateway.ticketing.service import TicketService
+from gateway.ticketing.topology import Link
 from tests.ticketing.policies import default_policy
 from tests.uplink.helpers import TOPICS
 from uplink.events import make_ticket_encoder, source_urn
@@ -26,9 +27,11 @@ class Gateway:
         clock: ManualClock,
         assets: Mapping[str, AssetProfile],
         policy: LifecyclePolicy | None = None,
+        links: Sequence[Link] = (),
     ) -> None:
         self.path, self.clock = path, clock
         self.assets, self.policy = dict(assets), policy or default_policy()
+        self.links = tuple(links)
         self.store: StateStore | None = None
 
     async def boot(self) -> None:
@@ -42,6 +45,7 @@ class Gateway:
             self.clock,
             assets=self.assets,
             policy=self.policy,
+            links=self.links,
         )
         self.commands = TicketCommands(
             self.service, self.store, self.store, self.clock, actors=frozenset({"cmms"})

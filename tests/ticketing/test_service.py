@@ -172,6 +172,7 @@ async def test_one_open_ticket_per_key_across_a_restart(tmp_path, store, encoder
     first = TicketService(SITE, GATEWAY, store, encoder, clock, policy=default_policy())
     await first.start()
     await first.on_finding(finding(T0 + 1))
+    await first.on_finding(finding(T0 + 2, active=False))  # this episode ends before the stop
     await store.close()
 
     clock.advance(600)
@@ -180,10 +181,12 @@ async def test_one_open_ticket_per_key_across_a_restart(tmp_path, store, encoder
         second = TicketService(SITE, GATEWAY, reopened, encoder, clock, policy=default_policy())
         await second.start()
         assert second.statistics().open_tickets == 1
-        await second.on_finding(finding(T0 + 601, value=87.0))
+        await second.on_finding(finding(T0 + 601, value=87.0))  # a new episode: enriches
         (ticket,) = await reopened.list_tickets()
-        assert (ticket.occurrences, ticket.revision, ticket.peak_value) == (2, 2, 87.0)
-        assert await kinds(reopened, ticket.id) == [(1, "opened"), (2, "updated")]
+        assert (ticket.occurrences, ticket.revision, ticket.peak_value) == (2, 3, 87.0)
+        assert await kinds(reopened, ticket.id) == [
+            (1, "opened"), (2, "condition_cleared"), (3, "updated")
+        ]  # fmt: skip
         # A different key opens its own ticket, and the id counter does not reuse -0001.
         await second.on_finding(finding(T0 + 602, asset="pump-2"))
         ids = [t.id for t in await reopened.list_tickets()]
