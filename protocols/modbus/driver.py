@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import errno
 import logging
+import re
 import socket
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from contextlib import suppress
@@ -64,6 +65,48 @@ EXCEPTION_NAMES: dict[int, str] = {
     10: "gateway path unavailable",
     11: "gateway target device failed to respond",
 }
+
+
+class _UndecodableFrames(logging.Filter):
+    """A frame pymodbus cannot decode makes it raise inside asyncio's `data_received`; asyncio
+    logs that at ERROR with a traceback and drops the connection. The gateway handles it (the
+    poll fails, the device is retried, the source logs one line), so the record is dropped here
+    and its reason kept for the error the driver raises: one line, in our words."""
+
+    _MESSAGE = "Fatal error: protocol.data_received() call failed."
+    _PROTOCOL = re.compile(r"^protocol: <[^>\n]* at (0x[0-9a-fA-F]+)>", re.MULTILINE)
+    _KEPT = 256  # reasons of connections no driver asked about yet (bounded)
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.reasons: dict[int, str] = {}
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if not isinstance(exc, ModbusException) or not str(record.msg).startswith(self._MESSAGE):
+            return True
+        found = self._PROTOCOL.search(record.getMessage())
+        if found is not None:
+            if len(self.reasons) >= self._KEPT:
+                self.reasons.pop(next(iter(self.reasons)))
+            self.reasons[int(found[1], 16)] = str(exc)
+        return False
+
+    def reason_for(self, client: Any) -> str | None:
+        return self.reasons.pop(id(getattr(client, "ctx", None)), None)
+
+
+_UNDECODABLE = _UndecodableFrames()
+logging.getLogger("asyncio").addFilter(_UNDECODABLE)
+
+
+def _lost(client: Any) -> DeviceUnreachable:
+    reason = _UNDECODABLE.reason_for(client)
+    return DeviceUnreachable("connection lost") if reason is None else _lost_with(reason)
+
+
+def _lost_with(reason: str) -> DeviceUnreachable:
+    return DeviceUnreachable(f"answer does not decode ({reason}); connection dropped")
 
 
 FetchFn = Callable[[RegisterTable, int, int], Awaitable[list[int]]]
@@ -122,8 +165,10 @@ class _Fetch:
     async def __call__(self, table: RegisterTable, address: int, count: int) -> list[int]:
         """Raises DeviceUnreachable, DeviceTimeout or BadResponse."""
         client = self._client
-        if client is None or not client.connected:
-            raise DeviceUnreachable("not connected" if client is None else "connection lost")
+        if client is None:
+            raise DeviceUnreachable("not connected")
+        if not client.connected:
+            raise _lost(client)
         function_code = FUNCTION_CODES[table]
         call = _CALLS[table](client)
         try:
@@ -132,12 +177,15 @@ class _Fetch:
                 response = await call(address, count=count, device_id=self._unit)
         except TimeoutError:
             if not client.connected:
-                raise DeviceUnreachable("connection lost") from None
+                raise _lost(client) from None
             raise DeviceTimeout(
                 f"no answer within {self._timeout:g} s to function {function_code}"
                 f" at {table} {address}"
             ) from None
         except ConnectionException as exc:
+            reason = _UNDECODABLE.reason_for(client)
+            if reason is not None:
+                raise _lost_with(reason) from exc
             raise DeviceUnreachable(f"connection lost ({exc})") from exc
         except ModbusIOException as exc:
             # Wrong unit or transaction id, undecodable frame: an answer we cannot trust.

@@ -74,6 +74,23 @@ from protocols.opcua.quality import CODE_MASK, quality_of, status_label
 
 log = logging.getLogger(__name__)
 
+
+class _SessionLossNoise(logging.Filter):
+    """When a server goes away, asyncua's publish loop logs "Publish iteration crashed" at ERROR
+    with a traceback, and warns that the session cannot be closed. The driver reports the same
+    loss itself (subscription status or watchdog, then one line from the source task), so these
+    records are dropped; any other asyncua error still shows."""
+
+    _DROPPED = ("Publish iteration crashed", "close_session was called but connection is closed")
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith(self._DROPPED)
+
+
+# Filters do not pass down to child loggers: the session logs under its class's name.
+for _name in ("asyncua.client.ua_session", "asyncua.client.ua_session.UaSession"):
+    logging.getLogger(_name).addFilter(_SessionLossNoise())
+
 # Failures asyncua lets out: transport (OSError, EOFError), protocol and status (UaError,
 # which includes UaStatusCodeError and ServiceError) and a bad signature from the crypto layer.
 _LIBRARY_ERRORS: tuple[type[BaseException], ...] = (OSError, EOFError, ua.UaError, InvalidSignature)

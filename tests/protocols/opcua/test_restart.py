@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections.abc import Iterator
 from contextlib import aclosing
 
@@ -80,8 +81,12 @@ async def test_server_down_at_connect_is_device_unreachable_and_up_again_connect
     assert sample.quality is Quality.GOOD
 
 
-async def test_streaming_source_survives_a_server_restart(plant: ThreadedServer) -> None:
-    """The whole contract with the source task: BAD samples while down, data again after."""
+async def test_streaming_source_survives_a_server_restart(
+    plant: ThreadedServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The whole contract with the source task: BAD samples while down, data again after,
+    and the loss told in our words: no library traceback, one warning from the source."""
+    caplog.set_level(logging.DEBUG)
     sim = plant.sim
     temp = node(name="temp", node_id=sim.node_id("Speed"))
     queue: asyncio.Queue[Record] = asyncio.Queue(maxsize=100)
@@ -109,3 +114,7 @@ async def test_streaming_source_survives_a_server_restart(plant: ThreadedServer)
         with contextlib.suppress(asyncio.CancelledError):
             await task
     assert source.statistics()[0].reconnects >= 1
+    assert [r.getMessage() for r in caplog.records if r.exc_info] == []
+    assert [r.name for r in caplog.records if r.levelno >= logging.ERROR] == []
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert [w for w in warnings if w.startswith("Device `press` unreachable")] == warnings[:1]
