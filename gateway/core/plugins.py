@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import importlib
 import re
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Generic, Protocol, TypeVar
@@ -88,6 +88,12 @@ class DeviceSpec:
 # --- what a protocol plugin returns ----------------------------------------------------------
 
 
+# Whether an endpoint that failed is reachable again, without a protocol request (a TCP
+# connect, a serial port present): lets a source retry as soon as it is back instead of at the
+# end of a long backoff step (`gateway.pipeline.supervision.Recovery`).
+Probe = Callable[[], Awaitable[bool]]
+
+
 @dataclass(frozen=True, slots=True)
 class PollingEndpoint:
     """Polled at a fixed period by one task; `timeout_s` bounds a whole connect or poll."""
@@ -96,6 +102,7 @@ class PollingEndpoint:
     driver_factory: Callable[[], PollingDriver]
     period_s: float
     timeout_s: float
+    probe: Probe | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,6 +111,9 @@ class StreamingEndpoint:
 
     key: str
     driver_factory: Callable[[], StreamingDriver]
+    probe: Probe | None = None
+    # First and longest delay between reconnects, when the device file sets them.
+    reconnect_s: tuple[float, float] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,6 +123,7 @@ class SharedLineEndpoint:
     key: str
     line_factory: Callable[[], SharedLine]
     periods_s: Mapping[str, float]
+    probe: Probe | None = None
 
 
 Endpoint = PollingEndpoint | StreamingEndpoint | SharedLineEndpoint

@@ -23,10 +23,12 @@ from dataclasses import dataclass
 from gateway.core.clock import Clock
 from gateway.core.errors import DeviceTimeout, DeviceUnreachable, DriverError
 from gateway.core.interfaces import LineUnit, PollingDriver, Record, SharedLine
+from gateway.core.plugins import Probe
 from gateway.core.records import Quality, Sample, Tag
 from gateway.pipeline.statistics import DeviceStatistics, SourceState
 from gateway.pipeline.supervision import (
     Backoff,
+    Recovery,
     connect_within,
     failure_reason,
     format_seconds,
@@ -58,10 +60,12 @@ class PollingSource:
         backoff: Backoff | None = None,
         phase_s: float = 0.0,
         rng: random.Random | None = None,
+        probe: Probe | None = None,
     ) -> None:
         """`timeout_s` bounds one connect and one whole read (the driver's own per-request
         timeouts should be shorter). `phase_s` delays the first poll, to stagger devices that
-        share a period (issue 3)."""
+        share a period (issue 3). `probe` tells, between backoff steps, that the device is
+        reachable again (`Recovery`)."""
         if period_s <= 0 or timeout_s <= 0 or phase_s < 0:
             raise ValueError("period_s and timeout_s must be positive, phase_s not negative")
         self._device_id = device_id
@@ -73,6 +77,7 @@ class PollingSource:
         self._backoff = backoff or Backoff()
         self._phase = phase_s
         self._rng = rng or _BACKOFF_RNG
+        self._recovery = Recovery(probe)
 
         self._state = SourceState.STARTING
         self._polls = 0
@@ -118,13 +123,14 @@ class PollingSource:
                 tags = driver.tags()
                 try:
                     failure = await self._connect(driver)
+                    connect_failed = failure is not None
                     if failure is None:
                         failure = await self._poll_until_failure(driver)
                 finally:
                     # Also after a failed enter: exit is idempotent and never raises (the
                     # PollingDriver contract), and a half-open connection must not leak.
                     await driver.__aexit__(None, None, None)
-                await self._back_off(tags, failure)
+                await self._back_off(tags, failure, connect_failed=connect_failed)
         finally:
             self._state = SourceState.STOPPED
 
@@ -183,9 +189,11 @@ class PollingSource:
         self._state = SourceState.POLLING
         self._failures = 0
 
-    async def _back_off(self, tags: Sequence[Tag], failure: DriverError) -> None:
-        """Publish BAD samples at the poll rate until the retry is due."""
-        loop = asyncio.get_running_loop()
+    async def _back_off(
+        self, tags: Sequence[Tag], failure: DriverError, *, connect_failed: bool
+    ) -> None:
+        """Publish BAD samples at the poll rate until the retry is due, or the device is
+        seen back."""
         self._errors += 1
         reason = failure_reason(failure)
         self._last_error = reason
@@ -195,15 +203,13 @@ class PollingSource:
         log_outage(log, f"Device `{self._device_id}`", reason, delay, first=first)
         self._state = SourceState.UNREACHABLE
         # Each failure is followed by exactly one retry, so failures count the attempts.
-        tick = loop.time()
-        retry_at = tick + delay
-        while True:
+
+        async def bad() -> None:
             await self._publish_bad(tags, reason)
-            tick += self._period
-            if tick >= retry_at:
-                break
-            await asyncio.sleep(max(0.0, tick - loop.time()))
-        await asyncio.sleep(max(0.0, retry_at - loop.time()))
+
+        await self._recovery.wait(
+            delay, connect_failed=connect_failed, every_s=self._period, on_tick=bad
+        )
 
     async def _publish_bad(self, tags: Sequence[Tag], reason: str) -> None:
         await publish_bad(self._queue, tags, self._clock.now(), reason)
@@ -268,6 +274,7 @@ class SharedLineSource:
         backoff: Backoff | None = None,
         degrade_after: int = 3,
         rng: random.Random | None = None,
+        probe: Probe | None = None,
     ) -> None:
         if degrade_after < 1 or default_period_s <= 0 or any(p <= 0 for p in periods_s.values()):
             raise ValueError("periods must be positive and degrade_after at least 1")
@@ -282,6 +289,7 @@ class SharedLineSource:
         self._rng = rng or _BACKOFF_RNG
         self._schedules: dict[str, _UnitSchedule] = {}
         self._line_failures = 0
+        self._recovery = Recovery(probe)
         self.state = SourceState.STARTING
 
     @property
@@ -316,11 +324,12 @@ class SharedLineSource:
                 line = self._factory()
                 try:
                     failure = await self._open(line)
+                    open_failed = failure is not None
                     if failure is None:
                         failure = await self._poll_units(line)
                 finally:
                     await line.__aexit__(None, None, None)
-                await self._back_off_line(line, failure)
+                await self._back_off_line(line, failure, open_failed=open_failed)
         finally:
             self.state = SourceState.STOPPED
 
@@ -421,7 +430,9 @@ class SharedLineSource:
             schedule.due = max(schedule.due + schedule.period, now)
         await publish_bad(self._queue, schedule.unit.tags(), self._clock.now(), reason)
 
-    async def _back_off_line(self, line: SharedLine, failure: DriverError) -> None:
+    async def _back_off_line(
+        self, line: SharedLine, failure: DriverError, *, open_failed: bool
+    ) -> None:
         reason = failure_reason(failure)
         delay = self._backoff.delay(self._line_failures, self._rng)
         self._line_failures += 1
@@ -429,4 +440,4 @@ class SharedLineSource:
         log_outage(log, f"Line `{self._line_id}`", reason, delay, first=first)
         self.state = SourceState.UNREACHABLE
         await publish_bad(self._queue, line.tags(), self._clock.now(), reason)
-        await asyncio.sleep(delay)
+        await self._recovery.wait(delay, connect_failed=open_failed)

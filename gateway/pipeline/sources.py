@@ -13,6 +13,7 @@ from gateway.core.plugins import Endpoint, PollingEndpoint, SharedLineEndpoint, 
 from gateway.pipeline.source import PollingSource, SharedLineSource, stagger_phases
 from gateway.pipeline.statistics import DeviceStatistics
 from gateway.pipeline.stream import StreamingSource
+from gateway.pipeline.supervision import Backoff
 
 
 class Source(Protocol):
@@ -62,9 +63,20 @@ def _source(
             period_s=endpoint.period_s,
             timeout_s=endpoint.timeout_s,
             phase_s=phases.get(endpoint.key, 0.0),
+            probe=endpoint.probe,
         )
     if isinstance(endpoint, StreamingEndpoint):
-        return StreamingSource(endpoint.key, endpoint.driver_factory, queue, clock)
+        backoff = None
+        if endpoint.reconnect_s is not None:
+            backoff = Backoff(initial_s=endpoint.reconnect_s[0], max_s=endpoint.reconnect_s[1])
+        return StreamingSource(
+            endpoint.key,
+            endpoint.driver_factory,
+            queue,
+            clock,
+            backoff=backoff,
+            probe=endpoint.probe,
+        )
     if isinstance(endpoint, SharedLineEndpoint):
         periods = endpoint.periods_s
         return SharedLineSource(
@@ -74,5 +86,6 @@ def _source(
             clock,
             periods_s=periods,
             default_period_s=min(periods.values()),
+            probe=endpoint.probe,
         )
     raise TypeError(f"unknown endpoint {endpoint!r}")

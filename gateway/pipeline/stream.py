@@ -25,12 +25,14 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from gateway.core.clock import Clock
 from gateway.core.errors import DeviceUnreachable, DriverError
 from gateway.core.interfaces import Record, StreamingDriver
+from gateway.core.plugins import Probe
 from gateway.core.records import Quality, Sample, Tag
 
 # One backoff policy for every source; the lead may move it to its own module.
 from gateway.pipeline.statistics import DeviceStatistics, SourceState
 from gateway.pipeline.supervision import (
     Backoff,
+    Recovery,
     connect_within,
     failure_reason,
     log_outage,
@@ -55,6 +57,7 @@ class StreamingSource:
         connect_timeout_s: float = 10.0,
         backoff: Backoff | None = None,
         rng: random.Random | None = None,
+        probe: Probe | None = None,
     ) -> None:
         if connect_timeout_s <= 0:
             raise ValueError("connect_timeout_s must be positive")
@@ -65,6 +68,7 @@ class StreamingSource:
         self._connect_timeout = connect_timeout_s
         self._backoff = backoff or Backoff()
         self._rng = rng or random.Random()
+        self._recovery = Recovery(probe)
 
         self._state = SourceState.STARTING
         self._records = 0
@@ -106,13 +110,14 @@ class StreamingSource:
                 tags = driver.tags()
                 try:
                     failure = await self._connect(driver)
+                    connect_failed = failure is not None
                     if failure is None:
                         failure = await self._stream_until_failure(driver)
                 finally:
                     # Also after a failed enter: exit is idempotent and never raises (the
                     # driver contract), and a half-open bus or session must not leak.
                     await driver.__aexit__(None, None, None)
-                await self._back_off(tags, failure)
+                await self._back_off(tags, failure, connect_failed=connect_failed)
         finally:
             self._state = SourceState.STOPPED
 
@@ -150,7 +155,9 @@ class StreamingSource:
         self._state = SourceState.STREAMING
         self._failures = 0
 
-    async def _back_off(self, tags: Sequence[Tag], failure: DriverError) -> None:
+    async def _back_off(
+        self, tags: Sequence[Tag], failure: DriverError, *, connect_failed: bool
+    ) -> None:
         self._errors += 1
         reason = failure_reason(failure)
         self._last_error = reason
@@ -160,7 +167,7 @@ class StreamingSource:
         log_outage(log, f"Device `{self._device_id}`", reason, delay, first=first)
         self._state = SourceState.UNREACHABLE
         await publish_bad(self._queue, tags, self._clock.now(), reason)
-        await asyncio.sleep(delay)
+        await self._recovery.wait(delay, connect_failed=connect_failed)
 
 
 async def _close(stream: AsyncIterator[Record]) -> None:

@@ -9,13 +9,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import random
-from collections.abc import Awaitable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from gateway.core.errors import DeviceTimeout, DriverError
 from gateway.core.interfaces import Record
+from gateway.core.plugins import Probe
 from gateway.core.records import Sample, Tag
 
 
@@ -43,6 +45,56 @@ class Backoff:
         exponent = min(retry, 64)
         base = min(self.max_s, self.initial_s * self.factor**exponent)
         return base * rng.uniform(1 - self.jitter, 1 + self.jitter)
+
+
+# How often a failed endpoint is probed while its source backs off.
+PROBE_INTERVAL_S = 2.0
+
+
+class Recovery:
+    """The wait between two attempts: the backoff delay, cut short as soon as the endpoint's
+    probe (a TCP connect, a serial port present: no protocol request) sees it come back.
+
+    Only a change cuts it short: the probe must have seen the endpoint unreachable (or the
+    attempt itself failed to connect) and then reachable. An endpoint that accepts connections
+    but fails its requests is retried on the backoff schedule, not hammered (DESIGN.md 9)."""
+
+    def __init__(self, probe: Probe | None, interval_s: float = PROBE_INTERVAL_S) -> None:
+        self._probe = probe
+        self._interval = interval_s
+
+    async def wait(
+        self,
+        delay_s: float,
+        *,
+        connect_failed: bool,
+        every_s: float | None = None,
+        on_tick: Callable[[], Awaitable[None]] | None = None,
+    ) -> bool:
+        """Wait up to `delay_s`, calling `on_tick` at once and every `every_s` (BAD samples at
+        the poll rate). True when the probe cut the wait short."""
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        end = now + delay_s
+        next_tick = now if on_tick is not None else math.inf
+        next_probe = now + self._interval if self._probe is not None else math.inf
+        seen_down = connect_failed
+        while True:
+            now = loop.time()
+            if now >= next_tick and on_tick is not None:
+                await on_tick()
+                next_tick += every_s if every_s else math.inf
+            if now >= next_probe and self._probe is not None:
+                next_probe = now + self._interval
+                if await self._probe():
+                    if seen_down:
+                        return True
+                else:
+                    seen_down = True
+            wake = min(end, next_tick, next_probe)
+            if loop.time() >= end:
+                return False
+            await asyncio.sleep(max(0.0, wake - loop.time()))
 
 
 def format_seconds(value: float) -> str:

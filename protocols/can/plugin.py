@@ -15,12 +15,14 @@ from typing import TYPE_CHECKING
 from gateway.core.clock import Clock
 from gateway.core.errors import ConfigError, ConfigProblem
 from gateway.core.interfaces import StreamingDriver
+from gateway.core.net import file_says, path_exists
 from gateway.core.plugins import (
     DeviceIssue,
     DeviceSpec,
     Endpoint,
     Lazy,
     LinkKey,
+    Probe,
     ProtocolPlugin,
     StreamingEndpoint,
 )
@@ -32,6 +34,8 @@ if TYPE_CHECKING:
 
 _DRIVER: Lazy[type[CanDriver]] = Lazy("protocols.can.driver:CanDriver")
 _SIGNAL_UNITS: Lazy[Callable[..., dict[str, str]]] = Lazy("protocols.can.dbc:signal_units")
+# python-can interfaces whose channel is a serial port (a USB-CAN adapter).
+SERIAL_INTERFACES = frozenset({"slcan", "serial", "robotell", "seeedstudio"})
 # Problems located in the device file carry this name; others are inside the DBC itself.
 _DEVICE_FILE = "<device file>"
 
@@ -40,6 +44,28 @@ def dbc_path(device: DeviceSpec) -> Path:
     """The DBC named in the device file, relative to that file."""
     connection: CanConnection = device.connection
     return device.resolve(connection.dbc)
+
+
+def channel_probe(connection: CanConnection) -> Probe | None:
+    """How to tell the channel is back without opening the bus: a SocketCAN link that is up
+    again, a USB-serial adapter present again. Other interfaces have no cheap check: their
+    backoff alone decides."""
+    channel = connection.channel
+    if connection.interface == "socketcan":
+        operstate = f"/sys/class/net/{channel}/operstate"
+
+        async def link_up() -> bool:
+            # A CAN netdev reports "up" (or "unknown" on some drivers) once `ip link set up`.
+            return await file_says(operstate, "up") or await file_says(operstate, "unknown")
+
+        return link_up
+    if connection.interface in SERIAL_INTERFACES and channel.startswith("/"):
+
+        async def adapter_present() -> bool:
+            return await path_exists(channel)
+
+        return adapter_present
+    return None
 
 
 class Can:
@@ -73,7 +99,7 @@ class Can:
         def driver() -> StreamingDriver:
             return _DRIVER.get()(device.id, connection, signals, tags, path, clock)
 
-        return StreamingEndpoint(device.id, driver)
+        return StreamingEndpoint(device.id, driver, probe=channel_probe(connection))
 
     def link(self, device: DeviceSpec) -> LinkKey:
         connection: CanConnection = device.connection

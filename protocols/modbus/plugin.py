@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 from gateway.core.clock import Clock
 from gateway.core.errors import ConfigProblem
 from gateway.core.interfaces import PollingDriver, SharedLine
+from gateway.core.net import path_exists, tcp_accepts
 from gateway.core.plugins import (
     DeviceIssue,
     DeviceSpec,
@@ -30,6 +31,7 @@ from protocols.modbus.points import check_points, log_read_plan
 if TYPE_CHECKING:
     from protocols.modbus.driver import ModbusRtuLine, ModbusTcpDriver
 
+PROBE_TIMEOUT_S = 1.0
 _TCP_DRIVER: Lazy[type[ModbusTcpDriver]] = Lazy("protocols.modbus.driver:ModbusTcpDriver")
 _RTU_LINE: Lazy[type[ModbusRtuLine]] = Lazy("protocols.modbus.driver:ModbusRtuLine")
 
@@ -81,9 +83,14 @@ class ModbusTcp:
         def driver() -> PollingDriver:
             return _TCP_DRIVER.get()(device.id, connection, points, tags, clock)
 
+        async def probe() -> bool:
+            return await tcp_accepts(connection.host, connection.port, PROBE_TIMEOUT_S)
+
         # The timeout bounds a whole connect or poll, which may be several requests; each
         # request has its own `timeout_s`, checked shorter than the period.
-        return PollingEndpoint(device.id, driver, device.poll_period_s, device.poll_period_s)
+        return PollingEndpoint(
+            device.id, driver, device.poll_period_s, device.poll_period_s, probe=probe
+        )
 
     def link(self, device: DeviceSpec) -> LinkKey:
         connection: ModbusTcpConnection = device.connection
@@ -125,8 +132,11 @@ class ModbusRtu:
         def line() -> SharedLine:
             return _RTU_LINE.get()(port, units, clock)
 
+        async def probe() -> bool:
+            return await path_exists(port)  # a USB adapter unplugged and plugged back
+
         periods = {device.id: device.poll_period_s for device in members}
-        return SharedLineEndpoint(group_line_id, line, periods)
+        return SharedLineEndpoint(group_line_id, line, periods, probe=probe)
 
     def link(self, device: DeviceSpec) -> LinkKey:
         connection: ModbusRtuConnection = device.connection

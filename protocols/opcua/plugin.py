@@ -7,10 +7,12 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING
+from urllib.parse import urlsplit
 
 from gateway.core.clock import Clock
 from gateway.core.errors import ConfigProblem
 from gateway.core.interfaces import StreamingDriver
+from gateway.core.net import tcp_accepts
 from gateway.core.plugins import (
     DeviceIssue,
     DeviceSpec,
@@ -25,6 +27,16 @@ from protocols.opcua.config import NodeKind, OpcUaConnection, OpcUaNode
 
 if TYPE_CHECKING:
     from protocols.opcua.driver import OpcUaDriver
+
+PROBE_TIMEOUT_S = 1.0
+DEFAULT_PORT = 4840  # IANA's opc-ua-tcp
+
+
+def endpoint_address(url: str) -> tuple[str, int]:
+    """Host and port of `opc.tcp://host[:port][/path]` (the model's pattern has checked it)."""
+    parsed = urlsplit(url)
+    return parsed.hostname or "", parsed.port or DEFAULT_PORT
+
 
 _DRIVER: Lazy[type[OpcUaDriver]] = Lazy("protocols.opcua.driver:OpcUaDriver")
 
@@ -61,7 +73,13 @@ class OpcUa:
                 device.id, connection, nodes, tags, clock, poll_period_s=device.poll_period_s
             )
 
-        return StreamingEndpoint(device.id, driver)
+        host, port = endpoint_address(connection.endpoint)
+
+        async def probe() -> bool:
+            return await tcp_accepts(host, port, PROBE_TIMEOUT_S)
+
+        reconnect = (connection.reconnect_min_s, connection.reconnect_max_s)
+        return StreamingEndpoint(device.id, driver, probe=probe, reconnect_s=reconnect)
 
     def link(self, device: DeviceSpec) -> LinkKey:
         connection: OpcUaConnection = device.connection
