@@ -152,6 +152,13 @@ class TicketService:
     def condition(self, key: str) -> Condition:
         return self._ledger.condition(key)
 
+    def active_conditions(self) -> list[Condition]:
+        """Every condition not NORMAL (pending, active, clearing), oldest first."""
+        return sorted(
+            (c for c in self._ledger.conditions.values() if c.state is not ConditionState.NORMAL),
+            key=lambda c: (c.since, c.key),
+        )
+
     def flags(self, key: str) -> frozenset[ConditionFlag]:
         return frozenset(self._ledger.flags.get(key, ()))
 
