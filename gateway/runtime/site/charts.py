@@ -197,8 +197,9 @@ def trend_chart(
     values = data + [b.lo for b in bands] + [b.hi for b in bands]
     values += [lv.value for lv in levels if lv.stretch]
     low, high = min(values), max(values)
-    span = (high - low) or abs(high) or 1.0
-    levels = [lv for lv in levels if lv.stretch or low - span <= lv.value <= high + span]
+    # A level that does not stretch the axis is drawn within half the largest value of it.
+    reach = max(high - low, 0.5 * max(abs(high), abs(low))) or 1.0
+    levels = [lv for lv in levels if lv.stretch or low - reach <= lv.value <= high + reach]
     pad = (high - low) * 0.08 or abs(high) * 0.05 or 1.0
     y_ticks = nice_ticks(low - pad, high + pad)
     frame = _Frame(start, end, y_ticks[0] if y_ticks else low, y_ticks[-1] if y_ticks else high)
