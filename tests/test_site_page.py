@@ -152,6 +152,8 @@ def test_every_page_of_the_demo_plant_in_a_headless_browser():
                                   " !== null")  # the demodulation band  # fmt: skip
             assert browser.script("return document.getElementById('zone').textContent") in "ABCD"
             browser.full_page_screenshot(SHOTS / "vibration.png")
+            # The README's picture: diagnosis, zone, both spectra.
+            browser.full_page_screenshot(SHOTS / "vibration-view.png", max_height=1400)
             no_console_errors(browser, "vibration")
 
             # Ticket page: its timeline, the evidence as sent and the spectrum it opened on.
@@ -188,6 +190,7 @@ def test_every_page_of_the_demo_plant_in_a_headless_browser():
     finally:
         out = demo.stop()
     assert "Site page on `http://127.0.0.1:" in out
-    for name in ("overview", "device", "vibration", "ticket", "vibration-tablet"):
+    for name in ("overview", "device", "vibration", "vibration-view", "ticket",
+                 "vibration-tablet"):
         assert (SHOTS / f"{name}.png").stat().st_size > 10_000, name
     assert Path(SHOTS).is_dir()

@@ -45,7 +45,7 @@ class Browser:
     def __init__(self, width: int = 1280, height: int = 900) -> None:
         found = find_chromium()
         if found is None:
-            raise WebDriverError("chromium and chromedriver are not installed (./dev installs them)")
+            raise WebDriverError("chromium and chromedriver are missing (./dev installs them)")
         self._browser, self._driver = found
         self._size = (width, height)
         self._port = free_loopback_port()
@@ -119,11 +119,13 @@ class Browser:
         path.write_bytes(base64.b64decode(self._command("GET", "/screenshot")))
         return path
 
-    def full_page_screenshot(self, path: Path) -> Path:
-        """The whole page: the window is made as tall as the document first."""
+    def full_page_screenshot(self, path: Path, max_height: int = 8000) -> Path:
+        """The whole page (up to `max_height` pixels): the window is made as tall as the
+        document first."""
         width, _ = self._size
         height = int(self.script("return document.documentElement.scrollHeight;"))
-        self._command("POST", "/window/rect", {"width": width, "height": min(height + 120, 8000)})
+        self._command("POST", "/window/rect",
+                      {"width": width, "height": min(height + 120, max_height)})  # fmt: skip
         try:
             return self.screenshot(path)
         finally:

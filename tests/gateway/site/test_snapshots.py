@@ -6,10 +6,12 @@ import logging
 import os
 from pathlib import Path
 
+import numpy as np
 import pytest
 
+from gateway.core.records import FaultCode, Finding, Priority, Ticket, TicketState, Waveform
 from gateway.core.spectrum_view import Curve, MarkedLine, MatchedLine, SpectrumView
-from gateway.runtime.site.snapshots import SpectrumSnapshots
+from gateway.runtime.site.snapshots import SnapshotRecorder, SpectrumSnapshots
 
 
 def view(ts: float = 1.0) -> SpectrumView:
@@ -66,3 +68,54 @@ def test_a_refused_write_costs_the_snapshot_only(tmp_path: Path, caplog) -> None
     with caplog.at_level(logging.WARNING):
         assert not store.save("T-1", view())
     assert store.failures == 1 and "not kept" in caplog.text
+
+
+class FakeSpectrumDetector:
+    name = "pump-1-vib.de_bearing"
+    asset = "pump-1"
+    tag_id = "pump-1-vib.vib_de"
+
+    def __init__(self) -> None:
+        self.asked: list[float] = []
+
+    def spectrum_view(self, waveform: Waveform) -> SpectrumView | None:
+        self.asked.append(waveform.ts)
+        return view(ts=waveform.ts)
+
+
+def finding(detector: str = "pump-1-vib.de_bearing", active: bool = True) -> Finding:
+    return Finding(asset="pump-1", fault_code=FaultCode.BEARING_OUTER_RACE,
+                   severity=Priority.P2, score=0.9, detector=detector, message="m", ts=42.0,
+                   active=active)  # fmt: skip
+
+
+def ticket(revision: int) -> Ticket:
+    return Ticket(id="T-a-b-20260101-0002", key="k", site="a", asset="pump-1",
+                  fault_code="bearing.outer_race", detector="pump-1-vib.de_bearing",
+                  priority=Priority.P2, state=TicketState.OPENED, revision=revision,
+                  opened_at=42.0, first_seen=42.0, last_seen=42.0, occurrences=1,
+                  peak_value=None, message="m")  # fmt: skip
+
+
+async def test_the_block_that_opened_a_ticket_is_kept_once(tmp_path: Path) -> None:
+    store = SpectrumSnapshots(tmp_path)
+    detector = FakeSpectrumDetector()
+    current = {"ticket": ticket(1)}
+    blocks = {42.0: Waveform("pump-1-vib.vib_de", 42.0, 1000.0, np.ones(8))}
+
+    async def waveform_at(tag: str, ts: float) -> Waveform | None:
+        return blocks.get(ts) if tag == detector.tag_id else None
+
+    recorder = SnapshotRecorder(store, [detector], lambda f: current["ticket"], waveform_at)
+    await recorder.after_finding(finding(detector="threshold:hot"))  # not a spectrum detector
+    await recorder.after_finding(finding(active=False))  # a clear opens nothing
+    assert detector.asked == [] and not store.has("T-a-b-20260101-0002")
+    await recorder.after_finding(finding())
+    assert detector.asked == [42.0]
+    kept = store.load("T-a-b-20260101-0002")
+    assert kept is not None and kept.ts == 42.0
+    await recorder.after_finding(finding())  # a re-confirmation keeps the first one
+    current["ticket"] = ticket(3)
+    (tmp_path / "T-a-b-20260101-0002.json").unlink()
+    await recorder.after_finding(finding())  # an older ticket re-triggered: not its opening
+    assert detector.asked == [42.0] and not store.has("T-a-b-20260101-0002")
