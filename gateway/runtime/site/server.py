@@ -108,7 +108,11 @@ class SitePageServer:
         app.router.add_get("/ticket/{ticket}", self._respond)
         app.router.add_get("/live", self._live)
         app.router.add_get("/static/{name}", self._static_file)
-        runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
+        # handler_cancellation: a closed tab ends its live stream at once (not at the next
+        # write), so it stops counting against `max_viewers`.
+        runner = web.AppRunner(
+            app, access_log=None, shutdown_timeout=1.0, handler_cancellation=True
+        )
         await runner.setup()
         site = web.TCPSite(runner, self.host, self.port)
         try:

@@ -17,7 +17,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from gateway.core.clock import SystemClock
+from gateway.core.clock import ManualClock, SystemClock
 from gateway.core.interfaces import TicketEvent
 from gateway.core.records import (
     Condition,
@@ -108,7 +108,8 @@ DEVICE = DeviceInfo(
 
 def make_server(tmp_path: Path, live: LiveValues, **kw: Any) -> SitePageServer:
     pages = SitePages(
-        site="plant-a", gateway="edge-01", clock=SystemClock(), report=report, devices=[DEVICE],
+        # The page's clock stands still at NOW: deadlines read the same however late this runs.
+        site="plant-a", gateway="edge-01", clock=ManualClock(NOW), report=report, devices=[DEVICE],
         live=live, telemetry=Telemetry(), tickets=Tickets(), history=History(), spectra=[],
         snapshots=SpectrumSnapshots(tmp_path / "spectra"),
     )  # fmt: skip
