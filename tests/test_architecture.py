@@ -95,6 +95,9 @@ LIBRARY_HOMES = {
     "paho": ("uplink.mqtt",),
     "aiosqlite": ("gateway.store",),
     "scipy": ("detectors",),
+    "aiohttp": ("gateway.runtime.site.server",),
+    "jinja2": ("gateway.runtime.site.server",),
+    "markupsafe": ("gateway.runtime.site.server",),
 }
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import signal
 import subprocess
 import sys
@@ -32,6 +33,7 @@ def test_demo_opens_and_acknowledges_the_pump_ticket_and_leaves_nothing_running(
     assert set(counts) == {"pump-1", "pump-1-vib", "motor-1"}
     assert all(int(n) > 0 for n in counts.values()), counts
     assert "[central " in out and "WO-1001" in out, "the planner's view of the ticket is printed"
+    assert re.search(r"^demo: site page on http://127\.0\.0\.1:\d+/", out, re.M), "page address"
     leftovers = subprocess.run(
         ["pgrep", "-f", "edge-demo-"], capture_output=True, text=True, check=False
     )

@@ -44,6 +44,7 @@ from detectors.vibration.iso20816 import Foundation, MachineGroup, Zone
 from detectors.vibration.rounds import AveragingRound
 from detectors.vibration.speed import estimate_shaft_hz
 from detectors.vibration.units import scale_to_g
+from detectors.vibration.view import spectrum_view
 from gateway.core.interfaces import Record, ResumedCondition
 from gateway.core.records import (
     DerivedTag,
@@ -54,6 +55,7 @@ from gateway.core.records import (
     Sample,
     Waveform,
 )
+from gateway.core.spectrum_view import SpectrumView
 
 log = logging.getLogger(__name__)
 
@@ -184,6 +186,10 @@ class VibrationDetector:
         the analysed waveform's ts; with `average_blocks` > 1 they describe the whole round."""
         out, self._feature_samples = self._feature_samples, []
         return out
+
+    def spectrum_view(self, waveform: Waveform) -> SpectrumView | None:
+        """What the local site page draws of `waveform` (see detectors/vibration/view.py)."""
+        return spectrum_view(self, waveform)
 
     # -- persistence ------------------------------------------------------------------------
 

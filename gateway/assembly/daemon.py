@@ -17,6 +17,7 @@ from gateway.assembly.services import (
     telemetry_services,
     topic_services,
 )
+from gateway.assembly.site import SitePage, start_site_page
 from gateway.assembly.ticketing import ticket_commands, ticket_service
 from gateway.assembly.uplink import ticket_encoder, topics, uplink_settings
 from gateway.config.loader import LoadedConfig
@@ -92,13 +93,19 @@ async def assemble(
     # Features per asset for `summaries/<asset>`, never the samples.
     summaries = SummaryCollector(plant.asset_of_tags(devices))
 
+    site: SitePage | None = None  # the local site page, when enabled (started below)
+
     async def on_finding(finding: Finding) -> None:
         summaries.add_finding(finding)
         await tickets.on_finding(finding)
         uplink.wake()  # publish the committed change now, not at the next outbox poll
+        if site is not None:
+            await site.recorder.after_finding(finding)  # the spectrum a ticket opened on
 
     async def store_samples(samples: Sequence[Sample]) -> None:
         summaries.add_samples(samples)
+        if site is not None:
+            site.live.add(samples)
         await telemetry.write_samples(samples)
         await tickets.observe_samples(samples)  # run states, links, evidence
 
@@ -109,7 +116,7 @@ async def assemble(
     queue: asyncio.Queue[Record] = asyncio.Queue(maxsize=QUEUE_SIZE)
     snapshots = DetectorSnapshots(state_dir / "detectors")
     restore_detector_state(detectors, snapshots)
-    failed_before = resume_conditions(detectors, tickets.active_conditions())
+    failed_before = resume_conditions(detectors, tickets.conditions_to_resume())
     runner = DetectorRunner(
         queue, detectors, on_finding, store_samples, clock, store_waveform=store_waveform
     )
@@ -131,6 +138,18 @@ async def assemble(
     health_server = await start_health_server(loaded, health)
     if health_server is not None:
         stack.push_async_callback(health_server.close)
+    site = await start_site_page(
+        loaded,
+        clock,
+        health=health,
+        devices=devices,
+        detectors=detectors,
+        telemetry=telemetry,
+        state=state,
+        tickets=tickets,
+    )
+    if site is not None:
+        stack.push_async_callback(site.server.close)
     sinks: list[Service] = [
         ("uplink", uplink.run_uplink),
         ("detectors", runner.run_detectors),

@@ -32,7 +32,8 @@ from gateway.core.records import Quality, Ticket
 from gateway.store import StateStore, TelemetryStore
 
 REPO_CONFIG = Path(__file__).resolve().parents[2] / "configs"
-SCENARIO_FAULT = "threshold.high"  # the demo pump's bearing temperature crosses its hi limit
+SCENARIO_FAULT = "threshold.high"
+SITE_PAGE_PORT = 8080  # the demo pump's bearing temperature crosses its hi limit
 
 
 def free_port() -> int:
@@ -40,6 +41,17 @@ def free_port() -> int:
         s.bind(("127.0.0.1", 0))
         port: int = s.getsockname()[1]
         return port
+
+
+def port_or_free(preferred: int) -> int:
+    """`preferred` when nothing listens on it (an address a newcomer can remember), else any
+    free port."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        try:
+            s.bind(("127.0.0.1", preferred))
+        except OSError:
+            return free_port()
+    return preferred
 
 
 def find_mosquitto() -> str | None:
@@ -74,6 +86,7 @@ class DemoPlan:
     modbus_port: int
     opcua_port: int
     can_tty: Path
+    site_page_port: int
     prefix: str
     site: str
     gateway_id: str
@@ -90,6 +103,9 @@ def prepare_config(source: Path, workdir: Path) -> DemoPlan:
     gw.setdefault("uplink", {})["port"] = broker_port
     gw["uplink"]["host"] = "127.0.0.1"
     gw.setdefault("storage", {})["directory"] = str(workdir / "var")
+    # The local site page, on loopback: devices, tickets and the spectra behind them.
+    site_page_port = port_or_free(SITE_PAGE_PORT)
+    gw["site_page"] = {**gw.get("site_page", {}), "host": "127.0.0.1", "port": site_page_port}
     gateway_yaml.write_text(yaml.safe_dump(gw, sort_keys=False))
     for device_file in sorted((config_dir / "devices").glob("*.yaml")):
         device: dict[str, Any] = yaml.safe_load(device_file.read_text())
@@ -111,6 +127,7 @@ def prepare_config(source: Path, workdir: Path) -> DemoPlan:
         modbus_port=modbus_port,
         opcua_port=opcua_port,
         can_tty=can_tty,
+        site_page_port=site_page_port,
         prefix=gw.get("uplink", {}).get("topic_prefix", "factory"),
         site=gw["site"],
         gateway_id=gw["gateway_id"],
@@ -330,6 +347,11 @@ async def run_demo(config_source: Path, duration: float | None) -> int:
                 return EX_UNAVAILABLE
             children.append(
                 await spawn("gateway", py, "-m", "gateway", "run", str(plan.gateway_yaml))
+            )
+            print(
+                f"demo: site page on http://127.0.0.1:{plan.site_page_port}/ (open it in a"
+                " browser: devices, tickets, and the spectra behind the bearing ticket)",
+                flush=True,
             )
             print("demo: running; press Ctrl-C to stop", flush=True)
             waiter = asyncio.create_task(stop.wait(), name="demo-stop")

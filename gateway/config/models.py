@@ -7,6 +7,7 @@ Unknown keys are errors everywhere (`extra="forbid"`).
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Union
@@ -179,6 +180,57 @@ class HealthConfig(Strict):
     host: str = Field("127.0.0.1", description="Address to bind; keep it local (loopback).")
 
 
+LOOPBACK_NAMES = frozenset({"localhost", "localhost.localdomain"})
+
+
+def is_loopback(host: str) -> bool:
+    """True for an address only this machine can reach (127.0.0.0/8, ::1, localhost)."""
+    if host.lower() in LOOPBACK_NAMES:
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False  # a host name: it may resolve to any interface
+
+
+class SitePageConfig(Strict):
+    """The local, read-only site page: devices, point quality, conditions, tickets, spectra.
+
+    Raw values and spectra are shown on site; nothing of the page is sent off-site."""
+
+    port: int | None = Field(
+        None, ge=1, le=65535, description="TCP port of the site page; null (default) is off."
+    )
+    host: str = Field(
+        "127.0.0.1",
+        description=(
+            "Address to bind. Loopback by default; any other address needs `password_file`."
+        ),
+    )
+    password_file: str | None = Field(
+        None,
+        description=(
+            "File holding the page's password (HTTP Basic, any user name), relative to "
+            "gateway.yaml; required when `host` is not a loopback address."
+        ),
+    )
+    update_s: float = Field(
+        2.0, ge=0.5, le=60, description="Live updates are sent at most this often per page."
+    )
+    max_viewers: int = Field(
+        16, ge=1, le=256, description="Open pages receiving live updates at once, at most."
+    )
+
+    @model_validator(mode="after")
+    def _password_beyond_loopback(self) -> SitePageConfig:
+        if self.port is not None and not is_loopback(self.host) and self.password_file is None:
+            raise ValueError(
+                f"the site page bound to `{self.host}` is reachable from the network: set "
+                "`password_file`, or bind it to 127.0.0.1"
+            )
+        return self
+
+
 class GatewayConfig(Strict):
     """The root file, `gateway.yaml`."""
 
@@ -192,6 +244,7 @@ class GatewayConfig(Strict):
     uplink: UplinkConfig = Field(default_factory=UplinkConfig)
     ticketing: TicketingConfig = Field(default_factory=TicketingConfig)
     health: HealthConfig = Field(default_factory=HealthConfig)
+    site_page: SitePageConfig = Field(default_factory=SitePageConfig)
 
 
 # --- devices/*.yaml -----------------------------------------------------------------------

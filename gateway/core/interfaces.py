@@ -22,6 +22,7 @@ from gateway.core.records import (
     Ticket,
     Waveform,
 )
+from gateway.core.spectrum_view import SpectrumView
 
 Record = Sample | Waveform
 
@@ -176,6 +177,28 @@ class SnapshottingDetector(Protocol):
     def snapshot(self) -> dict[str, Any]: ...
 
     def restore(self, state: Mapping[str, Any]) -> None: ...
+
+
+@runtime_checkable
+class SpectrumDetector(Protocol):
+    """A detector whose analysis of a waveform tag the local site page can draw (the
+    vibration family): read-only, computed on request in a worker thread, never sent off-site."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def asset(self) -> str: ...
+
+    @property
+    def tag_id(self) -> str:
+        """The waveform tag it analyses."""
+        ...
+
+    def spectrum_view(self, waveform: Waveform) -> SpectrumView | None:
+        """The block's spectra with the lines of the last diagnosis marked; None when the
+        block cannot be drawn (another tag, a BAD block)."""
+        ...
 
 
 @dataclass(frozen=True, slots=True)

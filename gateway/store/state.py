@@ -530,6 +530,13 @@ class StateStore(DatabaseStore):
         found = await self._select_outbox("SELECT * FROM outbox WHERE event_id = ?", (event_id,))
         return found[0] if found else None
 
+    async def ticket_messages(self, ticket_id: str) -> list[OutboxItem]:
+        """Every message committed for one ticket, settled or not, in commit order (the site
+        page shows what the central system received)."""
+        return await self._select_outbox(
+            "SELECT * FROM outbox WHERE ticket_id = ? ORDER BY seq", (ticket_id,)
+        )
+
     async def purge_settled(self, settled_before: float) -> int:
         """Delete settled messages older than a cut-off; returns how many. Keeps state.db small."""
         return await self._write(

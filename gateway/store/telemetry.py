@@ -449,6 +449,63 @@ class TelemetryStore(DatabaseStore):
         )
         return list(rows)
 
+    async def latest_good_ts(self, device: str, since: float) -> float | None:
+        """When `device` last delivered a GOOD sample at or after `since` (None: not since
+        then); newest buckets first, a minute of them per query."""
+        await self.flush()
+        if math.isnan(since):
+            return None
+        span = 6  # buckets per query
+        async with self._db.lock:
+            try:
+                rows = await self._db.conn.execute_fetchall(
+                    f"SELECT MAX({_BUCKET}) FROM sample_groups"
+                )
+                top = next(iter(rows))[0]
+                first = _bucket_of(since)
+                while top is not None and top >= first:
+                    low = max(first, top - span + 1)
+                    rows = await self._db.conn.execute_fetchall(
+                        "WITH RECURSIVE buckets(b) AS (VALUES(?) UNION ALL"
+                        " SELECT b + 1 FROM buckets WHERE b < ?)"
+                        " SELECT MAX(ts) FROM buckets JOIN sample_groups"
+                        f" ON {_BUCKET} = buckets.b AND device = ?"
+                        " WHERE ts >= ? AND (quality IS NULL OR instr(quality, ?) > 0)",
+                        (low, top, device, since, bytes([int(Quality.GOOD)])),
+                    )
+                    newest = next(iter(rows))[0]
+                    if newest is not None:
+                        return float(newest)
+                    top = low - 1
+            except (sqlite3.Error, ValueError) as exc:
+                raise StoreError(f"telemetry.db refused a read: {exc}") from exc
+        return None
+
+    async def latest_waveform(self, tag: str, at_or_before: float = math.inf) -> Waveform | None:
+        """The newest waveform block of `tag` with ts <= `at_or_before`."""
+        import numpy as np
+
+        async with self._db.lock:
+            try:
+                rows = await self._db.conn.execute_fetchall(
+                    "SELECT tag, ts, sample_rate, unit, running_speed_hz, quality, data"
+                    " FROM waveforms WHERE tag = ? AND ts <= ? ORDER BY ts DESC LIMIT 1",
+                    (tag, at_or_before),
+                )
+            except (sqlite3.Error, ValueError) as exc:  # ValueError: aiosqlite, once closed
+                raise StoreError(f"telemetry.db refused a read: {exc}") from exc
+        for row in rows:
+            return Waveform(
+                tag=row["tag"],
+                ts=row["ts"],
+                sample_rate=row["sample_rate"],
+                data=np.frombuffer(row["data"], dtype="<f8").astype(np.float64),
+                unit=row["unit"],
+                running_speed_hz=row["running_speed_hz"],
+                quality=Quality(row["quality"]),
+            )
+        return None
+
     async def read_waveforms(self, tag: str, start: float, end: float) -> list[Waveform]:
         """Waveform blocks of one tag with start <= ts < end, oldest first."""
         import numpy as np

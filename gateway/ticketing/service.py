@@ -133,7 +133,7 @@ class TicketService:
 
     # --- reading ------------------------------------------------------------------------------
 
-    def active_conditions(self) -> list[ResumedCondition]:
+    def conditions_to_resume(self) -> list[ResumedCondition]:
         """The conditions state.db holds active (their ticket says so): the detectors that
         raised them are told before their first record (`ResumableDetector`), so that a value
         that came back to normal while the gateway was down clears them on fresh data."""
@@ -162,6 +162,13 @@ class TicketService:
 
     def condition(self, key: str) -> Condition:
         return self._ledger.condition(key)
+
+    def active_conditions(self) -> list[Condition]:
+        """Every condition not NORMAL (pending, active, clearing), oldest first."""
+        return sorted(
+            (c for c in self._ledger.conditions.values() if c.state is not ConditionState.NORMAL),
+            key=lambda c: (c.since, c.key),
+        )
 
     def flags(self, key: str) -> frozenset[ConditionFlag]:
         return frozenset(self._ledger.flags.get(key, ()))

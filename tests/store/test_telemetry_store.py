@@ -338,3 +338,33 @@ async def test_a_refused_write_of_known_columns_is_counted_and_recovers(tmp_path
     finally:
         blocker.close()
         await store.close()
+
+
+# --- reads for the site page (issue 16) -------------------------------------------------------
+
+
+async def test_latest_waveform_is_the_newest_block_at_or_before_a_time(telemetry):
+    assert await telemetry.latest_waveform("pump-1.vib") is None
+    for ts in (10.0, 11.0, 12.0):
+        await telemetry.write_waveform(Waveform("pump-1.vib", ts, 1000.0, np.full(8, ts)))
+    await telemetry.write_waveform(Waveform("other.vib", 13.0, 1000.0, np.zeros(8)))
+    newest = await telemetry.latest_waveform("pump-1.vib")
+    assert newest is not None and newest.ts == 12.0 and newest.data.tolist() == [12.0] * 8
+    at = await telemetry.latest_waveform("pump-1.vib", at_or_before=11.5)
+    assert at is not None and at.ts == 11.0
+    assert await telemetry.latest_waveform("pump-1.vib", at_or_before=9.0) is None
+
+
+async def test_latest_good_ts_finds_the_last_good_sample_of_a_device_before_an_outage(telemetry):
+    # Good polls for five minutes, then ten minutes of BAD samples (the device unreachable).
+    await telemetry.write_samples(
+        [Sample("press-3.p", float(t), 1.0) for t in range(1000, 1300)]
+        + [Sample("press-3.t", 1150.0, 2.0, quality=Quality.UNCERTAIN)]
+        + [Sample.bad("press-3.p", float(t), "connection refused") for t in range(1300, 1900)]
+        + [Sample("other.p", 1899.0, 5.0)]
+    )
+    assert await telemetry.latest_good_ts("press-3", since=0.0) == 1299.0
+    # Only what lies inside the window counts.
+    assert await telemetry.latest_good_ts("press-3", since=1500.0) is None
+    assert await telemetry.latest_good_ts("unknown", since=0.0) is None
+    assert await telemetry.latest_good_ts("press-3", since=math.nan) is None

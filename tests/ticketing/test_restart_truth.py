@@ -60,7 +60,7 @@ async def opened_then_restarted(gw: Gateway) -> tuple[str, ThresholdDetector]:
     (ticket,) = gw.service.open_tickets()
     await gw.restart()  # the detector's state is gone with the process
     fresh = detector()
-    resume_conditions([fresh], gw.service.active_conditions())
+    resume_conditions([fresh], gw.service.conditions_to_resume())
     return ticket.id, fresh
 
 
@@ -90,7 +90,7 @@ async def test_a_condition_cleared_before_the_stop_is_not_resumed(gw: Gateway):
     rule = detector()
     await feed(gw, rule, [85.0] + [70.0] * 7)
     await gw.restart()
-    assert gw.service.active_conditions() == []
+    assert gw.service.conditions_to_resume() == []
 
 
 LINK = Link("modbus-tcp-10.0.0.5-502", "modbus_tcp", frozenset({"pump-1"}), frozenset({TAG}))
