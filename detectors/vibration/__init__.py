@@ -3,7 +3,7 @@
 Public entry points:
 - `diagnose(signal, fs, shaft_hz=..., geometry=...)` -> `Diagnosis` (offline, whole record);
 - `VibrationDetector` (live `Waveform` blocks, Detector protocol of gateway.core.interfaces);
-- `BearingGeometry`, `BearingCatalogue` (configs/bearings.yaml);
+- `BearingGeometry`, `BearingCatalogue` (bearings.yaml, shipped beside it);
 - `read_recording(path)` for the `analyze` command.
 """
 
