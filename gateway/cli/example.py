@@ -2,9 +2,9 @@
 
 Without NAME, lists every example with its folder; with NAME, prints that folder (for
 `edge-gateway check-config "$(edge-gateway example demo)"`); with `--copy DIR`, copies the site
-(gateway.yaml, knowledge.yaml, devices/ and the JSON Schema files) into a new folder to start a
-site from. Exit 0; 64 for `--copy` without NAME; 66 (EX_NOINPUT) for an unknown NAME; 73
-(EX_CANTCREAT) when DIR exists.
+(gateway.yaml, knowledge.yaml, devices/ and the JSON Schema files) into DIR to start a site
+from, never overwriting a file. Exit 0; 64 for `--copy` without NAME; 66 (EX_NOINPUT) for an
+unknown NAME; 73 (EX_CANTCREAT) when a file would be overwritten (nothing is copied then).
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from gateway.core.exit_codes import EX_CANTCREAT, EX_NOINPUT, EX_OK, EX_USAGE
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("name", nargs="?", help="an example site (`demo`, `modbus-rtu`, ...)")
     parser.add_argument(
-        "--copy", metavar="DIR", type=Path, help="copy the site into DIR (a new folder)"
+        "--copy", metavar="DIR", type=Path, help="copy the site into DIR (overwrites nothing)"
     )
 
 

@@ -38,8 +38,8 @@ HEALTH_HINT = (
     "For live figures (devices, uplink, residency) turn on the health endpoints: "
     "`health: {port: 9108}` in gateway.yaml, then `systemctl reload edge-gateway`."
 )
-# telemetry.db is written at least every `storage.telemetry_flush_s` (1 s by default) while
-# any device delivers; older than this, the daemon is probably stopped or every device down.
+# A running daemon writes telemetry.db at least every `storage.telemetry_flush_s` (1 s by
+# default): every poll stores samples, BAD ones too when a device is down.
 RECENT_WRITE_S = 60.0
 
 
@@ -150,11 +150,10 @@ def print_offline_report(report: Mapping[str, Any], out: TextIO) -> None:
     if age is None:
         written = "telemetry.db not written yet"
     elif age <= RECENT_WRITE_S:
-        written = f"telemetry.db written {age:.0f} s ago: the daemon is storing data"
+        written = f"telemetry.db last written {_duration(age)} ago: the daemon is probably running"
     else:
         written = (
-            f"telemetry.db last written {_duration(age)} ago: the daemon is stopped, or no "
-            "device delivers"
+            f"telemetry.db last written {_duration(age)} ago: the daemon is probably stopped"
         )
     line("data", written)
     tickets = report["tickets"]

@@ -69,15 +69,17 @@ def example_site(name: str) -> ExampleSite:
 
 
 def copy_site(site: ExampleSite, target: Path) -> list[Path]:
-    """Copy `site` into `target`, a folder that must not exist yet, with the schema files its
-    editor comments refer to (`schema/`); return the files written."""
-    if target.exists():
-        raise FileExistsError(f"`{target}` exists already; name a new folder")
+    """Copy `site` into `target` with the schema files its editor comments refer to
+    (`schema/`); return the files written. `target` may exist (tmpfiles.d creates
+    /etc/edge-gateway), but no file in it is overwritten: if one would be, nothing is copied."""
     plan = [
         *_matching(site.path, _TOP_LEVEL_FILES, target),
         *_matching(site.path / _DEVICES_FOLDER, _DEVICE_FILES, target / _DEVICES_FOLDER),
         *_matching(schema_dir(), ("*.json",), target / SCHEMA_FOLDER),
     ]
+    present = [str(destination) for _, destination in plan if destination.exists()]
+    if present:
+        raise FileExistsError(f"would overwrite {', '.join(present)}; nothing copied")
     for source, destination in plan:
         destination.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(source, destination)

@@ -126,7 +126,7 @@ async def run_until_stopped(
 
 def _log_state_location(loaded: LoadedConfig) -> None:
     location = loaded.state_location()
-    log.info("State in `%s` (%s).", location.path, location.origin)
+    log.info("State in `%s`, from %s.", location.path, location.origin)
     systemd = os.environ.get(STATE_DIRECTORY_ENV, "").split(":")[0]
     if systemd and Path(systemd) != location.path:
         log.warning(
