@@ -40,7 +40,8 @@ def sites_root() -> Path:
         raise FileNotFoundError(
             f"the example sites are not installed with the package (looked in `{root}`)"
         )
-    return root
+    # In a checkout the folder is a link to configs/: show the path an engineer edits.
+    return root.resolve()
 
 
 def schema_dir() -> Path:
