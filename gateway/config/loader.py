@@ -50,6 +50,12 @@ class ConfigSummary:
 STATE_DIRECTORY_ENV = "STATE_DIRECTORY"
 
 
+def systemd_state_directory(environ: Mapping[str, str]) -> Path | None:
+    """The unit's first `StateDirectory=` (systemd joins several with ':'), if it set one."""
+    first = environ.get(STATE_DIRECTORY_ENV, "").split(":")[0]
+    return Path(first) if first else None
+
+
 @dataclass(frozen=True, slots=True)
 class StateLocation:
     path: Path  # absolute
@@ -107,10 +113,10 @@ class LoadedConfig:
         written = self.gateway.storage.directory
         if written is not None:
             return StateLocation(self.resolve(written), "storage.directory in gateway.yaml")
-        systemd = env.get(STATE_DIRECTORY_ENV, "").split(":")[0]
-        if systemd:
+        systemd = systemd_state_directory(env)
+        if systemd is not None:
             origin = f"${STATE_DIRECTORY_ENV} (systemd StateDirectory=)"
-            return StateLocation(Path(systemd), origin)
+            return StateLocation(systemd, origin)
         xdg = env.get("XDG_STATE_HOME", "")
         # The XDG spec ignores a relative XDG_STATE_HOME.
         base = Path(xdg) if os.path.isabs(xdg) else Path.home() / ".local" / "state"

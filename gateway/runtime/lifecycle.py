@@ -21,10 +21,9 @@ import os
 import signal
 import time
 from collections.abc import Awaitable, Callable
-from pathlib import Path
 from typing import Protocol
 
-from gateway.config.loader import STATE_DIRECTORY_ENV, LoadedConfig, load_config
+from gateway.config.loader import LoadedConfig, load_config, systemd_state_directory
 from gateway.core.errors import ConfigError
 from gateway.runtime.sdnotify import SystemdNotifier
 
@@ -127,8 +126,8 @@ async def run_until_stopped(
 def _log_state_location(loaded: LoadedConfig) -> None:
     location = loaded.state_location()
     log.info("State in `%s`, from %s.", location.path, location.origin)
-    systemd = os.environ.get(STATE_DIRECTORY_ENV, "").split(":")[0]
-    if systemd and Path(systemd) != location.path:
+    systemd = systemd_state_directory(os.environ)
+    if systemd is not None and systemd != location.path:
         log.warning(
             "storage.directory `%s` is used, not the unit's StateDirectory `%s`: under "
             "ProtectSystem=strict it must be listed in ReadWritePaths=.",

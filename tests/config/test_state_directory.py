@@ -57,3 +57,20 @@ def test_the_shipped_site_keeps_no_state_in_the_checkout(tmp_path, monkeypatch):
     for environ in ({}, {"XDG_STATE_HOME": str(tmp_path / "xdg")}):
         path = loaded.state_location(environ).path
         assert not path.is_relative_to(REPO), path
+
+
+def test_an_explicit_directory_beside_a_unit_state_directory_is_logged_as_a_warning(
+    tmp_path, monkeypatch, caplog
+):
+    from gateway.runtime.lifecycle import _log_state_location
+
+    caplog.set_level("INFO", logger="gateway")
+    loaded = load_config(site(tmp_path, "storage: {directory: /srv/edge}\n"))
+    monkeypatch.setenv("STATE_DIRECTORY", "/var/lib/edge-gateway")
+    _log_state_location(loaded)
+    warning = [r for r in caplog.records if r.levelname == "WARNING"]
+    assert len(warning) == 1 and "ReadWritePaths=" in warning[0].getMessage()
+    caplog.clear()
+    monkeypatch.setenv("STATE_DIRECTORY", "/srv/edge")
+    _log_state_location(loaded)
+    assert [r.levelname for r in caplog.records] == ["INFO"]
