@@ -14,7 +14,7 @@ from collections.abc import Sequence
 
 from gateway import __version__
 from gateway.core.exit_codes import EX_BROKEN_PIPE, EX_OK, EX_USAGE
-from gateway.runtime.logs import configure_logging
+from gateway.runtime.logs import configure_logging, error_stream
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
@@ -26,7 +26,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
 def _cmd_check_config(args: argparse.Namespace) -> int:
     from gateway.config.check import check_config
 
-    return check_config(args.path, sys.stdout, sys.stderr)
+    return check_config(args.path, sys.stdout, error_stream())
 
 
 def _cmd_schema(args: argparse.Namespace) -> int:

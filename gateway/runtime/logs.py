@@ -10,6 +10,7 @@ names the stream we write to.
 
 from __future__ import annotations
 
+import io
 import logging
 import os
 import sys
@@ -21,6 +22,7 @@ JOURNAL_STREAM_ENV = "JOURNAL_STREAM"
 # Python level -> syslog priority (RFC 5424: 2 critical, 3 error, 4 warning, 6 info, 7 debug).
 _PRIORITIES = ((logging.CRITICAL, 2), (logging.ERROR, 3), (logging.WARNING, 4), (logging.INFO, 6))
 _DEBUG_PRIORITY = 7
+ERROR_PRIORITY = 3
 
 
 def syslog_priority(levelno: int) -> int:
@@ -49,6 +51,40 @@ def stream_is_journal(environ: Mapping[str, str], stream: TextIO) -> bool:
     except (OSError, ValueError):  # closed, or not a real file (a test's StringIO)
         return False
     return (status.st_dev, status.st_ino) == (int(device), int(inode))
+
+
+class PriorityLines(io.TextIOBase):
+    """A text stream that starts every line with a syslog priority: for the problems that
+    `check-config` prints (not logs) when systemd runs it as ExecStartPre= or ExecReload=, so
+    that `journalctl -p err` shows why a start or reload failed."""
+
+    def __init__(self, stream: TextIO, priority: int) -> None:
+        self._stream = stream
+        self._prefix = f"<{priority}>"
+        self._at_line_start = True
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, text: str) -> int:
+        pieces = []
+        for line in text.splitlines(keepends=True):
+            pieces.append(self._prefix + line if self._at_line_start else line)
+            self._at_line_start = line.endswith("\n")
+        self._stream.write("".join(pieces))
+        return len(text)
+
+    def flush(self) -> None:
+        self._stream.flush()
+
+
+def error_stream(
+    environ: Mapping[str, str] | None = None, stream: TextIO | None = None
+) -> TextIO | PriorityLines:
+    """stderr for printed errors: with the error priority on each line when it is the journal."""
+    env = os.environ if environ is None else environ
+    out = sys.stderr if stream is None else stream
+    return PriorityLines(out, ERROR_PRIORITY) if stream_is_journal(env, out) else out
 
 
 def configure_logging(

@@ -42,3 +42,23 @@ def test_journal_stream_counts_only_for_the_stream_it_names(tmp_path: Path) -> N
         assert not stream_is_journal(env, other)
         assert not stream_is_journal({}, journal)
         assert not stream_is_journal({"JOURNAL_STREAM": "garbage"}, journal)
+
+
+def test_check_config_problems_reach_the_journal_as_errors(tmp_path: Path) -> None:
+    """Under ExecStartPre= a bad configuration is what `journalctl -p err` must show."""
+    import subprocess
+
+    (tmp_path / "gateway.yaml").write_text("site: s\ngateway_id: g\nstorage:\n  colour: red\n")
+    journal = tmp_path / "journal"
+    with journal.open("wb") as stderr:
+        status = os.fstat(stderr.fileno())
+        env = {**os.environ, "JOURNAL_STREAM": f"{status.st_dev}:{status.st_ino}"}
+        result = subprocess.run(
+            [sys.executable, "-m", "gateway", "check-config", str(tmp_path)],
+            stderr=stderr, stdout=subprocess.PIPE, env=env, cwd=tmp_path, timeout=60,
+            check=False,
+        )  # fmt: skip
+    assert result.returncode == 78
+    lines = journal.read_text().splitlines()
+    assert lines and all(line.startswith("<3>") for line in lines), lines
+    assert "<3>gateway.yaml:4: storage.colour: unknown key `colour`" in lines
