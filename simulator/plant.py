@@ -31,7 +31,7 @@ SPEED_RPM = 2950.0
 
 @dataclass(frozen=True, slots=True)
 class Skf6205:
-    """Drive-end bearing of the demo pump (geometry as in configs/bearings.yaml, mm)."""
+    """Drive-end bearing of the demo pump (geometry as in detectors/vibration/bearings.yaml, mm)."""
 
     balls: int = 9
     ball_diameter: float = 7.94

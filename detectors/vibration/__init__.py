@@ -4,7 +4,7 @@ Public entry points:
 - `detectors.vibration.diagnose.diagnose(signal, fs, shaft_hz=..., geometry=...)` ->
   `Diagnosis` (offline, whole record; not re-exported here: the name is its module's too);
 - `VibrationDetector` (live `Waveform` blocks, Detector protocol of gateway.core.interfaces);
-- `BearingGeometry`, `BearingCatalogue` (the bearing catalogue);
+- `BearingGeometry`, `BearingCatalogue` (bearings.yaml, shipped beside it);
 - `read_recording(path)` for the `analyze` command.
 
 The names are imported from their modules on first use (PEP 562), so that reading a site's

@@ -1,4 +1,8 @@
-"""The bearing catalogue (`configs/bearings.yaml`) and geometry given directly.
+"""The bearing catalogue (`bearings.yaml` beside this module) and geometry given directly.
+
+The catalogue is package data, read through `importlib.resources`, so an installed gateway
+finds it wherever the package lives. A site whose bearing is not listed gives the geometry in
+its vibration rule instead (the same four keys), with the datasheet it came from in a comment.
 
 Names are matched case-insensitively on the key and on its aliases, ignoring spaces, dashes
 and underscores, so `6205`, `skf 6205` and `SKF-6205` all find the same bearing.
@@ -7,6 +11,8 @@ and underscores, so `6205`, `skf 6205` and `SKF-6205` all find the same bearing.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from importlib.resources import files
+from importlib.resources.abc import Traversable
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +20,7 @@ import yaml
 
 from detectors.vibration.bearing import BearingGeometry
 
-DEFAULT_CATALOGUE = Path(__file__).resolve().parents[2] / "configs" / "bearings.yaml"
+DEFAULT_CATALOGUE: Traversable = files("detectors.vibration") / "bearings.yaml"
 
 
 def _key(name: str) -> str:
@@ -42,9 +48,9 @@ class BearingCatalogue:
         self._index.update({_key(alias): name for alias, name in aliases.items()})
 
     @classmethod
-    def load(cls, path: Path = DEFAULT_CATALOGUE) -> BearingCatalogue:
-        with path.open(encoding="utf-8") as fh:
-            doc = yaml.safe_load(fh) or {}
+    def load(cls, path: Path | Traversable = DEFAULT_CATALOGUE) -> BearingCatalogue:
+        """The packaged catalogue, or another file of the same layout."""
+        doc = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
         entries = doc.get("bearings")
         if not isinstance(entries, dict):
             raise ValueError(f"{path}: expected a `bearings:` mapping")

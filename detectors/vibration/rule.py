@@ -32,7 +32,7 @@ class Strict(BaseModel):
 
 
 class BearingGeometryConfig(Strict):
-    """Rolling-element bearing geometry, for bearings not in the bearing catalogue."""
+    """Rolling-element bearing geometry, for a bearing not in the packaged catalogue."""
 
     balls: int = Field(ge=3, le=100, description="Number of rolling elements per row.")
     ball_diameter_mm: float = Field(gt=0, description="Rolling-element diameter in mm.")
@@ -43,14 +43,18 @@ class BearingGeometryConfig(Strict):
 
 
 class VibrationRule(Strict):
-    """The vibration family on a waveform signal: ISO 20816 severity, unbalance, misalignment,
+    """The vibration family on a waveform signal: ISO 10816-3 severity, unbalance, misalignment,
     looseness and bearing defects, each confirmed over several blocks before a ticket opens."""
 
     name: str = Field(pattern=RULE_NAME_PATTERN, description="Rule name, unique in the device.")
     kind: Literal["vibration"] = Field(description="Rule kind.")
     signal: str = Field(description="Waveform point of this device, or a full tag id.")
     bearing: str | BearingGeometryConfig | None = Field(
-        None, description="Bearing name from the bearing catalogue, or its geometry."
+        None,
+        description=(
+            "Bearing name from the catalogue shipped with the gateway (e.g. SKF-6205 or 6205; "
+            "check-config lists the known names for an unknown one), or its geometry."
+        ),
     )
     rpm_signal: str | None = Field(
         None, description="Tag giving the running speed in rpm (point name or full tag id)."
@@ -59,10 +63,10 @@ class VibrationRule(Strict):
         None, gt=0, description="Fixed running speed in rpm when no speed tag exists."
     )
     machine_group: Literal[1, 2] = Field(
-        2, description="ISO 20816-3 group: 1 large (>300 kW), 2 medium (15-300 kW)."
+        2, description="ISO 10816-3 machine group: 1 large (>300 kW), 2 medium (15-300 kW)."
     )
     foundation: Literal["rigid", "flexible"] = Field(
-        "rigid", description="ISO 20816-3 support: rigid or flexible foundation."
+        "rigid", description="ISO 10816-3 support: rigid or flexible (selects the zone limits)."
     )
     confirm_blocks: int = Field(
         3,

@@ -1,2 +1,2 @@
 """The `edge-gateway` command line: `main` parses the arguments and each subcommand has its
-own module here (analyze, demo, status, tickets). Only `main` imports `gateway.app`."""
+own module here (analyze, demo, example, status, tickets). Only `main` imports `gateway.app`."""

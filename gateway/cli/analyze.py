@@ -43,7 +43,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--bearing",
         metavar="NAME",
-        help="catalogue name (configs/bearings.yaml, e.g. 6205) or geometry as "
+        help="catalogue name (e.g. 6205; an unknown name lists the known ones) or geometry as "
         "BALLS:BALL_DIA:PITCH_DIA[:CONTACT_DEG]; default from the layout",
     )
     parser.add_argument(

@@ -1,9 +1,10 @@
 """`edge-gateway demo`: the whole chain on one machine.
 
 Starts a local mosquitto on a free port, the plant simulator, the simulated central ticket system
-and the gateway on a copy of the example config (ports rewritten to the free ones chosen here),
-each as its own process with its output prefixed. Ctrl-C or `--duration` stops them in reverse
-order; nothing is left running. The summary is read from the gateway's own state.db.
+and the gateway on a copy of the demo site shipped in the package (`gateway.config.examples`;
+ports rewritten to the free ones chosen here), each as its own process with its output
+prefixed. Ctrl-C or `--duration` stops them in reverse order; nothing is left running. The
+summary is read from the gateway's own state.db.
 """
 
 from __future__ import annotations
@@ -26,14 +27,14 @@ from typing import Any
 
 import yaml
 
+from gateway.config.examples import DEMO_SITE, example_site
 from gateway.config.loader import load_config
 from gateway.core.exit_codes import EX_UNAVAILABLE
 from gateway.core.records import Quality, Ticket
 from gateway.store import StateStore, TelemetryStore
 
-REPO_CONFIG = Path(__file__).resolve().parents[2] / "configs"
-SCENARIO_FAULT = "threshold.high"
-SITE_PAGE_PORT = 8080  # the demo pump's bearing temperature crosses its hi limit
+SCENARIO_FAULT = "threshold.high"  # the demo pump's bearing temperature crosses its hi limit
+SITE_PAGE_PORT = 8080  # the local site page, or the next free port
 
 
 def free_port() -> int:
@@ -95,7 +96,10 @@ class DemoPlan:
 def prepare_config(source: Path, workdir: Path) -> DemoPlan:
     """Copy the example config and point it at the free ports chosen for this run."""
     config_dir = workdir / "config"
-    shutil.copytree(source, config_dir, ignore=shutil.ignore_patterns("var", "schema"))
+    # Not the state of an earlier run, the schema copies, nor the other example sites.
+    shutil.copytree(
+        source, config_dir, ignore=shutil.ignore_patterns("var", "schema", "examples")
+    )
     gateway_yaml = config_dir / "gateway.yaml"
     gw: dict[str, Any] = yaml.safe_load(gateway_yaml.read_text())
     broker_port, modbus_port, opcua_port = free_port(), free_port(), free_port()
@@ -381,7 +385,7 @@ async def run_demo(config_source: Path, duration: float | None) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
-    source = Path(args.config) if args.config else REPO_CONFIG
+    source = Path(args.config) if args.config else example_site(DEMO_SITE).path
     if source.is_file():
         source = source.parent
     return asyncio.run(run_demo(source, args.duration))

@@ -1,33 +1,20 @@
-"""`edge-gateway`: run | check-config | schema | analyze | tickets | status | demo.
+"""`edge-gateway`: run | check-config | schema | example | analyze | tickets | status | demo.
 
-Exit codes follow sysexits where they exist: 0 ok, 64 usage, 65 bad data, 69 a needed service
-is unavailable, 78 configuration error (systemd's unit does not restart on 78).
+Exit codes follow sysexits where they exist: 0 ok, 64 usage, 65 bad data, 66 missing input,
+69 a needed service is unavailable, 78 configuration error (systemd's unit does not restart on
+78), 141 when the reader of the output went away (`status | head`), as for SIGPIPE.
 """
 
 from __future__ import annotations
 
 import argparse
-import logging
 import os
 import sys
 from collections.abc import Sequence
 
-from gateway.core.exit_codes import EX_OK, EX_USAGE
-
-
-def _configure_logging(verbose: bool) -> None:
-    # journald adds its own timestamps; keep lines short there (JOURNAL_STREAM is set by systemd).
-    under_journald = "JOURNAL_STREAM" in os.environ
-    fmt = (
-        "%(levelname)s %(name)s: %(message)s"
-        if under_journald
-        else ("%(asctime)s %(levelname)-7s %(name)s: %(message)s")
-    )
-    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, format=fmt)
-    # pymodbus logs every refused retry; our source task logs once per state change instead.
-    logging.getLogger("pymodbus").setLevel(logging.CRITICAL)
-    # asyncua narrates every connect at INFO; keep its warnings and errors only.
-    logging.getLogger("asyncua").setLevel(logging.WARNING)
+from gateway import __version__
+from gateway.core.exit_codes import EX_BROKEN_PIPE, EX_OK, EX_USAGE
+from gateway.runtime.logs import configure_logging, error_stream
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
@@ -39,16 +26,26 @@ def _cmd_run(args: argparse.Namespace) -> int:
 def _cmd_check_config(args: argparse.Namespace) -> int:
     from gateway.config.check import check_config
 
-    return check_config(args.path, sys.stdout, sys.stderr)
+    return check_config(args.path, sys.stdout, error_stream())
 
 
 def _cmd_schema(args: argparse.Namespace) -> int:
-    import json
+    from gateway.config import schema
 
-    from gateway.config.schema import json_schema
-
-    print(json.dumps(json_schema(), indent=2, sort_keys=True))
+    if args.gateway:
+        document = schema.gateway_schema()
+    elif args.device:
+        document = schema.device_schema()
+    else:
+        document = schema.json_schema()
+    sys.stdout.write(schema.render(document))
     return EX_OK
+
+
+def _cmd_example(args: argparse.Namespace) -> int:
+    from gateway.cli import example
+
+    return example.run(args)
 
 
 def _cmd_analyze(args: argparse.Namespace) -> int:
@@ -81,6 +78,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Factory edge gateway: polls devices, detects faults, opens tickets.",
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     run = sub.add_parser("run", help="run the gateway daemon")
@@ -91,8 +89,22 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("path", help="gateway.yaml or the folder holding it")
     check.set_defaults(func=_cmd_check_config)
 
-    schema = sub.add_parser("schema", help="print the JSON Schema of the configuration")
+    schema = sub.add_parser(
+        "schema",
+        help="print the JSON Schema of the configuration (both files, or one with a flag)",
+    )
+    which = schema.add_mutually_exclusive_group()
+    which.add_argument("--gateway", action="store_true", help="the schema of gateway.yaml only")
+    which.add_argument("--device", action="store_true", help="the schema of devices/*.yaml only")
     schema.set_defaults(func=_cmd_schema)
+
+    from gateway.cli import example
+
+    example_parser = sub.add_parser(
+        "example", help="list the example sites shipped with the gateway, or copy one to start"
+    )
+    example.add_arguments(example_parser)
+    example_parser.set_defaults(func=_cmd_example)
 
     from gateway.cli import analyze
 
@@ -127,7 +139,9 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="stop after this many seconds, print a summary, exit 0 only if a ticket was acked",
     )
-    demo.add_argument("--config", default=None, help="example config to use (default: configs/)")
+    demo.add_argument(
+        "--config", default=None, help="site to use (default: the shipped demo site)"
+    )
     demo.set_defaults(func=_cmd_demo)
     return parser
 
@@ -138,8 +152,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help(sys.stderr)
         return EX_USAGE
-    _configure_logging(args.verbose)
-    result: int = args.func(args)
+    configure_logging(args.verbose)
+    try:
+        result: int = args.func(args)
+        sys.stdout.flush()  # a reader that went away shows here, not at interpreter exit
+    except BrokenPipeError:
+        # `edge-gateway status | head`: what was not read is not wanted. Point stdout at
+        # /dev/null so that the interpreter's last flush does not fail again.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return EX_BROKEN_PIPE
     return result
 
 

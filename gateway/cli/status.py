@@ -1,24 +1,46 @@
 """`edge-gateway status`: what a running daemon reports, read from its local `/status`
-endpoint (gateway/health.py) and printed for a person, or as JSON with `--json`.
+endpoint (gateway/runtime/health.py) and printed for a person, or as JSON with `--json`.
 
-The address comes from `health:` in gateway.yaml (`--config`) or is given as `--url`. Exit 0
-when the daemon answered, 69 (EX_UNAVAILABLE) when it did not, 78 for a config without
-health endpoints.
+The address comes from `health:` in gateway.yaml (`--config`) or is given as `--url`. When the
+configuration has no health endpoint (the shipped sites have none: it is off by default), the
+command reads what the daemon keeps on disk instead: open tickets and the unsettled outbox from
+state.db (read-only, safe beside the running daemon) and when telemetry.db was last written
+(the daemon flushes it every `storage.telemetry_flush_s`), and says how to turn the endpoint on
+for the live figures (devices, uplink, residency).
+
+Exit status: 0 with a report (from the daemon, or from the files); 66 (EX_NOINPUT) when the
+endpoint is off and there is no state.db to read; 69 (EX_UNAVAILABLE) when nobody answers at
+the endpoint; 78 for a configuration that does not load.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
+import os
 import sys
+import time
 import urllib.error
 import urllib.request
+from collections import Counter
 from collections.abc import Mapping
-from typing import Any, TextIO
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TextIO
 
-from gateway.core.exit_codes import EX_CONFIG, EX_OK, EX_UNAVAILABLE
+from gateway.core.exit_codes import EX_CONFIG, EX_NOINPUT, EX_OK, EX_UNAVAILABLE
+
+if TYPE_CHECKING:
+    from gateway.config.loader import LoadedConfig
 
 TIMEOUT_S = 5.0
+HEALTH_HINT = (
+    "For live figures (devices, uplink, residency) turn on the health endpoints: "
+    "`health: {port: 9108}` in gateway.yaml, then `systemctl reload edge-gateway`."
+)
+# A running daemon writes telemetry.db at least every `storage.telemetry_flush_s` (1 s by
+# default): every poll stores samples, BAD ones too when a device is down.
+RECENT_WRITE_S = 60.0
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -42,12 +64,7 @@ def run(args: argparse.Namespace) -> int:
             return EX_CONFIG
         health = loaded.gateway.health
         if health.port is None:
-            print(
-                "The health endpoints are off: set `health: {port: 9108}` in gateway.yaml "
-                "and reload the daemon.",
-                file=sys.stderr,
-            )
-            return EX_CONFIG
+            return report_from_files(loaded, args.json)
         url = f"http://{health.host}:{health.port}"
     try:
         report = fetch_status(url)
@@ -59,6 +76,110 @@ def run(args: argparse.Namespace) -> int:
     else:
         print_report(report, sys.stdout)
     return EX_OK
+
+
+def report_from_files(loaded: LoadedConfig, as_json: bool) -> int:
+    location = loaded.state_location()
+    if not (location.path / "state.db").exists():
+        print(f"status: the health endpoints are off, and {location.missing('state.db')}",
+              file=sys.stderr)  # fmt: skip
+        print(HEALTH_HINT, file=sys.stderr)
+        return EX_NOINPUT
+    cfg = loaded.gateway
+    report = asyncio.run(read_files(location.path, cfg.site, cfg.gateway_id))
+    if as_json:
+        print(json.dumps(report, indent=2, sort_keys=True))
+    else:
+        print_offline_report(report, sys.stdout)
+    return EX_OK
+
+
+async def read_files(state_dir: Path, site: str, gateway: str) -> dict[str, Any]:
+    """What the files of a gateway say without its endpoint; state.db is opened read-only."""
+    from gateway.core.records import TicketState
+    from gateway.store import StateStore
+
+    store = await StateStore.open(state_dir / "state.db", read_only=True)
+    try:
+        tickets = await store.list_tickets(open_only=True)
+        by_kind, oldest = await store.outbox_backlog()
+    finally:
+        await store.close()
+    now = time.time()
+    return {
+        "source": "files",
+        "site": site,
+        "gateway": gateway,
+        "state_directory": str(state_dir),
+        "tickets": {
+            "open": len(tickets),
+            "by_priority": dict(sorted(Counter(t.priority.value for t in tickets).items())),
+            "waiting_for_central_ack": sum(1 for t in tickets if t.state is TicketState.OPENED),
+        },
+        "outbox": {
+            "depth": sum(by_kind.values()),
+            "by_kind": by_kind,
+            "oldest_age_s": round(now - oldest, 3) if oldest is not None else None,
+        },
+        "telemetry_last_write_age_s": _last_write_age(state_dir, "telemetry.db", now),
+    }
+
+
+def _last_write_age(state_dir: Path, name: str, now: float) -> float | None:
+    """Seconds since the database or its write-ahead log last changed (WAL mode: the WAL
+    takes the writes between checkpoints)."""
+    times = []
+    for path in (state_dir / name, state_dir / f"{name}-wal"):
+        try:
+            times.append(os.stat(path).st_mtime)
+        except FileNotFoundError:
+            continue
+    return round(max(0.0, now - max(times)), 1) if times else None
+
+
+def print_offline_report(report: Mapping[str, Any], out: TextIO) -> None:
+    def line(label: str, value: object) -> None:
+        print(f"  {label:<22} {value}", file=out)
+
+    print(
+        f"Gateway {report['gateway']} of site {report['site']} — health endpoints off; "
+        f"read from the files in {report['state_directory']}",
+        file=out,
+    )
+    age = report["telemetry_last_write_age_s"]
+    if age is None:
+        written = "telemetry.db not written yet"
+    elif age <= RECENT_WRITE_S:
+        written = f"telemetry.db last written {_duration(age)} ago: the daemon is probably running"
+    else:
+        written = (
+            f"telemetry.db last written {_duration(age)} ago: the daemon is probably stopped"
+        )
+    line("data", written)
+    tickets = report["tickets"]
+    line(
+        "open tickets",
+        f"{tickets['open']} ({_pairs(tickets['by_priority'])}), "
+        f"{tickets['waiting_for_central_ack']} waiting for the central ack",
+    )
+    outbox = report["outbox"]
+    oldest = outbox["oldest_age_s"]
+    line(
+        "outbox",
+        f"{outbox['depth']} unsettled ({_pairs(outbox['by_kind'])}), oldest "
+        + (_duration(oldest) if oldest is not None else "-"),
+    )
+    print(HEALTH_HINT, file=out)
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f} min"
+    if seconds < 172800:
+        return f"{seconds / 3600:.0f} h"
+    return f"{seconds / 86400:.0f} days"
 
 
 def fetch_status(base_url: str) -> dict[str, Any]:
@@ -80,6 +201,20 @@ def _pairs(mapping: Mapping[str, Any]) -> str:
     return ", ".join(f"{key} {value}" for key, value in sorted(mapping.items())) or "none"
 
 
+def verdict(report: Mapping[str, Any]) -> str:
+    """One phrase for the headline. `ready` in the report means the pipeline runs; a gateway
+    whose devices all fail to answer collects nothing, and the headline says so."""
+    if not report["ready"]:
+        return "NOT READY (starting or stopping)"
+    devices = report["devices"]
+    down = sum(1 for device in devices if not device["up"])
+    if devices and down == len(devices):
+        return f"NOT READY: no device answers ({down} of {len(devices)} down)"
+    if down:
+        return f"DEGRADED: {down} of {len(devices)} devices down"
+    return "ready"
+
+
 def print_report(report: Mapping[str, Any], out: TextIO) -> None:
     """A few aligned sections, the way an operator reads them at a terminal."""
 
@@ -87,8 +222,8 @@ def print_report(report: Mapping[str, Any], out: TextIO) -> None:
         print(f"  {label:<22} {value}", file=out)
 
     print(
-        f"Gateway {report['gateway']} of site {report['site']} — "
-        f"{'ready' if report['ready'] else 'NOT READY'}, up {report['uptime_s']:.0f} s",
+        f"Gateway {report['gateway']} of site {report['site']} — {verdict(report)}, "
+        f"up {report['uptime_s']:.0f} s",
         file=out,
     )
     print("Devices", file=out)

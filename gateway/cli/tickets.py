@@ -63,12 +63,14 @@ def ticket_json(ticket: Ticket) -> dict[str, object]:
     }
 
 
-def find_state_db(args: argparse.Namespace) -> Path:
+def find_state_db(args: argparse.Namespace) -> tuple[Path, str]:
+    """state.db, and what to say when it is missing."""
     if args.db:
-        return Path(args.db)
+        return Path(args.db), f"no state database at {args.db}"
     from gateway.config.loader import load_config
 
-    return load_config(args.config or ".").state_directory / "state.db"
+    location = load_config(args.config or ".").state_location()
+    return location.path / "state.db", location.missing("state.db")
 
 
 async def _read(db: Path) -> list[Ticket]:
@@ -83,13 +85,13 @@ async def _read(db: Path) -> list[Ticket]:
 
 def run(args: argparse.Namespace) -> int:
     try:
-        db = find_state_db(args)
+        db, missing = find_state_db(args)
     except ConfigError as exc:
         for problem in exc.problems:
             print(problem, file=sys.stderr)
         return EX_CONFIG
     if not db.exists():
-        print(f"tickets: no state database at {db} (has the gateway run yet?)", file=sys.stderr)
+        print(f"tickets: {missing}", file=sys.stderr)
         return EX_NOINPUT
     tickets = asyncio.run(_read(db))
     if args.json:

@@ -7,14 +7,17 @@ one summary line to stdout and exits 0, so scripts can tell the two apart by str
 
 from __future__ import annotations
 
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 
 from gateway.config.loader import load_config
 from gateway.core.errors import ConfigError
 from gateway.core.exit_codes import EX_CONFIG, EX_OK
 
+if TYPE_CHECKING:
+    from _typeshed import SupportsWrite
 
-def check_config(path: str, out: TextIO, err: TextIO) -> int:
+
+def check_config(path: str, out: TextIO, err: SupportsWrite[str]) -> int:
     """Validate `path` (gateway.yaml or its folder); print the verdict; return the exit status."""
     try:
         loaded = load_config(path)

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import glob
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -50,6 +50,33 @@ class ConfigSummary:
         )
 
 
+STATE_DIRECTORY_ENV = "STATE_DIRECTORY"
+
+
+def systemd_state_directory(environ: Mapping[str, str]) -> Path | None:
+    """The unit's first `StateDirectory=` (systemd joins several with ':'), if it set one."""
+    first = environ.get(STATE_DIRECTORY_ENV, "").split(":")[0]
+    return Path(first) if first else None
+
+
+@dataclass(frozen=True, slots=True)
+class StateLocation:
+    path: Path  # absolute
+    origin: str  # where the choice came from, for the log and error messages
+
+    def missing(self, file_name: str) -> str:
+        """What to tell someone looking for `file_name` here that is not there."""
+        text = f"no {file_name} in `{self.path}` ({self.origin}): has the gateway run yet?"
+        if self.origin.startswith("default"):
+            text += (
+                " The systemd service keeps its state in its StateDirectory "
+                "(/var/lib/edge-gateway): give that folder as `STATE_DIRECTORY=...` to this "
+                "command, or set `storage.directory` in gateway.yaml so that the service and "
+                "the commands agree."
+            )
+        return text
+
+
 @dataclass(frozen=True, slots=True)
 class LoadedConfig:
     """A configuration that passed every check.
@@ -74,8 +101,35 @@ class LoadedConfig:
 
     @property
     def state_directory(self) -> Path:
-        """Where state.db and telemetry.db live (`storage.directory`)."""
-        return self.resolve(self.gateway.storage.directory)
+        """Where state.db and telemetry.db live; see `state_location`."""
+        return self.state_location().path
+
+    def state_location(self, environ: Mapping[str, str] | None = None) -> StateLocation:
+        """The state directory and why, first match wins:
+
+        1. `storage.directory` written in gateway.yaml (relative to it): the engineer asked;
+        2. `$STATE_DIRECTORY`, set by systemd from the unit's `StateDirectory=` (the first
+           entry when it lists several), so the service writes to /var/lib/edge-gateway and
+           never beside gateway.yaml, which is read-only under `ProtectSystem=strict`;
+        3. otherwise, for a run outside a service manager,
+           `$XDG_STATE_HOME/edge-gateway/<site>-<gateway_id>` (`~/.local/state/...` by default),
+           so that a run of a checkout's `configs/` does not write into the checkout.
+        """
+        env = os.environ if environ is None else environ
+        written = self.gateway.storage.directory
+        if written is not None:
+            return StateLocation(self.resolve(written), "storage.directory in gateway.yaml")
+        systemd = systemd_state_directory(env)
+        if systemd is not None:
+            origin = f"${STATE_DIRECTORY_ENV} (systemd StateDirectory=)"
+            return StateLocation(systemd, origin)
+        xdg = env.get("XDG_STATE_HOME", "")
+        # The XDG spec ignores a relative XDG_STATE_HOME.
+        base = Path(xdg) if os.path.isabs(xdg) else Path.home() / ".local" / "state"
+        folder = f"{self.gateway.site}-{self.gateway.gateway_id}"
+        return StateLocation(
+            base / "edge-gateway" / folder, "default for a run outside a service manager"
+        )
 
 
 def load_config(

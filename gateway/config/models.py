@@ -38,8 +38,13 @@ class Strict(BaseModel):
 
 
 class StorageConfig(Strict):
-    directory: str = Field(
-        "var", description="Folder for state.db and telemetry.db, relative to gateway.yaml."
+    directory: str | None = Field(
+        None,
+        description=(
+            "Folder for state.db and telemetry.db, relative to gateway.yaml. Unset: "
+            "$STATE_DIRECTORY when systemd sets it (StateDirectory=), else "
+            "$XDG_STATE_HOME/edge-gateway/<site>-<gateway_id> (~/.local/state/...)."
+        ),
     )
     telemetry_retention_h: float = Field(
         168.0, gt=0, description="Raw samples older than this are deleted from telemetry.db."
@@ -77,14 +82,18 @@ class TlsConfig(Strict):
 
 class UplinkConfig(Strict):
     host: str = Field("127.0.0.1", description="MQTT broker host.")
-    port: int = Field(1883, ge=1, le=65535)
-    topic_prefix: str = Field("factory", pattern=r"^[A-Za-z0-9_\-/]+$")
+    port: int = Field(1883, ge=1, le=65535, description="MQTT broker port (8883 usual with TLS).")
+    topic_prefix: str = Field(
+        "factory",
+        pattern=r"^[A-Za-z0-9_\-/]+$",
+        description="First topic level(s): topics are <prefix>/<site>/<gateway_id>/...",
+    )
     client_id: str | None = Field(None, description="Defaults to edge-<site>-<gateway_id>.")
-    keepalive_s: int = Field(30, ge=5, le=3600)
+    keepalive_s: int = Field(30, ge=5, le=3600, description="MQTT keep-alive interval.")
     resend_interval_s: float = Field(
         30.0, gt=0, description="An unacknowledged ticket message is resent after this long."
     )
-    username: str | None = None
+    username: str | None = Field(None, description="MQTT user name; null: no login.")
     password_file: str | None = Field(None, description="File holding the MQTT password.")
     tls: TlsConfig | None = Field(
         None, description="TLS to the broker; without it the link is plaintext (loopback only)."
@@ -127,7 +136,9 @@ def _default_sla() -> dict[Priority, SlaTarget]:
 class TicketingConfig(Strict):
     """Ticket policy (issue 5): SLA, noise control, storms, verification, recurrence, commands."""
 
-    default_priority: Priority = Priority.P2
+    default_priority: Priority = Field(
+        Priority.P2, description="Priority of a ticket whose finding names none."
+    )
     sla: dict[Priority, SlaTarget] = Field(
         default_factory=_default_sla,
         description="Respond-by / resolve-by per priority, computed when a ticket opens.",
@@ -149,23 +160,35 @@ class TicketingConfig(Strict):
         description="Detector ids (threshold:<rule>) that open their own ticket during a flood.",
     )
     chatter_cycles: int = Field(3, ge=2, description="Active/clear cycles that mean chattering.")
-    chatter_window_s: float = Field(60.0, gt=0)
+    chatter_window_s: float = Field(
+        60.0, gt=0, description="Window in which chatter_cycles cycles mean chattering."
+    )
     flood_threshold: int = Field(
         10, ge=1, description="More than this many new conditions per window in an area: flood."
     )
-    flood_window_s: float = Field(600.0, gt=0)
+    flood_window_s: float = Field(
+        600.0, gt=0, description="Sliding window of the flood count (ISA-18.2: 10 min)."
+    )
     flood_end_below: int = Field(5, ge=1, description="A flood ends below this many per window.")
     flood_p0_per_hour: int = Field(50, ge=1, description="Above this per hour the incident is P0.")
     stale_after_h: float = Field(24.0, gt=0, description="An active condition this old is stale.")
-    max_shelve_h: float = Field(8.0, gt=0, le=24)
+    max_shelve_h: float = Field(
+        8.0, gt=0, le=24, description="Longest shelving a central `shelve` command may ask."
+    )
     verification_window_h: float = Field(
         24.0, gt=0, description="Running time watched after a repair before it is verified."
     )
     verification_tolerance: float = Field(
         0.15, gt=0, description="Relative deviation from the pre-fault baseline that still passes."
     )
-    reopen_within_h: float = Field(72.0, ge=0)
-    recurrence_within_days: float = Field(30.0, ge=0)
+    reopen_within_h: float = Field(
+        72.0, ge=0, description="The same fault this soon after a close reopens the ticket."
+    )
+    recurrence_within_days: float = Field(
+        30.0,
+        ge=0,
+        description="Later, but within this, it opens a new ticket linked as a recurrence.",
+    )
     evidence_window_s: float = Field(
         600.0, gt=0, description="Window of the per-tag min/mean/max/last evidence summary."
     )
@@ -240,11 +263,21 @@ class GatewayConfig(Strict):
         default_factory=lambda: ["devices/*.yaml"],
         description="Device files or glob patterns, relative to gateway.yaml.",
     )
-    storage: StorageConfig = Field(default_factory=StorageConfig)
-    uplink: UplinkConfig = Field(default_factory=UplinkConfig)
-    ticketing: TicketingConfig = Field(default_factory=TicketingConfig)
-    health: HealthConfig = Field(default_factory=HealthConfig)
-    site_page: SitePageConfig = Field(default_factory=SitePageConfig)
+    storage: StorageConfig = Field(
+        default_factory=StorageConfig, description="Where state and raw data are kept, how long."
+    )
+    uplink: UplinkConfig = Field(
+        default_factory=UplinkConfig, description="The MQTT link to the central ticket system."
+    )
+    ticketing: TicketingConfig = Field(
+        default_factory=TicketingConfig, description="Ticket policy: SLA, noise, storms, ..."
+    )
+    health: HealthConfig = Field(
+        default_factory=HealthConfig, description="Local health and metrics endpoints (off)."
+    )
+    site_page: SitePageConfig = Field(
+        default_factory=SitePageConfig, description="The local read-only site page (off)."
+    )
 
 
 # --- devices/*.yaml -----------------------------------------------------------------------
@@ -254,12 +287,12 @@ class AssetInfo(Strict):
     """What the asset is and where it stands; used for routing tickets."""
 
     id: str | None = Field(None, pattern=ID_PATTERN, description="Defaults to the device id.")
-    name: str = ""
+    name: str = Field("", description="Name a technician knows the asset by.")
     asset_class: str = Field("generic", alias="class", description="pump, motor, fan, press...")
-    area: str = ""
-    line: str = ""
-    business_line: str = ""
-    region: str = ""
+    area: str = Field("", description="Plant area (routing; alarm floods count per area).")
+    line: str = Field("", description="Production line (routing).")
+    business_line: str = Field("", description="Business line (routing).")
+    region: str = Field("", description="Region (routing).")
     skill: str = Field("", description="Trade that handles this asset's tickets (mechanical...).")
     run_signal: str | None = Field(
         None,
@@ -280,7 +313,9 @@ class DeviceConfig(Strict):
     protocol or rule kind needs no change here."""
 
     id: str = Field(pattern=ID_PATTERN, description="Device id; tag ids are <device>.<point>.")
-    asset: AssetInfo = Field(default_factory=AssetInfo, description="The asset it measures.")
+    asset: AssetInfo = Field(
+        default_factory=AssetInfo, description="The asset this device measures, for routing."
+    )
     poll_period_s: float = Field(
         1.0,
         gt=0,

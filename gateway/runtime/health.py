@@ -5,8 +5,9 @@
   reconnects, outbox depth and oldest age, drops by reason, telemetry, and the residency
   figures (bytes acquired from devices, bytes sent off-site per message type).
 - `HealthServer` serves it on a local address: `GET /healthz` (the event loop answers),
-  `/readyz` (started and not stopping), `/metrics` (Prometheus text format 0.0.4) and
-  `/status` (the JSON document, read by `edge-gateway status`). Standard library asyncio only.
+  `/readyz` (started and not stopping), `/metrics` (Prometheus exposition format, rendered by
+  `gateway/runtime/metrics.py`) and `/status` (the JSON document, read by
+  `edge-gateway status`). Standard library asyncio only.
 - `run_health_topic` commits the same document to the outbox every period, for the MQTT
   `health` topic (droppable: shed first when the outbox is over its size).
 """
@@ -18,13 +19,16 @@ import contextlib
 import json
 import logging
 import re
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from gateway.core.clock import Clock
 from gateway.pipeline.runner import DetectorRunner
 from gateway.pipeline.sources import Source
+from gateway.pipeline.statistics import SourceState
+from gateway.runtime.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
+from gateway.runtime.metrics import render_metrics
 from gateway.store import StateStore, TelemetryStore
 from uplink.service import Uplink
 
@@ -129,6 +133,7 @@ def _devices(source: Source) -> list[dict[str, Any]]:
         {
             "device": stats.device,
             "state": str(stats.state),
+            "up": stats.state in (SourceState.POLLING, SourceState.STREAMING),
             "polls": stats.reads,
             "errors": stats.errors,
             "reconnects": stats.reconnects,
@@ -139,112 +144,6 @@ def _devices(source: Source) -> list[dict[str, Any]]:
         }
         for stats in source.statistics()
     ]
-
-
-# --- Prometheus text format -------------------------------------------------------------------
-
-
-def _escape(value: str) -> str:
-    return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
-
-
-def _labels(labels: Mapping[str, str]) -> str:
-    if not labels:
-        return ""
-    inner = ",".join(f'{key}="{_escape(value)}"' for key, value in labels.items())
-    return "{" + inner + "}"
-
-
-class _Exposition:
-    def __init__(self) -> None:
-        self._lines: list[str] = []
-        self._declared: set[str] = set()
-
-    def add(
-        self,
-        name: str,
-        kind: str,
-        help_text: str,
-        value: float | int | bool | None,
-        labels: Mapping[str, str] | None = None,
-    ) -> None:
-        if value is None:
-            return
-        metric = f"edge_gateway_{name}"
-        if metric not in self._declared:
-            self._declared.add(metric)
-            self._lines.append(f"# HELP {metric} {help_text}")
-            self._lines.append(f"# TYPE {metric} {kind}")
-        self._lines.append(f"{metric}{_labels(labels or {})} {float(value):.10g}")
-
-    def text(self) -> str:
-        return "\n".join(self._lines) + "\n"
-
-
-def render_metrics(report: Mapping[str, Any]) -> str:
-    """The report as Prometheus metrics; names follow `edge_gateway_<what>_<unit>`."""
-    out = _Exposition()
-    out.add("up", "gauge", "1 while the daemon answers.", 1)
-    out.add("ready", "gauge", "1 once the sources run.", bool(report["ready"]))
-    out.add("uptime_seconds", "gauge", "Seconds since start.", report["uptime_s"])
-    for device in report["devices"]:
-        labels = {"device": device["device"]}
-        out.add("device_polls_total", "counter", "Successful reads per device.",
-                device["polls"], labels)  # fmt: skip
-        out.add("device_errors_total", "counter", "Failed connects and reads per device.",
-                device["errors"], labels)  # fmt: skip
-        out.add("device_reconnects_total", "counter", "Recoveries after a device was "
-                "unreachable.", device["reconnects"], labels)  # fmt: skip
-        out.add("device_poll_latency_seconds", "gauge", "Duration of the last poll.",
-                device["latency_s"], labels)  # fmt: skip
-        out.add("device_up", "gauge", "1 while the device answers.",
-                device["state"] in ("polling", "streaming"), labels)  # fmt: skip
-    pipeline = report["pipeline"]
-    out.add("queue_depth", "gauge", "Records waiting for the detectors.", pipeline["queue_depth"])
-    out.add("records_total", "counter", "Records taken from the queue.", pipeline["records"])
-    out.add("findings_total", "counter", "Findings raised or cleared.", pipeline["findings"])
-    out.add("detector_seconds_total", "counter", "Time spent in detectors.",
-            pipeline["detector_seconds"])  # fmt: skip
-    out.add("detectors_disabled", "gauge", "Detectors disabled after a failure.",
-            pipeline["detectors_disabled"])  # fmt: skip
-    uplink = report["uplink"]
-    out.add("uplink_connected", "gauge", "1 while connected to the broker.", uplink["connected"])
-    out.add("uplink_reconnects_total", "counter", "Connections after the first.",
-            uplink["reconnects"])  # fmt: skip
-    out.add("uplink_connection_losses_total", "counter", "Broker connections lost.",
-            uplink["connection_losses"])  # fmt: skip
-    out.add("uplink_half_open_aborts_total", "counter", "Links dropped for a missing PUBACK.",
-            uplink["half_open_aborts"])  # fmt: skip
-    out.add("uplink_published_total", "counter", "Outbox items acknowledged by the broker.",
-            uplink["published"])  # fmt: skip
-    out.add("uplink_resent_total", "counter", "Ticket messages resent with the same id.",
-            uplink["resent"])  # fmt: skip
-    out.add("uplink_central_acks_total", "counter", "Central acks accepted.", uplink["acks"])
-    outbox = report["outbox"]
-    out.add("outbox_depth", "gauge", "Unsettled outbox messages.", outbox["depth"])
-    for kind, count in sorted(outbox["by_kind"].items()):
-        out.add("outbox_depth_by_kind", "gauge", "Unsettled outbox messages by type.", count,
-                {"kind": kind})  # fmt: skip
-    out.add("outbox_oldest_age_seconds", "gauge", "Age of the oldest unsettled message.",
-            outbox["oldest_age_s"] if outbox["oldest_age_s"] is not None else 0)  # fmt: skip
-    for key, count in sorted(report["drops"].items()):
-        reason, _, kind = key.partition(":")
-        out.add("drops_total", "counter", "Messages or rows dropped, by reason and type.", count,
-                {"reason": reason, "kind": kind})  # fmt: skip
-    telemetry = report["telemetry"]
-    out.add("telemetry_samples_written_total", "counter", "Samples stored in telemetry.db.",
-            telemetry["samples_written"])  # fmt: skip
-    out.add("telemetry_rows_pruned_total", "counter", "Rows deleted by age.",
-            telemetry["rows_pruned"])  # fmt: skip
-    out.add("telemetry_rows_trimmed_total", "counter", "Rows deleted for size.",
-            telemetry["rows_trimmed_for_size"])  # fmt: skip
-    residency = report["residency"]
-    out.add("bytes_in_total", "counter", "Value bytes acquired from devices (8 per value).",
-            residency["acquired_bytes"])  # fmt: skip
-    for kind, count in sorted(residency["sent_bytes"].items()):
-        out.add("bytes_out_total", "counter", "Payload bytes sent off-site, by message type.",
-                count, {"kind": kind})  # fmt: skip
-    return out.text()
 
 
 # --- HTTP ------------------------------------------------------------------------------------
@@ -340,8 +239,8 @@ class HealthServer:
                 return _text(200, "OK", "ready\n")
             return _text(503, "Service Unavailable", "not ready\n")
         if path == "/metrics":
-            body = render_metrics(await self._collect()).encode()
-            return _Response(200, "OK", "text/plain; version=0.0.4; charset=utf-8", body)
+            body = render_metrics(await self._collect())
+            return _Response(200, "OK", METRICS_CONTENT_TYPE, body)
         if path == "/status":
             body = json.dumps(await self._collect(), indent=1).encode()
             return _Response(200, "OK", "application/json", body)

@@ -17,12 +17,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import signal
 import time
 from collections.abc import Awaitable, Callable
 from typing import Protocol
 
-from gateway.config.loader import LoadedConfig, load_config
+from gateway.config.loader import LoadedConfig, load_config, systemd_state_directory
 from gateway.core.errors import ConfigError
 from gateway.runtime.sdnotify import SystemdNotifier
 
@@ -103,6 +104,7 @@ async def run_until_stopped(
     )
     try:
         while True:
+            _log_state_location(reloader.loaded)
             pipeline = make_pipeline(reloader.loaded)
             await _run_one(pipeline, reloader.restart, notifier)
             if stop.is_set() or reloader.pending is None:
@@ -119,6 +121,19 @@ async def run_until_stopped(
             watchdog.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await watchdog
+
+
+def _log_state_location(loaded: LoadedConfig) -> None:
+    location = loaded.state_location()
+    log.info("State in `%s`, from %s.", location.path, location.origin)
+    systemd = systemd_state_directory(os.environ)
+    if systemd is not None and systemd != location.path:
+        log.warning(
+            "storage.directory `%s` is used, not the unit's StateDirectory `%s`: under "
+            "ProtectSystem=strict it must be listed in ReadWritePaths=.",
+            location.path,
+            systemd,
+        )
 
 
 def _run_one(

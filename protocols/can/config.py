@@ -36,7 +36,9 @@ class CanFilter(Strict):
 class CanConnection(Strict):
     """One CAN channel. The gateway only listens: it never sends on the bus."""
 
-    protocol: Literal["can"]
+    protocol: Literal["can"] = Field(
+        description="can: a CAN channel (selects this connection type)."
+    )
     interface: str = Field(
         description="python-can interface name: socketcan, virtual, pcan, kvaser, vector, ...",
         min_length=1,
@@ -48,7 +50,9 @@ class CanConnection(Strict):
         le=1_000_000,
         description="Bit rate in bit/s where the interface sets it (socketcan uses `ip link`).",
     )
-    receive_own_messages: bool = False
+    receive_own_messages: bool = Field(
+        False, description="Also receive frames this interface sent (python-can option)."
+    )
     filters: list[CanFilter] = Field(
         default_factory=list, description="Acceptance filters; empty accepts every frame."
     )

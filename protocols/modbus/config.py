@@ -110,7 +110,9 @@ class ModbusPoint(Strict):
     )
     table: RegisterTable = Field(RegisterTable.HOLDING, description="Table to read.")
     address: int = Field(ge=0, le=65535, description="Zero-based register or bit address.")
-    type: DataType = DataType.UINT16
+    type: DataType = Field(
+        DataType.UINT16, description="Value type: (u)int16/32/64, float32/64, string or bit."
+    )
     word_order: WordOrder = Field(
         WordOrder.ABCD, description="Byte and word order of multi-register values."
     )
@@ -121,7 +123,7 @@ class ModbusPoint(Strict):
         None, ge=1, le=125, description="Type `string`: number of registers (2 chars each)."
     )
     scale: float = Field(1.0, description="Engineering value = raw * scale + offset.")
-    offset: float = 0.0
+    offset: float = Field(0.0, description="Added after scale.")
     unit: str = Field("", description="Engineering unit, for example degC or bar.")
     enum: dict[int, str] | None = Field(
         None,
@@ -131,7 +133,9 @@ class ModbusPoint(Strict):
     deadband: float | None = Field(
         None, ge=0, description="Report only changes larger than this (see deadband_mode)."
     )
-    deadband_mode: DeadbandMode = DeadbandMode.ABSOLUTE
+    deadband_mode: DeadbandMode = Field(
+        DeadbandMode.ABSOLUTE, description="absolute, or percent of the last reported value."
+    )
     heartbeat_s: float | None = Field(
         None, gt=0, description="With a deadband: report at least this often anyway."
     )
@@ -198,9 +202,11 @@ class ModbusLimits(Strict):
 
 
 class ModbusTcpConnection(ModbusLimits):
-    protocol: Literal["modbus_tcp"]
+    protocol: Literal["modbus_tcp"] = Field(
+        description="modbus_tcp: Modbus over TCP (selects this connection type)."
+    )
     host: str = Field(description="IP address or host name of the device or Modbus gateway.")
-    port: int = Field(502, ge=1, le=65535)
+    port: int = Field(502, ge=1, le=65535, description="TCP port.")
     unit_id: int = Field(1, ge=0, le=255, description="Modbus unit (slave) id.")
     timeout_s: float = Field(
         0.5, gt=0, description="Per-request timeout; must be shorter than the poll period."
@@ -216,13 +222,15 @@ class ModbusRtuConnection(ModbusLimits):
     """One unit on an RS-485 line. Device files naming the same `port` share the line; their
     serial settings must agree (checked by `protocols.modbus.line.group_rtu_devices`)."""
 
-    protocol: Literal["modbus_rtu"]
+    protocol: Literal["modbus_rtu"] = Field(
+        description="modbus_rtu: Modbus on a serial line (selects this connection type)."
+    )
     port: str = Field(description="Serial device, for example /dev/ttyUSB0 or /dev/ttyS1.")
     unit_id: int = Field(1, ge=1, le=247, description="Modbus unit (slave) address.")
-    baudrate: int = Field(19200, gt=0)
+    baudrate: int = Field(19200, gt=0, description="Serial line speed in bit/s.")
     parity: Literal["N", "E", "O"] = Field("E", description="Modbus RTU default is even.")
-    stopbits: Literal[1, 2] = 1
-    bytesize: Literal[7, 8] = 8
+    stopbits: Literal[1, 2] = Field(1, description="Stop bits.")
+    bytesize: Literal[7, 8] = Field(8, description="Data bits per character.")
     timeout_s: float = Field(0.5, gt=0, description="Per-request timeout.")
     inter_request_pause_ms: float = Field(
         5.0,

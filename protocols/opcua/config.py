@@ -64,19 +64,19 @@ class SecurityMode(enum.StrEnum):
 
 
 class AnonymousLogin(Strict):
-    method: Literal["anonymous"] = "anonymous"
+    method: Literal["anonymous"] = Field("anonymous", description="anonymous: no user login.")
 
 
 class UsernameLogin(Strict):
-    method: Literal["username"]
-    username: str = Field(min_length=1)
+    method: Literal["username"] = Field(description="username: user name and password.")
+    username: str = Field(min_length=1, description="User name on the server.")
     password_file: str = Field(description="File holding the password; never logged.")
 
 
 class CertificateLogin(Strict):
     """User identity by X.509 certificate (ActivateSession with an X509IdentityToken)."""
 
-    method: Literal["certificate"]
+    method: Literal["certificate"] = Field(description="certificate: an X.509 user identity.")
     certificate: str = Field(description="User certificate, DER or PEM.")
     private_key: str = Field(description="Private key of the user certificate, PEM or DER.")
 
@@ -87,13 +87,19 @@ Login = Annotated[AnonymousLogin | UsernameLogin | CertificateLogin, Field(discr
 class OpcUaConnection(Strict):
     """One OPC UA server endpoint and how the gateway authenticates to it."""
 
-    protocol: Literal["opcua"]
+    protocol: Literal["opcua"] = Field(
+        description="opcua: an OPC UA server (selects this connection type)."
+    )
     endpoint: str = Field(
         pattern=r"^opc\.tcp://[^/\s:]+(?::\d{1,5})?(?:/\S*)?$",
         description="Server endpoint URL, for example opc.tcp://10.0.0.5:4840.",
     )
-    security_policy: SecurityPolicy = SecurityPolicy.NONE
-    security_mode: SecurityMode = SecurityMode.NONE
+    security_policy: SecurityPolicy = Field(
+        SecurityPolicy.NONE, description="None, or a policy without SHA-1 (Basic256Sha256...)."
+    )
+    security_mode: SecurityMode = Field(
+        SecurityMode.NONE, description="None, Sign or SignAndEncrypt."
+    )
     certificate: str | None = Field(
         None, description="The gateway's application instance certificate (DER or PEM)."
     )
@@ -106,7 +112,10 @@ class OpcUaConnection(Strict):
     application_uri: str | None = Field(
         None, description="Defaults to the URI in the certificate's subjectAltName."
     )
-    login: Login = Field(default_factory=AnonymousLogin)
+    login: Login = Field(
+        default_factory=AnonymousLogin,
+        description="User identity: anonymous, username or certificate.",
+    )
     timeout_s: float = Field(4.0, gt=0, description="Per-request timeout.")
     session_timeout_s: float = Field(
         60.0, gt=0, description="Requested session timeout; the server may revise it."
@@ -161,8 +170,10 @@ class DeadbandType(enum.StrEnum):
 
 
 class Deadband(Strict):
-    type: DeadbandType = DeadbandType.NONE
-    value: float = Field(0.0, ge=0)
+    type: DeadbandType = Field(
+        DeadbandType.NONE, description="none, absolute, or percent of the node's EURange."
+    )
+    value: float = Field(0.0, ge=0, description="Deadband in the node's units, or in percent.")
 
     @model_validator(mode="after")
     def _percent_in_range(self) -> Deadband:
@@ -180,16 +191,24 @@ class OpcUaNode(Strict):
     node_id: NodeIdText = Field(
         pattern=NODE_ID_PATTERN, description="NodeId, for example ns=2;s=Pump.Temp."
     )
-    mode: NodeMode = NodeMode.SUBSCRIBE
+    mode: NodeMode = Field(
+        NodeMode.SUBSCRIBE,
+        description="subscribe (monitored item), or poll (Read every poll_period_s).",
+    )
     sampling_interval_ms: float | None = Field(
         None, ge=0, description="Server-side sampling; default: the publishing interval."
     )
     queue_size: int = Field(1, ge=1, le=10_000, description="Server-side queue per monitored item.")
-    deadband: Deadband = Deadband(type=DeadbandType.NONE, value=0.0)
-    unit: str = ""
+    deadband: Deadband = Field(
+        Deadband(type=DeadbandType.NONE, value=0.0),
+        description="Server-side data change filter of a subscribed node.",
+    )
+    unit: str = Field("", description="Engineering unit, for example degC or mm/s.")
     scale: float = Field(1.0, description="Engineering value = raw * scale + offset.")
-    offset: float = 0.0
-    kind: NodeKind = NodeKind.SCALAR
+    offset: float = Field(0.0, description="Added after scale.")
+    kind: NodeKind = Field(
+        NodeKind.SCALAR, description="scalar, or waveform for an array node of samples."
+    )
     sample_rate: float | None = Field(None, gt=0, description="Waveform sample rate in Hz.")
     sample_rate_node: NodeIdText | None = Field(
         None, pattern=NODE_ID_PATTERN, description="Node holding the waveform sample rate in Hz."

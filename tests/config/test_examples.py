@@ -25,3 +25,22 @@ def test_examples_cover_every_protocol_and_the_schema_knows_them() -> None:
     assert used == PROTOCOLS
     schema_text = str(device_schema())
     assert all(protocol in schema_text for protocol in PROTOCOLS)
+
+
+def test_demo_site_decodes_with_the_dbc_the_simulated_drive_sends() -> None:
+    """The demo only works while the site's DBC (the gateway's copy) and the simulator's (the
+    drive's) are the same file."""
+    from simulator.can_bus import DEMO_DBC
+
+    site_dbc = REPO / "configs" / "devices" / "demo_machine.dbc"
+    assert site_dbc.read_bytes() == DEMO_DBC.read_bytes()
+
+
+def test_shipped_example_sites_are_the_checkout_configs() -> None:
+    """What `edge-gateway example` and the demo find through the package is `configs/`."""
+    from gateway.config.examples import example_sites
+
+    found = {site.name: site.path.resolve() for site in example_sites()}
+    assert found == {"demo": (REPO / "configs").resolve()} | {
+        p.name: p.resolve() for p in sorted((REPO / "configs" / "examples").glob("*/"))
+    }

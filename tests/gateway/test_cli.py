@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
+from importlib.metadata import version
 from pathlib import Path
 
 import pytest
@@ -47,11 +47,68 @@ def test_run_refuses_a_bad_config_with_78_and_starts_nothing(tmp_path: Path):
     assert not (tmp_path / "var").exists()
 
 
-def test_schema_prints_the_shipped_json_schema():
-    result = run_cli("schema")
+@pytest.mark.parametrize(
+    ("flags", "file_name"),
+    [((), "config.schema.json"), (("--gateway",), "gateway.schema.json"),
+     (("--device",), "device.schema.json")],
+)  # fmt: skip
+def test_schema_prints_the_shipped_json_schema(flags: tuple[str, ...], file_name: str):
+    result = run_cli("schema", *flags)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == (REPO / "configs" / "schema" / file_name).read_text()
+
+
+def test_version_is_the_package_version():
+    result = run_cli("--version")
     assert result.returncode == 0
-    shipped = json.loads((REPO / "configs" / "schema" / "config.schema.json").read_text())
-    assert json.loads(result.stdout) == shipped
+    assert result.stdout == f"edge-gateway {version('edge-gateway')}\n"
+
+
+def test_example_lists_the_shipped_sites_and_copies_one_without_overwriting(tmp_path: Path):
+    listing = run_cli("example")
+    assert listing.returncode == 0
+    names = [line.split()[0] for line in listing.stdout.splitlines() if not line[0].isspace()]
+    assert names == ["demo", "can-socketcan", "modbus-rtu", "opcua-secure"]
+    assert run_cli("example", "modbus-rtu").stdout.strip().endswith("examples/modbus-rtu")
+    assert run_cli("example", "nonesuch").returncode == 66
+    target = tmp_path / "etc-edge-gateway"
+    (target / "devices").mkdir(parents=True)  # as tmpfiles.d leaves it: folders, no files
+    assert run_cli("example", "demo", "--copy", str(target)).returncode == 0
+    assert run_cli("check-config", str(target)).returncode == 0
+    assert (target / "schema" / "device.schema.json").is_file()
+    assert not (target / "examples").exists()
+    (target / "gateway.yaml").write_text("site: mine\n")
+    again = run_cli("example", "demo", "--copy", str(target))
+    assert again.returncode == 73 and "would overwrite" in again.stderr
+    assert (target / "gateway.yaml").read_text() == "site: mine\n"
+
+
+async def test_status_piped_into_a_reader_that_goes_away_ends_quietly(tmp_path: Path):
+    """`edge-gateway status | head -1`: the reader closes the pipe; no traceback, exit 141."""
+    import asyncio
+    import os
+
+    from gateway.runtime.health import HealthServer
+    from tests.gateway.test_health import REPORT
+
+    async def collect() -> dict[str, object]:
+        return REPORT
+
+    server = HealthServer(collect, lambda: True, "127.0.0.1", 0)
+    await server.start()
+    try:
+        read_end, write_end = os.pipe()
+        os.close(read_end)  # the reader has gone before the first line is written
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "gateway", "status", "--url", f"http://127.0.0.1:{server.port}",
+            stdout=write_end, stderr=asyncio.subprocess.PIPE,
+        )  # fmt: skip
+        os.close(write_end)
+        _, stderr = await asyncio.wait_for(proc.communicate(), 60)
+    finally:
+        await server.close()
+    assert stderr.decode() == ""
+    assert proc.returncode == 141
 
 
 def test_no_command_prints_usage_and_exits_64(capsys: pytest.CaptureFixture[str]):

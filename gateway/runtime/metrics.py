@@ -1,0 +1,261 @@
+"""`/metrics`: the health report in the Prometheus exposition format, through prometheus_client.
+
+The only module that imports prometheus_client. A custom collector turns one snapshot of the
+health report (`HealthReport.collect()`, the document `edge-gateway status` prints) into metric
+families, so each family is declared once with every device's, kind's or reason's samples
+under it, however many there are. Beside it, the library's own process collector (CPU, memory,
+open files, start time), platform collector (`python_info`) and garbage-collector figures, and
+`edge_gateway_build_info` with the version.
+
+Names are `edge_gateway_<what>_<unit>`; counters get `_total` from the library. Every number of
+the report is a metric; a value that is null (no poll yet, no response yet) has no sample.
+"""
+
+from __future__ import annotations
+
+import platform
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client.core import (
+    CollectorRegistry,
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    InfoMetricFamily,
+    Metric,
+)
+from prometheus_client.gc_collector import GCCollector
+from prometheus_client.platform_collector import PlatformCollector
+from prometheus_client.process_collector import ProcessCollector
+
+from gateway import __version__
+
+CONTENT_TYPE = CONTENT_TYPE_LATEST
+PREFIX = "edge_gateway_"
+
+COUNTER = "counter"
+GAUGE = "gauge"
+
+Path = tuple[str, ...]
+
+# One number of the report -> one unlabelled family: (path in the report, kind, name, help).
+SCALARS: tuple[tuple[Path, str, str, str], ...] = (
+    (("ready",), GAUGE, "ready", "1 once the sources run, 0 while starting or stopping."),
+    (("uptime_s",), GAUGE, "uptime_seconds", "Seconds since the daemon started."),
+    (("pipeline", "queue_depth"), GAUGE, "queue_depth", "Records waiting for the detectors."),
+    (("pipeline", "records"), COUNTER, "records", "Records taken from the queue."),
+    (("pipeline", "samples_stored"), COUNTER, "samples_stored", "Samples handed to storage."),
+    (("pipeline", "waveforms"), COUNTER, "waveforms", "Waveform blocks taken from the queue."),
+    (("pipeline", "findings"), COUNTER, "findings", "Findings raised or cleared."),
+    (("pipeline", "detectors_disabled"), GAUGE, "detectors_disabled",
+     "Detectors disabled after a failure."),
+    (("pipeline", "detector_seconds"), COUNTER, "detector_seconds", "Time spent in detectors."),
+    (("uplink", "connected"), GAUGE, "uplink_connected", "1 while connected to the broker."),
+    (("uplink", "connects"), COUNTER, "uplink_connects", "Connections to the broker."),
+    (("uplink", "reconnects"), COUNTER, "uplink_reconnects", "Connections after the first."),
+    (("uplink", "connection_losses"), COUNTER, "uplink_connection_losses",
+     "Broker connections lost."),
+    (("uplink", "published"), COUNTER, "uplink_published",
+     "Outbox messages acknowledged by the broker (PUBACK)."),
+    (("uplink", "resent"), COUNTER, "uplink_resent", "Ticket messages resent with the same id."),
+    (("uplink", "publish_failures"), COUNTER, "uplink_publish_failures",
+     "Publishes that failed or were refused by the broker."),
+    (("uplink", "half_open_aborts"), COUNTER, "uplink_half_open_aborts",
+     "Links dropped for a missing PUBACK."),
+    (("uplink", "acks"), COUNTER, "uplink_central_acks", "Central acks accepted."),
+    (("uplink", "commands"), COUNTER, "uplink_commands", "Commands received from central."),
+    (("uplink", "rejected_commands"), COUNTER, "uplink_rejected_commands",
+     "Commands rejected (invalid, unauthorised or stale)."),
+    (("outbox", "depth"), GAUGE, "outbox_depth", "Unsettled outbox messages."),
+    (("outbox", "oldest_age_s"), GAUGE, "outbox_oldest_age_seconds",
+     "Age of the oldest unsettled message."),
+    (("outbox", "max_messages"), GAUGE, "outbox_max_messages",
+     "Outbox size above which health and summaries are dropped."),
+    (("telemetry", "samples_written"), COUNTER, "telemetry_samples_written",
+     "Samples stored in telemetry.db."),
+    (("telemetry", "waveforms_written"), COUNTER, "telemetry_waveforms_written",
+     "Waveform blocks stored in telemetry.db."),
+    (("telemetry", "samples_refused"), COUNTER, "telemetry_samples_refused",
+     "Samples telemetry.db refused (disk full or failing)."),
+    (("telemetry", "waveforms_refused"), COUNTER, "telemetry_waveforms_refused",
+     "Waveform blocks telemetry.db refused."),
+    (("telemetry", "rows_pruned"), COUNTER, "telemetry_rows_pruned", "Rows deleted by age."),
+    (("telemetry", "rows_trimmed_for_size"), COUNTER, "telemetry_rows_trimmed",
+     "Rows deleted for size."),
+    (("telemetry", "refusing"), GAUGE, "telemetry_refusing",
+     "1 while telemetry.db refuses writes."),
+    (("residency", "acquired_bytes"), COUNTER, "bytes_in",
+     "Value bytes acquired from devices (8 per value)."),
+    # Ticketing KPIs (issue 5), present when the ticket service runs.
+    (("tickets", "open_tickets"), GAUGE, "tickets_open", "Open tickets."),
+    (("tickets", "opened"), COUNTER, "tickets_opened", "Tickets opened."),
+    (("tickets", "recurrences"), COUNTER, "tickets_recurrences",
+     "Tickets opened again for a recurring fault."),
+    (("tickets", "renotified"), COUNTER, "tickets_renotified", "Re-notifications sent."),
+    (("tickets", "incidents"), COUNTER, "incidents", "Incidents opened for alarm floods."),
+    (("tickets", "floods_started"), COUNTER, "floods_started", "Alarm floods started."),
+    (("tickets", "time_in_flood_s"), COUNTER, "time_in_flood_seconds",
+     "Time any area spent in an alarm flood."),
+    (("tickets", "top10_share"), GAUGE, "conditions_top10_share",
+     "Share of conditions from the ten most frequent sources."),
+    (("tickets", "repeat_report_rate"), GAUGE, "tickets_repeat_report_rate",
+     "Re-reports (enrichments and recurrences) per ticket opened."),
+    (("tickets", "first_response", "count"), COUNTER, "first_responses",
+     "Tickets that got a first response."),
+    (("tickets", "first_response", "mean_s"), GAUGE, "first_response_mean_seconds",
+     "Mean time to the first response."),
+    (("tickets", "first_response", "within_sla"), COUNTER, "first_responses_within_sla",
+     "First responses within the respond-by time."),
+    (("tickets", "first_response", "breached"), COUNTER, "first_responses_breached",
+     "First responses after the respond-by time."),
+)  # fmt: skip
+
+# A mapping of the report -> one family with one label: (path, kind, name, label, help).
+MAPPINGS: tuple[tuple[Path, str, str, str, str], ...] = (
+    (("outbox", "by_kind"), GAUGE, "outbox_depth_by_kind", "kind",
+     "Unsettled outbox messages by type."),
+    (("residency", "sent_bytes"), COUNTER, "bytes_out", "kind",
+     "Payload bytes sent off-site, by message type."),
+    (("residency", "sent_messages"), COUNTER, "messages_out", "kind",
+     "Messages sent off-site, by message type."),
+    (("residency", "refused_by_guard"), COUNTER, "guard_refused", "kind",
+     "Messages the egress guard refused, by message type."),
+    (("tickets", "conditions_per_10min"), GAUGE, "conditions_per_10min", "area",
+     "New conditions in the last 10 minutes, by area."),
+    (("tickets", "priority_distribution"), GAUGE, "tickets_open_by_priority", "priority",
+     "Open tickets by priority."),
+)  # fmt: skip
+
+# Conditions per flag, from several numbers of the ticket KPIs.
+CONDITION_FLAGS = ("chattering", "stale", "shelved", "suppressed", "out_of_service")
+
+# Per device: (key, kind, name, help).
+DEVICE_FIGURES: tuple[tuple[str, str, str, str], ...] = (
+    ("polls", COUNTER, "device_polls", "Successful reads per device."),
+    ("errors", COUNTER, "device_errors", "Failed connects and reads per device."),
+    ("reconnects", COUNTER, "device_reconnects",
+     "Recoveries after a device was unreachable."),
+    ("latency_s", GAUGE, "device_poll_latency_seconds", "Duration of the last poll."),
+)  # fmt: skip
+
+
+def render_metrics(report: Mapping[str, Any]) -> bytes:
+    """The exposition of one report snapshot, with the process and build figures."""
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(ReportCollector(report))
+    ProcessCollector(registry=registry)
+    PlatformCollector(registry=registry)
+    GCCollector(registry=registry)
+    return generate_latest(registry)
+
+
+class ReportCollector:
+    """A prometheus_client collector over one report snapshot."""
+
+    def __init__(self, report: Mapping[str, Any]) -> None:
+        self._report = report
+
+    def collect(self) -> Iterator[Metric]:
+        report = self._report
+        yield GaugeMetricFamily(PREFIX + "up", "1 while the daemon answers.", value=1)
+        yield InfoMetricFamily(
+            PREFIX + "build",
+            "Version of this gateway and of the Python running it.",
+            value={
+                "version": __version__,
+                "python": platform.python_version(),
+                "implementation": platform.python_implementation(),
+            },
+        )
+        yield InfoMetricFamily(
+            PREFIX + "site",
+            "The site and gateway ids of this daemon.",
+            value={"site": str(report["site"]), "gateway": str(report["gateway"])},
+        )
+        yield from self._devices(report["devices"])
+        for path, kind, name, help_text in SCALARS:
+            if _has(report, path):
+                family = _family(kind, name, help_text)
+                value = _at(report, path)
+                if value is not None:
+                    family.add_metric([], float(value))
+                yield family
+        for path, kind, name, label, help_text in MAPPINGS:
+            if _has(report, path):
+                family = _family(kind, name, help_text, [label])
+                for key, value in sorted(_at(report, path).items()):
+                    family.add_metric([str(key)], float(value))
+                yield family
+        yield self._drops(report["drops"])
+        if "tickets" in report:
+            yield from self._ticket_flags(report["tickets"])
+
+    @staticmethod
+    def _devices(devices: list[Mapping[str, Any]]) -> Iterator[Metric]:
+        for key, kind, name, help_text in DEVICE_FIGURES:
+            family = _family(kind, name, help_text, ["device"])
+            for device in devices:
+                if device[key] is not None:
+                    family.add_metric([device["device"]], float(device[key]))
+            yield family
+        up = GaugeMetricFamily(
+            PREFIX + "device_up", "1 while the device answers.", labels=["device"]
+        )
+        for device in devices:
+            up.add_metric([device["device"]], float(device["up"]))
+        yield up
+
+    @staticmethod
+    def _drops(drops: Mapping[str, int]) -> Metric:
+        family = CounterMetricFamily(
+            PREFIX + "drops",
+            "Messages or rows dropped, by reason and type.",
+            labels=["reason", "kind"],
+        )
+        for key, count in sorted(drops.items()):
+            reason, _, kind = key.partition(":")
+            family.add_metric([reason, kind], float(count))
+        return family
+
+    @staticmethod
+    def _ticket_flags(tickets: Mapping[str, Any]) -> Iterator[Metric]:
+        flags = GaugeMetricFamily(
+            PREFIX + "conditions_flagged",
+            "Conditions that are chattering, stale, shelved, suppressed or out of service.",
+            labels=["flag"],
+        )
+        for flag in CONDITION_FLAGS:
+            if flag in tickets:
+                flags.add_metric([flag], float(tickets[flag]))
+        yield flags
+        floods = GaugeMetricFamily(
+            PREFIX + "flood_active", "1 for each area in an alarm flood.", labels=["area"]
+        )
+        for area in tickets.get("floods_active", []):
+            floods.add_metric([str(area)], 1.0)
+        yield floods
+
+
+def _family(
+    kind: str, name: str, help_text: str, labels: list[str] | None = None
+) -> CounterMetricFamily | GaugeMetricFamily:
+    if kind == COUNTER:
+        return CounterMetricFamily(PREFIX + name, help_text, labels=labels)
+    return GaugeMetricFamily(PREFIX + name, help_text, labels=labels)
+
+
+def _has(report: Mapping[str, Any], path: Path) -> bool:
+    node: Any = report
+    for key in path:
+        if not isinstance(node, Mapping) or key not in node:
+            return False
+        node = node[key]
+    return True
+
+
+def _at(report: Mapping[str, Any], path: Path) -> Any:
+    node: Any = report
+    for key in path:
+        node = node[key]
+    return node

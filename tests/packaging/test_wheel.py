@@ -1,0 +1,126 @@
+"""The gateway as a user installs it: a wheel in a fresh virtual environment, commands run from
+another folder. Everything read at run time must come with the package (issue 14, item 1)."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tests.packaging.conftest import Installed
+from tests.support.site import REPO
+
+pytestmark = pytest.mark.slow
+
+EXAMPLES = ["demo", "can-socketcan", "modbus-rtu", "opcua-secure"]
+UNIT = REPO / "systemd" / "edge-gateway.service"
+UNIT_PREFIX = "/opt/edge-gateway/venv"  # where the unit expects the environment
+
+
+def test_commands_come_from_the_installed_package_not_the_checkout(installed: Installed):
+    location = Path(installed.python("import gateway; print(gateway.__file__)"))
+    assert location.is_relative_to(installed.venv), location
+    version = installed.python(
+        "from importlib.metadata import version; print(version('edge-gateway'))"
+    )
+    result = installed.run("--version")
+    assert result.returncode == 0 and result.stdout == f"edge-gateway {version}\n"
+
+
+def shipped_sites(installed: Installed) -> dict[str, Path]:
+    listing = installed.run("example")
+    assert listing.returncode == 0, listing.stderr
+    return {name: Path(installed.run("example", name).stdout.strip()) for name in EXAMPLES}
+
+
+def test_check_config_accepts_every_shipped_example_site(installed: Installed):
+    sites = shipped_sites(installed)
+    for name, path in sites.items():
+        assert path.is_relative_to(installed.venv), (name, path)
+        result = installed.run("check-config", str(path))
+        assert result.returncode == 0, f"{name}: {result.stdout}{result.stderr}"
+        assert result.stdout.startswith("OK: "), result.stdout
+    # The demo site's vibration rule names a catalogue bearing: the catalogue came along.
+    assert "3 rules" in installed.run("check-config", str(sites["demo"])).stdout
+
+
+def test_a_copied_example_is_a_site_of_its_own(installed: Installed):
+    target = installed.elsewhere / "my-site"
+    result = installed.run("example", "demo", "--copy", str(target))
+    assert result.returncode == 0, result.stderr
+    assert installed.run("check-config", str(target)).returncode == 0
+    # Its devices' editor comments may point at ../schema/: the schema came along too.
+    assert json.loads((target / "schema" / "device.schema.json").read_text())["$id"]
+
+
+def test_analyze_diagnoses_a_vendored_excerpt_with_the_packaged_catalogue(installed: Installed):
+    with np.load(REPO / "tests" / "data" / "cwru_or007_6_130_de.npz") as excerpt:
+        recording = installed.elsewhere / "cwru_or007.npy"
+        np.save(recording, excerpt["signal"])
+        fs, rpm = float(excerpt["fs"]), float(excerpt["rpm"])
+    result = installed.run(
+        "analyze", recording.name, "--fs", str(fs), "--rpm", str(rpm), "--bearing", "6205",
+        "--json",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["verdict"] == "bearing.outer_race"  # tests/data/README.md
+
+
+@pytest.mark.parametrize(
+    ("flags", "file_name"),
+    [((), "config.schema.json"), (("--gateway",), "gateway.schema.json"),
+     (("--device",), "device.schema.json")],
+)  # fmt: skip
+def test_schema_prints_the_installed_schema_files(installed, flags, file_name):
+    result = installed.run("schema", *flags)
+    assert result.returncode == 0, result.stderr
+    installed_file = shipped_sites(installed)["demo"] / "schema" / file_name
+    assert result.stdout == installed_file.read_text()
+    assert result.stdout == (REPO / "configs" / "schema" / file_name).read_text()
+
+
+def test_the_unit_documentation_and_files_are_installed(installed: Installed):
+    documentation = [
+        uri
+        for line in UNIT.read_text().splitlines()
+        if line.startswith("Documentation=")
+        for uri in line.removeprefix("Documentation=").split()
+    ]
+    assert documentation
+    for uri in documentation:
+        assert uri.startswith(f"file://{UNIT_PREFIX}/"), uri
+        path = Path(uri.removeprefix(f"file://{UNIT_PREFIX}/"))
+        assert (installed.venv / path).is_file(), uri
+    systemd = installed.venv / "share" / "edge-gateway" / "systemd"
+    assert (systemd / "edge-gateway.service").read_text() == UNIT.read_text()
+
+
+@pytest.mark.broker
+def test_demo_runs_from_the_installed_wheel_to_the_acknowledged_ticket(installed: Installed):
+    result = installed.run("demo", "--duration", "60", timeout=240)
+    out = result.stdout
+    assert result.returncode == 0, out[-4000:] + result.stderr[-2000:]
+    workdir = re.search(r"config copied to (\S*edge-demo-[^/\s]+)", out)
+    assert workdir, out[:2000]
+    assert "scenario ticket (threshold.high) acknowledged: yes" in out
+    assert "tickets opened:        2" in out
+    acknowledged = [line.split()[2] for line in out.splitlines() if line.endswith("ACKNOWLEDGED")]
+    assert sorted(acknowledged) == ["bearing.outer_race", "threshold.high"], out[-3000:]
+    # Every protocol of the demo plant delivered good data: Modbus, OPC UA and CAN (slcan).
+    lines = out.splitlines()
+    start = lines.index("  good samples kept on site (telemetry.db), per device:")
+    counts = dict(line.split() for line in lines[start + 1 : start + 4])
+    assert set(counts) == {"pump-1", "pump-1-vib", "motor-1"}
+    assert all(int(n) > 0 for n in counts.values()), counts
+    assert "[central " in out and "WO-1001" in out, "the planner's view of the ticket is printed"
+    # Every child of this demo named its own temporary folder on its command line (other
+    # demos may be running on the machine: only this one's count).
+    leftovers = subprocess.run(
+        ["pgrep", "-f", workdir[1]], capture_output=True, text=True, check=False
+    )
+    assert leftovers.stdout.strip() == "", "demo left processes behind"
+    assert not Path(workdir[1]).exists(), "demo left its temporary folder behind"
