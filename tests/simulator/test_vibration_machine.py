@@ -184,14 +184,16 @@ def test_outer_race_evidence_names_the_slipping_bpfo() -> None:
     # The impacts come at BPFO less the mean slip: each harmonic line sits in a bin next to
     # it. (The comb's fitted fundamental, `matched_hz`, may be a bin further off.)
     df = FS / BLOCK
-    lines = {line["line"]: line["freq_hz"] for line in matched["lines"]}
+    lines = {line["line"]: line["freq_hz"] for line in matched["harmonic_lines"]}
     assert lines["1x"] == pytest.approx(bpfo * (1 - MEAN_SLIP), abs=df)
     assert matched["matched_hz"] == pytest.approx(bpfo * (1 - MEAN_SLIP), abs=2 * df)
     harmonic = max(int(h) for h in matched["harmonics"])
     assert harmonic >= 2
-    # Random slip smears the higher harmonics: the detector searches 1 + h // 2 bins around h.
+    # Random slip smears the higher harmonics: the detector searches 1 + h // 2 bins around h,
+    # and never beyond h times the slip tolerance.
     expected = harmonic * bpfo * (1 - MEAN_SLIP)
     assert lines[f"{harmonic}x"] == pytest.approx(expected, abs=(1 + harmonic // 2) * df)
+    assert abs(lines[f"{harmonic}x"] / (harmonic * bpfo) - 1) <= matched["tolerance_pct"] / 100
 
 
 def test_growing_unbalance_walks_the_iso_zones_and_raises_severity() -> None:

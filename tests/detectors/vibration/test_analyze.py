@@ -67,7 +67,7 @@ def test_readable_report_names_verdict_zone_and_matched_line(tmp_path: Path) -> 
     code, out, _ = run_analyze(str(path), "--fs", str(fs), "--rpm", str(rpm), "--bearing", "6205")
     assert code == 0
     assert "Verdict   bearing.outer_race" in out
-    assert "BPFO expected 107.3 Hz" in out
+    assert "Matched line: BPFO at 107.7 Hz, 0.3 % above the kinematic 107.3 Hz" in out
     assert "zone A" in out
 
 

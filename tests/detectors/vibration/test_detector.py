@@ -73,7 +73,7 @@ def test_outer_race_fault_needs_three_blocks_then_clears_after_three() -> None:
     ev = finding.evidence
     assert ev["matched"]["defect_line"] == "BPFO"
     assert ev["defect_frequencies"]["bpfo_hz"] == pytest.approx(3.5848 * SHAFT, rel=1e-3)
-    assert ev["top_peaks"] and all(set(p) == {"freq_hz", "amplitude_g2"} for p in ev["top_peaks"])
+    assert ev["top_peaks"] and all(set(p) == {"freq_hz", "level_db"} for p in ev["top_peaks"])
     # Evidence is a small JSON summary, never the waveform.
     assert len(json.dumps(ev)) < 6000
     cleared = feed(det, blocks("healthy", 3, seed=3), t0=20)
