@@ -20,6 +20,7 @@ import numpy as np
 
 from detectors.vibration.bearing import BearingGeometry, DefectFrequencies
 from detectors.vibration.bearing_screen import (
+    CARRIER_NAME,
     BearingScreen,
     comb_specs,
     highest_line_hz,
@@ -282,6 +283,13 @@ def analyse_spectra(
         env_peaks = top_peaks(shown, bank.df, 5, min_hz=0.5 * defect.ftf)
         for code, conf in screen.confidences.items():
             screened[code.value] = conf
+        for code in screen.untestable:
+            line = CARRIER_NAME[code]
+            notes.append(
+                f"{code.value} not tested: {line} "
+                f"{defect.fundamental(code):.1f} Hz +-{100 * settings.slip_tolerance:g} % holds "
+                f"no spectral line at this resolution ({bank.df:.2f} Hz); longer blocks would"
+            )
         for call in screen.calls:
             band = call.band
             calls.append(FaultCall(call.code.value, call.confidence, call.evidence(defect)))

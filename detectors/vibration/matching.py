@@ -22,6 +22,7 @@ window stays inside h times that tolerance.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -108,7 +109,7 @@ def _running_median(values: FloatArray, half: int) -> FloatArray:
     """Median over +-half bins along each row, computed on a coarse grid and interpolated (it
     varies slowly)."""
     n = values.shape[1]
-    step = max(1, half // 4)
+    step = max(1, half // 2)
     if n > half:
         padded = np.pad(values, ((0, 0), (half, half)), mode="reflect")
     else:
@@ -116,9 +117,18 @@ def _running_median(values: FloatArray, half: int) -> FloatArray:
     windows = np.lib.stride_tricks.sliding_window_view(padded, 2 * half + 1, axis=1)
     centres = np.arange(0, n, step)
     # Windows have odd length 2 * half + 1: the median is the middle order statistic.
-    meds = np.partition(windows[:, centres], half, axis=2)[:, :, half]
+    meds = np.partition(windows[:, ::step], half, axis=2)[:, :, half]
+    if step == 1:
+        return np.ascontiguousarray(meds)
+    # Linear interpolation between the grid's medians (every row at once), flat past the last.
+    meds = np.concatenate([meds, meds[:, -1:]], axis=1)
     grid = np.arange(n)
-    return np.stack([np.interp(grid, centres, row) for row in meds])
+    left = grid // step
+    frac = (grid - centres[np.minimum(left, centres.size - 1)]) / step
+    last = centres[-1]
+    frac = np.where(grid > last, 0.0, frac)
+    left = np.minimum(left, centres.size - 1)
+    return meds[:, left] * (1.0 - frac) + meds[:, left + 1] * frac
 
 
 def tolerance_bins(freq_hz: float, tol_rel: float, df: float) -> tuple[int, int]:
@@ -164,58 +174,9 @@ class CombTable:
         tol_rel: float,
         exclude_hz: Sequence[float] = (),
     ) -> CombTable:
-        rows = max((s.harmonics for s in specs), default=1)
-        width = 2 * harmonic_half_width(rows) + 1
-        spans: list[int] = []
-        fund: list[float] = []
-        lo_rows: list[list[int]] = []
-        hi_rows: list[list[int]] = []
-        valid_rows: list[list[bool]] = []
-        excluded = np.sort(np.asarray(exclude_hz, dtype=np.float64))
-        top = size - 2
-        for spec in specs:
-            k_lo, k_hi = tolerance_bins(spec.fundamental_hz, tol_rel, df)
-            k_lo = max(k_lo, 1)
-            span = max(0, k_hi - k_lo + 1)
-            spans.append(span)
-            for k in range(k_lo, k_lo + span):
-                fund.append(k * df)
-                los, his, oks = [], [], []
-                for h in range(1, rows + 1):
-                    half = harmonic_half_width(h)
-                    t_lo, t_hi = tolerance_bins(h * spec.fundamental_hz, tol_rel, df)
-                    lo, hi = max(h * k - half, t_lo, 1), min(h * k + half, t_hi, top)
-                    ok = h <= spec.harmonics and lo <= hi and h * k + half <= top
-                    if ok and excluded.size:
-                        ok = _distance(h * k * df, excluded) > (2 + half) * df
-                    lo = min(lo, top)
-                    los.append(lo)
-                    his.append(max(lo, hi))
-                    oks.append(ok)
-                lo_rows.append(los)
-                hi_rows.append(his)
-                valid_rows.append(oks)
-        lo_a = np.asarray(lo_rows, dtype=np.int64).T.reshape(rows, -1)
-        hi_a = np.asarray(hi_rows, dtype=np.int64).T.reshape(rows, -1)
-        valid = np.asarray(valid_rows, dtype=bool).T.reshape(rows, -1)
-        offsets = np.arange(width)
-        index = lo_a[:, :, None] + offsets
-        in_window = index <= hi_a[:, :, None]
-        index = np.minimum(index, hi_a[:, :, None])
-        n_valid = valid.sum(axis=0)
-        return CombTable(
-            df=df,
-            size=size,
-            specs=tuple(specs),
-            tol_rel=tol_rel,
-            spans=tuple(spans),
-            fundamentals=np.asarray(fund, dtype=np.float64),
-            index=index,
-            in_window=in_window,
-            log_width=np.log(hi_a - lo_a + 1.0),
-            valid=valid,
-            dof=np.maximum(2.0 * n_valid, 2.0),
-            exclude_hz=tuple(float(x) for x in exclude_hz),
+        """Cached: a live channel at a steady speed asks for the same table every block."""
+        return _build_table(
+            df, size, tuple(specs), tol_rel, tuple(float(x) for x in exclude_hz)
         )
 
     def score(self, ratios: FloorRatios) -> list[CombScore | None]:
@@ -328,3 +289,65 @@ def _chi2_log10_sf(stat: FloatArray, dof: FloatArray) -> FloatArray:
     log_pdf = (k - 1) * np.log(safe / 2.0) - stat / 2.0 - special.gammaln(k)
     tail = (log_pdf + math.log(2.0)) / math.log(10.0)
     return np.where(sf > 0, np.log10(np.maximum(sf, 1e-300)), tail)
+
+
+@functools.lru_cache(maxsize=64)
+def _build_table(
+    df: float,
+    size: int,
+    specs: tuple[CombSpec, ...],
+    tol_rel: float,
+    exclude_hz: tuple[float, ...],
+) -> CombTable:
+    rows = max((s.harmonics for s in specs), default=1)
+    width = 2 * harmonic_half_width(rows) + 1
+    top = size - 2
+    spans = []
+    first_bins = []
+    for spec in specs:
+        k_lo, k_hi = tolerance_bins(spec.fundamental_hz, tol_rel, df)
+        k_lo = max(k_lo, 1)
+        spans.append(max(0, k_hi - k_lo + 1))
+        first_bins.append(k_lo)
+    comb = np.repeat(np.arange(len(specs)), spans)  # comb of each candidate column
+    starts = np.repeat(np.cumsum([0, *spans[:-1]]), spans)
+    k = np.repeat(first_bins, spans) + (np.arange(comb.size) - starts)  # candidate bins
+    h = np.arange(1, rows + 1)[:, None]  # harmonic of each row
+    half = 1 + h // 2  # harmonic_half_width, vectorised
+    f0 = np.array([s.fundamental_hz for s in specs])[comb]
+    # Harmonic h's window: around h x candidate, inside h x the tolerance, inside the spectrum.
+    t_lo = np.ceil(h * f0 * (1 - tol_rel) / df - 1e-9).astype(np.int64)
+    t_hi = np.floor(h * f0 * (1 + tol_rel) / df + 1e-9).astype(np.int64)
+    centre = h * k
+    lo = np.maximum(np.maximum(centre - half, t_lo), 1)
+    hi = np.minimum(np.minimum(centre + half, t_hi), top)
+    harmonics = np.array([s.harmonics for s in specs], dtype=np.int64)[comb]
+    valid = (h <= harmonics) & (lo <= hi) & (centre + half <= top)
+    if exclude_hz:
+        excluded = np.sort(np.asarray(exclude_hz))
+        pos = np.searchsorted(excluded, centre * df)
+        left = excluded[np.maximum(pos - 1, 0)]
+        right = excluded[np.minimum(pos, excluded.size - 1)]
+        distance = np.minimum(np.abs(centre * df - left), np.abs(centre * df - right))
+        valid &= distance > (2 + half) * df
+    lo = np.minimum(lo, top)
+    hi = np.maximum(lo, hi)
+    index = lo[:, :, None] + np.arange(width)
+    in_window = index <= hi[:, :, None]
+    index = np.minimum(index, hi[:, :, None])
+    for array in (index, in_window, valid):
+        array.flags.writeable = False
+    return CombTable(
+        df=df,
+        size=size,
+        specs=specs,
+        tol_rel=tol_rel,
+        spans=tuple(spans),
+        fundamentals=k * df,
+        index=index,
+        in_window=in_window,
+        log_width=np.log(hi - lo + 1.0),
+        valid=valid,
+        dof=np.maximum(2.0 * valid.sum(axis=0), 2.0),
+        exclude_hz=exclude_hz,
+    )
