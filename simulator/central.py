@@ -384,7 +384,10 @@ def format_work_order(event: ReceivedTicketEvent) -> str:
     """One readable block, as a maintenance planner would scan it."""
     d = event.data
     peak = d.get("peak_value")
-    peak_text = f", peak {peak:.4g}" if isinstance(peak, int | float) else ""
+    evidence = d.get("evidence")
+    unit = evidence.get("unit") if isinstance(evidence, Mapping) else None
+    unit_text = f" {unit}" if isinstance(unit, str) and unit else ""
+    peak_text = f", peak {peak:.4g}{unit_text}" if isinstance(peak, int | float) else ""
     condition = "active" if d.get("condition_active") else "cleared"
     title = {
         "opened": "NEW WORK ORDER",

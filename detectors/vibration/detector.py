@@ -387,6 +387,7 @@ class VibrationDetector:
                 for p in d.envelope_peaks
             ],
             "speed_source": d.speed_source,
+            "unit": "mm/s",  # of the finding's value: the overall velocity RMS
         }
         if d.shaft_hz is not None:
             ev["speed_rpm"] = round(d.shaft_hz * 60, 1)
