@@ -7,9 +7,9 @@ frequencies), never the waveform.
 Every block is checked (NaN, flat, clipped, too short) and transformed once; its power spectrum
 and time statistics are added to an averaging round of `average_blocks` blocks (rounds.py).
 When a round is complete it is diagnosed: ISO severity, band energies and order readings from
-the averaged spectrum, the envelope spectra (whitened whole band and the spectral-kurtosis
-band) averaged over the round's envelope blocks (its newest block and every
-`ENVELOPE_EVERY_BLOCKS`-th before it), the bearing combs, baseline and confirmation. A fault must
+the averaged spectrum, the envelope bank averaged over the round's envelope blocks (its newest
+block and every `ENVELOPE_EVERY_BLOCKS`-th before it), the bearing combs, baseline and
+confirmation. A fault must
 be seen in `confirm_blocks` consecutive analyses before an active finding is raised, and
 missing for as many before it is cleared, so one noisy analysis neither opens nor closes a
 ticket. With `average_blocks = 1` (the default) every block is one analysis. Confirmation

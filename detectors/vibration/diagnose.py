@@ -173,7 +173,17 @@ def bearing_screen(
     """Screen the combs in `bands` (default: the whole bank; the whole band comes first)."""
     specs = bearing_combs(defect, settings)
     tol = settings.slip_tolerance
-    chosen = bands if bands is not None else bank_bands(spectra, defect, settings)
+    full = bank_bands(spectra, defect, settings)
+    if bands is None:
+        chosen = full
+    else:
+        # Bands remembered from an earlier analysis, kept while they still fit this spectrum
+        # (a lower rate or a faster shaft since); the whole band is always this spectrum's.
+        top = highest_line_hz(specs, tol)
+        fitting = [
+            b for b in bands if b.level and b.hi_hz <= full[0].hi_hz and b.hi_hz - b.lo_hz >= top
+        ]
+        chosen = tuple(dict.fromkeys([full[0], *fitting]))
     max_bin = reach_bins(specs, defect, tol, spectra.df)
     bank = envelope_bank(spectra, prewhiten(spectra.hann), chosen, max_bin)
     return screen_bearing(bank, defect, specs, tol, settings.report_confidence), bank

@@ -162,3 +162,17 @@ def test_the_whole_bank_is_screened_first_and_at_each_refresh_the_focus_bands_be
     assert full == 57  # 25.6 kHz, 16384 points: the whole band and levels 1-4
     assert [s == full for s in screened] == [True, False, False, False] * 2 + [True]
     assert all(1 <= s <= 5 for s in screened if s != full)  # the whole band + one per comb
+
+
+def test_bands_remembered_at_one_rate_are_not_applied_beyond_another_rates_nyquist() -> None:
+    det = detector(fixed_rpm=SHAFT * 60, rpm_tag=None)
+    rng = np.random.default_rng(24)
+    det.update(Waveform("pump-1.de_accel", 0.0, FS, 0.1 * rng.standard_normal(BLOCK)))
+    assert det.last_diagnosis is not None and det.last_diagnosis.bands_screened == 57
+    # The sensor is reconfigured to half the rate: the next analyses still run, on bands that
+    # exist at 12.8 kHz.
+    for i in range(1, 3):
+        det.update(Waveform("pump-1.de_accel", float(i), FS / 2, 0.1 * rng.standard_normal(BLOCK)))
+        d = det.last_diagnosis
+        assert d is not None and d.fs == FS / 2 and det.problem is None
+        assert d.bands_screened >= 1
