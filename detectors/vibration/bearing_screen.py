@@ -21,6 +21,11 @@ Rules, each for a reason a technician would accept:
   `withheld`, not called. Seeded-fault rigs never hold two locations, and on natural faults the
   first location found already sends the technician to change the bearing; a second location
   called on the first one's echoes would send him to look for damage that is not there.
+- Dominance: the strongest significant line of the call's band, shaft orders aside, must be a
+  harmonic of the called carrier or a first-order sideband of its own modulation. A stronger
+  line the defect does not explain means the envelope is driven by something the kinematics
+  do not describe -- most often the right defect pushed out of its tolerance by a wrong speed
+  or sample rate, whose lattice then lands on another location's comb (bench/vibration).
 """
 
 from __future__ import annotations
