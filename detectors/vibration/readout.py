@@ -51,6 +51,10 @@ SPEED_SOURCE = {
 }
 
 
+def _and(items: list[str]) -> str:
+    return items[0] if len(items) == 1 else f"{', '.join(items[:-1])} and {items[-1]}"
+
+
 def _ordinal_list(lines: list[dict[str, Any]]) -> str:
     return ", ".join(
         f"{ln['line']} at {ln['freq_hz']:.1f} Hz {ln['level_db']:.1f} dB" for ln in lines
@@ -70,9 +74,9 @@ def bearing_readout(call: FaultCall, d: Diagnosis) -> list[str]:
     deciding = [ln for ln in ev["harmonic_lines"] if ln["significant"]]
     others = [ln for ln in ev["harmonic_lines"] if not ln["significant"]]
     out = [
-        f"Matched line: {ev['defect_line']} at {ev['matched_hz']:.1f} Hz, "
+        f"Matched line: {ev['defect_line']} fitted at {ev['matched_hz']:.1f} Hz, "
         f"{abs(ev['deviation_pct']):.1f} % {'above' if ev['deviation_pct'] >= 0 else 'below'} "
-        f"the kinematic {ev['expected_hz']:.1f} Hz (slip tolerance {ev['tolerance_pct']:.0f} %).",
+        f"the kinematic {ev['expected_hz']:.1f} Hz (slip tolerance ±{ev['tolerance_pct']:.0f} %).",
         f"Harmonics that decided (level above the envelope floor): {_ordinal_list(deciding)}.",
     ]
     if others:
@@ -134,14 +138,13 @@ def message(call: FaultCall, d: Diagnosis, asset: str) -> str:
     zone = d.iso.zone.value
     v = d.iso.velocity_rms_mm_s
     if code in WHAT:
-        orders = " and ".join(f"{h}x" for h in ev["harmonics"])
         return (
-            f"{WHAT[code]} on bearing {d.bearing} of `{asset}`: envelope line at "
-            f"{ev['matched_hz']:.1f} Hz matches {ev['defect_line']} (kinematic "
-            f"{ev['expected_hz']:.1f} Hz, {ev['deviation_pct']:+.1f} %), harmonics {orders} up "
-            f"to {ev['snr_db']:.0f} dB above the floor in the {ev['band_hz'][0]:.0f}-"
-            f"{ev['band_hz'][1]:.0f} Hz band at {d.shaft_hz * 60 if d.shaft_hz else 0:.0f} rpm. "
-            f"{CHECK[code]}"
+            f"{WHAT[code]} on bearing {d.bearing} of `{asset}`: envelope harmonics "
+            f"{_and([f'{h}x' for h in ev['harmonics']])} of {ev['matched_hz']:.1f} Hz "
+            f"({ev['defect_line']}, kinematic {ev['expected_hz']:.1f} Hz, "
+            f"{ev['deviation_pct']:+.1f} %), up to {ev['snr_db']:.0f} dB above the floor in the "
+            f"{ev['band_hz'][0]:.0f}-{ev['band_hz'][1]:.0f} Hz band at "
+            f"{d.shaft_hz * 60 if d.shaft_hz else 0:.0f} rpm. {CHECK[code]}"
         )
     if code is FaultCode.UNBALANCE:
         return (

@@ -118,7 +118,7 @@ def test_vibration_work_order_reads_as_sentences_with_units_never_a_structure() 
     lines = block.splitlines()
     evidence = lines[lines.index(next(ln for ln in lines if ln.startswith("  Evidence:"))) :]
     text = " ".join(ln.strip() for ln in evidence)
-    assert "Matched line: BPFO at 107.7 Hz, 0.3 % above the kinematic 107.3 Hz" in text
+    assert "Matched line: BPFO fitted at 107.7 Hz, 0.3 % above the kinematic 107.3 Hz" in text
     assert "Harmonics that decided (level above the envelope floor): 1x at 107.7 Hz" in text
     assert "Speed used: 1796 rpm (29.93 Hz, configured fixed speed)." in text
     assert "Envelope band: 3000-6000 Hz" in text and "What to check: Check the outer race" in text

@@ -125,7 +125,7 @@ def test_readable_report_names_verdict_zone_and_matched_line() -> None:
     code, out, _ = run_analyze(str(path), "--bearing", "6205")
     assert code == 0
     assert "Verdict   bearing.outer_race" in out
-    assert "Matched line: BPFO at 107.7 Hz, 0.3 % above the kinematic 107.3 Hz" in out
+    assert "Matched line: BPFO fitted at 107.7 Hz, 0.3 % above the kinematic 107.3 Hz" in out
     assert "zone A" in out
 
 
