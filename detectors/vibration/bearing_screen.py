@@ -259,12 +259,7 @@ def screen_bearing(
     ratios = FloorRatios(bank.values, floor_half_width(defect, df), df)
     whole = bank.bands[0]
     confidences = {code: 0.0 for code in specs}
-    untestable = [
-        code
-        for code, spec in specs.items()
-        if tolerance_bins(spec.fundamental_hz, tol, df)[1]
-        < max(1, tolerance_bins(spec.fundamental_hz, tol, df)[0])
-    ]
+    untestable = [code for code, spec in specs.items() if not _resolvable(spec, tol, df)]
     if not ratios.any_line_can_be_significant():
         return BearingScreen(
             [], confidences, {code: whole for code in specs}, untestable=untestable
@@ -302,7 +297,8 @@ def screen_bearing(
         dominant = [
             c for c in passing if _dominates(c, ratios, bank.bands.index(c.band), defect, top)
         ]
-        undominant += [c for c in passing if c not in dominant and c not in undominant]
+        seen = {c.code for c in undominant}
+        undominant += [c for c in passing if c not in dominant and c.code not in seen]
         if not dominant:
             break
         best = min(dominant, key=lambda c: c.log10_p)
@@ -312,6 +308,12 @@ def screen_bearing(
     return BearingScreen(
         accepted[:1], confidences, best_bands, accepted[1:], undominant, untestable
     )
+
+
+def _resolvable(spec: CombSpec, tol: float, df: float) -> bool:
+    """Whether the tolerance window of the fundamental holds at least one bin."""
+    lo, hi = tolerance_bins(spec.fundamental_hz, tol, df)
+    return hi >= max(1, lo)
 
 
 def _dominates(

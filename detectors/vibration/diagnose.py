@@ -104,6 +104,7 @@ class Diagnosis:
     best_bands: dict[FaultCode, Band] = field(default_factory=dict)  # per comb
     focus_bands: tuple[Band, ...] = ()  # the whole band and each comb's best, once
     withheld: list[FaultCall] = field(default_factory=list)  # passed, another location first
+    not_dominant: list[str] = field(default_factory=list)  # passed, band led by another line
     notes: list[str] = field(default_factory=list)
 
     def fault(self, code: str) -> FaultCall | None:
@@ -130,6 +131,7 @@ class Diagnosis:
             "orders": None if self.orders is None else self.orders.to_dict(),
             "screened": {k: round(v, 3) for k, v in self.screened.items()},
             "withheld": [f.to_dict() for f in self.withheld],
+            "not_dominant": list(self.not_dominant),
             "analysis": {
                 "fs_hz": self.fs,
                 "blocks": self.blocks,
@@ -252,6 +254,7 @@ def analyse_spectra(
     severity = zone_for(features.velocity_rms_mm_s, group, foundation)
     calls: list[FaultCall] = []
     withheld: list[FaultCall] = []
+    not_dominant: list[str] = []
     screened: dict[str, float] = {}
     if severity.zone in SEVERITY_CONFIDENCE:
         calls.append(
@@ -306,6 +309,7 @@ def analyse_spectra(
         withheld = [
             FaultCall(c.code.value, c.confidence, c.evidence(defect)) for c in screen.withheld
         ]
+        not_dominant = [c.code.value for c in screen.not_dominant]
     calls.sort(key=lambda c: (c.confidence, -c.evidence.get("log10_p_chance", 0.0)), reverse=True)
     return Diagnosis(
         verdict=calls[0].code if calls else "normal",
@@ -327,6 +331,7 @@ def analyse_spectra(
         best_bands=best_bands,
         focus_bands=focus,
         withheld=withheld,
+        not_dominant=not_dominant,
         notes=notes,
     )
 

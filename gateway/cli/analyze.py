@@ -228,6 +228,10 @@ def render_report(d: Diagnosis, source: dict[str, Any], daemon: dict[str, Any]) 
             f"  Also passed, not called (one location per bearing): {f.code} "
             f"(confidence {f.confidence:.2f})"
         )
+    for code in d.not_dominant:
+        lines.append(
+            f"  Also passed, not called (its band's strongest line is not its own): {code}"
+        )
     iso = d.iso
     a, b, c = iso.boundaries_mm_s
     lines.append(
