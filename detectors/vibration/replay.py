@@ -8,6 +8,7 @@ sample. The speed travels as the detector's fixed rpm, as a rule with `rpm:` con
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -16,6 +17,8 @@ from detectors.vibration.spectrum import FloatArray
 from gateway.core.records import Waveform
 
 DAEMON_BLOCK = 16384  # the block length of the simulator, the bench and common OPC UA nodes
+# The live detector logs each change of state for the operator; a replay reports them itself.
+_DETECTOR_LOG = logging.getLogger("detectors.vibration.detector")
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,8 +77,25 @@ def replay(
         raise ValueError(f"overlap must be in [0, 1), got {overlap}")
     hop = max(1, round(block * (1.0 - overlap)))
     tag = tag or detector.tag_id
-    events: list[TicketEvent] = []
     starts = range(0, signal.size - block + 1, hop)
+    level = _DETECTOR_LOG.level
+    _DETECTOR_LOG.setLevel(logging.ERROR)
+    try:
+        events, analyses, refused = _feed(detector, signal, fs, block, starts, tag)
+    finally:
+        _DETECTOR_LOG.setLevel(level)
+    return Replay(block, overlap, len(starts), analyses, events, refused)
+
+
+def _feed(
+    detector: VibrationDetector,
+    signal: FloatArray,
+    fs: float,
+    block: int,
+    starts: range,
+    tag: str,
+) -> tuple[list[TicketEvent], int, str | None]:
+    events: list[TicketEvent] = []
     analyses = 0
     refused: str | None = None
     for i, start in enumerate(starts):
@@ -88,4 +108,4 @@ def replay(
             TicketEvent(f.fault_code, f.active, i, (start + block) / fs, f.score)
             for f in findings
         ]
-    return Replay(block, overlap, len(starts), analyses, events, refused)
+    return events, analyses, refused
