@@ -18,6 +18,7 @@ import itertools
 import json
 import logging
 import sys
+import textwrap
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -320,22 +321,73 @@ def _parse_ticket_event(payload: bytes) -> tuple[str, str, str, dict[str, Any]] 
     return event_id, kind, str(document.get("sequence", "")), data
 
 
-def _evidence_summary(evidence: Any, limit: int = 6) -> str:
-    if not isinstance(evidence, dict) or not evidence:
-        return "-"
-    parts = []
-    for key, value in list(evidence.items())[:limit]:
-        shown = f"{value:.4g}" if isinstance(value, float) else str(value)
-        parts.append(f"{key}={shown[:40]}")
-    more = len(evidence) - limit
-    return ", ".join(parts) + (f" (+{more} more)" if more > 0 else "")
+# Units read from the key's suffix (the gateway's evidence names carry them: `velocity_rms_mm_s`).
+_UNIT_SUFFIXES = (
+    ("_mm_s", "mm/s"),
+    ("_hz", "Hz"),
+    ("_rpm", "rpm"),
+    ("_db", "dB"),
+    ("_pct", "%"),
+    ("_g", "g"),
+    ("_s", "s"),
+)
+_WIDTH = 100
+_LABEL = "  Evidence:    "
+
+
+def _with_unit(key: str, value: Any) -> str:
+    shown = f"{value:.4g}" if isinstance(value, float) else str(value)
+    for suffix, unit in _UNIT_SUFFIXES:
+        if key.endswith(suffix) and isinstance(value, int | float) and not isinstance(value, bool):
+            return f"{shown} {unit}"
+    return shown
+
+
+def _evidence_lines(evidence: Any) -> list[str]:
+    """The evidence as a planner reads it: the detector's own sentences (`readout`) when it
+    wrote them, else its plain values with their units; structures are named, not dumped."""
+    if not isinstance(evidence, Mapping) or not evidence:
+        return ["-"]
+    readout = evidence.get("readout")
+    if isinstance(readout, list) and readout:
+        return [str(line) for line in readout]
+    plain = [
+        f"{key}={_with_unit(str(key), value)}"
+        for key, value in evidence.items()
+        if isinstance(value, str | int | float | bool) or value is None
+    ]
+    nested = [str(key) for key, value in evidence.items() if isinstance(value, Mapping | list)]
+    text = ", ".join(plain)
+    if nested:
+        text += ("; " if text else "") + f"in the ticket's data: {', '.join(nested)}"
+    return [text]
+
+
+def _wrapped(label: str, lines: list[str]) -> list[str]:
+    """`label` then each line, wrapped at word boundaries (never cut mid-word) and indented."""
+    indent = " " * len(label)
+    out: list[str] = []
+    for line in lines:
+        pieces = textwrap.wrap(
+            line,
+            width=_WIDTH,
+            initial_indent=label if not out else indent,
+            subsequent_indent=indent + "  ",
+            break_long_words=False,
+            break_on_hyphens=False,
+        )
+        out += pieces or [label if not out else indent]
+    return out
 
 
 def format_work_order(event: ReceivedTicketEvent) -> str:
     """One readable block, as a maintenance planner would scan it."""
     d = event.data
     peak = d.get("peak_value")
-    peak_text = f", peak {peak:.4g}" if isinstance(peak, int | float) else ""
+    evidence = d.get("evidence")
+    unit = evidence.get("unit") if isinstance(evidence, Mapping) else None
+    unit_text = f" {unit}" if isinstance(unit, str) and unit else ""
+    peak_text = f", peak {peak:.4g}{unit_text}" if isinstance(peak, int | float) else ""
     condition = "active" if d.get("condition_active") else "cleared"
     title = {
         "opened": "NEW WORK ORDER",
@@ -350,10 +402,10 @@ def format_work_order(event: ReceivedTicketEvent) -> str:
             f"  Asset:       {d.get('asset')}  (site {d.get('site')}, gateway {d.get('gateway')})",
             f"  Fault:       {d.get('fault_code')}  [ISO 14224 {d.get('iso14224_failure_mode')}]"
             f"  detected by {d.get('detector')}",
-            f"  Message:     {d.get('message')}",
+            *_wrapped("  Message:     ", [str(d.get("message"))]),
             f"  Seen:        {d.get('occurrences')} time(s), first {d.get('first_seen')}, "
             f"last {d.get('last_seen')}{peak_text}; condition {condition}",
-            f"  Evidence:    {_evidence_summary(d.get('evidence'))}",
+            *_wrapped(_LABEL, _evidence_lines(d.get("evidence"))),
             *_planning_lines(d),
             f"  Edge ticket: {event.ticket_id} rev {d.get('revision')} (event {event.event_id})",
         ]

@@ -7,26 +7,34 @@ frequencies), never the waveform.
 Every block is checked (NaN, flat, clipped, too short) and transformed once; its power spectrum
 and time statistics are added to an averaging round of `average_blocks` blocks (rounds.py).
 When a round is complete it is diagnosed: ISO severity, band energies and order readings from
-the averaged spectrum, the envelope spectra (whitened whole band and the spectral-kurtosis
-band) averaged over the round's envelope blocks (its newest block and every
-`ENVELOPE_EVERY_BLOCKS`-th before it), the bearing combs, baseline and confirmation. A fault must
+the averaged spectrum, the envelope bank averaged over the round's envelope blocks (its newest
+block and every `ENVELOPE_EVERY_BLOCKS`-th before it), the bearing combs, baseline and
+confirmation. A fault must
 be seen in `confirm_blocks` consecutive analyses before an active finding is raised, and
 missing for as many before it is cleared, so one noisy analysis neither opens nor closes a
-ticket. With `average_blocks = 1` (the default) every block is one analysis.
+ticket. With `average_blocks = 1` (the default) every block is one analysis. Confirmation
+counts analyses of separate data: an analysis whose samples overlap those of the last one
+counted (blocks sent with 50 % overlap, say) is not a second look at the machine, so it keeps
+a streak alive but does not add to it.
 
-The resonance band (spectral kurtosis) is a property of the machine's structure, not of one
-block: it is chosen on the first analysis and again every `band_refresh_blocks` analyses.
+The envelope bank (diagnose.py, bearing_screen.py) is screened whole on the first analysis and
+again every `band_refresh_blocks` analyses; the bands each comb scored best in are a property
+of the machine's structure, not of one block, so the analyses in between screen only those
+(and the whole band). Both are the same decision as `analyze`'s, with the correction for the
+bands tried in each.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
+from detectors.vibration import readout
 from detectors.vibration.baseline import Baseline
 from detectors.vibration.bearing import BearingGeometry
 from detectors.vibration.checks import MIN_REVOLUTIONS_PER_BLOCK, check_signal
@@ -59,12 +67,6 @@ from gateway.core.spectrum_view import SpectrumView
 
 log = logging.getLogger(__name__)
 
-_BEARING_WORDS = {
-    FaultCode.BEARING_OUTER_RACE: ("Outer-race defect", "BPFO"),
-    FaultCode.BEARING_INNER_RACE: ("Inner-race defect", "BPFI"),
-    FaultCode.BEARING_ROLLING_ELEMENT: ("Rolling-element (ball) defect", "BSF"),
-    FaultCode.BEARING_CAGE: ("Cage defect", "FTF"),
-}
 # In an averaging round, one block in this many is also demodulated for the envelope spectra
 # (averaged over those blocks). An envelope costs about four block rFFTs (a complex inverse FFT
 # of the band and an rFFT of the squared envelope, for the whole band and the spectral-kurtosis
@@ -82,15 +84,28 @@ FEATURE_UNITS_AND_FLOORS: dict[str, tuple[str, float]] = {
     "kurtosis": ("", 0.5),
 }
 SAMPLE_FEATURES = tuple(FEATURE_UNITS_AND_FLOORS)
+# Timestamps of polled blocks jitter: an analysis starting this fraction of a block before the
+# end of the last one counted is still taken as separate data.
+OVERLAP_SLACK = 0.05
 
 
 @dataclass
 class _Track:
-    """Confirmation state of one fault code."""
+    """Confirmation state of one fault code: streaks of analyses of separate data."""
 
     seen: int = 0
     missing: int = 0
     active: bool = False
+    counted_until: float = -math.inf  # end of the data of the last analysis counted
+
+
+@dataclass(frozen=True, slots=True)
+class _Span:
+    """Time the samples of one analysis cover."""
+
+    start: float
+    end: float
+    block_s: float
 
 
 class VibrationDetector:
@@ -130,12 +145,15 @@ class VibrationDetector:
         self.settings = settings or Settings()
         self._name = name
         self._rpm_from_tag: float | None = None
-        self._band: Band | None = None
-        self._blocks_since_band = 0
+        self._bands: tuple[Band, ...] | None = None  # None: screen the whole bank next time
+        self._analyses_since_bank = 0
         self._tracks: dict[str, _Track] = {}
         self._problem: str | None = None
         self._round = AveragingRound()
         self._round_source = "unknown"
+        self._round_first_ts = 0.0
+        self._last_span_start = 0.0
+        self._block_s = 0.0
         self._feature_samples: list[Sample] = []
         self.baseline = Baseline(blocks=baseline_blocks)
         self.last_diagnosis: Diagnosis | None = None
@@ -176,7 +194,13 @@ class VibrationDetector:
             return []
         self.last_diagnosis = diagnosis
         self._feature_samples = self._samples(diagnosis, record.ts)
-        return self._confirm(diagnosis, record.ts)
+        span = _Span(self._last_span_start, record.ts + self._block_s, self._block_s)
+        return self._confirm(diagnosis, record.ts, span)
+
+    @property
+    def problem(self) -> str | None:
+        """Why the last block was not diagnosed (None when it was)."""
+        return self._problem
 
     def feature_samples(self) -> list[Sample]:
         """Samples of the last analysed block's summary features, then forgets them
@@ -236,12 +260,16 @@ class VibrationDetector:
         if shaft is not None:
             self._check_revolutions(block.size, fs, shaft)
         self._round.restart_if_changed(block.size, fs)
+        if self._round.count == 0:
+            self._round_first_ts = wf.ts
         keep = self._keeps_envelope(self._round.count)
         self._round.add(block, fs, shaft, lo, hi, keep_spectrum=keep)
         if shaft is not None:
             self._round_source = source
         if self._round.count < self.average_blocks:
             return None
+        self._block_s = block.size / fs
+        self._last_span_start = self._round_first_ts
         try:
             return self._diagnose_round()
         finally:
@@ -275,7 +303,7 @@ class VibrationDetector:
         features = spectral_features(
             self._round.time_stats(), spectra, feature_bands(fs, self.settings)
         )
-        refresh = self._band is None or self._blocks_since_band >= self.band_refresh_blocks
+        refresh = self._bands is None or self._analyses_since_bank >= self.band_refresh_blocks
         envelope_blocks = int(spectra.hann.shape[0])
         notes = []
         if self._round.count > 1:
@@ -293,13 +321,14 @@ class VibrationDetector:
             group=self.group,
             foundation=self.foundation,
             settings=self.settings,
-            band=None if refresh else self._band,
+            bands=None if refresh else self._bands,
             notes=notes,
-            chance_blocks=envelope_blocks,
         )
-        if diagnosis.band is not None:
-            self._band = diagnosis.band
-            self._blocks_since_band = 0 if refresh else self._blocks_since_band + 1
+        if refresh and diagnosis.focus_bands:
+            self._bands = diagnosis.focus_bands
+            self._analyses_since_bank = 1
+        elif diagnosis.focus_bands:
+            self._analyses_since_bank += 1
         return diagnosis
 
     def _samples(self, d: Diagnosis, ts: float) -> list[Sample]:
@@ -319,7 +348,7 @@ class VibrationDetector:
             )
         self._problem = problem
 
-    def _confirm(self, d: Diagnosis, ts: float) -> list[Finding]:
+    def _confirm(self, d: Diagnosis, ts: float, span: _Span) -> list[Finding]:
         features = d.features.to_dict()
         if not d.faults:
             was_learned = self.baseline.learned
@@ -333,24 +362,34 @@ class VibrationDetector:
         deviation = self.baseline.deviation(features)
         seen = {f.code: f for f in d.faults}
         out: list[Finding] = []
-        for code in set(seen) | set(self._tracks):
+        for code in sorted(set(seen) | set(self._tracks)):
             track = self._tracks.setdefault(code, _Track())
+            # An analysis overlapping the last one counted repeats part of its samples: it
+            # keeps the streak, it does not lengthen it.
+            fresh = span.start >= track.counted_until - OVERLAP_SLACK * span.block_s
             if code in seen:
-                track.seen += 1
-                track.missing = 0
-                if not track.active and track.seen >= self.confirm_blocks:
+                if track.missing:
+                    track.missing, track.counted_until = 0, -math.inf
+                    fresh = True
+                if fresh:
+                    track.seen += 1
+                    track.counted_until = span.end
+                if fresh and not track.active and track.seen >= self.confirm_blocks:
                     track.active = True
                     log.info(
-                        "Vibration fault `%s` on `%s` confirmed over %d blocks.",
+                        "Vibration fault `%s` on `%s` confirmed over %d analyses.",
                         code,
                         self.asset,
                         track.seen,
                     )
                     out.append(self._finding(seen[code], d, ts, deviation, active=True))
             else:
-                track.seen = 0
-                if track.active:
+                if track.seen:
+                    track.seen, track.counted_until = 0, -math.inf
+                    fresh = True
+                if track.active and fresh:
                     track.missing += 1
+                    track.counted_until = span.end
                     if track.missing >= self.confirm_blocks:
                         track.active = False
                         track.missing = 0
@@ -383,16 +422,20 @@ class VibrationDetector:
             "velocity_rms_mm_s": round(d.iso.velocity_rms_mm_s, 4),
             "features": d.features.to_dict(),
             "top_peaks": [
-                {"freq_hz": round(p.freq_hz, 2), "amplitude_g2": float(f"{p.amplitude:.4g}")}
+                {"freq_hz": round(p.freq_hz, 2), "level_db": round(p.snr_db, 1)}
                 for p in d.envelope_peaks
             ],
             "speed_source": d.speed_source,
+            "unit": "mm/s",  # of the finding's value: the overall velocity RMS
         }
+        if d.shaft_hz is not None:
+            ev["speed_rpm"] = round(d.shaft_hz * 60, 1)
         if d.defect is not None:
             ev["defect_frequencies"] = d.defect.to_dict()
             ev["bearing"] = d.bearing
         if call is not None:
             ev["matched"] = call.evidence
+            ev["readout"] = readout.readout(call, d)
         return ev
 
     def _finding(
@@ -406,7 +449,7 @@ class VibrationDetector:
             severity=self._severity(call.code, d.iso.zone),
             score=call.confidence,
             detector=self.name,
-            message=self._message(call, d),
+            message=readout.message(call, d, self.asset),
             ts=ts,
             active=active,
             features=features,
@@ -423,8 +466,8 @@ class VibrationDetector:
             score=0.0,
             detector=self.name,
             message=(
-                f"`{code}` on `{self.asset}` no longer seen for {self.confirm_blocks} "
-                f"consecutive blocks (ISO zone {d.iso.zone.value})."
+                f"`{code}` on `{self.asset}` no longer seen in {self.confirm_blocks} "
+                f"consecutive analyses (ISO zone {d.iso.zone.value})."
             ),
             ts=ts,
             active=False,
@@ -432,48 +475,4 @@ class VibrationDetector:
             evidence=self._evidence(None, d),
             signal=self.tag_id,
             value=round(d.iso.velocity_rms_mm_s, 4),
-        )
-
-    def _message(self, call: FaultCall, d: Diagnosis) -> str:
-        ev = call.evidence
-        zone = d.iso.zone.value
-        v = d.iso.velocity_rms_mm_s
-        code = FaultCode(call.code)
-        if code in _BEARING_WORDS:
-            what, line = _BEARING_WORDS[code]
-            n = len(ev.get("harmonics", []))
-            sidebands = ev.get("sidebands", 0)
-            extra = f" and {sidebands} sidebands" if sidebands else ""
-            return (
-                f"{what} on bearing {d.bearing} of `{self.asset}`: envelope line at "
-                f"{ev['matched_hz']:.1f} Hz matches {line} ({n} harmonics{extra}, "
-                f"{ev['snr_db']:.0f} dB above the floor); plan a bearing replacement and check "
-                f"lubrication."
-            )
-        if code is FaultCode.UNBALANCE:
-            return (
-                f"Unbalance on `{self.asset}`: 1x running speed carries "
-                f"{ev['share_1x']:.0%} of the vibration ({v:.2f} mm/s, ISO zone {zone}); "
-                f"balance the rotor at the next stop."
-            )
-        if code is FaultCode.MISALIGNMENT:
-            return (
-                f"Misalignment on `{self.asset}`: 2x running speed at "
-                f"{ev['ratio_2x_1x']:.0%} of 1x ({v:.2f} mm/s, ISO zone {zone}); check "
-                f"the coupling alignment."
-            )
-        if code is FaultCode.LOOSENESS:
-            return (
-                f"Mechanical looseness on `{self.asset}`: "
-                f"{ev['harmonics_3x_10x_seen']} running-speed harmonics ({v:.2f} mm/s, "
-                f"ISO zone {zone}); check foundation bolts, bearing fits and mounting."
-            )
-        action = (
-            "damage is likely, stop and inspect"
-            if d.iso.zone is Zone.D
-            else "restricted operation, plan corrective action"
-        )
-        return (
-            f"Vibration on `{self.asset}` at {v:.2f} mm/s RMS is in ISO 10816-3 zone "
-            f"{zone}: {action}."
         )

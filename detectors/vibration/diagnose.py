@@ -1,40 +1,44 @@
 """One diagnosis from everything the family measures: features, ISO zone, orders, bearing combs.
 
 The same `Settings` apply to every machine and every record; nothing is tuned per file.
-Confidence of a bearing fault is the statistical surprise of its comb (see `matching.py`): the
-chance probability p of the comb under noise, mapped to 0 at p = 1e-2 and 0.5 at p = 1e-4,
-each further factor of 100 halving the remaining doubt; a fault is reported from confidence 0.5
-(p <= 1e-4 after correcting for every candidate, band and method tried). Ties near 1 are broken
-by the surprise itself.
+`analyze` (a whole record, blocks averaged) and the live detector (one block, or a round of
+averaged blocks) both end in `analyse_spectra`, so they reach their verdicts the same way: the
+same envelope bank, chance law, evidence rule and corrections (`bearing_screen.py`).
+Confidence of a bearing fault is the statistical surprise of its harmonics: their chance p
+under noise, corrected for every candidate fundamental, band and comb tried, mapped to 0 at
+p = 1e-2 and 0.5 at p = 1e-4, each further factor of 100 halving the remaining doubt; a fault
+is reported from confidence 0.5.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
 from detectors.vibration.bearing import BearingGeometry, DefectFrequencies
+from detectors.vibration.bearing_screen import (
+    CARRIER_NAME,
+    BearingScreen,
+    comb_specs,
+    highest_line_hz,
+    reach_bins,
+    screen_bearing,
+)
 from detectors.vibration.checks import block_length, check_signal, split_blocks
 from detectors.vibration.envelope import (
     Band,
-    EnvelopeSpectrum,
-    envelope_spectrum,
-    kurtogram,
+    EnvelopeBank,
+    envelope_bank,
+    filter_bank,
     prewhiten,
 )
 from detectors.vibration.errors import BadSignal
 from detectors.vibration.features import Features, compute_features
 from detectors.vibration.iso20816 import Foundation, MachineGroup, Severity, Zone, zone_for
-from detectors.vibration.matching import (
-    CombMatch,
-    CombSpec,
-    CombTable,
-    NormalisedSpectrum,
-    match_combs,
-)
+from detectors.vibration.matching import CombSpec
 from detectors.vibration.orders import OrderReadings, machine_fault_confidences, order_readings
 from detectors.vibration.spectrum import (
     FloatArray,
@@ -47,12 +51,6 @@ from detectors.vibration.spectrum import (
 from detectors.vibration.speed import estimate_shaft_hz
 from gateway.core.records import FaultCode
 
-BEARING_CODES = (
-    FaultCode.BEARING_OUTER_RACE,
-    FaultCode.BEARING_INNER_RACE,
-    FaultCode.BEARING_ROLLING_ELEMENT,
-    FaultCode.BEARING_CAGE,
-)
 SEVERITY_CONFIDENCE = {Zone.C: 0.7, Zone.D: 0.95}
 
 
@@ -64,7 +62,7 @@ class Settings:
     race_harmonics: int = 3
     ball_harmonics: int = 4  # BSF, 2xBSF (both races struck), 3x, 4x
     cage_harmonics: int = 3
-    max_kurtogram_level: int = 4
+    max_band_level: int = 4  # filter bank down to bands fs/32 wide
     report_confidence: float = 0.5
     overlap: float = 0.5
     speed_range_hz: tuple[float, float] = (5.0, 100.0)
@@ -95,13 +93,18 @@ class Diagnosis:
     speed_source: str
     bearing: str | None
     defect: DefectFrequencies | None
-    band: Band | None
-    envelope_peaks: list[SpectralPeak]
+    band: Band | None  # band of the bearing call, None without one
+    envelope_peaks: list[SpectralPeak]  # strongest lines of that band (or the whole band)
     orders: OrderReadings | None
     blocks: int
     block_length: int
     fs: float
     screened: dict[str, float] = field(default_factory=dict)  # every comb's confidence
+    bands_screened: int = 0
+    best_bands: dict[FaultCode, Band] = field(default_factory=dict)  # per comb
+    focus_bands: tuple[Band, ...] = ()  # the whole band and each comb's best, once
+    withheld: list[FaultCall] = field(default_factory=list)  # passed, another location first
+    not_dominant: list[str] = field(default_factory=list)  # passed, band led by another line
     notes: list[str] = field(default_factory=list)
 
     def fault(self, code: str) -> FaultCall | None:
@@ -121,41 +124,33 @@ class Diagnosis:
             "bearing": self.bearing,
             "defect_frequencies": None if self.defect is None else self.defect.to_dict(),
             "envelope_band": None if self.band is None else self.band.to_dict(),
-            "envelope_peaks": [p.to_dict("g2") for p in self.envelope_peaks],
+            "envelope_peaks": [
+                {"freq_hz": round(p.freq_hz, 2), "level_db": round(p.snr_db, 1)}
+                for p in self.envelope_peaks
+            ],
             "orders": None if self.orders is None else self.orders.to_dict(),
             "screened": {k: round(v, 3) for k, v in self.screened.items()},
+            "withheld": [f.to_dict() for f in self.withheld],
+            "not_dominant": list(self.not_dominant),
             "analysis": {
                 "fs_hz": self.fs,
                 "blocks": self.blocks,
                 "block_length": self.block_length,
+                "bands_screened": self.bands_screened,
             },
             "notes": list(self.notes),
         }
 
 
-def comb_specs(defect: DefectFrequencies, settings: Settings) -> dict[FaultCode, CombSpec]:
-    return {
-        FaultCode.BEARING_OUTER_RACE: CombSpec(defect.bpfo, settings.race_harmonics),
-        # Inner race: the defect turns with the shaft through the load zone -> +-fr sidebands.
-        FaultCode.BEARING_INNER_RACE: CombSpec(defect.bpfi, settings.race_harmonics, defect.shaft),
-        # Ball: the ball is carried by the cage through the load zone -> +-FTF sidebands.
-        FaultCode.BEARING_ROLLING_ELEMENT: CombSpec(
-            defect.bsf, settings.ball_harmonics, defect.ftf
-        ),
-        FaultCode.BEARING_CAGE: CombSpec(defect.ftf, settings.cage_harmonics),
-    }
-
-
-def highest_line_hz(defect: DefectFrequencies, settings: Settings) -> float:
-    """The highest envelope line any comb looks at (plus its tolerance)."""
-    specs = comb_specs(defect, settings).values()
-    top = max(s.harmonics * s.fundamental_hz + (s.sideband_hz or 0.0) for s in specs)
-    return top * (1 + settings.slip_tolerance)
+def bearing_combs(defect: DefectFrequencies, settings: Settings) -> dict[FaultCode, CombSpec]:
+    return comb_specs(
+        defect, settings.race_harmonics, settings.ball_harmonics, settings.cage_harmonics
+    )
 
 
 def check_bearing_frequencies(defect: DefectFrequencies, fs: float, settings: Settings) -> None:
     """Envelope analysis needs a carrier band above the defect lines: they must sit below fs/4."""
-    top = highest_line_hz(defect, settings)
+    top = highest_line_hz(bearing_combs(defect, settings), settings.slip_tolerance)
     if top >= fs / 4:
         raise BadSignal(
             f"bearing frequencies out of reach: at {defect.shaft * 60:.0f} rpm the defect lines "
@@ -165,165 +160,35 @@ def check_bearing_frequencies(defect: DefectFrequencies, fs: float, settings: Se
         )
 
 
-def confidence_from_log10_p(log10_p: float) -> float:
-    """0 at p = 1e-2, 0.5 at p = 1e-4, each further factor 100 halves the doubt."""
-    surprise = -log10_p
-    return 0.0 if surprise <= 2.0 else float(1.0 - 2.0 ** (-(surprise - 2.0) / 2.0))
+def bank_bands(spectra: Spectra, defect: DefectFrequencies, settings: Settings) -> tuple[Band, ...]:
+    """Every band of the filter bank wide enough for the combs' highest line."""
+    top = highest_line_hz(bearing_combs(defect, settings), settings.slip_tolerance)
+    return filter_bank(spectra.n, spectra.fs, top, settings.max_band_level)
 
 
-@dataclass(frozen=True, slots=True)
-class EnvelopeResult:
-    spectra: list[EnvelopeSpectrum]
-    band: Band
-
-
-def envelope_spectra(
-    spectra: Spectra, defect: DefectFrequencies, settings: Settings, band: Band | None = None
-) -> EnvelopeResult:
-    """Whitened whole-band SES and the SES of the spectral-kurtosis band (or of `band`)."""
-    whitened = prewhiten(spectra.hann)
-    if band is None:
-        min_width = highest_line_hz(defect, settings)
-        band = kurtogram(spectra, whitened, min_width, settings.max_kurtogram_level)[0]
-    full = Band(spectra.df, spectra.fs / 2, 0, band.kurtosis if band.level == 0 else math.nan)
-    # The whole-band spectrum is only shown (top peaks) when the kurtogram picked the whole
-    # band; otherwise only the bins the combs and their floor can read are computed.
-    max_bin = None if band.level == 0 else comb_max_bin(defect, settings, spectra.df)
-    out = [envelope_spectrum(spectra, whitened, full, "whitened_full_band", max_bin)]
-    if band.level != 0:
-        out.append(envelope_spectrum(spectra, whitened, band, "whitened_sk_band"))
-    return EnvelopeResult(spectra=out, band=band)
-
-
-def family_lines(
-    code: FaultCode, match: CombMatch, defect: DefectFrequencies, top_hz: float
-) -> list[float]:
-    """Lines a confirmed fault explains: its harmonics (as found, and as multiples of the found
-    fundamental) and their +-1, +-2 x shaft (and, for a ball, +-FTF) sidebands. Another comb
-    landing on them is not independent evidence."""
-    found_hz = match.found_hz
-    spacings = [defect.shaft]
-    if code is FaultCode.BEARING_ROLLING_ELEMENT:
-        spacings.append(defect.ftf)
-    if code is FaultCode.BEARING_CAGE:
-        spacings = []
-    centres = [h * found_hz for h in range(1, int(top_hz / found_hz) + 2)]
-    centres += [line.freq_hz for line in match.lines if line.label.endswith("x")]
-    out: list[float] = []
-    for c in centres:
-        out.append(c)
-        for s in spacings:
-            out.extend(c + m * s for m in (-2, -1, 1, 2))
-    return out
-
-
-def _strength(match: CombMatch | None) -> float:
-    return -match.log10_p if match is not None else 0.0
-
-
-Screen = dict[FaultCode, tuple[float, CombMatch | None, EnvelopeSpectrum | None]]
-
-
-def floor_half_width(defect: DefectFrequencies, df: float) -> int:
-    """Half-width (bins) of the running median that is an envelope line's noise floor."""
-    return max(10, round(defect.shaft / df))
-
-
-def comb_max_bin(defect: DefectFrequencies, settings: Settings, df: float) -> int:
-    """Highest envelope bin the comb statistics read: top line plus the floor's reach."""
-    return int(highest_line_hz(defect, settings) / df) + 2 * floor_half_width(defect, df) + 4
-
-
-def screen_bearing(
-    envelopes: list[EnvelopeSpectrum],
+def bearing_screen(
+    spectra: Spectra,
     defect: DefectFrequencies,
     settings: Settings,
-    chance_blocks: int = 1,
-) -> Screen:
-    """Best comb per bearing fault over the envelope spectra: (confidence, match, spectrum).
-
-    Faults are accepted strongest first; the lines an accepted fault explains are then taken
-    out of the other combs ("explaining away"), so the +-fr sidebands of an outer-race line do
-    not pass for an inner-race comb. `chance_blocks`: see `analyse_spectra`.
-    """
-    specs = comb_specs(defect, settings)
-    top = highest_line_hz(defect, settings)
-    df = envelopes[0].df
-    floor_half = floor_half_width(defect, df)
-    exclude = [k * defect.shaft for k in range(1, int(top / defect.shaft) + 2)]
-    # Offline, the chance law is that of a single block even when blocks are averaged: a
-    # long average uncovers weak but real lines (electrical, structural) that are no defect;
-    # only lines standing ~10 dB above the floor count, whatever the record length.
-    norms = [NormalisedSpectrum(ses, floor_half, chance_blocks, top) for ses in envelopes]
-    trials = math.log10(len(envelopes))
-    if not any(norm.any_line_can_be_significant() for norm in norms):
-        # Exact shortcut: every comb needs two significant lines and no bin could make one.
-        return {code: (0.0, None, None) for code in specs}
-
-    def best_for(codes: list[FaultCode]) -> Screen:
-        best: Screen = {code: (0.0, None, None) for code in codes}
-        chosen = [specs[c] for c in codes]
-        table: CombTable | None = None
-        for ses, norm in zip(envelopes, norms, strict=True):
-            # All open combs of one spectrum in one vectorised pass (the same statistics as
-            # one by one); spectra of the same reach share where the comb lines fall.
-            if table is None or not table.fits(norm):
-                table = CombTable.build(
-                    norm.df, norm.size, norm.top_hz, chosen, settings.slip_tolerance, exclude
-                )
-            matches = match_combs(norm, chosen, settings.slip_tolerance, exclude, table)
-            for code, match in zip(codes, matches, strict=True):
-                spec = specs[code]
-                # Below shaft speed, envelope spectra carry belt and slip lines: ask for a
-                # third line.
-                needed = 3 if spec.fundamental_hz < defect.shaft else 2
-                if match is None or match.significant_count < needed:
-                    continue
-                match = replace(match, log10_p=min(0.0, match.log10_p + trials))
-                conf = confidence_from_log10_p(match.log10_p)
-                held = best[code]
-                if conf > held[0] or (held[1] is not None and match.log10_p < held[1].log10_p):
-                    best[code] = (conf, match, ses)
-        return best
-
-    result: Screen = best_for(list(specs))
-    open_codes = set(specs)
-    while open_codes:
-        code = max(open_codes, key=lambda c: _strength(result[c][1]))
-        conf, match, _ = result[code]
-        if conf < settings.report_confidence or match is None:
-            break
-        open_codes.discard(code)
-        exclude = exclude + family_lines(code, match, defect, top)
-        result.update(best_for([c for c in specs if c in open_codes]))
-    return result
-
-
-def bearing_evidence(
-    code: FaultCode, match: CombMatch, ses: EnvelopeSpectrum, defect: DefectFrequencies
-) -> dict[str, Any]:
-    lines = match.significant_lines
-    harmonics = sorted({ln.label.split("x")[0] for ln in lines if ln.label.endswith("x")})
-    strongest = max(lines, key=lambda ln: ln.snr_db)
-    return {
-        "defect_line": {
-            FaultCode.BEARING_OUTER_RACE: "BPFO",
-            FaultCode.BEARING_INNER_RACE: "BPFI",
-            FaultCode.BEARING_ROLLING_ELEMENT: "BSF",
-            FaultCode.BEARING_CAGE: "FTF",
-        }[code],
-        "expected_hz": round(match.expected_hz, 2),
-        "matched_hz": round(match.found_hz, 2),
-        "deviation_pct": round(match.deviation_pct, 2),
-        "harmonics": [int(h) for h in harmonics],
-        "sidebands": sum(1 for ln in lines if ln.label.endswith("sb")),
-        "snr_db": round(strongest.snr_db, 1),
-        "lines": [ln.to_dict() for ln in lines],
-        "log10_p_chance": round(match.log10_p, 1),
-        "method": ses.method,
-        "band_hz": [round(ses.band.lo_hz, 1), round(ses.band.hi_hz, 1)],
-        "shaft_hz": round(defect.shaft, 3),
-    }
+    bands: tuple[Band, ...] | None = None,
+) -> tuple[BearingScreen, EnvelopeBank]:
+    """Screen the combs in `bands` (default: the whole bank; the whole band comes first)."""
+    specs = bearing_combs(defect, settings)
+    tol = settings.slip_tolerance
+    full = bank_bands(spectra, defect, settings)
+    if bands is None:
+        chosen = full
+    else:
+        # Bands remembered from an earlier analysis, kept while they still fit this spectrum
+        # (a lower rate or a faster shaft since); the whole band is always this spectrum's.
+        top = highest_line_hz(specs, tol)
+        fitting = [
+            b for b in bands if b.level and b.hi_hz <= full[0].hi_hz and b.hi_hz - b.lo_hz >= top
+        ]
+        chosen = tuple(dict.fromkeys([full[0], *fitting]))
+    max_bin = reach_bins(specs, defect, tol, spectra.df)
+    bank = envelope_bank(spectra, prewhiten(spectra.hann), chosen, max_bin)
+    return screen_bearing(bank, defect, specs, tol, settings.report_confidence), bank
 
 
 def analyse_blocks(
@@ -337,10 +202,10 @@ def analyse_blocks(
     foundation: Foundation,
     settings: Settings,
     time_signal: FloatArray | None = None,
-    band: Band | None = None,
+    bands: tuple[Band, ...] | None = None,
     notes: list[str] | None = None,
 ) -> Diagnosis:
-    """Diagnose a (blocks, n) stack already checked; `band` skips the kurtogram when given."""
+    """Diagnose a (blocks, n) stack already checked; `bands` limits the envelope bank."""
     spectra = block_spectra(blocks, fs)
     signal = time_signal if time_signal is not None else blocks.reshape(-1)
     return analyse_spectra(
@@ -353,7 +218,7 @@ def analyse_blocks(
         group=group,
         foundation=foundation,
         settings=settings,
-        band=band,
+        bands=bands,
         notes=notes,
     )
 
@@ -373,23 +238,23 @@ def analyse_spectra(
     group: MachineGroup,
     foundation: Foundation,
     settings: Settings,
-    band: Band | None = None,
+    bands: tuple[Band, ...] | None = None,
     notes: list[str] | None = None,
-    chance_blocks: int = 1,
 ) -> Diagnosis:
     """Diagnose from spectra already taken: `spectra.mean_square` (averaged over `blocks`)
-    feeds severity and orders, `spectra.hann` the envelope; `band` skips the kurtogram.
+    feeds severity and orders, `spectra.hann` (the blocks kept for it) the envelope bank.
 
-    `chance_blocks` is the number of independent blocks whose envelope spectra the comb
-    statistics may credit (Gamma(B, 1/B) law of matching.py). Offline records keep 1 however
-    many blocks they average (see `screen_bearing`); the live detector's averaging round passes
-    its few widely spaced envelope blocks (at most a handful, seconds apart), where the exact
-    law holds and the lines still have to stand ~7 dB (2 blocks) above the floor.
+    `bands`: the bands to screen; None screens the whole filter bank. The live detector screens
+    the whole bank on its first analysis and every `band_refresh_blocks` analyses, and in
+    between only the bands each comb scored best in at the last full screening (chosen on
+    earlier data, so the correction counts only the bands tried now).
     """
     notes = list(notes or [])
     fs = spectra.fs
     severity = zone_for(features.velocity_rms_mm_s, group, foundation)
     calls: list[FaultCall] = []
+    withheld: list[FaultCall] = []
+    not_dominant: list[str] = []
     screened: dict[str, float] = {}
     if severity.zone in SEVERITY_CONFIDENCE:
         calls.append(
@@ -401,8 +266,11 @@ def analyse_spectra(
         )
     orders = None
     defect = None
-    chosen_band = None
+    band = None
     env_peaks: list[SpectralPeak] = []
+    best_bands: dict[FaultCode, Band] = {}
+    focus: tuple[Band, ...] = ()
+    n_bands = 0
     if shaft_hz is None:
         notes.append("running speed unknown: order and bearing analysis skipped")
     else:
@@ -420,18 +288,28 @@ def analyse_spectra(
     elif shaft_hz is not None:
         defect = geometry.multipliers().at(shaft_hz)
         check_bearing_frequencies(defect, fs, settings)
-        env = envelope_spectra(spectra, defect, settings, band)
-        chosen_band = env.band
-        shown = env.spectra[-1]
-        env_peaks = top_peaks(shown.values, shown.df, 5, min_hz=0.5 * defect.ftf)
-        for code, (conf, match, ses) in screen_bearing(
-            env.spectra, defect, settings, chance_blocks
-        ).items():
+        screen, bank = bearing_screen(spectra, defect, settings, bands)
+        n_bands = len(bank.bands)
+        best_bands = screen.best_bands
+        focus = tuple(dict.fromkeys([bank.bands[0], *best_bands.values()]))
+        shown = bank.row(screen.calls[0].band) if screen.calls else bank.values[0]
+        env_peaks = top_peaks(shown, bank.df, 5, min_hz=0.5 * defect.ftf)
+        for code, conf in screen.confidences.items():
             screened[code.value] = conf
-            if match is not None and ses is not None and conf >= settings.report_confidence:
-                calls.append(
-                    FaultCall(code.value, conf, bearing_evidence(code, match, ses, defect))
-                )
+        for code in screen.untestable:
+            line = CARRIER_NAME[code]
+            notes.append(
+                f"{code.value} not tested: {line} "
+                f"{defect.fundamental(code):.1f} Hz +-{100 * settings.slip_tolerance:g} % holds "
+                f"no spectral line at this resolution ({bank.df:.2f} Hz); longer blocks would"
+            )
+        for call in screen.calls:
+            band = call.band
+            calls.append(FaultCall(call.code.value, call.confidence, call.evidence(defect)))
+        withheld = [
+            FaultCall(c.code.value, c.confidence, c.evidence(defect)) for c in screen.withheld
+        ]
+        not_dominant = [c.code.value for c in screen.not_dominant]
     calls.sort(key=lambda c: (c.confidence, -c.evidence.get("log10_p_chance", 0.0)), reverse=True)
     return Diagnosis(
         verdict=calls[0].code if calls else "normal",
@@ -442,13 +320,18 @@ def analyse_spectra(
         speed_source=speed_source,
         bearing=None if geometry is None else geometry.name,
         defect=defect,
-        band=chosen_band,
+        band=band,
         envelope_peaks=env_peaks,
         orders=orders,
         blocks=blocks,
         block_length=spectra.n,
         fs=fs,
         screened=screened,
+        bands_screened=n_bands,
+        best_bands=best_bands,
+        focus_bands=focus,
+        withheld=withheld,
+        not_dominant=not_dominant,
         notes=notes,
     )
 

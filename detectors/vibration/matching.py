@@ -1,49 +1,62 @@
-"""Match a comb of defect lines (harmonics and sidebands) in an envelope spectrum.
+"""Score combs of defect harmonics in a bank of envelope spectra.
 
 How sure are we that a comb is not chance? Each line's power is compared with the local median
-of the spectrum around it (ratio rho). For Gaussian noise the power of a spectrum averaged over
-B independent blocks follows a Gamma(B, 1/B) law (an exponential for B = 1), which gives the
-chance p of a bin at least that high; taking the largest of w bins of a search window
-multiplies it by w. The lines of a comb are combined by Fisher's method (-2 sum ln p is
-chi-square with 2L degrees of freedom) and the result is multiplied by the number of candidate
-fundamentals tried inside the slip tolerance (Bonferroni). The same statistics and thresholds
-apply to every machine and every record: nothing is tuned per file.
+of its spectrum (ratio rho). One block's periodogram bin of Gaussian noise is exponential, so
+the chance that a bin stands rho times above the median is 2^-rho; the largest of the w bins of
+a search window has at most w times that chance. The same law is used for spectra averaged
+over several blocks, where it is an upper bound (an average of B blocks has a lighter,
+Gamma(B) tail), and deliberately so: averaging makes a real line's ratio steadier, so a line
+near the threshold is seen in more analyses, but it does not lower the threshold. A long
+average would otherwise turn every weak real line into evidence -- the ball-pass modulation
+every loaded bearing shows (varying compliance), electrical and structural tones -- and the
+daemon (one block per analysis by default) and `analyze` (a whole record averaged) would
+disagree. The harmonics of a comb are combined by Fisher's method (-2 sum ln p is chi-square
+with 2L degrees of freedom), and the result is multiplied by the number of candidate
+fundamentals tried (Bonferroni); `bearing_screen.py` adds the bands and combs tried.
 
-A comb counts as evidence only when at least two of its lines are individually significant
-(a lone line could be an electrical or structural tone that happens to fall in the window;
-harmonics and sidebands are what make it a bearing's signature).
+Only the harmonics of the carrier line score and decide; sidebands are measured for the
+evidence (`sideband_lines`) and never make a call. The candidate fundamentals are the bins
+inside the stated slip tolerance (no extra bin from rounding), and each harmonic's search
+window stays inside h times that tolerance.
 """
 
 from __future__ import annotations
 
 import functools
 import math
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
-from scipy import ndimage, special
+from scipy import special
 
-from detectors.vibration.envelope import EnvelopeSpectrum
 from detectors.vibration.spectrum import FloatArray
 
 LINE_SIGNIFICANT_P = 1e-3  # a line this unlikely under noise counts as seen
 RHO_CAP = 1e4  # 40 dB: beyond this a line proves nothing more
-MIN_SIGNIFICANT_LINES = 2
-_P_FLOOR = 1e-300
-_LOG_P_FLOOR = math.log(_P_FLOOR)
-_SIGNIFICANT_SCORE = -2.0 * math.log(LINE_SIGNIFICANT_P)
+LN2 = math.log(2.0)
+_LOG_P_FLOOR = math.log(1e-300)
+_LOG_SIGNIFICANT = math.log(LINE_SIGNIFICANT_P)
+
+IntArray = npt.NDArray[np.int64]
+BoolArray = npt.NDArray[np.bool_]
+
+
+@dataclass(frozen=True, slots=True)
+class CombSpec:
+    fundamental_hz: float  # kinematic carrier line
+    harmonics: int
+    sideband_hz: float | None = None  # +-fr for the inner race, +-FTF for a ball
 
 
 @dataclass(frozen=True, slots=True)
 class LineEvidence:
-    label: str  # "1x", "2x", "1x-fr", ...
-    expected_hz: float
-    freq_hz: float
-    amplitude: float
-    snr_db: float
-    p_chance: float
+    label: str  # "1x", "2x", "1x-sb", ...
+    expected_hz: float  # kinematic frequency of this line
+    freq_hz: float  # where it was found
+    level_db: float  # power above the local floor (median)
+    p_chance: float  # chance of a line at least this high in its window under noise
 
     @property
     def significant(self) -> bool:
@@ -53,356 +66,217 @@ class LineEvidence:
         return {
             "line": self.label,
             "freq_hz": round(self.freq_hz, 2),
-            "amplitude_g2": float(f"{self.amplitude:.4g}"),
-            "snr_db": round(self.snr_db, 1),
+            "expected_hz": round(self.expected_hz, 2),
+            "level_db": round(self.level_db, 1),
+            "significant": self.significant,
         }
 
 
-@dataclass(frozen=True)
-class CombMatch:
-    expected_hz: float
-    found_hz: float
-    log10_p: float  # chance probability of the whole comb, Bonferroni-corrected
-    significant_count: int  # lines individually significant (p <= LINE_SIGNIFICANT_P)
-    # Line-by-line evidence is only built for the combs that are reported.
-    build_lines: Callable[[], tuple[LineEvidence, ...]] = field(repr=False, compare=False)
+class FloorRatios:
+    """Power ratios of a stack of envelope spectra (rows) to their running median."""
 
-    @functools.cached_property
-    def lines(self) -> tuple[LineEvidence, ...]:
-        return self.build_lines()
-
-    @property
-    def significant_lines(self) -> list[LineEvidence]:
-        return [line for line in self.lines if line.significant]
-
-    @property
-    def is_evidence(self) -> bool:
-        return self.significant_count >= MIN_SIGNIFICANT_LINES
-
-    @property
-    def deviation_pct(self) -> float:
-        return 100.0 * (self.found_hz / self.expected_hz - 1.0)
-
-
-@dataclass(frozen=True, slots=True)
-class CombSpec:
-    fundamental_hz: float
-    harmonics: int
-    sideband_hz: float | None = None  # +-fr for the inner race, +-FTF for a ball
-
-
-class NormalisedSpectrum:
-    """Power ratios of an envelope spectrum to its local median, with the chance law.
-
-    Only the part up to `max_hz` (the highest line any comb will look at) is normalised.
-    """
-
-    def __init__(
-        self, ses: EnvelopeSpectrum, floor_half_width: int, blocks: float, max_hz: float
-    ) -> None:
-        keep = min(ses.values.size, int(max_hz / ses.df) + 2 * floor_half_width + 4)
-        self.values = ses.values[:keep]
-        self.top_hz = (ses.values.size - 2) * ses.df
-        power = self.values**2
-        self.df = ses.df
-        self.size = power.size
-        self.floor = _running_median(power, floor_half_width)
-        self.rho = power / np.maximum(self.floor, 1e-300)
-        # Gamma(B, 1/B) has mean 1; its median turns a ratio-to-median into a ratio-to-mean.
-        self.shape = max(1.0, blocks)
-        self.median = float(special.gammaincinv(self.shape, 0.5) / self.shape)
-        self._max_rho: dict[int, FloatArray] = {}
-        self._line_score: dict[tuple[int, ...], FloatArray] = {}
-
-    def max_rho(self, half: int) -> FloatArray:
-        """Largest ratio within +-half bins of each bin (cached per half-width)."""
-        if half not in self._max_rho:
-            self._max_rho[half] = ndimage.maximum_filter1d(self.rho, 2 * half + 1, mode="nearest")
-        return self._max_rho[half]
-
-    def line_scores(self, halves: tuple[int, ...]) -> FloatArray:
-        """Fisher terms -2 ln p of a line searched in +-h bins around each bin, for each h in
-        `halves` (rows); p = min(1, (2h + 1) p_bin(max ratio in the window)), floored at
-        1e-300. Computed once per spectrum and shared by every comb and candidate."""
-        if halves not in self._line_score:
-            rows = []
-            for h in halves:
-                x = np.minimum(self.max_rho(h), RHO_CAP) * self.median
-                if self.shape == 1.0:
-                    # Exponential law: ln p_bin = -x, no special function needed.
-                    log_p = np.minimum(0.0, math.log(2 * h + 1) - x)
-                else:
-                    p = np.minimum(1.0, (2 * h + 1) * special.gammaincc(self.shape, self.shape * x))
-                    log_p = np.log(np.maximum(p, _P_FLOOR))
-                rows.append(-2.0 * np.maximum(log_p, _LOG_P_FLOOR))
-            self._line_score[halves] = np.stack(rows)
-        return self._line_score[halves]
+    def __init__(self, values: FloatArray, floor_half_width: int, df: float) -> None:
+        power = values * values
+        self.df = df
+        self.floor_half_width = floor_half_width
+        floor = np.maximum(_running_median(power, floor_half_width), 1e-300)
+        self.rho = np.minimum(power / floor, RHO_CAP)
+        self.rows, self.size = self.rho.shape
 
     def any_line_can_be_significant(self) -> bool:
-        """False when no bin stands high enough to make even the narrowest line significant:
-        then no comb can hold the two significant lines evidence needs."""
-        return bool(np.max(self.line_scores((1,))[0, 1 : self.size - 1]) >= _SIGNIFICANT_SCORE)
-
-    def p_bins(self, rho: FloatArray) -> FloatArray:
-        x = np.minimum(rho, RHO_CAP) * self.median
-        return np.asarray(special.gammaincc(self.shape, self.shape * x), dtype=np.float64)
-
-    def p_bin(self, rho: float) -> float:
-        x = min(rho, RHO_CAP) * self.median
-        return float(special.gammaincc(self.shape, self.shape * x))
+        """False when no bin stands high enough to make even a one-bin line significant: then
+        no comb can hold the two significant harmonics evidence needs (exact shortcut)."""
+        return bool(np.max(self.rho[:, 1:-1]) * LN2 >= -_LOG_SIGNIFICANT)
 
     def line(
-        self, label: str, expected_hz: float, centre_hz: float, half: int
+        self, row: int, label: str, expected_hz: float, df: float, lo: int, hi: int
     ) -> LineEvidence | None:
-        c = round(centre_hz / self.df)
-        lo, hi = max(1, c - half), min(self.size - 2, c + half)
+        lo, hi = max(1, lo), min(self.size - 2, hi)
         if hi < lo:
             return None
-        k = lo + int(np.argmax(self.rho[lo : hi + 1]))
-        rho = float(self.rho[k])
-        p = min(1.0, (hi - lo + 1) * self.p_bin(rho))
+        k = lo + int(np.argmax(self.rho[row, lo : hi + 1]))
+        rho = float(self.rho[row, k])
         return LineEvidence(
             label=label,
             expected_hz=expected_hz,
-            freq_hz=k * self.df,
-            amplitude=float(self.values[k]),
-            snr_db=10.0 * math.log10(max(rho, 1e-12)),
-            p_chance=p,
+            freq_hz=k * df,
+            level_db=10.0 * math.log10(max(rho, 1e-12)),
+            p_chance=min(1.0, (hi - lo + 1) * 2.0 ** (-rho)),
         )
 
 
 def _running_median(values: FloatArray, half: int) -> FloatArray:
-    """Median over +-half bins, computed on a coarse grid and interpolated (it varies slowly)."""
-    n = values.size
-    step = max(1, half // 4)
-    padded = np.pad(values, half, mode="reflect") if n > half else np.pad(values, half, "edge")
-    windows = np.lib.stride_tricks.sliding_window_view(padded, 2 * half + 1)
+    """Median over +-half bins along each row, computed on a coarse grid and interpolated (it
+    varies slowly)."""
+    n = values.shape[1]
+    step = max(1, half // 2)
+    if n > half:
+        padded = np.pad(values, ((0, 0), (half, half)), mode="reflect")
+    else:
+        padded = np.pad(values, ((0, 0), (half, half)), mode="edge")
+    windows = np.lib.stride_tricks.sliding_window_view(padded, 2 * half + 1, axis=1)
     centres = np.arange(0, n, step)
     # Windows have odd length 2 * half + 1: the median is the middle order statistic.
-    meds = np.partition(windows[centres], half, axis=1)[:, half]
-    return np.interp(np.arange(n), centres, meds)
+    meds = np.partition(windows[:, ::step], half, axis=2)[:, :, half]
+    if step == 1:
+        return np.ascontiguousarray(meds)
+    # Linear interpolation between the grid's medians (every row at once), flat past the last.
+    meds = np.concatenate([meds, meds[:, -1:]], axis=1)
+    grid = np.arange(n)
+    left = grid // step
+    frac = (grid - centres[np.minimum(left, centres.size - 1)]) / step
+    last = centres[-1]
+    frac = np.where(grid > last, 0.0, frac)
+    left = np.minimum(left, centres.size - 1)
+    return meds[:, left] * (1.0 - frac) + meds[:, left + 1] * frac
 
 
-def match_comb(
-    norm: NormalisedSpectrum,
-    spec: CombSpec,
-    tol_rel: float,
-    exclude_hz: Sequence[float] = (),
-) -> CombMatch | None:
-    """Best comb within +-tol of the expected fundamental, or None if it does not fit the band."""
-    return match_combs(norm, (spec,), tol_rel, exclude_hz)[0]
+def tolerance_bins(freq_hz: float, tol_rel: float, df: float) -> tuple[int, int]:
+    """First and last bin whose frequency lies inside freq * (1 -+ tol)."""
+    # The 1e-9 keeps a bin lying exactly on the edge inside despite rounding.
+    lo = math.ceil(freq_hz * (1 - tol_rel) / df - 1e-9)
+    return lo, math.floor(freq_hz * (1 + tol_rel) / df + 1e-9)
 
 
-def match_combs(
-    norm: NormalisedSpectrum,
-    specs: Sequence[CombSpec],
-    tol_rel: float,
-    exclude_hz: Sequence[float] = (),
-    table: CombTable | None = None,
-) -> list[CombMatch | None]:
-    """`match_comb` of several combs on one spectrum, all scored in one set of array operations.
-
-    `table` (from `CombTable.build` with the same combs, tolerance and exclusions, for a
-    spectrum of the same resolution and reach) may be shared by several spectra.
-    """
-    if table is None or not table.fits(norm):
-        table = CombTable.build(norm.df, norm.size, norm.top_hz, specs, tol_rel, exclude_hz)
-    return table.score(norm, specs)
+def harmonic_half_width(h: int) -> int:
+    """Search half-width (bins) of harmonic h around h x candidate: the candidate is only known
+    to half a bin, and speed wander smears the higher harmonics."""
+    return 1 + h // 2
 
 
 @dataclass(frozen=True)
 class CombTable:
-    """Where every line of every candidate comb falls, independent of the spectrum's values.
+    """Where every harmonic of every candidate fundamental of every comb falls.
 
-    Every candidate fundamental of every comb (one per bin of its tolerance window) is a column
-    of one (lines, candidates) table; combs with fewer lines are padded with invalid lines,
-    which add exact zeros, so each column's statistic is the one the comb alone would get.
+    Columns are candidates (the bins inside each comb's tolerance, comb after comb), rows the
+    harmonics; each line's window is a run of up to `width` bins. Independent of the values, so
+    one table serves every band of a bank.
     """
 
     df: float
     size: int
-    top_hz: float
-    fitting: tuple[int, ...]  # indices of the combs whose fundamental fits the spectrum
-    spans: tuple[int, ...]  # candidate count of each fitting comb (its columns, in order)
-    fundamentals: FloatArray  # (candidates,)
-    bins: npt.NDArray[np.int64]  # (lines, candidates) bin of each line
-    valid: npt.NDArray[np.bool_]  # line inside the band, present, not excluded
-    halves: tuple[int, ...]  # search half-widths used (rows of `line_scores`)
-    row_of_half: npt.NDArray[np.int64]  # (lines, candidates) row of each line's half-width
+    specs: tuple[CombSpec, ...]
+    tol_rel: float
+    spans: tuple[int, ...]  # candidates per comb (0: the tolerance holds no bin)
+    fundamentals: FloatArray  # (candidates,) Hz
+    index: IntArray  # (harmonics, candidates, width) bins of each window (clipped)
+    in_window: BoolArray  # (harmonics, candidates, width)
+    log_width: FloatArray  # (harmonics, candidates) ln of the window's bin count
+    valid: BoolArray  # (harmonics, candidates) line inside the spectrum, not excluded
+    dof: FloatArray  # (candidates,) 2 per valid harmonic (at least 2)
     exclude_hz: tuple[float, ...]
-    dof: FloatArray = field(init=False)  # chi-square degrees of freedom (2 per valid line, >= 2)
-    has_lines: npt.NDArray[np.bool_] = field(init=False)  # candidate has at least one line
-
-    def __post_init__(self) -> None:
-        lines = np.sum(self.valid, axis=0)
-        object.__setattr__(self, "dof", np.maximum(2.0 * lines, 2.0))
-        object.__setattr__(self, "has_lines", lines > 0)
-
-    def fits(self, norm: NormalisedSpectrum) -> bool:
-        return (
-            norm.df == self.df
-            and norm.size == self.size
-            and min(norm.top_hz, (norm.size - 2) * norm.df) == self.top_hz
-        )
 
     @staticmethod
     def build(
         df: float,
         size: int,
-        spectrum_top_hz: float,
         specs: Sequence[CombSpec],
         tol_rel: float,
         exclude_hz: Sequence[float] = (),
     ) -> CombTable:
-        top_hz = min(spectrum_top_hz, (size - 2) * df)
-        fitting = [i for i, sp in enumerate(specs) if sp.fundamental_hz * (1 + tol_rel) < top_hz]
-        chosen = [specs[i] for i in fitting]
-        if not chosen:
-            empty_i = np.zeros((0, 0), dtype=np.int64)
-            return CombTable(
-                df, size, top_hz, (), (), np.zeros(0), empty_i, empty_i.astype(bool), (1,),
-                empty_i, tuple(exclude_hz),
-            )  # fmt: skip
-        harmonic_rows, sign_rows, present_rows = _layout(
-            tuple((sp.harmonics, sp.sideband_hz is not None) for sp in chosen)
-        )
-        k_lo = [max(1, math.floor(sp.fundamental_hz * (1 - tol_rel) / df)) for sp in chosen]
-        spans = [
-            math.ceil(sp.fundamental_hz * (1 + tol_rel) / df) - lo + 1
-            for sp, lo in zip(chosen, k_lo, strict=True)
-        ]
-        starts = np.cumsum([0, *spans[:-1]])
-        comb_of_col = np.repeat(np.arange(len(chosen)), spans)
-        fundamentals = (np.arange(sum(spans)) + np.repeat(np.asarray(k_lo) - starts, spans)) * df
-        sidebands = np.array([sp.sideband_hz or 0.0 for sp in chosen])
-        harmonic = harmonic_rows[:, comb_of_col]
-        present = present_rows[:, comb_of_col]
-        half = 1 + harmonic // 2
-        centre = harmonic * fundamentals + (sign_rows * sidebands)[:, comb_of_col]
-        valid = present & (centre > 0) & (centre + half * df < top_hz)
-        excluded = np.asarray(exclude_hz, dtype=np.float64)
-        if excluded.size:
-            valid &= _distance_to_nearest(centre, excluded) > (2 + half) * df
-        halves = tuple(sorted(set(half[present].tolist())))
-        return CombTable(
-            df=df,
-            size=size,
-            top_hz=top_hz,
-            fitting=tuple(fitting),
-            spans=tuple(spans),
-            fundamentals=fundamentals,
-            bins=np.clip(np.rint(centre / df).astype(np.int64), 1, size - 2),
-            valid=valid,
-            halves=halves,
-            row_of_half=np.searchsorted(halves, np.minimum(half, halves[-1])),
-            exclude_hz=tuple(exclude_hz),
+        """Cached: a live channel at a steady speed asks for the same table every block."""
+        return _build_table(
+            df, size, tuple(specs), tol_rel, tuple(float(x) for x in exclude_hz)
         )
 
-    def score(self, norm: NormalisedSpectrum, specs: Sequence[CombSpec]) -> list[CombMatch | None]:
-        """Best candidate of each comb on `norm`, Bonferroni-corrected for its candidates."""
-        out: list[CombMatch | None] = [None] * len(specs)
-        if not self.fitting:
-            return out
-        score = norm.line_scores(self.halves)[self.row_of_half, self.bins]
-        score = np.where(self.valid, score, 0.0)
-        stat = np.sum(score, axis=0)
-        log10_p = np.where(self.has_lines, _chi2_log10_sf(stat, self.dof), 0.0)
-        # Per comb, pick the best of its few columns in plain Python (a handful of values
-        # each: cheaper than one more round of array calls per comb).
-        log10_list = log10_p.tolist()
-        has_lines = self.has_lines.tolist()
-        significant = np.count_nonzero(score >= _SIGNIFICANT_SCORE, axis=0).tolist()
+    def score(self, ratios: FloorRatios) -> list[CombScore | None]:
+        """Best candidate of each comb in each row (band) of `ratios`."""
+        out: list[CombScore | None] = []
+        if self.fundamentals.size == 0:
+            return [None] * len(self.specs)
+        gathered = ratios.rho[:, self.index]  # (bands, harmonics, candidates, width)
+        best_rho = np.max(np.where(self.in_window, gathered, 0.0), axis=3)
+        log_p = np.minimum(0.0, self.log_width - LN2 * best_rho)
+        log_p = np.where(self.valid, np.maximum(log_p, _LOG_P_FLOOR), 0.0)
+        stat = -2.0 * np.sum(log_p, axis=1)  # (bands, candidates)
+        log10_p = np.where(self.valid.any(axis=0), _chi2_log10_sf(stat, self.dof), 0.0)
+        significant = np.count_nonzero(log_p <= _LOG_SIGNIFICANT, axis=1)
         first = 0
-        for i, span in zip(self.fitting, self.spans, strict=True):
-            cols = range(first, first + span)
+        for i, span in enumerate(self.spans):
+            cols = slice(first, first + span)
             first += span
-            if not any(has_lines[c] for c in cols):
+            if span == 0 or not self.valid[:, cols].any():
+                out.append(None)
                 continue
-            best = min(cols, key=log10_list.__getitem__)  # the first of equal minima
-            fundamental = float(self.fundamentals[best])
-            out[i] = CombMatch(
-                expected_hz=specs[i].fundamental_hz,
-                found_hz=fundamental,
-                log10_p=min(0.0, log10_list[best] + math.log10(span)),
-                significant_count=int(significant[best]),
-                build_lines=functools.partial(
-                    _comb_line_tuple, norm, specs[i], fundamental, self.exclude_hz, self.top_hz
-                ),
+            best = np.argmin(log10_p[:, cols], axis=1)  # the first of equal minima
+            rows = np.arange(ratios.rows)
+            out.append(
+                CombScore(
+                    table=self,
+                    comb=i,
+                    columns=best + cols.start,
+                    log10_p=np.minimum(0.0, log10_p[:, cols][rows, best] + math.log10(span)),
+                    significant=significant[:, cols][rows, best],
+                )
             )
         return out
 
 
-def _comb_line_tuple(
-    norm: NormalisedSpectrum,
-    spec: CombSpec,
-    fundamental: float,
-    exclude_hz: Sequence[float],
-    top_hz: float,
-) -> tuple[LineEvidence, ...]:
-    return tuple(_comb_lines(norm, spec, fundamental, exclude_hz, top_hz))
+@dataclass(frozen=True)
+class CombScore:
+    """One comb's best candidate in every band of a bank (arrays indexed by band)."""
 
+    table: CombTable
+    comb: int
+    columns: IntArray  # best candidate column per band
+    log10_p: FloatArray  # harmonics' chance, corrected for the candidates tried
+    significant: IntArray  # significant harmonics at that candidate
 
-def _distance_to_nearest(values: FloatArray, sorted_ref: FloatArray) -> FloatArray:
-    """|v - nearest reference| for every v (the references are few: searchsorted, no cube)."""
-    ref = np.sort(sorted_ref)
-    pos = np.searchsorted(ref, values)
-    left = ref[np.maximum(pos - 1, 0)]
-    right = ref[np.minimum(pos, ref.size - 1)]
-    return np.minimum(np.abs(values - left), np.abs(values - right))
+    @property
+    def spec(self) -> CombSpec:
+        return self.table.specs[self.comb]
 
+    def found_hz(self, row: int) -> float:
+        return float(self.table.fundamentals[self.columns[row]])
 
-@functools.lru_cache(maxsize=64)
-def _layout(
-    shapes: tuple[tuple[int, bool], ...],
-) -> tuple[npt.NDArray[np.int64], FloatArray, npt.NDArray[np.bool_]]:
-    """(lines, combs) harmonic numbers, sideband signs (-1, 0, +1) and presence of the combs
-    of the given (harmonics, has sidebands) shapes, shorter combs padded with absent lines
-    (harmonic 1, so every derived quantity stays finite)."""
-    rows = max(h * (3 if sb else 1) for h, sb in shapes)
-    harmonic = np.ones((rows, len(shapes)), dtype=np.int64)
-    sign = np.zeros((rows, len(shapes)))
-    present = np.zeros((rows, len(shapes)), dtype=bool)
-    for j, (harmonics, has_sidebands) in enumerate(shapes):
-        signs = (0.0, -1.0, 1.0) if has_sidebands else (0.0,)
-        pairs = [(h, sg) for h in range(1, harmonics + 1) for sg in signs]
-        harmonic[: len(pairs), j] = [h for h, _ in pairs]
-        sign[: len(pairs), j] = [sg for _, sg in pairs]
-        present[: len(pairs), j] = True
-    for array in (harmonic, sign, present):
-        array.flags.writeable = False
-    return harmonic, sign, present
-
-
-def _comb_lines(
-    norm: NormalisedSpectrum,
-    spec: CombSpec,
-    fundamental: float,
-    exclude_hz: Sequence[float],
-    top_hz: float,
-) -> list[LineEvidence]:
-    out: list[LineEvidence] = []
-    df = norm.df
-    guard_hz = 2.0 * df
-    excluded = np.asarray(exclude_hz, dtype=np.float64)
-    for h in range(1, spec.harmonics + 1):
-        # The fundamental is only known to half a bin, so harmonic h may sit h/2 bins off.
-        half = 1 + h // 2
-        targets = [(f"{h}x", h * fundamental)]
-        if spec.sideband_hz is not None:
-            targets += [
-                (f"{h}x-sb", h * fundamental - spec.sideband_hz),
-                (f"{h}x+sb", h * fundamental + spec.sideband_hz),
-            ]
-        for label, freq in targets:
-            if freq <= 0 or freq + half * df >= top_hz:
+    def harmonic_lines(self, ratios: FloorRatios, row: int) -> list[LineEvidence]:
+        """Each valid harmonic of the best candidate in band `row`, as measured."""
+        t = self.table
+        col = int(self.columns[row])
+        out = []
+        for h in range(1, self.spec.harmonics + 1):
+            if not t.valid[h - 1, col]:
                 continue
-            if excluded.size and np.min(np.abs(excluded - freq)) <= guard_hz + half * df:
-                continue
-            expected = freq * spec.fundamental_hz / fundamental
-            line = norm.line(label, expected, freq, half)
+            lo = int(t.index[h - 1, col, 0])
+            hi = int(t.index[h - 1, col, -1])
+            line = ratios.line(row, f"{h}x", h * self.spec.fundamental_hz, t.df, lo, hi)
             if line is not None:
                 out.append(line)
-    return out
+        return out
+
+    def sideband_lines(self, ratios: FloorRatios, row: int) -> list[LineEvidence]:
+        """The +-sideband of each harmonic (supporting evidence only), same windows shifted."""
+        spacing = self.spec.sideband_hz
+        if spacing is None:
+            return []
+        t = self.table
+        col = int(self.columns[row])
+        found = float(t.fundamentals[col])
+        excluded = np.sort(np.asarray(t.exclude_hz, dtype=np.float64))
+        out = []
+        for h in range(1, self.spec.harmonics + 1):
+            half = harmonic_half_width(h)
+            for sign, tag in ((-1, "-sb"), (1, "+sb")):
+                centre = h * found + sign * spacing
+                expected = h * self.spec.fundamental_hz + sign * spacing
+                if centre <= 0 or centre / t.df + half > ratios.size - 2:
+                    continue
+                if excluded.size and _distance(centre, excluded) <= (2 + half) * t.df:
+                    continue
+                t_lo, t_hi = tolerance_bins(h * self.spec.fundamental_hz, t.tol_rel, t.df)
+                shift = round(sign * spacing / t.df)
+                c = round(centre / t.df)
+                lo, hi = max(c - half, t_lo + shift), min(c + half, t_hi + shift)
+                line = ratios.line(row, f"{h}x{tag}", expected, t.df, lo, hi)
+                if line is not None:
+                    out.append(line)
+        return out
+
+
+def _distance(value: float, sorted_ref: FloatArray) -> float:
+    pos = int(np.searchsorted(sorted_ref, value))
+    near = sorted_ref[max(pos - 1, 0) : pos + 1]
+    return float(np.min(np.abs(near - value)))
 
 
 def _chi2_log10_sf(stat: FloatArray, dof: FloatArray) -> FloatArray:
@@ -415,3 +289,65 @@ def _chi2_log10_sf(stat: FloatArray, dof: FloatArray) -> FloatArray:
     log_pdf = (k - 1) * np.log(safe / 2.0) - stat / 2.0 - special.gammaln(k)
     tail = (log_pdf + math.log(2.0)) / math.log(10.0)
     return np.where(sf > 0, np.log10(np.maximum(sf, 1e-300)), tail)
+
+
+@functools.lru_cache(maxsize=64)
+def _build_table(
+    df: float,
+    size: int,
+    specs: tuple[CombSpec, ...],
+    tol_rel: float,
+    exclude_hz: tuple[float, ...],
+) -> CombTable:
+    rows = max((s.harmonics for s in specs), default=1)
+    width = 2 * harmonic_half_width(rows) + 1
+    top = size - 2
+    spans = []
+    first_bins = []
+    for spec in specs:
+        k_lo, k_hi = tolerance_bins(spec.fundamental_hz, tol_rel, df)
+        k_lo = max(k_lo, 1)
+        spans.append(max(0, k_hi - k_lo + 1))
+        first_bins.append(k_lo)
+    comb = np.repeat(np.arange(len(specs)), spans)  # comb of each candidate column
+    starts = np.repeat(np.cumsum([0, *spans[:-1]]), spans)
+    k = np.repeat(first_bins, spans) + (np.arange(comb.size) - starts)  # candidate bins
+    h = np.arange(1, rows + 1)[:, None]  # harmonic of each row
+    half = 1 + h // 2  # harmonic_half_width, vectorised
+    f0 = np.array([s.fundamental_hz for s in specs])[comb]
+    # Harmonic h's window: around h x candidate, inside h x the tolerance, inside the spectrum.
+    t_lo = np.ceil(h * f0 * (1 - tol_rel) / df - 1e-9).astype(np.int64)
+    t_hi = np.floor(h * f0 * (1 + tol_rel) / df + 1e-9).astype(np.int64)
+    centre = h * k
+    lo = np.maximum(np.maximum(centre - half, t_lo), 1)
+    hi = np.minimum(np.minimum(centre + half, t_hi), top)
+    harmonics = np.array([s.harmonics for s in specs], dtype=np.int64)[comb]
+    valid = (h <= harmonics) & (lo <= hi) & (centre + half <= top)
+    if exclude_hz:
+        excluded = np.sort(np.asarray(exclude_hz))
+        pos = np.searchsorted(excluded, centre * df)
+        left = excluded[np.maximum(pos - 1, 0)]
+        right = excluded[np.minimum(pos, excluded.size - 1)]
+        distance = np.minimum(np.abs(centre * df - left), np.abs(centre * df - right))
+        valid &= distance > (2 + half) * df
+    lo = np.minimum(lo, top)
+    hi = np.maximum(lo, hi)
+    index = lo[:, :, None] + np.arange(width)
+    in_window = index <= hi[:, :, None]
+    index = np.minimum(index, hi[:, :, None])
+    for array in (index, in_window, valid):
+        array.flags.writeable = False
+    return CombTable(
+        df=df,
+        size=size,
+        specs=specs,
+        tol_rel=tol_rel,
+        spans=tuple(spans),
+        fundamentals=k * df,
+        index=index,
+        in_window=in_window,
+        log_width=np.log(hi - lo + 1.0),
+        valid=valid,
+        dof=np.maximum(2.0 * valid.sum(axis=0), 2.0),
+        exclude_hz=exclude_hz,
+    )

@@ -1,4 +1,4 @@
-"""Readers for recorded vibration files: CWRU and MFPT `.mat`, `.npy`, `.csv`, IMS ASCII.
+"""Readers for recorded vibration files: `.mat`, `.npz`, `.npy`, `.wav`, `.csv`, IMS ASCII.
 
 Each reader returns one channel in g plus what the file tells about itself (sample rate,
 speed, bearing); what the file does not tell stays None so the caller can ask for it. How the
@@ -14,6 +14,12 @@ defaults are found, per layout:
   bearing.
 - IMS ASCII (no extension, 20480 rows of 8 or 4 tab-separated columns): 20480 Hz, 2000 rpm,
   Rexnord ZA-2115; channels `1`..`8` (bearing 1 x, y; bearing 2 x, y; ...).
+- any other `.mat` and `.npz`: one numeric vector, or the variable `--channel` names (a 2-D
+  variable's columns as `NAME:INDEX`, from 0); the sample rate and speed come from scalar
+  variables named like `fs` / `sample_rate` and `rpm` when the file has them (the excerpts in
+  tests/data do), otherwise they must be given.
+- `.wav` (handheld recorders): the sample rate is in the header; channels `1`..`N`; integer
+  samples are read as fractions of full scale (the file stores no calibration: give `scale`).
 - `.npy` (1-D, or 2-D with one column per channel) and `.csv` (optional header row naming the
   columns): nothing is known; the sample rate must be given.
 """
@@ -28,7 +34,9 @@ from typing import Any
 
 import numpy as np
 import scipy.io
+import scipy.io.wavfile
 
+from detectors.vibration.checks import MIN_SAMPLES
 from detectors.vibration.errors import BadSignal
 from detectors.vibration.spectrum import FloatArray
 
@@ -36,13 +44,15 @@ CWRU_NOMINAL_RPM_BY_LOAD_HP = {0: 1797.0, 1: 1772.0, 2: 1750.0, 3: 1730.0}
 CWRU_48K_NORMAL_RECORDS = {97, 98, 99, 100}
 IMS_FS_HZ = 20480.0
 IMS_RPM = 2000.0
+FS_NAMES = ("fs", "fs_hz", "sample_rate", "sample_rate_hz", "sr", "samplerate")
+RPM_NAMES = ("rpm", "speed_rpm")
 
 
 @dataclass(frozen=True)
 class Recording:
     signal: FloatArray  # one channel, in g
     channel: str
-    layout: str  # cwru | mfpt | ims | npy | csv
+    layout: str  # cwru | mfpt | mat | npz | wav | ims | npy | csv | text
     fs: float | None
     rpm: float | None
     bearing: str | None
@@ -56,12 +66,16 @@ def read_recording(path: Path, channel: str | None = None) -> Recording:
     suffix = path.suffix.lower()
     if suffix == ".mat":
         return _read_mat(path, channel)
+    if suffix == ".npz":
+        return _read_npz(path, channel)
     if suffix == ".npy":
         return _read_npy(path, channel)
+    if suffix == ".wav":
+        return _read_wav(path, channel)
     if suffix in (".csv", ".txt") or suffix == "" or re.fullmatch(r"\.\d+", suffix):
         return _read_text(path, channel, suffix == ".csv")
     raise BadSignal(
-        f"`{path.name}`: unknown file type `{suffix}` (expected .mat, .npy, .csv "
+        f"`{path.name}`: unknown file type `{suffix}` (expected .mat, .npz, .npy, .wav, .csv "
         "or an IMS ASCII snapshot)"
     )
 
@@ -85,15 +99,12 @@ def _read_mat(path: Path, channel: str | None) -> Recording:
         mat: dict[str, Any] = scipy.io.loadmat(str(path))
     except (ValueError, TypeError, OSError, NotImplementedError) as exc:
         raise BadSignal(f"`{path.name}`: not a readable MATLAB file ({exc})") from exc
-    if "bearing" in mat:
+    if "bearing" in mat and mat["bearing"].dtype.names:
         return _read_mfpt(path, mat["bearing"], channel)
     series = {k: v for k, v in mat.items() if re.fullmatch(r"X\d+_(DE|FE|BA)_time", k)}
     if not series:
-        found = ", ".join(k for k in mat if not k.startswith("__"))
-        raise BadSignal(
-            f"`{path.name}`: no recognisable channel (found variables: {found}; "
-            "expected CWRU `X<rec>_DE_time` or an MFPT `bearing` struct)"
-        )
+        variables = {k: v for k, v in mat.items() if not k.startswith("__")}
+        return _read_arrays(path, variables, channel, "mat")
     by_position = {k.split("_")[1]: k for k in series}
     names = sorted(by_position)
     position = _pick(names, channel, "DE" if "DE" in by_position else names[0], path)
@@ -145,6 +156,115 @@ def _read_mfpt(path: Path, struct: Any, channel: str | None) -> Recording:
         bearing="MFPT-NICE",
         channels=("gs",),
         notes=["sample rate and shaft rate from the MFPT `bearing` struct"],
+    )
+
+
+def _read_npz(path: Path, channel: str | None) -> Recording:
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            variables = {name: np.asarray(z[name]) for name in z.files}
+    except (ValueError, OSError) as exc:
+        raise BadSignal(f"`{path.name}`: not a readable .npz archive ({exc})") from exc
+    return _read_arrays(path, variables, channel, "npz")
+
+
+def _numeric(value: Any) -> np.ndarray | None:
+    array = np.asarray(value)
+    return array if array.dtype.kind in "fiu" else None
+
+
+def _scalar(variables: dict[str, Any], names: tuple[str, ...]) -> tuple[str, float] | None:
+    for key, value in variables.items():
+        array = _numeric(value)
+        if key.lower() in names and array is not None and array.size == 1:
+            number = float(array.ravel()[0])
+            if np.isfinite(number) and number > 0:
+                return key, number
+    return None
+
+
+def _channels_of(variables: dict[str, Any]) -> dict[str, FloatArray]:
+    """Every vector long enough to be a recording, and each column of 2-D variables."""
+    out: dict[str, FloatArray] = {}
+    for key, value in variables.items():
+        array = _numeric(value)
+        if array is None or array.size < MIN_SAMPLES:
+            continue
+        squeezed = np.squeeze(array)
+        if squeezed.ndim == 1:
+            out[key] = squeezed.astype(np.float64)
+        elif squeezed.ndim == 2:
+            columns = squeezed if squeezed.shape[0] >= squeezed.shape[1] else squeezed.T
+            for i in range(columns.shape[1]):
+                out[f"{key}:{i}"] = np.ascontiguousarray(columns[:, i], dtype=np.float64)
+    return out
+
+
+def _read_arrays(
+    path: Path, variables: dict[str, Any], channel: str | None, layout: str
+) -> Recording:
+    """A `.mat` or `.npz` that is not a known layout: one numeric vector, or the named one."""
+    channels = _channels_of(variables)
+    if not channels:
+        found = ", ".join(f"{k} {np.shape(v)}" for k, v in variables.items()) or "none"
+        raise BadSignal(
+            f"`{path.name}`: no recognisable channel: no numeric vector of at least "
+            f"{MIN_SAMPLES} samples (found variables: {found})"
+        )
+    names = list(channels)
+    if channel is None and len(names) > 1:
+        raise BadSignal(
+            f"`{path.name}`: {len(names)} channels ({', '.join(names)}); name one with --channel"
+        )
+    name = _pick(names, channel, names[0], path)
+    notes: list[str] = []
+    fs = _scalar(variables, FS_NAMES)
+    rpm = _scalar(variables, RPM_NAMES)
+    if fs is not None:
+        notes.append(f"sample rate {fs[1]:g} Hz from the file's `{fs[0]}`")
+    if rpm is not None:
+        notes.append(f"speed {rpm[1]:g} rpm from the file's `{rpm[0]}`")
+    return Recording(
+        signal=channels[name],
+        channel=name,
+        layout=layout,
+        fs=None if fs is None else fs[1],
+        rpm=None if rpm is None else rpm[1],
+        bearing=None,
+        channels=tuple(names),
+        notes=notes,
+    )
+
+
+def _read_wav(path: Path, channel: str | None) -> Recording:
+    try:
+        rate, data = scipy.io.wavfile.read(path)
+    except (ValueError, OSError) as exc:
+        raise BadSignal(f"`{path.name}`: not a readable WAV file ({exc})") from exc
+    if data.ndim == 1:
+        data = data[:, None]
+    names = [str(i + 1) for i in range(data.shape[1])]
+    name = _pick(names, channel, "1", path)
+    column = data[:, names.index(name)]
+    if data.dtype.kind in "iu":
+        info = np.iinfo(data.dtype)
+        # Fractions of full scale; unsigned 8-bit PCM is centred on 128.
+        offset = (int(info.max) + 1) // 2 if data.dtype.kind == "u" else 0
+        signal = (column.astype(np.float64) - offset) / (float(info.max) - offset + 1)
+    else:
+        signal = column.astype(np.float64)
+    return Recording(
+        signal=signal,
+        channel=name,
+        layout="wav",
+        fs=float(rate),
+        rpm=None,
+        bearing=None,
+        channels=tuple(names),
+        notes=[
+            f"sample rate {rate} Hz from the WAV header; samples in fractions of full scale "
+            "(no calibration in the file: levels are in g only with the right scale)"
+        ],
     )
 
 

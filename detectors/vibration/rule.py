@@ -73,8 +73,11 @@ class VibrationRule(Strict):
         ge=1,
         le=100,
         description=(
-            "Consecutive analyses (blocks, or rounds of `average_blocks` blocks) that must "
-            "show a fault before it opens."
+            "Consecutive analyses (blocks, or rounds of `average_blocks` blocks) of separate "
+            "data that must show a fault before it opens, and miss it before it clears. A "
+            "block overlapping the last one counted (sent with 50 % overlap, or polled faster "
+            "than the sensor refreshes it) repeats samples: it keeps a streak, it does not "
+            "lengthen it."
         ),
     )
     baseline_blocks: int = Field(

@@ -18,9 +18,10 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from detectors.vibration.bearing import DefectFrequencies
+from detectors.vibration.bearing_screen import BEARING_CODES, highest_line_hz
 from detectors.vibration.checks import check_signal
-from detectors.vibration.diagnose import BEARING_CODES, Diagnosis, Settings, highest_line_hz
-from detectors.vibration.envelope import Band, envelope_spectrum, prewhiten
+from detectors.vibration.diagnose import Diagnosis, Settings, bearing_combs
+from detectors.vibration.envelope import Band, envelope_bank, prewhiten
 from detectors.vibration.errors import BadSignal
 from detectors.vibration.spectrum import FloatArray, block_spectra
 from detectors.vibration.units import scale_to_g
@@ -55,16 +56,17 @@ def spectrum_view(detector: VibrationDetector, waveform: Waveform) -> SpectrumVi
     spectrum = _reduce("acceleration spectrum", "g", spectra.df, spectra.amplitude)
     defect = diagnosis.defect if diagnosis is not None else None
     band = demodulated_band(diagnosis) if diagnosis is not None else None
-    chosen = band if band is not None else Band(spectra.df, fs / 2, 0, math.nan)
+    chosen = band if band is not None else Band(spectra.df, fs / 2, 0)
     top_hz = (
-        1.1 * highest_line_hz(defect, settings) if defect is not None else DEFAULT_ENVELOPE_TOP_HZ
+        1.1 * highest_line_hz(bearing_combs(defect, settings), settings.slip_tolerance)
+        if defect is not None
+        else DEFAULT_ENVELOPE_TOP_HZ
     )
     top_hz = min(top_hz, chosen.hi_hz - chosen.lo_hz)
     max_bin = max(2, int(top_hz / spectra.df))
-    ses = envelope_spectrum(
-        spectra, prewhiten(spectra.hann), chosen, "whitened_sk_band", max_bin=max_bin
-    )
-    envelope = _reduce("envelope spectrum", "g²", ses.df, ses.values[: max_bin + 1])
+    bank = envelope_bank(spectra, prewhiten(spectra.hann), (chosen,), max_bin)
+    # The family's envelope spectra are modulation depths (relative to the mean envelope).
+    envelope = _reduce("envelope spectrum", "depth", bank.df, bank.row(chosen))
     baseline = detector.baseline
     return SpectrumView(
         tag=detector.tag_id,
@@ -72,7 +74,7 @@ def spectrum_view(detector: VibrationDetector, waveform: Waveform) -> SpectrumVi
         ts=waveform.ts,
         spectrum=spectrum,
         envelope=envelope,
-        band_hz=(round(chosen.lo_hz, 1), round(chosen.hi_hz, 1)),
+        band_hz=(round(max(chosen.lo_hz, 0.0), 1), round(min(chosen.hi_hz, fs / 2), 1)),
         shaft_hz=diagnosis.shaft_hz if diagnosis is not None else None,
         speed_source=diagnosis.speed_source if diagnosis is not None else "unknown",
         bearing=diagnosis.bearing if diagnosis is not None else None,
@@ -107,7 +109,7 @@ def demodulated_band(diagnosis: Diagnosis) -> Band | None:
     for call in diagnosis.faults:
         edges = call.evidence.get("band_hz") if call.code in BEARING_CODES else None
         if isinstance(edges, list | tuple) and len(edges) == 2:
-            return Band(float(edges[0]), float(edges[1]), -1, math.nan)
+            return Band(float(edges[0]), float(edges[1]), -1)
     return diagnosis.band
 
 
@@ -136,13 +138,16 @@ def matched_lines(diagnosis: Diagnosis) -> tuple[MatchedLine, ...]:
     for call in diagnosis.faults:
         if call.code not in BEARING_CODES:
             continue
-        for line in call.evidence.get("lines", ()):
+        evidence = call.evidence
+        for line in [*evidence.get("harmonic_lines", ()), *evidence.get("sideband_lines", ())]:
+            if not line.get("significant", True):
+                continue
             out.append(
                 MatchedLine(
                     fault=call.code,
                     label=str(line.get("line", "")),
                     freq_hz=float(line["freq_hz"]),
-                    snr_db=float(line.get("snr_db", 0.0)),
+                    snr_db=float(line.get("level_db", 0.0)),
                 )
             )
     return tuple(out)

@@ -1,4 +1,8 @@
-"""`edge-gateway analyze FILE`: the vibration family run offline on a recording (issue 4, item 3).
+"""`edge-gateway analyze FILE`: the vibration family run offline on a recording.
+
+It prints the diagnosis of the whole record and, in the `daemon` object, the tickets the
+running detector with the default rule settings would open on it (detectors/vibration/replay.py):
+both reach their verdicts through the same decision (detectors/vibration/diagnose.py).
 
 Exit status: 0 with a diagnosis; 65 (EX_DATAERR) when the data cannot be diagnosed (no
 recognisable channel, NaN, clipping, too short, a sample rate or speed that puts the bearing
@@ -15,12 +19,16 @@ import sys
 from pathlib import Path
 from typing import Any, TextIO
 
+from detectors.vibration import readout
 from detectors.vibration.bearing import BearingGeometry
 from detectors.vibration.catalogue import BearingCatalogue
+from detectors.vibration.detector import VibrationDetector
 from detectors.vibration.diagnose import Diagnosis, diagnose
 from detectors.vibration.errors import BadSignal
 from detectors.vibration.iso20816 import Foundation, MachineGroup
 from detectors.vibration.recordings import read_recording
+from detectors.vibration.replay import DAEMON_BLOCK, replay
+from detectors.vibration.rule import VibrationRule
 from gateway.core.exit_codes import EX_DATAERR, EX_NOINPUT, EX_USAGE_ARGPARSE
 
 
@@ -29,10 +37,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "file",
         type=Path,
         metavar="FILE",
-        help="recording: CWRU or MFPT .mat, .npy, .csv, or an IMS ASCII file",
+        help="recording: .mat (CWRU, MFPT, or any file holding one numeric vector), .npz, "
+        ".npy, .wav, .csv, or an IMS ASCII file",
     )
     parser.add_argument(
-        "--fs", type=float, metavar="HZ", help="sample rate; default from the file's layout"
+        "--fs",
+        type=float,
+        metavar="HZ",
+        help="sample rate; required where the file does not store it (.npy, .csv, most .mat)",
     )
     parser.add_argument(
         "--rpm",
@@ -49,7 +61,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--channel",
         metavar="NAME",
-        help="channel: DE/FE/BA (CWRU), 1-8 (IMS), column name or index",
+        help="channel: DE/FE/BA (CWRU), 1-8 (IMS), 1-N (.wav), a variable of a .mat or .npz "
+        "(NAME:INDEX for a column of a 2-D one), a column name or index",
+    )
+    parser.add_argument(
+        "--scale",
+        type=float,
+        metavar="G",
+        help="acceleration in g of one unit of the file's samples (e.g. of full scale for "
+        ".wav); default 1",
+    )
+    parser.add_argument(
+        "--daemon-block",
+        type=int,
+        default=DAEMON_BLOCK,
+        metavar="N",
+        help=f"block length the daemon replay cuts the recording into (default {DAEMON_BLOCK})",
     )
     parser.add_argument("--json", action="store_true", help="print one JSON object")
 
@@ -69,31 +96,39 @@ def _geometry(spec: str) -> BearingGeometry:
     return BearingCatalogue.load().get(spec)
 
 
+def _positive(name: str, value: float | None, unit: str) -> None:
+    if value is not None and (not math.isfinite(value) or value <= 0):
+        raise BadSignal(f"{name} {value} {unit} is not a positive number")
+
+
 def run(args: argparse.Namespace, out: TextIO | None = None, err: TextIO | None = None) -> int:
     out = out or sys.stdout
     err = err or sys.stderr
     path: Path = Path(args.file)
     try:
         rec = read_recording(path, args.channel)
+        _positive("sample rate", args.fs, "Hz")
+        _positive("running speed", args.rpm, "rpm")
+        _positive("scale", args.scale, "g per unit")
         fs = args.fs if args.fs is not None else rec.fs
         if fs is None:
             raise BadSignal(
-                f"`{path.name}`: the sample rate is not stored in a {rec.layout} "
-                "file; give it with --fs"
+                f"`{path.name}`: the sample rate is not stored in this {rec.layout} file; "
+                "give it with --fs"
             )
         rpm = args.rpm if args.rpm is not None else rec.rpm
-        if rpm is not None and (not math.isfinite(rpm) or rpm <= 0):
-            raise BadSignal(f"running speed {rpm} rpm is not a positive number")
         bearing_name = args.bearing if args.bearing is not None else rec.bearing
         geometry = _geometry(bearing_name) if bearing_name else None
+        signal = rec.signal if args.scale is None else rec.signal * args.scale
         diagnosis = diagnose(
-            rec.signal,
+            signal,
             fs,
             shaft_hz=None if rpm is None else rpm / 60.0,
             geometry=geometry,
             group=MachineGroup.MEDIUM,
             foundation=Foundation.RIGID,
         )
+        daemon = daemon_replays(signal, fs, rpm, geometry, args.daemon_block)
     except FileNotFoundError as exc:
         print(f"analyze: {exc}", file=err)
         return EX_NOINPUT
@@ -103,30 +138,77 @@ def run(args: argparse.Namespace, out: TextIO | None = None, err: TextIO | None 
     except BadSignal as exc:
         print(f"analyze: {path.name}: {exc}", file=err)
         return EX_DATAERR
+    notes = list(rec.notes)
+    if args.fs is not None and rec.fs is not None and args.fs != rec.fs:
+        notes.append(f"--fs {args.fs:g} Hz overrides the {rec.fs:g} Hz the file states")
     source = {
         "file": str(path),
         "layout": rec.layout,
         "channel": rec.channel,
         "channels": list(rec.channels),
         "fs_hz": fs,
-        "fs_source": "argument" if args.fs is not None else "file layout",
+        "fs_source": "argument" if args.fs is not None else "file",
         "rpm_source": "argument"
         if args.rpm is not None
         else ("file" if rec.rpm is not None else diagnosis.speed_source),
-        "notes": rec.notes,
+        "scale_g_per_unit": 1.0 if args.scale is None else args.scale,
+        "notes": notes,
     }
     if args.json:
-        payload: dict[str, Any] = {**diagnosis.to_dict(), "source": source}
+        payload: dict[str, Any] = {**diagnosis.to_dict(), "daemon": daemon, "source": source}
         print(json.dumps(payload, indent=2), file=out)
     else:
-        print(render_report(diagnosis, source), file=out)
+        print(render_report(diagnosis, source, daemon), file=out)
     return 0
 
 
-def render_report(d: Diagnosis, source: dict[str, Any]) -> str:
+def daemon_replays(
+    signal: Any, fs: float, rpm: float | None, geometry: BearingGeometry | None, block: int
+) -> dict[str, Any]:
+    """What the running detector with the default rule settings would open on the recording:
+    fed `block`-sample blocks, contiguous and half-overlapping."""
+    if block < 2:
+        raise ValueError(f"--daemon-block must be at least 2 samples, got {block}")
+    # The rule's defaults, as a device file that names only the signal, bearing and speed.
+    rule = VibrationRule(name="analyze", kind="vibration", signal="recording", rpm=rpm)
+    feeds = []
+    for overlap in (0.0, 0.5):
+        detector = VibrationDetector(
+            asset="recording",
+            tag_id="recording",
+            geometry=geometry,
+            machine_group=MachineGroup(rule.machine_group),
+            foundation=Foundation(rule.foundation),
+            fixed_rpm=rule.rpm,
+            confirm_blocks=rule.confirm_blocks,
+            baseline_blocks=rule.baseline_blocks,
+            average_blocks=rule.average_blocks,
+        )
+        feed = replay(detector, signal, fs, block=block, overlap=overlap).to_dict()
+        if feed["blocks"] == 0:
+            feed["not_diagnosed"] = (
+                f"the recording ({signal.size} samples) is shorter than one block of {block}"
+            )
+        feeds.append(feed)
+    return {
+        "rule": {
+            "confirm_blocks": rule.confirm_blocks,
+            "average_blocks": rule.average_blocks,
+            "baseline_blocks": rule.baseline_blocks,
+            "machine_group": rule.machine_group,
+            "foundation": rule.foundation,
+            "rpm": rule.rpm,
+            "bearing": None if geometry is None else geometry.name,
+        },
+        "block_length": block,
+        "feeds": feeds,
+    }
+
+
+def render_report(d: Diagnosis, source: dict[str, Any], daemon: dict[str, Any]) -> str:
     lines = [
         f"File      {source['file']}  ({source['layout']}, channel {source['channel']}, "
-        f"{d.fs:g} Hz from {source['fs_source']})",
+        f"{d.fs:g} Hz from the {source['fs_source']})",
     ]
     speed = (
         "unknown"
@@ -139,7 +221,17 @@ def render_report(d: Diagnosis, source: dict[str, Any]) -> str:
     verdict = d.verdict if top is None else f"{d.verdict} (confidence {top.confidence:.2f})"
     lines.append(f"Verdict   {verdict}")
     for f in d.faults:
-        lines.append(f"  - {f.code:<24} confidence {f.confidence:.2f}  {_describe(f.evidence)}")
+        lines.append(f"  - {f.code} (confidence {f.confidence:.2f})")
+        lines += [f"      {line}" for line in readout.readout(f, d)]
+    for f in d.withheld:
+        lines.append(
+            f"  Also passed, not called (one location per bearing): {f.code} "
+            f"(confidence {f.confidence:.2f})"
+        )
+    for code in d.not_dominant:
+        lines.append(
+            f"  Also passed, not called (its band's strongest line is not its own): {code}"
+        )
     iso = d.iso
     a, b, c = iso.boundaries_mm_s
     lines.append(
@@ -158,40 +250,44 @@ def render_report(d: Diagnosis, source: dict[str, Any]) -> str:
             f"Defect lines  BPFO {df.bpfo:.1f}  BPFI {df.bpfi:.1f}  BSF {df.bsf:.1f} "
             f"(2x {df.two_bsf:.1f})  FTF {df.ftf:.1f} Hz"
         )
-    if d.band is not None:
+        band = d.band.describe() if d.band is not None else "whole band"  # of the call
         lines.append(
-            f"Envelope band {d.band.lo_hz:.0f}-{d.band.hi_hz:.0f} Hz (spectral kurtosis "
-            f"{d.band.kurtosis:.2f}); top envelope lines: "
+            f"Envelope  {d.bands_screened} bands screened; strongest lines of the {band}: "
             + ", ".join(f"{p.freq_hz:.1f} Hz ({p.snr_db:.0f} dB)" for p in d.envelope_peaks)
         )
     if d.orders is not None:
         lines.append(
             "Orders    "
             + ", ".join(
-                f"{k} {p.amplitude:.3f} mm/s @ {p.freq_hz:.1f} Hz"
+                f"{k} {p.amplitude:.3f} mm/s at {p.freq_hz:.1f} Hz"
                 for k, p in d.orders.peaks.items()
             )
         )
-    lines.append(f"Analysis  {d.blocks} blocks of {d.block_length} samples, 50 % overlap")
+    count = f"{d.blocks} block" + ("s" if d.blocks != 1 else "")
+    lines.append(f"Analysis  {count} of {d.block_length} samples, 50 % overlap")
+    lines += _daemon_lines(daemon)
     lines += [f"Note      {n}" for n in [*source["notes"], *d.notes]]
     return "\n".join(lines)
 
 
-def _describe(ev: dict[str, Any]) -> str:
-    if "defect_line" in ev:
-        harmonics = ",".join(str(h) for h in ev["harmonics"]) or "none"
-        return (
-            f"{ev['defect_line']} expected {ev['expected_hz']:.1f} Hz, matched "
-            f"{ev['matched_hz']:.1f} Hz ({ev['deviation_pct']:+.1f} %), harmonics {harmonics}, "
-            f"sidebands {ev['sidebands']}, strongest line {ev['snr_db']:.1f} dB above floor "
-            f"[{ev['method']} {ev['band_hz'][0]:.0f}-{ev['band_hz'][1]:.0f} Hz]"
+def _daemon_lines(daemon: dict[str, Any]) -> list[str]:
+    rule = daemon["rule"]
+    out = [
+        f"Daemon    default rule (confirm_blocks {rule['confirm_blocks']}, average_blocks "
+        f"{rule['average_blocks']}) fed {daemon['block_length']}-sample blocks:"
+    ]
+    for feed in daemon["feeds"]:
+        how = "contiguous" if feed["overlap"] == 0 else f"{feed['overlap']:.0%} overlapping"
+        opened = [t for t in feed["tickets"] if t["event"] == "opened"]
+        tickets = (
+            ", ".join(
+                f"opens {t['code']} at block {t['block']} ({t['at_s']:.1f} s)" for t in opened
+            )
+            or "opens no ticket"
         )
-    if "share_1x" in ev:
-        return (
-            f"zone {ev['zone']}, 1x share {ev['share_1x']:.2f}, 2x/1x {ev['ratio_2x_1x']:.2f}, "
-            f"harmonics 3-10x seen {ev['harmonics_3x_10x_seen']}"
-        )
-    return f"zone {ev.get('zone')}"
+        extra = f"; not diagnosed: {feed['not_diagnosed']}" if feed["not_diagnosed"] else ""
+        out.append(f"  - {how}, {feed['blocks']} blocks: {tickets}{extra}")
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:

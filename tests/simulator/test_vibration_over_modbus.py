@@ -8,6 +8,7 @@ import numpy as np
 
 from detectors.vibration.catalogue import BearingCatalogue
 from detectors.vibration.detector import VibrationDetector
+from gateway.core.clock import ManualClock
 from gateway.core.records import FaultCode, Waveform
 from protocols.modbus.config import RegisterTable
 from simulator.vibration import VibrationMachine
@@ -38,10 +39,14 @@ async def test_outer_race_fault_served_as_a_modbus_waveform_block_opens_the_righ
         asset="pump-9", tag_id="pump-9.accel", geometry=bearing, fixed_rpm=2950, confirm_blocks=3
     )
     findings = []
+    # The sensor publishes a fresh block every block period and the poll follows it: blocks
+    # read closer together than that would repeat samples and not confirm each other.
+    clock = ManualClock()
     async with ModbusSimServer(registers) as server, make_driver(
-        server.port, points, device_id="pump-9"
+        server.port, points, device_id="pump-9", clock=clock
     ) as driver:
         for block_index in range(10):
+            clock.advance(BLOCK / SAMPLE_RATE_HZ)
             if block_index == 4:  # healthy first, then the defect appears
                 machine.set_fault(FaultCode.BEARING_OUTER_RACE, 0.05)
             serve_block(registers, machine.next_block())

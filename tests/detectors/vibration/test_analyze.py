@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import scipy.io
+import scipy.io.wavfile
 
 from gateway.cli import analyze
 
@@ -39,35 +40,92 @@ def excerpt_as_npy(name: str, tmp_path: Path) -> tuple[Path, float, float]:
     [
         ("cwru_ir007_105_de", "6205", "bearing.inner_race"),
         ("cwru_or007_6_130_de", "6205", "bearing.outer_race"),
+        ("cwru_b028_3007_de", "6205", "bearing.rolling_element"),
         ("cwru_normal_97_de", "6205", "normal"),
         ("mfpt_or_vload1", "NICE", "bearing.outer_race"),
         ("mfpt_ir_vload1", "NICE", "bearing.inner_race"),
         ("ims_20031022_120624_ch1", "ZA-2115", "normal"),
+        ("hit_ir5_1200", "6205", "bearing.inner_race"),
+        ("hit_or5_1200", "6205", "bearing.outer_race"),
     ],
 )
-def test_verdict_on_vendored_excerpt(tmp_path: Path, name: str, bearing: str, verdict: str) -> None:
-    path, fs, rpm = excerpt_as_npy(name, tmp_path)
-    code, out, err = run_analyze(
-        str(path), "--fs", str(fs), "--rpm", str(rpm), "--bearing", bearing, "--json"
-    )
+def test_vendored_excerpts_are_read_as_they_are(name: str, bearing: str, verdict: str) -> None:
+    # The .npz excerpts carry `fs` and `rpm`: nothing else is needed than the bearing.
+    code, out, err = run_analyze(str(EXCERPTS / f"{name}.npz"), "--bearing", bearing, "--json")
     assert code == 0, err
     result = json.loads(out)
     assert result["verdict"] == verdict
-    assert set(result) >= {"verdict", "faults", "features", "iso"}
+    assert result["source"]["fs_source"] == "file" and result["source"]["rpm_source"] == "file"
+    assert set(result) >= {"verdict", "faults", "features", "iso", "daemon"}
     assert result["iso"]["zone"] in "ABCD"
     confidences = [f["confidence"] for f in result["faults"]]
     assert confidences == sorted(confidences, reverse=True)
     if verdict != "normal":
         ev = result["faults"][0]["evidence"]
-        assert {"matched_hz", "harmonics", "snr_db", "expected_hz"} <= set(ev)
+        assert {"matched_hz", "harmonics", "snr_db", "expected_hz", "band_hz"} <= set(ev)
 
 
-def test_readable_report_names_verdict_zone_and_matched_line(tmp_path: Path) -> None:
+def test_npy_needs_the_sample_rate_and_gives_the_same_verdict(tmp_path: Path) -> None:
     path, fs, rpm = excerpt_as_npy("cwru_or007_6_130_de", tmp_path)
-    code, out, _ = run_analyze(str(path), "--fs", str(fs), "--rpm", str(rpm), "--bearing", "6205")
+    code, _, err = run_analyze(str(path), "--rpm", str(rpm), "--bearing", "6205")
+    assert code == 65 and "give it with --fs" in err
+    code, out, err = run_analyze(
+        str(path), "--fs", str(fs), "--rpm", str(rpm), "--bearing", "6205", "--json"
+    )
+    assert code == 0, err
+    assert json.loads(out)["verdict"] == "bearing.outer_race"
+
+
+def test_daemon_object_states_blocks_overlap_and_the_tickets_it_would_open() -> None:
+    code, out, err = run_analyze(
+        str(EXCERPTS / "cwru_or007_6_130_de.npz"), "--bearing", "6205", "--json"
+    )
+    assert code == 0, err
+    daemon = json.loads(out)["daemon"]
+    assert daemon["block_length"] == 16384
+    assert daemon["rule"]["confirm_blocks"] == 3 and daemon["rule"]["average_blocks"] == 1
+    feeds = {f["overlap"]: f for f in daemon["feeds"]}
+    assert set(feeds) == {0.0, 0.5}
+    # 49152 samples: 3 contiguous blocks, 5 half-overlapping ones; confirmation needs three
+    # analyses of separate data, so the ticket opens on the last block of each feed.
+    assert (feeds[0.0]["blocks"], feeds[0.5]["blocks"]) == (3, 5)
+    for overlap, block in ((0.0, 2), (0.5, 4)):
+        (ticket,) = feeds[overlap]["tickets"]
+        assert (ticket["code"], ticket["event"], ticket["block"]) == (
+            "bearing.outer_race",
+            "opened",
+            block,
+        )
+        assert ticket["at_s"] == pytest.approx((block * 16384 * (1 - overlap) + 16384) / 12000)
+
+
+def test_daemon_replay_says_why_it_cannot_diagnose() -> None:
+    code, out, err = run_analyze(str(EXCERPTS / "hit_or5_1200.npz"), "--bearing", "6205", "--json")
+    assert code == 0, err
+    result = json.loads(out)
+    assert result["verdict"] == "bearing.outer_race"
+    for feed in result["daemon"]["feeds"]:
+        assert feed["tickets"] == []
+        assert "fewer than 8 revolutions" in feed["not_diagnosed"]
+
+
+def test_readout_names_harmonics_speed_band_and_what_to_check() -> None:
+    code, out, _ = run_analyze(str(EXCERPTS / "cwru_ir007_105_de.npz"), "--bearing", "6205")
+    assert code == 0
+    assert "Harmonics that decided (level above the envelope floor): 1x at" in out
+    assert "Speed used: 1797 rpm (29.95 Hz" in out
+    assert "Envelope band:" in out and "bands screened" in out
+    assert "What to check: Check the inner race" in out
+    assert "Daemon    default rule (confirm_blocks 3, average_blocks 1)" in out
+    assert "contiguous, 3 blocks: opens bearing.inner_race at block 2" in out
+
+
+def test_readable_report_names_verdict_zone_and_matched_line() -> None:
+    path = EXCERPTS / "cwru_or007_6_130_de.npz"
+    code, out, _ = run_analyze(str(path), "--bearing", "6205")
     assert code == 0
     assert "Verdict   bearing.outer_race" in out
-    assert "BPFO expected 107.3 Hz" in out
+    assert "Matched line: BPFO fitted at 107.7 Hz, 0.3 % above the kinematic 107.3 Hz" in out
     assert "zone A" in out
 
 
@@ -147,6 +205,74 @@ def test_mat_file_without_a_recognisable_channel(tmp_path: Path) -> None:
     rc, out, err = run_analyze(str(path))
     assert rc == 65 and out == ""
     assert "no recognisable channel" in err and "speed" in err
+
+
+def ir_excerpt() -> np.ndarray:
+    with np.load(EXCERPTS / "cwru_ir007_105_de.npz") as z:
+        return z["signal"].astype(np.float64)
+
+
+def test_any_mat_holding_one_vector_is_read_with_fs_given(tmp_path: Path) -> None:
+    path = tmp_path / "IR_1797.mat"  # a HIT-SM-like file: one oddly named vector
+    scipy.io.savemat(path, {"z30_1": ir_excerpt()[:, None]})
+    rc, out, err = run_analyze(str(path), "--rpm", "1797", "--bearing", "6205")
+    assert rc == 65 and out == "" and "give it with --fs" in err
+    rc, out, err = run_analyze(str(path), "--fs", "12000", "--rpm", "1797", "--bearing", "6205",
+                               "--json")  # fmt: skip
+    assert rc == 0, err
+    result = json.loads(out)
+    assert result["verdict"] == "bearing.inner_race"
+    assert (result["source"]["layout"], result["source"]["channel"]) == ("mat", "z30_1")
+
+
+def test_a_mat_with_several_vectors_needs_channel_and_reads_fs_from_the_file(
+    tmp_path: Path,
+) -> None:
+    x = ir_excerpt()
+    path = tmp_path / "two.mat"
+    scipy.io.savemat(path, {"accel_a": x[:, None], "accel_b": x[:, None] * 0.5, "Fs": 12000.0})
+    rc, out, err = run_analyze(str(path), "--rpm", "1797", "--bearing", "6205")
+    assert rc == 65 and "2 channels (accel_a, accel_b); name one with --channel" in err
+    rc, out, err = run_analyze(
+        str(path), "--channel", "accel_b", "--rpm", "1797", "--bearing", "6205", "--json"
+    )
+    assert rc == 0, err
+    result = json.loads(out)
+    assert result["analysis"]["fs_hz"] == 12000.0 and result["source"]["fs_source"] == "file"
+    assert result["verdict"] == "bearing.inner_race"
+    rc, _, err = run_analyze(str(path), "--channel", "accel_c", "--fs", "12000")
+    assert rc == 65 and "no channel `accel_c`" in err
+
+
+def test_npz_column_of_a_2d_array_by_name_and_index(tmp_path: Path) -> None:
+    x = ir_excerpt()
+    path = tmp_path / "multi.npz"
+    np.savez(path, data=np.column_stack([x * 0.0 + 1e-3 * np.sin(np.arange(x.size)), x]))
+    rc, out, err = run_analyze(str(path), "--channel", "data:1", "--fs", "12000", "--rpm",
+                               "1797", "--bearing", "6205", "--json")  # fmt: skip
+    assert rc == 0, err
+    assert json.loads(out)["verdict"] == "bearing.inner_race"
+
+
+@pytest.mark.parametrize("dtype", ["int16", "int32", "float32"])
+def test_wav_from_a_handheld_recorder(tmp_path: Path, dtype: str) -> None:
+    x = ir_excerpt()
+    full_scale = 4.0  # g at full scale of the recorder
+    if dtype == "float32":
+        samples = (x / full_scale).astype(np.float32)
+    else:
+        samples = np.round(x / full_scale * np.iinfo(dtype).max).astype(dtype)
+    path = tmp_path / "rec.wav"
+    scipy.io.wavfile.write(path, 12000, np.column_stack([samples, samples // 2]))
+    rc, out, err = run_analyze(str(path), "--rpm", "1797", "--bearing", "6205", "--scale",
+                               str(full_scale), "--json")  # fmt: skip
+    assert rc == 0, err
+    result = json.loads(out)
+    assert result["verdict"] == "bearing.inner_race"
+    assert (result["analysis"]["fs_hz"], result["source"]["channels"]) == (12000.0, ["1", "2"])
+    # With the recorder's full scale given, levels are in g again.
+    accel = float(np.sqrt(np.mean((x - x.mean()) ** 2)))
+    assert result["features"]["accel_rms_g"] == pytest.approx(accel, rel=1e-3)
 
 
 def test_missing_file_exits_66(tmp_path: Path) -> None:

@@ -69,7 +69,7 @@ def test_a_round_is_analysed_once_from_the_averaged_spectra_of_its_blocks() -> N
     det.update(wave(data[3], 3.0))
     d = det.last_diagnosis
     assert d is not None and d.blocks == 4
-    assert d.notes == ["spectra averaged over 4 blocks, envelope spectra over 1 of them"]
+    assert d.notes[0] == "spectra averaged over 4 blocks, envelope spectra over 1 of them"
     # Severity from the power spectra averaged over the round = the offline analysis of the
     # same four blocks; RMS and kurtosis pooled over the blocks' own moments.
     offline = analyse_blocks(
@@ -99,9 +99,9 @@ def test_long_rounds_average_the_envelope_of_blocks_spread_over_the_round() -> N
     for i, block in enumerate(healthy(64, seed=3)):
         det.update(wave(block, float(i)))
     assert det.last_diagnosis is not None and det.last_diagnosis.blocks == 64
-    assert det.last_diagnosis.notes == [
+    assert det.last_diagnosis.notes[0] == (
         "spectra averaged over 64 blocks, envelope spectra over 2 of them"
-    ]
+    )
     assert det.last_diagnosis.verdict == "normal"
 
 
