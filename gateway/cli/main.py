@@ -39,7 +39,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
 def _cmd_check_config(args: argparse.Namespace) -> int:
     from gateway.config.check import check_config
 
-    return check_config(args.path, sys.stdout, sys.stderr)
+    return check_config(args.path, sys.stdout, sys.stderr, site=args.site)
 
 
 def _cmd_schema(args: argparse.Namespace) -> int:
@@ -88,7 +88,12 @@ def build_parser() -> argparse.ArgumentParser:
     run.set_defaults(func=_cmd_run)
 
     check = sub.add_parser("check-config", help="validate a configuration; exit 78 if invalid")
-    check.add_argument("path", help="gateway.yaml or the folder holding it")
+    check.add_argument("path", help="gateway.yaml or the folder holding it, or one device file")
+    check.add_argument(
+        "--site",
+        help="check a device file with this site (gateway.yaml or its folder); default: the"
+        " nearest gateway.yaml above the device file",
+    )
     check.set_defaults(func=_cmd_check_config)
 
     schema = sub.add_parser("schema", help="print the JSON Schema of the configuration")

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any, Generic, Protocol, TypeVar
 
 from gateway.core.clock import Clock
-from gateway.core.errors import ConfigProblem
+from gateway.core.errors import ConfigProblem, Severity
 from gateway.core.interfaces import Detector, PollingDriver, SharedLine, StreamingDriver
 from gateway.core.records import Tag
 
@@ -134,6 +134,22 @@ class LinkKey:
 
 
 @dataclass(frozen=True, slots=True)
+class NamedFile:
+    """A file or folder a configuration names (a certificate, a key, a trust list, a password
+    file, a DBC). `check-config` requires it to exist and be readable, so that a typo is a
+    configuration error instead of a lost connection, and a `comm.lost` ticket, at run time.
+
+    Connection models list theirs in a `named_files()` method; `key` is the dotted path of the
+    key inside the model (`login.password_file`), `name` the path as written (relative paths
+    resolve against the folder of the file that names them)."""
+
+    key: str
+    name: str
+    what: str  # "client certificate", for the message
+    folder: bool = False
+
+
+@dataclass(frozen=True, slots=True)
 class DeviceIssue:
     """A configuration problem found by a plugin: `device` indexes the devices it was given,
     `path` is a dotted path inside that device file (`points.3.address`)."""
@@ -141,6 +157,7 @@ class DeviceIssue:
     device: int
     path: str
     message: str
+    severity: Severity = Severity.ERROR
 
 
 class ProtocolPlugin(Protocol):

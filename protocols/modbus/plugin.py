@@ -10,7 +10,7 @@ from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING
 
 from gateway.core.clock import Clock
-from gateway.core.errors import ConfigProblem
+from gateway.core.errors import ConfigProblem, Severity
 from gateway.core.interfaces import PollingDriver, SharedLine
 from gateway.core.plugins import (
     DeviceIssue,
@@ -25,7 +25,12 @@ from gateway.core.plugins import (
 from gateway.core.records import Tag, TagKind
 from protocols.modbus.config import DataType, ModbusPoint, ModbusRtuConnection, ModbusTcpConnection
 from protocols.modbus.line import group_rtu_devices
-from protocols.modbus.points import check_points, log_read_plan
+from protocols.modbus.points import (
+    check_points,
+    log_read_plan,
+    modicon_like_addresses,
+    overlapping_points,
+)
 
 if TYPE_CHECKING:
     from protocols.modbus.driver import ModbusRtuLine, ModbusTcpDriver
@@ -57,6 +62,10 @@ def _point_issues(devices: Sequence[DeviceSpec]) -> Iterable[DeviceIssue]:
         if len(set(names)) == len(names):
             for message in check_points(device.values):
                 yield DeviceIssue(index, "points", message)
+        for point, message in overlapping_points(device.values):
+            yield DeviceIssue(index, f"points.{point}.address", message)
+        for point, message in modicon_like_addresses(device.values):
+            yield DeviceIssue(index, f"points.{point}.address", message, Severity.WARNING)
 
 
 class ModbusTcp:

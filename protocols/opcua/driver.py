@@ -159,6 +159,7 @@ class OpcUaDriver:
         self._points = _bind_points(device_id, nodes, tags)
         self._polled = [p for p in self._points if p.node.mode is NodeMode.POLL]
         self._subscribed = [p for p in self._points if p.node.mode is NodeMode.SUBSCRIBE]
+        self._timeout_s = connection.request_timeout_s(poll_period_s if self._polled else None)
         # Sample-rate nodes, shared between waveforms that name the same node.
         self._rate_node_ids = {
             p.node.sample_rate_node: ua.NodeId.from_string(p.node.sample_rate_node)
@@ -322,7 +323,7 @@ class OpcUaDriver:
     def _new_client(self) -> Client:
         conn = self._conn
         client = Client(
-            conn.endpoint, timeout=conn.timeout_s, watchdog_intervall=conn.watchdog_interval_s
+            conn.endpoint, timeout=self._timeout_s, watchdog_intervall=conn.watchdog_interval_s
         )
         client.name = f"edge-gateway {self._device_id}"
         client.description = client.name
@@ -584,7 +585,7 @@ class OpcUaDriver:
             return BadResponse(f"{where} refused {action}: {name}.")
         if isinstance(exc, TimeoutError):  # before OSError: TimeoutError is an OSError
             return DeviceTimeout(
-                f"{where} did not answer {action} within {self._conn.timeout_s} s."
+                f"{where} did not answer {action} within {self._timeout_s:g} s."
             )
         if isinstance(exc, OSError | EOFError):
             # asyncio words a refusal "Connect call failed"; the errno says what happened.

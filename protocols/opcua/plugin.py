@@ -21,7 +21,7 @@ from gateway.core.plugins import (
     StreamingEndpoint,
 )
 from gateway.core.records import Tag, TagKind
-from protocols.opcua.config import NodeKind, OpcUaConnection, OpcUaNode
+from protocols.opcua.config import NodeKind, NodeMode, OpcUaConnection, OpcUaNode
 
 if TYPE_CHECKING:
     from protocols.opcua.driver import OpcUaDriver
@@ -51,7 +51,8 @@ class OpcUa:
         return [self._endpoint(device, clock) for device in devices]
 
     def _endpoint(self, device: DeviceSpec, clock: Clock) -> StreamingEndpoint:
-        connection: OpcUaConnection = device.connection
+        # Certificates, keys and password files are relative to the device file.
+        connection = resolved_connection(device)
         nodes: Sequence[OpcUaNode] = device.values
         tags = self.tags(device)
 
@@ -68,7 +69,24 @@ class OpcUa:
         return LinkKey.named(self.name, "opcua", connection.endpoint.split("://", 1)[-1])
 
     def check(self, devices: Sequence[DeviceSpec]) -> Iterable[DeviceIssue | ConfigProblem]:
-        return ()
+        """A timeout written for a device whose nodes are polled must be shorter than the poll
+        period (the default is, by construction); subscriptions have no period to fit in."""
+        for index, device in enumerate(devices):
+            connection: OpcUaConnection = device.connection
+            polled = any(node.mode is NodeMode.POLL for node in device.values)
+            timeout = connection.timeout_s
+            if polled and timeout is not None and timeout >= device.poll_period_s:
+                yield DeviceIssue(
+                    index,
+                    "connection.timeout_s",
+                    f"timeout_s ({timeout:g} s) must be shorter than poll_period_s "
+                    f"({device.poll_period_s:g} s) when nodes are read with `mode: poll`",
+                )
+
+
+def resolved_connection(device: DeviceSpec) -> OpcUaConnection:
+    connection: OpcUaConnection = device.connection
+    return connection.with_paths_resolved(device.resolve)
 
 
 OPCUA: ProtocolPlugin = OpcUa()
