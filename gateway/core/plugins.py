@@ -100,10 +100,15 @@ class PollingEndpoint:
 
 @dataclass(frozen=True, slots=True)
 class StreamingEndpoint:
-    """An endpoint that pushes its records (OPC UA subscriptions, a CAN channel)."""
+    """An endpoint that pushes its records (OPC UA subscriptions, a CAN channel).
+
+    `silence_limit_s`: a few of the endpoint's periods (publishing interval, cycle times);
+    a configured point that delivers nothing at all that long after the first connection is
+    reported as never delivering (None: the source's default)."""
 
     key: str
     driver_factory: Callable[[], StreamingDriver]
+    silence_limit_s: float | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -64,7 +64,13 @@ def _source(
             phase_s=phases.get(endpoint.key, 0.0),
         )
     if isinstance(endpoint, StreamingEndpoint):
-        return StreamingSource(endpoint.key, endpoint.driver_factory, queue, clock)
+        return StreamingSource(
+            endpoint.key,
+            endpoint.driver_factory,
+            queue,
+            clock,
+            silence_limit_s=endpoint.silence_limit_s,
+        )
     if isinstance(endpoint, SharedLineEndpoint):
         periods = endpoint.periods_s
         return SharedLineSource(

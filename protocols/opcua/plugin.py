@@ -62,7 +62,7 @@ class OpcUa:
                 device.id, connection, nodes, tags, clock, poll_period_s=device.poll_period_s
             )
 
-        return StreamingEndpoint(device.id, driver)
+        return StreamingEndpoint(device.id, driver, silence_limit_s=silence_limit_s(device))
 
     def link(self, device: DeviceSpec) -> LinkKey:
         connection: OpcUaConnection = device.connection
@@ -82,6 +82,25 @@ class OpcUa:
                     f"timeout_s ({timeout:g} s) must be shorter than poll_period_s "
                     f"({device.poll_period_s:g} s) when nodes are read with `mode: poll`",
                 )
+
+
+# A node that delivered nothing (not even a bad status) this many of its periods after the
+# session opened is reported as silent; never sooner than the floor (a slow first publish).
+_SILENT_AFTER_PERIODS = 3
+_SILENT_FLOOR_S = 5.0
+
+
+def silence_limit_s(device: DeviceSpec) -> float:
+    """A few of the device's longest period: publishing interval, sampling intervals, and
+    the poll period when nodes are polled."""
+    connection: OpcUaConnection = device.connection
+    periods = [connection.publishing_interval_ms / 1000.0]
+    for node in device.values:
+        if node.mode is NodeMode.POLL:
+            periods.append(device.poll_period_s)
+        elif node.sampling_interval_ms:
+            periods.append(node.sampling_interval_ms / 1000.0)
+    return max(_SILENT_FLOOR_S, _SILENT_AFTER_PERIODS * max(periods))
 
 
 def resolved_connection(device: DeviceSpec) -> OpcUaConnection:
