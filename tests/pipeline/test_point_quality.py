@@ -30,6 +30,7 @@ from protocols.modbus.config import RegisterTable
 from protocols.opcua.config import OpcUaConnection
 from protocols.opcua.driver import OpcUaDriver
 from simulator.pump import PUMP_POINTS, pump_registers
+from tests.gateway.test_health import REPORT
 from tests.support.modbus import ModbusSimServer, make_driver, point, wait_until
 from tests.support.opcua import ThreadedServer, node
 
@@ -187,19 +188,8 @@ async def test_modbus_bad_and_uncertain_points_show_in_statistics_logs_and_statu
 
 
 def _report_with(device: dict[str, object]) -> dict[str, object]:
-    return {
-        "gateway": "edge-01", "site": "plant-a", "ready": True, "uptime_s": 3.0,
-        "devices": [device],
-        "pipeline": {"queue_depth": 0, "records": 0, "findings": 0, "detector_seconds": 0.0},
-        "uplink": {"connected": True, "reconnects": 0, "half_open_aborts": 0, "published": 0,
-                   "resent": 0},
-        "outbox": {"depth": 0, "by_kind": {}, "oldest_age_s": None},
-        "drops": {},
-        "telemetry": {"samples_written": 0, "refusing": False, "rows_pruned": 0,
-                      "rows_trimmed_for_size": 0},
-        "residency": {"acquired_bytes": 0, "sent_bytes": {}, "sent_messages": {},
-                      "refused_by_guard": {}},
-    }  # fmt: skip
+    """The health test's report with this device in it."""
+    return {**REPORT, "devices": [device]}
 
 
 # --- OPC UA: a mistyped NodeId ----------------------------------------------------------
