@@ -69,6 +69,12 @@ def _cmd_status(args: argparse.Namespace) -> int:
     return status.run(args)
 
 
+def _cmd_values(args: argparse.Namespace) -> int:
+    from gateway.cli import values
+
+    return values.run(args)
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
     from gateway.cli import demo
 
@@ -121,6 +127,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     status.add_arguments(status_parser)
     status_parser.set_defaults(func=_cmd_status)
+
+    from gateway.cli import values
+
+    values_parser = sub.add_parser(
+        "values", help="raw samples from telemetry.db, decoded, as a table or CSV"
+    )
+    values.add_arguments(values_parser)
+    values_parser.set_defaults(func=_cmd_values)
 
     demo = sub.add_parser(
         "demo",
