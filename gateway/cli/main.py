@@ -75,6 +75,12 @@ def _cmd_values(args: argparse.Namespace) -> int:
     return values.run(args)
 
 
+def _cmd_probe(args: argparse.Namespace) -> int:
+    from gateway.cli import probe
+
+    return probe.run(args)
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
     from gateway.cli import demo
 
@@ -127,6 +133,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     status.add_arguments(status_parser)
     status_parser.set_defaults(func=_cmd_status)
+
+    from gateway.cli import probe
+
+    probe_parser = sub.add_parser(
+        "probe", help="read one device once (or for a while) and print every point; read-only"
+    )
+    probe.add_arguments(probe_parser)
+    probe_parser.set_defaults(func=_cmd_probe)
 
     from gateway.cli import values
 

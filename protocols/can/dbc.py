@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import cantools
@@ -40,6 +40,8 @@ class SignalBinding:
     maximum: float | None
     # None when neither the config nor the DBC gives a cycle time: no stale detection.
     stale_after_s: float | None
+    # The DBC's value table (VAL_) for the signal, value -> label; empty when it has none.
+    labels: Mapping[int, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -155,6 +157,7 @@ def plan_messages(
                 minimum=_bound(dbc_signal.minimum, dbc_signal.maximum)[0],
                 maximum=_bound(dbc_signal.minimum, dbc_signal.maximum)[1],
                 stale_after_s=_stale_after_s(configured, message, dbc_signal.multiplexer_ids),
+                labels={int(k): str(v) for k, v in (dbc_signal.choices or {}).items()},
             )
         )
     if problems:

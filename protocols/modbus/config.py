@@ -33,6 +33,14 @@ class RegisterTable(enum.StrEnum):
     def is_bits(self) -> bool:
         return self in (RegisterTable.COILS, RegisterTable.DISCRETE)
 
+    @property
+    def function_code(self) -> int:
+        """The read function code of the table (Modbus Application Protocol 6.1-6.4)."""
+        return _READ_FUNCTION[self]
+
+
+_READ_FUNCTION = {"coils": 1, "discrete": 2, "holding": 3, "input": 4}
+
 
 class DataType(enum.StrEnum):
     UINT16 = "uint16"

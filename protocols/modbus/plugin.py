@@ -48,10 +48,25 @@ def tag_kind(point: ModbusPoint) -> TagKind:
 def modbus_tags(device: DeviceSpec) -> list[Tag]:
     """One tag per point; text points are left out (a text is not a Sample value: the
     driver reports it through `texts()`)."""
+    points: Sequence[ModbusPoint] = device.values
     return [
-        Tag(id=device.tag_id(point.name), asset=device.asset, unit=point.unit, kind=tag_kind(point))
-        for point in device.values
+        tag
+        for tag, point in zip(_point_tags(device), points, strict=True)
         if point.type is not DataType.STRING
+    ]
+
+
+def _point_tags(device: DeviceSpec) -> list[Tag]:
+    """One tag per point, text points included, in point order: what a driver is given (it
+    pairs `points[i]` with `tags[i]` and leaves the text points out of its records)."""
+    return [
+        Tag(
+            id=device.tag_id(point.name),
+            asset=device.asset,
+            unit=point.unit,
+            kind=tag_kind(point),
+        )
+        for point in device.values
     ]
 
 
@@ -84,7 +99,7 @@ class ModbusTcp:
     def _endpoint(self, device: DeviceSpec, clock: Clock) -> PollingEndpoint:
         connection: ModbusTcpConnection = device.connection
         points: Sequence[ModbusPoint] = device.values
-        tags = modbus_tags(device)
+        tags = _point_tags(device)
         log_read_plan(device.id, points, connection)
 
         def driver() -> PollingDriver:
@@ -127,7 +142,7 @@ class ModbusRtu:
     def _line(
         self, members: Sequence[DeviceSpec], port: str, group_line_id: str, clock: Clock
     ) -> SharedLineEndpoint:
-        units = [(d.id, d.connection, d.values, modbus_tags(d)) for d in members]
+        units = [(d.id, d.connection, d.values, _point_tags(d)) for d in members]
         for device in members:
             log_read_plan(device.id, device.values, device.connection)
 

@@ -99,6 +99,55 @@ def log_read_plan(device_id: str, points: Sequence[ModbusPoint], limits: ModbusL
     return summary
 
 
+def plan_lines(plan: ReadPlan, points: Sequence[ModbusPoint]) -> list[str]:
+    """The read plan for a person: the summary, then each request with its function code and
+    the points it serves (`holding 0+4 (function 3): bearing_temp, discharge_pressure`)."""
+    lines = [describe_plan(plan.all_requests)]
+    for request in plan.scalar_requests:
+        names = ", ".join(points[piece.point].name for piece in request.slices)
+        lines.append(f"{_request_text(request)}: {names}")
+    for index, reads in plan.waveform_requests:
+        for number, request in enumerate(reads, start=1):
+            lines.append(
+                f"{_request_text(request)}: {points[index].name} (block {number}/{len(reads)})"
+            )
+    return lines
+
+
+def _request_text(request: ReadRequest) -> str:
+    table = RegisterTable(request.table)
+    return f"{table} {request.address}+{request.count} (function {table.function_code})"
+
+
+def raw_texts(
+    plan: ReadPlan,
+    points: Sequence[ModbusPoint],
+    tag_ids: Sequence[str],
+    scalar_answers: Sequence[Answer],
+    waveform_answers: Sequence[Sequence[Answer]],
+) -> dict[str, str]:
+    """Tag id -> the registers (hex) or bits its point got in one poll. A request answered
+    with an error gives no raw value (the sample's reason says why)."""
+    texts: dict[str, str] = {}
+    for request, answer in zip(plan.scalar_requests, scalar_answers, strict=False):
+        if isinstance(answer, str):
+            continue
+        bits = RegisterTable(request.table).is_bits
+        for piece in request.slices:
+            words = answer[piece.offset : piece.offset + piece.count]
+            texts[tag_ids[piece.point]] = " ".join(
+                str(word) if bits else f"0x{word:04X}" for word in words
+            )
+    for (index, _), answers in zip(plan.waveform_requests, waveform_answers, strict=False):
+        blocks = [answer for answer in answers if not isinstance(answer, str)]
+        if len(blocks) != len(answers):
+            continue
+        registers = [word for block in blocks for word in block]
+        head = " ".join(f"0x{word:04X}" for word in registers[:4])
+        texts[tag_ids[index]] = f"{head} ... ({len(registers)} registers)"
+    return texts
+
+
 def check_points(points: Sequence[ModbusPoint]) -> list[str]:
     """Cross-point problems the single-point model cannot see (for the config cross-check)."""
     problems: list[str] = []

@@ -69,7 +69,13 @@ from protocols.opcua.config import (
     SecurityPolicy,
     UsernameLogin,
 )
-from protocols.opcua.decode import NodeReading, sample_rate_of, scalar_record, waveform_record
+from protocols.opcua.decode import (
+    NodeReading,
+    raw_text,
+    sample_rate_of,
+    scalar_record,
+    waveform_record,
+)
 from protocols.opcua.quality import CODE_MASK, quality_of, status_label
 
 log = logging.getLogger(__name__)
@@ -176,6 +182,7 @@ class OpcUaDriver:
         self._data_changes = 0
         self._reads = 0
         self._bad_samples = 0
+        self._last_readings: dict[str, NodeReading] = {}  # tag id -> latest, for `probe`
 
     @property
     def endpoint(self) -> str:
@@ -191,6 +198,26 @@ class OpcUaDriver:
             reads=self._reads,
             bad_samples=self._bad_samples,
         )
+
+    # --- Inspectable (edge-gateway probe) ------------------------------------------------
+
+    def describe_plan(self) -> list[str]:
+        conn = self._conn
+        lines = [f"session to {conn.endpoint} (security {conn.security_mode}, "
+                 f"{conn.security_policy}; timeout {self._timeout_s:g} s)"]  # fmt: skip
+        if self._subscribed:
+            lines.append(f"subscription, publishing every {conn.publishing_interval_ms:g} ms:")
+            lines += [f"  {_node_text(p.node)}" for p in self._subscribed]
+        if self._polled:
+            lines.append(f"Read every {self._poll_period_s:g} s:")
+            lines += [f"  {_node_text(p.node)}" for p in self._polled]
+        return lines
+
+    def raw_values(self) -> dict[str, str]:
+        return {tag: raw_text(reading) for tag, reading in self._last_readings.items()}
+
+    def state_labels(self) -> dict[str, dict[int, str]]:
+        return {}  # OPC UA enumerations are not mapped to labels (yet)
 
     # --- lifecycle --------------------------------------------------------------------------
 
@@ -548,6 +575,7 @@ class OpcUaDriver:
         return values
 
     def _record(self, point: _Point, reading: NodeReading, now: float) -> Record:
+        self._last_readings[point.tag.id] = reading
         if point.node.kind is NodeKind.WAVEFORM:
             rate = point.node.sample_rate
             if point.node.sample_rate_node is not None:
@@ -609,6 +637,18 @@ def _bind_points(device_id: str, nodes: Sequence[OpcUaNode], tags: Sequence[Tag]
     return points
 
 
+def _node_text(node: OpcUaNode) -> str:
+    text = f"{node.name} ({node.node_id}"
+    if node.kind is NodeKind.WAVEFORM:
+        rate = node.sample_rate_node or f"{node.sample_rate:g} Hz"
+        text += f", waveform at {rate}"
+    if node.sampling_interval_ms is not None:
+        text += f", sampled every {node.sampling_interval_ms:g} ms"
+    if node.deadband.type is not DeadbandType.NONE:
+        text += f", deadband {node.deadband.type} {node.deadband.value:g}"
+    return text + ")"
+
+
 def _rate_nodes(points: Sequence[_Point]) -> list[str]:
     return sorted({p.node.sample_rate_node for p in points if p.node.sample_rate_node is not None})
 
@@ -646,6 +686,7 @@ def _reading(value: ua.DataValue | None) -> NodeReading:
         status_name=_status_name(code),
         source_ts=_epoch(value.SourceTimestamp),
         server_ts=_epoch(value.ServerTimestamp),
+        data_type=value.Value.VariantType.name if value.Value is not None else None,
     )
 
 

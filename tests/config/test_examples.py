@@ -25,3 +25,22 @@ def test_examples_cover_every_protocol_and_the_schema_knows_them() -> None:
     assert used == PROTOCOLS
     schema_text = str(device_schema())
     assert all(protocol in schema_text for protocol in PROTOCOLS)
+
+
+@pytest.mark.parametrize("site", SITES, ids=lambda p: p.name)
+def test_example_site_builds_its_drivers(site: Path) -> None:
+    """Every endpoint's driver (or line) can be built from the example, text points and all,
+    without connecting: a wiring mistake shows here, not when the daemon starts polling."""
+    from gateway.assembly.plant import configured_devices, endpoints
+    from gateway.core.clock import SystemClock
+    from gateway.core.plugins import SharedLineEndpoint
+
+    loaded = load_config(site)
+    devices = configured_devices(loaded.devices, loaded.protocols)
+    built = []
+    for endpoint in endpoints(devices, SystemClock()):
+        if isinstance(endpoint, SharedLineEndpoint):
+            built += [tag.id for tag in endpoint.line_factory().tags()]
+        else:
+            built += [tag.id for tag in endpoint.driver_factory().tags()]
+    assert sorted(built) == sorted(tag.id for device in devices for tag in device.tags)
