@@ -142,6 +142,11 @@ def build_parser() -> argparse.ArgumentParser:
     probe.add_arguments(probe_parser)
     probe_parser.set_defaults(func=_cmd_probe)
 
+    from gateway.cli import discover
+    from protocols import PROTOCOLS
+
+    discover.add_commands(sub, PROTOCOLS)
+
     from gateway.cli import values
 
     values_parser = sub.add_parser(

@@ -12,4 +12,5 @@ EX_USAGE = 64
 EX_DATAERR = 65  # the input (a recording, a reading) is not usable
 EX_NOINPUT = 66  # an input file (a recording, state.db) does not exist
 EX_UNAVAILABLE = 69  # a needed service (the daemon's endpoint, a device, mosquitto) is missing
+EX_CANTCREAT = 73  # an output file cannot be created (exists, or its folder does not)
 EX_CONFIG = 78

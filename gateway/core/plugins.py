@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import importlib
 import re
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Coroutine, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Generic, Protocol, TypeVar
@@ -205,6 +205,57 @@ class ProtocolPlugin(Protocol):
         """Checks only this protocol knows (read plans, line settings, DBC contents);
         a `ConfigProblem` is a problem located in another file (inside a DBC)."""
         ...
+
+
+# --- commissioning: drafting device files ----------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceDraft:
+    """A device file drafted from what a device or a description file offers: YAML the loader
+    accepts as it is (with comments saying what was found), and notes for the engineer."""
+
+    device_id: str
+    text: str
+    notes: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Option:
+    """One command-line option of a discovery command, as data (the CLI builds the parser):
+    `flags` such as ("--unit",) or ("target",) for a positional argument."""
+
+    flags: tuple[str, ...]
+    help: str
+    type: Callable[[str], Any] = str
+    default: Any = None
+    multiple: bool = False  # may be given several times (a list)
+    choices: tuple[str, ...] | None = None
+    metavar: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class DiscoveryCommand:
+    """A command a protocol adds to `edge-gateway` to draft device files: `browse` (OPC UA),
+    `import-dbc` (CAN), `scan modbus` (a command shared by protocols: `scan`, with `target`
+    naming this one).
+
+    `draft(options, folder)` gets the options by name and the folder the draft will be
+    written to (None: standard output, so paths it names are written absolute). It raises
+    `ValueError` for options that make no sense, `FileNotFoundError` for a missing input
+    file, `ConfigError` for an input file that cannot be read as what it should be, and a
+    `DriverError` when the device cannot be reached. It only reads from devices."""
+
+    name: str
+    help: str
+    options: tuple[Option, ...]
+    draft: Callable[[Mapping[str, Any], Path | None], Coroutine[Any, Any, DeviceDraft]]
+    target: str | None = None
+
+
+def discovery_commands(protocols: Iterable[Any]) -> list[DiscoveryCommand]:
+    """The discovery commands the protocols of a table offer (their optional `discovery`)."""
+    return [command for plugin in protocols for command in getattr(plugin, "discovery", ())]
 
 
 # --- what a rule plugin is -----------------------------------------------------------------

@@ -27,6 +27,7 @@ from gateway.core.plugins import (
 )
 from gateway.core.records import Tag
 from protocols.can.config import CanConnection, CanSignal
+from protocols.can.discovery import IMPORT_DBC
 
 if TYPE_CHECKING:
     from protocols.can.driver import CanDriver
@@ -49,6 +50,7 @@ class Can:
     values_field = "signals"
     values_description = "CAN devices: the DBC signals to decode."
     value_model = CanSignal
+    discovery = (IMPORT_DBC,)  # `edge-gateway import-dbc`
 
     def tags(self, device: DeviceSpec) -> list[Tag]:
         signals: Sequence[CanSignal] = device.values

@@ -69,6 +69,15 @@ EXCEPTION_NAMES: dict[int, str] = {
 FetchFn = Callable[[RegisterTable, int, int], Awaitable[list[int]]]
 
 
+class ExceptionAnswer(BadResponse):
+    """The device answered a read with a Modbus exception (`code`, section 7): it is there
+    and refuses this request (exception 2: the addresses are not mapped)."""
+
+    def __init__(self, message: str, code: int) -> None:
+        super().__init__(message)
+        self.code = code
+
+
 class _UnitReader:
     """Reads one unit's points through a connected client: plan, fetch, validate, decode."""
 
@@ -475,7 +484,7 @@ def checked_answer(
     if response.function_code == function_code | 0x80:
         code = int(getattr(response, "exception_code", 0))
         name = EXCEPTION_NAMES.get(code, "unknown exception")
-        raise BadResponse(f"exception {code} ({name}) reading {count} at {where}")
+        raise ExceptionAnswer(f"exception {code} ({name}) reading {count} at {where}", code)
     if response.function_code != function_code:
         raise BadResponse(
             f"answer has function code {response.function_code}, expected {function_code},"

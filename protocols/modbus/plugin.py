@@ -24,6 +24,7 @@ from gateway.core.plugins import (
 )
 from gateway.core.records import Tag, TagKind
 from protocols.modbus.config import DataType, ModbusPoint, ModbusRtuConnection, ModbusTcpConnection
+from protocols.modbus.discovery import SCAN_MODBUS
 from protocols.modbus.line import group_rtu_devices
 from protocols.modbus.points import (
     check_points,
@@ -85,6 +86,7 @@ def _point_issues(devices: Sequence[DeviceSpec]) -> Iterable[DeviceIssue]:
 
 class ModbusTcp:
     name = "modbus_tcp"
+    discovery = (SCAN_MODBUS,)  # `edge-gateway scan modbus`
     connection_model = ModbusTcpConnection
     values_field = "points"
     values_description = "Modbus devices: the registers to read."

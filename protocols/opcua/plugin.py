@@ -22,6 +22,7 @@ from gateway.core.plugins import (
 )
 from gateway.core.records import Tag, TagKind
 from protocols.opcua.config import NodeKind, NodeMode, OpcUaConnection, OpcUaNode
+from protocols.opcua.discovery import BROWSE
 
 if TYPE_CHECKING:
     from protocols.opcua.driver import OpcUaDriver
@@ -35,6 +36,7 @@ class OpcUa:
     values_field = "nodes"
     values_description = "OPC UA devices: the nodes to subscribe to or poll."
     value_model = OpcUaNode
+    discovery = (BROWSE,)  # `edge-gateway browse`
 
     def tags(self, device: DeviceSpec) -> list[Tag]:
         return [
