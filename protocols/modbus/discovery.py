@@ -57,6 +57,7 @@ async def scan_device(
     start: int,
     count: int,
     block: int,
+    step: int = 4,
     rate_per_s: float,
     max_requests: int,
     pace: Pace = asyncio.sleep,
@@ -74,7 +75,7 @@ async def scan_device(
     last_request: float | None = None
     async with ModbusTcpDriver("scan", connection, [], [], SystemClock()) as driver:
         for table in tables:
-            scan = report.tables[table] = TableScan(start, count, block)
+            scan = report.tables[table] = TableScan(start, count, block, step)
             while (probe := scan.next_probe()) is not None:
                 if report.requests >= max_requests:
                     report.budget_exhausted = True
@@ -206,6 +207,7 @@ async def _draft(options: Mapping[str, Any], folder: Path | None) -> DeviceDraft
         start=options["start"],
         count=options["count"],
         block=options["block"],
+        step=options["step"],
         rate_per_s=options["rate"],
         max_requests=options["max_requests"],
     )
@@ -229,12 +231,14 @@ SCAN_MODBUS = DiscoveryCommand(
                multiple=True, choices=tuple(RegisterTable)),
         Option(("--start",), "first address (zero-based, default 0)", type=int, default=0),
         Option(("--count",), "addresses per table (default 1000)", type=int, default=1000),
-        Option(("--block",), "addresses per request (default 16; 1 finds isolated ones)",
-               type=int, default=16),
-        Option(("--rate",), "at most this many requests per second (default 20)", type=float,
-               default=20.0),
-        Option(("--max-requests",), "stop after this many requests (default 1000)", type=int,
-               default=1000),
+        Option(("--block",), "addresses per request (default 16)", type=int, default=16),
+        Option(("--step",), "in a refused block, try every STEP-th address on its own"
+               " (default 4: finds every mapped range of 4 or more; 1 finds all)", type=int,
+               default=4),
+        Option(("--rate",), "at most this many requests per second (default 50)", type=float,
+               default=50.0),
+        Option(("--max-requests",), "stop after this many requests (default 2000)", type=int,
+               default=2000),
         Option(("--timeout",), "seconds to wait for an answer (default 0.5)", type=float,
                default=0.5),
         Option(("--max-points",), "points in the draft at most (default 200)", type=int,

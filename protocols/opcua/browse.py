@@ -211,6 +211,11 @@ def device_id_for(endpoint: str) -> str:
     the host, as a device id."""
     rest = endpoint.split("://", 1)[-1]
     host, _, path = rest.partition("/")
-    segment = path.rstrip("/").rsplit("/", 1)[-1] if path.strip("/") else host.split(":")[0]
+    if path.strip("/"):
+        segment = path.rstrip("/").rsplit("/", 1)[-1]
+    else:
+        name = host.rsplit(":", 1)[0] if not host.startswith("[") else host
+        # A host name's first label (press-3.plant.local -> press-3); an address as it is.
+        segment = name if re.fullmatch(r"[\d.\[\]:a-fA-F]+", name) else name.split(".")[0]
     text = re.sub(r"[^A-Za-z0-9_-]+", "-", segment).strip("-_")
     return text if text and text[0].isalnum() else f"opcua-{text or 'server'}"

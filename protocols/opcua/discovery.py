@@ -32,7 +32,10 @@ _PATH_KEYS = ("certificate", "private_key", "trust_list")
 
 def connection_from(options: Mapping[str, Any]) -> OpcUaConnection:
     """The connection the options describe, validated like a device file's."""
-    fields: dict[str, Any] = {"protocol": "opcua", "endpoint": options["endpoint"]}
+    endpoint = options["endpoint"]
+    if not str(endpoint).startswith("opc.tcp://"):
+        raise ValueError(f"`{endpoint}` is not an endpoint URL such as opc.tcp://10.0.0.5:4840")
+    fields: dict[str, Any] = {"protocol": "opcua", "endpoint": endpoint}
     for key in ("security_policy", "security_mode", *_PATH_KEYS):
         if options.get(key):
             fields[key] = options[key]
@@ -46,7 +49,11 @@ def connection_from(options: Mapping[str, Any]) -> OpcUaConnection:
     try:
         return OpcUaConnection.model_validate(fields)
     except ValidationError as exc:
-        problems = "; ".join(e["msg"].removeprefix("Value error, ") for e in exc.errors())
+        problems = "; ".join(
+            ".".join(str(part) for part in e["loc"]) + ": " + e["msg"].removeprefix("Value error, ")
+            if e["loc"] else e["msg"].removeprefix("Value error, ")
+            for e in exc.errors()
+        )  # fmt: skip
         raise ValueError(problems) from None
 
 
