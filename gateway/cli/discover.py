@@ -77,6 +77,7 @@ def run(command: DiscoveryCommand, args: argparse.Namespace) -> int:
     if not args.verbose:
         logging.getLogger().setLevel(logging.WARNING)  # drivers narrate connects at INFO
     options = {dest(option): getattr(args, dest(option)) for option in command.options}
+    options["command_line"] = getattr(args, "command_line", None)
     output = Path(args.output) if args.output else None
     if output is not None:
         if output.exists() and not args.force:

@@ -240,8 +240,9 @@ class DiscoveryCommand:
     `import-dbc` (CAN), `scan modbus` (a command shared by protocols: `scan`, with `target`
     naming this one).
 
-    `draft(options, folder)` gets the options by name and the folder the draft will be
-    written to (None: standard output, so paths it names are written absolute). It raises
+    `draft(options, folder)` gets the options by name (and `command_line`, the command as
+    typed, for the draft's header) and the folder the draft will be written to (None:
+    standard output, so paths it names are written absolute). It raises
     `ValueError` for options that make no sense, `FileNotFoundError` for a missing input
     file, `ConfigError` for an input file that cannot be read as what it should be, and a
     `DriverError` when the device cannot be reached. It only reads from devices."""

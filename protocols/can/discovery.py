@@ -94,9 +94,10 @@ def draft_from_dbc(
     when = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     lines = [
         f"# Drafted by `{comment(command)}` on {when}:",
-        f"# {len(entries)} signals of {len(messages)} DBC messages. Review the names and the",
-        "# connection, add rules, then run `edge-gateway check-config` and `edge-gateway probe`",
-        "# on this file. Units and cycle times come from the DBC (comments show them).",
+        f"# {_count(len(entries), 'signal')} of {_count(len(messages), 'DBC message')}."
+        " Units and cycle times come from the DBC",
+        "# (the comments show them). Review the names and the connection, add rules, then run",
+        "# `edge-gateway check-config` and `edge-gateway probe` on this file.",
         f"id: {scalar(device_id)}",
         "connection:",
         "  protocol: can",
@@ -115,6 +116,10 @@ def draft_from_dbc(
         lines.append(f"  - {entry}  # {_signal_text(signal)}")
     notes = [f"The multiplexer switch {s} is not a measurement; left out." for s in skipped]
     return DeviceDraft(device_id, "\n".join(lines) + "\n", tuple(notes))
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
 
 
 def _unique_names(entries: Sequence[tuple[str, DbcMessageInfo, DbcSignalInfo]]) -> list[str]:
@@ -189,7 +194,7 @@ def _draft_from_file(options: Mapping[str, Any], folder: Path | None) -> DeviceD
         interface=options["interface"],
         channel=options["channel"],
         bitrate=options["bitrate"],
-        command=f"edge-gateway import-dbc {path.name} {wanted}".strip(),
+        command=options.get("command_line") or f"edge-gateway import-dbc {path} {wanted}".strip(),
     )
 
 

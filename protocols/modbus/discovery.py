@@ -216,7 +216,8 @@ async def _draft(options: Mapping[str, Any], folder: Path | None) -> DeviceDraft
         report,
         device_id=device_id,
         max_points=options["max_points"],
-        command=f"edge-gateway scan modbus {options['target']} --unit {options['unit']}",
+        command=options.get("command_line")
+        or f"edge-gateway scan modbus {options['target']} --unit {options['unit']}",
     )
 
 

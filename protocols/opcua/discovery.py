@@ -118,7 +118,7 @@ async def _draft(options: Mapping[str, Any], folder: Path | None) -> DeviceDraft
         endpoint=connection.endpoint,
         device_id=options["id"] or device_id_for(connection.endpoint),
         connection_lines=connection_lines(connection, folder),
-        command=command,
+        command=options.get("command_line") or command,
     )
 
 
