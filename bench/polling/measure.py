@@ -154,9 +154,9 @@ async def measure(
 
         jitters: list[float] = []
         for device in devices:
-            stored = await telemetry.read_samples(device.tag_id(WATCHED_POINT), wall0, wall1)
+            stored = await telemetry.read_samples(device.spec.tag_id(WATCHED_POINT), wall0, wall1)
             jitters += [
-                abs(b.ts - a.ts - device.poll_period_s) for a, b in itertools.pairwise(stored)
+                abs(b.ts - a.ts - device.spec.poll_period_s) for a, b in itertools.pairwise(stored)
             ]
         errors = sum(st.errors for s in polling for st in s.statistics())
         skipped = sum(st.skipped_ticks for s in polling for st in s.statistics())

@@ -19,7 +19,8 @@ RULE_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_\-]*$"
 class ThresholdRule(BaseModel):
     """hi / hihi / lo / lolo limits with deadband, on-delay and off-delay."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # As strict as the JSON Schema; the priorities opt out because YAML gives them as text.
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
     name: str = Field(pattern=RULE_NAME_PATTERN, description="Rule name, unique in the device.")
     kind: Literal["threshold"] = Field(
@@ -33,9 +34,11 @@ class ThresholdRule(BaseModel):
     deadband: float = Field(0.0, ge=0, description="A limit clears only past limit -/+ deadband.")
     on_delay_s: float = Field(0.0, ge=0, description="Limit must be exceeded this long to raise.")
     off_delay_s: float = Field(0.0, ge=0, description="Value must be back this long to clear.")
-    priority: Priority = Field(Priority.P2, description="Priority when the hi/lo limit is crossed.")
+    priority: Priority = Field(
+        Priority.P2, strict=False, description="Priority when the hi/lo limit is crossed."
+    )
     priority_hihi: Priority = Field(
-        Priority.P1, description="Priority when the hihi/lolo limit is crossed."
+        Priority.P1, strict=False, description="Priority when the hihi/lolo limit is crossed."
     )
     message: str = Field("", description="Extra words for the technician, added to the ticket.")
 

@@ -28,7 +28,8 @@ _DETECTOR: Lazy[type[VibrationDetector]] = Lazy(
 
 
 class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # As strict as the JSON Schema: `balls: "9"` is an error, not a silent conversion.
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
 
 class BearingGeometryConfig(Strict):

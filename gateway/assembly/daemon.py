@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -38,6 +39,8 @@ from gateway.store.snapshots import DetectorSnapshots
 from uplink.events import rfc3339
 from uplink.service import Uplink
 
+log = logging.getLogger(__name__)
+
 # Records between the sources and the detector runner: when full, sources wait (DESIGN.md 3).
 QUEUE_SIZE = 10_000
 
@@ -66,6 +69,8 @@ async def assemble(
     loaded: LoadedConfig, clock: Clock, stack: contextlib.AsyncExitStack
 ) -> Daemon:
     """Open the stores (closed by `stack`) and build everything on them."""
+    for warning in loaded.warnings:  # check-config printed them; the journal keeps them
+        log.warning("Configuration warning: %s", warning)
     cfg = loaded.gateway
     state_dir = loaded.state_directory
     state_dir.mkdir(parents=True, exist_ok=True)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shlex
 import sys
 from collections.abc import Sequence
 
@@ -26,7 +27,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
 def _cmd_check_config(args: argparse.Namespace) -> int:
     from gateway.config.check import check_config
 
-    return check_config(args.path, sys.stdout, error_stream())
+    return check_config(args.path, sys.stdout, error_stream(), site=args.site)
 
 
 def _cmd_schema(args: argparse.Namespace) -> int:
@@ -66,6 +67,18 @@ def _cmd_status(args: argparse.Namespace) -> int:
     return status.run(args)
 
 
+def _cmd_values(args: argparse.Namespace) -> int:
+    from gateway.cli import values
+
+    return values.run(args)
+
+
+def _cmd_probe(args: argparse.Namespace) -> int:
+    from gateway.cli import probe
+
+    return probe.run(args)
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
     from gateway.cli import demo
 
@@ -86,7 +99,12 @@ def build_parser() -> argparse.ArgumentParser:
     run.set_defaults(func=_cmd_run)
 
     check = sub.add_parser("check-config", help="validate a configuration; exit 78 if invalid")
-    check.add_argument("path", help="gateway.yaml or the folder holding it")
+    check.add_argument("path", help="gateway.yaml or the folder holding it, or one device file")
+    check.add_argument(
+        "--site",
+        help="check a device file with this site (gateway.yaml or its folder); default: the"
+        " nearest gateway.yaml above the device file",
+    )
     check.set_defaults(func=_cmd_check_config)
 
     schema = sub.add_parser(
@@ -129,6 +147,27 @@ def build_parser() -> argparse.ArgumentParser:
     status.add_arguments(status_parser)
     status_parser.set_defaults(func=_cmd_status)
 
+    from gateway.cli import probe
+
+    probe_parser = sub.add_parser(
+        "probe", help="read one device once (or for a while) and print every point; read-only"
+    )
+    probe.add_arguments(probe_parser)
+    probe_parser.set_defaults(func=_cmd_probe)
+
+    from gateway.cli import discover
+    from protocols import PROTOCOLS
+
+    discover.add_commands(sub, PROTOCOLS)
+
+    from gateway.cli import values
+
+    values_parser = sub.add_parser(
+        "values", help="raw samples from telemetry.db, decoded, as a table or CSV"
+    )
+    values.add_arguments(values_parser)
+    values_parser.set_defaults(func=_cmd_values)
+
     demo = sub.add_parser(
         "demo",
         help="run the demo plant: local broker, simulator, central ticket system and the gateway",
@@ -149,6 +188,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    # The command as typed, for what it writes (a draft's header names its command).
+    args.command_line = shlex.join(["edge-gateway", *(sys.argv[1:] if argv is None else argv)])
     if not getattr(args, "func", None):
         parser.print_help(sys.stderr)
         return EX_USAGE

@@ -213,6 +213,23 @@ def verdict(report: Mapping[str, Any]) -> str:
     if down:
         return f"DEGRADED: {down} of {len(devices)} devices down"
     return "ready"
+def _point_quality(device: Mapping[str, Any]) -> list[str]:
+    """Lines about the device's points: samples counted BAD or UNCERTAIN and the points that
+    are so now, and points of a stream that never delivered (empty when all is well). A
+    daemon without these fields (older) prints none."""
+    lines = []
+    bad, uncertain = device.get("bad_samples", 0), device.get("uncertain_samples", 0)
+    if bad or uncertain:
+        lines.append(f"samples BAD {bad}, UNCERTAIN {uncertain}")
+    for key, label in (
+        ("bad_points", "BAD now"),
+        ("uncertain_points", "UNCERTAIN now"),
+        ("silent_points", "never delivered"),
+    ):
+        names = device.get(key) or []
+        if names:
+            lines.append(f"{label}: {', '.join(names)}")
+    return lines
 
 
 def print_report(report: Mapping[str, Any], out: TextIO) -> None:
@@ -236,6 +253,8 @@ def print_report(report: Mapping[str, Any], out: TextIO) -> None:
             f"errors {device['errors']:<6} latency {latency_text}{error}",
             file=out,
         )
+        for text in _point_quality(device):
+            print(f"  {'':<22} {text}", file=out)
     pipeline = report["pipeline"]
     print("Pipeline", file=out)
     line("queue depth", pipeline["queue_depth"])

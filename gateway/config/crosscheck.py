@@ -8,7 +8,8 @@ What only one protocol or rule kind knows is asked of its plugin (`check`); the 
 read the connection models: a connection that owns an exclusive resource (a Modbus TCP unit, a
 serial line, a CAN channel) says so through a `resource_claims()` method, and a connection with
 a per-request timeout has a `timeout_s` field. New protocols and rule kinds join these checks
-with no change here.
+with no change here. So do files a connection names (`named_files()`), and a connection that
+is not polled at the device's period says so with `timeout_within_poll_period = False`.
 """
 
 from __future__ import annotations
@@ -18,9 +19,10 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from gateway.config.files import named_file_problems
 from gateway.config.models import DeviceConfig
 from gateway.config.yaml_marks import MarkedDocument
-from gateway.core.errors import ConfigProblem
+from gateway.core.errors import ConfigProblem, Severity
 from gateway.core.plugins import DeviceSpec, PluginTable, ProtocolPlugin, RulePlugin
 
 
@@ -36,8 +38,11 @@ class CheckedDevice:
     def spec(self) -> DeviceSpec:
         return self.config.spec(self.path)
 
-    def problem(self, path: str, message: str) -> ConfigProblem:
-        return ConfigProblem(self.document.file, self.document.line_of(path), path, message)
+    def problem(
+        self, path: str, message: str, severity: Severity = Severity.ERROR
+    ) -> ConfigProblem:
+        line = self.document.line_of(path)
+        return ConfigProblem(self.document.file, line, path, message, severity)
 
     def where(self, path: str) -> str:
         line = self.document.line_of(path)
@@ -65,6 +70,7 @@ def cross_check(
         lambda ds: _rule_signals(ds, some_files_invalid),
         _timeouts_shorter_than_poll_period,
         _resources_claimed_once,
+        _named_files_readable,
         lambda ds: _protocol_checks(ds, protocols),
         lambda ds: _rule_checks(ds, rules),
     ]
@@ -198,6 +204,8 @@ def _timeouts_shorter_than_poll_period(
     # A request that may outlast the period would overlap the next poll (DESIGN.md sec. 3).
     for device in devices:
         connection = device.config.connection
+        if not getattr(type(connection), "timeout_within_poll_period", True):
+            continue  # a connection that is not polled at the period (OPC UA subscriptions)
         timeout = getattr(connection, "timeout_s", None)
         if timeout is None or timeout < device.config.poll_period_s:
             continue
@@ -230,6 +238,17 @@ def _resources_claimed_once(devices: Sequence[CheckedDevice]) -> Iterator[Config
 
 
 
+def _named_files_readable(devices: Sequence[CheckedDevice]) -> Iterator[ConfigProblem]:
+    """Certificates, keys, trust lists, password files and DBCs named by a connection
+    (`named_files()`) exist and are readable, relative to the device file's folder."""
+    for device in devices:
+        named = getattr(device.config.connection, "named_files", None)
+        if named is None:
+            continue
+        for file in named():
+            for severity, message in named_file_problems(file, device.path.parent):
+                yield device.problem(f"connection.{file.key}", message, severity)
+
 
 def _protocol_checks(
     devices: Sequence[CheckedDevice], protocols: PluginTable[ProtocolPlugin]
@@ -243,7 +262,7 @@ def _protocol_checks(
             if isinstance(issue, ConfigProblem):
                 yield issue
             else:
-                yield members[issue.device].problem(issue.path, issue.message)
+                yield members[issue.device].problem(issue.path, issue.message, issue.severity)
 
 
 def _rule_checks(

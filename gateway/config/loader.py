@@ -12,9 +12,10 @@ an engineer typing `check-config configs/` expects to see), otherwise as given.
 
 from __future__ import annotations
 
+import dataclasses
 import glob
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -23,6 +24,7 @@ from pydantic import BaseModel, ValidationError
 
 from detectors import RULES
 from gateway.config.crosscheck import CheckedDevice, cross_check
+from gateway.config.files import named_file_problems
 from gateway.config.models import DeviceConfig, GatewayConfig, device_model
 from gateway.config.pydantic_errors import problem_for_non_mapping, validation_problems
 from gateway.config.yaml_marks import MarkedDocument, parse_yaml, without_data
@@ -93,6 +95,13 @@ class LoadedConfig:
     protocols: PluginTable[ProtocolPlugin] = PROTOCOLS
     rules: PluginTable[RulePlugin] = RULES
     knowledge: KnowledgeBase = field(default_factory=KnowledgeBase)
+    # Problems that do not stop the configuration (printed by check-config, logged at start).
+    warnings: tuple[ConfigProblem, ...] = ()
+    # A device file checked without its site (no gateway.yaml found): gateway settings are
+    # placeholders and cross-file checks saw only this file.
+    standalone: bool = False
+    # `extra_devices` that gateway.yaml's `devices:` does not name.
+    not_included: tuple[Path, ...] = ()
 
     def resolve(self, name: str) -> Path:
         """A path written in gateway.yaml: absolute as written, else relative to its folder."""
@@ -137,13 +146,16 @@ def load_config(
     *,
     protocols: PluginTable[ProtocolPlugin] = PROTOCOLS,
     rules: PluginTable[RulePlugin] = RULES,
+    extra_devices: Sequence[Path] = (),
 ) -> LoadedConfig:
     """Load `path` (gateway.yaml or the folder holding it); raise `ConfigError` if invalid.
 
     `protocols` and `rules` are the plugin tables the device files are read with (the
-    shipped ones unless a test or an embedding program extends them)."""
+    shipped ones unless a test or an embedding program extends them). `extra_devices` are
+    device files checked with the site as if gateway.yaml named them (a draft not included
+    yet; `check-config DEVICE_FILE`); they come last, so that a clash with a device of the
+    site is reported in them."""
     given = Path(path)
-    device_config = device_model(protocols, rules)
     gateway_path = given / GATEWAY_FILE_NAME if given.is_dir() else given
     problems: list[ConfigProblem] = []
 
@@ -154,16 +166,15 @@ def load_config(
         entries = _device_entries(gateway, document)
         if entries is not None:
             device_paths = _resolve_device_files(entries, gateway_path.parent, document, problems)
+    if gateway is not None and document is not None:
+        problems.extend(_gateway_file_problems(gateway, document, gateway_path.parent))
+    named = {os.path.realpath(p) for p in device_paths}
+    not_included = tuple(
+        Path(os.path.abspath(p)) for p in extra_devices if os.path.realpath(p) not in named
+    )
+    device_paths = _with_extra_last(device_paths, extra_devices)
 
-    checked: list[CheckedDevice] = []
-    fields_sets: dict[frozenset[str], set[str]] = {}
-    for device_path in device_paths:
-        device_doc, text = _read_yaml(device_path, problems)
-        device = _validate(device_config, device_doc, "device", problems)
-        if device is not None and device_doc is not None:
-            _share_fields_sets(device, fields_sets)
-            marks = without_data(device_doc, text)
-            checked.append(CheckedDevice(marks, device, Path(os.path.abspath(device_path))))
+    checked = _read_devices(device_paths, device_model(protocols, rules), problems)
     some_invalid = len(checked) < len(device_paths)
     problems.extend(cross_check(checked, protocols, rules, some_files_invalid=some_invalid))
     knowledge = (
@@ -171,9 +182,71 @@ def load_config(
         if gateway is not None
         else KnowledgeBase()
     )
+    loaded = _result(
+        problems, gateway, gateway_path, checked, protocols, rules, knowledge, standalone=False
+    )
+    return dataclasses.replace(loaded, not_included=not_included) if not_included else loaded
 
-    if problems or gateway is None:
-        raise ConfigError(_sorted(problems))
+
+def load_device_alone(
+    path: str | Path,
+    *,
+    protocols: PluginTable[ProtocolPlugin] = PROTOCOLS,
+    rules: PluginTable[RulePlugin] = RULES,
+) -> LoadedConfig:
+    """One device file without its site: every check that needs only this file (the schema,
+    named files, read plans, the DBC, rules naming this device's points). Rules naming a tag
+    of another device, and clashes with other devices, need the site and are not checked."""
+    device_path = Path(path)
+    problems: list[ConfigProblem] = []
+    checked = _read_devices([device_path], device_model(protocols, rules), problems)
+    # As if the site's other files were unreadable: their tags are not reported missing.
+    problems.extend(cross_check(checked, protocols, rules, some_files_invalid=True))
+    placeholder = GatewayConfig.model_validate(
+        {"site": "unchecked", "gateway_id": "unchecked", "devices": []}
+    )
+    return _result(
+        problems,
+        placeholder,
+        device_path.parent / GATEWAY_FILE_NAME,
+        checked,
+        protocols,
+        rules,
+        KnowledgeBase(),
+        standalone=True,
+    )
+
+
+def _read_devices(
+    paths: Sequence[Path], model: type[DeviceConfig], problems: list[ConfigProblem]
+) -> list[CheckedDevice]:
+    checked: list[CheckedDevice] = []
+    fields_sets: dict[frozenset[str], set[str]] = {}
+    for device_path in paths:
+        device_doc, text = _read_yaml(device_path, problems)
+        device = _validate(model, device_doc, "device", problems)
+        if device is not None and device_doc is not None:
+            _share_fields_sets(device, fields_sets)
+            marks = without_data(device_doc, text)
+            checked.append(CheckedDevice(marks, device, Path(os.path.abspath(device_path))))
+    return checked
+
+
+def _result(
+    problems: list[ConfigProblem],
+    gateway: GatewayConfig | None,
+    gateway_path: Path,
+    checked: Sequence[CheckedDevice],
+    protocols: PluginTable[ProtocolPlugin],
+    rules: PluginTable[RulePlugin],
+    knowledge: KnowledgeBase,
+    *,
+    standalone: bool,
+) -> LoadedConfig:
+    errors = _sorted([p for p in problems if not p.is_warning])
+    warnings = _sorted([p for p in problems if p.is_warning])
+    if errors or gateway is None:
+        raise ConfigError(errors, warnings)
     devices = tuple((d.path, d.config) for d in checked)
     return LoadedConfig(
         gateway_file=Path(os.path.abspath(gateway_path)),
@@ -181,15 +254,49 @@ def load_config(
         base_dir=Path(os.path.abspath(gateway_path.parent)),
         gateway=gateway,
         devices=devices,
-        summary=ConfigSummary(
-            devices=len(devices),
-            tags=sum(len(d.value_names) for _, d in devices),
-            rules=sum(len(d.rules) for _, d in devices),
-        ),
+        summary=summarize(config for _, config in devices),
         protocols=protocols,
         rules=rules,
         knowledge=knowledge,
+        warnings=tuple(warnings),
+        standalone=standalone,
     )
+
+
+def summarize(devices: Iterable[DeviceConfig]) -> ConfigSummary:
+    listed = list(devices)
+    return ConfigSummary(
+        devices=len(listed),
+        tags=sum(len(d.value_names) for d in listed),
+        rules=sum(len(d.rules) for d in listed),
+    )
+
+
+def _with_extra_last(paths: Sequence[Path], extra: Sequence[Path]) -> list[Path]:
+    """`paths` without the extra files, then the extra files (each once)."""
+    extra_keys = {os.path.realpath(p) for p in extra}
+    ordered = [p for p in paths if os.path.realpath(p) not in extra_keys]
+    seen: set[str] = set()
+    for candidate in extra:
+        key = os.path.realpath(candidate)
+        if key not in seen:
+            seen.add(key)
+            ordered.append(candidate)
+    return ordered
+
+
+def _gateway_file_problems(
+    gateway: GatewayConfig, document: MarkedDocument, base_dir: Path
+) -> list[ConfigProblem]:
+    """The uplink's password and TLS files exist and can be read (relative to gateway.yaml)."""
+    problems = []
+    for named in gateway.uplink.named_files():
+        path = f"uplink.{named.key}"
+        for severity, message in named_file_problems(named, base_dir):
+            problems.append(
+                ConfigProblem(document.file, document.line_of(path), path, message, severity)
+            )
+    return problems
 
 
 def display_path(path: Path) -> str:

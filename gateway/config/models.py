@@ -21,9 +21,16 @@ from pydantic import (
     create_model,
     model_validator,
 )
+from pydantic import Strict as PydanticStrict
 
 from detectors import RULES
-from gateway.core.plugins import DeviceSpec, PluginTable, ProtocolPlugin, RulePlugin
+from gateway.core.plugins import (
+    DeviceSpec,
+    NamedFile,
+    PluginTable,
+    ProtocolPlugin,
+    RulePlugin,
+)
 from gateway.core.records import Priority
 from protocols import PROTOCOLS
 
@@ -31,7 +38,10 @@ ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_\-]*$"
 
 
 class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # strict: as strict as the shipped JSON Schema (`port: "502"` or `unit_id: true` is an
+    # error, not a silent conversion); enum fields opt out (`strict=False`) because YAML gives
+    # their values as text.
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
 
 # --- gateway.yaml -------------------------------------------------------------------------
@@ -116,6 +126,20 @@ class UplinkConfig(Strict):
         None, gt=0, description="Period of `summaries/<asset>` (detector features); null is off."
     )
 
+    def named_files(self) -> tuple[NamedFile, ...]:
+        """The password file and TLS files, checked by `check-config` (relative to
+        gateway.yaml, as the uplink resolves them)."""
+        files = []
+        if self.password_file is not None:
+            files.append(NamedFile("password_file", self.password_file, "MQTT password file"))
+        if self.tls is not None:
+            files += [
+                NamedFile("tls.ca_file", self.tls.ca_file, "broker CA certificate"),
+                NamedFile("tls.cert_file", self.tls.cert_file, "client certificate"),
+                NamedFile("tls.key_file", self.tls.key_file, "client private key"),
+            ]
+        return tuple(files)
+
 
 class SlaTarget(Strict):
     """How fast a ticket of one priority must be acknowledged and resolved."""
@@ -137,9 +161,9 @@ class TicketingConfig(Strict):
     """Ticket policy (issue 5): SLA, noise control, storms, verification, recurrence, commands."""
 
     default_priority: Priority = Field(
-        Priority.P2, description="Priority of a ticket whose finding names none."
+        Priority.P2, strict=False, description="Priority of a ticket whose finding names none."
     )
-    sla: dict[Priority, SlaTarget] = Field(
+    sla: dict[Annotated[Priority, PydanticStrict(False)], SlaTarget] = Field(
         default_factory=_default_sla,
         description="Respond-by / resolve-by per priority, computed when a ticket opens.",
     )
@@ -303,7 +327,7 @@ class AssetInfo(Strict):
     )
     run_above: float = Field(0.0, description="The asset runs while run_signal is above this.")
 
-    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, populate_by_name=True)
 
 
 class DeviceConfig(Strict):

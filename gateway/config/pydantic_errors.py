@@ -11,6 +11,7 @@ so new protocols and point types need no change here.
 from __future__ import annotations
 
 import difflib
+import math
 import re
 import types
 from collections.abc import Sequence
@@ -104,7 +105,7 @@ def _message(
         return f"must be one of: {choices}; got {got}"
     simple = _SIMPLE_MESSAGES.get(kind)
     if simple is not None:
-        return f"{simple}, got {got}"
+        return f"{simple}, got {got}{_quoted_number_hint(kind, value)}"
     if kind == "string_type":
         hint = "; put it in quotes" if isinstance(value, bool | int | float) else ""
         return f"input should be a text string, got {got}{hint}"
@@ -148,6 +149,23 @@ _BOUNDS = {
     "less_than": ("less than", "lt"),
     "less_than_equal": ("at most", "le"),
 }
+
+
+def _quoted_number_hint(kind: str, value: object) -> str:
+    """`port: "502"`: the models are strict like the JSON Schema (a quoted number is text), so
+    say how to write it rather than only that it is wrong."""
+    if kind not in ("int_type", "float_type", "bool_type") or not isinstance(value, str):
+        return ""
+    text = value.strip()
+    if kind == "bool_type":
+        return "; write true or false without quotes" if text in ("true", "false") else ""
+    try:
+        number = float(text)
+    except ValueError:
+        return ""
+    if not math.isfinite(number) or (kind == "int_type" and not number.is_integer()):
+        return ""
+    return f"; write {text} without quotes"
 
 
 def _got(value: object) -> str:

@@ -16,11 +16,21 @@ Expected failures are caught where they happen; anything outside this tree is a 
 
 from __future__ import annotations
 
+import enum
 from dataclasses import dataclass
 
 
 class GatewayError(Exception):
     """Base of every error the gateway raises on purpose."""
+
+
+class Severity(enum.StrEnum):
+    """An error stops the configuration from loading; a warning is printed and loading goes
+    on (something that is probably a mistake but may be what the plant really has, such as
+    a register address that looks like Modicon notation)."""
+
+    ERROR = "error"
+    WARNING = "warning"
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,18 +41,28 @@ class ConfigProblem:
     line: int | None
     path: str
     message: str
+    severity: Severity = Severity.ERROR
+
+    @property
+    def is_warning(self) -> bool:
+        return self.severity is Severity.WARNING
 
     def __str__(self) -> str:
         where = f"{self.file}:{self.line}" if self.line is not None else self.file
         path = self.path or "<root>"
-        return f"{where}: {path}: {self.message}"
+        marker = "warning: " if self.is_warning else ""
+        return f"{where}: {path}: {marker}{self.message}"
 
 
 class ConfigError(GatewayError):
-    """The configuration is invalid. `problems` lists every problem, not only the first."""
+    """The configuration is invalid. `problems` lists every error, not only the first;
+    `warnings` the warnings found in the same run (reported with them, never alone)."""
 
-    def __init__(self, problems: list[ConfigProblem]) -> None:
+    def __init__(
+        self, problems: list[ConfigProblem], warnings: list[ConfigProblem] | None = None
+    ) -> None:
         self.problems = problems
+        self.warnings = list(warnings or ())
         super().__init__("\n".join(str(p) for p in problems))
 
 

@@ -108,6 +108,27 @@ class SharedLine(Protocol):
     ) -> None: ...
 
 
+@runtime_checkable
+class Inspectable(Protocol):
+    """A driver (or line unit) that can tell an engineer more than its records, for
+    `edge-gateway probe`: the requests it makes, the raw value behind each tag's latest
+    record, and the labels of enumerated states. Keeping the raw values costs a reference per
+    poll or frame, nothing on the hot path."""
+
+    def describe_plan(self) -> list[str]:
+        """The requests of one poll or the subscriptions and frames listened to, one per line."""
+        ...
+
+    def raw_values(self) -> Mapping[str, str]:
+        """Tag id -> the raw value of its latest reading as text (registers, node value,
+        frame bytes); tags without one are left out."""
+        ...
+
+    def state_labels(self) -> Mapping[str, Mapping[int, str]]:
+        """Tag id -> value -> label, for enumerated state points."""
+        ...
+
+
 class Detector(Protocol):
     """Synchronous and pure: no await, no I/O. `update` returns raised or cleared findings."""
 

@@ -14,13 +14,21 @@ from __future__ import annotations
 
 import importlib
 import re
-from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import (
+    Awaitable,
+    Callable,
+    Coroutine,
+    Iterable,
+    Iterator,
+    Mapping,
+    Sequence,
+)
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Generic, Protocol, TypeVar
 
 from gateway.core.clock import Clock
-from gateway.core.errors import ConfigProblem
+from gateway.core.errors import ConfigProblem, Severity
 from gateway.core.interfaces import Detector, PollingDriver, SharedLine, StreamingDriver
 from gateway.core.records import Tag
 
@@ -107,13 +115,18 @@ class PollingEndpoint:
 
 @dataclass(frozen=True, slots=True)
 class StreamingEndpoint:
-    """An endpoint that pushes its records (OPC UA subscriptions, a CAN channel)."""
+    """An endpoint that pushes its records (OPC UA subscriptions, a CAN channel).
+
+    `silence_limit_s`: a few of the endpoint's periods (publishing interval, cycle times);
+    a configured point that delivers nothing at all that long after the first connection is
+    reported as never delivering (None: the source's default)."""
 
     key: str
     driver_factory: Callable[[], StreamingDriver]
     probe: Probe | None = None
     # First and longest delay between reconnects, when the device file sets them.
     reconnect_s: tuple[float, float] | None = None
+    silence_limit_s: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -145,6 +158,22 @@ class LinkKey:
 
 
 @dataclass(frozen=True, slots=True)
+class NamedFile:
+    """A file or folder a configuration names (a certificate, a key, a trust list, a password
+    file, a DBC). `check-config` requires it to exist and be readable, so that a typo is a
+    configuration error instead of a lost connection, and a `comm.lost` ticket, at run time.
+
+    Connection models list theirs in a `named_files()` method; `key` is the dotted path of the
+    key inside the model (`login.password_file`), `name` the path as written (relative paths
+    resolve against the folder of the file that names them)."""
+
+    key: str
+    name: str
+    what: str  # "client certificate", for the message
+    folder: bool = False
+
+
+@dataclass(frozen=True, slots=True)
 class DeviceIssue:
     """A configuration problem found by a plugin: `device` indexes the devices it was given,
     `path` is a dotted path inside that device file (`points.3.address`)."""
@@ -152,6 +181,7 @@ class DeviceIssue:
     device: int
     path: str
     message: str
+    severity: Severity = Severity.ERROR
 
 
 class ProtocolPlugin(Protocol):
@@ -194,6 +224,58 @@ class ProtocolPlugin(Protocol):
         """Checks only this protocol knows (read plans, line settings, DBC contents);
         a `ConfigProblem` is a problem located in another file (inside a DBC)."""
         ...
+
+
+# --- commissioning: drafting device files ----------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceDraft:
+    """A device file drafted from what a device or a description file offers: YAML the loader
+    accepts as it is (with comments saying what was found), and notes for the engineer."""
+
+    device_id: str
+    text: str
+    notes: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Option:
+    """One command-line option of a discovery command, as data (the CLI builds the parser):
+    `flags` such as ("--unit",) or ("target",) for a positional argument."""
+
+    flags: tuple[str, ...]
+    help: str
+    type: Callable[[str], Any] = str
+    default: Any = None
+    multiple: bool = False  # may be given several times (a list)
+    choices: tuple[str, ...] | None = None
+    metavar: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class DiscoveryCommand:
+    """A command a protocol adds to `edge-gateway` to draft device files: `browse` (OPC UA),
+    `import-dbc` (CAN), `scan modbus` (a command shared by protocols: `scan`, with `target`
+    naming this one).
+
+    `draft(options, folder)` gets the options by name (and `command_line`, the command as
+    typed, for the draft's header) and the folder the draft will be written to (None:
+    standard output, so paths it names are written absolute). It raises
+    `ValueError` for options that make no sense, `FileNotFoundError` for a missing input
+    file, `ConfigError` for an input file that cannot be read as what it should be, and a
+    `DriverError` when the device cannot be reached. It only reads from devices."""
+
+    name: str
+    help: str
+    options: tuple[Option, ...]
+    draft: Callable[[Mapping[str, Any], Path | None], Coroutine[Any, Any, DeviceDraft]]
+    target: str | None = None
+
+
+def discovery_commands(protocols: Iterable[Any]) -> list[DiscoveryCommand]:
+    """The discovery commands the protocols of a table offer (their optional `discovery`)."""
+    return [command for plugin in protocols for command in getattr(plugin, "discovery", ())]
 
 
 # --- what a rule plugin is -----------------------------------------------------------------

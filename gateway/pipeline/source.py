@@ -24,7 +24,8 @@ from gateway.core.clock import Clock
 from gateway.core.errors import DeviceTimeout, DeviceUnreachable, DriverError
 from gateway.core.interfaces import LineUnit, PollingDriver, Record, SharedLine
 from gateway.core.plugins import Probe
-from gateway.core.records import Quality, Sample, Tag
+from gateway.core.records import Tag
+from gateway.pipeline.quality import PointQuality, quality_statistics
 from gateway.pipeline.statistics import DeviceStatistics, SourceState
 from gateway.pipeline.supervision import (
     Backoff,
@@ -83,7 +84,7 @@ class PollingSource:
         self._polls = 0
         self._errors = 0
         self._reconnects = 0
-        self._bad_values = 0
+        self._quality = PointQuality(device_id)
         self._skipped = 0
         self._last_latency: float | None = None
         self._last_error: str | None = None
@@ -107,10 +108,11 @@ class PollingSource:
                 reads=self._polls,
                 errors=self._errors,
                 reconnects=self._reconnects,
-                bad_values=self._bad_values,
+                bad_values=self._quality.bad_samples,
                 skipped_ticks=self._skipped,
                 last_latency_s=self._last_latency,
                 last_error=self._last_error,
+                **quality_statistics(self._quality),
             ),
         )
 
@@ -167,9 +169,7 @@ class PollingSource:
 
     def _on_good_read(self, driver: PollingDriver, records: Sequence[Record]) -> None:
         self._polls += 1
-        self._bad_values += sum(
-            1 for r in records if isinstance(r, Sample) and r.quality is Quality.BAD
-        )
+        self._quality.observe(records)
         if self._state is SourceState.UNREACHABLE:
             self._reconnects += 1
             log.info(
@@ -250,6 +250,7 @@ class _UnitSchedule:
     polls: int = 0
     errors: int = 0
     degraded: bool = False
+    quality: PointQuality | None = None
 
 
 class SharedLineSource:
@@ -304,10 +305,11 @@ class SharedLineSource:
                 reads=s.polls,
                 errors=s.errors,
                 reconnects=0,
-                bad_values=0,
+                bad_values=s.quality.bad_samples if s.quality else 0,
                 skipped_ticks=0,
                 last_latency_s=None,
                 last_error=None,
+                **quality_statistics(s.quality),
             )
             for s in self._schedules.values()
         )
@@ -357,6 +359,10 @@ class SharedLineSource:
                                      now + phases[unit.device_id])  # fmt: skip
             if previous is not None:  # keep the counters across a reopen of the line
                 schedule.polls, schedule.errors = previous.polls, previous.errors
+            schedule.quality = (
+                previous.quality if previous is not None and previous.quality is not None
+                else PointQuality(unit.device_id)
+            )  # fmt: skip
             self._schedules[unit.device_id] = schedule
         while True:
             schedule = self._next(loop.time())
@@ -369,6 +375,8 @@ class SharedLineSource:
                 await self._on_unit_failure(schedule, exc, loop.time())
                 continue
             self._on_unit_success(schedule, loop.time())
+            if schedule.quality is not None:
+                schedule.quality.observe(records)
             for record in records:
                 await self._queue.put(record)
 

@@ -76,6 +76,7 @@ def _source(
             clock,
             backoff=backoff,
             probe=endpoint.probe,
+            silence_limit_s=endpoint.silence_limit_s,
         )
     if isinstance(endpoint, SharedLineEndpoint):
         periods = endpoint.periods_s

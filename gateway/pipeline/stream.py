@@ -26,9 +26,10 @@ from gateway.core.clock import Clock
 from gateway.core.errors import DeviceUnreachable, DriverError
 from gateway.core.interfaces import Record, StreamingDriver
 from gateway.core.plugins import Probe
-from gateway.core.records import Quality, Sample, Tag
+from gateway.core.records import Tag
 
 # One backoff policy for every source; the lead may move it to its own module.
+from gateway.pipeline.quality import PointQuality, quality_statistics
 from gateway.pipeline.statistics import DeviceStatistics, SourceState
 from gateway.pipeline.supervision import (
     Backoff,
@@ -42,6 +43,9 @@ from gateway.pipeline.supervision import (
 log = logging.getLogger(__name__)
 
 StreamingDriverFactory = Callable[[], StreamingDriver]
+
+# Without a limit from the endpoint: a point silent this long after connecting is reported.
+DEFAULT_SILENCE_LIMIT_S = 30.0
 
 
 class StreamingSource:
@@ -58,7 +62,10 @@ class StreamingSource:
         backoff: Backoff | None = None,
         rng: random.Random | None = None,
         probe: Probe | None = None,
+        silence_limit_s: float | None = None,
     ) -> None:
+        """`silence_limit_s`: how long after the first connection a configured point that
+        delivered nothing is reported as never delivering (`gateway.pipeline.quality`)."""
         if connect_timeout_s <= 0:
             raise ValueError("connect_timeout_s must be positive")
         self._device_id = device_id
@@ -74,7 +81,9 @@ class StreamingSource:
         self._records = 0
         self._errors = 0
         self._reconnects = 0
-        self._bad_values = 0
+        self._quality = PointQuality(device_id)
+        self._silence_limit = silence_limit_s or DEFAULT_SILENCE_LIMIT_S
+        self._silence_timer: asyncio.TimerHandle | None = None
         self._last_error: str | None = None
         self._failures = 0  # consecutive failed attempts since the last record
 
@@ -95,10 +104,11 @@ class StreamingSource:
                 reads=self._records,
                 errors=self._errors,
                 reconnects=self._reconnects,
-                bad_values=self._bad_values,
+                bad_values=self._quality.bad_samples,
                 skipped_ticks=0,
                 last_latency_s=None,
                 last_error=self._last_error,
+                **quality_statistics(self._quality),
             ),
         )
 
@@ -120,9 +130,20 @@ class StreamingSource:
                 await self._back_off(tags, failure, connect_failed=connect_failed)
         finally:
             self._state = SourceState.STOPPED
+            if self._silence_timer is not None:
+                self._silence_timer.cancel()
 
     async def _connect(self, driver: StreamingDriver) -> DriverError | None:
-        return await connect_within(driver.__aenter__(), self._connect_timeout)
+        failure = await connect_within(driver.__aenter__(), self._connect_timeout)
+        if failure is None and self._silence_timer is None:
+            # Silence counts from the first connection: one timer, no task.
+            loop = asyncio.get_running_loop()
+            now = loop.time()
+            self._quality.expect((tag.id for tag in driver.tags()), self._silence_limit, now)
+            self._silence_timer = loop.call_at(
+                now + self._silence_limit, lambda: self._quality.check_silence(loop.time())
+            )
+        return failure
 
     async def _stream_until_failure(self, driver: StreamingDriver) -> DriverError:
         stream = driver.records()
@@ -131,8 +152,7 @@ class StreamingSource:
                 if self._state is not SourceState.STREAMING:
                     self._on_first_record(driver)
                 self._records += 1
-                if isinstance(record, Sample) and record.quality is Quality.BAD:
-                    self._bad_values += 1
+                self._quality.observe_one(record)
                 await self._queue.put(record)
         except DriverError as exc:
             return exc

@@ -37,6 +37,7 @@ log = logging.getLogger(__name__)
 MAX_REQUEST_BYTES = 8 * 1024
 REQUEST_TIMEOUT_S = 5.0
 _MAX_ERROR_CHARS = 200
+_MAX_POINTS_NAMED = 50  # per device and list: the document stays small on a big device
 
 
 @dataclass
@@ -141,6 +142,12 @@ def _devices(source: Source) -> list[dict[str, Any]]:
                 round(stats.last_latency_s, 6) if stats.last_latency_s is not None else None
             ),
             "last_error": stats.last_error[:_MAX_ERROR_CHARS] if stats.last_error else None,
+            # Point quality (issue 15): samples counted inside good reads, points named now.
+            "bad_samples": stats.bad_values,
+            "uncertain_samples": stats.uncertain_values,
+            "bad_points": list(stats.bad_points[:_MAX_POINTS_NAMED]),
+            "uncertain_points": list(stats.uncertain_points[:_MAX_POINTS_NAMED]),
+            "silent_points": list(stats.silent_points[:_MAX_POINTS_NAMED]),
         }
         for stats in source.statistics()
     ]

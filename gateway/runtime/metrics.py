@@ -137,6 +137,8 @@ DEVICE_FIGURES: tuple[tuple[str, str, str, str], ...] = (
     ("reconnects", COUNTER, "device_reconnects",
      "Recoveries after a device was unreachable."),
     ("latency_s", GAUGE, "device_poll_latency_seconds", "Duration of the last poll."),
+    ("bad_samples", COUNTER, "device_bad_samples", "BAD samples inside good reads."),
+    ("uncertain_samples", COUNTER, "device_uncertain_samples", "UNCERTAIN samples per device."),
 )  # fmt: skip
 
 
@@ -205,6 +207,14 @@ class ReportCollector:
         for device in devices:
             up.add_metric([device["device"]], float(device["up"]))
         yield up
+        bad_now = GaugeMetricFamily(
+            PREFIX + "device_bad_points",
+            "Points whose latest reading is BAD.",
+            labels=["device"],
+        )
+        for device in devices:
+            bad_now.add_metric([device["device"]], float(len(device["bad_points"])))
+        yield bad_now
 
     @staticmethod
     def _drops(drops: Mapping[str, int]) -> Metric:

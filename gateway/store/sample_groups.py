@@ -109,6 +109,10 @@ class ColumnCatalogue:
     def column(self, device: str, point: str) -> int | None:
         return self._columns.get(device, {}).get(point)
 
+    def points(self, device: str) -> dict[int, str]:
+        """Column number -> point name of one device (to unpack whole rows)."""
+        return {col: point for point, col in self._columns.get(device, {}).items()}
+
     def locate(self, tag: str, new: list[tuple[str, str, int]]) -> tuple[str, int]:
         """The device and column of `tag`, numbering it (and noting it in `new`) on first
         sight."""
@@ -186,3 +190,31 @@ def unpack_one(tag: str, col: int, row: Any) -> Sample | None:
         source_ts = None if math.isnan(stamp) else stamp
     return Sample(tag=tag, ts=row[0], value=value, quality=quality, source_ts=source_ts,
                   reason=reason)  # fmt: skip
+
+
+def unpack_row(device: str, points: dict[int, str], row: Any) -> list[Sample]:
+    """Every sample of one stored row (`ts, cols, vals, quality, reasons, source_ts`), in
+    the row's order; a column the catalogue does not name is shown as `<device>.#<col>`."""
+    cols = from_blob("I", row[1])
+    vals = from_blob("d", row[2])
+    qualities = row[3]
+    reasons: dict[str, str] = json.loads(row[4]) if row[4] is not None else {}
+    stamps = from_blob("d", row[5]) if row[5] is not None else None
+    samples = []
+    for position, col in enumerate(cols):
+        quality = Quality(qualities[position]) if qualities is not None else Quality.GOOD
+        value: float | None = vals[position]
+        if quality is Quality.BAD or (value is not None and math.isnan(value)):
+            value = None
+        stamp = stamps[position] if stamps is not None else math.nan
+        samples.append(
+            Sample(
+                tag=f"{device}.{points.get(col, f'#{col}')}",
+                ts=row[0],
+                value=value,
+                quality=quality,
+                source_ts=None if math.isnan(stamp) else stamp,
+                reason=reasons.get(str(position)),
+            )
+        )
+    return samples

@@ -40,7 +40,13 @@ from typing import Any
 from gateway.core.clock import Clock
 from gateway.core.errors import StoreError
 from gateway.core.records import Quality, Sample, Waveform
-from gateway.store.sample_groups import ColumnCatalogue, pack, split_tag, unpack_one
+from gateway.store.sample_groups import (
+    ColumnCatalogue,
+    pack,
+    split_tag,
+    unpack_one,
+    unpack_row,
+)
 from gateway.store.sqlite import Database, DatabaseStore, Migration, Synchronous
 
 log = logging.getLogger(__name__)
@@ -148,6 +154,8 @@ _CHUNK_INSERT = (
     + ") WHERE column1 IS NOT NULL"
 )
 _PADDING_ROW = (None,) * _GROUP_COLUMNS
+# `read_recent` reads this many 10 s buckets (5 min) per query, newest first.
+_RECENT_SLICE_BUCKETS = 30
 # Held samples are written at once past this many, whatever the interval (bounded memory).
 _MAX_PENDING_SAMPLES = 50_000
 # What one deleted row counts for in `rows_pruned` / `rows_trimmed_for_size`: samples.
@@ -212,15 +220,23 @@ class TelemetryStore(DatabaseStore):
 
     @classmethod
     async def open(
-        cls, path: str | Path, *, busy_timeout_ms: int = 5000, flush_interval_s: float = 0.0
+        cls,
+        path: str | Path,
+        *,
+        busy_timeout_ms: int = 5000,
+        flush_interval_s: float = 0.0,
+        read_only: bool = False,
     ) -> TelemetryStore:
-        """`flush_interval_s` 0 writes every batch at once; above 0, see the module doc."""
+        """`flush_interval_s` 0 writes every batch at once; above 0, see the module doc.
+        `read_only` is for readers beside the running daemon (`edge-gateway values`): the file
+        must exist with this code's schema, and nothing is written."""
         db = await Database.open(
             path,
             label="telemetry.db",
             synchronous=Synchronous.NORMAL,
             busy_timeout_ms=busy_timeout_ms,
             migrations=TELEMETRY_MIGRATIONS,
+            read_only=read_only,
         )
         try:
             known = await db.conn.execute_fetchall("SELECT device, point, col FROM sample_columns")
@@ -426,6 +442,71 @@ class TelemetryStore(DatabaseStore):
         # Legacy rows predate every group; the sort is stable, so ties keep their order.
         samples.sort(key=lambda s: s.ts)
         return samples
+
+    async def read_recent(
+        self, start: float, end: float, *, device: str | None = None, limit: int = 10_000
+    ) -> list[Sample]:
+        """The newest `limit` samples with start <= ts < end (of one device, or of all),
+        oldest first: what `edge-gateway values` shows. Walks the 10 s buckets from the
+        newest back, a slice at a time, so a long window costs no more than `limit` rows."""
+        if not start < end or limit < 1:
+            return []
+        await self.flush()
+        async with self._db.lock:
+            try:
+                samples = await self._recent_groups(start, end, device, limit)
+                samples += await self._recent_legacy(start, end, device, limit)
+            except (sqlite3.Error, ValueError) as exc:  # ValueError: aiosqlite, once closed
+                raise StoreError(f"telemetry.db refused a read: {exc}") from exc
+        samples.sort(key=lambda s: s.ts)
+        return samples[-limit:]
+
+    async def _recent_groups(
+        self, start: float, end: float, device: str | None, limit: int
+    ) -> list[Sample]:
+        bounds = await self._db.conn.execute_fetchall(
+            f"SELECT MIN({_BUCKET}), MAX({_BUCKET}) FROM sample_groups"
+        )
+        first, last = next(iter(bounds))
+        if first is None:
+            return []
+        first, last = max(first, _bucket_of(start)), min(last, _bucket_of(end))
+        match = " AND device = ?" if device is not None else ""
+        samples: list[Sample] = []
+        names: dict[str, dict[int, str]] = {}
+        high = last
+        while high >= first and len(samples) < limit:
+            low = max(first, high - _RECENT_SLICE_BUCKETS + 1)
+            rows = await self._db.conn.execute_fetchall(
+                "SELECT device, ts, cols, vals, quality, reasons, source_ts FROM sample_groups"
+                f" WHERE {_BUCKET} BETWEEN ? AND ?{match} AND ts >= ? AND ts < ?"
+                " ORDER BY ts DESC LIMIT ?",
+                (low, high, *((device,) if device is not None else ()), start, end,
+                 limit - len(samples)),
+            )  # fmt: skip
+            for row in rows:
+                owner = row[0]
+                if owner not in names:
+                    names[owner] = self._columns.points(owner)
+                samples.extend(unpack_row(owner, names[owner], tuple(row)[1:]))
+            high = low - 1
+        return samples
+
+    async def _recent_legacy(
+        self, start: float, end: float, device: str | None, limit: int
+    ) -> list[Sample]:
+        """Rows of the one-row-per-sample table of schema versions 1-2, until retention
+        has emptied it."""
+        match = " AND substr(tag, 1, length(?) + 1) = ? || '.'" if device is not None else ""
+        rows = await self._db.conn.execute_fetchall(
+            "SELECT tag, ts, value, quality, reason, source_ts FROM samples"
+            f" WHERE ts >= ? AND ts < ?{match} ORDER BY ts DESC LIMIT ?",
+            (start, end, *((device, device) if device is not None else ()), limit),
+        )
+        return [
+            Sample(row[0], row[1], row[2], Quality(row[3]), source_ts=row[5], reason=row[4])
+            for row in rows
+        ]
 
     async def _bucket_rows(
         self, table: str, columns: str, match: str, key: str, start: float, end: float

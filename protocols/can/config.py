@@ -12,9 +12,14 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from gateway.core.plugins import NamedFile
+
 
 class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # strict: as strict as the shipped JSON Schema (`port: "502"` or `unit_id: true` is an
+    # error, not a silent conversion); enum fields opt out (`strict=False`) because YAML gives
+    # their values as text.
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
 
 class CanFilter(Strict):
@@ -75,6 +80,11 @@ class CanConnection(Strict):
             "keep up and the buffer is full, the oldest frames are dropped and counted."
         ),
     )
+
+    def named_files(self) -> tuple[NamedFile, ...]:
+        """The DBC must exist and be readable (`check-config`); its contents are checked by
+        the plugin."""
+        return (NamedFile("dbc", self.dbc, "DBC file"),)
 
 
 class CanSignal(Strict):

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import cantools
@@ -40,6 +40,8 @@ class SignalBinding:
     maximum: float | None
     # None when neither the config nor the DBC gives a cycle time: no stale detection.
     stale_after_s: float | None
+    # The DBC's value table (VAL_) for the signal, value -> label; empty when it has none.
+    labels: Mapping[int, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -155,6 +157,7 @@ def plan_messages(
                 minimum=_bound(dbc_signal.minimum, dbc_signal.maximum)[0],
                 maximum=_bound(dbc_signal.minimum, dbc_signal.maximum)[1],
                 stale_after_s=_stale_after_s(configured, message, dbc_signal.multiplexer_ids),
+                labels={int(k): str(v) for k, v in (dbc_signal.choices or {}).items()},
             )
         )
     if problems:
@@ -261,3 +264,77 @@ def _page_count(message: DbcMessage) -> int:
     for signal in message.signals:
         pages.update(signal.multiplexer_ids or ())
     return max(1, len(pages))
+
+
+# --- describing a DBC for `edge-gateway import-dbc` ------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class DbcSignalInfo:
+    """One signal of a DBC message, as plain values."""
+
+    name: str
+    unit: str
+    scale: float
+    offset: float
+    minimum: float | None
+    maximum: float | None
+    labels: Mapping[int, str]
+    is_multiplexer: bool  # the switch selecting a multiplexed message's page
+    pages: tuple[int, ...]  # pages carrying it (empty: every frame)
+    comment: str
+
+
+@dataclass(frozen=True, slots=True)
+class DbcMessageInfo:
+    name: str
+    frame_id: int
+    extended: bool
+    length: int
+    cycle_ms: float | None
+    senders: tuple[str, ...]
+    comment: str
+    signals: tuple[DbcSignalInfo, ...]
+
+
+def describe_dbc(path: Path) -> list[DbcMessageInfo]:
+    """Every message and signal of a DBC file, in file order. Raises `ConfigError` when the
+    file cannot be read or does not parse (as `load_dbc`)."""
+    database = load_dbc(path)
+    messages = []
+    for message in database.messages:
+        signals = tuple(
+            DbcSignalInfo(
+                name=signal.name,
+                unit=signal.unit or "",
+                scale=float(signal.scale),
+                offset=float(signal.offset),
+                minimum=_bound(signal.minimum, signal.maximum)[0],
+                maximum=_bound(signal.minimum, signal.maximum)[1],
+                labels={int(k): str(v) for k, v in (signal.choices or {}).items()},
+                is_multiplexer=bool(signal.is_multiplexer),
+                pages=tuple(signal.multiplexer_ids or ()),
+                comment=_comment(signal.comment),
+            )
+            for signal in message.signals
+        )
+        messages.append(
+            DbcMessageInfo(
+                name=message.name,
+                frame_id=message.frame_id,
+                extended=bool(message.is_extended_frame),
+                length=message.length,
+                cycle_ms=float(message.cycle_time) if message.cycle_time else None,
+                senders=tuple(message.senders or ()),
+                comment=_comment(message.comment),
+                signals=signals,
+            )
+        )
+    return messages
+
+
+def _comment(comment: object) -> str:
+    """cantools gives a string, or a dict of language -> string for multilingual files."""
+    if isinstance(comment, dict):
+        comment = next(iter(comment.values()), "")
+    return str(comment or "")

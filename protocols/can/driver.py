@@ -140,6 +140,9 @@ class CanDriver:
         self._next_stale_check = math.inf
         self._error_times: collections.deque[float] = collections.deque()
         self._counts = collections.Counter[str]()
+        # Tag id -> (message, frame id, the frame it was last decoded from), for `probe`:
+        # per signal, since the pages of a multiplexed message carry different signals.
+        self._last_raw: dict[str, tuple[str, int, bytes | bytearray]] = {}
 
     @property
     def endpoint(self) -> str:
@@ -162,6 +165,33 @@ class CanDriver:
             stale=self._counts["stale"],
             overruns=overruns + self._counts["overruns"],
         )
+
+    # --- Inspectable (edge-gateway probe) ------------------------------------------------------
+
+    def describe_plan(self) -> list[str]:
+        """The frames listened to (known once entered: the DBC is read then)."""
+        lines = [f"listening on {self.endpoint} (never sends)"]
+        for plan in self._plans.values():
+            names = ", ".join(b.tag_id.split(".", 1)[-1] for b in plan.bindings)
+            stale = [b.stale_after_s for b in plan.bindings if b.stale_after_s is not None]
+            after = f", stale after {max(stale) * 1000:.0f} ms" if stale else ""
+            kind = "extended" if plan.extended else "standard"
+            lines.append(
+                f"{plan.name} ({kind} id {plan.frame_id:#x}, {plan.length} bytes{after}): {names}"
+            )
+        return lines
+
+    def raw_values(self) -> dict[str, str]:
+        return {
+            tag: f"{name} {frame_id:#x}: {bytes(data).hex(' ')}"
+            for tag, (name, frame_id, data) in self._last_raw.items()
+        }
+
+    def state_labels(self) -> dict[str, dict[int, str]]:
+        return {
+            b.tag_id: dict(b.labels) for plan in self._plans.values() for b in plan.bindings
+            if b.labels
+        }  # fmt: skip
 
     async def __aenter__(self) -> Self:
         # The DBC first: a broken file is a ConfigError whatever the state of the bus.
@@ -257,9 +287,11 @@ class CanDriver:
             return [Sample.bad(b.tag_id, now, str(error)) for b in plan.bindings]
         self._counts["decoded"] += 1
         samples: list[Sample] = []
+        raw = (plan.name, plan.frame_id, frame.data)
         for decoded in values:
             binding = decoded.binding
             self._last_seen[binding.tag_id] = mono
+            self._last_raw[binding.tag_id] = raw
             if binding.tag_id in self._stale and binding.stale_after_s is not None:
                 self._stale.discard(binding.tag_id)
                 self._next_stale_check = min(self._next_stale_check, mono + binding.stale_after_s)

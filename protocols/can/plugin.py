@@ -7,6 +7,7 @@ only when a site has a CAN device.
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
@@ -28,6 +29,7 @@ from gateway.core.plugins import (
 )
 from gateway.core.records import Tag
 from protocols.can.config import CanConnection, CanSignal
+from protocols.can.discovery import IMPORT_DBC
 
 if TYPE_CHECKING:
     from protocols.can.driver import CanDriver
@@ -74,6 +76,7 @@ class Can:
     values_field = "signals"
     values_description = "CAN devices: the DBC signals to decode."
     value_model = CanSignal
+    discovery = (IMPORT_DBC,)  # `edge-gateway import-dbc`
 
     def tags(self, device: DeviceSpec) -> list[Tag]:
         signals: Sequence[CanSignal] = device.values
@@ -109,9 +112,8 @@ class Can:
         """The DBC parses and holds every configured message and signal, before a bus opens."""
         for index, device in enumerate(devices):
             path = dbc_path(device)
-            if not path.is_file():
-                yield DeviceIssue(index, "connection.dbc", f"DBC file {path} not found")
-                continue
+            if not (path.is_file() and os.access(path, os.R_OK)):
+                continue  # reported by the generic check of named files
             try:
                 _SIGNAL_UNITS.get()(
                     path, device.values, device_id=device.id, config_file=_DEVICE_FILE

@@ -8,13 +8,17 @@ groups them so that one task polls the line (issue 3).
 from __future__ import annotations
 
 import enum
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Strict as PydanticStrict
 
 
 class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # strict: as strict as the shipped JSON Schema (`port: "502"` or `unit_id: true` is an
+    # error, not a silent conversion); enum fields opt out (`strict=False`) because YAML gives
+    # their values as text.
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
 
 class RegisterTable(enum.StrEnum):
@@ -28,6 +32,14 @@ class RegisterTable(enum.StrEnum):
     @property
     def is_bits(self) -> bool:
         return self in (RegisterTable.COILS, RegisterTable.DISCRETE)
+
+    @property
+    def function_code(self) -> int:
+        """The read function code of the table (Modbus Application Protocol 6.1-6.4)."""
+        return _READ_FUNCTION[self]
+
+
+_READ_FUNCTION = {"coils": 1, "discrete": 2, "holding": 3, "input": 4}
 
 
 class DataType(enum.StrEnum):
@@ -108,13 +120,18 @@ class ModbusPoint(Strict):
     name: str = Field(
         pattern=r"^[A-Za-z0-9_][A-Za-z0-9_\-]*$", description="Tag name, unique in the device."
     )
-    table: RegisterTable = Field(RegisterTable.HOLDING, description="Table to read.")
+    table: RegisterTable = Field(
+        RegisterTable.HOLDING, strict=False, description="Table to read."
+    )
     address: int = Field(ge=0, le=65535, description="Zero-based register or bit address.")
     type: DataType = Field(
-        DataType.UINT16, description="Value type: (u)int16/32/64, float32/64, string or bit."
+        DataType.UINT16,
+        strict=False,
+        description="Value type: (u)int16/32/64, float32/64, string or bit.",
     )
     word_order: WordOrder = Field(
-        WordOrder.ABCD, description="Byte and word order of multi-register values."
+        WordOrder.ABCD,
+        strict=False, description="Byte and word order of multi-register values."
     )
     bit: int | None = Field(
         None, ge=0, le=15, description="Type `bit` in a register table: bit 0 (LSB) .. 15."
@@ -125,7 +142,8 @@ class ModbusPoint(Strict):
     scale: float = Field(1.0, description="Engineering value = raw * scale + offset.")
     offset: float = Field(0.0, description="Added after scale.")
     unit: str = Field("", description="Engineering unit, for example degC or bar.")
-    enum: dict[int, str] | None = Field(
+    # Keys lax: YAML mapping keys reach the model as text (gateway/config/yaml_marks.py).
+    enum: dict[Annotated[int, PydanticStrict(False)], str] | None = Field(
         None,
         description="State register: raw value -> label, e.g. {0: stopped, 1: running}. The"
         " value stays numeric; a value outside the map is UNCERTAIN.",
@@ -134,7 +152,9 @@ class ModbusPoint(Strict):
         None, ge=0, description="Report only changes larger than this (see deadband_mode)."
     )
     deadband_mode: DeadbandMode = Field(
-        DeadbandMode.ABSOLUTE, description="absolute, or percent of the last reported value."
+        DeadbandMode.ABSOLUTE,
+        strict=False,
+        description="absolute, or percent of the last reported value.",
     )
     heartbeat_s: float | None = Field(
         None, gt=0, description="With a deadband: report at least this often anyway."

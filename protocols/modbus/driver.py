@@ -42,7 +42,7 @@ from protocols.modbus.config import (
     RegisterTable,
 )
 from protocols.modbus.plan import ReadRequest
-from protocols.modbus.points import Answer, PointDecoder, plan_for
+from protocols.modbus.points import Answer, PointDecoder, plan_for, plan_lines, raw_texts
 
 log = logging.getLogger(__name__)
 
@@ -112,6 +112,15 @@ def _lost_with(reason: str) -> DeviceUnreachable:
 FetchFn = Callable[[RegisterTable, int, int], Awaitable[list[int]]]
 
 
+class ExceptionAnswer(BadResponse):
+    """The device answered a read with a Modbus exception (`code`, section 7): it is there
+    and refuses this request (exception 2: the addresses are not mapped)."""
+
+    def __init__(self, message: str, code: int) -> None:
+        super().__init__(message)
+        self.code = code
+
+
 class _UnitReader:
     """Reads one unit's points through a connected client: plan, fetch, validate, decode."""
 
@@ -130,8 +139,12 @@ class _UnitReader:
         self.device_id = device_id
         self.unit_id = unit_id
         self.timeout_s = timeout_s
+        self.points = tuple(points)
+        self.tag_ids = tuple(tag.id for tag in tags)
         self.plan = plan_for(points, limits)
         self.decoder = PointDecoder(points, tags, self.plan, clock)
+        # The answers of the latest poll, for `raw_values` (a reference, nothing copied).
+        self._last: tuple[Sequence[Answer], Sequence[Sequence[Answer]]] = ((), ())
 
     async def read(self, fetch: FetchFn) -> list[Record]:
         """One poll: every planned request, one record per tag. A request answered badly
@@ -142,7 +155,14 @@ class _UnitReader:
         blocks: list[list[Answer]] = []
         for _, reads in self.plan.waveform_requests:
             blocks.append([await self._answer(fetch, request) for request in reads])
+        self._last = (scalar, blocks)
         return self.decoder.records(scalar, blocks)
+
+    def describe_plan(self) -> list[str]:
+        return plan_lines(self.plan, self.points)
+
+    def raw_values(self) -> dict[str, str]:
+        return raw_texts(self.plan, self.points, self.tag_ids, *self._last)
 
     async def _answer(self, fetch: FetchFn, request: ReadRequest) -> Answer:
         try:
@@ -247,6 +267,15 @@ class ModbusTcpDriver:
     def texts(self) -> dict[str, str]:
         """Tag id -> last text read from each string point (device metadata)."""
         return dict(self._reader.decoder.texts)
+
+    def describe_plan(self) -> list[str]:
+        """`gateway.core.interfaces.Inspectable`: the requests of one poll."""
+        return [f"unit {self._connection.unit_id} at {self.endpoint}",
+                *self._reader.describe_plan()]  # fmt: skip
+
+    def raw_values(self) -> dict[str, str]:
+        """Registers of each point in the latest poll; string points as their text."""
+        return {**self._reader.raw_values(), **self.texts()}
 
     async def __aenter__(self) -> Self:
         if self._client is not None:
@@ -474,6 +503,13 @@ class RtuUnitDriver:
     def state_labels(self) -> dict[str, Mapping[int, str]]:
         return self._reader.decoder.state_labels()
 
+    def describe_plan(self) -> list[str]:
+        return [f"unit {self._connection.unit_id} on {self._line.endpoint}",
+                *self._reader.describe_plan()]  # fmt: skip
+
+    def raw_values(self) -> dict[str, str]:
+        return {**self._reader.raw_values(), **self._reader.decoder.texts}
+
     async def read(self) -> list[Record]:
         return await self._reader.read(self._fetch)
 
@@ -496,7 +532,7 @@ def checked_answer(
     if response.function_code == function_code | 0x80:
         code = int(getattr(response, "exception_code", 0))
         name = EXCEPTION_NAMES.get(code, "unknown exception")
-        raise BadResponse(f"exception {code} ({name}) reading {count} at {where}")
+        raise ExceptionAnswer(f"exception {code} ({name}) reading {count} at {where}", code)
     if response.function_code != function_code:
         raise BadResponse(
             f"answer has function code {response.function_code}, expected {function_code},"

@@ -10,7 +10,7 @@ from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING
 
 from gateway.core.clock import Clock
-from gateway.core.errors import ConfigProblem
+from gateway.core.errors import ConfigProblem, Severity
 from gateway.core.interfaces import PollingDriver, SharedLine
 from gateway.core.net import path_exists, tcp_accepts
 from gateway.core.plugins import (
@@ -25,8 +25,14 @@ from gateway.core.plugins import (
 )
 from gateway.core.records import Tag, TagKind
 from protocols.modbus.config import DataType, ModbusPoint, ModbusRtuConnection, ModbusTcpConnection
+from protocols.modbus.discovery import SCAN_MODBUS
 from protocols.modbus.line import group_rtu_devices
-from protocols.modbus.points import check_points, log_read_plan
+from protocols.modbus.points import (
+    check_points,
+    log_read_plan,
+    modicon_like_addresses,
+    overlapping_points,
+)
 
 if TYPE_CHECKING:
     from protocols.modbus.driver import ModbusRtuLine, ModbusTcpDriver
@@ -45,10 +51,25 @@ def tag_kind(point: ModbusPoint) -> TagKind:
 def modbus_tags(device: DeviceSpec) -> list[Tag]:
     """One tag per point; text points are left out (a text is not a Sample value: the
     driver reports it through `texts()`)."""
+    points: Sequence[ModbusPoint] = device.values
     return [
-        Tag(id=device.tag_id(point.name), asset=device.asset, unit=point.unit, kind=tag_kind(point))
-        for point in device.values
+        tag
+        for tag, point in zip(_point_tags(device), points, strict=True)
         if point.type is not DataType.STRING
+    ]
+
+
+def _point_tags(device: DeviceSpec) -> list[Tag]:
+    """One tag per point, text points included, in point order: what a driver is given (it
+    pairs `points[i]` with `tags[i]` and leaves the text points out of its records)."""
+    return [
+        Tag(
+            id=device.tag_id(point.name),
+            asset=device.asset,
+            unit=point.unit,
+            kind=tag_kind(point),
+        )
+        for point in device.values
     ]
 
 
@@ -59,10 +80,15 @@ def _point_issues(devices: Sequence[DeviceSpec]) -> Iterable[DeviceIssue]:
         if len(set(names)) == len(names):
             for message in check_points(device.values):
                 yield DeviceIssue(index, "points", message)
+        for point, message in overlapping_points(device.values):
+            yield DeviceIssue(index, f"points.{point}.address", message)
+        for point, message in modicon_like_addresses(device.values):
+            yield DeviceIssue(index, f"points.{point}.address", message, Severity.WARNING)
 
 
 class ModbusTcp:
     name = "modbus_tcp"
+    discovery = (SCAN_MODBUS,)  # `edge-gateway scan modbus`
     connection_model = ModbusTcpConnection
     values_field = "points"
     values_description = "Modbus devices: the registers to read."
@@ -77,7 +103,7 @@ class ModbusTcp:
     def _endpoint(self, device: DeviceSpec, clock: Clock) -> PollingEndpoint:
         connection: ModbusTcpConnection = device.connection
         points: Sequence[ModbusPoint] = device.values
-        tags = modbus_tags(device)
+        tags = _point_tags(device)
         log_read_plan(device.id, points, connection)
 
         def driver() -> PollingDriver:
@@ -125,7 +151,7 @@ class ModbusRtu:
     def _line(
         self, members: Sequence[DeviceSpec], port: str, group_line_id: str, clock: Clock
     ) -> SharedLineEndpoint:
-        units = [(d.id, d.connection, d.values, modbus_tags(d)) for d in members]
+        units = [(d.id, d.connection, d.values, _point_tags(d)) for d in members]
         for device in members:
             log_read_plan(device.id, device.values, device.connection)
 

@@ -99,6 +99,55 @@ def log_read_plan(device_id: str, points: Sequence[ModbusPoint], limits: ModbusL
     return summary
 
 
+def plan_lines(plan: ReadPlan, points: Sequence[ModbusPoint]) -> list[str]:
+    """The read plan for a person: the summary, then each request with its function code and
+    the points it serves (`holding 0+4 (function 3): bearing_temp, discharge_pressure`)."""
+    lines = [describe_plan(plan.all_requests)]
+    for request in plan.scalar_requests:
+        names = ", ".join(points[piece.point].name for piece in request.slices)
+        lines.append(f"{_request_text(request)}: {names}")
+    for index, reads in plan.waveform_requests:
+        for number, request in enumerate(reads, start=1):
+            lines.append(
+                f"{_request_text(request)}: {points[index].name} (block {number}/{len(reads)})"
+            )
+    return lines
+
+
+def _request_text(request: ReadRequest) -> str:
+    table = RegisterTable(request.table)
+    return f"{table} {request.address}+{request.count} (function {table.function_code})"
+
+
+def raw_texts(
+    plan: ReadPlan,
+    points: Sequence[ModbusPoint],
+    tag_ids: Sequence[str],
+    scalar_answers: Sequence[Answer],
+    waveform_answers: Sequence[Sequence[Answer]],
+) -> dict[str, str]:
+    """Tag id -> the registers (hex) or bits its point got in one poll. A request answered
+    with an error gives no raw value (the sample's reason says why)."""
+    texts: dict[str, str] = {}
+    for request, answer in zip(plan.scalar_requests, scalar_answers, strict=False):
+        if isinstance(answer, str):
+            continue
+        bits = RegisterTable(request.table).is_bits
+        for piece in request.slices:
+            words = answer[piece.offset : piece.offset + piece.count]
+            texts[tag_ids[piece.point]] = " ".join(
+                str(word) if bits else f"0x{word:04X}" for word in words
+            )
+    for (index, _), answers in zip(plan.waveform_requests, waveform_answers, strict=False):
+        blocks = [answer for answer in answers if not isinstance(answer, str)]
+        if len(blocks) != len(answers):
+            continue
+        registers = [word for block in blocks for word in block]
+        head = " ".join(f"0x{word:04X}" for word in registers[:4])
+        texts[tag_ids[index]] = f"{head} ... ({len(registers)} registers)"
+    return texts
+
+
 def check_points(points: Sequence[ModbusPoint]) -> list[str]:
     """Cross-point problems the single-point model cannot see (for the config cross-check)."""
     problems: list[str] = []
@@ -119,6 +168,108 @@ def check_points(points: Sequence[ModbusPoint]) -> list[str]:
         elif source.waveform is not None or source.type in (DataType.STRING, DataType.BIT):
             problems.append(f"`{p.name}`: sample_rate_point `{rate}` must be a number point")
     return problems
+
+
+def _span_text(point: ModbusPoint) -> str:
+    last = point.address + point.register_count - 1
+    where = f"{point.address}" if last == point.address else f"{point.address}..{last}"
+    if point.type is DataType.BIT and not point.table.is_bits:
+        where += f" bit {point.bit or 0}"
+    return f"{point.table} {where}"
+
+
+def overlapping_points(points: Sequence[ModbusPoint]) -> list[tuple[int, str]]:
+    """(index, message) for each point whose registers (or bits) another point of the same
+    table already covers: a float32 at 0 and another at 1 share register 1, so one of them
+    decodes garbage. A `bit` point of a register table is a view of one bit and may sit on a
+    register another point reads whole; the same bit twice is still an overlap."""
+    problems: list[tuple[int, str]] = []
+    by_table: dict[RegisterTable, list[int]] = {}
+    for index, point in enumerate(points):
+        by_table.setdefault(point.table, []).append(index)
+    for indices in by_table.values():
+        bits: dict[tuple[int, int], int] = {}  # (register, bit) -> index of its first point
+        widest: int | None = None  # the earlier whole-register point reaching furthest
+        for index in sorted(indices, key=lambda i: (points[i].address, i)):
+            point = points[index]
+            if point.type is DataType.BIT and not point.table.is_bits:
+                first = bits.setdefault((point.address, point.bit or 0), index)
+                if first != index:
+                    problems.append((index, _overlap(point, points[first], first)))
+                continue
+            if widest is not None:
+                other = points[widest]
+                if other.address + other.register_count > point.address:
+                    problems.append((index, _overlap(point, other, widest)))
+            end = point.address + point.register_count
+            if widest is None or end > points[widest].address + points[widest].register_count:
+                widest = index
+    return sorted(problems)
+
+
+def _overlap(point: ModbusPoint, other: ModbusPoint, other_index: int) -> str:
+    if point.table.is_bits:
+        hint = f"each address of `{point.table}` belongs to one point"
+    elif point.type is DataType.BIT:
+        hint = "each bit belongs to one point"
+    else:
+        hint = (
+            "each register belongs to one point; to read one bit of a register that a point"
+            " reads whole, use `type: bit` with `bit:`"
+        )
+    return (
+        f"`{point.name}` ({_span_text(point)}) overlaps `{other.name}` ({_span_text(other)},"
+        f" points.{other_index}): {hint}"
+    )
+
+
+# Modicon notation numbers registers from 1 with the table as the leading digit: 4xxxx
+# holding, 3xxxx input, 1xxxx discrete inputs (0xxxx coils cannot be told apart).
+_MODICON: dict[int, RegisterTable] = {
+    40001: RegisterTable.HOLDING,
+    30001: RegisterTable.INPUT,
+    10001: RegisterTable.DISCRETE,
+}
+
+
+def modicon_like_addresses(points: Sequence[ModbusPoint]) -> list[tuple[int, str]]:
+    """(index of the first such point, message) per table whose points have addresses that
+    look like Modicon notation (holding register 40101 is `address: 100`). A warning, not an
+    error: some devices really map registers there (SunSpec starts at zero-based 40000)."""
+    found: dict[tuple[RegisterTable, int], list[int]] = {}
+    for index, point in enumerate(points):
+        base = _modicon_base(point.address)
+        if base is not None:
+            found.setdefault((point.table, base), []).append(index)
+    warnings: list[tuple[int, str]] = []
+    for (table, base), indices in found.items():
+        first = points[indices[0]]
+        modicon_table = _MODICON[base]
+        zero_based = first.address - base
+        if modicon_table is table:
+            how = f"`address: {zero_based}`"
+        else:
+            how = f"`table: {modicon_table}` and `address: {zero_based}`"
+        more = len(indices) - 1
+        others = f" and {more} more point{'s' if more > 1 else ''}" if more else ""
+        warnings.append(
+            (
+                indices[0],
+                f"address {first.address} (`{first.name}`{others}) looks like Modicon"
+                f" notation: {first.address} is {modicon_table} register {zero_based} counted"
+                f" from 0, and addresses here are zero-based, so write {how}; keep it if the"
+                f" device's manual gives zero-based addresses this high (SunSpec maps start at"
+                f" 40000)",
+            )
+        )
+    return warnings
+
+
+def _modicon_base(address: int) -> int | None:
+    for base in _MODICON:
+        if base <= address <= base + 9998:
+            return base
+    return None
 
 
 class DeadbandFilter:

@@ -9,13 +9,22 @@ from __future__ import annotations
 
 import enum
 import re
-from typing import Annotated, Literal
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, ClassVar, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
+from gateway.core.plugins import NamedFile
+
+DEFAULT_TIMEOUT_S = 4.0
+
 
 class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # strict: as strict as the shipped JSON Schema (`port: "502"` or `unit_id: true` is an
+    # error, not a silent conversion); enum fields opt out (`strict=False`) because YAML gives
+    # their values as text.
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
 
 # A NodeId in the OPC UA string form (Part 6, 5.3.1.10) with an explicit namespace index:
@@ -95,10 +104,12 @@ class OpcUaConnection(Strict):
         description="Server endpoint URL, for example opc.tcp://10.0.0.5:4840.",
     )
     security_policy: SecurityPolicy = Field(
-        SecurityPolicy.NONE, description="None, or a policy without SHA-1 (Basic256Sha256...)."
+        SecurityPolicy.NONE,
+        strict=False,
+        description="None, or a policy without SHA-1 (Basic256Sha256...).",
     )
     security_mode: SecurityMode = Field(
-        SecurityMode.NONE, description="None, Sign or SignAndEncrypt."
+        SecurityMode.NONE, strict=False, description="None, Sign or SignAndEncrypt."
     )
     certificate: str | None = Field(
         None, description="The gateway's application instance certificate (DER or PEM)."
@@ -116,7 +127,12 @@ class OpcUaConnection(Strict):
         default_factory=AnonymousLogin,
         description="User identity: anonymous, username or certificate.",
     )
-    timeout_s: float = Field(4.0, gt=0, description="Per-request timeout.")
+    timeout_s: float | None = Field(
+        None,
+        gt=0,
+        description="Per-request timeout. Default 4 s; with nodes in `mode: poll`, at most"
+        " half the device's poll period, so that the defaults never contradict each other.",
+    )
     session_timeout_s: float = Field(
         60.0, gt=0, description="Requested session timeout; the server may revise it."
     )
@@ -128,6 +144,60 @@ class OpcUaConnection(Strict):
     )
     reconnect_min_s: float = Field(1.0, gt=0, description="First reconnect delay after a loss.")
     reconnect_max_s: float = Field(60.0, gt=0, description="Cap of the reconnect backoff.")
+
+    # Subscriptions are not polled: the generic "timeout shorter than the poll period" check
+    # does not apply; the plugin checks it for `mode: poll` nodes (gateway/config/crosscheck.py).
+    timeout_within_poll_period: ClassVar[bool] = False
+
+    def request_timeout_s(self, polled_every_s: float | None = None) -> float:
+        """`timeout_s` as written; unset, 4 s, or half the poll period when nodes are polled
+        every `polled_every_s` (a Read that may outlast the period would skip polls)."""
+        if self.timeout_s is not None:
+            return self.timeout_s
+        if polled_every_s is None:
+            return DEFAULT_TIMEOUT_S
+        return min(DEFAULT_TIMEOUT_S, polled_every_s / 2)
+
+    def named_files(self) -> tuple[NamedFile, ...]:
+        """Certificates, keys, the trust list and the password file, for `check-config`."""
+        files = [
+            NamedFile(key, name, what, folder=key == "trust_list")
+            for key, name, what in (
+                ("certificate", self.certificate, "application instance certificate"),
+                ("private_key", self.private_key, "private key"),
+                ("trust_list", self.trust_list, "trust list folder"),
+            )
+            if name is not None
+        ]
+        login = self.login
+        if isinstance(login, UsernameLogin):
+            files.append(NamedFile("login.password_file", login.password_file, "password file"))
+        elif isinstance(login, CertificateLogin):
+            files.append(NamedFile("login.certificate", login.certificate, "user certificate"))
+            files.append(NamedFile("login.private_key", login.private_key, "user private key"))
+        return tuple(files)
+
+    def with_paths_resolved(self, resolve: Callable[[str], Path]) -> OpcUaConnection:
+        """A copy whose file names are absolute, resolved as the device file's folder says
+        (`DeviceSpec.resolve`), so the driver does not depend on the working directory."""
+        update: dict[str, object] = {
+            key: str(resolve(name))
+            for key in ("certificate", "private_key", "trust_list")
+            if (name := getattr(self, key)) is not None
+        }
+        login = self.login
+        if isinstance(login, UsernameLogin):
+            update["login"] = login.model_copy(
+                update={"password_file": str(resolve(login.password_file))}
+            )
+        elif isinstance(login, CertificateLogin):
+            update["login"] = login.model_copy(
+                update={
+                    "certificate": str(resolve(login.certificate)),
+                    "private_key": str(resolve(login.private_key)),
+                }
+            )
+        return self.model_copy(update=update)
 
     @model_validator(mode="after")
     def _security_is_consistent(self) -> OpcUaConnection:
@@ -171,7 +241,9 @@ class DeadbandType(enum.StrEnum):
 
 class Deadband(Strict):
     type: DeadbandType = Field(
-        DeadbandType.NONE, description="none, absolute, or percent of the node's EURange."
+        DeadbandType.NONE,
+        strict=False,
+        description="none, absolute, or percent of the node's EURange.",
     )
     value: float = Field(0.0, ge=0, description="Deadband in the node's units, or in percent.")
 
@@ -193,6 +265,7 @@ class OpcUaNode(Strict):
     )
     mode: NodeMode = Field(
         NodeMode.SUBSCRIBE,
+        strict=False,
         description="subscribe (monitored item), or poll (Read every poll_period_s).",
     )
     sampling_interval_ms: float | None = Field(
@@ -207,7 +280,9 @@ class OpcUaNode(Strict):
     scale: float = Field(1.0, description="Engineering value = raw * scale + offset.")
     offset: float = Field(0.0, description="Added after scale.")
     kind: NodeKind = Field(
-        NodeKind.SCALAR, description="scalar, or waveform for an array node of samples."
+        NodeKind.SCALAR,
+        strict=False,
+        description="scalar, or waveform for an array node of samples.",
     )
     sample_rate: float | None = Field(None, gt=0, description="Waveform sample rate in Hz.")
     sample_rate_node: NodeIdText | None = Field(

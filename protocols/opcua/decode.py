@@ -29,6 +29,7 @@ class NodeReading:
     status_name: str | None
     source_ts: float | None
     server_ts: float | None
+    data_type: str | None = None  # the variant's type name (Double, Int32...), for `probe`
 
     @property
     def best_ts(self) -> float | None:
@@ -121,6 +122,21 @@ def waveform_record(
         unit=tag.unit,
         quality=quality,
     )
+
+
+def raw_text(reading: NodeReading) -> str:
+    """The node's value as the server sent it, for a person: `Double 41.5`, `Double[16384]`,
+    with the status when it is not Good."""
+    value = reading.value
+    kind = reading.data_type or type(value).__name__
+    if isinstance(value, list | tuple | np.ndarray):
+        text = f"{kind}[{len(value)}]"
+    else:
+        shown = repr(value)
+        text = f"{kind} {shown if len(shown) <= 40 else shown[:37] + '...'}"
+    if quality_of(reading.status_code) is not Quality.GOOD:
+        text += f" ({status_label(reading.status_code, reading.status_name)})"
+    return text
 
 
 def sample_rate_of(reading: NodeReading) -> float | None:

@@ -37,7 +37,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import Self
+from typing import Self, cast
 
 from asyncua import Client, ua
 from asyncua.common.subscription import (
@@ -58,6 +58,7 @@ from gateway.core.clock import Clock
 from gateway.core.errors import BadResponse, DeviceTimeout, DeviceUnreachable, DriverError
 from gateway.core.interfaces import Record
 from gateway.core.records import Quality, Sample, Tag
+from protocols.opcua.browse import BrowsedVariable, BrowseResult, OfferedEndpoint
 from protocols.opcua.config import (
     CertificateLogin,
     DeadbandType,
@@ -69,7 +70,13 @@ from protocols.opcua.config import (
     SecurityPolicy,
     UsernameLogin,
 )
-from protocols.opcua.decode import NodeReading, sample_rate_of, scalar_record, waveform_record
+from protocols.opcua.decode import (
+    NodeReading,
+    raw_text,
+    sample_rate_of,
+    scalar_record,
+    waveform_record,
+)
 from protocols.opcua.quality import CODE_MASK, quality_of, status_label
 
 log = logging.getLogger(__name__)
@@ -176,6 +183,7 @@ class OpcUaDriver:
         self._points = _bind_points(device_id, nodes, tags)
         self._polled = [p for p in self._points if p.node.mode is NodeMode.POLL]
         self._subscribed = [p for p in self._points if p.node.mode is NodeMode.SUBSCRIBE]
+        self._timeout_s = connection.request_timeout_s(poll_period_s if self._polled else None)
         # Sample-rate nodes, shared between waveforms that name the same node.
         self._rate_node_ids = {
             p.node.sample_rate_node: ua.NodeId.from_string(p.node.sample_rate_node)
@@ -192,6 +200,7 @@ class OpcUaDriver:
         self._data_changes = 0
         self._reads = 0
         self._bad_samples = 0
+        self._last_readings: dict[str, NodeReading] = {}  # tag id -> latest, for `probe`
 
     @property
     def endpoint(self) -> str:
@@ -207,6 +216,36 @@ class OpcUaDriver:
             reads=self._reads,
             bad_samples=self._bad_samples,
         )
+
+    # --- Inspectable (edge-gateway probe) ------------------------------------------------
+
+    def describe_plan(self) -> list[str]:
+        conn = self._conn
+        lines = [f"session to {conn.endpoint} (security {conn.security_mode}, "
+                 f"{conn.security_policy}; timeout {self._timeout_s:g} s)"]  # fmt: skip
+        if self._subscribed:
+            lines.append(f"subscription, publishing every {conn.publishing_interval_ms:g} ms:")
+            lines += [f"  {_node_text(p.node)}" for p in self._subscribed]
+        if self._polled:
+            lines.append(f"Read every {self._poll_period_s:g} s:")
+            lines += [f"  {_node_text(p.node)}" for p in self._polled]
+        return lines
+
+    def raw_values(self) -> dict[str, str]:
+        return {tag: raw_text(reading) for tag, reading in self._last_readings.items()}
+
+    def state_labels(self) -> dict[str, dict[int, str]]:
+        return {}  # OPC UA enumerations are not mapped to labels (yet)
+
+    # --- browsing (edge-gateway browse) ------------------------------------------------------
+
+    async def browse(self, start: str | None, depth: int, max_nodes: int) -> BrowseResult:
+        """The variables under `start` (default: the Objects folder, without the server's own
+        namespace-0 objects), `depth` levels down, at most `max_nodes` nodes visited. Uses
+        only Browse and Read. Call inside `async with`."""
+        client = self._require_client()
+        with self._library_errors("browse"):
+            return await _browse(client, start, depth, max_nodes)
 
     # --- lifecycle --------------------------------------------------------------------------
 
@@ -339,7 +378,7 @@ class OpcUaDriver:
     def _new_client(self) -> Client:
         conn = self._conn
         client = Client(
-            conn.endpoint, timeout=conn.timeout_s, watchdog_intervall=conn.watchdog_interval_s
+            conn.endpoint, timeout=self._timeout_s, watchdog_intervall=conn.watchdog_interval_s
         )
         client.name = f"edge-gateway {self._device_id}"
         client.description = client.name
@@ -564,6 +603,7 @@ class OpcUaDriver:
         return values
 
     def _record(self, point: _Point, reading: NodeReading, now: float) -> Record:
+        self._last_readings[point.tag.id] = reading
         if point.node.kind is NodeKind.WAVEFORM:
             rate = point.node.sample_rate
             if point.node.sample_rate_node is not None:
@@ -601,7 +641,7 @@ class OpcUaDriver:
             return BadResponse(f"{where} refused {action}: {name}.")
         if isinstance(exc, TimeoutError):  # before OSError: TimeoutError is an OSError
             return DeviceTimeout(
-                f"{where} did not answer {action} within {self._conn.timeout_s} s."
+                f"{where} did not answer {action} within {self._timeout_s:g} s."
             )
         if isinstance(exc, OSError | EOFError):
             # asyncio words a refusal "Connect call failed"; the errno says what happened.
@@ -623,6 +663,18 @@ def _bind_points(device_id: str, nodes: Sequence[OpcUaNode], tags: Sequence[Tag]
             raise ValueError(f"no tag `{device_id}.{node.name}` for OPC UA node `{node.node_id}`")
         points.append(_Point(node=node, tag=tag, node_id=ua.NodeId.from_string(node.node_id)))
     return points
+
+
+def _node_text(node: OpcUaNode) -> str:
+    text = f"{node.name} ({node.node_id}"
+    if node.kind is NodeKind.WAVEFORM:
+        rate = node.sample_rate_node or f"{node.sample_rate:g} Hz"
+        text += f", waveform at {rate}"
+    if node.sampling_interval_ms is not None:
+        text += f", sampled every {node.sampling_interval_ms:g} ms"
+    if node.deadband.type is not DeadbandType.NONE:
+        text += f", deadband {node.deadband.type} {node.deadband.value:g}"
+    return text + ")"
 
 
 def _rate_nodes(points: Sequence[_Point]) -> list[str]:
@@ -662,6 +714,7 @@ def _reading(value: ua.DataValue | None) -> NodeReading:
         status_name=_status_name(code),
         source_ts=_epoch(value.SourceTimestamp),
         server_ts=_epoch(value.ServerTimestamp),
+        data_type=value.Value.VariantType.name if value.Value is not None else None,
     )
 
 
@@ -741,3 +794,183 @@ async def _close_quietly(client: Client, *, session_open: bool) -> None:
             client.disconnect_socket()
     except _LIBRARY_ERRORS as exc:
         log.debug("Closing OPC UA client raised %r; ignored.", exc)
+
+
+# --- browsing (edge-gateway browse) ----------------------------------------------------------
+
+_OBJECTS_FOLDER = ua.NodeId(ua.Int32(ua.ObjectIds.ObjectsFolder))
+_HAS_PROPERTY = ua.NodeId(ua.Int32(ua.ObjectIds.HasProperty))
+_CURRENT_WRITE = ua.AccessLevel.CurrentWrite.mask
+# A mask of node classes; asyncua types the parameter as one NodeClass.
+_OBJECTS_AND_VARIABLES = cast(ua.NodeClass, ua.NodeClass.Object | ua.NodeClass.Variable)
+_ATTRIBUTES = (
+    ua.AttributeIds.DataType,
+    ua.AttributeIds.ValueRank,
+    ua.AttributeIds.ArrayDimensions,
+    ua.AttributeIds.AccessLevel,
+    ua.AttributeIds.Value,
+)
+_POLICY_NAMES = {
+    "http://opcfoundation.org/UA/SecurityPolicy#None": "None",
+    "http://opcfoundation.org/UA/SecurityPolicy#Basic256Sha256": "Basic256Sha256",
+    "http://opcfoundation.org/UA/SecurityPolicy#Aes128_Sha256_RsaOaep": "Aes128_Sha256_RsaOaep",
+    "http://opcfoundation.org/UA/SecurityPolicy#Aes256_Sha256_RsaPss": "Aes256_Sha256_RsaPss",
+    "http://opcfoundation.org/UA/SecurityPolicy#Basic128Rsa15": "Basic128Rsa15",
+    "http://opcfoundation.org/UA/SecurityPolicy#Basic256": "Basic256",
+}
+_MODE_NAMES = {
+    ua.MessageSecurityMode.None_: "None",
+    ua.MessageSecurityMode.Sign: "Sign",
+    ua.MessageSecurityMode.SignAndEncrypt: "SignAndEncrypt",
+}
+
+
+async def offered_endpoints(url: str, timeout_s: float) -> list[OfferedEndpoint]:
+    """GetEndpoints on an unsecured channel (always allowed, Part 4, 5.4.4): what security
+    modes and logins the server offers. Raises our DriverError family."""
+    client = Client(url, timeout=timeout_s)
+    try:
+        descriptions = await client.connect_and_get_server_endpoints()
+    except TimeoutError:
+        raise DeviceTimeout(
+            f"OPC UA server `{url}` did not answer within {timeout_s:g} s."
+        ) from None
+    except _LIBRARY_ERRORS as exc:
+        errno = getattr(exc, "errno", None)
+        reason = os.strerror(errno).lower() if errno else str(exc) or type(exc).__name__
+        raise DeviceUnreachable(f"OPC UA server `{url}` unreachable: {reason}.") from exc
+    offered = []
+    for description in descriptions:
+        policy_uri = description.SecurityPolicyUri or ""
+        offered.append(
+            OfferedEndpoint(
+                url=description.EndpointUrl or url,
+                policy=_POLICY_NAMES.get(policy_uri, policy_uri.rsplit("#", 1)[-1]),
+                mode=_MODE_NAMES.get(description.SecurityMode, str(description.SecurityMode)),
+                logins=tuple(
+                    dict.fromkeys(t.TokenType.name for t in description.UserIdentityTokens or [])
+                ),
+            )
+        )
+    return offered
+
+
+async def _browse(client: Client, start: str | None, depth: int, max_nodes: int) -> BrowseResult:
+    root = ua.NodeId.from_string(start) if start else _OBJECTS_FOLDER
+    skip_server_objects = start is None
+    variables: list[tuple[ua.ReferenceDescription, tuple[str, ...], ua.NodeId]] = []
+    objects = 0
+    visited = 0
+    truncated = False
+    frontier: list[tuple[ua.NodeId, tuple[str, ...], int]] = [(root, (), 0)]
+    while frontier:
+        node_id, path, level = frontier.pop(0)
+        if level >= depth:
+            continue
+        references = await client.get_node(node_id).get_references(
+            refs=ua.ObjectIds.HierarchicalReferences,
+            direction=ua.BrowseDirection.Forward,
+            nodeclassmask=_OBJECTS_AND_VARIABLES,
+        )
+        for reference in references:
+            child = reference.NodeId
+            if reference.ReferenceTypeId == _HAS_PROPERTY:
+                continue  # properties describe a node (units, ranges); they are not values
+            if skip_server_objects and level == 0 and child.NamespaceIndex == 0:
+                continue  # the server's own objects and diagnostics
+            visited += 1
+            if visited > max_nodes:
+                truncated = True
+                frontier.clear()
+                break
+            name = reference.BrowseName.Name or child.to_string()
+            if reference.NodeClass == ua.NodeClass.Variable:
+                variables.append((reference, path, node_id))
+            else:
+                objects += 1
+            frontier.append((child, (*path, name), level + 1))
+    described = await _describe(client, variables)
+    return BrowseResult(endpoints=(), variables=tuple(described), objects=objects,
+                        truncated=truncated)  # fmt: skip
+
+
+async def _describe(
+    client: Client, found: Sequence[tuple[ua.ReferenceDescription, tuple[str, ...], ua.NodeId]]
+) -> list[BrowsedVariable]:
+    """Data type, shape, access and value of each variable, in batched Reads."""
+    described: list[BrowsedVariable] = []
+    batch = max(1, _MAX_NODES_PER_READ // len(_ATTRIBUTES))
+    for first in range(0, len(found), batch):
+        chunk = found[first : first + batch]
+        params = ua.ReadParameters()
+        params.TimestampsToReturn = ua.TimestampsToReturn.Neither
+        params.NodesToRead = [
+            ua.ReadValueId(NodeId=reference.NodeId, AttributeId=attribute)
+            for reference, _, _ in chunk
+            for attribute in _ATTRIBUTES
+        ]
+        values = await client.uaclient.read(params)
+        for index, (reference, path, parent) in enumerate(chunk):
+            data_type, rank, dimensions, access, value = (
+                _plain(v) for v in values[index * len(_ATTRIBUTES) : (index + 1) * len(_ATTRIBUTES)]
+            )
+            described.append(
+                BrowsedVariable(
+                    node_id=reference.NodeId.to_string(),
+                    name=reference.BrowseName.Name or reference.NodeId.to_string(),
+                    path=path,
+                    parent=parent.to_string(),
+                    data_type=_type_name(data_type),
+                    array_length=_array_length(rank, dimensions, value),
+                    writable=isinstance(access, int) and bool(access & _CURRENT_WRITE),
+                    value=_value_text(value),
+                    unit=await _engineering_unit(client, reference.NodeId),
+                )
+            )
+    return described
+
+
+def _plain(value: ua.DataValue) -> object:
+    if value.StatusCode is not None and not value.StatusCode.is_good():
+        return None
+    return value.Value.Value if value.Value is not None else None
+
+
+def _type_name(data_type: object) -> str:
+    if isinstance(data_type, ua.NodeId):
+        if data_type.NamespaceIndex == 0 and isinstance(data_type.Identifier, int):
+            return str(ua.ObjectIdNames.get(data_type.Identifier, data_type.to_string()))
+        return data_type.to_string()
+    return "unknown"
+
+
+def _array_length(rank: object, dimensions: object, value: object) -> int | None:
+    if isinstance(value, list | tuple):
+        return len(value)
+    if isinstance(rank, int) and rank >= 1:
+        if isinstance(dimensions, list) and dimensions and isinstance(dimensions[0], int):
+            return dimensions[0] or None
+        return 0
+    return None
+
+
+def _value_text(value: object) -> str:
+    if isinstance(value, list | tuple):
+        return f"[{len(value)} values]"
+    text = repr(value) if not isinstance(value, str) else value
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+async def _engineering_unit(client: Client, node_id: ua.NodeId) -> str:
+    """The EngineeringUnits property's display name (Part 8, 5.6.3), or ""."""
+    properties = await client.get_node(node_id).get_references(
+        refs=ua.ObjectIds.HasProperty,
+        direction=ua.BrowseDirection.Forward,
+        nodeclassmask=ua.NodeClass.Variable,
+    )
+    for reference in properties:
+        if reference.BrowseName.Name == "EngineeringUnits":
+            units = await client.get_node(reference.NodeId).read_value()
+            text = getattr(getattr(units, "DisplayName", None), "Text", None)
+            return str(text) if text else ""
+    return ""

@@ -23,7 +23,8 @@ from gateway.core.plugins import (
     StreamingEndpoint,
 )
 from gateway.core.records import Tag, TagKind
-from protocols.opcua.config import NodeKind, OpcUaConnection, OpcUaNode
+from protocols.opcua.config import NodeKind, NodeMode, OpcUaConnection, OpcUaNode
+from protocols.opcua.discovery import BROWSE
 
 if TYPE_CHECKING:
     from protocols.opcua.driver import OpcUaDriver
@@ -47,6 +48,7 @@ class OpcUa:
     values_field = "nodes"
     values_description = "OPC UA devices: the nodes to subscribe to or poll."
     value_model = OpcUaNode
+    discovery = (BROWSE,)  # `edge-gateway browse`
 
     def tags(self, device: DeviceSpec) -> list[Tag]:
         return [
@@ -63,7 +65,8 @@ class OpcUa:
         return [self._endpoint(device, clock) for device in devices]
 
     def _endpoint(self, device: DeviceSpec, clock: Clock) -> StreamingEndpoint:
-        connection: OpcUaConnection = device.connection
+        # Certificates, keys and password files are relative to the device file.
+        connection = resolved_connection(device)
         nodes: Sequence[OpcUaNode] = device.values
         tags = self.tags(device)
 
@@ -79,14 +82,56 @@ class OpcUa:
             return await tcp_accepts(host, port, PROBE_TIMEOUT_S)
 
         reconnect = (connection.reconnect_min_s, connection.reconnect_max_s)
-        return StreamingEndpoint(device.id, driver, probe=probe, reconnect_s=reconnect)
+        return StreamingEndpoint(
+            device.id,
+            driver,
+            probe=probe,
+            reconnect_s=reconnect,
+            silence_limit_s=silence_limit_s(device),
+        )
 
     def link(self, device: DeviceSpec) -> LinkKey:
         connection: OpcUaConnection = device.connection
         return LinkKey.named(self.name, "opcua", connection.endpoint.split("://", 1)[-1])
 
     def check(self, devices: Sequence[DeviceSpec]) -> Iterable[DeviceIssue | ConfigProblem]:
-        return ()
+        """A timeout written for a device whose nodes are polled must be shorter than the poll
+        period (the default is, by construction); subscriptions have no period to fit in."""
+        for index, device in enumerate(devices):
+            connection: OpcUaConnection = device.connection
+            polled = any(node.mode is NodeMode.POLL for node in device.values)
+            timeout = connection.timeout_s
+            if polled and timeout is not None and timeout >= device.poll_period_s:
+                yield DeviceIssue(
+                    index,
+                    "connection.timeout_s",
+                    f"timeout_s ({timeout:g} s) must be shorter than poll_period_s "
+                    f"({device.poll_period_s:g} s) when nodes are read with `mode: poll`",
+                )
+
+
+# A node that delivered nothing (not even a bad status) this many of its periods after the
+# session opened is reported as silent; never sooner than the floor (a slow first publish).
+_SILENT_AFTER_PERIODS = 3
+_SILENT_FLOOR_S = 5.0
+
+
+def silence_limit_s(device: DeviceSpec) -> float:
+    """A few of the device's longest period: publishing interval, sampling intervals, and
+    the poll period when nodes are polled."""
+    connection: OpcUaConnection = device.connection
+    periods = [connection.publishing_interval_ms / 1000.0]
+    for node in device.values:
+        if node.mode is NodeMode.POLL:
+            periods.append(device.poll_period_s)
+        elif node.sampling_interval_ms:
+            periods.append(node.sampling_interval_ms / 1000.0)
+    return max(_SILENT_FLOOR_S, _SILENT_AFTER_PERIODS * max(periods))
+
+
+def resolved_connection(device: DeviceSpec) -> OpcUaConnection:
+    connection: OpcUaConnection = device.connection
+    return connection.with_paths_resolved(device.resolve)
 
 
 OPCUA: ProtocolPlugin = OpcUa()

@@ -44,3 +44,20 @@ def test_shipped_example_sites_are_the_checkout_configs() -> None:
     assert found == {"demo": (REPO / "configs").resolve()} | {
         p.name: p.resolve() for p in sorted((REPO / "configs" / "examples").glob("*/"))
     }
+@pytest.mark.parametrize("site", SITES, ids=lambda p: p.name)
+def test_example_site_builds_its_drivers(site: Path) -> None:
+    """Every endpoint's driver (or line) can be built from the example, text points and all,
+    without connecting: a wiring mistake shows here, not when the daemon starts polling."""
+    from gateway.assembly.plant import configured_devices, endpoints
+    from gateway.core.clock import SystemClock
+    from gateway.core.plugins import SharedLineEndpoint
+
+    loaded = load_config(site)
+    devices = configured_devices(loaded.devices, loaded.protocols)
+    built = []
+    for endpoint in endpoints(devices, SystemClock()):
+        if isinstance(endpoint, SharedLineEndpoint):
+            built += [tag.id for tag in endpoint.line_factory().tags()]
+        else:
+            built += [tag.id for tag in endpoint.driver_factory().tags()]
+    assert sorted(built) == sorted(tag.id for device in devices for tag in device.tags)

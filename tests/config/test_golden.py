@@ -25,6 +25,15 @@ REQUIRED_CASES = {
     "unknown_protocol",
     "several_files_at_once",
     "duplicate_key",
+    # issue 15
+    "named_files_missing",
+    "overlapping_points",
+    "good_modicon_address_warning",
+    "good_every_default",
+    "opcua_poll_timeout",
+    "strict_types",
+    "single_device_file",
+    "good_single_device_file_not_included",
 }
 
 
@@ -36,13 +45,19 @@ def test_required_cases_are_present() -> None:
 def test_golden_case(case: str, monkeypatch: pytest.MonkeyPatch) -> None:
     folder = GOLDEN / case
     expected = (folder / "expected.txt").read_text(encoding="utf-8").splitlines()
+    command = folder / "command.txt"
+    args = command.read_text(encoding="utf-8").split() if command.exists() else ["gateway.yaml"]
+    site = args[args.index("--site") + 1] if "--site" in args else None
     monkeypatch.chdir(folder)
     out, err = io.StringIO(), io.StringIO()
 
-    status = check_config("gateway.yaml", out, err)
+    status = check_config(args[0], out, err, site=site)
 
     if case.startswith("good_"):
-        assert (status, out.getvalue().splitlines(), err.getvalue()) == (EX_OK, expected, "")
+        # Warnings (stderr) first, then the summary line (stdout).
+        lines = err.getvalue().splitlines() + out.getvalue().splitlines()
+        assert (status, lines, len(out.getvalue().splitlines())) == (EX_OK, expected, 1)
+        assert all(": warning: " in line for line in err.getvalue().splitlines())
     else:
         assert (status, err.getvalue().splitlines(), out.getvalue()) == (EX_CONFIG, expected, "")
 

@@ -31,6 +31,8 @@ GATEWAY_FAMILIES = {
     "uptime_seconds": "gauge",
     "device_polls": "counter", "device_errors": "counter", "device_reconnects": "counter",
     "device_poll_latency_seconds": "gauge", "device_up": "gauge",
+    "device_bad_samples": "counter", "device_uncertain_samples": "counter",
+    "device_bad_points": "gauge",
     "queue_depth": "gauge", "records": "counter", "samples_stored": "counter",
     "waveforms": "counter", "findings": "counter", "detectors_disabled": "gauge",
     "detector_seconds": "counter",
