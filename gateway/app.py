@@ -29,8 +29,6 @@ from gateway.core.clock import Clock, SystemClock
 from gateway.core.errors import ConfigError
 from gateway.core.exit_codes import EX_CONFIG
 from gateway.core.interfaces import (
-    Command,
-    CommandReply,
     Detector,
     MessageEncoder,
     PollingDriver,
@@ -49,7 +47,7 @@ from gateway.runtime.detector_state import (
 from gateway.runtime.health import HealthReport, HealthServer, run_health_topic
 from gateway.runtime.lifecycle import run_until_stopped
 from gateway.runtime.summaries import SummaryCollector, run_summaries
-from gateway.store import StateStore, TelemetryStore
+from gateway.store import StateDatabase, TelemetryStore
 from gateway.store.snapshots import DetectorSnapshots
 from gateway.ticketing.commands import TicketCommands
 from gateway.ticketing.knowledge import KnowledgeBase
@@ -414,7 +412,7 @@ def load_knowledge(loaded: LoadedConfig) -> KnowledgeBase:
 
 
 def build_ticket_service(
-    loaded: LoadedConfig, state: StateStore, encoder: MessageEncoder, clock: Clock
+    loaded: LoadedConfig, state: StateDatabase, encoder: MessageEncoder, clock: Clock
 ) -> TicketService:
     cfg = loaded.gateway
     devices = [device for _, device in loaded.devices]
@@ -461,7 +459,11 @@ class Gateway:
         state_dir.mkdir(parents=True, exist_ok=True)
         devices = [device for _, device in self.loaded.devices]
         async with contextlib.AsyncExitStack() as stack:
-            state = await StateStore.open(state_dir / "state.db")
+            state = await StateDatabase.open(
+                state_dir / "state.db",
+                command_window_s=cfg.ticketing.command_log_window_h * 3600.0,
+                command_log_max=cfg.ticketing.command_log_max,
+            )
             stack.push_async_callback(state.close)
             telemetry = await TelemetryStore.open(
                 state_dir / "telemetry.db", flush_interval_s=cfg.storage.telemetry_flush_s
@@ -470,24 +472,20 @@ class Gateway:
 
             topics = Topics(cfg.uplink.topic_prefix, cfg.site, cfg.gateway_id)
             encoder = make_ticket_encoder(
-                topics, source=f"urn:edge:{cfg.site}:{cfg.gateway_id}", sequence=state.next_sequence
+                topics,
+                source=f"urn:edge:{cfg.site}:{cfg.gateway_id}",
+                sequence=state.outbox.next_sequence,
             )
             tickets = build_ticket_service(self.loaded, state, encoder, self.clock)
             await tickets.start()
             # Central commands on `cmd/<verb>` (issue 5): ids, revisions, actors, replays.
             ticket_commands = TicketCommands(
                 tickets,
-                state,
-                state,
+                state.outbox,
+                state.commands,
                 self.clock,
                 actors=frozenset(cfg.ticketing.command_actors),
             )
-
-            async def on_command(command: Command) -> CommandReply:
-                reply = await ticket_commands.handle(command)
-                uplink.wake()  # an acknowledgement is itself a ticket change to announce
-                return reply
-
             settings = UplinkSettings.from_config(
                 cfg.uplink,
                 cfg.site,
@@ -495,7 +493,7 @@ class Gateway:
                 password=self._mqtt_password(),
                 tls=self._tls_settings(),
             )
-            uplink = Uplink(settings, state, on_command, self.clock)
+            uplink = Uplink(settings, state.outbox, ticket_commands.handle, self.clock)
             # Issue 6: features per asset for `summaries/<asset>`, never the samples.
             summaries = SummaryCollector(
                 {tag.id: tag.asset for _, d in self.loaded.devices for tag in device_tags(d)}
@@ -504,7 +502,6 @@ class Gateway:
             async def on_finding(finding: Finding) -> None:
                 summaries.add_finding(finding)
                 await tickets.on_finding(finding)
-                uplink.wake()  # publish the committed change now, not at the next outbox poll
 
             async def store_samples(samples: Sequence[Sample]) -> None:
                 summaries.add_samples(samples)
@@ -535,7 +532,7 @@ class Gateway:
                 sources,
                 runner,
                 uplink,
-                state,
+                state.outbox,
                 telemetry,
                 outbox_max_messages=cfg.uplink.outbox_max_messages,
                 timestamp=rfc3339,

@@ -16,6 +16,21 @@ Delivery contract (DESIGN.md section 7, issue 2 item 8):
   settled as refused (it can never pass), logged and counted; nothing refused is published.
 - Summaries and health enter the outbox through `enqueue_droppable`, which sheds the oldest of
   them when the outbox is over `outbox_max_messages`; ticket messages are never shed.
+- The outbox signals its own commits (`Outbox.wait_for_messages`): a committed message leaves at
+  once, and the outbox is looked at every `poll_interval_s` for resends that came due.
+
+Inbound commands (issue 11), hostile until validated:
+- The receiving task checks the envelope (`uplink.commands.parse_command`) and the sender's
+  rate (`uplink.admission`), without awaiting anything; a command refused there is answered and
+  acknowledged at once. The rest wait in one of two bounded lanes, each handled by its own
+  task: `ack` (it settles messages and must never wait behind a burst of other commands) and
+  every other verb. A full lane refuses with `busy` instead of blocking the receiver.
+- What the command means is the handler's business (`gateway.ticketing.commands`, wired by the
+  app); the uplink never names a verb but `ack`, whose lane it keeps.
+- Nothing a command carries can end a task: a failure while handling it is logged once with
+  its traceback and answered as a rejection. Every message, accepted or not, gets its PUBACK,
+  so the broker never redelivers a poison message from the persistent session; a command is
+  only not acknowledged when the gateway stops before handling it (then it comes again).
 """
 
 from __future__ import annotations
@@ -23,16 +38,25 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import time
 import uuid
 from collections import Counter
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, Self
 
 from gateway.core.clock import Clock
 from gateway.core.errors import GatewayError, UplinkError
-from gateway.core.interfaces import CommandHandler, CommandReply, NewMessage, Outbox
+from gateway.core.interfaces import (
+    JSON_CONTENT_TYPE,
+    Command,
+    CommandHandler,
+    CommandReply,
+    NewMessage,
+    Outbox,
+)
 from gateway.core.records import OutboxItem, OutboxKind
+from uplink.admission import ActorRateLimiter, RateLimit
 from uplink.commands import RejectedCommand, encode_reply, parse_command
 from uplink.events import (
     CLOUDEVENTS_CONTENT_TYPE,
@@ -55,22 +79,12 @@ from uplink.topics import Topics
 
 log = logging.getLogger(__name__)
 
-JSON_CONTENT_TYPE = "application/json"
 # What may be shed when the outbox is over its size (issue 6); tickets never are.
 DROPPABLE_KINDS = frozenset({OutboxKind.SUMMARY, OutboxKind.HEALTH})
-
-
-class SheddingOutbox(Outbox, Protocol):
-    """The outbox the uplink drains, with the size policy of issue 6 (`StateStore`)."""
-
-    async def shed(self, max_depth: int, kinds: Collection[OutboxKind]) -> Mapping[str, int]:
-        """Delete the oldest unsettled messages of `kinds` until at most `max_depth` unsettled
-        messages remain (or none of `kinds` is left); returns how many per kind."""
-        ...
-
-    async def refuse(self, seq: int, now: float) -> None:
-        """Settle an item the egress guard refused, so it is never tried again."""
-        ...
+# The verb that settles ticket messages: part of the delivery contract, so it has its own lane.
+ACK_VERB = "ack"
+DEFAULT_COMMAND_RATE = RateLimit(20.0, 100)
+DEFAULT_ACK_RATE = RateLimit(500.0, 2000)
 
 
 class UplinkConfigFields(Protocol):
@@ -95,6 +109,14 @@ class UplinkConfigFields(Protocol):
     def ack_timeout_s(self) -> float: ...
     @property
     def outbox_max_messages(self) -> int: ...
+    @property
+    def commands_per_s(self) -> float: ...
+    @property
+    def command_burst(self) -> int: ...
+    @property
+    def acks_per_s(self) -> float: ...
+    @property
+    def ack_burst(self) -> int: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,7 +132,7 @@ class UplinkSettings:
     session_expiry_s: int = 86_400
     reconnect_min_s: float = 0.5
     reconnect_max_s: float = 30.0
-    # How often the outbox is looked at when nobody calls `wake()`.
+    # How often the outbox is looked at for resends that came due (commits signal by themselves).
     poll_interval_s: float = 0.5
     batch_size: int = 100
     # No PUBACK for this long means a half-open link (issue 6): drop it and reconnect.
@@ -121,6 +143,12 @@ class UplinkSettings:
     tls: TlsSettings | None = None
     # Above this many unsettled messages, summaries and health are shed oldest-first.
     outbox_max_messages: int = 10_000
+    # Per actor (issue 11): every command but `ack`, and `ack`, each with its own buckets.
+    command_rate: RateLimit = DEFAULT_COMMAND_RATE
+    ack_rate: RateLimit = DEFAULT_ACK_RATE
+    # Commands waiting to be handled, per lane; a full lane answers `busy`.
+    command_queue: int = 200
+    ack_queue: int = 2000
 
     @classmethod
     def from_config(
@@ -143,6 +171,8 @@ class UplinkSettings:
             resend_interval_s=config.resend_interval_s,
             ack_timeout_s=config.ack_timeout_s,
             outbox_max_messages=config.outbox_max_messages,
+            command_rate=RateLimit(config.commands_per_s, config.command_burst),
+            ack_rate=RateLimit(config.acks_per_s, config.ack_burst),
             username=config.username,
             password=password,
             tls=tls,
@@ -160,8 +190,11 @@ class UplinkStatistics:
     half_open_aborts: int
     acks: int  # central acks accepted
     commands: int  # well-formed commands handled
-    rejected_commands: int  # malformed, unknown or refused by the handler
+    rejected_commands: int  # malformed, unknown, rate-limited, busy or refused by the handler
     replies: int
+    rate_limited: int  # commands refused because their actor exceeded its rate
+    busy: int  # commands refused because their lane was full
+    command_failures: int  # commands whose handling failed unexpectedly (logged, rejected)
     outbox_depth: int
     # Bytes and messages that left the site (PUBACK received), by message type; resends count.
     bytes_sent: Mapping[str, int] = field(default_factory=dict)
@@ -170,15 +203,27 @@ class UplinkStatistics:
     drops: Mapping[str, int] = field(default_factory=dict)
 
 
+@dataclass(frozen=True, slots=True)
+class _Pending:
+    """A command admitted to a lane, with the MQTT message to acknowledge once handled."""
+
+    message: InboundMessage
+    command: Command
+
+
 class Uplink:
     def __init__(
         self,
         settings: UplinkSettings,
-        outbox: SheddingOutbox,
+        outbox: Outbox,
         on_command: CommandHandler,
         clock: Clock,
         guard: EgressGuard | None = None,
+        *,
+        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
+        """`on_command` decides what a well-formed command means and replies (the app wires
+        the ticketing command table); `monotonic` clocks the rate limits."""
         self.settings = settings
         self._topics = settings.topics
         self._outbox = outbox
@@ -188,7 +233,11 @@ class Uplink:
         self._bytes_sent: Counter[str] = Counter()
         self._messages_sent: Counter[str] = Counter()
         self._drops: Counter[str] = Counter()
-        self._wake = asyncio.Event()
+        self._monotonic = monotonic
+        self._command_rate = ActorRateLimiter(settings.command_rate)
+        self._ack_rate = ActorRateLimiter(settings.ack_rate)
+        self._ack_lane: asyncio.Queue[_Pending] = asyncio.Queue(settings.ack_queue)
+        self._command_lane: asyncio.Queue[_Pending] = asyncio.Queue(settings.command_queue)
         self._link: MqttLink | None = None
         self._published = 0
         self._resent = 0
@@ -198,13 +247,11 @@ class Uplink:
         self._commands = 0
         self._rejected = 0
         self._replies = 0
+        self._busy = 0
+        self._failures = 0
         self._depth = 0
 
     # --- public ------------------------------------------------------------------------------
-
-    def wake(self) -> None:
-        """Look at the outbox now (call after committing a message) instead of at the next poll."""
-        self._wake.set()
 
     async def enqueue_droppable(
         self, kind: OutboxKind, topic: str, document: Mapping[str, Any]
@@ -234,7 +281,6 @@ class Uplink:
                     shed_kind,
                     self._drops[f"outbox_full:{shed_kind}"],
                 )
-        self.wake()
         return True
 
     async def run_uplink(self) -> None:
@@ -245,7 +291,11 @@ class Uplink:
         try:
             async with asyncio.TaskGroup() as group:
                 group.create_task(self._run_publisher(link), name="uplink.publisher")
-                group.create_task(self._run_commands(link), name="uplink.commands")
+                group.create_task(self._run_inbound(link), name="uplink.inbound")
+                group.create_task(self._run_lane(link, self._ack_lane), name="uplink.acks")
+                group.create_task(
+                    self._run_lane(link, self._command_lane), name="uplink.commands"
+                )
         finally:
             final = self._status_message("offline", "stopped")
             await link.close(
@@ -267,6 +317,9 @@ class Uplink:
             commands=self._commands,
             rejected_commands=self._rejected,
             replies=self._replies,
+            rate_limited=self._command_rate.limited + self._ack_rate.limited,
+            busy=self._busy,
+            command_failures=self._failures,
             outbox_depth=self._depth,
             bytes_sent=dict(self._bytes_sent),
             messages_sent=dict(self._messages_sent),
@@ -357,10 +410,9 @@ class Uplink:
         self._depth = await self._outbox.depth()
         try:
             async with asyncio.timeout(self.settings.poll_interval_s):
-                await self._wake.wait()
+                await self._outbox.wait_for_messages()
         except TimeoutError:
-            pass  # the poll interval passed: look again
-        self._wake.clear()
+            pass  # the poll interval passed: look again for resends that came due
 
     async def _send_due(self, link: MqttLink) -> bool:
         items = await self._outbox.due(
@@ -470,27 +522,45 @@ class Uplink:
             raise UplinkError(str(lost)) from lost
 
     def _message_for(self, item: OutboxItem) -> OutgoingMessage:
-        cloudevent = is_cloudevent(item.payload)
+        if item.content_type is not None:
+            properties = MessageProperties(
+                content_type=item.content_type, user_properties=item.user_properties
+            )
+        else:
+            # Committed before state.db kept the properties (schema version 5): derived from
+            # the payload, as they were then.
+            cloudevent = is_cloudevent(item.payload)
+            properties = MessageProperties(
+                content_type=CLOUDEVENTS_CONTENT_TYPE if cloudevent else JSON_CONTENT_TYPE,
+                user_properties=tuple(user_properties(item.payload)),
+            )
         return OutgoingMessage(
             topic=item.topic,
             payload=item.payload,
             qos=1,
             retain=False,  # tickets are never retained (DESIGN.md section 7)
-            properties=MessageProperties(
-                content_type=CLOUDEVENTS_CONTENT_TYPE if cloudevent else JSON_CONTENT_TYPE,
-                user_properties=tuple(user_properties(item.payload)),
-            ),
+            properties=properties,
         )
 
     # --- broker -> commands ------------------------------------------------------------------
 
-    async def _run_commands(self, link: MqttLink) -> None:
+    async def _run_inbound(self, link: MqttLink) -> None:
         while True:
             message = await link.receive()
-            await self._handle_inbound(link, message)
-            link.acknowledge(message)
+            try:
+                self._admit_inbound(link, message)
+            except Exception:
+                # Issue 11: no message may end this task. Whatever went wrong is our bug; it is
+                # logged once with its traceback, and the message is acknowledged so that the
+                # broker does not deliver it again at every start.
+                self._failures += 1
+                self._rejected += 1
+                log.exception("Inbound message on `%s` could not be admitted.", message.topic)
+                link.acknowledge(message)
 
-    async def _handle_inbound(self, link: MqttLink, message: InboundMessage) -> None:
+    def _admit_inbound(self, link: MqttLink, message: InboundMessage) -> None:
+        """Check the envelope and the sender's rate, then queue the command in its lane.
+        Never awaits: the receiver keeps up with the broker whatever the handlers do."""
         verb = self._topics.verb_of(message.topic)
         parsed = parse_command(
             verb,
@@ -499,32 +569,97 @@ class Uplink:
             message.properties.correlation_data,
         )
         if isinstance(parsed, RejectedCommand):
-            self._rejected += 1
             log.warning("Rejected command on `%s`: %s.", message.topic, parsed.reason)
-            await self._reply(
-                link, parsed.response_topic, parsed.correlation_data, parsed.reply(), verb
-            )
+            self._refuse(link, message, parsed)
             return
+        is_ack = parsed.verb == ACK_VERB
+        limiter = self._ack_rate if is_ack else self._command_rate
+        actor = parsed.body.get("actor")
+        key = actor[:200] if isinstance(actor, str) else "-"
+        retry_after = limiter.retry_after(key, self._monotonic())
+        if retry_after is not None:
+            what = "`ack` commands" if is_ack else "commands"
+            reason = (
+                f"rate limited: actor `{ascii(key[:60])[1:-1]}` exceeds "
+                f"{limiter.limit.rate_per_s:g} {what} per second (burst {limiter.limit.burst});"
+                f" retry in {retry_after:.1f} s"
+            )
+            self._refuse_command(link, message, parsed, reason, log_it=limiter.limited == 1)
+            return
+        lane = self._ack_lane if is_ack else self._command_lane
+        try:
+            lane.put_nowait(_Pending(message, parsed))
+        except asyncio.QueueFull:
+            self._busy += 1
+            reason = f"busy: {lane.maxsize} commands are waiting; retry shortly"
+            self._refuse_command(link, message, parsed, reason, log_it=self._busy == 1)
 
+    def _refuse(self, link: MqttLink, message: InboundMessage, parsed: RejectedCommand) -> None:
+        self._rejected += 1
+        reply = parsed.reply()
+        self._reply(link, parsed.response_topic, parsed.correlation_data, reply, parsed.verb)
+        link.acknowledge(message)
+
+    def _refuse_command(
+        self,
+        link: MqttLink,
+        message: InboundMessage,
+        command: Command,
+        reason: str,
+        *,
+        log_it: bool,
+    ) -> None:
+        """Refused before handling (rate, lane full): logged on the first such refusal and
+        then counted, so a flood does not flood the journal too."""
+        if log_it:
+            log.warning(
+                "Command `%s` (`%s`) refused: %s. Further refusals of this kind are counted "
+                "in the health report.",
+                command.command_id,
+                command.verb,
+                reason,
+            )
+        self._rejected += 1
+        reply = CommandReply(command.command_id, False, reason)
+        self._reply(link, command.response_topic, command.correlation_data, reply, command.verb)
+        link.acknowledge(message)
+
+    async def _run_lane(self, link: MqttLink, lane: asyncio.Queue[_Pending]) -> None:
+        while True:
+            pending = await lane.get()
+            command = pending.command
+            reply = await self._handle(command)
+            self._reply(link, command.response_topic, command.correlation_data, reply, command.verb)
+            # Only once handled: a gateway stopped before this gets the command again.
+            link.acknowledge(pending.message)
+
+    async def _handle(self, command: Command) -> CommandReply:
         self._commands += 1
         try:
-            reply = await self._on_command(parsed)
+            reply = await self._on_command(command)
         except GatewayError as exc:
             # An expected failure of ours (a store refusing a write): refuse the command, keep
-            # serving. Anything else is a bug and propagates.
-            log.error("Command `%s` (`%s`) failed: %s", parsed.command_id, parsed.verb, exc)
-            reply = CommandReply(parsed.command_id, False, f"failed: {exc}")
+            # serving.
+            log.error("Command `%s` (`%s`) failed: %s", command.command_id, command.verb, exc)
+            reply = CommandReply(command.command_id, False, f"failed: {exc}")
+        except Exception:
+            # Issue 11: nothing a command carries may end the uplink (and with it the daemon,
+            # in a loop when the broker redelivers the command at every start). A bug that a
+            # command reaches is logged once, with its traceback, and the command refused.
+            self._failures += 1
+            log.exception(
+                "Command `%s` (`%s`) failed unexpectedly; rejected.",
+                command.command_id,
+                command.verb,
+            )
+            reply = CommandReply(command.command_id, False, "failed: internal error")
         if not reply.accepted:
             self._rejected += 1
-            log.warning(
-                "Command `%s` (`%s`) refused: %s.", parsed.command_id, parsed.verb, reply.reason
-            )
-        elif parsed.verb == "ack":
+        elif command.verb == ACK_VERB:
             self._acks += 1
-        await self._reply(link, parsed.response_topic, parsed.correlation_data, reply, verb)
-        self.wake()  # an ack may have changed what is due
+        return reply
 
-    async def _reply(
+    def _reply(
         self,
         link: MqttLink,
         response_topic: str | None,
@@ -532,6 +667,8 @@ class Uplink:
         reply: CommandReply,
         verb: str | None,
     ) -> None:
+        """Publish the reply without waiting for its PUBACK (a lane must not wait a round trip
+        per command); the outcome is counted when it arrives."""
         if not response_topic:
             return
         message = OutgoingMessage(
@@ -545,15 +682,29 @@ class Uplink:
         if not self._admit(OutboxKind.REPLY, message):
             return
         try:
-            await link.publish(message)
+            sent = link.send(message)
         except UplinkError as exc:
-            # The central system repeats a command it got no reply to; nothing to keep here.
-            log.warning(
-                "Reply to command `%s` on `%s` not delivered: %s",
-                reply.command_id,
-                response_topic,
-                exc,
-            )
+            self._reply_lost(reply, response_topic, exc)
             return
-        self._replies += 1
-        self._count_sent(OutboxKind.REPLY, message)
+
+        def done(future: asyncio.Future[int]) -> None:
+            if future.cancelled():
+                return
+            error = future.exception()
+            if error is not None:
+                self._reply_lost(reply, response_topic, error)
+                return
+            self._replies += 1
+            self._count_sent(OutboxKind.REPLY, message)
+
+        sent.add_done_callback(done)
+
+    @staticmethod
+    def _reply_lost(reply: CommandReply, response_topic: str, error: BaseException) -> None:
+        # The central system repeats a command it got no reply to; nothing to keep here.
+        log.warning(
+            "Reply to command `%s` on `%s` not delivered: %s",
+            reply.command_id,
+            response_topic,
+            error,
+        )

@@ -23,10 +23,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from gateway.core.clock import Clock
+from gateway.core.interfaces import Outbox
 from gateway.pipeline.runner import DetectorRunner
 from gateway.pipeline.source import PollingSource, SharedLineSource, SourceStatistics
 from gateway.pipeline.stream import StreamingSource, StreamStatistics
-from gateway.store import StateStore, TelemetryStore
+from gateway.store import TelemetryStore
 from uplink.service import Uplink
 
 log = logging.getLogger(__name__)
@@ -47,7 +48,7 @@ class HealthReport:
     sources: Sequence[Source]
     runner: DetectorRunner
     uplink: Uplink
-    state: StateStore
+    outbox: Outbox
     telemetry: TelemetryStore
     outbox_max_messages: int
     started_at: float = field(default=0.0)
@@ -65,7 +66,7 @@ class HealthReport:
         runner = self.runner.statistics()
         uplink = self.uplink.statistics()
         telemetry = self.telemetry.statistics()
-        by_kind, oldest = await self.state.outbox_backlog()
+        by_kind, oldest = await self.outbox.backlog()
         drops = dict(uplink.drops)
         if telemetry.samples_refused:
             drops["telemetry_refused:samples"] = telemetry.samples_refused

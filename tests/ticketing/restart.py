@@ -8,7 +8,7 @@ from pathlib import Path
 
 from gateway.core.clock import ManualClock
 from gateway.core.interfaces import Command, CommandReply
-from gateway.store import StateStore
+from gateway.store import StateDatabase
 from gateway.ticketing.commands import TicketCommands
 from gateway.ticketing.policy import AssetProfile, LifecyclePolicy
 from gateway.ticketing.service import TicketService
@@ -28,11 +28,11 @@ class Gateway:
     ) -> None:
         self.path, self.clock = path, clock
         self.assets, self.policy = dict(assets), policy
-        self.store: StateStore | None = None
+        self.store: StateDatabase | None = None
 
     async def boot(self) -> None:
-        self.store = await StateStore.open(self.path, clock=self.clock)
-        encoder = make_ticket_encoder(TOPICS, source_urn("s", "g"), self.store.next_sequence)
+        self.store = await StateDatabase.open(self.path, clock=self.clock)
+        encoder = make_ticket_encoder(TOPICS, source_urn("s", "g"), self.store.outbox.next_sequence)
         self.service = TicketService(
             "plant-a",
             "gw-1",
@@ -43,7 +43,11 @@ class Gateway:
             policy=self.policy,
         )
         self.commands = TicketCommands(
-            self.service, self.store, self.store, self.clock, actors=frozenset({"cmms"})
+            self.service,
+            self.store.outbox,
+            self.store.commands,
+            self.clock,
+            actors=frozenset({"cmms"}),
         )
         await self.service.start()
 
@@ -57,7 +61,7 @@ class Gateway:
             self.store = None
 
     @property
-    def db(self) -> StateStore:
+    def db(self) -> StateDatabase:
         assert self.store is not None
         return self.store
 
@@ -67,4 +71,4 @@ class Gateway:
         )
 
     async def kinds(self, ticket_id: str) -> list[str]:
-        return [e.kind for e in await self.db.ticket_events(ticket_id)]
+        return [e.kind for e in await self.db.tickets.ticket_events(ticket_id)]
