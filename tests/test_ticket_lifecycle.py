@@ -630,3 +630,40 @@ async def test_bad_commands_are_rejected_with_a_reply_and_change_nothing(plant: 
     assert "not JSON" in plant.central.replies[""].reason
     assert await plant.revisions(ticket_id) == before
     assert plant.uplink.statistics().rejected_commands >= 7
+
+
+async def test_an_ack_naming_only_the_ticket_settles_its_messages_on_the_wire(plant: Plant):
+    """Issue 14: docs/TICKETS.md says an ack with `ticket_id` settles the ticket's messages;
+    it replied `settled: []` and the resends went on."""
+    plant.central.ack = False
+    await plant.feed(finding(plant.now))
+    await plant.until(lambda c: len(c.work_orders) == 1)
+    ticket_id = plant.opened()[0].ticket_id
+    plant.clock.advance(5)
+    await plant.feed(finding(plant.now, active=False))
+    await plant.until(lambda c: "condition_cleared" in [r.kind for r in c.events_of(ticket_id)])
+    for _ in range(100):  # resend intervals pass: both are resent, same ids
+        plant.clock.advance(0.5)
+        await asyncio.sleep(0.05)
+        if plant.central.statistics().duplicates_dropped >= 3:
+            break
+    assert plant.central.statistics().duplicates_dropped >= 3
+    sent = [i for i in await plant.store.outbox.unsettled(100) if i.ticket_id == ticket_id]
+    assert len(sent) == 2
+
+    reply = await plant.command("ack", ticket_id=ticket_id, central_id="WO-9")
+
+    assert reply.accepted and reply.detail["settled"] == [i.event_id for i in sent]
+    assert reply.detail["state"] == "ACKNOWLEDGED"
+    await plant.until(lambda c: "acknowledged" in [r.kind for r in c.events_of(ticket_id)])
+    attempts = {i.event_id: (await plant.store.outbox.get_message(i.event_id)) for i in sent}
+    for _ in range(5):
+        plant.clock.advance(1)
+        await asyncio.sleep(0.05)
+    for event_id, before in attempts.items():
+        after = await plant.store.outbox.get_message(event_id)
+        assert before is not None and after is not None
+        assert after.settled_at is not None and after.attempts == before.attempts, "resent"
+    # Only the `acknowledged` message is still waiting for its own ack.
+    (left,) = [i for i in await plant.store.outbox.unsettled(100) if i.ticket_id == ticket_id]
+    assert json.loads(left.payload)["type"].endswith(".acknowledged")

@@ -273,3 +273,110 @@ async def test_cancelled_commits_are_all_or_nothing_and_leave_the_store_usable(s
     await store.tickets.commit_ticket_change(ticket("T-last", key="last"), [event("T-last")], [])
     assert await store.tickets.get_ticket("T-last") is not None
     assert await store.pragma("integrity_check") == "ok"
+
+
+# --- issues 10 and 11: roles, the outbox signal, stored properties, coalescing ---------------
+
+
+async def test_each_role_implements_its_one_interface(store):
+    from gateway.core import interfaces
+
+    roles = {
+        "tickets": interfaces.TicketRepository,
+        "outbox": interfaces.Outbox,
+        "commands": interfaces.CommandLog,
+        "noise": interfaces.NoiseStateJournal,
+    }
+    for name, protocol in roles.items():
+        role = getattr(store, name)
+        wanted = {m for m in dir(protocol) if not m.startswith("_")}
+        assert wanted <= set(dir(role)), (name, wanted - set(dir(role)))
+        others = [p for n, p in roles.items() if n != name]
+        # No role also serves another role's interface.
+        for other in others:
+            theirs = {m for m in dir(other) if not m.startswith("_")}
+            assert not theirs <= set(dir(role)), (name, other.__name__)
+
+
+async def test_a_commit_signals_the_outbox_without_anyone_waking_it(store):
+    waiter = asyncio.create_task(store.outbox.wait_for_messages())
+    await asyncio.sleep(0.01)
+    assert not waiter.done()
+    await store.tickets.commit_ticket_change(ticket(), [event()], [message("e1")])
+    await asyncio.wait_for(waiter, 1)
+    # Consumed: the next wait blocks until the next commit, a plain enqueue this time.
+    again = asyncio.create_task(store.outbox.wait_for_messages())
+    await asyncio.sleep(0.01)
+    assert not again.done()
+    await store.outbox.enqueue(message("h1", None, OutboxKind.HEALTH))
+    await asyncio.wait_for(again, 1)
+
+
+async def test_a_failed_commit_does_not_signal(store):
+    await store.outbox.enqueue(message("taken", None, OutboxKind.STATUS))
+    await store.outbox.wait_for_messages()
+    waiter = asyncio.create_task(store.outbox.wait_for_messages())
+    with pytest.raises(StoreError):
+        await store.tickets.commit_ticket_change(ticket(), [event()], [message("taken")])
+    await asyncio.sleep(0.01)
+    assert not waiter.done()
+    waiter.cancel()
+    await asyncio.gather(waiter, return_exceptions=True)
+
+
+async def test_an_outbox_row_keeps_the_mqtt_properties_of_its_message(store):
+    props = (("ce_id", "e1"), ("ce_type", "com.edge-gateway.ticket.opened"), ("ticket", "T-1"))
+    built = replace(message("e1"), content_type="application/cloudevents+json",
+                    user_properties=props)  # fmt: skip
+    await store.tickets.commit_ticket_change(ticket(), [event()], [built])
+    item = await store.outbox.get_message("e1")
+    assert item is not None
+    assert (item.content_type, item.user_properties) == ("application/cloudevents+json", props)
+
+
+async def test_a_coalesced_message_is_not_queued_twice_while_one_is_unsettled(store, clock):
+    first = replace(message("r1"), coalesce_key="resync:T-1")
+    second = replace(message("r2"), coalesce_key="resync:T-1")
+    other = replace(message("r3", "T-2"), coalesce_key="resync:T-2")
+    assert await store.outbox.enqueue(first) is not None
+    assert await store.outbox.enqueue(second) is None
+    assert await store.outbox.enqueue(other) is not None
+    assert [i.event_id for i in await store.outbox.unsettled(10)] == ["r1", "r3"]
+    assert store.statistics().messages_coalesced == 1
+    await store.outbox.settle_event("r1", clock.now())
+    assert await store.outbox.enqueue(second) is not None  # the first was acknowledged
+
+
+async def test_settle_ticket_settles_only_what_was_published(store, clock):
+    seqs = [await store.outbox.enqueue(message(f"e{n}")) for n in range(3)]
+    await store.outbox.enqueue(message("x", "T-2"))
+    for seq in seqs[:2]:
+        assert seq is not None
+        await store.outbox.mark_sent(seq, clock.now())
+    settled = await store.outbox.settle_ticket("T-1", clock.now())
+    assert [i.event_id for i in settled] == ["e0", "e1"]
+    assert [i.event_id for i in await store.outbox.unsettled(10)] == ["e2", "x"]
+    assert await store.outbox.settle_ticket("T-1", clock.now()) == []
+
+
+async def test_rows_from_before_schema_5_are_migrated_without_properties(tmp_path, clock):
+    """An outbox row committed by the previous schema keeps NULL properties; the uplink derives
+    them from the payload for such rows (tests/uplink/test_service.py)."""
+    from gateway.store.sqlite import Database, Synchronous
+
+    path = tmp_path / "state.db"
+    old = await Database.open(
+        path, label="state.db", synchronous=Synchronous.FULL, busy_timeout_ms=1000,
+        migrations=STATE_MIGRATIONS[:4],
+    )  # fmt: skip
+    await old.conn.execute(
+        "INSERT INTO outbox (event_id, topic, payload, kind, created_at, ticket_id)"
+        " VALUES ('old', 't', x'7b7d', 'ticket', 1.0, 'T-1')"
+    )
+    await old.close()
+    db = await StateDatabase.open(path, clock=clock)
+    try:
+        (item,) = await db.outbox.unsettled(10)
+        assert (item.event_id, item.content_type, item.user_properties) == ("old", None, ())
+    finally:
+        await db.close()
