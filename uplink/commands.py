@@ -221,14 +221,25 @@ def _publishable(topic: str | None) -> bool:
 
 
 def encode_reply(reply: CommandReply, verb: str | None) -> bytes:
+    """Strict JSON: a number JSON cannot carry (a NaN in a snapshot's figures) becomes null."""
     document: dict[str, Any] = {
         "command_id": reply.command_id,
         "verb": verb,
         "accepted": reply.accepted,
         "reason": reply.reason,
-        "detail": dict(reply.detail),
+        "detail": _finite(dict(reply.detail)),
     }
-    return json.dumps(document, separators=(",", ":"), default=str).encode()
+    return json.dumps(document, separators=(",", ":"), default=str, allow_nan=False).encode()
+
+
+def _finite(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {key: _finite(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(item) for item in value]
+    return value
 
 
 def decode_reply(payload: bytes) -> CommandReply | None:

@@ -628,8 +628,17 @@ class Uplink:
         while True:
             pending = await lane.get()
             command = pending.command
-            reply = await self._handle(command)
-            self._reply(link, command.response_topic, command.correlation_data, reply, command.verb)
+            try:
+                reply = await self._handle(command)
+                self._reply(
+                    link, command.response_topic, command.correlation_data, reply, command.verb
+                )
+            except Exception:
+                # Issue 11: answering one command must not end the lane (see `_handle`).
+                self._failures += 1
+                log.exception(
+                    "Command `%s` (`%s`) could not be answered.", command.command_id, command.verb
+                )
             # Only once handled: a gateway stopped before this gets the command again.
             link.acknowledge(pending.message)
 

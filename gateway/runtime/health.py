@@ -100,6 +100,9 @@ class HealthReport:
                 "acks": uplink.acks,
                 "commands": uplink.commands,
                 "rejected_commands": uplink.rejected_commands,
+                "rate_limited_commands": uplink.rate_limited,
+                "busy_commands": uplink.busy,
+                "failed_commands": uplink.command_failures,
             },
             "outbox": {
                 "depth": sum(by_kind.values()),

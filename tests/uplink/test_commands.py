@@ -105,3 +105,14 @@ def test_reply_round_trips():
     assert decode_reply(encode_reply(reply, "ack")) == reply
     assert json.loads(encode_reply(reply, "ack"))["verb"] == "ack"
     assert decode_reply(b"garbage") is None
+
+
+def test_a_reply_is_strict_json_even_when_a_figure_is_not_a_number():
+    reply = CommandReply("c1", True, "", {"telemetry": {"t": {"mean": float("nan")}},
+                                          "peaks": [1.0, float("inf")]})  # fmt: skip
+
+    def refuse(name):
+        raise AssertionError(f"{name} in a reply")
+
+    document = json.loads(encode_reply(reply, "snapshot"), parse_constant=refuse)
+    assert document["detail"] == {"telemetry": {"t": {"mean": None}}, "peaks": [1.0, None]}
