@@ -547,6 +547,9 @@ class Uplink:
     async def _run_inbound(self, link: MqttLink) -> None:
         while True:
             message = await link.receive()
+            # Commands queued in the session arrive right after CONNACK, before the link counts
+            # as connected (on SUBACK); their replies must wait for it, or they would be lost.
+            await link.wait_connected()
             try:
                 self._admit_inbound(link, message)
             except Exception:
