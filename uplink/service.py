@@ -20,11 +20,14 @@ Delivery contract (DESIGN.md section 7, issue 2 item 8):
   once, and the outbox is looked at every `poll_interval_s` for resends that came due.
 
 Inbound commands (issue 11), hostile until validated:
-- The receiving task checks the envelope (`uplink.commands.parse_command`) and the sender's
+- `ack` settles messages and must never wait behind a burst of other commands. A broker
+  queues the messages of one session in order, so acks have a second MQTT session,
+  `<client_id>-acks`, subscribed to `cmd/ack` only; the main session (`cmd/+`) drops its copy
+  of an ack while the ack session is connected, and answers it itself otherwise.
+- Each receiving task checks the envelope (`uplink.commands.parse_command`) and the sender's
   rate (`uplink.admission`), without awaiting anything; a command refused there is answered and
   acknowledged at once. The rest wait in one of two bounded lanes, each handled by its own
-  task: `ack` (it settles messages and must never wait behind a burst of other commands) and
-  every other verb. A full lane refuses with `busy` instead of blocking the receiver.
+  task: acks, and every other verb. A full lane refuses with `busy` instead of blocking.
 - What the command means is the handler's business (`gateway.ticketing.commands`, wired by the
   app); the uplink never names a verb but `ack`, whose lane it keeps.
 - Nothing a command carries can end a task: a failure while handling it is logged once with
@@ -36,6 +39,7 @@ Inbound commands (issue 11), hostile until validated:
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import logging
 import time
@@ -83,6 +87,8 @@ log = logging.getLogger(__name__)
 DROPPABLE_KINDS = frozenset({OutboxKind.SUMMARY, OutboxKind.HEALTH})
 # The verb that settles ticket messages: part of the delivery contract, so it has its own lane.
 ACK_VERB = "ack"
+# Acks come in on a session of their own, `<client_id>-acks`, subscribed to `cmd/ack` only.
+ACK_SESSION_SUFFIX = "-acks"
 DEFAULT_COMMAND_RATE = RateLimit(20.0, 100)
 DEFAULT_ACK_RATE = RateLimit(500.0, 2000)
 
@@ -183,6 +189,7 @@ class UplinkSettings:
 class UplinkStatistics:
     connected: bool
     connects: int
+    ack_session_connected: bool
     connection_losses: int
     published: int  # outbox items the broker acknowledged (PUBACK)
     resent: int  # ticket messages sent again with the same id
@@ -205,8 +212,10 @@ class UplinkStatistics:
 
 @dataclass(frozen=True, slots=True)
 class _Pending:
-    """A command admitted to a lane, with the MQTT message to acknowledge once handled."""
+    """A command admitted to a lane, with the MQTT message to acknowledge once handled and the
+    link it came on (the reply leaves there too)."""
 
+    link: MqttLink
     message: InboundMessage
     command: Command
 
@@ -239,6 +248,7 @@ class Uplink:
         self._ack_lane: asyncio.Queue[_Pending] = asyncio.Queue(settings.ack_queue)
         self._command_lane: asyncio.Queue[_Pending] = asyncio.Queue(settings.command_queue)
         self._link: MqttLink | None = None
+        self._ack_link: MqttLink | None = None
         self._published = 0
         self._resent = 0
         self._publish_failures = 0
@@ -286,17 +296,19 @@ class Uplink:
     async def run_uplink(self) -> None:
         """Run until cancelled; on cancellation publish the offline status and disconnect."""
         link = MqttLink(self._link_settings())
-        self._link = link
+        ack_link = MqttLink(self._ack_link_settings())
+        self._link, self._ack_link = link, ack_link
         link.start()
+        ack_link.start()
         try:
             async with asyncio.TaskGroup() as group:
                 group.create_task(self._run_publisher(link), name="uplink.publisher")
                 group.create_task(self._run_inbound(link), name="uplink.inbound")
-                group.create_task(self._run_lane(link, self._ack_lane), name="uplink.acks")
-                group.create_task(
-                    self._run_lane(link, self._command_lane), name="uplink.commands"
-                )
+                group.create_task(self._run_inbound(ack_link), name="uplink.inbound.acks")
+                group.create_task(self._run_lane(self._ack_lane), name="uplink.acks")
+                group.create_task(self._run_lane(self._command_lane), name="uplink.commands")
         finally:
+            await ack_link.close(grace_s=self.settings.stop_timeout_s)
             final = self._status_message("offline", "stopped")
             await link.close(
                 final=final if self._admit(OutboxKind.STATUS, final) else None,
@@ -307,6 +319,7 @@ class Uplink:
         link = self._link.statistics() if self._link is not None else None
         return UplinkStatistics(
             connected=link.connected if link else False,
+            ack_session_connected=self._ack_link is not None and self._ack_link.connected,
             connects=link.connects if link else 0,
             connection_losses=link.connection_losses if link else 0,
             published=self._published,
@@ -344,6 +357,16 @@ class Uplink:
             tls=s.tls,
             will=will if self._admit(OutboxKind.STATUS, will) else None,
             subscriptions=(self._topics.cmd_filter,),
+        )
+
+    def _ack_link_settings(self) -> LinkSettings:
+        """The session of acks alone: the broker queues messages per session in order, so acks
+        on the main session would wait behind every command published before them."""
+        return dataclasses.replace(
+            self._link_settings(),
+            client_id=self.settings.client_id + ACK_SESSION_SUFFIX,
+            will=None,
+            subscriptions=(self._topics.cmd(ACK_VERB),),
         )
 
     def _status_message(self, state: str, reason: str | None) -> OutgoingMessage:
@@ -560,6 +583,10 @@ class Uplink:
                 self._rejected += 1
                 log.exception("Inbound message on `%s` could not be admitted.", message.topic)
                 link.acknowledge(message)
+            # Admission never suspends, and neither does `receive` while messages are queued:
+            # without this turn a burst would be admitted end to end before the lanes, the
+            # publisher or the ack session got the loop once.
+            await asyncio.sleep(0)
 
     def _admit_inbound(self, link: MqttLink, message: InboundMessage) -> None:
         """Check the envelope and the sender's rate, then queue the command in its lane.
@@ -576,6 +603,13 @@ class Uplink:
             self._refuse(link, message, parsed)
             return
         is_ack = parsed.verb == ACK_VERB
+        ack_link = self._ack_link
+        if is_ack and link is not ack_link and ack_link is not None and ack_link.connected:
+            # The ack session has its own copy and answers it. Should that copy be missing (the
+            # ack session subscribed after it was published, at the very first start), the
+            # ticket message is resent and acknowledged again.
+            link.acknowledge(message)
+            return
         limiter = self._ack_rate if is_ack else self._command_rate
         actor = parsed.body.get("actor")
         key = actor[:200] if isinstance(actor, str) else "-"
@@ -591,7 +625,7 @@ class Uplink:
             return
         lane = self._ack_lane if is_ack else self._command_lane
         try:
-            lane.put_nowait(_Pending(message, parsed))
+            lane.put_nowait(_Pending(link, message, parsed))
         except asyncio.QueueFull:
             self._busy += 1
             reason = f"busy: {lane.maxsize} commands are waiting; retry shortly"
@@ -627,10 +661,10 @@ class Uplink:
         self._reply(link, command.response_topic, command.correlation_data, reply, command.verb)
         link.acknowledge(message)
 
-    async def _run_lane(self, link: MqttLink, lane: asyncio.Queue[_Pending]) -> None:
+    async def _run_lane(self, lane: asyncio.Queue[_Pending]) -> None:
         while True:
             pending = await lane.get()
-            command = pending.command
+            command, link = pending.command, pending.link
             try:
                 reply = await self._handle(command)
                 self._reply(

@@ -24,6 +24,7 @@ Adding a verb: its body model in `command_schema`, one method here, one line in 
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
@@ -78,6 +79,7 @@ class TicketCommands:
         self._log = command_log
         self._clock = clock
         self._actors = actors
+        self._applying = asyncio.Lock()
         self.accepted = 0
         self.rejected = 0
         self.replayed = 0
@@ -95,19 +97,23 @@ class TicketCommands:
             body = verb.body.model_validate(dict(command.body))
         except ValidationError as exc:
             return self._reject(command, _schema_reason(exc))
-        stored = await self._log.recall_command(command.command_id)
-        if stored is not None:
-            return self._replay(command, stored)
-        try:
-            reply = await verb.apply(self, command, body)
-        except Rejected as rejection:
-            return self._reject(command, rejection.reason, rejection.detail)
-        self.accepted += 1
-        document = {"accepted": reply.accepted, "reason": reply.reason, "detail": reply.detail}
-        await self._log.remember_command(
-            command.command_id, command.verb, document, self._clock.now()
-        )
-        return reply
+        # One command at a time from here: the uplink hands acks and other commands over in
+        # separate lanes, and a revision checked by one must still hold when it applies, as
+        # must "not seen before" for its command id.
+        async with self._applying:
+            stored = await self._log.recall_command(command.command_id)
+            if stored is not None:
+                return self._replay(command, stored)
+            try:
+                reply = await verb.apply(self, command, body)
+            except Rejected as rejection:
+                return self._reject(command, rejection.reason, rejection.detail)
+            self.accepted += 1
+            document = {"accepted": reply.accepted, "reason": reply.reason, "detail": reply.detail}
+            await self._log.remember_command(
+                command.command_id, command.verb, document, self._clock.now()
+            )
+            return reply
 
     # --- checks -------------------------------------------------------------------------------
 

@@ -3,9 +3,10 @@ acks settle promptly during one and by `bench/commands.py`, which measures it.
 
 The gateway side is the real ticketing and uplink: state.db, the ticket service, the command
 table and the `Uplink`. A simulated central system acknowledges every ticket message (actor
-`cmms`), while a flooding sender (actor `flood`) publishes a burst of commands as fast as the
-broker takes them. Tickets opened during the burst measure the ack latency: from the commit of
-a ticket's message to its settlement by the central system's ack.
+`cmms`), while a flooding sender (actor `flood`, a process of its own, as it would be) publishes
+a burst of commands as fast as the broker takes them. Tickets opened during the burst measure
+the ack latency: from the commit of a ticket's message to its settlement by the central
+system's ack.
 """
 
 from __future__ import annotations
@@ -15,22 +16,24 @@ import contextlib
 import io
 import json
 import statistics
+import sys
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from gateway.core.clock import SystemClock
-from gateway.core.records import FaultCode, Finding, Priority
+from gateway.core.interfaces import NewMessage, TicketEvent
+from gateway.core.records import FaultCode, Finding, OutboxItem, Priority, Ticket
 from gateway.store import StateDatabase
 from gateway.ticketing.commands import TicketCommands
 from gateway.ticketing.policy import AssetProfile
 from gateway.ticketing.service import TicketService
 from simulator.central import CentralSystem
+from tests.support.site import REPO
 from tests.uplink.helpers import GATEWAY, SITE, TOPICS, uplink_settings
 from uplink.admission import RateLimit
 from uplink.events import make_ticket_encoder, source_urn
-from uplink.mqtt import LinkSettings, MessageProperties, MqttLink, OutgoingMessage
 from uplink.service import DEFAULT_ACK_RATE, DEFAULT_COMMAND_RATE, Uplink
 
 ACTOR = "cmms"
@@ -75,9 +78,19 @@ class Gateway:
 
     async def start(self) -> None:
         self.store = await StateDatabase.open(self.state_db, clock=self.clock)
-        encode = make_ticket_encoder(
+        self._settled: dict[str, asyncio.Event] = {}
+        self._watch_settlements()
+        inner = make_ticket_encoder(
             TOPICS, source_urn(SITE, GATEWAY), self.store.outbox.next_sequence
         )
+        self.opened_by: dict[str, str] = {}  # asset -> event id of its `opened` message
+
+        def encode(ticket: Ticket, event: TicketEvent) -> NewMessage:
+            message = inner(ticket, event)
+            if event.kind == "opened":
+                self.opened_by[ticket.asset] = message.event_id
+            return message
+
         assets = {f"pump-{n}": AssetProfile(f"pump-{n}", "pump", area=f"a{n}") for n in range(100)}
         self.service = TicketService(SITE, GATEWAY, self.store, encode, self.clock, assets=assets)
         await self.service.start()
@@ -99,8 +112,7 @@ class Gateway:
         await self.store.close()
 
     async def open_ticket(self, n: int) -> str:
-        """Open a ticket (one message, committed now); returns its event id."""
-        before = {i.event_id for i in await self.store.outbox.unsettled(100_000)}
+        """Open a ticket for `pump-<n>` (one message, committed now); returns its event id."""
         await self.service.on_finding(
             Finding(
                 asset=f"pump-{n}", fault_code=FaultCode.THRESHOLD_HIGH, severity=Priority.P2,
@@ -108,86 +120,54 @@ class Gateway:
                 active=True, value=85.0,
             )
         )  # fmt: skip
-        new = [i.event_id for i in await self.store.outbox.unsettled(100_000)
-               if i.event_id not in before]  # fmt: skip
-        return new[0]
+        return self.opened_by[f"pump-{n}"]
 
     async def wait_settled(self, event_id: str, timeout_s: float) -> float:
-        """Seconds until the message is settled (polled every 5 ms)."""
+        """Seconds until the message is settled, as the outbox reports it (no polling: reads
+        would compete with the gateway for state.db and slow what is measured)."""
         started = time.perf_counter()
+        settled = self._settled.setdefault(event_id, asyncio.Event())
         async with asyncio.timeout(timeout_s):
-            while True:
-                item = await self.store.outbox.get_message(event_id)
-                if item is not None and item.settled_at is not None:
-                    return time.perf_counter() - started
-                await asyncio.sleep(0.005)
+            await settled.wait()
+        return time.perf_counter() - started
 
+    def _watch_settlements(self) -> None:
+        outbox = self.store.outbox
+        settle_event, settle_ticket = outbox.settle_event, outbox.settle_ticket
 
-class Flooder:
-    """Publishes `count` commands from one actor and counts the replies."""
+        def mark(items: list[OutboxItem]) -> None:
+            for item in items:
+                self._settled.setdefault(item.event_id, asyncio.Event()).set()
 
-    def __init__(self, port: int, count: int, verb: str = "snapshot") -> None:
-        self.count, self.verb = count, verb
-        self.reply_topic = "flood/replies"
-        self.replies = 0
-        self.accepted = 0
-        self.rate_limited = 0
-        self.busy = 0
-        self.first_sent = 0.0
-        self.last_reply = 0.0
-        self.sent_all = asyncio.Event()
-        self.done = asyncio.Event()
-        self.link = MqttLink(
-            LinkSettings("127.0.0.1", port, "flooder", subscriptions=(self.reply_topic,),
-                         clean_start=True, inbound_queue_size=65_535)
-        )  # fmt: skip
+        async def by_event(event_id: str, now: float) -> OutboxItem | None:
+            item = await settle_event(event_id, now)
+            mark([item] if item is not None else [])
+            return item
 
-    async def run_replies(self) -> None:
-        while True:
-            message = await self.link.receive()
-            document = json.loads(message.payload)
-            self.replies += 1
-            self.accepted += bool(document["accepted"])
-            self.rate_limited += document["reason"].startswith("rate limited")
-            self.busy += document["reason"].startswith("busy")
-            self.last_reply = time.perf_counter()
-            self.link.acknowledge(message)
-            if self.replies >= self.count:
-                self.done.set()
+        async def by_ticket(ticket_id: str, now: float) -> list[OutboxItem]:
+            items = await settle_ticket(ticket_id, now)
+            mark(items)
+            return items
 
-    async def run_flood(self) -> None:
-        self.first_sent = time.perf_counter()
-        pending: list[asyncio.Future[int]] = []
-        for n in range(self.count):
-            body = {"command_id": f"f-{n}", "actor": FLOOD_ACTOR, "asset": "pump-0"}
-            props = MessageProperties(response_topic=self.reply_topic, correlation_data=b"%d" % n)
-            message = OutgoingMessage(TOPICS.cmd(self.verb), json.dumps(body).encode(),
-                                      properties=props)  # fmt: skip
-            pending.append(self.link.send(message))
-            if len(pending) >= 500:  # paho queues without bound; keep it in step
-                await asyncio.gather(*pending)
-                pending.clear()
-        await asyncio.gather(*pending)
-        self.sent_all.set()
+        outbox.settle_event = by_event  # type: ignore[method-assign]
+        outbox.settle_ticket = by_ticket  # type: ignore[method-assign]
 
 
 @contextlib.asynccontextmanager
-async def running(
-    gateway: Gateway, central: CentralSystem, flooder: Flooder
-) -> AsyncIterator[None]:
+async def running(gateway: Gateway, central: CentralSystem) -> AsyncIterator[None]:
     tasks = [
         asyncio.create_task(gateway.uplink.run_uplink(), name="uplink"),
         asyncio.create_task(central.run_central(), name="central"),
     ]
     try:
-        async with flooder.link:
-            async with asyncio.timeout(10):
-                await central.wait_connected()
-                await flooder.link.wait_connected()
-                while not gateway.uplink.statistics().connected:  # noqa: ASYNC110
-                    await asyncio.sleep(0.01)
-            tasks.append(asyncio.create_task(flooder.run_replies(), name="flood.replies"))
-            yield
+        async with asyncio.timeout(10):
+            await central.wait_connected()
+            while not (  # noqa: ASYNC110 (two links to wait for)
+                gateway.uplink.statistics().connected
+                and gateway.uplink.statistics().ack_session_connected
+            ):
+                await asyncio.sleep(0.01)
+        yield
     finally:
         for task in tasks:
             task.cancel()
@@ -196,40 +176,53 @@ async def running(
 
 async def measure_burst(
     folder: Path, port: int, *, commands: int, tickets: int, limits: bool = True,
-    timeout_s: float = 120.0,
+    ticket_every_s: float = 0.05, timeout_s: float = 120.0,
 ) -> BurstResult:
-    """Flood `commands` and open `tickets` tickets while it lasts, one after the other."""
+    """Flood `commands` from another process (`tests/support/flood.py`) and open `tickets`
+    tickets meanwhile, one every `ticket_every_s` from the start of the flood, each measured
+    from its commit to its settlement."""
     gateway = Gateway(folder / "state.db", port, limits=limits)
     await gateway.start()
     central = CentralSystem("127.0.0.1", port, "factory", SITE, GATEWAY, output=io.StringIO(),
                             actor=ACTOR)  # fmt: skip
-    flooder = Flooder(port, commands)
+    settled_at: list[float] = []
     latencies: list[float] = []
-    opened_during = 0
+
+    async def one_ticket(n: int) -> None:
+        await asyncio.sleep(n * ticket_every_s)
+        event_id = await gateway.open_ticket(n)
+        latencies.append(await gateway.wait_settled(event_id, timeout_s))
+        settled_at.append(time.time())
+
     try:
-        async with running(gateway, central, flooder):
-            flood = asyncio.create_task(flooder.run_flood(), name="flood")
+        async with running(gateway, central):
+            process = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "tests.support.flood", "--port", str(port),
+                "--count", str(commands), "--actor", FLOOD_ACTOR,
+                cwd=REPO, stdout=asyncio.subprocess.PIPE,
+            )  # fmt: skip
             try:
-                for n in range(1, tickets + 1):
-                    during = not flooder.done.is_set()
-                    event_id = await gateway.open_ticket(n)
-                    latencies.append(await gateway.wait_settled(event_id, timeout_s))
-                    opened_during += during and not flooder.done.is_set()
+                assert process.stdout is not None
                 async with asyncio.timeout(timeout_s):
-                    await flood
-                    await flooder.done.wait()
+                    assert (await process.stdout.readline()).strip() == b"started"
+                    async with asyncio.TaskGroup() as group:
+                        for n in range(1, tickets + 1):
+                            group.create_task(one_ticket(n), name=f"ticket-{n}")
+                    flood = json.loads(await process.stdout.readline())
+                    await process.wait()
             finally:
-                flood.cancel()
-                await asyncio.gather(flood, return_exceptions=True)
+                if process.returncode is None:
+                    process.kill()
+                    await process.wait()
     finally:
         await gateway.close()
     return BurstResult(
         commands=commands,
-        burst_s=flooder.last_reply - flooder.first_sent,
-        replies=flooder.replies,
-        accepted=flooder.accepted,
-        rate_limited=flooder.rate_limited,
-        busy=flooder.busy,
+        burst_s=flood["last_reply"] - flood["first_sent"],
+        replies=int(flood["replies"]),
+        accepted=int(flood["accepted"]),
+        rate_limited=int(flood["rate_limited"]),
+        busy=int(flood["busy"]),
         ack_latencies_s=latencies,
-        opened_during_burst=opened_during,
+        opened_during_burst=sum(1 for at in settled_at if at < flood["last_reply"]),
     )
