@@ -27,7 +27,8 @@ Inbound commands (issue 11), hostile until validated:
 - Each receiving task checks the envelope (`uplink.commands.parse_command`) and the sender's
   rate (`uplink.admission`), without awaiting anything; a command refused there is answered and
   acknowledged at once. The rest wait in one of two bounded lanes, each handled by its own
-  task: acks, and every other verb. A full lane refuses with `busy` instead of blocking.
+  task: acks, and every other verb. A full lane refuses with `busy` instead of blocking. Acks
+  come first: while one waits or is handled, the main session's messages wait.
 - What the command means is the handler's business (`gateway.ticketing.commands`, wired by the
   app); the uplink never names a verb but `ack`, whose lane it keeps.
 - Nothing a command carries can end a task: a failure while handling it is logged once with
@@ -247,6 +248,8 @@ class Uplink:
         self._ack_rate = ActorRateLimiter(settings.ack_rate)
         self._ack_lane: asyncio.Queue[_Pending] = asyncio.Queue(settings.ack_queue)
         self._command_lane: asyncio.Queue[_Pending] = asyncio.Queue(settings.command_queue)
+        self._acks_idle = asyncio.Event()
+        self._acks_idle.set()
         self._link: MqttLink | None = None
         self._ack_link: MqttLink | None = None
         self._published = 0
@@ -573,6 +576,11 @@ class Uplink:
             # Commands queued in the session arrive right after CONNACK, before the link counts
             # as connected (on SUBACK); their replies must wait for it, or they would be lost.
             await link.wait_connected()
+            if link is not self._ack_link:
+                # Acks first: while one waits or is being handled, the rest waits (in the link's
+                # queue, then at the broker). All of it runs on one event loop, and a burst
+                # being answered would otherwise take most of its turns.
+                await self._acks_idle.wait()
             try:
                 self._admit_inbound(link, message)
             except Exception:
@@ -592,6 +600,14 @@ class Uplink:
         """Check the envelope and the sender's rate, then queue the command in its lane.
         Never awaits: the receiver keeps up with the broker whatever the handlers do."""
         verb = self._topics.verb_of(message.topic)
+        ack_link = self._ack_link
+        elsewhere = ack_link is not None and link is not ack_link and ack_link.connected
+        if verb == ACK_VERB and elsewhere:
+            # The ack session has its own copy and answers it. Should that copy be missing (the
+            # ack session subscribed after it was published, at the very first start), the
+            # ticket message is resent and acknowledged again.
+            link.acknowledge(message)
+            return
         parsed = parse_command(
             verb,
             message.payload,
@@ -603,13 +619,6 @@ class Uplink:
             self._refuse(link, message, parsed)
             return
         is_ack = parsed.verb == ACK_VERB
-        ack_link = self._ack_link
-        if is_ack and link is not ack_link and ack_link is not None and ack_link.connected:
-            # The ack session has its own copy and answers it. Should that copy be missing (the
-            # ack session subscribed after it was published, at the very first start), the
-            # ticket message is resent and acknowledged again.
-            link.acknowledge(message)
-            return
         limiter = self._ack_rate if is_ack else self._command_rate
         actor = parsed.body.get("actor")
         key = actor[:200] if isinstance(actor, str) else "-"
@@ -626,6 +635,8 @@ class Uplink:
         lane = self._ack_lane if is_ack else self._command_lane
         try:
             lane.put_nowait(_Pending(link, message, parsed))
+            if is_ack:
+                self._acks_idle.clear()
         except asyncio.QueueFull:
             self._busy += 1
             reason = f"busy: {lane.maxsize} commands are waiting; retry shortly"
@@ -678,6 +689,8 @@ class Uplink:
                 )
             # Only once handled: a gateway stopped before this gets the command again.
             link.acknowledge(pending.message)
+            if lane is self._ack_lane and lane.empty():
+                self._acks_idle.set()
 
     async def _handle(self, command: Command) -> CommandReply:
         self._commands += 1
