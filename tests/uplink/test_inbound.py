@@ -148,6 +148,8 @@ async def test_acks_are_handled_while_the_command_lane_is_stuck(mosquitto: Mosqu
             acks = [await central.send("ack", command_id=f"k-{n}", event_id="e") for n in range(3)]
             await eventually(lambda: all(k in central.replies for k in acks))
             # One assign is being handled, two wait in the lane, two were refused as busy.
+            await eventually(lambda: sum(c in central.replies for c in blocked) == 2)
+            await asyncio.sleep(0.1)
             busy = [c for c in blocked if c in central.replies]
             assert len(busy) == 2
             assert all(central.replies[c].reason.startswith("busy:") for c in busy)
