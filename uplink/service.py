@@ -23,7 +23,8 @@ Inbound commands (issue 11), hostile until validated:
 - `ack` settles messages and must never wait behind a burst of other commands. A broker
   queues the messages of one session in order, so acks have a second MQTT session,
   `<client_id>-acks`, subscribed to `cmd/ack` only; the main session (`cmd/+`) drops its copy
-  of an ack while the ack session is connected, and answers it itself otherwise.
+  of an ack while the ack session is connected, and answers acks itself when the ack session
+  has not connected within `ACK_SESSION_GRACE_S`.
 - Each receiving task checks the envelope (`uplink.commands.parse_command`) and the sender's
   rate (`uplink.admission`), without awaiting anything; a command refused there is answered and
   acknowledged at once. The rest wait in one of two bounded lanes, each handled by its own
@@ -90,6 +91,8 @@ DROPPABLE_KINDS = frozenset({OutboxKind.SUMMARY, OutboxKind.HEALTH})
 ACK_VERB = "ack"
 # Acks come in on a session of their own, `<client_id>-acks`, subscribed to `cmd/ack` only.
 ACK_SESSION_SUFFIX = "-acks"
+# How long the main session waits for the ack session before it answers an ack itself.
+ACK_SESSION_GRACE_S = 5.0
 DEFAULT_COMMAND_RATE = RateLimit(20.0, 100)
 DEFAULT_ACK_RATE = RateLimit(500.0, 2000)
 
@@ -249,6 +252,7 @@ class Uplink:
         self._ack_lane: asyncio.Queue[_Pending] = asyncio.Queue(settings.ack_queue)
         self._command_lane: asyncio.Queue[_Pending] = asyncio.Queue(settings.command_queue)
         self._acks_idle = asyncio.Event()
+        self._ack_session_missing = False
         self._acks_idle.set()
         self._link: MqttLink | None = None
         self._ack_link: MqttLink | None = None
@@ -576,6 +580,8 @@ class Uplink:
             # Commands queued in the session arrive right after CONNACK, before the link counts
             # as connected (on SUBACK); their replies must wait for it, or they would be lost.
             await link.wait_connected()
+            if link is not self._ack_link and self._topics.verb_of(message.topic) == ACK_VERB:
+                await self._wait_for_ack_session()
             if link is not self._ack_link:
                 # Acks first: while one waits or is being handled, the rest waits (in the link's
                 # queue, then at the broker). All of it runs on one event loop, and a burst
@@ -600,12 +606,7 @@ class Uplink:
         """Check the envelope and the sender's rate, then queue the command in its lane.
         Never awaits: the receiver keeps up with the broker whatever the handlers do."""
         verb = self._topics.verb_of(message.topic)
-        ack_link = self._ack_link
-        elsewhere = ack_link is not None and link is not ack_link and ack_link.connected
-        if verb == ACK_VERB and elsewhere:
-            # The ack session has its own copy and answers it. Should that copy be missing (the
-            # ack session subscribed after it was published, at the very first start), the
-            # ticket message is resent and acknowledged again.
+        if verb == ACK_VERB and self._answered_elsewhere(link):
             link.acknowledge(message)
             return
         parsed = parse_command(
@@ -641,6 +642,35 @@ class Uplink:
             self._busy += 1
             reason = f"busy: {lane.maxsize} commands are waiting; retry shortly"
             self._refuse_command(link, message, parsed, reason, log_it=self._busy == 1)
+
+    def _answered_elsewhere(self, link: MqttLink) -> bool:
+        """Both sessions get every ack: the main session leaves its copy to the ack session
+        while that one is connected. Should the ack session's copy be missing (it subscribed
+        after the ack was published, at the very first start), the ticket message is resent
+        and acked again."""
+        ack_link = self._ack_link
+        return ack_link is not None and link is not ack_link and ack_link.connected
+
+    async def _wait_for_ack_session(self) -> None:
+        """Before the main session decides about an ack: give the ack session a moment to
+        connect (at a start both have the same acks queued, and one answer is enough). If it
+        does not come, the main session answers acks itself until it does."""
+        ack_link = self._ack_link
+        if ack_link is None or ack_link.connected:
+            self._ack_session_missing = False
+            return
+        if self._ack_session_missing:
+            return
+        try:
+            async with asyncio.timeout(ACK_SESSION_GRACE_S):
+                await ack_link.wait_connected()
+        except TimeoutError:
+            self._ack_session_missing = True
+            log.warning(
+                "The ack session `%s` is not connected; acks are answered on the main session"
+                " until it is.",
+                self.settings.client_id + ACK_SESSION_SUFFIX,
+            )
 
     def _refuse(self, link: MqttLink, message: InboundMessage, parsed: RejectedCommand) -> None:
         self._rejected += 1
