@@ -16,7 +16,7 @@ import pytest
 
 from gateway.core.clock import ManualClock
 from gateway.core.interfaces import Command, CommandReply
-from tests.support.broker import MosquittoBroker
+from tests.support.broker import MosquittoBroker, free_loopback_port
 from tests.support.memory_outbox import MemoryOutbox
 from tests.uplink.helpers import (
     GATEWAY,
@@ -250,3 +250,32 @@ async def test_a_message_leaves_with_the_properties_stored_with_it(mosquitto: Mo
     # Not derived from the payload again (that would give ce_id / ce_type).
     assert got.properties.content_type == "application/x-test"
     assert got.properties.user_properties == stored
+
+
+async def test_acks_are_answered_on_the_main_session_when_the_ack_session_cannot_connect(
+    mosquitto: MosquittoBroker, monkeypatch: pytest.MonkeyPatch
+):
+    """A broker that refuses the second client id must not cost the acks."""
+    import uplink.service as service
+
+    monkeypatch.setattr(service, "ACK_SESSION_GRACE_S", 0.3)
+    dead_port = free_loopback_port()
+
+    class NoAckSession(Uplink):
+        def _ack_link_settings(self) -> LinkSettings:
+            return dataclasses.replace(super()._ack_link_settings(), port=dead_port)
+
+    seen: list[Command] = []
+    uplink = NoAckSession(uplink_settings(mosquitto.port), MemoryOutbox(), accept(seen),
+                          ManualClock())  # fmt: skip
+
+    async def scenario(central: Central) -> None:
+        async with running(uplink.run_uplink(), "uplink"):
+            await eventually(lambda: uplink.statistics().connected)
+            acks = [await central.send("ack", event_id="e") for _ in range(3)]
+            await eventually(lambda: all(k in central.replies for k in acks))
+            assert all(central.replies[k].accepted for k in acks)
+        assert not uplink.statistics().ack_session_connected
+        assert [c.verb for c in seen] == ["ack"] * 3
+
+    await with_central(mosquitto.port, scenario)
