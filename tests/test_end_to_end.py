@@ -20,7 +20,7 @@ from gateway.config.loader import load_config
 from gateway.core.clock import SystemClock
 from gateway.core.errors import StoreError
 from gateway.core.records import TicketState
-from gateway.store import StateStore
+from gateway.store import StateDatabase
 from simulator.central import CentralSystem
 from simulator.modbus_server import ModbusSimServer
 from simulator.pump import PumpScript, run_pump_plant
@@ -72,9 +72,9 @@ async def central(mosquitto: MosquittoBroker) -> AsyncIterator[CentralSystem]:
 
 
 async def read_tickets(db: Path) -> list:
-    store = await StateStore.open(db, read_only=True)
+    store = await StateDatabase.open(db, read_only=True)
     try:
-        return await store.list_tickets()
+        return await store.tickets.list_tickets()
     finally:
         await store.close()
 

@@ -1,6 +1,6 @@
 """The ticket lifecycle of issue 5 through a real mosquitto with the simulated central system.
 
-The gateway side is the real thing minus the protocol drivers: state.db (`StateStore`), the
+The gateway side is the real thing minus the protocol drivers: state.db (`StateDatabase`), the
 CloudEvents encoder, the ticket service and its command handler, and the `Uplink` on MQTT 5.
 Findings and samples are injected as the detector runner would deliver them, and time is a
 `ManualClock`, so SLA, verification, flood and recurrence windows of hours and days run in
@@ -22,9 +22,9 @@ from typing import Any
 import pytest
 
 from gateway.core.clock import ManualClock
-from gateway.core.interfaces import Command, CommandReply
+from gateway.core.interfaces import CommandReply
 from gateway.core.records import FaultCode, Finding, Priority, Sample, TicketState
-from gateway.store import StateStore
+from gateway.store import StateDatabase
 from gateway.ticketing.commands import TicketCommands
 from gateway.ticketing.knowledge import KnowledgeBase
 from gateway.ticketing.policy import AssetProfile
@@ -112,7 +112,7 @@ def finding(
 @dataclass
 class Plant:
     clock: ManualClock
-    store: StateStore
+    store: StateDatabase
     service: TicketService
     commands: TicketCommands
     uplink: Uplink
@@ -126,19 +126,16 @@ class Plant:
     async def feed(self, *findings: Finding) -> None:
         for f in findings:
             await self.service.on_finding(f)
-        self.uplink.wake()
 
     async def samples(self, tag: str, values: list[float], *, step: float = 10.0) -> None:
         """Samples of one tag, `step` seconds apart, ending now."""
         start = self.now - step * (len(values) - 1)
         batch = [Sample(tag, start + i * step, v) for i, v in enumerate(values)]
         await self.service.observe_samples(batch)
-        self.uplink.wake()
 
     async def tick(self, seconds: float) -> None:
         self.clock.advance(seconds)
         await self.service.advance_timers()
-        self.uplink.wake()
 
     async def command(self, verb: str, **body: Any) -> CommandReply:
         return await self.central.send_command(verb, body)
@@ -154,14 +151,14 @@ class Plant:
         return [r for r in self.central.received if r.kind == "opened"]
 
     async def revisions(self, ticket_id: str) -> list[tuple[int, str]]:
-        return [(e.revision, e.kind) for e in await self.store.ticket_events(ticket_id)]
+        return [(e.revision, e.kind) for e in await self.store.tickets.ticket_events(ticket_id)]
 
 
 @pytest.fixture
 async def plant(tmp_path: Path, mosquitto: MosquittoBroker) -> AsyncIterator[Plant]:
     clock = ManualClock(T0)
-    store = await StateStore.open(tmp_path / "state.db", clock=clock)
-    encoder = make_ticket_encoder(TOPICS, source_urn(SITE, GATEWAY), store.next_sequence)
+    store = await StateDatabase.open(tmp_path / "state.db", clock=clock)
+    encoder = make_ticket_encoder(TOPICS, source_urn(SITE, GATEWAY), store.outbox.next_sequence)
     service = TicketService(
         SITE,
         GATEWAY,
@@ -174,14 +171,10 @@ async def plant(tmp_path: Path, mosquitto: MosquittoBroker) -> AsyncIterator[Pla
         knowledge=KnowledgeBase.load(REPO / "configs" / "knowledge.yaml"),
     )
     await service.start()
-    commands = TicketCommands(service, store, store, clock, actors=frozenset({ACTOR}))
-
-    async def on_command(command: Command) -> CommandReply:
-        reply = await commands.handle(command)
-        uplink.wake()
-        return reply
-
-    uplink = Uplink(uplink_settings(mosquitto.port), store, on_command, clock)
+    commands = TicketCommands(
+        service, store.outbox, store.commands, clock, actors=frozenset({ACTOR})
+    )
+    uplink = Uplink(uplink_settings(mosquitto.port), store.outbox, commands.handle, clock)
     central = CentralSystem(
         "127.0.0.1", mosquitto.port, "factory", SITE, GATEWAY, output=io.StringIO(), actor=ACTOR
     )
@@ -333,7 +326,6 @@ async def test_a_lost_can_bus_raises_one_comm_lost_and_inhibits_the_devices_behi
     assert plant.service.kpis()["suppressed"] == 2
 
     await plant.service.observe_samples([Sample("conveyor-1.speed", t + 30, 1.2)])
-    plant.uplink.wake()
     await plant.until(lambda c: "condition_cleared" in [r.kind for r in c.received])
 
 
@@ -372,7 +364,6 @@ async def test_storm_of_one_root_cause_becomes_one_incident_and_a_handful_of_tic
                 )
             )
         await plant.service.advance_timers()
-        plant.uplink.wake()
     await plant.tick(700)  # the presses are quiet: the flood ends
     await plant.until(
         lambda c: any(r.data.get("change", {}).get("reason") == "flood_ended" for r in c.received)
@@ -452,7 +443,6 @@ async def _run_for(plant: Plant, seconds: int, temp: float) -> None:
         await plant.service.observe_samples(
             [Sample(SPEED, plant.now, 1480.0), Sample(HOT, plant.now, temp)]
         )
-    plant.uplink.wake()
 
 
 async def test_repair_is_verified_against_the_pre_fault_baseline_and_closes(plant: Plant):
@@ -519,7 +509,7 @@ async def test_every_command_with_idempotent_repeats_and_stale_revisions(plant: 
     await plant.feed(finding(plant.now))
     await plant.until(lambda c: "acknowledged" in [r.kind for r in c.received])
     ticket_id = plant.opened()[0].ticket_id
-    stored = await plant.store.get_ticket(ticket_id)
+    stored = await plant.store.tickets.get_ticket(ticket_id)
     assert stored is not None
     revision = stored.revision
 
@@ -546,7 +536,8 @@ async def test_every_command_with_idempotent_repeats_and_stale_revisions(plant: 
     )
     assert shelve.accepted
     too_long = await plant.command("shelve", ticket_id=ticket_id, reason="x", duration_s=9 * 3600)
-    assert not too_long.accepted and "28800 s" in too_long.reason
+    assert not too_long.accepted and "`duration_s`" in too_long.reason
+    assert "28800" in too_long.reason
     await plant.feed(finding(plant.now + 5, active=False), finding(plant.now + 10))
     assert plant.service.statistics().shelved_hits == 1
     assert plant.service.kpis()["shelved"] == 1
@@ -640,3 +631,40 @@ async def test_bad_commands_are_rejected_with_a_reply_and_change_nothing(plant: 
     assert "not JSON" in plant.central.replies[""].reason
     assert await plant.revisions(ticket_id) == before
     assert plant.uplink.statistics().rejected_commands >= 7
+
+
+async def test_an_ack_naming_only_the_ticket_settles_its_messages_on_the_wire(plant: Plant):
+    """Issue 14: docs/TICKETS.md says an ack with `ticket_id` settles the ticket's messages;
+    it replied `settled: []` and the resends went on."""
+    plant.central.ack = False
+    await plant.feed(finding(plant.now))
+    await plant.until(lambda c: len(c.work_orders) == 1)
+    ticket_id = plant.opened()[0].ticket_id
+    plant.clock.advance(5)
+    await plant.feed(finding(plant.now, active=False))
+    await plant.until(lambda c: "condition_cleared" in [r.kind for r in c.events_of(ticket_id)])
+    for _ in range(100):  # resend intervals pass: both are resent, same ids
+        plant.clock.advance(0.5)
+        await asyncio.sleep(0.05)
+        if plant.central.statistics().duplicates_dropped >= 3:
+            break
+    assert plant.central.statistics().duplicates_dropped >= 3
+    sent = [i for i in await plant.store.outbox.unsettled(100) if i.ticket_id == ticket_id]
+    assert len(sent) == 2
+
+    reply = await plant.command("ack", ticket_id=ticket_id, central_id="WO-9")
+
+    assert reply.accepted and reply.detail["settled"] == [i.event_id for i in sent]
+    assert reply.detail["state"] == "ACKNOWLEDGED"
+    await plant.until(lambda c: "acknowledged" in [r.kind for r in c.events_of(ticket_id)])
+    attempts = {i.event_id: (await plant.store.outbox.get_message(i.event_id)) for i in sent}
+    for _ in range(5):
+        plant.clock.advance(1)
+        await asyncio.sleep(0.05)
+    for event_id, before in attempts.items():
+        after = await plant.store.outbox.get_message(event_id)
+        assert before is not None and after is not None
+        assert after.settled_at is not None and after.attempts == before.attempts, "resent"
+    # Only the `acknowledged` message is still waiting for its own ack.
+    (left,) = [i for i in await plant.store.outbox.unsettled(100) if i.ticket_id == ticket_id]
+    assert json.loads(left.payload)["type"].endswith(".acknowledged")

@@ -208,6 +208,9 @@ def make_ticket_encoder(
             payload=encode_json(document),
             kind=OutboxKind.TICKET,
             ticket_id=ticket.id,
+            # Decided once here and kept with the message in the outbox.
+            content_type=CLOUDEVENTS_CONTENT_TYPE,
+            user_properties=tuple(cloudevent_properties(document)),
         )
 
     return encode
@@ -216,14 +219,18 @@ def make_ticket_encoder(
 def user_properties(payload: bytes) -> list[tuple[str, str]]:
     """MQTT 5 user properties for a CloudEvents payload; empty for anything else.
 
-    Derived from the payload at publish time, because the outbox stores only topic and payload.
-    """
+    Only for outbox rows committed before the properties were stored with the message."""
     try:
         document = json.loads(payload)
     except (UnicodeDecodeError, json.JSONDecodeError):
         return []
     if not isinstance(document, dict) or document.get("specversion") != SPEC_VERSION:
         return []
+    return cloudevent_properties(document)
+
+
+def cloudevent_properties(document: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """The key attributes of a CloudEvent as MQTT 5 user properties."""
     props = [("ce_id", str(document.get("id", ""))), ("ce_type", str(document.get("type", "")))]
     data = document.get("data")
     if isinstance(data, dict) and "id" in data:

@@ -20,6 +20,7 @@ No paho type crosses this module's boundary.
 from __future__ import annotations
 
 import asyncio
+import collections
 import logging
 import socket
 import ssl
@@ -218,6 +219,11 @@ class MqttLink:
         # Unbounded as a queue; bounded in practice by Receive Maximum (QoS 1) and by the
         # drop rule for QoS 0 in `_on_message`.
         self._inbound: asyncio.Queue[InboundMessage] = asyncio.Queue()
+        # QoS 1 packet ids of the current connection in arrival order, and those handled but
+        # not yet acknowledged because one before them is still being handled.
+        self._order_connection = 0
+        self._arrival_order: collections.deque[int] = collections.deque()
+        self._handled: set[int] = set()
         self._failed_attempts = 0
         self._refusal_reported = False
         self._last_refusal: str | None = None
@@ -474,7 +480,16 @@ class MqttLink:
 
     def _on_message(self, message: InboundMessage) -> None:
         self._received += 1
-        if message.qos > 0 or self._inbound.qsize() < self.settings.inbound_queue_size:
+        if message.qos > 0:
+            if message.connection != self._order_connection:
+                # A new connection: the broker resends what was not acknowledged on the old
+                # one, whose packet ids are void.
+                self._order_connection = message.connection
+                self._arrival_order.clear()
+                self._handled.clear()
+            self._arrival_order.append(message.message_id)
+            self._inbound.put_nowait(message)
+        elif self._inbound.qsize() < self.settings.inbound_queue_size:
             self._inbound.put_nowait(message)
         else:  # QoS 0 has no flow control and no promise: shed it rather than grow
             self._inbound_dropped += 1
@@ -562,16 +577,26 @@ class MqttLink:
         return await self._inbound.get()
 
     def acknowledge(self, message: InboundMessage) -> None:
-        """Send the PUBACK for a handled QoS 1 message.
+        """Send the PUBACK for a handled QoS 1 message, in the order the messages arrived.
 
-        Skipped when the message came on an earlier connection: its packet id means nothing on
-        the new one, and the broker delivers it again from the session (handlers of commands
-        are idempotent, as MQTT at-least-once requires)."""
+        A receiver must acknowledge QoS 1 messages in the order it received them (MQTT 5,
+        4.6.0-2), even when a consumer finishes them out of order (the uplink handles acks in a
+        lane of their own): a message handled early is held until those before it are
+        handled. Skipped when the message came on an earlier connection: its packet id means
+        nothing on the new one, and the broker delivers it again from the session (handlers of
+        commands are idempotent, as MQTT at-least-once requires)."""
         if message.qos == 0 or self._closed:
             return
         if message.connection != self._paho_connection:
             return
-        self._client.ack(message.message_id, message.qos)
+        if message.connection != self._order_connection:
+            return  # not one `_on_message` saw (a test double): nothing to keep in order
+        self._handled.add(message.message_id)
+        order = self._arrival_order
+        while order and order[0] in self._handled:
+            mid = order.popleft()
+            self._handled.discard(mid)
+            self._client.ack(mid, 1)
 
     def abort(self) -> None:
         """Drop the TCP connection without DISCONNECT, as a crash would: the broker publishes

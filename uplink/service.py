@@ -16,23 +16,53 @@ Delivery contract (DESIGN.md section 7, issue 2 item 8):
   settled as refused (it can never pass), logged and counted; nothing refused is published.
 - Summaries and health enter the outbox through `enqueue_droppable`, which sheds the oldest of
   them when the outbox is over `outbox_max_messages`; ticket messages are never shed.
+- The outbox signals its own commits (`Outbox.wait_for_messages`): a committed message leaves at
+  once, and the outbox is looked at every `poll_interval_s` for resends that came due.
+
+Inbound commands (issue 11), hostile until validated:
+- `ack` settles messages and must never wait behind a burst of other commands. A broker
+  queues the messages of one session in order, so acks have a second MQTT session,
+  `<client_id>-acks`, subscribed to `cmd/ack` only; the main session (`cmd/+`) drops its copy
+  of an ack while the ack session is connected, and answers acks itself when the ack session
+  has not connected within `ACK_SESSION_GRACE_S`.
+- Each receiving task checks the envelope (`uplink.commands.parse_command`) and the sender's
+  rate (`uplink.admission`), without awaiting anything; a command refused there is answered and
+  acknowledged at once. The rest wait in one of two bounded lanes, each handled by its own
+  task: acks, and every other verb. A full lane refuses with `busy` instead of blocking. Acks
+  come first: while one waits or is handled, the main session's messages wait.
+- What the command means is the handler's business (`gateway.ticketing.commands`, wired by the
+  app); the uplink never names a verb but `ack`, whose lane it keeps.
+- Nothing a command carries can end a task: a failure while handling it is logged once with
+  its traceback and answered as a rejection. Every message, accepted or not, gets its PUBACK,
+  so the broker never redelivers a poison message from the persistent session; a command is
+  only not acknowledged when the gateway stops before handling it (then it comes again).
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import logging
+import time
 import uuid
 from collections import Counter
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, Self
 
 from gateway.core.clock import Clock
 from gateway.core.errors import GatewayError, UplinkError
-from gateway.core.interfaces import CommandHandler, CommandReply, NewMessage, Outbox
+from gateway.core.interfaces import (
+    JSON_CONTENT_TYPE,
+    Command,
+    CommandHandler,
+    CommandReply,
+    NewMessage,
+    Outbox,
+)
 from gateway.core.records import OutboxItem, OutboxKind
+from uplink.admission import ActorRateLimiter, RateLimit
 from uplink.commands import RejectedCommand, encode_reply, parse_command
 from uplink.events import (
     CLOUDEVENTS_CONTENT_TYPE,
@@ -55,22 +85,16 @@ from uplink.topics import Topics
 
 log = logging.getLogger(__name__)
 
-JSON_CONTENT_TYPE = "application/json"
 # What may be shed when the outbox is over its size (issue 6); tickets never are.
 DROPPABLE_KINDS = frozenset({OutboxKind.SUMMARY, OutboxKind.HEALTH})
-
-
-class SheddingOutbox(Outbox, Protocol):
-    """The outbox the uplink drains, with the size policy of issue 6 (`StateStore`)."""
-
-    async def shed(self, max_depth: int, kinds: Collection[OutboxKind]) -> Mapping[str, int]:
-        """Delete the oldest unsettled messages of `kinds` until at most `max_depth` unsettled
-        messages remain (or none of `kinds` is left); returns how many per kind."""
-        ...
-
-    async def refuse(self, seq: int, now: float) -> None:
-        """Settle an item the egress guard refused, so it is never tried again."""
-        ...
+# The verb that settles ticket messages: part of the delivery contract, so it has its own lane.
+ACK_VERB = "ack"
+# Acks come in on a session of their own, `<client_id>-acks`, subscribed to `cmd/ack` only.
+ACK_SESSION_SUFFIX = "-acks"
+# How long the main session waits for the ack session before it answers an ack itself.
+ACK_SESSION_GRACE_S = 5.0
+DEFAULT_COMMAND_RATE = RateLimit(20.0, 100)
+DEFAULT_ACK_RATE = RateLimit(500.0, 2000)
 
 
 class UplinkConfigFields(Protocol):
@@ -95,6 +119,14 @@ class UplinkConfigFields(Protocol):
     def ack_timeout_s(self) -> float: ...
     @property
     def outbox_max_messages(self) -> int: ...
+    @property
+    def commands_per_s(self) -> float: ...
+    @property
+    def command_burst(self) -> int: ...
+    @property
+    def acks_per_s(self) -> float: ...
+    @property
+    def ack_burst(self) -> int: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,7 +142,7 @@ class UplinkSettings:
     session_expiry_s: int = 86_400
     reconnect_min_s: float = 0.5
     reconnect_max_s: float = 30.0
-    # How often the outbox is looked at when nobody calls `wake()`.
+    # How often the outbox is looked at for resends that came due (commits signal by themselves).
     poll_interval_s: float = 0.5
     batch_size: int = 100
     # No PUBACK for this long means a half-open link (issue 6): drop it and reconnect.
@@ -121,6 +153,12 @@ class UplinkSettings:
     tls: TlsSettings | None = None
     # Above this many unsettled messages, summaries and health are shed oldest-first.
     outbox_max_messages: int = 10_000
+    # Per actor (issue 11): every command but `ack`, and `ack`, each with its own buckets.
+    command_rate: RateLimit = DEFAULT_COMMAND_RATE
+    ack_rate: RateLimit = DEFAULT_ACK_RATE
+    # Commands waiting to be handled, per lane; a full lane answers `busy`.
+    command_queue: int = 200
+    ack_queue: int = 2000
 
     @classmethod
     def from_config(
@@ -143,6 +181,8 @@ class UplinkSettings:
             resend_interval_s=config.resend_interval_s,
             ack_timeout_s=config.ack_timeout_s,
             outbox_max_messages=config.outbox_max_messages,
+            command_rate=RateLimit(config.commands_per_s, config.command_burst),
+            ack_rate=RateLimit(config.acks_per_s, config.ack_burst),
             username=config.username,
             password=password,
             tls=tls,
@@ -153,6 +193,7 @@ class UplinkSettings:
 class UplinkStatistics:
     connected: bool
     connects: int
+    ack_session_connected: bool
     connection_losses: int
     published: int  # outbox items the broker acknowledged (PUBACK)
     resent: int  # ticket messages sent again with the same id
@@ -160,8 +201,11 @@ class UplinkStatistics:
     half_open_aborts: int
     acks: int  # central acks accepted
     commands: int  # well-formed commands handled
-    rejected_commands: int  # malformed, unknown or refused by the handler
+    rejected_commands: int  # malformed, unknown, rate-limited, busy or refused by the handler
     replies: int
+    rate_limited: int  # commands refused because their actor exceeded its rate
+    busy: int  # commands refused because their lane was full
+    command_failures: int  # commands whose handling failed unexpectedly (logged, rejected)
     outbox_depth: int
     # Bytes and messages that left the site (PUBACK received), by message type; resends count.
     bytes_sent: Mapping[str, int] = field(default_factory=dict)
@@ -170,15 +214,29 @@ class UplinkStatistics:
     drops: Mapping[str, int] = field(default_factory=dict)
 
 
+@dataclass(frozen=True, slots=True)
+class _Pending:
+    """A command admitted to a lane, with the MQTT message to acknowledge once handled and the
+    link it came on (the reply leaves there too)."""
+
+    link: MqttLink
+    message: InboundMessage
+    command: Command
+
+
 class Uplink:
     def __init__(
         self,
         settings: UplinkSettings,
-        outbox: SheddingOutbox,
+        outbox: Outbox,
         on_command: CommandHandler,
         clock: Clock,
         guard: EgressGuard | None = None,
+        *,
+        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
+        """`on_command` decides what a well-formed command means and replies (the app wires
+        the ticketing command table); `monotonic` clocks the rate limits."""
         self.settings = settings
         self._topics = settings.topics
         self._outbox = outbox
@@ -188,8 +246,16 @@ class Uplink:
         self._bytes_sent: Counter[str] = Counter()
         self._messages_sent: Counter[str] = Counter()
         self._drops: Counter[str] = Counter()
-        self._wake = asyncio.Event()
+        self._monotonic = monotonic
+        self._command_rate = ActorRateLimiter(settings.command_rate)
+        self._ack_rate = ActorRateLimiter(settings.ack_rate)
+        self._ack_lane: asyncio.Queue[_Pending] = asyncio.Queue(settings.ack_queue)
+        self._command_lane: asyncio.Queue[_Pending] = asyncio.Queue(settings.command_queue)
+        self._acks_idle = asyncio.Event()
+        self._ack_session_missing = False
+        self._acks_idle.set()
         self._link: MqttLink | None = None
+        self._ack_link: MqttLink | None = None
         self._published = 0
         self._resent = 0
         self._publish_failures = 0
@@ -198,13 +264,11 @@ class Uplink:
         self._commands = 0
         self._rejected = 0
         self._replies = 0
+        self._busy = 0
+        self._failures = 0
         self._depth = 0
 
     # --- public ------------------------------------------------------------------------------
-
-    def wake(self) -> None:
-        """Look at the outbox now (call after committing a message) instead of at the next poll."""
-        self._wake.set()
 
     async def enqueue_droppable(
         self, kind: OutboxKind, topic: str, document: Mapping[str, Any]
@@ -234,19 +298,24 @@ class Uplink:
                     shed_kind,
                     self._drops[f"outbox_full:{shed_kind}"],
                 )
-        self.wake()
         return True
 
     async def run_uplink(self) -> None:
         """Run until cancelled; on cancellation publish the offline status and disconnect."""
         link = MqttLink(self._link_settings())
-        self._link = link
+        ack_link = MqttLink(self._ack_link_settings())
+        self._link, self._ack_link = link, ack_link
         link.start()
+        ack_link.start()
         try:
             async with asyncio.TaskGroup() as group:
                 group.create_task(self._run_publisher(link), name="uplink.publisher")
-                group.create_task(self._run_commands(link), name="uplink.commands")
+                group.create_task(self._run_inbound(link), name="uplink.inbound")
+                group.create_task(self._run_inbound(ack_link), name="uplink.inbound.acks")
+                group.create_task(self._run_lane(self._ack_lane), name="uplink.acks")
+                group.create_task(self._run_lane(self._command_lane), name="uplink.commands")
         finally:
+            await ack_link.close(grace_s=self.settings.stop_timeout_s)
             final = self._status_message("offline", "stopped")
             await link.close(
                 final=final if self._admit(OutboxKind.STATUS, final) else None,
@@ -257,6 +326,7 @@ class Uplink:
         link = self._link.statistics() if self._link is not None else None
         return UplinkStatistics(
             connected=link.connected if link else False,
+            ack_session_connected=self._ack_link is not None and self._ack_link.connected,
             connects=link.connects if link else 0,
             connection_losses=link.connection_losses if link else 0,
             published=self._published,
@@ -267,6 +337,9 @@ class Uplink:
             commands=self._commands,
             rejected_commands=self._rejected,
             replies=self._replies,
+            rate_limited=self._command_rate.limited + self._ack_rate.limited,
+            busy=self._busy,
+            command_failures=self._failures,
             outbox_depth=self._depth,
             bytes_sent=dict(self._bytes_sent),
             messages_sent=dict(self._messages_sent),
@@ -291,6 +364,16 @@ class Uplink:
             tls=s.tls,
             will=will if self._admit(OutboxKind.STATUS, will) else None,
             subscriptions=(self._topics.cmd_filter,),
+        )
+
+    def _ack_link_settings(self) -> LinkSettings:
+        """The session of acks alone: the broker queues messages per session in order, so acks
+        on the main session would wait behind every command published before them."""
+        return dataclasses.replace(
+            self._link_settings(),
+            client_id=self.settings.client_id + ACK_SESSION_SUFFIX,
+            will=None,
+            subscriptions=(self._topics.cmd(ACK_VERB),),
         )
 
     def _status_message(self, state: str, reason: str | None) -> OutgoingMessage:
@@ -357,10 +440,9 @@ class Uplink:
         self._depth = await self._outbox.depth()
         try:
             async with asyncio.timeout(self.settings.poll_interval_s):
-                await self._wake.wait()
+                await self._outbox.wait_for_messages()
         except TimeoutError:
-            pass  # the poll interval passed: look again
-        self._wake.clear()
+            pass  # the poll interval passed: look again for resends that came due
 
     async def _send_due(self, link: MqttLink) -> bool:
         items = await self._outbox.due(
@@ -470,28 +552,63 @@ class Uplink:
             raise UplinkError(str(lost)) from lost
 
     def _message_for(self, item: OutboxItem) -> OutgoingMessage:
-        cloudevent = is_cloudevent(item.payload)
+        if item.content_type is not None:
+            properties = MessageProperties(
+                content_type=item.content_type, user_properties=item.user_properties
+            )
+        else:
+            # Committed before state.db kept the properties (schema version 5): derived from
+            # the payload, as they were then.
+            cloudevent = is_cloudevent(item.payload)
+            properties = MessageProperties(
+                content_type=CLOUDEVENTS_CONTENT_TYPE if cloudevent else JSON_CONTENT_TYPE,
+                user_properties=tuple(user_properties(item.payload)),
+            )
         return OutgoingMessage(
             topic=item.topic,
             payload=item.payload,
             qos=1,
             retain=False,  # tickets are never retained (DESIGN.md section 7)
-            properties=MessageProperties(
-                content_type=CLOUDEVENTS_CONTENT_TYPE if cloudevent else JSON_CONTENT_TYPE,
-                user_properties=tuple(user_properties(item.payload)),
-            ),
+            properties=properties,
         )
 
     # --- broker -> commands ------------------------------------------------------------------
 
-    async def _run_commands(self, link: MqttLink) -> None:
+    async def _run_inbound(self, link: MqttLink) -> None:
         while True:
             message = await link.receive()
-            await self._handle_inbound(link, message)
-            link.acknowledge(message)
+            # Commands queued in the session arrive right after CONNACK, before the link counts
+            # as connected (on SUBACK); their replies must wait for it, or they would be lost.
+            await link.wait_connected()
+            if link is not self._ack_link and self._topics.verb_of(message.topic) == ACK_VERB:
+                await self._wait_for_ack_session()
+            if link is not self._ack_link:
+                # Acks first: while one waits or is being handled, the rest waits (in the link's
+                # queue, then at the broker). All of it runs on one event loop, and a burst
+                # being answered would otherwise take most of its turns.
+                await self._acks_idle.wait()
+            try:
+                self._admit_inbound(link, message)
+            except Exception:
+                # Issue 11: no message may end this task. Whatever went wrong is our bug; it is
+                # logged once with its traceback, and the message is acknowledged so that the
+                # broker does not deliver it again at every start.
+                self._failures += 1
+                self._rejected += 1
+                log.exception("Inbound message on `%s` could not be admitted.", message.topic)
+                link.acknowledge(message)
+            # Admission never suspends, and neither does `receive` while messages are queued:
+            # without this turn a burst would be admitted end to end before the lanes, the
+            # publisher or the ack session got the loop once.
+            await asyncio.sleep(0)
 
-    async def _handle_inbound(self, link: MqttLink, message: InboundMessage) -> None:
+    def _admit_inbound(self, link: MqttLink, message: InboundMessage) -> None:
+        """Check the envelope and the sender's rate, then queue the command in its lane.
+        Never awaits: the receiver keeps up with the broker whatever the handlers do."""
         verb = self._topics.verb_of(message.topic)
+        if verb == ACK_VERB and self._answered_elsewhere(link):
+            link.acknowledge(message)
+            return
         parsed = parse_command(
             verb,
             message.payload,
@@ -499,32 +616,139 @@ class Uplink:
             message.properties.correlation_data,
         )
         if isinstance(parsed, RejectedCommand):
-            self._rejected += 1
             log.warning("Rejected command on `%s`: %s.", message.topic, parsed.reason)
-            await self._reply(
-                link, parsed.response_topic, parsed.correlation_data, parsed.reply(), verb
-            )
+            self._refuse(link, message, parsed)
             return
+        is_ack = parsed.verb == ACK_VERB
+        limiter = self._ack_rate if is_ack else self._command_rate
+        actor = parsed.body.get("actor")
+        key = actor[:200] if isinstance(actor, str) else "-"
+        retry_after = limiter.retry_after(key, self._monotonic())
+        if retry_after is not None:
+            what = "`ack` commands" if is_ack else "commands"
+            reason = (
+                f"rate limited: actor `{ascii(key[:60])[1:-1]}` exceeds "
+                f"{limiter.limit.rate_per_s:g} {what} per second (burst {limiter.limit.burst});"
+                f" retry in {retry_after:.1f} s"
+            )
+            self._refuse_command(link, message, parsed, reason, log_it=limiter.limited == 1)
+            return
+        lane = self._ack_lane if is_ack else self._command_lane
+        try:
+            lane.put_nowait(_Pending(link, message, parsed))
+            if is_ack:
+                self._acks_idle.clear()
+        except asyncio.QueueFull:
+            self._busy += 1
+            reason = f"busy: {lane.maxsize} commands are waiting; retry shortly"
+            self._refuse_command(link, message, parsed, reason, log_it=self._busy == 1)
 
+    def _answered_elsewhere(self, link: MqttLink) -> bool:
+        """Both sessions get every ack: the main session leaves its copy to the ack session
+        while that one is connected. Should the ack session's copy be missing (it subscribed
+        after the ack was published, at the very first start), the ticket message is resent
+        and acked again."""
+        ack_link = self._ack_link
+        return ack_link is not None and link is not ack_link and ack_link.connected
+
+    async def _wait_for_ack_session(self) -> None:
+        """Before the main session decides about an ack: give the ack session a moment to
+        connect (at a start both have the same acks queued, and one answer is enough). If it
+        does not come, the main session answers acks itself until it does."""
+        ack_link = self._ack_link
+        if ack_link is None or ack_link.connected:
+            self._ack_session_missing = False
+            return
+        if self._ack_session_missing:
+            return
+        try:
+            async with asyncio.timeout(ACK_SESSION_GRACE_S):
+                await ack_link.wait_connected()
+        except TimeoutError:
+            self._ack_session_missing = True
+            log.warning(
+                "The ack session `%s` is not connected; acks are answered on the main session"
+                " until it is.",
+                self.settings.client_id + ACK_SESSION_SUFFIX,
+            )
+
+    def _refuse(self, link: MqttLink, message: InboundMessage, parsed: RejectedCommand) -> None:
+        self._rejected += 1
+        reply = parsed.reply()
+        self._reply(link, parsed.response_topic, parsed.correlation_data, reply, parsed.verb)
+        link.acknowledge(message)
+
+    def _refuse_command(
+        self,
+        link: MqttLink,
+        message: InboundMessage,
+        command: Command,
+        reason: str,
+        *,
+        log_it: bool,
+    ) -> None:
+        """Refused before handling (rate, lane full): logged on the first such refusal and
+        then counted, so a flood does not flood the journal too."""
+        if log_it:
+            log.warning(
+                "Command `%s` (`%s`) refused: %s. Further refusals of this kind are counted "
+                "in the health report.",
+                command.command_id,
+                command.verb,
+                reason,
+            )
+        self._rejected += 1
+        reply = CommandReply(command.command_id, False, reason)
+        self._reply(link, command.response_topic, command.correlation_data, reply, command.verb)
+        link.acknowledge(message)
+
+    async def _run_lane(self, lane: asyncio.Queue[_Pending]) -> None:
+        while True:
+            pending = await lane.get()
+            command, link = pending.command, pending.link
+            try:
+                reply = await self._handle(command)
+                self._reply(
+                    link, command.response_topic, command.correlation_data, reply, command.verb
+                )
+            except Exception:
+                # Issue 11: answering one command must not end the lane (see `_handle`).
+                self._failures += 1
+                log.exception(
+                    "Command `%s` (`%s`) could not be answered.", command.command_id, command.verb
+                )
+            # Only once handled: a gateway stopped before this gets the command again.
+            link.acknowledge(pending.message)
+            if lane is self._ack_lane and lane.empty():
+                self._acks_idle.set()
+
+    async def _handle(self, command: Command) -> CommandReply:
         self._commands += 1
         try:
-            reply = await self._on_command(parsed)
+            reply = await self._on_command(command)
         except GatewayError as exc:
             # An expected failure of ours (a store refusing a write): refuse the command, keep
-            # serving. Anything else is a bug and propagates.
-            log.error("Command `%s` (`%s`) failed: %s", parsed.command_id, parsed.verb, exc)
-            reply = CommandReply(parsed.command_id, False, f"failed: {exc}")
+            # serving.
+            log.error("Command `%s` (`%s`) failed: %s", command.command_id, command.verb, exc)
+            reply = CommandReply(command.command_id, False, f"failed: {exc}")
+        except Exception:
+            # Issue 11: nothing a command carries may end the uplink (and with it the daemon,
+            # in a loop when the broker redelivers the command at every start). A bug that a
+            # command reaches is logged once, with its traceback, and the command refused.
+            self._failures += 1
+            log.exception(
+                "Command `%s` (`%s`) failed unexpectedly; rejected.",
+                command.command_id,
+                command.verb,
+            )
+            reply = CommandReply(command.command_id, False, "failed: internal error")
         if not reply.accepted:
             self._rejected += 1
-            log.warning(
-                "Command `%s` (`%s`) refused: %s.", parsed.command_id, parsed.verb, reply.reason
-            )
-        elif parsed.verb == "ack":
+        elif command.verb == ACK_VERB:
             self._acks += 1
-        await self._reply(link, parsed.response_topic, parsed.correlation_data, reply, verb)
-        self.wake()  # an ack may have changed what is due
+        return reply
 
-    async def _reply(
+    def _reply(
         self,
         link: MqttLink,
         response_topic: str | None,
@@ -532,6 +756,8 @@ class Uplink:
         reply: CommandReply,
         verb: str | None,
     ) -> None:
+        """Publish the reply without waiting for its PUBACK (a lane must not wait a round trip
+        per command); the outcome is counted when it arrives."""
         if not response_topic:
             return
         message = OutgoingMessage(
@@ -545,15 +771,29 @@ class Uplink:
         if not self._admit(OutboxKind.REPLY, message):
             return
         try:
-            await link.publish(message)
+            sent = link.send(message)
         except UplinkError as exc:
-            # The central system repeats a command it got no reply to; nothing to keep here.
-            log.warning(
-                "Reply to command `%s` on `%s` not delivered: %s",
-                reply.command_id,
-                response_topic,
-                exc,
-            )
+            self._reply_lost(reply, response_topic, exc)
             return
-        self._replies += 1
-        self._count_sent(OutboxKind.REPLY, message)
+
+        def done(future: asyncio.Future[int]) -> None:
+            if future.cancelled():
+                return
+            error = future.exception()
+            if error is not None:
+                self._reply_lost(reply, response_topic, error)
+                return
+            self._replies += 1
+            self._count_sent(OutboxKind.REPLY, message)
+
+        sent.add_done_callback(done)
+
+    @staticmethod
+    def _reply_lost(reply: CommandReply, response_topic: str, error: BaseException) -> None:
+        # The central system repeats a command it got no reply to; nothing to keep here.
+        log.warning(
+            "Reply to command `%s` on `%s` not delivered: %s",
+            reply.command_id,
+            response_topic,
+            error,
+        )

@@ -35,7 +35,7 @@ async def measure(messages: int) -> dict[str, float]:
             async with running_central(broker.port) as central:
                 started = time.perf_counter()
                 async with running(uplink.run_uplink(), "uplink"):
-                    while await state.depth() > 0:  # noqa: ASYNC110 (polls state.db)
+                    while await state.outbox.depth() > 0:  # noqa: ASYNC110 (polls state.db)
                         await asyncio.sleep(0.05)
                 drain_s = time.perf_counter() - started
                 delivered = len({event.event_id for event in central.received})

@@ -23,7 +23,7 @@ from gateway.assembly.ticketing import ticket_commands, ticket_service
 from gateway.assembly.uplink import ticket_encoder, topics, uplink_settings
 from gateway.config.loader import LoadedConfig
 from gateway.core.clock import Clock
-from gateway.core.interfaces import Command, CommandReply, Detector, Record
+from gateway.core.interfaces import Detector, Record
 from gateway.core.records import Finding, Sample, Waveform
 from gateway.pipeline.runner import DetectorRunner
 from gateway.pipeline.sources import Source, build_sources
@@ -34,7 +34,7 @@ from gateway.runtime.detector_state import (
 )
 from gateway.runtime.health import HealthReport
 from gateway.runtime.summaries import SummaryCollector
-from gateway.store import StateStore, TelemetryStore
+from gateway.store import StateDatabase, TelemetryStore
 from gateway.store.snapshots import DetectorSnapshots
 from uplink.events import rfc3339
 from uplink.service import Uplink
@@ -74,7 +74,11 @@ async def assemble(
     cfg = loaded.gateway
     state_dir = loaded.state_directory
     state_dir.mkdir(parents=True, exist_ok=True)
-    state = await StateStore.open(state_dir / "state.db")
+    state = await StateDatabase.open(
+        state_dir / "state.db",
+        command_window_s=cfg.ticketing.command_log_window_h * 3600.0,
+        command_log_max=cfg.ticketing.command_log_max,
+    )
     stack.push_async_callback(state.close)
     telemetry = await TelemetryStore.open(
         state_dir / "telemetry.db", flush_interval_s=cfg.storage.telemetry_flush_s
@@ -84,17 +88,14 @@ async def assemble(
     devices = plant.configured_devices(loaded.devices, loaded.protocols)
     detectors = build_detectors(devices, loaded.rules)
     tickets = ticket_service(
-        loaded, devices, detectors, state, ticket_encoder(loaded, state.next_sequence), clock
+        loaded, devices, detectors, state, ticket_encoder(loaded, state.outbox.next_sequence), clock
     )
     await tickets.start()
     commands = ticket_commands(loaded, tickets, state, clock)
 
-    async def on_command(command: Command) -> CommandReply:
-        reply = await commands.handle(command)
-        uplink.wake()  # an acknowledgement is itself a ticket change to announce
-        return reply
-
-    uplink = Uplink(uplink_settings(loaded), state, on_command, clock)
+    # The outbox signals its own commits: what a command or a finding changed is published
+    # as soon as it is committed.
+    uplink = Uplink(uplink_settings(loaded), state.outbox, commands.handle, clock)
     # Features per asset for `summaries/<asset>`, never the samples.
     summaries = SummaryCollector(plant.asset_of_tags(devices))
 
@@ -103,7 +104,6 @@ async def assemble(
     async def on_finding(finding: Finding) -> None:
         summaries.add_finding(finding)
         await tickets.on_finding(finding)
-        uplink.wake()  # publish the committed change now, not at the next outbox poll
         if site is not None:
             await site.recorder.after_finding(finding)  # the spectrum a ticket opened on
 
@@ -134,7 +134,7 @@ async def assemble(
         sources,
         runner,
         uplink,
-        state,
+        state.outbox,
         telemetry,
         outbox_max_messages=cfg.uplink.outbox_max_messages,
         timestamp=rfc3339,

@@ -22,7 +22,7 @@ from gateway.runtime.site.live_values import LiveValues
 from gateway.runtime.site.pages import DeviceInfo, PointInfo, SitePages
 from gateway.runtime.site.server import SitePageServer
 from gateway.runtime.site.snapshots import SnapshotRecorder, SpectrumSnapshots
-from gateway.store import StateStore, TelemetryStore
+from gateway.store import StateDatabase, TelemetryStore
 from gateway.ticketing.service import TicketService
 
 log = logging.getLogger("gateway")
@@ -85,7 +85,7 @@ async def start_site_page(
     devices: Sequence[ConfiguredDevice],
     detectors: Sequence[Detector],
     telemetry: TelemetryStore,
-    state: StateStore,
+    state: StateDatabase,
     tickets: TicketService,
 ) -> SitePage | None:
     cfg = loaded.gateway.site_page
@@ -114,7 +114,8 @@ async def start_site_page(
         live=live,
         telemetry=telemetry,
         tickets=tickets,
-        history=state,
+        history=state.tickets,
+        messages=state.outbox,
         spectra=spectra,
         snapshots=snapshots,
     )

@@ -12,7 +12,7 @@ from gateway.config.models import TicketingConfig
 from gateway.core.clock import Clock
 from gateway.core.interfaces import Detector, MessageEncoder
 from gateway.core.records import TagKind
-from gateway.store import StateStore
+from gateway.store import StateDatabase
 from gateway.ticketing.commands import TicketCommands
 from gateway.ticketing.policy import AssetProfile, LifecyclePolicy, SlaTarget
 from gateway.ticketing.service import TicketService
@@ -104,7 +104,7 @@ def ticket_service(
     loaded: LoadedConfig,
     devices: Sequence[ConfiguredDevice],
     detectors: Sequence[Detector],
-    state: StateStore,
+    state: StateDatabase,
     encoder: MessageEncoder,
     clock: Clock,
 ) -> TicketService:
@@ -123,8 +123,8 @@ def ticket_service(
 
 
 def ticket_commands(
-    loaded: LoadedConfig, tickets: TicketService, state: StateStore, clock: Clock
+    loaded: LoadedConfig, tickets: TicketService, state: StateDatabase, clock: Clock
 ) -> TicketCommands:
     """What `cmd/<verb>` does: ids, revisions, actors, replays."""
     actors = frozenset(loaded.gateway.ticketing.command_actors)
-    return TicketCommands(tickets, state, state, clock, actors=actors)
+    return TicketCommands(tickets, state.outbox, state.commands, clock, actors=actors)

@@ -31,7 +31,7 @@ from gateway.config.examples import DEMO_SITE, example_site
 from gateway.config.loader import load_config
 from gateway.core.exit_codes import EX_UNAVAILABLE
 from gateway.core.records import Quality, Ticket
-from gateway.store import StateStore, TelemetryStore
+from gateway.store import StateDatabase, TelemetryStore
 
 SCENARIO_FAULT = "threshold.high"  # the demo pump's bearing temperature crosses its hi limit
 SITE_PAGE_PORT = 8080  # the local site page, or the next free port
@@ -252,9 +252,9 @@ async def read_summary(plan: DemoPlan) -> Summary:
     """Read after the gateway stopped; state.db is opened read-only."""
     if not await asyncio.to_thread(plan.state_db.exists):
         return Summary(())
-    store = await StateStore.open(plan.state_db, read_only=True)
+    store = await StateDatabase.open(plan.state_db, read_only=True)
     try:
-        tickets = tuple(await store.list_tickets())
+        tickets = tuple(await store.tickets.list_tickets())
     finally:
         await store.close()
     return Summary(tickets, await count_good_samples(plan))

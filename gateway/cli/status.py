@@ -97,12 +97,12 @@ def report_from_files(loaded: LoadedConfig, as_json: bool) -> int:
 async def read_files(state_dir: Path, site: str, gateway: str) -> dict[str, Any]:
     """What the files of a gateway say without its endpoint; state.db is opened read-only."""
     from gateway.core.records import TicketState
-    from gateway.store import StateStore
+    from gateway.store import StateDatabase
 
-    store = await StateStore.open(state_dir / "state.db", read_only=True)
+    store = await StateDatabase.open(state_dir / "state.db", read_only=True)
     try:
-        tickets = await store.list_tickets(open_only=True)
-        by_kind, oldest = await store.outbox_backlog()
+        tickets = await store.tickets.list_tickets(open_only=True)
+        by_kind, oldest = await store.outbox.backlog()
     finally:
         await store.close()
     now = time.time()

@@ -74,11 +74,11 @@ def find_state_db(args: argparse.Namespace) -> tuple[Path, str]:
 
 
 async def _read(db: Path) -> list[Ticket]:
-    from gateway.store import StateStore
+    from gateway.store import StateDatabase
 
-    store = await StateStore.open(db, read_only=True)
+    store = await StateDatabase.open(db, read_only=True)
     try:
-        return await store.list_tickets()
+        return await store.tickets.list_tickets()
     finally:
         await store.close()
 

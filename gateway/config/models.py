@@ -125,6 +125,25 @@ class UplinkConfig(Strict):
     summary_period_s: float | None = Field(
         None, gt=0, description="Period of `summaries/<asset>` (detector features); null is off."
     )
+    commands_per_s: float = Field(
+        20.0,
+        gt=0,
+        description="Commands (all but `ack`) one actor may send per second; more are rejected "
+        "at once as rate limited.",
+    )
+    command_burst: int = Field(
+        100,
+        ge=1,
+        description="Commands one actor may send at once before `commands_per_s` applies.",
+    )
+    acks_per_s: float = Field(
+        500.0, gt=0, description="`ack` commands one actor may send per second."
+    )
+    ack_burst: int = Field(
+        2000,
+        ge=1,
+        description="`ack` commands one actor may send at once (a backlog after an outage).",
+    )
 
     def named_files(self) -> tuple[NamedFile, ...]:
         """The password file and TLS files, checked by `check-config` (relative to
@@ -178,6 +197,19 @@ class TicketingConfig(Strict):
     command_actors: list[str] = Field(
         default_factory=list,
         description="Actors allowed to send commands; empty accepts any actor.",
+    )
+    command_log_window_h: float = Field(
+        24.0,
+        gt=0,
+        le=24 * 30,
+        description="Idempotency window: a command id repeated within this many hours gets the "
+        "first reply back and has no second effect.",
+    )
+    command_log_max: int = Field(
+        20_000,
+        ge=100,
+        description="At most this many accepted commands are remembered (the newest); older "
+        "ones are forgotten even inside the window, to bound state.db.",
     )
     safety_detectors: list[str] = Field(
         default_factory=list,

@@ -6,20 +6,26 @@ Concrete classes live in `protocols/`, `detectors/`, `uplink/` and `gateway/stor
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, Protocol, Self, runtime_checkable
 
 from gateway.core.records import (
+    ChatterRecord,
     DerivedTag,
     FaultCode,
     Finding,
+    FloodArrival,
+    FloodRecord,
+    MaintenanceWindow,
     OutboxItem,
     OutboxKind,
     Sample,
+    Shelving,
     Tag,
     Ticket,
+    UserProperties,
     Waveform,
 )
 from gateway.core.spectrum_view import SpectrumView
@@ -233,19 +239,37 @@ class TicketEvent:
     detail: Mapping[str, Any] = field(default_factory=dict)
 
 
+JSON_CONTENT_TYPE = "application/json"
+
+
 @dataclass(frozen=True, slots=True)
 class NewMessage:
-    """A message to be committed to the outbox together with the change it announces."""
+    """A message to be committed to the outbox together with the change it announces.
+
+    `content_type` and `user_properties` are its MQTT 5 properties, stored with it (the uplink
+    publishes them as they are). Messages with the same `coalesce_key` are not queued twice:
+    while one of them is unsettled, committing another is a no-op (`resync` of a ticket).
+    """
 
     event_id: str
     topic: str
     payload: bytes
     kind: OutboxKind
     ticket_id: str | None = None
+    content_type: str = JSON_CONTENT_TYPE
+    user_properties: UserProperties = ()
+    coalesce_key: str | None = None
 
 
 # Turns a ticket change into the outgoing message that announces it (built by `uplink`).
 MessageEncoder = Callable[[Ticket, TicketEvent], NewMessage]
+
+
+# --- state.db, one interface per role ---------------------------------------------------------
+# `gateway.store.StateDatabase` opens the file and hands out one object per role; ticketing,
+# uplink and the runtime each get the roles they use. A write that spans roles (a ticket change
+# and the messages announcing it, a shelve saved with its event) is one transaction, done by
+# the role that owns the change (`TicketRepository.commit_ticket_change`).
 
 
 class TicketRepository(Protocol):
@@ -255,18 +279,40 @@ class TicketRepository(Protocol):
 
     async def get_ticket(self, ticket_id: str) -> Ticket | None: ...
 
+    async def last_closed_ticket(self, key: str) -> Ticket | None:
+        """The most recently closed (or cancelled) ticket of a dedup key; for recurrence."""
+        ...
+
     async def commit_ticket_change(
         self,
         ticket: Ticket,
         events: Sequence[TicketEvent],
         messages: Sequence[NewMessage],
-    ) -> None: ...
+        *,
+        shelve: Shelving | None = None,
+        unshelve: str | None = None,
+    ) -> None:
+        """Write the ticket, its events, its messages and the shelving change atomically, or
+        nothing (raises `StoreError`)."""
+        ...
 
 
 class Outbox(Protocol):
     """The only way out of the gateway. Items stay until settled."""
 
-    async def enqueue(self, message: NewMessage) -> int: ...
+    def next_sequence(self) -> int:
+        """The next per-gateway CloudEvents sequence number; rises across restarts."""
+        ...
+
+    async def enqueue(self, message: NewMessage) -> int | None:
+        """Commit one message that announces no ticket change; its sequence number, or None
+        when an unsettled message with the same `coalesce_key` is already queued."""
+        ...
+
+    async def wait_for_messages(self) -> None:
+        """Return once a message was committed since the last return (one consumer: the
+        uplink). Commits signal it themselves; nobody has to wake the uplink."""
+        ...
 
     async def due(self, now: float, resend_after: float, limit: int) -> list[OutboxItem]:
         """Unsettled items never sent, or last sent more than `resend_after` seconds ago."""
@@ -276,15 +322,100 @@ class Outbox(Protocol):
         """Every unsettled item in order, sent or not (used after a reconnect)."""
         ...
 
+    async def get_message(self, event_id: str) -> OutboxItem | None:
+        """One item by CloudEvents id, settled or not."""
+        ...
+
     async def mark_sent(self, seq: int, now: float) -> None: ...
 
-    async def settle(self, seq: int, now: float) -> None: ...
+    async def settle(self, seq: int, now: float) -> None:
+        """Settle by sequence number (the PUBACK of a message that needs no central ack)."""
+        ...
 
     async def settle_event(self, event_id: str, now: float) -> OutboxItem | None:
         """Settle by CloudEvents id (the central ack). None when unknown or already settled."""
         ...
 
+    async def settle_ticket(self, ticket_id: str, now: float) -> list[OutboxItem]:
+        """Settle every unsettled message of a ticket that has been published at least once
+        (the central ack naming only the ticket); returns them in order."""
+        ...
+
+    async def refuse(self, seq: int, now: float) -> None:
+        """Settle an item the egress guard refused, so it is never tried again."""
+        ...
+
+    async def shed(self, max_depth: int, kinds: Collection[OutboxKind]) -> Mapping[str, int]:
+        """Delete the oldest unsettled messages of `kinds` until at most `max_depth` unsettled
+        messages remain (or none of `kinds` is left); returns how many per kind."""
+        ...
+
     async def depth(self) -> int: ...
+
+    async def backlog(self) -> tuple[dict[str, int], float | None]:
+        """Unsettled messages per kind, and when the oldest of them was committed."""
+        ...
+
+
+class CommandLog(Protocol):
+    """The replies of accepted central commands by `command_id`, so that a repeat has no second
+    effect; kept for an idempotency window (age and count, see docs/TICKETS.md)."""
+
+    async def recall_command(self, command_id: str) -> Mapping[str, Any] | None: ...
+
+    async def remember_command(
+        self, command_id: str, verb: str, reply: Mapping[str, Any], now: float
+    ) -> None: ...
+
+
+class NoiseStateJournal(Protocol):
+    """Noise-control state that survives a restart: shelving, maintenance mode, alarm floods and
+    chattering conditions (docs/TICKETS.md, "Which condition flags survive a restart")."""
+
+    async def clear_shelving(self, key: str) -> None: ...
+
+    async def load_shelvings(self, now: float) -> Sequence[Shelving]:
+        """The shelvings still in force at `now`; timed ones that ran out are dropped."""
+        ...
+
+    async def save_maintenance(self, asset: str, until: float, by: str, set_at: float) -> None: ...
+
+    async def clear_maintenance(self, asset: str) -> None: ...
+
+    async def load_maintenance(self, now: float) -> Sequence[MaintenanceWindow]: ...
+
+    async def save_noise_state(
+        self,
+        *,
+        floods: Sequence[FloodRecord],
+        floods_ended: Collection[str],
+        arrivals: Sequence[FloodArrival],
+        forget_arrivals_before: float,
+        chattering: Sequence[ChatterRecord],
+        chatter_ended: Collection[str],
+    ) -> None: ...
+
+    async def load_floods(self) -> Sequence[FloodRecord]: ...
+
+    async def load_flood_arrivals(self, since: float) -> Sequence[FloodArrival]: ...
+
+    async def load_chattering(self) -> Sequence[ChatterRecord]: ...
+
+
+class StateRoles(Protocol):
+    """What opens state.db hands out: one object per role."""
+
+    @property
+    def tickets(self) -> TicketRepository: ...
+
+    @property
+    def outbox(self) -> Outbox: ...
+
+    @property
+    def commands(self) -> CommandLog: ...
+
+    @property
+    def noise(self) -> NoiseStateJournal: ...
 
 
 @dataclass(frozen=True, slots=True)

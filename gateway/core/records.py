@@ -244,9 +244,17 @@ class OutboxKind(enum.StrEnum):
         return self is OutboxKind.TICKET
 
 
+UserProperties = tuple[tuple[str, str], ...]
+
+
 @dataclass(frozen=True, slots=True)
 class OutboxItem:
-    """A message committed for the uplink. `event_id` is the CloudEvents id, reused on resend."""
+    """A message committed for the uplink. `event_id` is the CloudEvents id, reused on resend.
+
+    `content_type` and `user_properties` are the MQTT 5 properties decided when the message was
+    built, kept with it so that a send never parses the payload again. `content_type` is None
+    only for rows written before state.db schema version 5.
+    """
 
     seq: int
     event_id: str
@@ -258,6 +266,8 @@ class OutboxItem:
     last_sent_at: float | None = None
     settled_at: float | None = None
     ticket_id: str | None = None
+    content_type: str | None = None
+    user_properties: UserProperties = ()
 
 
 # --- Noise-control state that survives a restart (issue 5) -----------------------------------

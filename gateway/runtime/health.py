@@ -24,12 +24,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from gateway.core.clock import Clock
+from gateway.core.interfaces import Outbox
 from gateway.pipeline.runner import DetectorRunner
 from gateway.pipeline.sources import Source
 from gateway.pipeline.statistics import SourceState
 from gateway.runtime.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from gateway.runtime.metrics import render_metrics
-from gateway.store import StateStore, TelemetryStore
+from gateway.store import TelemetryStore
 from uplink.service import Uplink
 
 log = logging.getLogger(__name__)
@@ -50,7 +51,7 @@ class HealthReport:
     sources: Sequence[Source]
     runner: DetectorRunner
     uplink: Uplink
-    state: StateStore
+    outbox: Outbox
     telemetry: TelemetryStore
     outbox_max_messages: int
     started_at: float = field(default=0.0)
@@ -68,7 +69,7 @@ class HealthReport:
         runner = self.runner.statistics()
         uplink = self.uplink.statistics()
         telemetry = self.telemetry.statistics()
-        by_kind, oldest = await self.state.outbox_backlog()
+        by_kind, oldest = await self.outbox.backlog()
         drops = dict(uplink.drops)
         if telemetry.samples_refused:
             drops["telemetry_refused:samples"] = telemetry.samples_refused
@@ -102,6 +103,9 @@ class HealthReport:
                 "acks": uplink.acks,
                 "commands": uplink.commands,
                 "rejected_commands": uplink.rejected_commands,
+                "rate_limited_commands": uplink.rate_limited,
+                "busy_commands": uplink.busy,
+                "failed_commands": uplink.command_failures,
             },
             "outbox": {
                 "depth": sum(by_kind.values()),

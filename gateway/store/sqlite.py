@@ -13,17 +13,19 @@ import asyncio
 import enum
 import logging
 import sqlite3
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Iterable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Self
+from typing import Any, Self, TypeVar
 
 import aiosqlite
 
 from gateway.core.errors import StoreError
 
 log = logging.getLogger(__name__)
+
+_R = TypeVar("_R")
 
 
 class Synchronous(enum.IntEnum):
@@ -218,8 +220,33 @@ class Database:
                 )
 
 
+class DatabaseRole:
+    """Base of the classes that serve one role of a database (state.db's tickets, outbox,
+    command log, noise state). They share the `Database` of the object that opened it and never
+    close it; reads and writes hold its lock and leave as `StoreError`."""
+
+    def __init__(self, db: Database) -> None:
+        self._db = db
+
+    async def _write(self, sql: str, params: Sequence[Any] = ()) -> int:
+        """One statement in its own transaction; returns the number of rows changed."""
+        async with self._db.lock, self._db.transaction() as conn:
+            cursor = await conn.execute(sql, params)
+            return cursor.rowcount
+
+    async def _read(self, sql: str, params: Sequence[Any] = ()) -> Iterable[aiosqlite.Row]:
+        async with self._db.lock:
+            return await self._guarded_read(self._db.conn.execute_fetchall(sql, params))
+
+    async def _guarded_read(self, pending: Awaitable[_R]) -> _R:
+        try:
+            return await pending
+        except (sqlite3.Error, ValueError) as exc:
+            raise StoreError(f"{self._db.label} refused a read: {exc}") from exc
+
+
 class DatabaseStore:
-    """Base of `StateStore` and `TelemetryStore`: owns one `Database` and closes it on exit."""
+    """Base of `StateDatabase` and `TelemetryStore`: owns one `Database` and closes it on exit."""
 
     def __init__(self, db: Database) -> None:
         self._db = db

@@ -1,4 +1,5 @@
-"""The schema of state.db: tickets, their events and the outbox (DESIGN.md sections 3 and 6).
+"""The schema of state.db: tickets, their events, the outbox, the command log and the noise
+state (DESIGN.md sections 3 and 6).
 
 Append a `Migration` to change it; never edit a released one. `schema_version` records what
 has been applied, so an older gateway refuses a newer file instead of corrupting it.
@@ -161,6 +162,26 @@ STATE_MIGRATIONS: tuple[Migration, ...] = (
                 raises TEXT NOT NULL  -- JSON array of raise times still in the chatter window
             )
             """,
+        ),
+    ),
+    # Issues 10 and 11: an outbox row keeps the MQTT 5 properties decided when its message was
+    # built (content type, user properties as a JSON array of pairs), so a send never parses
+    # the payload again; rows from before keep NULL and the uplink derives them once more.
+    # `coalesce_key`: at most one unsettled message per key (a `resync` of a ticket cannot pile
+    # up). The command log is pruned by age, hence the index on `received_at`.
+    Migration(
+        version=5,
+        statements=(
+            "ALTER TABLE outbox ADD COLUMN content_type TEXT",
+            "ALTER TABLE outbox ADD COLUMN user_properties TEXT NOT NULL DEFAULT '[]'",
+            "ALTER TABLE outbox ADD COLUMN coalesce_key TEXT",
+            """
+            CREATE UNIQUE INDEX outbox_coalesced ON outbox (coalesce_key)
+                WHERE settled_at IS NULL AND coalesce_key IS NOT NULL
+            """,
+            "CREATE INDEX outbox_unsettled_by_ticket ON outbox (ticket_id)"
+            " WHERE settled_at IS NULL",
+            "CREATE INDEX commands_by_received_at ON commands (received_at)",
         ),
     ),
 )

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 from gateway.core.interfaces import TicketEvent
@@ -24,6 +24,12 @@ from gateway.ticketing.verifier import RepairVerifier
 log = logging.getLogger(__name__)
 
 MAX_TICKETS_IN_SNAPSHOT = 20
+
+
+@dataclass(frozen=True, slots=True)
+class Resync:
+    republished: int  # messages queued by this request
+    already_queued: int  # tickets whose earlier resync message is still unacknowledged
 
 
 class CentralActions:
@@ -146,17 +152,25 @@ class CentralActions:
 
     async def set_maintenance(self, asset: str, until: float, by: str) -> None:
         ledger = self._ledger
-        await ledger.repo.save_maintenance(asset, until, by, ledger.clock.now())
+        await ledger.noise.save_maintenance(asset, until, by, ledger.clock.now())
         ledger.maintenance[asset] = until
         log.info("Asset `%s` in maintenance mode until %.0f (by `%s`).", asset, until, by)
 
-    async def resync(self, open_tickets: list[Ticket]) -> int:
+    async def resync(self, open_tickets: list[Ticket]) -> Resync:
+        """One `resync` message per open ticket, coalesced: a ticket whose previous resync
+        message is still unacknowledged is not queued again (that one is resent until acked),
+        so repeated requests cannot multiply messages (issue 11)."""
         ledger = self._ledger
         now = ledger.clock.now()
+        queued = pending = 0
         for ticket in open_tickets:
             event = TicketEvent(ticket.id, ticket.revision, "resync", now, {"reason": "resync"})
-            await ledger.repo.enqueue(ledger.encode(ticket, event))
-        return len(open_tickets)
+            message = replace(ledger.encode(ticket, event), coalesce_key=f"resync:{ticket.id}")
+            if await ledger.outbox.enqueue(message) is None:
+                pending += 1
+            else:
+                queued += 1
+        return Resync(republished=queued, already_queued=pending)
 
     def snapshot(
         self, open_tickets: list[Ticket], *, ticket: Ticket | None, asset: str | None

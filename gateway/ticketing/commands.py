@@ -1,42 +1,56 @@
-"""Central commands on `cmd/<verb>` applied to tickets (DESIGN.md section 7, issue 5).
+"""Central commands on `cmd/<verb>` applied to tickets (DESIGN.md section 7, issues 5, 10, 11).
 
-The uplink parses the MQTT message (`uplink.commands.parse_command`) and replies on the MQTT 5
-response topic; this module decides. Every reply says accepted or rejected with a reason, and
-a rejection changes nothing:
+The one home of every ticket command: `VERBS` names each verb with its body schema
+(`command_schema`) and the method that applies it. The uplink checks only the envelope (size,
+nesting, well-formed JSON, `command_id`) and calls `TicketCommands.handle`; everything about
+a verb is decided here. Every reply says accepted or rejected with a reason, and a rejection
+changes nothing, in memory or in state.db:
 
-- unauthorised: an actor not in `command_actors`, or a body whose `verb` is not the topic's;
+- unknown verb, or a body whose `verb` is not the topic's;
+- unauthorised: an actor not in `command_actors`;
+- a body that does not match the verb's schema (missing, unknown or wrong-typed fields,
+  non-finite numbers, text too long), checked before anything is read or written;
 - stale: `if_revision` given and not the ticket's current revision (the reply names it);
-- unknown ticket, wrong state, bad field: rejected with the reason.
+- unknown ticket or asset, wrong state.
 
-Idempotency: the reply to every authorised command is stored under its `command_id` in
-state.db; a replay (the central system retrying after a lost reply) gets the same reply back
-with `replayed: true` and has no second effect, across restarts too.
+Idempotency: the reply to every accepted command is stored under its `command_id` in state.db
+for the idempotency window (`CommandLog`); a replay (the central system retrying after a lost
+reply) gets the same reply back with `replayed: true` and has no second effect, across
+restarts too. A rejected command left no effect to protect, so it is not stored: a repeat is
+judged again.
+
+Adding a verb: its body model in `command_schema`, one method here, one line in `VERBS`.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
-import math
 from collections.abc import Awaitable, Callable, Mapping
-from typing import Any, Protocol
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import BaseModel, ValidationError
 
 from gateway.core.clock import Clock
-from gateway.core.interfaces import Command, CommandReply, Outbox
+from gateway.core.interfaces import Command, CommandLog, CommandReply, Outbox
 from gateway.core.records import OutboxItem, Ticket, TicketState
 from gateway.ticketing import tickets
+from gateway.ticketing.command_schema import (
+    AckCommand,
+    AssignCommand,
+    CloseCommand,
+    MaintenanceCommand,
+    ResyncCommand,
+    ShelveCommand,
+    SnapshotCommand,
+    UnshelveCommand,
+)
 from gateway.ticketing.service import TicketService
 
 log = logging.getLogger(__name__)
 
-MAX_TEXT = 2000
-
-
-class CommandLog(Protocol):
-    async def recall_command(self, command_id: str) -> Mapping[str, Any] | None: ...
-
-    async def remember_command(
-        self, command_id: str, verb: str, reply: Mapping[str, Any], now: float
-    ) -> None: ...
+_MAX_SCHEMA_ERRORS = 3
 
 
 class Rejected(Exception):
@@ -49,7 +63,7 @@ class Rejected(Exception):
 
 
 class TicketCommands:
-    """The `CommandHandler` for ticket commands; `handle` is what the uplink calls."""
+    """The command handler for ticket commands; `handle` is what the uplink calls."""
 
     def __init__(
         self,
@@ -65,79 +79,87 @@ class TicketCommands:
         self._log = command_log
         self._clock = clock
         self._actors = actors
-        self._verbs: dict[str, Callable[[Command], Awaitable[CommandReply]]] = {
-            "ack": self._ack,
-            "assign": self._assign,
-            "close": self._close,
-            "shelve": self._shelve,
-            "unshelve": self._unshelve,
-            "maintenance": self._maintenance,
-            "snapshot": self._snapshot,
-            "resync": self._resync,
-        }
+        self._applying = asyncio.Lock()
         self.accepted = 0
         self.rejected = 0
         self.replayed = 0
 
     async def handle(self, command: Command) -> CommandReply:
-        unauthorised = self._unauthorised(command)
-        if unauthorised is not None:
-            # Not remembered: an unauthorised sender must not burn command ids.
-            return self._reject(command, f"unauthorised: {unauthorised}")
-        stored = await self._log.recall_command(command.command_id)
-        if stored is not None:
-            self.replayed += 1
-            log.info(
-                "Command `%s` (`%s`) is a replay; answering as the first time, no second effect.",
-                command.command_id,
-                command.verb,
-            )
-            return CommandReply(
-                command.command_id,
-                bool(stored.get("accepted")),
-                str(stored.get("reason", "")),
-                dict(stored.get("detail", {})) | {"replayed": True},
-            )
-        handler = self._verbs.get(command.verb)
-        if handler is None:
-            reply = self._reject(command, f"unknown command `{command.verb}`")
-        else:
+        verb = VERBS.get(command.verb)
+        if verb is None:
+            known = ", ".join(sorted(VERBS))
+            shown = _shown(command.verb)
+            return self._reject(command, f"unknown command verb `{shown}` (known: {known})")
+        refused = self._unauthorised(command)
+        if refused is not None:
+            return self._reject(command, f"unauthorised: {refused}")
+        try:
+            body = verb.body.model_validate(dict(command.body))
+        except ValidationError as exc:
+            return self._reject(command, _schema_reason(exc))
+        # One command at a time from here: the uplink hands acks and other commands over in
+        # separate lanes, and a revision checked by one must still hold when it applies, as
+        # must "not seen before" for its command id.
+        async with self._applying:
+            stored = await self._log.recall_command(command.command_id)
+            if stored is not None:
+                return self._replay(command, stored)
             try:
-                reply = await handler(command)
-            except Rejected as refused:
-                reply = self._reject(command, refused.reason, refused.detail)
-        if reply.accepted:
+                reply = await verb.apply(self, command, body)
+            except Rejected as rejection:
+                return self._reject(command, rejection.reason, rejection.detail)
             self.accepted += 1
-        document = {"accepted": reply.accepted, "reason": reply.reason, "detail": reply.detail}
-        await self._log.remember_command(
-            command.command_id, command.verb, document, self._clock.now()
-        )
-        return reply
+            document = {"accepted": reply.accepted, "reason": reply.reason, "detail": reply.detail}
+            await self._log.remember_command(
+                command.command_id, command.verb, document, self._clock.now()
+            )
+            return reply
 
     # --- checks -------------------------------------------------------------------------------
 
     def _unauthorised(self, command: Command) -> str | None:
         body_verb = command.body.get("verb")
         if body_verb is not None and body_verb != command.verb:
-            return f"a `{body_verb}` command sent on the topic of `{command.verb}`"
+            shown = _shown(body_verb) if isinstance(body_verb, str) else type(body_verb).__name__
+            return f"a `{shown}` command sent on the topic of `{command.verb}`"
         if not self._actors:
             return None
         actor = command.body.get("actor")
         if not isinstance(actor, str) or actor not in self._actors:
-            return f"unknown actor `{actor}`"
+            shown = _shown(actor) if isinstance(actor, str) else type(actor).__name__
+            return f"unknown actor `{shown}`"
         return None
+
+    def _replay(self, command: Command, stored: Mapping[str, Any]) -> CommandReply:
+        self.replayed += 1
+        log.info(
+            "Command `%s` (`%s`) is a replay; answering as the first time, no second effect.",
+            command.command_id,
+            command.verb,
+        )
+        detail = stored.get("detail")
+        return CommandReply(
+            command.command_id,
+            bool(stored.get("accepted")),
+            str(stored.get("reason", "")),
+            (dict(detail) if isinstance(detail, Mapping) else {}) | {"replayed": True},
+        )
 
     def _reject(
         self, command: Command, reason: str, detail: Mapping[str, Any] | None = None
     ) -> CommandReply:
         self.rejected += 1
-        log.warning("Command `%s` (`%s`) rejected: %s.", command.command_id, command.verb, reason)
+        log.warning(
+            "Command `%s` (`%s`) rejected: %s.",
+            _shown(command.command_id, 200),
+            _shown(command.verb),
+            reason,
+        )
         return CommandReply(command.command_id, False, reason, dict(detail or {}))
 
-    async def _ticket(self, command: Command, *, open_only: bool = True) -> Ticket:
-        ticket_id = command.body.get("ticket_id")
-        if not isinstance(ticket_id, str):
-            raise Rejected("`ticket_id` is required")
+    async def _ticket(
+        self, ticket_id: str, if_revision: int | None, *, open_only: bool = True
+    ) -> Ticket:
         ticket = await self._service.find_ticket(ticket_id)
         if ticket is None:
             raise Rejected(f"unknown ticket `{ticket_id}`")
@@ -147,34 +169,13 @@ class TicketCommands:
                 current_revision=ticket.revision,
                 state=ticket.state.value,
             )
-        self._check_revision(command, ticket)
+        _check_revision(ticket, if_revision)
         return ticket
 
-    @staticmethod
-    def _check_revision(command: Command, ticket: Ticket) -> None:
-        if "if_revision" not in command.body:
-            return
-        wanted = command.body["if_revision"]
-        if not isinstance(wanted, int) or isinstance(wanted, bool):
-            raise Rejected("`if_revision` must be an integer")
-        if wanted != ticket.revision:
-            raise Rejected(
-                f"stale: ticket `{ticket.id}` is at revision {ticket.revision}, the command was "
-                f"for revision {wanted}",
-                current_revision=ticket.revision,
-                state=ticket.state.value,
-            )
-
-    @staticmethod
-    def _text(command: Command, name: str, *, required: bool = True) -> str | None:
-        value = command.body.get(name)
-        if value is None and not required:
-            return None
-        if not isinstance(value, str) or not value.strip():
-            raise Rejected(f"`{name}` must be a non-empty string")
-        if len(value) > MAX_TEXT:
-            raise Rejected(f"`{name}` is longer than {MAX_TEXT} characters")
-        return value
+    def _known_asset(self, asset: str) -> str:
+        if not self._service.knows_asset(asset):
+            raise Rejected(f"unknown asset `{asset}`")
+        return asset
 
     @staticmethod
     def _accepted(command: Command, ticket: Ticket | None, /, **detail: Any) -> CommandReply:
@@ -186,126 +187,168 @@ class TicketCommands:
             }
         return CommandReply(command.command_id, True, "", detail)
 
-    # --- verbs --------------------------------------------------------------------------------
+    # --- verbs: every check first, then the change --------------------------------------------
 
-    async def _ack(self, command: Command) -> CommandReply:
-        """Settle the acknowledged message(s), then move the ticket to ACKNOWLEDGED."""
-        body = command.body
-        event_id, ticket_id = body.get("event_id"), body.get("ticket_id")
-        central_id = body.get("central_id")
-        if event_id is None and ticket_id is None:
-            raise Rejected("`ack` needs `event_id` and/or `ticket_id`")
-        now = self._clock.now()
-        settled: OutboxItem | None = None
-        if isinstance(event_id, str):
-            settled = await self._outbox.settle_event(event_id, now)
-            if settled is not None and ticket_id is None:
-                ticket_id = settled.ticket_id
-        if not isinstance(ticket_id, str):
-            if settled is None:
-                raise Rejected(f"unknown or already settled event `{event_id}`")
-            return self._accepted(command, None, settled=[settled.event_id])
-        ticket = await self._service.find_ticket(ticket_id)
-        if ticket is None:
+    async def _ack(self, command: Command, body: AckCommand) -> CommandReply:
+        """Settle the acknowledged message(s), then move the ticket to ACKNOWLEDGED.
+
+        With `event_id`: that message. With only `ticket_id`: every message of the ticket
+        published so far (docs/TICKETS.md). An ack of a message already settled is accepted
+        and settles nothing: the central system acks each copy it sees, and a copy resent
+        before its first ack arrived is normal."""
+        message: OutboxItem | None = None
+        if body.event_id is not None:
+            message = await self._outbox.get_message(body.event_id)
+            if message is None or not message.kind.needs_central_ack:
+                raise Rejected(f"unknown ticket message `{body.event_id}`")
+            if body.ticket_id is not None and message.ticket_id != body.ticket_id:
+                raise Rejected(
+                    f"message `{body.event_id}` belongs to ticket `{message.ticket_id}`, "
+                    f"not `{body.ticket_id}`"
+                )
+        ticket_id = body.ticket_id or (message.ticket_id if message else None)
+        ticket = await self._service.find_ticket(ticket_id) if ticket_id else None
+        if ticket_id is not None and ticket is None and message is None:
             raise Rejected(f"unknown ticket `{ticket_id}`")
-        self._check_revision(command, ticket)
-        if ticket.state.is_open:
-            acked = await self._service.acknowledge(
-                ticket.id, central_id if isinstance(central_id, str) else None, now
-            )
+        if ticket is not None:
+            _check_revision(ticket, body.if_revision)
+        now = self._clock.now()
+        if body.event_id is not None:
+            one = await self._outbox.settle_event(body.event_id, now)
+            settled = [one] if one is not None else []
+        else:
+            assert ticket_id is not None  # the schema asks for one of the two
+            settled = await self._outbox.settle_ticket(ticket_id, now)
+        if ticket is not None and ticket.state.is_open:
+            acked = await self._service.acknowledge(ticket.id, body.central_id, now)
             ticket = acked or ticket
-        settled_ids = [settled.event_id] if settled is not None else []
-        return self._accepted(command, ticket, settled=settled_ids)
+        extra = {"central_id": body.central_id} if body.central_id is not None else {}
+        return self._accepted(command, ticket, settled=[m.event_id for m in settled], **extra)
 
-    async def _assign(self, command: Command) -> CommandReply:
-        ticket = await self._ticket(command)
-        assignee = self._text(command, "assignee")
-        team = self._text(command, "team", required=False)
+    async def _assign(self, command: Command, body: AssignCommand) -> CommandReply:
+        ticket = await self._ticket(body.ticket_id, body.if_revision)
         if ticket.state not in tickets.ASSIGNABLE:
             raise Rejected(f"a {ticket.state.value} ticket cannot be assigned")
-        assert assignee is not None
-        moved = await self._service.assign(ticket, assignee, team, self._clock.now())
+        moved = await self._service.assign(ticket, body.assignee, body.team, self._clock.now())
         return self._accepted(command, moved)
 
-    async def _close(self, command: Command) -> CommandReply:
-        ticket = await self._ticket(command)
-        body = command.body
-        cancel_reason = self._text(command, "cancel_reason", required=False)
-        resolution = self._text(command, "resolution", required=cancel_reason is None)
-        cause = self._text(command, "cause", required=False)
-        repaired = body.get("repaired", False)
-        if not isinstance(repaired, bool):
-            raise Rejected("`repaired` must be true or false")
-        if cancel_reason is not None and repaired:
-            raise Rejected("a cancelled ticket cannot be repaired")
-        if cancel_reason is None and ticket.state not in tickets.CLOSABLE:
+    async def _close(self, command: Command, body: CloseCommand) -> CommandReply:
+        ticket = await self._ticket(body.ticket_id, body.if_revision)
+        if body.cancel_reason is None and ticket.state not in tickets.CLOSABLE:
             raise Rejected(f"a {ticket.state.value} ticket cannot be closed")
         closed = await self._service.close(
             ticket,
-            resolution=resolution or cancel_reason or "",
-            cause=cause,
-            repaired=repaired,
+            resolution=body.resolution or body.cancel_reason or "",
+            cause=body.cause,
+            repaired=body.repaired,
             ts=self._clock.now(),
-            cancel_reason=cancel_reason,
+            cancel_reason=body.cancel_reason,
         )
         return self._accepted(command, closed, verifying=closed.state is TicketState.VERIFYING)
 
-    async def _shelve(self, command: Command) -> CommandReply:
-        ticket = await self._ticket(command)
-        reason = self._text(command, "reason")
-        one_shot = command.body.get("one_shot", False)
-        duration = command.body.get("duration_s")
+    async def _shelve(self, command: Command, body: ShelveCommand) -> CommandReply:
+        ticket = await self._ticket(body.ticket_id, body.if_revision)
         max_s = self._service.policy.max_shelve_s
+        if body.duration_s is not None and body.duration_s > max_s:
+            raise Rejected(f"`duration_s` must be between 0 and {max_s:.0f} s (ISA-18.2)")
         now = self._clock.now()
-        until: float | None
-        if one_shot is True and duration is None:
-            until = None
-        elif isinstance(duration, int | float) and not isinstance(duration, bool):
-            if not math.isfinite(duration) or not 0 < duration <= max_s:
-                raise Rejected(f"`duration_s` must be between 0 and {max_s:.0f} s (ISA-18.2)")
-            until = now + float(duration)
-        else:
-            raise Rejected("`shelve` needs `duration_s` (timed) or `one_shot: true`")
-        assert reason is not None
-        moved = await self._service.shelve(ticket, until, reason, self._actor(command), now)
+        until = None if body.duration_s is None else now + body.duration_s
+        moved = await self._service.shelve(ticket, until, body.reason, _actor(body.actor), now)
         return self._accepted(command, moved, until=until)
 
-    async def _unshelve(self, command: Command) -> CommandReply:
-        ticket = await self._ticket(command)
+    async def _unshelve(self, command: Command, body: UnshelveCommand) -> CommandReply:
+        ticket = await self._ticket(body.ticket_id, body.if_revision)
         if "shelved" not in ticket.attributes:
             raise Rejected(f"ticket `{ticket.id}` is not shelved")
-        moved = await self._service.unshelve(ticket, self._actor(command), self._clock.now())
+        moved = await self._service.unshelve(ticket, _actor(body.actor), self._clock.now())
         return self._accepted(command, moved)
 
-    async def _maintenance(self, command: Command) -> CommandReply:
-        asset = self._text(command, "asset")
-        until = command.body.get("until")
-        assert asset is not None
-        if not self._service.knows_asset(asset):
-            raise Rejected(f"unknown asset `{asset}`")
-        now = self._clock.now()
-        if not isinstance(until, int | float) or isinstance(until, bool) or until <= now:
+    async def _maintenance(self, command: Command, body: MaintenanceCommand) -> CommandReply:
+        asset = self._known_asset(body.asset)
+        if body.until <= self._clock.now():
             raise Rejected("`until` must be an epoch time in the future")
-        await self._service.set_maintenance(asset, float(until), self._actor(command))
-        return self._accepted(command, None, asset=asset, until=float(until))
+        await self._service.set_maintenance(asset, body.until, _actor(body.actor))
+        return self._accepted(command, None, asset=asset, until=body.until)
 
-    async def _snapshot(self, command: Command) -> CommandReply:
+    async def _snapshot(self, command: Command, body: SnapshotCommand) -> CommandReply:
         # The summary goes straight into `detail`: replies are bounded to a shallow depth by the
         # egress guard (uplink/guard.py), and `detail.telemetry.<tag>.<figure>` fits it.
-        if "ticket_id" in command.body:
-            ticket = await self._ticket(command, open_only=False)
+        if body.ticket_id is not None:
+            ticket = await self._ticket(body.ticket_id, body.if_revision, open_only=False)
             return self._accepted(command, ticket, **self._service.snapshot(ticket=ticket))
-        asset = self._text(command, "asset")
-        assert asset is not None
-        if not self._service.knows_asset(asset):
-            raise Rejected(f"unknown asset `{asset}`")
+        assert body.asset is not None  # the schema asks for one of the two
+        asset = self._known_asset(body.asset)
         return self._accepted(command, None, **self._service.snapshot(asset=asset))
 
-    async def _resync(self, command: Command) -> CommandReply:
-        count = await self._service.resync()
-        return self._accepted(command, None, republished=count)
+    async def _resync(self, command: Command, body: ResyncCommand) -> CommandReply:
+        done = await self._service.resync()
+        return self._accepted(
+            command, None, republished=done.republished, already_queued=done.already_queued
+        )
 
-    @staticmethod
-    def _actor(command: Command) -> str:
-        actor = command.body.get("actor")
-        return actor if isinstance(actor, str) else "central"
+
+Apply = Callable[[TicketCommands, Command, Any], Awaitable[CommandReply]]
+
+
+@dataclass(frozen=True, slots=True)
+class Verb:
+    body: type[BaseModel]  # the schema of the body, published in the contract
+    apply: Apply
+
+
+# The verb table: the only list of ticket commands.
+VERBS: Mapping[str, Verb] = {
+    "ack": Verb(AckCommand, TicketCommands._ack),
+    "assign": Verb(AssignCommand, TicketCommands._assign),
+    "close": Verb(CloseCommand, TicketCommands._close),
+    "shelve": Verb(ShelveCommand, TicketCommands._shelve),
+    "unshelve": Verb(UnshelveCommand, TicketCommands._unshelve),
+    "maintenance": Verb(MaintenanceCommand, TicketCommands._maintenance),
+    "snapshot": Verb(SnapshotCommand, TicketCommands._snapshot),
+    "resync": Verb(ResyncCommand, TicketCommands._resync),
+}
+
+
+def command_schemas() -> dict[str, dict[str, Any]]:
+    """The JSON Schema of every command body by verb, as the contract publishes it."""
+    return {name: verb.body.model_json_schema() for name, verb in sorted(VERBS.items())}
+
+
+def _check_revision(ticket: Ticket, wanted: int | None) -> None:
+    if wanted is not None and wanted != ticket.revision:
+        raise Rejected(
+            f"stale: ticket `{ticket.id}` is at revision {ticket.revision}, the command was "
+            f"for revision {wanted}",
+            current_revision=ticket.revision,
+            state=ticket.state.value,
+        )
+
+
+def _actor(actor: str | None) -> str:
+    return actor if actor is not None else "central"
+
+
+def _shown(text: str, limit: int = 60) -> str:
+    """Hostile text made safe for a log line and a reply: bounded, control characters and
+    anything that is not plain ASCII escaped."""
+    shown = ascii(text[:limit])[1:-1]
+    return shown + ("..." if len(text) > limit else "")
+
+
+def _schema_reason(exc: ValidationError) -> str:
+    """Pydantic's errors as one line a central-system integrator can act on; never the
+    offending value (it is hostile input and may be huge)."""
+    parts = []
+    for error in exc.errors(include_url=False, include_input=False)[:_MAX_SCHEMA_ERRORS]:
+        field = _shown(".".join(str(part) for part in error["loc"]))
+        message = str(error["msg"]).removeprefix("Value error, ")
+        if error["type"] == "extra_forbidden":
+            parts.append(f"unknown field `{field}`")
+        elif error["type"] == "missing":
+            parts.append(f"`{field}` is required")
+        elif field:
+            parts.append(f"`{field}`: {message[:1].lower()}{message[1:]}")
+        else:
+            parts.append(message)
+    more = exc.error_count() - len(parts)
+    return "; ".join(parts) + (f" (and {more} more)" if more > 0 else "")

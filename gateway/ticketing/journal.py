@@ -53,7 +53,7 @@ class NoiseJournal:
 
     async def restore(self, now: float) -> Restored:
         """Load what the last run saved into the flood and chatter trackers and the flags."""
-        repo = self._ledger.repo
+        repo = self._ledger.noise
         floods = [_flood(record) for record in await repo.load_floods()]
         arrivals = await repo.load_flood_arrivals(now - self._storms.keep_s)
         self._storms.restore(
@@ -97,7 +97,7 @@ class NoiseJournal:
             self._structure = structure
             return
         try:
-            await self._ledger.repo.save_noise_state(
+            await self._ledger.noise.save_noise_state(
                 floods=changed_floods,
                 floods_ended=floods_ended,
                 arrivals=[

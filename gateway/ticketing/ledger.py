@@ -19,7 +19,14 @@ from typing import Any
 
 from gateway.core.clock import Clock
 from gateway.core.errors import StoreError
-from gateway.core.interfaces import MessageEncoder, TicketEvent
+from gateway.core.interfaces import (
+    MessageEncoder,
+    NoiseStateJournal,
+    Outbox,
+    StateRoles,
+    TicketEvent,
+    TicketRepository,
+)
 from gateway.core.records import (
     Condition,
     ConditionState,
@@ -35,7 +42,6 @@ from gateway.ticketing.evidence import TelemetryWindow
 from gateway.ticketing.ids import TicketIds
 from gateway.ticketing.noise import ConditionFlag, RunStates
 from gateway.ticketing.policy import AssetProfile, LifecyclePolicy
-from gateway.ticketing.repository import LifecycleRepository
 from gateway.ticketing.statistics import Counters
 from gateway.ticketing.verification import VerificationWatch
 
@@ -47,7 +53,7 @@ class Ledger:
         self,
         site: str,
         gateway_id: str,
-        repo: LifecycleRepository,
+        state: StateRoles,
         encode: MessageEncoder,
         clock: Clock,
         *,
@@ -56,7 +62,11 @@ class Ledger:
         assets: Mapping[str, AssetProfile],
     ) -> None:
         self.site = site
-        self.repo = repo
+        # The roles of state.db the service writes: tickets (with their messages), the
+        # noise state, and the outbox for messages that announce no change (`resync`).
+        self.tickets: TicketRepository = state.tickets
+        self.noise: NoiseStateJournal = state.noise
+        self.outbox: Outbox = state.outbox
         self.clock = clock
         self.condition_policy = condition_policy
         self.policy = policy
@@ -127,7 +137,7 @@ class Ledger:
         # Each message shows the ticket as of its own event (REPAIRED, then VERIFYING...).
         messages = [self.encode(_as_of(ticket, event), event) for event in events]
         try:
-            await self.repo.commit_ticket_change(
+            await self.tickets.commit_ticket_change(
                 ticket, events, messages, shelve=shelve, unshelve=unshelve
             )
         except StoreError as exc:
@@ -168,7 +178,7 @@ class Ledger:
 
     async def forget_shelving(self, key: str) -> None:
         """End the shelve of a key that has no open ticket to announce it on."""
-        await self.repo.clear_shelving(key)
+        await self.noise.clear_shelving(key)
         self.shelves.pop(key, None)
         self.flags.get(key, set()).discard(ConditionFlag.SHELVED)
 
@@ -179,7 +189,7 @@ class Ledger:
             candidate = self._ids.next_candidate(opened_at)
             if candidate in in_memory:
                 continue
-            if await self.repo.get_ticket(candidate) is None:
+            if await self.tickets.get_ticket(candidate) is None:
                 return candidate
 
 

@@ -33,7 +33,7 @@ class TicketOpener:
     ) -> Ticket:
         ledger = self._ledger
         now = ledger.clock.now()
-        last = await ledger.repo.last_closed_ticket(key)
+        last = await ledger.tickets.last_closed_ticket(key)
         since_close = now - last.closed_at if last and last.closed_at is not None else None
         if (
             last is not None

@@ -34,9 +34,9 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from gateway.core.clock import Clock
-from gateway.core.interfaces import MessageEncoder, ResumedCondition
+from gateway.core.interfaces import MessageEncoder, ResumedCondition, StateRoles
 from gateway.core.records import Condition, ConditionState, FaultCode, Finding, Sample, Ticket
-from gateway.ticketing.central import CentralActions
+from gateway.ticketing.central import CentralActions, Resync
 from gateway.ticketing.conditions import ConditionPolicy
 from gateway.ticketing.findings import FindingRouter
 from gateway.ticketing.incidents import Incidents
@@ -46,7 +46,6 @@ from gateway.ticketing.ledger import Ledger
 from gateway.ticketing.noise import ConditionFlag
 from gateway.ticketing.opening import TicketOpener
 from gateway.ticketing.policy import AssetProfile, LifecyclePolicy
-from gateway.ticketing.repository import LifecycleRepository
 from gateway.ticketing.statistics import TicketServiceStatistics, kpis, statistics
 from gateway.ticketing.timers import Timers
 from gateway.ticketing.topology import Link
@@ -62,7 +61,7 @@ class TicketService:
         self,
         site: str,
         gateway_id: str,
-        repo: LifecycleRepository,
+        state: StateRoles,
         encode: MessageEncoder,
         clock: Clock,
         *,
@@ -81,7 +80,7 @@ class TicketService:
         self._ledger = Ledger(
             site,
             gateway_id,
-            repo,
+            state,
             encode,
             clock,
             condition_policy=condition_policy or ConditionPolicy(),
@@ -104,9 +103,9 @@ class TicketService:
         and restore shelving, maintenance mode, floods and chattering (see the module doc)."""
         ledger = self._ledger
         now = self._clock.now()
-        loaded = await ledger.repo.load_open_tickets()
-        shelvings = await ledger.repo.load_shelvings(now)
-        windows = await ledger.repo.load_maintenance(now)
+        loaded = await ledger.tickets.load_open_tickets()
+        shelvings = await ledger.noise.load_shelvings(now)
+        windows = await ledger.noise.load_maintenance(now)
         async with self._lock:
             ledger.open = {t.key: t for t in loaded}
             self._router.resume_conditions(loaded)
@@ -158,7 +157,7 @@ class TicketService:
 
     async def find_ticket(self, ticket_id: str) -> Ticket | None:
         """An open ticket from memory, or any ticket (closed ones too) from the store."""
-        return self.open_ticket_by_id(ticket_id) or await self._ledger.repo.get_ticket(ticket_id)
+        return self.open_ticket_by_id(ticket_id) or await self._ledger.tickets.get_ticket(ticket_id)
 
     def condition(self, key: str) -> Condition:
         return self._ledger.condition(key)
@@ -295,8 +294,9 @@ class TicketService:
         async with self._lock:
             await self._central.set_maintenance(asset, until, by)
 
-    async def resync(self) -> int:
-        """Republish every open ticket as it stands (event `resync`, current revision)."""
+    async def resync(self) -> Resync:
+        """Republish every open ticket as it stands (event `resync`, current revision),
+        coalesced with resync messages still waiting for their ack."""
         self._require_started()
         async with self._lock:
             return await self._central.resync(self.open_tickets())

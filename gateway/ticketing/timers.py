@@ -54,7 +54,7 @@ class Timers:
         ledger = self._ledger
         for asset, until in list(ledger.maintenance.items()):
             if now >= until:
-                await ledger.repo.clear_maintenance(asset)
+                await ledger.noise.clear_maintenance(asset)
                 del ledger.maintenance[asset]
                 log.info("Asset `%s` is back from maintenance mode.", asset)
 

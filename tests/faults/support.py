@@ -16,10 +16,17 @@ from pathlib import Path
 from typing import Any
 
 from gateway.core.clock import SystemClock
-from gateway.core.interfaces import Command, CommandReply
-from gateway.store import StateStore
+from gateway.store import StateDatabase
 from simulator.central import CentralSystem
-from tests.uplink.helpers import GATEWAY, SITE, TOPICS, make_event, make_ticket, uplink_settings
+from tests.uplink.helpers import (
+    GATEWAY,
+    SITE,
+    TOPICS,
+    StandInHandler,
+    make_event,
+    make_ticket,
+    uplink_settings,
+)
 from uplink.events import make_ticket_encoder, source_urn
 from uplink.mqtt import InboundMessage, LinkSettings, MqttLink
 from uplink.service import Uplink
@@ -162,12 +169,12 @@ async def watching_everything(port: int) -> AsyncIterator[EgressWatcher]:
 class TicketProducer:
     """Opens tickets on a real state.db, one transaction each (the transactional outbox)."""
 
-    def __init__(self, state: StateStore) -> None:
+    def __init__(self, state: StateDatabase) -> None:
         self.state = state
         self.committed: dict[str, str] = {}  # event id -> ticket id
         self._ids = itertools.count(1)
         self._encode = make_ticket_encoder(
-            TOPICS, source_urn(SITE, GATEWAY), state.next_sequence
+            TOPICS, source_urn(SITE, GATEWAY), state.outbox.next_sequence
         )
 
     async def open_one(self) -> str:
@@ -175,7 +182,9 @@ class TicketProducer:
         # One dedup key per ticket: state.db allows one open ticket per key.
         ticket = make_ticket(f"T-{number:05d}", key=f"{SITE}/pump-{number}/threshold.high/t")
         message = self._encode(ticket, make_event("opened", ticket.id))
-        await self.state.commit_ticket_change(ticket, [make_event("opened", ticket.id)], [message])
+        await self.state.tickets.commit_ticket_change(
+            ticket, [make_event("opened", ticket.id)], [message]
+        )
         self.committed[message.event_id] = ticket.id
         return message.event_id
 
@@ -185,20 +194,10 @@ class TicketProducer:
             await asyncio.sleep(every_s)
 
 
-def ack_handler(state: StateStore) -> Any:
-    clock = SystemClock()
-
-    async def handle(command: Command) -> CommandReply:
-        event_id = command.body.get("event_id")
-        settled = await state.settle_event(str(event_id), clock.now()) if event_id else None
-        return CommandReply(command.command_id, True, "" if settled else "already settled")
-
-    return handle
-
-
-def make_uplink(state: StateStore, port: int, **changes: Any) -> Uplink:
+def make_uplink(state: StateDatabase, port: int, **changes: Any) -> Uplink:
     settings = uplink_settings(port, **{"resend_interval_s": 0.5, **changes})
-    return Uplink(settings, state, ack_handler(state), SystemClock())
+    clock = SystemClock()
+    return Uplink(settings, state.outbox, StandInHandler(state.outbox, clock), clock)
 
 
 def central_system(port: int, gateway: str = GATEWAY) -> CentralSystem:
@@ -218,8 +217,8 @@ async def running_central(port: int, gateway: str = GATEWAY) -> AsyncIterator[Ce
         await asyncio.gather(task, return_exceptions=True)
 
 
-async def open_state(directory: Path) -> StateStore:
-    return await StateStore.open(directory / "state.db")
+async def open_state(directory: Path) -> StateDatabase:
+    return await StateDatabase.open(directory / "state.db")
 
 
 def delivered_ids(central: CentralSystem) -> list[str]:

@@ -20,7 +20,7 @@ import pytest
 
 from gateway.core.errors import StoreError
 from gateway.core.records import Quality, Sample
-from gateway.store import StateStore, TelemetryStore
+from gateway.store import StateDatabase, TelemetryStore
 from tests.faults.support import (
     TicketProducer,
     delivered_ids,
@@ -75,7 +75,7 @@ def samples(n: int, t0: float) -> list[Sample]:
 
 async def test_fault_6_disk_full_keeps_committed_tickets_and_recovers(tmp_path: Path) -> None:
     with small_filesystem(tmp_path / "disk") as disk, MosquittoBroker() as broker:
-        state = await StateStore.open(disk / "state.db")
+        state = await StateDatabase.open(disk / "state.db")
         telemetry = await TelemetryStore.open(disk / "telemetry.db")
         producer = TicketProducer(state)
         try:
@@ -97,7 +97,7 @@ async def test_fault_6_disk_full_keeps_committed_tickets_and_recovers(tmp_path: 
             assert refused_commits > 0, "a ticket commit must fail cleanly when the disk is full"
             assert await state.pragma("integrity_check") == "ok"
             assert await telemetry.pragma("integrity_check") == "ok"
-            kept = {m.event_id for m in await state.unsettled(10_000)}
+            kept = {m.event_id for m in await state.outbox.unsettled(10_000)}
             assert set(before) <= kept, "tickets committed before the disk filled are kept"
 
             os.unlink(ballast)

@@ -70,7 +70,7 @@ async def test_fault_1_broker_down_while_tickets_keep_opening(tmp_path: Path) ->
                 )
                 backlog_s = time.monotonic() - returned
                 await eventually(lambda: uplink.statistics().acks >= len(producer.committed))
-                assert await state.depth() == 0
+                assert await state.outbox.depth() == 0
             assert during > 5 + OUTAGE_S / 0.05 * 0.5, "tickets kept opening during the outage"
             assert_exactly_once_after_dedup(producer.committed, delivered_ids(central))
             assert central.statistics().tickets_seen == len(producer.committed)
@@ -167,10 +167,10 @@ async def test_fault_4_broker_loses_an_acknowledged_publish_yet_the_ticket_arriv
                 assert health
                 # Both accepted by the broker (PUBACK): the ticket only marked sent.
                 await eventually(lambda: uplink.statistics().published >= 2)
-                message = await state.get_message(event_id)
+                message = await state.outbox.get_message(event_id)
                 assert message is not None and message.attempts >= 1
                 assert message.settled_at is None
-                assert await state.depth() == 1  # the health message is settled by PUBACK
+                assert await state.outbox.depth() == 1  # the health message is settled by PUBACK
                 broker.restart()  # subscriber-less restart: whatever it held is lost
                 async with (
                     watching_everything(broker.port) as watcher,
@@ -181,7 +181,7 @@ async def test_fault_4_broker_loses_an_acknowledged_publish_yet_the_ticket_arriv
                     await asyncio.sleep(1.5)  # more than a resend interval: nothing else comes
             assert watcher.on("/health") == [], "PUBACK alone lost the health message"
             assert [m for m in watcher.on("/tickets/opened")], "the ticket was resent"
-            assert await state.depth() == 0
+            assert await state.outbox.depth() == 0
             assert_exactly_once_after_dedup(producer.committed, delivered_ids(central))
             assert watcher.problems() == []
         finally:
@@ -200,7 +200,7 @@ async def test_fault_7_acl_denial_keeps_the_ticket_until_it_is_allowed(
             async with running(uplink.run_uplink(), "uplink"):
                 event_id = await producer.open_one()
                 await eventually(lambda: uplink.statistics().publish_failures >= 1)
-                assert await state.depth() == 1
+                assert await state.outbox.depth() == 1
                 assert "not accepted" in caplog.text and "not authorized" in caplog.text.lower()
                 broker.acl = "topic readwrite #\n"
                 broker.restart()
@@ -210,7 +210,7 @@ async def test_fault_7_acl_denial_keeps_the_ticket_until_it_is_allowed(
                 ):
                     await eventually(lambda: event_id in delivered_ids(central), timeout=20)
                     await eventually(lambda: uplink.statistics().acks >= 1)
-            assert await state.depth() == 0
+            assert await state.outbox.depth() == 0
             assert_exactly_once_after_dedup(producer.committed, delivered_ids(central))
             assert watcher.problems() == []
         finally:
@@ -237,7 +237,7 @@ async def test_fault_8_the_egress_guard_refuses_a_ticket_carrying_raw_samples(
                 OutboxKind.TICKET,
                 "T-x",
             )
-            await state.enqueue(leaky)
+            await state.outbox.enqueue(leaky)
             async with (
                 watching_everything(broker.port) as watcher,
                 running_central(broker.port) as central,
@@ -250,7 +250,7 @@ async def test_fault_8_the_egress_guard_refuses_a_ticket_carrying_raw_samples(
             assert uplink.guard.statistics().refused == {"ticket": 1}
             assert "leaky-1" not in delivered_ids(central)
             assert all(b"leaky-1" not in m.payload for m in watcher.seen)
-            refused = await state.get_message("leaky-1")
+            refused = await state.outbox.get_message("leaky-1")
             assert refused is not None and refused.settled_at is not None  # kept on record
             assert watcher.problems() == []
         finally:

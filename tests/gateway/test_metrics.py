@@ -41,6 +41,8 @@ GATEWAY_FAMILIES = {
     "uplink_resent": "counter", "uplink_publish_failures": "counter",
     "uplink_half_open_aborts": "counter", "uplink_central_acks": "counter",
     "uplink_commands": "counter", "uplink_rejected_commands": "counter",
+    "uplink_rate_limited_commands": "counter", "uplink_busy_commands": "counter",
+    "uplink_failed_commands": "counter",
     "outbox_depth": "gauge", "outbox_depth_by_kind": "gauge",
     "outbox_oldest_age_seconds": "gauge", "outbox_max_messages": "gauge", "drops": "counter",
     "telemetry_samples_written": "counter", "telemetry_waveforms_written": "counter",

@@ -10,7 +10,7 @@ import pytest
 from gateway.cli import tickets
 from gateway.core.interfaces import NewMessage, TicketEvent
 from gateway.core.records import OutboxKind, Priority, Ticket, TicketState
-from gateway.store import StateStore
+from gateway.store import StateDatabase
 
 
 def a_ticket(**changes: object) -> Ticket:
@@ -27,10 +27,10 @@ def a_ticket(**changes: object) -> Ticket:
 
 async def store_with(tmp_path: Path, ticket: Ticket) -> Path:
     db = tmp_path / "state.db"
-    store = await StateStore.open(db)
+    store = await StateDatabase.open(db)
     event = TicketEvent(ticket.id, ticket.revision, "opened", ticket.opened_at)
     message = NewMessage("e1", "t/opened", b"{}", OutboxKind.TICKET, ticket.id)
-    await store.commit_ticket_change(ticket, [event], [message])
+    await store.tickets.commit_ticket_change(ticket, [event], [message])
     await store.close()
     return db
 

@@ -55,14 +55,21 @@ class MosquittoBroker:
     """One mosquitto process on 127.0.0.1; `restart()` keeps the port."""
 
     def __init__(
-        self, *, persistence: bool = False, port: int | None = None, acl: str | None = None
+        self,
+        *,
+        persistence: bool = False,
+        port: int | None = None,
+        acl: str | None = None,
+        extra_config: tuple[str, ...] = (),
     ) -> None:
         """`acl`: the text of a mosquitto acl_file; its lines apply to anonymous clients
-        (for example "topic read #"), so a test can provoke an ACL denial."""
+        (for example "topic read #"), so a test can provoke an ACL denial. `extra_config`:
+        more lines of mosquitto.conf (queue sizes for a burst, for example)."""
         self.host = "127.0.0.1"
         self.port = port if port is not None else free_loopback_port()
         self.persistence = persistence
         self.acl = acl
+        self.extra_config = extra_config
         self._binary = find_mosquitto()
         self._dir = Path(tempfile.mkdtemp(prefix="mosquitto-test-"))
         self._process: subprocess.Popen[bytes] | None = None
@@ -103,6 +110,7 @@ class MosquittoBroker:
             lines.append(f"persistence_location {self._dir}/")
             # Saved on a clean stop; a kill loses what was not saved, like a real crash.
             lines.append("autosave_interval 0")
+        lines.extend(self.extra_config)
         path = self._dir / "mosquitto.conf"
         path.write_text("\n".join(lines) + "\n")
         return path

@@ -1,25 +1,40 @@
 """An in-memory `Outbox` for unit tests of the uplink (a test double of our own storage).
 
 It follows the `gateway.core.interfaces.Outbox` contract exactly, so that what the uplink tests
-prove holds for the SQLite outbox too: items come out in `seq` order, stay until settled, and a
-sent item is due again only `resend_after` seconds after its last send.
+prove holds for the SQLite outbox too: items come out in `seq` order, stay until settled, a
+sent item is due again only `resend_after` seconds after its last send, a coalesced message is
+not queued twice while one is unsettled, and every commit signals `wait_for_messages`.
 """
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
+from collections.abc import Collection
 
 from gateway.core.interfaces import NewMessage
-from gateway.core.records import OutboxItem
+from gateway.core.records import OutboxItem, OutboxKind
 
 
 class MemoryOutbox:
     def __init__(self) -> None:
         self._items: dict[int, OutboxItem] = {}
+        self._coalesce: dict[int, str] = {}
         self._next_seq = 1
+        self._sequence = 0
+        self._new = asyncio.Event()
         self.settle_calls = 0
 
-    async def enqueue(self, message: NewMessage) -> int:
+    def next_sequence(self) -> int:
+        self._sequence += 1
+        return self._sequence
+
+    async def enqueue(self, message: NewMessage) -> int | None:
+        key = message.coalesce_key
+        if key is not None and any(
+            self._coalesce.get(item.seq) == key for item in self._unsettled()
+        ):
+            return None
         seq = self._next_seq
         self._next_seq += 1
         self._items[seq] = OutboxItem(
@@ -30,8 +45,17 @@ class MemoryOutbox:
             kind=message.kind,
             created_at=0.0,
             ticket_id=message.ticket_id,
+            content_type=message.content_type,
+            user_properties=message.user_properties,
         )
+        if key is not None:
+            self._coalesce[seq] = key
+        self._new.set()
         return seq
+
+    async def wait_for_messages(self) -> None:
+        await self._new.wait()
+        self._new.clear()
 
     def _unsettled(self) -> list[OutboxItem]:
         return [item for _, item in sorted(self._items.items()) if item.settled_at is None]
@@ -46,6 +70,9 @@ class MemoryOutbox:
 
     async def unsettled(self, limit: int) -> list[OutboxItem]:
         return self._unsettled()[:limit]
+
+    async def get_message(self, event_id: str) -> OutboxItem | None:
+        return next((i for i in self._items.values() if i.event_id == event_id), None)
 
     async def mark_sent(self, seq: int, now: float) -> None:
         item = self._items[seq]
@@ -64,8 +91,38 @@ class MemoryOutbox:
                 return self._items[item.seq]
         return None
 
+    async def settle_ticket(self, ticket_id: str, now: float) -> list[OutboxItem]:
+        settled = []
+        for item in self._unsettled():
+            if item.ticket_id == ticket_id and item.kind.needs_central_ack and item.attempts:
+                await self.settle(item.seq, now)
+                settled.append(self._items[item.seq])
+        return settled
+
+    async def refuse(self, seq: int, now: float) -> None:
+        await self.settle(seq, now)
+
+    async def shed(self, max_depth: int, kinds: Collection[OutboxKind]) -> dict[str, int]:
+        counts: dict[str, int] = {}
+        excess = len(self._unsettled()) - max_depth
+        for item in self._unsettled():
+            if excess <= 0:
+                break
+            if item.kind in kinds:
+                del self._items[item.seq]
+                counts[item.kind.value] = counts.get(item.kind.value, 0) + 1
+                excess -= 1
+        return counts
+
     async def depth(self) -> int:
         return len(self._unsettled())
+
+    async def backlog(self) -> tuple[dict[str, int], float | None]:
+        by_kind: dict[str, int] = {}
+        for item in self._unsettled():
+            by_kind[item.kind.value] = by_kind.get(item.kind.value, 0) + 1
+        oldest = min((i.created_at for i in self._unsettled()), default=None)
+        return by_kind, oldest
 
     # --- for assertions ------------------------------------------------------------------
 

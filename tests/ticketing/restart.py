@@ -8,7 +8,7 @@ from pathlib import Path
 
 from gateway.core.clock import ManualClock
 from gateway.core.interfaces import Command, CommandReply
-from gateway.store import StateStore
+from gateway.store import StateDatabase
 from gateway.ticketing.commands import TicketCommands
 from gateway.ticketing.policy import AssetProfile, LifecyclePolicy
 from gateway.ticketing.service import TicketService
@@ -32,11 +32,11 @@ class Gateway:
         self.path, self.clock = path, clock
         self.assets, self.policy = dict(assets), policy or default_policy()
         self.links = tuple(links)
-        self.store: StateStore | None = None
+        self.store: StateDatabase | None = None
 
     async def boot(self) -> None:
-        self.store = await StateStore.open(self.path, clock=self.clock)
-        encoder = make_ticket_encoder(TOPICS, source_urn("s", "g"), self.store.next_sequence)
+        self.store = await StateDatabase.open(self.path, clock=self.clock)
+        encoder = make_ticket_encoder(TOPICS, source_urn("s", "g"), self.store.outbox.next_sequence)
         self.service = TicketService(
             "plant-a",
             "gw-1",
@@ -48,7 +48,11 @@ class Gateway:
             links=self.links,
         )
         self.commands = TicketCommands(
-            self.service, self.store, self.store, self.clock, actors=frozenset({"cmms"})
+            self.service,
+            self.store.outbox,
+            self.store.commands,
+            self.clock,
+            actors=frozenset({"cmms"}),
         )
         await self.service.start()
 
@@ -62,7 +66,7 @@ class Gateway:
             self.store = None
 
     @property
-    def db(self) -> StateStore:
+    def db(self) -> StateDatabase:
         assert self.store is not None
         return self.store
 
@@ -72,4 +76,4 @@ class Gateway:
         )
 
     async def kinds(self, ticket_id: str) -> list[str]:
-        return [e.kind for e in await self.db.ticket_events(ticket_id)]
+        return [e.kind for e in await self.db.tickets.ticket_events(ticket_id)]

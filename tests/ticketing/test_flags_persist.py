@@ -1,5 +1,5 @@
 """Shelving and maintenance mode survive a restart (issue 5): the operator's decisions are kept
-in state.db and restored by `TicketService.start()`, against the real StateStore."""
+in state.db and restored by `TicketService.start()`, against the real StateDatabase."""
 
 from __future__ import annotations
 
@@ -72,7 +72,7 @@ async def test_a_timed_shelve_holds_across_a_restart_and_still_expires(gateway: 
     gateway.clock.advance(20)
     await gateway.service.advance_timers()
     assert ConditionFlag.SHELVED not in gateway.service.flags(KEY)
-    unshelved = (await gateway.db.ticket_events(ticket_id))[-1]
+    unshelved = (await gateway.db.tickets.ticket_events(ticket_id))[-1]
     assert (unshelved.kind, unshelved.detail["by"]) == ("unshelved", "timer")
 
     # The expiry was persisted with its event: a second restart does not shelve it again.
@@ -93,7 +93,7 @@ async def test_a_shelve_that_ran_out_while_down_ends_at_start_with_its_event(gat
     assert gateway.service.flags(KEY) == frozenset()
     ticket = gateway.service.open_tickets()[0]
     assert "shelved" not in ticket.attributes
-    events = await gateway.db.ticket_events(ticket_id)
+    events = await gateway.db.tickets.ticket_events(ticket_id)
     assert (events[-1].kind, events[-1].ts) == ("unshelved", T0 + HOUR + 5)
     with sqlite3.connect(gateway.path) as raw:
         assert raw.execute("SELECT COUNT(*) FROM shelved_conditions").fetchone() == (0,)

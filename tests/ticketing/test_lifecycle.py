@@ -1,4 +1,4 @@
-"""The ticket lifecycle of issue 5 against the real StateStore, without a broker: windows at
+"""The ticket lifecycle of issue 5 against the real StateDatabase, without a broker: windows at
 their edges, verification running time, replays across a restart, the KPI dict."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import pytest
 from gateway.core.clock import ManualClock
 from gateway.core.interfaces import Command
 from gateway.core.records import Sample, TicketState
-from gateway.store import StateStore
+from gateway.store import StateDatabase
 from gateway.ticketing.commands import TicketCommands
 from gateway.ticketing.policy import AssetProfile
 from gateway.ticketing.service import TicketService
@@ -32,14 +32,14 @@ POLICY = default_policy(verification_window_s=600.0)
 
 
 class Site:
-    def __init__(self, store: StateStore, clock: ManualClock) -> None:
+    def __init__(self, store: StateDatabase, clock: ManualClock) -> None:
         self.store, self.clock = store, clock
-        encoder = make_ticket_encoder(TOPICS, source_urn("s", "g"), store.next_sequence)
+        encoder = make_ticket_encoder(TOPICS, source_urn("s", "g"), store.outbox.next_sequence)
         self.service = TicketService(
             "plant-a", "gw-1", store, encoder, clock, policy=POLICY, assets=ASSETS
         )
         self.commands = TicketCommands(
-            self.service, store, store, clock, actors=frozenset({"cmms"})
+            self.service, store.outbox, store.commands, clock, actors=frozenset({"cmms"})
         )
 
     async def command(self, verb: str, command_id: str = "c", **body):
@@ -59,7 +59,7 @@ class Site:
 @pytest.fixture
 async def site(tmp_path: Path):
     clock = ManualClock(T0)
-    store = await StateStore.open(tmp_path / "state.db", clock=clock)
+    store = await StateDatabase.open(tmp_path / "state.db", clock=clock)
     s = Site(store, clock)
     await s.service.start()
     yield s
@@ -82,10 +82,10 @@ async def test_only_running_time_counts_towards_verification(site: Site):
     await site.run(3000, 60.0, speed=0.0)  # stopped for 50 minutes: no running time
     assert site.service.open_tickets()[0].state is TicketState.VERIFYING
     await site.run(630, 60.5)
-    ticket = await site.store.get_ticket(ticket_id)
+    ticket = await site.store.tickets.get_ticket(ticket_id)
     assert ticket is not None and ticket.state is TicketState.CLOSED
     assert ticket.attributes["verification"]["result"] == "pass"
-    kinds = [e.kind for e in await site.store.ticket_events(ticket_id)]
+    kinds = [e.kind for e in await site.store.tickets.ticket_events(ticket_id)]
     assert kinds[-4:] == ["repaired", "verifying", "verified", "closed"]
 
 
@@ -129,19 +129,19 @@ async def test_a_replayed_command_has_no_second_effect_even_after_a_restart(
     assert first.accepted and first.detail["revision"] == 2
     await site.store.close()
 
-    store = await StateStore.open(tmp_path / "state.db", clock=site.clock)
+    store = await StateDatabase.open(tmp_path / "state.db", clock=site.clock)
     try:
         again = Site(store, site.clock)
         await again.service.start()
         replay = await again.command("assign", "c-1", ticket_id=ticket_id, assignee="bob")
         assert replay.accepted and replay.detail["replayed"] is True
         assert replay.detail["revision"] == 2
-        ticket = await store.get_ticket(ticket_id)
+        ticket = await store.tickets.get_ticket(ticket_id)
         assert ticket is not None and ticket.attributes["assignment"]["assignee"] == "ann"
-        assert len(await store.ticket_events(ticket_id)) == 2
+        assert len(await store.tickets.ticket_events(ticket_id)) == 2
     finally:
         await store.close()
-        site.store = await StateStore.open(tmp_path / "state.db", clock=site.clock)
+        site.store = await StateDatabase.open(tmp_path / "state.db", clock=site.clock)
 
 
 async def test_an_unauthorised_command_does_not_burn_its_command_id(site: Site):
@@ -163,7 +163,7 @@ async def test_timed_shelve_expires_by_itself(site: Site):
     assert site.service.statistics().shelved_hits == 1
     site.clock.advance(HOUR + 1)
     await site.service.advance_timers()
-    kinds = [e.kind for e in await site.store.ticket_events(ticket_id)]
+    kinds = [e.kind for e in await site.store.tickets.ticket_events(ticket_id)]
     after_shelve = kinds[kinds.index("shelved") + 1 :]
     # The clear is still reported; the raise while shelved is not; the P2 respond-by ran out.
     assert after_shelve == ["condition_cleared", "unshelved", "renotified"]

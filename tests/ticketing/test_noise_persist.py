@@ -1,5 +1,5 @@
 """A flood in progress and chattering conditions survive a restart (issue 5): kept in state.db
-by the journal and restored by `TicketService.start()`, against the real StateStore."""
+by the journal and restored by `TicketService.start()`, against the real StateDatabase."""
 
 from __future__ import annotations
 
@@ -79,7 +79,7 @@ async def test_a_flood_in_progress_survives_a_restart_and_the_next_condition_joi
     gateway.clock.advance(700)  # quiet for longer than the window: the flood ends
     await gateway.service.advance_timers()
     assert gateway.service.kpis()["floods_active"] == []
-    ended = (await gateway.db.ticket_events(incident.id))[-1]
+    ended = (await gateway.db.tickets.ticket_events(incident.id))[-1]
     assert ended.detail["reason"] == "flood_ended"
     assert ended.detail["member_count"] == 13  # 12 before the restart, press-13 after
     assert rows(gateway.path, "area_floods") == 0

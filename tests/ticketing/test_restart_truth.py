@@ -1,5 +1,5 @@
 """A restart tells the truth (DESIGN.md section 9): a condition active when the gateway
-stopped is resumed, its detector is told, and fresh data decides. Against the real StateStore
+stopped is resumed, its detector is told, and fresh data decides. Against the real state.db
 and a real threshold detector, as the daemon wires them (`resume_conditions`)."""
 
 from __future__ import annotations

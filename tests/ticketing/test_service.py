@@ -1,4 +1,4 @@
-"""The ticket service against the real StateStore on a temporary state.db."""
+"""The ticket service against the real StateDatabase on a temporary state.db."""
 
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ from gateway.core.records import (
     Ticket,
     TicketState,
 )
-from gateway.store import StateStore
+from gateway.store import StateDatabase
 from gateway.ticketing import ConditionPolicy, TicketService
 from tests.ticketing.policies import default_policy
 
@@ -75,7 +75,7 @@ def encoder() -> Encoder:
 
 @pytest.fixture
 async def store(tmp_path, clock):
-    s = await StateStore.open(tmp_path / "state.db", clock=clock)
+    s = await StateDatabase.open(tmp_path / "state.db", clock=clock)
     yield s
     await s.close()
 
@@ -87,24 +87,24 @@ async def service(store, encoder, clock) -> TicketService:
     return svc
 
 
-async def kinds(store: StateStore, ticket_id: str) -> list[tuple[int, str]]:
-    return [(e.revision, e.kind) for e in await store.ticket_events(ticket_id)]
+async def kinds(store: StateDatabase, ticket_id: str) -> list[tuple[int, str]]:
+    return [(e.revision, e.kind) for e in await store.tickets.ticket_events(ticket_id)]
 
 
-async def outbox_kinds(store: StateStore) -> list[str]:
-    return [json.loads(i.payload)["kind"] for i in await store.unsettled(100)]
+async def outbox_kinds(store: StateDatabase) -> list[str]:
+    return [json.loads(i.payload)["kind"] for i in await store.outbox.unsettled(100)]
 
 
 async def test_first_active_finding_opens_a_ticket(service, store):
     await service.on_finding(finding(T0 + 1))
-    (ticket,) = await store.list_tickets()
+    (ticket,) = await store.tickets.list_tickets()
     assert ticket.id == "T-plant1-edge1-20240501-0001" and ticket.key == KEY
     assert (ticket.state, ticket.revision, ticket.occurrences) == (TicketState.OPENED, 1, 1)
     assert (ticket.priority, ticket.peak_value, ticket.first_seen) == (Priority.P2, 85.0, T0 + 1)
     assert ticket.opened_at == T0 and ticket.message == "pump-1.bearing_temp is 85.0 °C."
     assert ticket.evidence["features"] == {"value": 85.0}
     assert await kinds(store, ticket.id) == [(1, "opened")]
-    (item,) = await store.unsettled(10)
+    (item,) = await store.outbox.unsettled(10)
     assert (item.ticket_id, item.topic) == (ticket.id, "f/plant1/edge1/tickets/opened")
     assert service.ticket_for(KEY) == ticket
     assert service.condition(KEY).state is ConditionState.ACTIVE
@@ -114,7 +114,7 @@ async def test_enriches_open_ticket_instead_of_opening_a_second(service, store):
     await service.on_finding(finding(T0 + 1, value=85.0))
     await service.on_finding(finding(T0 + 20, active=False, value=70.0))
     await service.on_finding(finding(T0 + 60, value=91.0))
-    (ticket,) = await store.list_tickets()
+    (ticket,) = await store.tickets.list_tickets()
     assert (ticket.occurrences, ticket.revision, ticket.condition_active) == (2, 3, True)
     assert (ticket.first_seen, ticket.last_seen, ticket.peak_value) == (T0 + 1, T0 + 60, 91.0)
     assert ticket.evidence["value"] == 91.0
@@ -131,29 +131,29 @@ async def test_enriches_open_ticket_instead_of_opening_a_second(service, store):
 async def test_condition_cleared_is_reported_and_the_ticket_stays_open(service, store):
     await service.on_finding(finding(T0 + 1))
     await service.on_finding(finding(T0 + 30, active=False, value=72.0))
-    (ticket,) = await store.load_open_tickets()
+    (ticket,) = await store.tickets.load_open_tickets()
     assert ticket.state is TicketState.OPENED and not ticket.condition_active
-    (_, cleared) = await store.ticket_events(ticket.id)
+    (_, cleared) = await store.tickets.ticket_events(ticket.id)
     assert cleared.kind == "condition_cleared" and cleared.ts == T0 + 30
     assert cleared.detail["value"] == 72.0 and cleared.detail["peak_value"] == 85.0
     assert service.condition(KEY).state is ConditionState.NORMAL
     # A second clear (no new episode) reports nothing more.
     await service.on_finding(finding(T0 + 31, active=False, value=71.0))
-    assert len(await store.ticket_events(ticket.id)) == 2
+    assert len(await store.tickets.ticket_events(ticket.id)) == 2
 
 
 async def test_escalates_priority_within_an_episode_and_keeps_the_most_urgent(service, store):
     await service.on_finding(finding(T0 + 1, value=85.0, severity=Priority.P2))
     await service.on_finding(finding(T0 + 2, value=95.0, severity=Priority.P1))
-    (ticket,) = await store.list_tickets()
+    (ticket,) = await store.tickets.list_tickets()
     assert (ticket.priority, ticket.occurrences, ticket.revision) == (Priority.P1, 1, 2)
-    (_, escalated) = await store.ticket_events(ticket.id)
+    (_, escalated) = await store.tickets.ticket_events(ticket.id)
     assert escalated.detail["reason"] == "escalated"
     assert escalated.detail["previous_priority"] == "P2"
     # A later, milder episode does not lower the priority.
     await service.on_finding(finding(T0 + 10, active=False, value=70.0))
     await service.on_finding(finding(T0 + 20, value=82.0, severity=Priority.P3))
-    (ticket,) = await store.list_tickets()
+    (ticket,) = await store.tickets.list_tickets()
     assert (ticket.priority, ticket.occurrences, ticket.peak_value) == (Priority.P1, 2, 95.0)
     assert service.statistics().escalated == 1
 
@@ -164,7 +164,7 @@ async def test_a_quiet_repeat_travels_with_the_next_reported_change(service, sto
     assert [k for _, k in await kinds(store, service.ticket_for(KEY).id)] == ["opened"]
     assert service.ticket_for(KEY).peak_value == 88.0
     await service.on_finding(finding(T0 + 9, active=False, value=70.0))
-    (ticket,) = await store.list_tickets()
+    (ticket,) = await store.tickets.list_tickets()
     assert (ticket.peak_value, ticket.last_seen, ticket.revision) == (88.0, T0 + 5, 2)
 
 
@@ -176,20 +176,20 @@ async def test_one_open_ticket_per_key_across_a_restart(tmp_path, store, encoder
     await store.close()
 
     clock.advance(600)
-    reopened = await StateStore.open(tmp_path / "state.db", clock=clock)
+    reopened = await StateDatabase.open(tmp_path / "state.db", clock=clock)
     try:
         second = TicketService(SITE, GATEWAY, reopened, encoder, clock, policy=default_policy())
         await second.start()
         assert second.statistics().open_tickets == 1
         await second.on_finding(finding(T0 + 601, value=87.0))  # a new episode: enriches
-        (ticket,) = await reopened.list_tickets()
+        (ticket,) = await reopened.tickets.list_tickets()
         assert (ticket.occurrences, ticket.revision, ticket.peak_value) == (2, 3, 87.0)
         assert await kinds(reopened, ticket.id) == [
             (1, "opened"), (2, "condition_cleared"), (3, "updated")
         ]  # fmt: skip
         # A different key opens its own ticket, and the id counter does not reuse -0001.
         await second.on_finding(finding(T0 + 602, asset="pump-2"))
-        ids = [t.id for t in await reopened.list_tickets()]
+        ids = [t.id for t in await reopened.tickets.list_tickets()]
         assert ids == ["T-plant1-edge1-20240501-0001", "T-plant1-edge1-20240501-0002"]
     finally:
         await reopened.close()
@@ -200,7 +200,7 @@ async def test_keys_differ_by_asset_fault_and_detector(service, store):
     await service.on_finding(finding(T0 + 1, asset="pump-2"))
     await service.on_finding(finding(T0 + 1, fault=FaultCode.THRESHOLD_LOW, value=2.0))
     await service.on_finding(finding(T0 + 1, detector="threshold:other"))
-    assert len(await store.load_open_tickets()) == 4
+    assert len(await store.tickets.load_open_tickets()) == 4
 
 
 async def test_acknowledge_moves_opened_to_acknowledged_once(service, store):
@@ -209,7 +209,7 @@ async def test_acknowledge_moves_opened_to_acknowledged_once(service, store):
     acked = await service.acknowledge(ticket_id, "WO-1234", T0 + 5)
     assert acked is not None and acked.state is TicketState.ACKNOWLEDGED
     assert (acked.central_id, acked.acknowledged_at, acked.revision) == ("WO-1234", T0 + 5, 2)
-    assert await store.get_ticket(ticket_id) == acked
+    assert await store.tickets.get_ticket(ticket_id) == acked
     again = await service.acknowledge(ticket_id, "WO-1234", T0 + 6)
     assert again == acked
     assert await kinds(store, ticket_id) == [(1, "opened"), (2, "acknowledged")]
@@ -217,7 +217,7 @@ async def test_acknowledge_moves_opened_to_acknowledged_once(service, store):
     # Enrichment keeps the acknowledged state.
     await service.on_finding(finding(T0 + 8, active=False))
     await service.on_finding(finding(T0 + 9))
-    assert (await store.get_ticket(ticket_id)).state is TicketState.ACKNOWLEDGED
+    assert (await store.tickets.get_ticket(ticket_id)).state is TicketState.ACKNOWLEDGED
     assert service.statistics().acknowledged == 1
 
 
@@ -229,7 +229,7 @@ async def test_a_refused_commit_changes_nothing_and_can_be_retried(service, stor
         await service.on_finding(finding(T0 + 2, active=False, value=70.0))
     assert service.ticket_for(KEY) == before
     assert service.condition(KEY).state is ConditionState.ACTIVE
-    assert await store.get_ticket(before.id) == before
+    assert await store.tickets.get_ticket(before.id) == before
     assert service.statistics().commit_failures == 1
     encoder.fixed_id = None
     await service.on_finding(finding(T0 + 3, active=False, value=70.0))
@@ -246,10 +246,10 @@ async def test_condition_delays_of_the_service_with_timers(store, encoder, clock
     assert svc.condition(KEY).state is ConditionState.PENDING
     clock.advance(9)
     await svc.advance_timers()
-    assert await store.list_tickets() == []
+    assert await store.tickets.list_tickets() == []
     clock.advance(1)
     await svc.advance_timers()
-    (ticket,) = await store.list_tickets()
+    (ticket,) = await store.tickets.list_tickets()
     assert ticket.first_seen == T0 and ticket.opened_at == T0 + 10
     await svc.on_finding(finding(T0 + 11, active=False, value=70.0))
     assert svc.condition(KEY).state is ConditionState.CLEARING

@@ -126,7 +126,7 @@ async def test_a_new_flood_while_the_incident_is_still_open_continues_it(tmp_pat
         assert gw.service.kpis()["floods_active"] == ["hall"]
         again = gw.service.ticket_for("plant-a/hall/alarm.flood/isa18.2-flood")
         assert again is not None and again.id == incident.id
-        last = (await gw.db.ticket_events(incident.id))[-1]
+        last = (await gw.db.tickets.ticket_events(incident.id))[-1]
         assert (last.kind, last.detail["reason"]) == ("updated", "flood_again")
         assert gw.service.statistics().incidents == 1
     finally:

@@ -172,7 +172,7 @@ async def repaired_ticket(pump: Pump) -> str:
 
 async def verified_payload(pump: Pump, ticket_id: str) -> dict:
     """The `verified` message as the central system receives it (CloudEvents data)."""
-    messages = await pump.gw.db.unsettled(1000)
+    messages = await pump.gw.db.outbox.unsettled(1000)
     for item in messages:
         data = json.loads(item.payload)["data"]
         if item.ticket_id == ticket_id and data.get("change", {}).get("result"):
@@ -183,7 +183,7 @@ async def verified_payload(pump: Pump, ticket_id: str) -> dict:
 async def test_healthy_features_after_the_repair_pass_and_close_the_ticket(pump: Pump):
     ticket_id = await repaired_ticket(pump)
     await pump.run(630, REPAIRED)
-    ticket = await pump.gw.db.get_ticket(ticket_id)
+    ticket = await pump.gw.db.tickets.get_ticket(ticket_id)
     assert ticket is not None and ticket.state is TicketState.CLOSED
     data = await verified_payload(pump, ticket_id)
     assert data["change"]["result"] == "pass"
@@ -200,7 +200,7 @@ async def test_elevated_features_after_the_repair_fail_and_reopen_it(pump: Pump)
     await pump.run(630, STILL_BAD)
     (ticket,) = pump.gw.service.open_tickets()
     assert ticket.id == ticket_id and ticket.state is TicketState.REOPENED
-    kinds = [e.kind for e in await pump.gw.db.ticket_events(ticket_id)]
+    kinds = [e.kind for e in await pump.gw.db.tickets.ticket_events(ticket_id)]
     assert kinds[-4:] == ["repaired", "verifying", "verified", "reopened"]
     data = await verified_payload(pump, ticket_id)
     assert data["change"]["result"] == "fail"

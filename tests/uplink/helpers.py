@@ -7,7 +7,8 @@ import contextlib
 from collections.abc import AsyncIterator, Callable, Coroutine
 from typing import Any
 
-from gateway.core.interfaces import TicketEvent
+from gateway.core.clock import Clock
+from gateway.core.interfaces import Command, CommandReply, Outbox, TicketEvent
 from gateway.core.records import Priority, Ticket, TicketState, dedup_key
 from uplink.service import UplinkSettings
 from uplink.topics import Topics
@@ -136,3 +137,28 @@ class TcpProxy:
         for writer in self._transports:
             writer.transport.abort()
         self._transports.clear()
+
+
+class StandInHandler:
+    """Stands in for the ticketing command table in uplink tests: the uplink only carries
+    commands, so its tests need a handler that records what arrived and settles what an `ack`
+    names by `event_id` (the part of an ack the delivery tests observe). What an ack means for
+    a ticket is tested against the real `TicketCommands`."""
+
+    def __init__(self, outbox: Outbox, clock: Clock) -> None:
+        self.outbox = outbox
+        self.clock = clock
+        self.seen: list[Command] = []
+
+    async def __call__(self, command: Command) -> CommandReply:
+        self.seen.append(command)
+        if command.verb != "ack":
+            return CommandReply(command.command_id, True, "stand-in", {"verb": command.verb})
+        event_id = command.body.get("event_id")
+        settled = (
+            await self.outbox.settle_event(event_id, self.clock.now())
+            if isinstance(event_id, str)
+            else None
+        )
+        detail = {"settled": [settled.event_id] if settled else []}
+        return CommandReply(command.command_id, True, "", detail)

@@ -11,20 +11,20 @@ from pathlib import Path
 import pytest
 
 from gateway.core.clock import ManualClock
-from gateway.store import StateStore
+from gateway.store import StateDatabase
 from simulator.central import CentralSystem
 from tests.support.broker import MosquittoBroker
 from tests.uplink.helpers import (
     GATEWAY,
     SITE,
     TOPICS,
+    StandInHandler,
     eventually,
     make_event,
     make_ticket,
     running,
     uplink_settings,
 )
-from uplink.commands import make_ack_handler
 from uplink.events import make_ticket_encoder, source_urn
 from uplink.service import Uplink
 
@@ -37,20 +37,20 @@ async def test_resent_with_the_same_id_after_broker_restart_until_acked_then_nev
     sequence = itertools.count(1)
     encode = make_ticket_encoder(TOPICS, source_urn(SITE, GATEWAY), lambda: next(sequence))
     clock = ManualClock()
-    store = await StateStore.open(tmp_path / "state.db", clock=clock)
+    store = await StateDatabase.open(tmp_path / "state.db", clock=clock)
     ticket = make_ticket()
     message = encode(ticket, make_event("opened"))
-    await store.commit_ticket_change(ticket, [make_event("opened")], [message])
+    await store.tickets.commit_ticket_change(ticket, [make_event("opened")], [message])
     uplink = Uplink(
         uplink_settings(mosquitto.port, resend_interval_s=0.2),
-        store, make_ack_handler(store, clock), clock,
+        store.outbox, StandInHandler(store.outbox, clock), clock,
     )
     cmms = CentralSystem(
         "127.0.0.1", mosquitto.port, "factory", SITE, GATEWAY, ack=False, output=io.StringIO()
     )
 
     async def attempts() -> int:
-        item = await store.get_message(message.event_id)
+        item = await store.outbox.get_message(message.event_id)
         assert item is not None
         return item.attempts
 
@@ -64,8 +64,7 @@ async def test_resent_with_the_same_id_after_broker_restart_until_acked_then_nev
             cmms.ack = True
             for _ in range(100):
                 clock.advance(0.2)  # the resend interval passes: sent again, same id
-                uplink.wake()
-                item = await store.get_message(message.event_id)
+                item = await store.outbox.get_message(message.event_id)
                 assert item is not None
                 if item.settled_at is not None:
                     break
@@ -77,7 +76,6 @@ async def test_resent_with_the_same_id_after_broker_restart_until_acked_then_nev
                 )
             sent = await attempts()
             clock.advance(30)
-            uplink.wake()
             await asyncio.sleep(0.2)
             assert await attempts() == sent, "a settled message must never be sent again"
     finally:

@@ -24,6 +24,7 @@ from tests.uplink.helpers import (
     GATEWAY,
     SITE,
     TOPICS,
+    StandInHandler,
     TcpProxy,
     eventually,
     make_event,
@@ -31,7 +32,7 @@ from tests.uplink.helpers import (
     running,
     uplink_settings,
 )
-from uplink.commands import decode_reply, make_ack_handler
+from uplink.commands import decode_reply
 from uplink.events import make_ticket_encoder, source_urn
 from uplink.mqtt import LinkSettings, MessageProperties, MqttLink, OutgoingMessage
 from uplink.service import Uplink
@@ -64,7 +65,7 @@ async def test_ticket_is_published_as_cloudevent_and_only_marked_sent_on_puback(
     outbox, clock = MemoryOutbox(), ManualClock()
     message = ENCODE(make_ticket(), make_event("opened"))
     seq = await outbox.enqueue(message)
-    uplink = Uplink(uplink_settings(mosquitto.port), outbox, make_ack_handler(outbox, clock), clock)
+    uplink = Uplink(uplink_settings(mosquitto.port), outbox, StandInHandler(outbox, clock), clock)
 
     async with observer(mosquitto.port, TOPICS.tickets_filter) as watcher:
         await connected(watcher)
@@ -93,7 +94,7 @@ async def test_non_ticket_messages_are_settled_by_puback(mosquitto):
     outbox, clock = MemoryOutbox(), ManualClock()
     health = b'{"site":"plant-a","gateway":"gw-1","time":"2023-11-14T22:13:20.000Z"}'
     seq = await outbox.enqueue(NewMessage("h1", TOPICS.health, health, OutboxKind.HEALTH))
-    uplink = Uplink(uplink_settings(mosquitto.port), outbox, make_ack_handler(outbox, clock), clock)
+    uplink = Uplink(uplink_settings(mosquitto.port), outbox, StandInHandler(outbox, clock), clock)
     async with running(uplink.run_uplink(), "uplink"):
         await eventually(lambda: outbox.get(seq).settled_at is not None)
     assert await outbox.depth() == 0
@@ -102,7 +103,7 @@ async def test_non_ticket_messages_are_settled_by_puback(mosquitto):
 async def test_status_is_retained_online_and_the_will_says_offline_on_a_crash(mosquitto):
     outbox, clock = MemoryOutbox(), ManualClock()
     async with TcpProxy(mosquitto.port) as proxy:
-        uplink = Uplink(uplink_settings(proxy.port), outbox, make_ack_handler(outbox, clock), clock)
+        uplink = Uplink(uplink_settings(proxy.port), outbox, StandInHandler(outbox, clock), clock)
         async with running(uplink.run_uplink(), "uplink"):
             await eventually(lambda: uplink.statistics().connected)
             # A late subscriber gets the retained status.
@@ -123,7 +124,7 @@ async def test_status_is_retained_online_and_the_will_says_offline_on_a_crash(mo
 
 async def test_clean_stop_publishes_offline_and_leaves_nothing_running(mosquitto):
     outbox, clock = MemoryOutbox(), ManualClock()
-    uplink = Uplink(uplink_settings(mosquitto.port), outbox, make_ack_handler(outbox, clock), clock)
+    uplink = Uplink(uplink_settings(mosquitto.port), outbox, StandInHandler(outbox, clock), clock)
     async with running(uplink.run_uplink(), "uplink") as task:
         await eventually(lambda: uplink.statistics().connected)
     assert task.cancelled()
@@ -139,7 +140,8 @@ async def test_clean_stop_publishes_offline_and_leaves_nothing_running(mosquitto
 async def test_central_ack_settles_the_ticket_message(mosquitto):
     outbox, clock = MemoryOutbox(), ManualClock()
     seq = await outbox.enqueue(ENCODE(make_ticket(), make_event("opened")))
-    uplink = Uplink(uplink_settings(mosquitto.port), outbox, make_ack_handler(outbox, clock), clock)
+    handler = StandInHandler(outbox, clock)
+    uplink = Uplink(uplink_settings(mosquitto.port), outbox, handler, clock)
     printed = io.StringIO()
     cmms = central(mosquitto.port, output=printed)
 
@@ -154,7 +156,8 @@ async def test_central_ack_settles_the_ticket_message(mosquitto):
     assert cmms.statistics().tickets_seen == 1 and cmms.statistics().acks_sent == 1
     reply = next(iter(cmms.replies.values()))
     assert reply.accepted and reply.detail["settled"] == [outbox.get(seq).event_id]
-    assert reply.detail["central_id"] == "WO-1001"
+    (ack,) = handler.seen
+    assert ack.body["central_id"] == "WO-1001" and ack.response_topic == cmms.reply_topic
     assert "WO-1001" in printed.getvalue() and "pump-1" in printed.getvalue()
 
 
@@ -163,7 +166,7 @@ async def test_ticket_is_resent_with_the_same_id_until_acked_then_never_again(mo
     message = ENCODE(make_ticket(), make_event("opened"))
     seq = await outbox.enqueue(message)
     settings = uplink_settings(mosquitto.port, resend_interval_s=0.2)
-    uplink = Uplink(settings, outbox, make_ack_handler(outbox, clock), clock)
+    uplink = Uplink(settings, outbox, StandInHandler(outbox, clock), clock)
     cmms = central(mosquitto.port, ack=False)
 
     def stats():
@@ -199,7 +202,6 @@ async def test_ticket_is_resent_with_the_same_id_until_acked_then_never_again(mo
 
             # Settled: never again, whatever the clock says.
             clock.advance(10)
-            uplink.wake()
             await asyncio.sleep(0.1)
 
     assert uplink.statistics().resent == resent == 3
@@ -208,11 +210,12 @@ async def test_ticket_is_resent_with_the_same_id_until_acked_then_never_again(mo
     assert outbox.get(seq).attempts == 4
 
 
-async def test_malformed_ack_is_logged_and_ignored_and_the_outbox_unchanged(mosquitto, caplog):
+async def test_a_bad_envelope_is_answered_and_never_reaches_the_handler(mosquitto, caplog):
     caplog.set_level(logging.WARNING, logger="uplink.service")
     outbox, clock = MemoryOutbox(), ManualClock()
     await outbox.enqueue(ENCODE(make_ticket(), make_event("opened")))
-    uplink = Uplink(uplink_settings(mosquitto.port), outbox, make_ack_handler(outbox, clock), clock)
+    handler = StandInHandler(outbox, clock)
+    uplink = Uplink(uplink_settings(mosquitto.port), outbox, handler, clock)
 
     async with (
         running(uplink.run_uplink(), "uplink"),
@@ -226,19 +229,21 @@ async def test_malformed_ack_is_logged_and_ignored_and_the_outbox_unchanged(mosq
             OutgoingMessage(TOPICS.cmd("ack"), b"{broken", properties=with_reply)
         )
         await central_link.publish(OutgoingMessage(TOPICS.cmd("ack"), b'{"event_id":"x"}'))
+        nested = b'{"command_id":"c7","event_id":' + b"[" * 5000 + b"]" * 5000 + b"}"
         await central_link.publish(
-            OutgoingMessage(TOPICS.cmd("ack"), b'{"command_id":"c7"}', properties=with_reply)
+            OutgoingMessage(TOPICS.cmd("ack"), nested, properties=with_reply)
         )
         first, second = await receive(central_link), await receive(central_link)
         await eventually(lambda: uplink.statistics().rejected_commands == 3)
 
     assert outbox.snapshot() == before
+    assert handler.seen == []
     assert first.properties.correlation_data == b"k1"
     first_reply, second_reply = decode_reply(first.payload), decode_reply(second.payload)
     assert first_reply is not None and not first_reply.accepted
     assert "payload is not JSON" in first_reply.reason
-    assert second_reply is not None and second_reply.command_id == "c7"
-    assert "`ack` needs `event_id` and/or `ticket_id`" in second_reply.reason
+    assert second_reply is not None and not second_reply.accepted
+    assert "nests deeper than 8 levels" in second_reply.reason
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert sum("Rejected command on `factory/plant-a/gw-1/cmd/ack`" in w for w in warnings) == 3
     assert uplink.statistics().acks == 0
@@ -247,7 +252,7 @@ async def test_malformed_ack_is_logged_and_ignored_and_the_outbox_unchanged(mosq
 async def test_unacknowledged_puback_means_half_open_link_reconnect_and_resend(mosquitto):
     outbox, clock = MemoryOutbox(), ManualClock()
     settings = uplink_settings(mosquitto.port, ack_timeout_s=0.3)
-    uplink = Uplink(settings, outbox, make_ack_handler(outbox, clock), clock)
+    uplink = Uplink(settings, outbox, StandInHandler(outbox, clock), clock)
     cmms = central(mosquitto.port)
 
     async with running(cmms.run_central(), "central"):
@@ -256,7 +261,6 @@ async def test_unacknowledged_puback_means_half_open_link_reconnect_and_resend(m
             await eventually(lambda: uplink.statistics().connected)
             mosquitto.pause()  # TCP stays up, nothing is answered
             seq = await outbox.enqueue(ENCODE(make_ticket(), make_event("opened")))
-            uplink.wake()
             await eventually(lambda: uplink.statistics().half_open_aborts == 1)
             mosquitto.resume()
             await eventually(lambda: outbox.get(seq).settled_at is not None)
@@ -272,7 +276,7 @@ async def test_items_leave_in_outbox_order(mosquitto):
     uplink = Uplink(
         uplink_settings(mosquitto.port, batch_size=7),
         outbox,
-        make_ack_handler(outbox, clock),
+        StandInHandler(outbox, clock),
         clock,
     )
     cmms = central(mosquitto.port)
@@ -290,12 +294,11 @@ async def test_acl_denial_is_a_failure_and_the_ticket_stays_in_the_outbox(caplog
     outbox, clock = MemoryOutbox(), ManualClock()
     seq = await outbox.enqueue(ENCODE(make_ticket(), make_event("opened")))
     with MosquittoBroker(acl=acl) as broker:
-        handler = make_ack_handler(outbox, clock)
+        handler = StandInHandler(outbox, clock)
         uplink = Uplink(uplink_settings(broker.port), outbox, handler, clock)
         async with running(uplink.run_uplink(), "uplink"):
             await eventually(lambda: uplink.statistics().publish_failures == 1)
             clock.advance(0.1)  # less than the resend interval: no hot retry loop
-            uplink.wake()
             await asyncio.sleep(0.1)
 
     item = outbox.get(seq)
@@ -314,26 +317,26 @@ def health_document(n: int) -> dict:
 
 
 async def test_over_size_sheds_oldest_summaries_and_health_never_tickets(tmp_path):
-    from gateway.store import StateStore
+    from gateway.store import StateDatabase
 
-    state = await StateStore.open(tmp_path / "state.db")
+    state = await StateDatabase.open(tmp_path / "state.db")
     try:
-        encode = make_ticket_encoder(TOPICS, source_urn(SITE, GATEWAY), state.next_sequence)
-        uplink = Uplink(uplink_settings(1, outbox_max_messages=10), state,
-                        make_ack_handler(state, ManualClock()), ManualClock())  # fmt: skip
+        encode = make_ticket_encoder(TOPICS, source_urn(SITE, GATEWAY), state.outbox.next_sequence)
+        uplink = Uplink(uplink_settings(1, outbox_max_messages=10), state.outbox,
+                        StandInHandler(state.outbox, ManualClock()), ManualClock())  # fmt: skip
         for n in range(6):
             assert await uplink.enqueue_droppable(OutboxKind.HEALTH, TOPICS.health,
                                                   health_document(n))  # fmt: skip
         for n in range(12):
             ticket = make_ticket(f"T-{n}", key=f"k-{n}")
-            await state.commit_ticket_change(
+            await state.tickets.commit_ticket_change(
                 ticket, [make_event("opened", ticket.id)],
                 [encode(ticket, make_event("opened", ticket.id))],
             )  # fmt: skip
-        assert await state.depth() == 18  # tickets alone never trigger shedding
+        assert await state.outbox.depth() == 18  # tickets alone never trigger shedding
         assert await uplink.enqueue_droppable(OutboxKind.HEALTH, TOPICS.health,
                                               health_document(7))  # fmt: skip
-        by_kind, _ = await state.outbox_backlog()
+        by_kind, _ = await state.outbox.backlog()
         # 19 unsettled, 10 allowed: all 7 health messages go (oldest first), tickets stay.
         assert by_kind == {"ticket": 12}
         assert uplink.statistics().drops == {"outbox_full:health": 7}
@@ -346,18 +349,18 @@ async def test_over_size_sheds_oldest_summaries_and_health_never_tickets(tmp_pat
 
 
 async def test_shedding_keeps_the_newest_when_only_some_must_go(tmp_path):
-    from gateway.store import StateStore
+    from gateway.store import StateDatabase
 
-    state = await StateStore.open(tmp_path / "state.db")
+    state = await StateDatabase.open(tmp_path / "state.db")
     try:
-        uplink = Uplink(uplink_settings(1, outbox_max_messages=10), state,
-                        make_ack_handler(state, ManualClock()), ManualClock())  # fmt: skip
+        uplink = Uplink(uplink_settings(1, outbox_max_messages=10), state.outbox,
+                        StandInHandler(state.outbox, ManualClock()), ManualClock())  # fmt: skip
         for n in range(15):
             await uplink.enqueue_droppable(OutboxKind.SUMMARY, TOPICS.summary("pump-1"), {
                 "site": SITE, "gateway": GATEWAY, "asset": "pump-1", "time": str(n),
                 "period_s": 60, "tags": {},
             })  # fmt: skip
-        kept = [json.loads(item.payload)["time"] for item in await state.unsettled(100)]
+        kept = [json.loads(item.payload)["time"] for item in await state.outbox.unsettled(100)]
         assert kept == [str(n) for n in range(5, 15)]
         assert uplink.statistics().drops == {"outbox_full:summary": 5}
     finally:
@@ -368,7 +371,7 @@ async def test_bytes_sent_off_site_are_counted_per_message_type(mosquitto):
     outbox, clock = MemoryOutbox(), ManualClock()
     message = ENCODE(make_ticket(), make_event("opened"))
     await outbox.enqueue(message)
-    uplink = Uplink(uplink_settings(mosquitto.port), outbox, make_ack_handler(outbox, clock), clock)
+    uplink = Uplink(uplink_settings(mosquitto.port), outbox, StandInHandler(outbox, clock), clock)
     async with running(uplink.run_uplink(), "uplink"):
         await eventually(lambda: uplink.statistics().published == 1)
     stats = uplink.statistics()

@@ -68,13 +68,19 @@ class OpenTickets(Protocol):
 
 
 class TicketHistory(Protocol):
+    """state.db's tickets, read-only."""
+
     async def get_ticket(self, ticket_id: str) -> Ticket | None: ...
 
     async def ticket_events(self, ticket_id: str) -> list[TicketEvent]: ...
 
-    async def ticket_messages(self, ticket_id: str) -> list[OutboxItem]: ...
-
     async def list_tickets(self, *, open_only: bool = False) -> list[Ticket]: ...
+
+
+class TicketMessages(Protocol):
+    """The outbox's messages of one ticket, as the central system received them."""
+
+    async def ticket_messages(self, ticket_id: str) -> list[OutboxItem]: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -171,6 +177,7 @@ class SitePages:
         telemetry: Telemetry,
         tickets: OpenTickets,
         history: TicketHistory,
+        messages: TicketMessages,
         spectra: Sequence[SpectrumDetector],
         snapshots: SpectrumSnapshots,
     ) -> None:
@@ -183,6 +190,7 @@ class SitePages:
         self._telemetry = telemetry
         self._tickets = tickets
         self._history = history
+        self._messages = messages
         self.spectra = {d.tag_id: d for d in spectra}
         self._snapshots = snapshots
         self._views: dict[str, SpectrumView] = {}  # newest view per waveform tag
@@ -355,7 +363,7 @@ class SitePages:
             return None
         now = self.clock.now()
         events = await self._history.ticket_events(ticket_id)
-        messages = await self._history.ticket_messages(ticket_id)
+        messages = await self._messages.ticket_messages(ticket_id)
         sent = [_message_row(m) for m in messages]
         opened = next((m for m in sent if m["type"].endswith(".opened")), None)
         snapshot = await asyncio.to_thread(self._snapshots.load, ticket_id)

@@ -110,7 +110,8 @@ def make_server(tmp_path: Path, live: LiveValues, **kw: Any) -> SitePageServer:
     pages = SitePages(
         # The page's clock stands still at NOW: deadlines read the same however late this runs.
         site="plant-a", gateway="edge-01", clock=ManualClock(NOW), report=report, devices=[DEVICE],
-        live=live, telemetry=Telemetry(), tickets=Tickets(), history=History(), spectra=[],
+        live=live, telemetry=Telemetry(), tickets=Tickets(), history=History(), messages=History(),
+        spectra=[],
         snapshots=SpectrumSnapshots(tmp_path / "spectra"),
     )  # fmt: skip
     return SitePageServer(pages, "127.0.0.1", 0, **kw)

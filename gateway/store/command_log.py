@@ -1,0 +1,92 @@
+"""The command-log role of state.db: the reply of every accepted central command by its
+`command_id`, so that a repeat (the central system retrying after a lost reply, the broker
+redelivering after a restart) gets the first reply back and has no second effect.
+Implements `gateway.core.interfaces.CommandLog`.
+
+Bounded (issue 11): a command is remembered for the idempotency window, `window_s` after it
+arrived, and only the newest `max_rows` are kept; older ones are pruned at open and every
+`prune_every` new entries. A repeat outside the window counts as a new command
+(docs/TICKETS.md, "Commands").
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import Any
+
+from gateway.core.clock import Clock
+from gateway.store.json_columns import to_json
+from gateway.store.sqlite import Database, DatabaseRole
+
+DEFAULT_WINDOW_S = 24 * 3600.0
+DEFAULT_MAX_ROWS = 20_000
+PRUNE_EVERY = 200
+
+
+class CommandLogStore(DatabaseRole):
+    def __init__(
+        self,
+        db: Database,
+        clock: Clock,
+        *,
+        window_s: float = DEFAULT_WINDOW_S,
+        max_rows: int = DEFAULT_MAX_ROWS,
+        prune_every: int = PRUNE_EVERY,
+    ) -> None:
+        super().__init__(db)
+        if window_s <= 0 or max_rows < 1 or prune_every < 1:
+            raise ValueError("the command log needs a positive window, row count and period")
+        self._clock = clock
+        self.window_s = window_s
+        self.max_rows = max_rows
+        self._prune_every = prune_every
+        self._since_prune = 0
+        self.pruned = 0
+
+    async def recall_command(self, command_id: str) -> Mapping[str, Any] | None:
+        """The reply stored for a command id seen within the window, or None."""
+        rows = await self._read(
+            "SELECT reply FROM commands WHERE command_id = ? AND received_at >= ?",
+            (command_id, self._clock.now() - self.window_s),
+        )
+        for row in rows:
+            reply: Mapping[str, Any] = json.loads(row["reply"])
+            return reply
+        return None
+
+    async def remember_command(
+        self, command_id: str, verb: str, reply: Mapping[str, Any], now: float
+    ) -> None:
+        """Store the reply of a handled command; a second call for the same id keeps the first.
+        An entry of the same id that fell out of the window is replaced."""
+        await self._write(
+            "INSERT INTO commands (command_id, verb, received_at, reply) VALUES (?, ?, ?, ?)"
+            " ON CONFLICT (command_id) DO UPDATE SET verb = excluded.verb,"
+            " received_at = excluded.received_at, reply = excluded.reply"
+            " WHERE commands.received_at < ?",
+            (command_id, verb, now, to_json(reply, "command reply"), now - self.window_s),
+        )
+        self._since_prune += 1
+        if self._since_prune >= self._prune_every:
+            await self.prune(now)
+
+    async def prune(self, now: float) -> int:
+        """Drop entries older than the window and all but the newest `max_rows`."""
+        self._since_prune = 0
+        async with self._db.lock, self._db.transaction() as conn:
+            aged = await conn.execute(
+                "DELETE FROM commands WHERE received_at < ?", (now - self.window_s,)
+            )
+            surplus = await conn.execute(
+                "DELETE FROM commands WHERE command_id IN (SELECT command_id FROM commands"
+                " ORDER BY received_at DESC, rowid DESC LIMIT -1 OFFSET ?)",
+                (self.max_rows,),
+            )
+        removed = max(0, aged.rowcount) + max(0, surplus.rowcount)
+        self.pruned += removed
+        return removed
+
+    async def count(self) -> int:
+        rows = await self._read("SELECT COUNT(*) FROM commands")
+        return int(next(iter(rows))[0])

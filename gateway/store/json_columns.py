@@ -1,0 +1,28 @@
+"""JSON in TEXT columns of state.db: one way in, so every role stores the same canonical text.
+
+`allow_nan=False`: NaN is not JSON, and a central system would choke on it later. Anything JSON
+cannot carry is our bug, reported as `StoreError` naming what was being stored.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from gateway.core.errors import StoreError
+
+
+def to_json(value: Mapping[str, Any], what: str) -> str:
+    return _dumps(dict(value), what)
+
+
+def to_json_array(value: Sequence[Any], what: str) -> str:
+    return _dumps(list(value), what)
+
+
+def _dumps(value: Any, what: str) -> str:
+    try:
+        return json.dumps(value, sort_keys=True, allow_nan=False, separators=(",", ":"))
+    except (TypeError, ValueError) as exc:
+        raise StoreError(f"{what} cannot be stored as JSON: {exc}") from exc
