@@ -213,9 +213,12 @@ async def test_a_full_session_of_every_point_type_sends_only_read_function_codes
     mixed = mixed_registers()
     async with ModbusSimServer(units={1: registers, 2: mixed}) as server:
         pattern = [p for p, _ in type_pattern_points()]
+        # A generous timeout: what is asserted is which requests were sent, not how fast.
         async with (
-            make_driver(server.port, pattern, unit_id=1) as first,
-            make_driver(server.port, MIXED_POINTS, unit_id=2, device_id="mixed") as second,
+            make_driver(server.port, pattern, unit_id=1, timeout_s=2.0) as first,
+            make_driver(
+                server.port, MIXED_POINTS, unit_id=2, device_id="mixed", timeout_s=2.0
+            ) as second,
         ):
             for _ in range(3):
                 assert len(await first.read()) == len(pattern)
