@@ -19,19 +19,25 @@ import contextlib
 import json
 import logging
 import re
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from gateway.core.clock import Clock
 from gateway.core.interfaces import Outbox
+from gateway.core.plugins import Lazy
 from gateway.pipeline.runner import DetectorRunner
 from gateway.pipeline.sources import Source
 from gateway.pipeline.statistics import SourceState
-from gateway.runtime.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
-from gateway.runtime.metrics import render_metrics
 from gateway.store import TelemetryStore
 from uplink.service import Uplink
+
+# prometheus_client is loaded by the first scrape, not by every daemon (most sites never
+# scrape the gateway itself).
+_RENDER_METRICS: Lazy[Callable[[Mapping[str, Any]], bytes]] = Lazy(
+    "gateway.runtime.metrics:render_metrics"
+)
+_METRICS_CONTENT_TYPE: Lazy[str] = Lazy("gateway.runtime.metrics:CONTENT_TYPE")
 
 log = logging.getLogger(__name__)
 
@@ -250,8 +256,8 @@ class HealthServer:
                 return _text(200, "OK", "ready\n")
             return _text(503, "Service Unavailable", "not ready\n")
         if path == "/metrics":
-            body = render_metrics(await self._collect())
-            return _Response(200, "OK", METRICS_CONTENT_TYPE, body)
+            body = _RENDER_METRICS.get()(await self._collect())
+            return _Response(200, "OK", _METRICS_CONTENT_TYPE.get(), body)
         if path == "/status":
             body = json.dumps(await self._collect(), indent=1).encode()
             return _Response(200, "OK", "application/json", body)

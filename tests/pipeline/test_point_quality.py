@@ -25,7 +25,8 @@ from gateway.core.records import Quality, Sample, Tag
 from gateway.pipeline.quality import PointQuality, quality_statistics
 from gateway.pipeline.source import Backoff, PollingSource
 from gateway.pipeline.stream import StreamingSource
-from gateway.runtime.health import _devices, render_metrics
+from gateway.runtime.health import _devices
+from gateway.runtime.metrics import render_metrics
 from protocols.modbus.config import RegisterTable
 from protocols.opcua.config import OpcUaConnection
 from protocols.opcua.driver import OpcUaDriver
