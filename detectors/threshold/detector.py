@@ -238,7 +238,7 @@ class ThresholdDetector:
             ts=ts,
             active=True,
             features={"value": value, "limit": level.limit, "exceedance": exceedance},
-            evidence=self._evidence(side, level, held_s),
+            evidence=self._evidence(side, level, held_s, value, cleared=False),
             signal=self._signal,
             value=value,
         )
@@ -264,12 +264,14 @@ class ThresholdDetector:
             ts=ts,
             active=False,
             features={"value": value, "limit": first.limit},
-            evidence=self._evidence(side, raised, 0.0),
+            evidence=self._evidence(side, raised, 0.0, value, cleared=True),
             signal=self._signal,
             value=value,
         )
 
-    def _evidence(self, side: _Side, level: Level, held_s: float) -> dict[str, object]:
+    def _evidence(
+        self, side: _Side, level: Level, held_s: float, value: float, *, cleared: bool
+    ) -> dict[str, object]:
         evidence: dict[str, object] = {
             "rule": self._name,
             "direction": side.direction.value,
@@ -279,10 +281,44 @@ class ThresholdDetector:
             "on_delay_s": self._on_delay,
             "off_delay_s": self._off_delay,
             "held_s": held_s,
+            "readout": self._readout(side, level, held_s, value, cleared=cleared),
         }
         if self._unit:
             evidence["unit"] = self._unit
         return evidence
+
+    def _readout(
+        self, side: _Side, level: Level, held_s: float, value: float, *, cleared: bool
+    ) -> list[str]:
+        """The evidence in sentences a planner reads in the work order, values with units."""
+        high = side.direction is Direction.HIGH
+        if cleared:
+            reading = (
+                f"Reading: {self._signal} back to {self._quantity(value)}; the {level.name} "
+                f"limit is {self._quantity(level.limit)}."
+            )
+        else:
+            relation = "above" if high else "below"
+            reading = (
+                f"Reading: {self._signal} at {self._quantity(value)}, "
+                f"{self._quantity(abs(value - level.limit))} {relation} its {level.name} limit "
+                f"of {self._quantity(level.limit)}."
+            )
+        lines = [reading]
+        if not cleared:
+            held = f"Beyond the limit for {_number(held_s)} s"
+            if self._on_delay > 0:
+                held += f" (the rule asks for {_number(self._on_delay)} s before raising)"
+            lines.append(held + ".")
+        bound = "at or below" if high else "at or above"
+        clears = f"Clears {bound} {self._quantity(side.clear_at)}"
+        if side.deadband > 0:
+            clears += f" (limit {'minus' if high else 'plus'} a deadband of"
+            clears += f" {self._quantity(side.deadband)})"
+        if self._off_delay > 0:
+            clears += f", held for {_number(self._off_delay)} s"
+        lines.append(clears + ".")
+        return lines
 
     def _quantity(self, value: float) -> str:
         return f"{_number(value)} {self._unit}" if self._unit else _number(value)

@@ -66,6 +66,7 @@ class Threshold:
             priority_hihi=rule.priority_hihi,
             message=rule.message,
             detector_id=f"threshold:{rule.name}",
+            unit=device.unit_of(rule.signal),
         )
 
     def check(self, rule: ThresholdRule, device: DeviceSpec) -> Iterable[RuleIssue]:

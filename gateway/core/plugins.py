@@ -76,6 +76,9 @@ class DeviceSpec:
     connection: Any
     values: Sequence[Any]
     poll_period_s: float
+    # Engineering unit of every tag of the site by tag id (a rule may watch another device's
+    # tag), as the protocols declare them; filled in once every device's tags are known.
+    units: Mapping[str, str] = field(default_factory=dict)
 
     def tag_id(self, value_name: str) -> str:
         return f"{self.id}.{value_name}"
@@ -83,6 +86,10 @@ class DeviceSpec:
     def signal_tag(self, signal: str) -> str:
         """A rule's signal: a value of this device, or a full tag id of any device."""
         return signal if "." in signal else self.tag_id(signal)
+
+    def unit_of(self, signal: str) -> str:
+        """The unit of a rule's signal, "" when the configuration gives none."""
+        return self.units.get(self.signal_tag(signal), "")
 
     @property
     def value_names(self) -> list[str]:

@@ -9,7 +9,7 @@ from gateway.assembly.detectors import build_detectors
 from gateway.assembly.plant import ConfiguredDevice, configured_devices
 from gateway.assembly.ticketing import asset_profiles
 from gateway.config.models import DeviceConfig, device_model
-from gateway.core.records import TagKind
+from gateway.core.records import Sample, TagKind
 from protocols import PROTOCOLS
 
 
@@ -47,6 +47,38 @@ def test_modbus_tags_carry_kind_and_leave_out_text_points():
 def test_a_threshold_rule_becomes_a_detector_on_its_full_tag_id():
     [detector] = build_detectors(configured(modbus_device()), RULES)
     assert detector.inputs == frozenset({"comp-1.temp"})
+
+
+def test_a_threshold_ticket_gives_the_unit_of_its_point_in_message_and_readout():
+    # The point says degC; the planner must read 93.5 degC, not a bare 93.5.
+    device = modbus_device().model_copy(
+        update={"rules": [type(modbus_device().rules[0]).model_validate(
+            {"name": "hot", "signal": "temp", "hi": 90, "deadband": 2, "on_delay_s": 3,
+             "off_delay_s": 5}
+        )]}
+    )  # fmt: skip
+    [detector] = build_detectors(configured(device), RULES)
+    findings = [f for ts, v in ((0.0, 93.5), (3.5, 93.5)) for f in
+                detector.update(Sample("comp-1.temp", ts, v))]  # fmt: skip
+    [raised] = findings
+    assert "93.5 degC, above its high limit of 90 degC for 3.5 s" in raised.message
+    assert raised.evidence["readout"] == [
+        "Reading: comp-1.temp at 93.5 degC, 3.5 degC above its high limit of 90 degC.",
+        "Beyond the limit for 3.5 s (the rule asks for 3 s before raising).",
+        "Clears at or below 88 degC (limit minus a deadband of 2 degC), held for 5 s.",
+    ]
+
+
+def test_a_rule_on_another_devices_tag_takes_that_tags_unit():
+    other = device_model().model_validate(
+        {"id": "chiller-1", "connection": {"protocol": "modbus_tcp", "host": "127.0.0.1",
+                                           "port": 5021},
+         "points": [{"name": "flow", "address": 0}],
+         "rules": [{"name": "hot_feed", "signal": "comp-1.temp", "lo": 5}]}
+    )  # fmt: skip
+    detectors = build_detectors(configured(modbus_device(), other), RULES)
+    [finding] = detectors[1].update(Sample("comp-1.temp", 0.0, 4.0))
+    assert "4 degC, below its low limit of 5 degC" in finding.message
 
 
 def test_an_asset_described_by_two_files_takes_each_field_from_the_file_that_sets_it():
