@@ -200,6 +200,17 @@ class VibrationDetector:
         return self._confirm(diagnosis, record.ts, self._last_span)
 
     @property
+    def window_length(self) -> int | None:
+        """Samples of the analysis window the blocks are being assembled into (window.py);
+        None while each block is analysed on its own."""
+        return self._window.n or None
+
+    @property
+    def last_span(self) -> tuple[float, float]:
+        """Timestamps of the first sample of the last analysis and just past its last one."""
+        return self._last_span.start, self._last_span.end
+
+    @property
     def problem(self) -> str | None:
         """Why the last block was not diagnosed (None when it was)."""
         return self._problem
