@@ -73,7 +73,8 @@ def _tickets(result: dict[str, Any], index: int) -> str:
         return tickets
     window = f" of {feed['window_length']}" if feed["window_length"] else ""
     counted = ", ".join(f"{c} {n}" for c, n in Counter(looks).most_common())
-    return f"{tickets}; {len(looks)} looks{window}: {counted}"
+    plural = "look" if len(looks) == 1 else "looks"
+    return f"{tickets}; {len(looks)} {plural}{window}: {counted}"
 
 
 def _look_counts(truth: str, looks: list[list[str]]) -> Counter[str]:
