@@ -17,6 +17,12 @@ counts analyses of separate data: an analysis whose samples overlap those of the
 counted (blocks sent with 50 % overlap, say) is not a second look at the machine, so it keeps
 a streak alive but does not add to it.
 
+A block holding fewer than `MIN_REVOLUTIONS_PER_BLOCK` revolutions at a known speed cannot
+resolve the shaft-rate sidebands; contiguous blocks of the tag are then assembled (window.py,
+by their timestamps) into the window `analyze` uses, 32-64 revolutions, which takes the
+block's place in the round. Without a known speed no window length can be chosen: such blocks
+are refused as before once the speed estimated from them says they are too short.
+
 The envelope bank (diagnose.py, bearing_screen.py) is screened whole on the first analysis and
 again every `band_refresh_blocks` analyses; the bands each comb scored best in are a property
 of the machine's structure, not of one block, so the analyses in between screen only those
@@ -285,8 +291,6 @@ class VibrationDetector:
             block = data[: data.size - data.size % 2]
             if block.size != data.size:  # the dropped odd sample may have held an extreme
                 lo, hi = float(block.min()), float(block.max())
-            if shaft is not None:
-                self._check_revolutions(block.size, fs, shaft)
         self._round.restart_if_changed(block.size, fs)
         if self._round.count == 0:
             self._round_first_ts = start

@@ -223,7 +223,7 @@ def test_blocks_stamped_with_gaps_are_never_joined_and_the_detector_says_why() -
     )
     # A poller that reads a 2048-sample buffer every 0.2 s (2400 samples): 352 samples are
     # missing between blocks, so no window may be assembled across them.
-    for i, start in enumerate(range(0, x.size - 2048 + 1, 2400)):
+    for start in range(0, x.size - 2048 + 1, 2400):
         assert det.update(Waveform("t", start / 12000.0, 12000.0, x[start : start + 2048])) == []
     assert det.last_diagnosis is None
     assert det.problem is not None and "not contiguous" in det.problem
