@@ -227,3 +227,37 @@ def test_blocks_stamped_with_gaps_are_never_joined_and_the_detector_says_why() -
         assert det.update(Waveform("t", start / 12000.0, 12000.0, x[start : start + 2048])) == []
     assert det.last_diagnosis is None
     assert det.problem is not None and "not contiguous" in det.problem
+
+
+def test_a_new_window_length_restarts_the_assembly() -> None:
+    # The speed read from a tag doubles: the window it needs halves, and samples gathered for
+    # the old length are not mixed into the new one.
+    x = stream(8 * BLOCK, seed=8)
+    asm = WindowAssembler()
+    asm.add(0.0, x[:BLOCK], FS, N)
+    asm.add(BLOCK / FS, x[BLOCK : 2 * BLOCK], FS, N)
+    assert asm.add(2 * BLOCK / FS, x[2 * BLOCK : 3 * BLOCK], FS, N // 2) == []
+    assert asm.held == BLOCK and asm.n == N // 2
+    assert asm.interruption is not None and "window length changed" in asm.interruption
+
+
+def test_a_refused_block_is_never_inside_a_window() -> None:
+    # A NaN block between good ones: the window restarts after it, so the first analysis
+    # covers only samples after the refused block.
+    x = bearing_fault("outer", multiplier=3.5848, fs=12000.0, seconds=4.0, seed=33)
+    det = VibrationDetector(
+        asset="a", tag_id="t", geometry=CATALOGUE.get("6205"), fixed_rpm=29.95 * 60
+    )
+    for i, start in enumerate(range(0, x.size - 2048 + 1, 2048)):
+        block = x[start : start + 2048].copy()
+        if i == 5:
+            block[100] = np.nan
+        det.update(Waveform("t", start / 12000.0, 12000.0, block))
+        if i == 5:
+            assert det.problem is not None and "NaN" in det.problem
+        if det.last_diagnosis is not None:
+            first_start, _ = det.last_span
+            assert first_start == pytest.approx(6 * 2048 / 12000.0)
+            break
+    else:
+        pytest.fail("no window was analysed after the refused block")
