@@ -113,6 +113,15 @@ def calls_by_path(result: dict[str, Any]) -> dict[str, list[str]]:
     return out
 
 
+def looks_by_path(result: dict[str, Any]) -> dict[str, list[list[str]]]:
+    """Per daemon feed, the fault codes of every analysis before confirmation (its `looks`):
+    what the detector's decision says on each window, tickets or not."""
+    return {
+        name: [look["calls"] for look in feed["looks"]]
+        for name, feed in zip(PATHS[1:], result["daemon"]["feeds"], strict=True)
+    }
+
+
 def not_diagnosed(result: dict[str, Any]) -> dict[str, str | None]:
     return {
         name: feed["not_diagnosed"]

@@ -17,6 +17,12 @@ counts analyses of separate data: an analysis whose samples overlap those of the
 counted (blocks sent with 50 % overlap, say) is not a second look at the machine, so it keeps
 a streak alive but does not add to it.
 
+A block holding fewer than `MIN_REVOLUTIONS_PER_BLOCK` revolutions at a known speed cannot
+resolve the shaft-rate sidebands; contiguous blocks of the tag are then assembled (window.py,
+by their timestamps) into the window `analyze` uses, 32-64 revolutions, which takes the
+block's place in the round. Without a known speed no window length can be chosen: such blocks
+are refused as before once the speed estimated from them says they are too short.
+
 The envelope bank (diagnose.py, bearing_screen.py) is screened whole on the first analysis and
 again every `band_refresh_blocks` analyses; the bands each comb scored best in are a property
 of the machine's structure, not of one block, so the analyses in between screen only those
@@ -53,6 +59,7 @@ from detectors.vibration.rounds import AveragingRound
 from detectors.vibration.speed import estimate_shaft_hz
 from detectors.vibration.units import scale_to_g
 from detectors.vibration.view import spectrum_view
+from detectors.vibration.window import WindowAssembler, window_length
 from gateway.core.interfaces import Record, ResumedCondition
 from gateway.core.records import (
     DerivedTag,
@@ -152,8 +159,9 @@ class VibrationDetector:
         self._round = AveragingRound()
         self._round_source = "unknown"
         self._round_first_ts = 0.0
-        self._last_span_start = 0.0
-        self._block_s = 0.0
+        self._round_end_ts = 0.0
+        self._last_span = _Span(0.0, 0.0, 0.0)
+        self._window = WindowAssembler()
         self._feature_samples: list[Sample] = []
         self.baseline = Baseline(blocks=baseline_blocks)
         self.last_diagnosis: Diagnosis | None = None
@@ -187,15 +195,26 @@ class VibrationDetector:
         try:
             diagnosis = self._add_block(record)
         except BadSignal as exc:
+            self._window.reset()  # a window never spans a refused block
             self._note_problem(str(exc))
             return []
-        self._note_problem(None)
-        if diagnosis is None:  # the averaging round is not complete yet
+        self._note_problem(self._window.interruption)
+        if diagnosis is None:  # the window or the averaging round is not complete yet
             return []
         self.last_diagnosis = diagnosis
         self._feature_samples = self._samples(diagnosis, record.ts)
-        span = _Span(self._last_span_start, record.ts + self._block_s, self._block_s)
-        return self._confirm(diagnosis, record.ts, span)
+        return self._confirm(diagnosis, record.ts, self._last_span)
+
+    @property
+    def window_length(self) -> int | None:
+        """Samples of the analysis window the blocks are being assembled into (window.py);
+        None while each block is analysed on its own."""
+        return self._window.n or None
+
+    @property
+    def last_span(self) -> tuple[float, float]:
+        """Timestamps of the first sample of the last analysis and just past its last one."""
+        return self._last_span.start, self._last_span.end
 
     @property
     def problem(self) -> str | None:
@@ -246,30 +265,43 @@ class VibrationDetector:
         return None, "unknown"
 
     def _add_block(self, wf: Waveform) -> Diagnosis | None:
-        """Check and accumulate one block; diagnose the round when it is complete."""
+        """Check and accumulate one block (or the window it completes); diagnose the round
+        when it is complete."""
         scale = scale_to_g(wf.unit)
         data = np.asarray(wf.data, dtype=np.float64)
         if scale != 1.0:
             data = data * scale
         fs = float(wf.sample_rate)
         lo, hi = check_signal(data, fs)
-        block = data[: data.size - data.size % 2]
-        if block.size != data.size:  # the dropped odd sample may have held an extreme
-            lo, hi = float(block.min()), float(block.max())
         shaft, source = self._known_shaft_hz(wf)
-        if shaft is not None:
-            self._check_revolutions(block.size, fs, shaft)
+        start = wf.ts
+        if shaft is not None and data.size * shaft / fs < MIN_REVOLUTIONS_PER_BLOCK:
+            # Too few revolutions to resolve the shaft-rate sidebands: gather contiguous
+            # blocks into the window analyze would use (window.py).
+            n = window_length(fs, shaft, self._window.n, self.settings.slip_tolerance)
+            windows = self._window.add(wf.ts, data, fs, n)
+            if not windows:
+                return None
+            window = windows[-1]  # blocks are shorter than the hop: at most one per block
+            block, start = window.samples, window.start
+            lo, hi = float(block.min()), float(block.max())
+        else:
+            self._window.reset()
+            self._window.interruption = None
+            block = data[: data.size - data.size % 2]
+            if block.size != data.size:  # the dropped odd sample may have held an extreme
+                lo, hi = float(block.min()), float(block.max())
         self._round.restart_if_changed(block.size, fs)
         if self._round.count == 0:
-            self._round_first_ts = wf.ts
+            self._round_first_ts = start
         keep = self._keeps_envelope(self._round.count)
         self._round.add(block, fs, shaft, lo, hi, keep_spectrum=keep)
+        self._round_end_ts = start + block.size / fs
         if shaft is not None:
             self._round_source = source
         if self._round.count < self.average_blocks:
             return None
-        self._block_s = block.size / fs
-        self._last_span_start = self._round_first_ts
+        self._last_span = _Span(self._round_first_ts, self._round_end_ts, block.size / fs)
         try:
             return self._diagnose_round()
         finally:

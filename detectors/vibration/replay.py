@@ -4,6 +4,9 @@ open on it (`analyze --json`'s `daemon` object, bench/vibration/confusion.py).
 Blocks are cut from the recording as a waveform source would deliver them, `block` samples
 each, a new one every `block * (1 - overlap)` samples, stamped with the time of their first
 sample. The speed travels as the detector's fixed rpm, as a rule with `rpm:` configures it.
+Blocks holding fewer revolutions than the diagnosis needs are assembled by the detector into
+windows of `window_length` samples (window.py); a recording shorter than one window gets no
+analysis, and `not_diagnosed` says so.
 """
 
 from __future__ import annotations
@@ -39,6 +42,23 @@ class TicketEvent:
         }
 
 
+@dataclass(frozen=True, slots=True)
+class Look:
+    """One analysis of the replay, before confirmation: what it alone would call."""
+
+    block: int  # index of the block that completed it
+    start_s: float  # its first and last sample's span, in seconds from the recording's start
+    end_s: float
+    calls: tuple[str, ...]  # fault codes of the analysis, strongest first
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "block": self.block,
+            "span_s": [round(self.start_s, 3), round(self.end_s, 3)],
+            "calls": list(self.calls),
+        }
+
+
 @dataclass(frozen=True)
 class Replay:
     block: int
@@ -47,6 +67,8 @@ class Replay:
     analyses: int
     events: list[TicketEvent] = field(default_factory=list)
     not_diagnosed: str | None = None  # why blocks were refused, if they were
+    window_length: int | None = None  # samples per assembled window; None: blocks alone
+    looks: list[Look] = field(default_factory=list)  # every analysis, in order
 
     @property
     def opened(self) -> list[str]:
@@ -60,6 +82,8 @@ class Replay:
             "analyses": self.analyses,
             "tickets": [e.to_dict() for e in self.events],
             "not_diagnosed": self.not_diagnosed,
+            "window_length": self.window_length,
+            "looks": [look.to_dict() for look in self.looks],
         }
 
 
@@ -81,10 +105,17 @@ def replay(
     level = _DETECTOR_LOG.level
     _DETECTOR_LOG.setLevel(logging.ERROR)
     try:
-        events, analyses, refused = _feed(detector, signal, fs, block, starts, tag)
+        events, looks, refused, window = _feed(detector, signal, fs, block, starts, tag)
     finally:
         _DETECTOR_LOG.setLevel(level)
-    return Replay(block, overlap, len(starts), analyses, events, refused)
+    analyses = len(looks)
+    if window and not analyses and refused is None:
+        refused = (
+            f"blocks of {block} samples are assembled into windows of {window} samples "
+            f"({window / fs:.2f} s); the recording ({signal.size} samples) holds no complete "
+            "window"
+        )
+    return Replay(block, overlap, len(starts), analyses, events, refused, window, looks)
 
 
 def _feed(
@@ -94,18 +125,23 @@ def _feed(
     block: int,
     starts: range,
     tag: str,
-) -> tuple[list[TicketEvent], int, str | None]:
+) -> tuple[list[TicketEvent], list[Look], str | None, int | None]:
     events: list[TicketEvent] = []
-    analyses = 0
+    looks: list[Look] = []
     refused: str | None = None
+    window: int | None = None
     for i, start in enumerate(starts):
         before = detector.last_diagnosis
         findings = detector.update(Waveform(tag, start / fs, fs, signal[start : start + block]))
         refused = refused or detector.problem
-        if detector.last_diagnosis is not before:
-            analyses += 1
+        window = window or detector.window_length
+        d = detector.last_diagnosis
+        if d is not None and d is not before:
+            span = detector.last_span
+            calls = tuple(f.code for f in d.faults)
+            looks.append(Look(i, span[0], span[1], calls))
         events += [
             TicketEvent(f.fault_code, f.active, i, (start + block) / fs, f.score)
             for f in findings
         ]
-    return events, analyses, refused
+    return events, looks, refused, window

@@ -100,13 +100,17 @@ def test_daemon_object_states_blocks_overlap_and_the_tickets_it_would_open() -> 
 
 
 def test_daemon_replay_says_why_it_cannot_diagnose() -> None:
+    # 65536 samples at 51.2 kHz: 16384-sample blocks (6.4 revolutions at 1200 rpm) are
+    # assembled into 131072-sample windows, of which the excerpt holds none.
     code, out, err = run_analyze(str(EXCERPTS / "hit_or5_1200.npz"), "--bearing", "6205", "--json")
     assert code == 0, err
     result = json.loads(out)
     assert result["verdict"] == "bearing.outer_race"
     for feed in result["daemon"]["feeds"]:
-        assert feed["tickets"] == []
-        assert "fewer than 8 revolutions" in feed["not_diagnosed"]
+        assert feed["tickets"] == [] and feed["analyses"] == 0
+        assert feed["window_length"] == 131072
+        assert "windows of 131072 samples" in feed["not_diagnosed"]
+        assert "no complete window" in feed["not_diagnosed"]
 
 
 def test_readout_names_harmonics_speed_band_and_what_to_check() -> None:

@@ -15,7 +15,14 @@ from typing import Any
 
 import pytest
 
-from bench.vibration.devset import PATHS, DevRecord, calls_by_path, dev_records, outcome
+from bench.vibration.devset import (
+    PATHS,
+    DevRecord,
+    calls_by_path,
+    dev_records,
+    looks_by_path,
+    outcome,
+)
 from bench.vibration.devset import run_analyze as analyze_record
 
 from .recordings_support import SHARED_DATA, needs_shared_data
@@ -84,6 +91,41 @@ def test_the_daemon_opens_the_cwru_tickets_on_the_third_separate_block() -> None
         assert [b for _, b in opened] == [2], name
         half = [t["block"] for t in feeds[1]["tickets"] if t["event"] == "opened"]
         assert half and half[0] >= 4, name  # three separate looks need five half-blocks
+
+
+HIT_FAULTS = [r for r in RECORDS if r.dataset == "hit_sm" and r.truth != "unknown"]
+
+
+@pytest.mark.parametrize("record", HIT_FAULTS, ids=ids)
+def test_every_assembled_hit_window_locates_the_fault_and_no_other(record: DevRecord) -> None:
+    # 16384 samples at 51.2 kHz hold 3.2-6.4 revolutions: the daemon assembles them into the
+    # window analyze uses (262144 samples at 600 rpm, 131072 at 900-1200: 32-64 revolutions),
+    # advancing by half a window: 1 window in the 5.12 s record at 600 rpm, 3 at 900-1200.
+    result = result_of(record.label, record.dataset)
+    rpm = int(record.path.stem.split("_")[1])
+    windows = 1 if rpm == 600 else 3
+    for feed, path in zip(result["daemon"]["feeds"], PATHS[1:], strict=True):
+        assert feed["window_length"] == (262144 if rpm == 600 else 131072)
+        assert feed["not_diagnosed"] is None
+        looks = looks_by_path(result)[path]
+        assert len(looks) == windows
+        for calls in looks:
+            assert outcome(record.truth, calls) == "located", (path, calls)
+        # Three looks of separate data confirm; a 5.12 s record holds two at most.
+        assert feed["tickets"] == []
+
+
+@pytest.mark.parametrize(
+    "record", [r for r in RECORDS if r.dataset == "hit_sm" and "_600" in r.label], ids=ids
+)
+def test_at_600_rpm_the_daemons_one_window_is_analyzes_record(record: DevRecord) -> None:
+    # The window (262144 samples) is the whole record, which analyze diagnoses as one block:
+    # the two paths must reach the same verdict on the same samples.
+    result = result_of(record.label, record.dataset)
+    assert result["analysis"]["blocks"] == 1 and result["analysis"]["block_length"] == 262144
+    for path in PATHS[1:]:
+        (look,) = looks_by_path(result)[path]
+        assert look == [f["code"] for f in result["faults"]], path
 
 
 def test_cwru_fan_end_channel_uses_the_6203_bearing() -> None:
