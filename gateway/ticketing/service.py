@@ -48,7 +48,7 @@ from gateway.ticketing.opening import TicketOpener
 from gateway.ticketing.policy import AssetProfile, LifecyclePolicy
 from gateway.ticketing.statistics import TicketServiceStatistics, kpis, statistics
 from gateway.ticketing.timers import Timers
-from gateway.ticketing.topology import Link
+from gateway.ticketing.topology import Dependencies, Link
 from gateway.ticketing.verifier import RepairVerifier
 
 log = logging.getLogger(__name__)
@@ -89,11 +89,14 @@ class TicketService:
         )
         opener = TicketOpener(self._ledger, knowledge or KnowledgeBase())
         self._verifier = RepairVerifier(self._ledger)
-        self._incidents = Incidents(self._ledger, opener)
+        dependencies = Dependencies({a: p.depends_on for a, p in profiles.items()}, links)
+        self._incidents = Incidents(self._ledger, opener, dependencies)
         self._router = FindingRouter(self._ledger, opener, self._incidents, self._verifier, links)
         self._timers = Timers(self._ledger, self._router, self._incidents)
         self._central = CentralActions(self._ledger, self._verifier)
-        self._journal = NoiseJournal(self._ledger, self._incidents.storms, self._router.chatter)
+        self._journal = NoiseJournal(
+            self._ledger, self._incidents.storms, self._router.chatter, self._incidents.groups
+        )
         self._clock = clock
         self._lock = asyncio.Lock()
         self._started = False
@@ -119,14 +122,16 @@ class TicketService:
                 if "shelved" in ticket.attributes and ticket.key not in ledger.shelves:
                     await ledger.unshelve(ticket, "timer", now)
             restored = await self._journal.restore(now)
+            self._incidents.reindex()
             self._started = True
         log.info(
             "Ticket service started with %d open tickets, %d shelved conditions, %d assets"
-            " in maintenance mode, %d floods and %d chattering conditions.",
+            " in maintenance mode, %d floods, %d storm incidents and %d chattering conditions.",
             len(loaded),
             len(ledger.shelves),
             len(ledger.maintenance),
             restored.floods,
+            restored.storms,
             restored.chattering,
         )
 

@@ -95,7 +95,9 @@ async def test_a_new_flood_while_the_incident_is_still_open_continues_it(tmp_pat
     from gateway.ticketing.policy import AssetProfile
     from tests.ticketing.restart import Gateway
 
-    assets = {f"m-{n}": AssetProfile(f"m-{n}", "press", area="hall") for n in range(30)}
+    # One make of machine each: many signatures, the ISA flood (one signature would be a
+    # storm of its group, issue 13).
+    assets = {f"m-{n}": AssetProfile(f"m-{n}", f"make-{n}", area="hall") for n in range(30)}
     gw = Gateway(tmp_path / "state.db", ManualClock(T0), assets)
     await gw.boot()
     try:
