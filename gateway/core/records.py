@@ -329,7 +329,8 @@ class FloodArrival:
 class StormMemberRecord:
     """One member of a flood (`scope` `area:<area>`) or of a storm by signature (`scope`
     `group:<group key>`), saved one row each so that a new member costs one row, not the
-    whole storm (issue 13). `held`: the finding held by group_wait, as a JSON object."""
+    whole storm (issue 13). `finding`: what raised a held or folded condition of a storm (a
+    JSON object with its `active` state), to open its ticket later, after a restart too."""
 
     scope: str
     key: str
@@ -342,7 +343,8 @@ class StormMemberRecord:
     folded: bool = False
     quieted: bool = False
     linked: bool = False
-    held: Mapping[str, Any] | None = None
+    held: bool = False
+    finding: Mapping[str, Any] | None = None
 
 
 @dataclass(frozen=True, slots=True)

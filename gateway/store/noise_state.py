@@ -50,8 +50,8 @@ _SAVE_FLOOD = """
 """
 _SAVE_MEMBER = """
     INSERT INTO storm_members (scope, key, asset, fault_code, area, first_seen, arrivals,
-                               member, folded, quieted, linked, held)
-    VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                               member, folded, quieted, linked, held, finding)
+    VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
     ON CONFLICT (scope, key) DO UPDATE SET
         asset = excluded.asset,
         fault_code = excluded.fault_code,
@@ -62,7 +62,8 @@ _SAVE_MEMBER = """
         folded = excluded.folded,
         quieted = excluded.quieted,
         linked = excluded.linked,
-        held = excluded.held
+        held = excluded.held,
+        finding = excluded.finding
 """
 _SAVE_GROUP = """
     INSERT INTO group_storms (group_key, labels, hold_until, incident_key, started_at, root,
@@ -260,7 +261,7 @@ class NoiseStateStore(DatabaseRole):
         """The members of every scope starting with `prefix` (`area:` or `group:`)."""
         rows = await self._read(
             "SELECT scope, key, asset, fault_code, area, first_seen, arrivals, member, folded,"
-            " quieted, linked, held FROM storm_members WHERE substr(scope, 1, ?) = ?"
+            " quieted, linked, held, finding FROM storm_members WHERE substr(scope, 1, ?) = ?"
             " ORDER BY scope, first_seen, key",
             (len(prefix), prefix),
         )
@@ -277,7 +278,8 @@ class NoiseStateStore(DatabaseRole):
                 folded=bool(row["folded"]),
                 quieted=bool(row["quieted"]),
                 linked=bool(row["linked"]),
-                held=json.loads(row["held"]) if row["held"] is not None else None,
+                held=bool(row["held"]),
+                finding=json.loads(row["finding"]) if row["finding"] is not None else None,
             )
             for row in rows
         ]
@@ -365,7 +367,8 @@ def _member_row(m: StormMemberRecord) -> tuple[Any, ...]:
         int(m.folded),
         int(m.quieted),
         int(m.linked),
-        to_json(dict(m.held), "held finding") if m.held is not None else None,
+        int(m.held),
+        to_json(dict(m.finding), "storm finding") if m.finding is not None else None,
     )
 
 

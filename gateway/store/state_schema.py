@@ -206,7 +206,8 @@ STATE_MIGRATIONS: tuple[Migration, ...] = (
                 folded     INTEGER NOT NULL DEFAULT 0,
                 quieted    INTEGER NOT NULL DEFAULT 0,
                 linked     INTEGER NOT NULL DEFAULT 0,
-                held       TEXT,                        -- JSON finding held by group_wait
+                held       INTEGER NOT NULL DEFAULT 0,  -- held by group_wait
+                finding    TEXT,                        -- JSON: what raised it, `active`
                 PRIMARY KEY (scope, key)
             )
             """,

@@ -80,6 +80,15 @@ class FindingRouter:
         step = observe(ledger.condition(key), finding.active, finding.ts, ledger.condition_policy)
         await self._apply(step, finding)
 
+    def resume_storm_conditions(self, raised: Sequence[Finding]) -> None:
+        """Held and folded conditions of a storm still active after a restart: ACTIVE, with
+        the finding that raised them (issue 13)."""
+        ledger = self._ledger
+        for finding in raised:
+            key = ledger.key_of(finding)
+            ledger.conditions[key] = Condition(key, ConditionState.ACTIVE, finding.ts)
+            ledger.last_active[key] = finding
+
     def resume_conditions(self, open_tickets: Sequence[Ticket]) -> None:
         """After a restart, the condition of each open ticket still marked active is ACTIVE
         again rather than NORMAL: its detector, told so, reports the clear when fresh data is
@@ -202,7 +211,10 @@ class FindingRouter:
                 ticket = await ledger.unshelve(ticket, "one-shot", ts)
             else:
                 await ledger.forget_shelving(key)
-        if ticket is None or not ticket.condition_active:
+        if ticket is None:
+            self._incidents.note_cleared(key)
+            return
+        if not ticket.condition_active:
             return
         if ledger.has_flag(key, ConditionFlag.CHATTERING):
             return  # withheld while chattering; reported when the chatter ends

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from collections import Counter, deque
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from gateway.core.records import Finding
@@ -88,6 +88,9 @@ class GroupStorm:
     started_at: float | None = None
     members: dict[str, FloodMember] = field(default_factory=dict)
     folded: set[str] = field(default_factory=set)
+    # What raised each folded condition, `active` as it stands: whoever is still active when
+    # the incident closes gets a ticket from it (after a restart too).
+    faults: dict[str, Finding] = field(default_factory=dict)
     # Open tickets of members from before the incident (`linked`): their re-raises and clears
     # are folded quietly while it is open (`quieted`, like a flood's) and caught up once when
     # it closes.
@@ -204,6 +207,25 @@ class GroupTracker:
         storm.held[key] = finding
         self.mark_member(storm, key, urgent=True)
 
+    def fold(self, storm: GroupStorm, key: str, finding: Finding) -> None:
+        storm.folded.add(key)
+        storm.faults[key] = finding
+        self.mark_member(storm, key, urgent=True)
+
+    def cleared(self, storm: GroupStorm, key: str) -> None:
+        """A held or folded condition cleared: it is no longer a fault to ticket."""
+        for findings in (storm.held, storm.faults):
+            finding = findings.get(key)
+            if finding is not None and finding.active:
+                findings[key] = replace(finding, active=False)
+                self.mark_member(storm, key, urgent=True)  # it decides: a ticket or not
+
+    def raised(self, storm: GroupStorm, key: str, finding: Finding) -> None:
+        known = storm.faults.get(key)
+        if known is not None:
+            storm.faults[key] = finding
+            self.mark_member(storm, key, urgent=not known.active)
+
     def add_member(
         self, storm: GroupStorm, key: str, asset: str, fault_code: str, area: str, ts: float
     ) -> FloodMember:
@@ -233,6 +255,7 @@ class GroupTracker:
         storm.started_at = None
         storm.members.clear()
         storm.folded.clear()
+        storm.faults.clear()
         storm.linked.clear()
         storm.quieted.clear()
         storm.areas.clear()

@@ -16,6 +16,8 @@ More than `flood_threshold` new conditions in `flood_window_s` in one area open 
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
+from dataclasses import replace
 
 from gateway.core.records import FaultCode, Finding, Priority, Ticket, dedup_key
 from gateway.ticketing import tickets
@@ -31,7 +33,7 @@ from gateway.ticketing.groups import (
 from gateway.ticketing.ledger import Ledger
 from gateway.ticketing.opening import TicketOpener
 from gateway.ticketing.policy import AssetProfile
-from gateway.ticketing.storms import AreaFlood, Arrival, FloodTracker
+from gateway.ticketing.storms import HOUR, AreaFlood, Arrival, FloodTracker
 from gateway.ticketing.topology import Dependencies
 
 log = logging.getLogger(__name__)
@@ -276,6 +278,23 @@ class Incidents:
         )
         return self.groups.group(group_key(labels), labels)
 
+    def note_cleared(self, key: str) -> None:
+        """A condition with no ticket cleared: if a storm holds or folded it, it is no longer a
+        fault to ticket when the hold or the incident ends."""
+        raised = self._ledger.last_active.get(key)
+        if raised is not None:
+            self.groups.cleared(self.group_of(raised), key)
+
+    def resumable(self) -> list[Finding]:
+        """Held and folded conditions still active after a restart: resumed ACTIVE like an
+        open ticket's, so that their clear on fresh data is seen."""
+        return [
+            f
+            for storm in self.groups.groups()
+            for f in (*storm.held.values(), *storm.faults.values())
+            if f.active
+        ]
+
     def folded_in_group(self, key: str, finding: Finding) -> bool:
         """A condition folded into its group's open incident raised again: counted there."""
         storm = self.group_of(finding)
@@ -283,6 +302,7 @@ class Incidents:
             return False
         area = self._ledger.profile(finding.asset).area
         self.groups.add_member(storm, key, finding.asset, finding.fault_code, area, finding.ts)
+        self.groups.raised(storm, key, finding)
         return True
 
     async def grouped(self, key: str, finding: Finding) -> bool:
@@ -319,7 +339,7 @@ class Incidents:
             if urgent:
                 await self._opener.open_or_recur(key, finding, incident_id=incident.id)
             else:
-                storm.folded.add(key)
+                self.groups.fold(storm, key, finding)
                 ledger.counters.flood_members += 1
             await self._publish_group(storm, finding.ts, force=False)
             return True
@@ -427,13 +447,13 @@ class Incidents:
                 self._index_upstream(storm, arrival.asset)
             if arrival.key in ledger.open:
                 storm.linked.add(arrival.key)
-        for held_key in storm.held:
-            storm.folded.add(held_key)
+        for held_key, held in storm.held.items():
+            self.groups.fold(storm, held_key, held)
         ledger.counters.flood_members += len(storm.held)
         storm.held.clear()
         storm.hold_until = None
-        if key is not None and not urgent:
-            storm.folded.add(key)
+        if key is not None and finding is not None and not urgent:
+            self.groups.fold(storm, key, finding)
             ledger.counters.flood_members += 1
         self._root_by_topology(storm)
         incident = await self._open_group_ticket(storm, ts, predecessor)
@@ -518,9 +538,14 @@ class Incidents:
         escalated = priority is not incident.priority
         root_key = storm.root.key if storm.root is not None else None
         new_root = root_key != storm.published_root
-        due = ts - storm.published_at >= ledger.policy.incident_update_interval_s
-        changed = len(storm.members) != storm.published_members
-        if not (force or escalated or new_root or (due and changed)):
+        # A storm lasts days: new members are published at most once a minute, and only when
+        # they grew the incident by a tenth or an hour went by (a 48 h storm of 2173 members
+        # is about a hundred updates, not one per member).
+        elapsed = ts - storm.published_at
+        grown = len(storm.members) - storm.published_members
+        due = elapsed >= ledger.policy.incident_update_interval_s and grown > 0
+        due = due and (grown >= max(1, storm.published_members // 10) or elapsed >= HOUR)
+        if not (force or escalated or new_root or due):
             return
         summary = storm.summary()
         if reason is None:
@@ -567,13 +592,11 @@ class Incidents:
         held = sorted(storm.held.items(), key=lambda item: item[1].ts)
         for key, finding in held:
             if key not in ledger.open:
-                await self.ungrouped(key, finding)
+                # Opened as raised; a condition that cleared while held says so at once.
+                await self.ungrouped(key, replace(finding, active=True))
                 ticket = ledger.open.get(key)
-                if (
-                    ticket is not None
-                    and ticket.condition_active
-                    and not ledger.condition_active(key)
-                ):
+                gone = not finding.active or not ledger.condition_active(key)
+                if ticket is not None and ticket.condition_active and gone:
                     cleared, event = tickets.clear_condition(ticket, None, now)
                     await ledger.commit(cleared, [event])
             del storm.held[key]
@@ -609,11 +632,9 @@ class Incidents:
             )
             if storm is None:
                 return
-            active = [
-                k
-                for k in sorted(storm.folded)
-                if ledger.condition_active(k) and k not in ledger.open
-            ]
+            faults = {
+                k: f for k, f in sorted(storm.faults.items()) if f.active and k not in ledger.open
+            }
             quieted = sorted(storm.quieted)
             for up, names in list(self._upstream_of.items()):
                 names.discard(storm.key)
@@ -622,39 +643,31 @@ class Incidents:
             self.groups.end_incident(storm)
             for key in quieted:
                 await self._catch_up(key, now)
-            if len(active) > self.groups.threshold:
-                for key in active:
-                    finding = ledger.last_active.get(key)
-                    if finding is not None:
-                        self._add_member(storm, key, finding)
-                        storm.folded.add(key)
+            if len(faults) > self.groups.threshold:
+                for key, finding in faults.items():
+                    self._add_member(storm, key, finding)
+                    self.groups.fold(storm, key, finding)
                 await self._open_group_incident(storm, now, None, None, predecessor=ticket)
                 return
-            await self._ticket_each(active, ticket)
+            await self._ticket_each(faults, ticket)
         elif ticket.detector == FLOOD_DETECTOR:
             flood = next((f for f in self.storms.floods() if f.incident_key == ticket.key), None)
             if flood is None:
                 return
-            active = [
-                k
+            active = {
+                k: f
                 for k in sorted(flood.folded)
-                if ledger.condition_active(k) and k not in ledger.open
-            ]
+                if ledger.condition_active(k)
+                and k not in ledger.open
+                and (f := ledger.last_active.get(k)) is not None
+            }
+            flood.changed.update(flood.folded)
             flood.folded.clear()
-            flood.changed.update(active)
             flood.incident_key = None
             await self._ticket_each(active, ticket)
 
-    def _still_active(self, folded: set[str]) -> list[str]:
-        ledger = self._ledger
-        return [k for k in sorted(folded) if ledger.condition_active(k) and k not in ledger.open]
-
-    async def _ticket_each(self, keys: list[str], incident: Ticket) -> None:
-        ledger = self._ledger
-        for key in keys:
-            finding = ledger.last_active.get(key)
-            if finding is None:
-                continue
+    async def _ticket_each(self, keys: Mapping[str, Finding], incident: Ticket) -> None:
+        for key, finding in keys.items():
             await self._opener.open_or_recur(key, finding, after_incident=incident.id)
         if keys:
             log.warning(

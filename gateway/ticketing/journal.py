@@ -250,6 +250,7 @@ def _flood_member(flood: AreaFlood, key: str) -> StormMemberRecord:
 def _group_member(storm: GroupStorm, key: str, ledger: Ledger) -> StormMemberRecord | None:
     member = storm.members.get(key)
     held = storm.held.get(key)
+    raised = held or storm.faults.get(key)
     if member is None and held is None and key not in storm.quieted:
         return None
     if member is None and held is not None:
@@ -267,13 +268,16 @@ def _group_member(storm: GroupStorm, key: str, ledger: Ledger) -> StormMemberRec
         folded=key in storm.folded,
         quieted=key in storm.quieted,
         linked=key in storm.linked,
-        held=_finding_fields(held) if held is not None else None,
+        held=held is not None,
+        finding=_finding_fields(raised) if raised is not None else None,
     )
 
 
 def _finding_fields(finding: Finding) -> dict[str, Any]:
-    """What a held condition needs to open its ticket after a restart (no raw evidence)."""
+    """What a held or folded condition needs to open its ticket after a restart (no raw
+    evidence), and whether it is still active."""
     return {
+        "active": finding.active,
         "asset": finding.asset,
         "fault_code": str(finding.fault_code),
         "severity": finding.severity.value,
@@ -297,6 +301,7 @@ def _held_finding(fields: Mapping[str, Any]) -> Finding:
         ts=float(fields["ts"]),
         signal=fields.get("signal"),
         value=fields.get("value"),
+        active=bool(fields.get("active", True)),
     )
 
 
@@ -350,8 +355,12 @@ def _group(record: GroupRecord, members: list[StormMemberRecord]) -> GroupStorm:
             storm.quieted.add(m.key)
         if m.linked:
             storm.linked.add(m.key)
-        if m.held is not None:
-            storm.held[m.key] = _held_finding(m.held)
+        if m.finding is not None:
+            finding = _held_finding(m.finding)
+            if m.held:
+                storm.held[m.key] = finding
+            else:
+                storm.faults[m.key] = finding
     return storm
 
 

@@ -123,6 +123,7 @@ class TicketService:
                     await ledger.unshelve(ticket, "timer", now)
             restored = await self._journal.restore(now)
             self._incidents.reindex()
+            self._router.resume_storm_conditions(self._incidents.resumable())
             self._started = True
         log.info(
             "Ticket service started with %d open tickets, %d shelved conditions, %d assets"
@@ -141,11 +142,16 @@ class TicketService:
         """The conditions state.db holds active (their ticket says so): the detectors that
         raised them are told before their first record (`ResumableDetector`), so that a value
         that came back to normal while the gateway was down clears them on fresh data."""
-        return [
+        tickets = [
             ResumedCondition(t.asset, t.detector, FaultCode(t.fault_code))
             for t in self._ledger.open.values()
             if t.condition_active
         ]
+        storms = [
+            ResumedCondition(f.asset, f.detector, FaultCode(f.fault_code))
+            for f in self._incidents.resumable()
+        ]
+        return tickets + storms
 
     def key_of(self, finding: Finding) -> str:
         return self._ledger.key_of(finding)
