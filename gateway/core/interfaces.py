@@ -392,7 +392,7 @@ class NoiseStateJournal(Protocol):
         floods: Sequence[FloodRecord],
         floods_ended: Collection[str],
         arrivals: Sequence[FloodArrival],
-        forget_arrivals_before: float,
+        forget_arrivals_before: float | None,
         chattering: Sequence[ChatterRecord],
         chatter_ended: Collection[str],
         members: Sequence[StormMemberRecord] = (),

@@ -181,19 +181,20 @@ class NoiseStateStore(DatabaseRole):
             (f"group:{g}",) for g in groups_ended
         ]
         async with self._db.lock, self._db.transaction() as conn:
-            await conn.executemany(
-                "DELETE FROM area_floods WHERE area = ?", [(a,) for a in floods_ended]
+            await _many(
+                conn, "DELETE FROM area_floods WHERE area = ?", [(a,) for a in floods_ended]
             )
-            await conn.executemany(
-                "DELETE FROM group_storms WHERE group_key = ?", [(g,) for g in groups_ended]
+            await _many(
+                conn, "DELETE FROM group_storms WHERE group_key = ?", [(g,) for g in groups_ended]
             )
-            await conn.executemany("DELETE FROM storm_members WHERE scope = ?", ended_scopes)
-            await conn.executemany(
-                "DELETE FROM storm_members WHERE scope = ? AND key = ?", list(members_gone)
+            await _many(conn, "DELETE FROM storm_members WHERE scope = ?", ended_scopes)
+            await _many(
+                conn, "DELETE FROM storm_members WHERE scope = ? AND key = ?", list(members_gone)
             )
-            await conn.executemany(_SAVE_GROUP, [_group_row(g) for g in groups])
-            await conn.executemany(_SAVE_MEMBER, [_member_row(m) for m in members])
-            await conn.executemany(
+            await _many(conn, _SAVE_GROUP, [_group_row(g) for g in groups])
+            await _many(conn, _SAVE_MEMBER, [_member_row(m) for m in members])
+            await _many(
+                conn,
                 "INSERT INTO group_arrivals (group_key, ts, key, asset, fault_code)"
                 " VALUES (?, ?, ?, ?, ?)",
                 [(a.area, a.ts, a.key, a.asset, a.fault_code) for a in group_arrivals],
@@ -202,8 +203,9 @@ class NoiseStateStore(DatabaseRole):
                 await conn.execute(
                     "DELETE FROM group_arrivals WHERE ts < ?", (forget_group_arrivals_before,)
                 )
-            await conn.executemany(_SAVE_FLOOD, flood_rows)
-            await conn.executemany(
+            await _many(conn, _SAVE_FLOOD, flood_rows)
+            await _many(
+                conn,
                 "INSERT INTO flood_arrivals (area, ts, key, asset, fault_code)"
                 " VALUES (?, ?, ?, ?, ?)",
                 arrival_rows,
@@ -212,10 +214,13 @@ class NoiseStateStore(DatabaseRole):
                 await conn.execute(
                     "DELETE FROM flood_arrivals WHERE ts < ?", (forget_arrivals_before,)
                 )
-            await conn.executemany(
-                "DELETE FROM chattering_conditions WHERE key = ?", [(k,) for k in chatter_ended]
+            await _many(
+                conn,
+                "DELETE FROM chattering_conditions WHERE key = ?",
+                [(k,) for k in chatter_ended],
             )
-            await conn.executemany(
+            await _many(
+                conn,
                 "INSERT INTO chattering_conditions (key, raises) VALUES (?, ?)"
                 " ON CONFLICT (key) DO UPDATE SET raises = excluded.raises",
                 chatter_rows,
@@ -348,6 +353,13 @@ class NoiseStateStore(DatabaseRole):
             ChatterRecord(key=row["key"], raises=tuple(float(t) for t in json.loads(row["raises"])))
             for row in rows
         ]
+
+
+async def _many(conn: aiosqlite.Connection, sql: str, rows: Sequence[tuple[Any, ...]]) -> None:
+    """`executemany` when there is something to write: each call is a round trip to the
+    database thread, and a storm's saves mostly carry one or two kinds of row."""
+    if rows:
+        await conn.executemany(sql, rows)
 
 
 def _flood_row(f: FloodRecord) -> tuple[Any, ...]:

@@ -111,7 +111,8 @@ class FindingRouter:
     async def advance_conditions(self, now: float) -> None:
         """On- and off-delays that ran out without a new finding."""
         ledger = self._ledger
-        for key, condition in list(ledger.conditions.items()):
+        timed = (ConditionState.PENDING, ConditionState.CLEARING)  # only these have delays
+        for key, condition in [(k, c) for k, c in ledger.conditions.items() if c.state in timed]:
             step = advance(condition, now, ledger.condition_policy)
             if step.trigger is not None or step.changed:
                 await self._apply(step, ledger.last_active.get(key))

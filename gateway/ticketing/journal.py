@@ -174,7 +174,8 @@ class NoiseJournal:
                 arrivals=[
                     FloodArrival(area, a.ts, a.key, a.asset, a.fault_code) for area, a in arrivals
                 ],
-                forget_arrivals_before=now - self._storms.keep_s,
+                # Old arrivals are dropped by the tick's save, not by each finding's.
+                forget_arrivals_before=None if urgent_only else now - self._storms.keep_s,
                 chattering=changed_chatter,
                 chatter_ended=chatter_ended,
                 members=members + group_members,
@@ -185,7 +186,7 @@ class NoiseJournal:
                     FloodArrival(name, a.ts, a.key, a.asset, a.fault_code)
                     for name, a in group_arrivals
                 ],
-                forget_group_arrivals_before=now - groups.window_s,
+                forget_group_arrivals_before=None if urgent_only else now - groups.window_s,
             )
         except StoreError as exc:
             if not self._failing:
