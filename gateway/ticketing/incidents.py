@@ -1,4 +1,8 @@
-"""Alarm floods turned into incidents (ANSI/ISA-18.2 section 16.5, DESIGN.md section 6, issue 5).
+"""Storms turned into incidents (DESIGN.md section 6): by signature and rate (issue 13, the
+`groups` rule: more than `group_threshold` new conditions of one group key in `group_window_s`,
+at any pace; the second half of this module) and the ISA-18.2 area flood (section 16.5,
+issue 5, below). A new condition is offered to its group first; what no storm takes may still
+be folded by its area's flood.
 
 More than `flood_threshold` new conditions in `flood_window_s` in one area open one incident
 (fault code `alarm.flood`, asset = the area). While the flood lasts:

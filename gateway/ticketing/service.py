@@ -6,12 +6,13 @@ per key. This class is the public face and the lock; the work is done by one mod
 
     findings      condition steps and the noise control that gates them (raise, clear, chatter)
     opening       opening, reopening (recurrence) and enriching tickets
-    incidents     alarm floods: one incident per area, members, catch-up when it ends
+    incidents     storms: one incident per group key (groups) or per area flood (storms),
+                  members, root cause by topology, what happens when one closes
     verifier      verification after repair against the pre-fault baseline
     timers        on/off-delays, shelve and maintenance expiry, stale, SLA re-notification
     central       the changes central commands make (`commands` checks and replies)
     statistics    counters, `statistics()` and the KPIs
-    journal       flood and chattering state kept in state.db across restarts
+    journal       flood, storm and chattering state kept in state.db across restarts
     ledger        the shared memory and the one way to write a ticket change
 
 Changes are serialised by a lock: findings, samples, timers and central commands arrive from
