@@ -46,7 +46,6 @@ _SITE_SEARCH_DEPTH = 8
 if TYPE_CHECKING:
     from _typeshed import SupportsWrite
 
-
 @dataclass(frozen=True, slots=True)
 class DeviceCheck:
     """What checking one device file found."""

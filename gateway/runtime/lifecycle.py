@@ -64,7 +64,8 @@ class Reloader:
             for problem in exc.problems:
                 log.error("Reload refused: %s", problem)
             log.error(
-                "Reload refused: %d problem(s) in the new configuration; the running one is kept.",
+                "Reload refused: %d problem(s) in the new configuration; the running one is "
+                "kept.",
                 len(exc.problems),
             )
             return

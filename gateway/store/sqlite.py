@@ -166,7 +166,9 @@ class Database:
                 f" expected wal and {int(synchronous)}"
             )
 
-    async def _check_readable(self, busy_timeout_ms: int, migrations: Sequence[Migration]) -> None:
+    async def _check_readable(
+        self, busy_timeout_ms: int, migrations: Sequence[Migration]
+    ) -> None:
         target = _latest(migrations)
         try:
             await self.conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")

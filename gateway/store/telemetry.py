@@ -769,3 +769,4 @@ def _bucket_of(ts: float) -> int:
 
 _INT64_MAX = 2**63 - 1
 _INT64_MIN = -(2**63)
+
