@@ -159,6 +159,7 @@ class GroupTracker:
         self.unsaved: list[tuple[str, Arrival]] = []
         self.ended: set[str] = set()
         self.urgent = False
+        self._swept_at = float("-inf")
 
     def group(self, key: str, labels: Mapping[str, str]) -> GroupStorm:
         storm = self._groups.get(key)
@@ -268,7 +269,11 @@ class GroupTracker:
         self.mark(storm, urgent=True)
 
     def forget_idle(self, now: float) -> None:
-        """Groups with nothing in their window, no hold and no incident are dropped."""
+        """Groups with nothing in their window, no hold and no incident are dropped; looked
+        for once a minute, as a window of hours needs no finer sweep."""
+        if now - self._swept_at < 60.0:
+            return
+        self._swept_at = now
         for key, storm in list(self._groups.items()):
             self._prune(storm, now)
             if not storm.arrivals and storm.incident_key is None and not storm.held:
