@@ -116,6 +116,8 @@ _ATTRIBUTE_FIELDS = (
     "incident_id",
     "incident",
     "linked_tickets",
+    "after_incident",
+    "successor_of",
     "assignment",
     "resolution",
     "verification",

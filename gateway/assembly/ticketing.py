@@ -45,6 +45,10 @@ def lifecycle_policy(cfg: TicketingConfig) -> LifecyclePolicy:
         evidence_window_s=cfg.evidence_window_s,
         safety_detectors=frozenset(cfg.safety_detectors),
         cmms_codes=cfg.cmms_codes,
+        group_by=tuple(cfg.group_by),
+        group_threshold=cfg.group_threshold,
+        group_window_s=cfg.group_window_h * HOUR,
+        group_wait_s=cfg.group_wait_s,
     )
 
 
@@ -55,6 +59,9 @@ def asset_profiles(
     the tags its detectors derive (vibration features) are related tags too, with the rise
     floor that verification after a repair applies to them."""
     profiles: dict[str, AssetProfile] = {}
+    # The link (Modbus gateway, RTU line, OPC UA session, CAN bus) each asset is read through:
+    # the `plc` label of ticket grouping.
+    plcs = {asset: link.id for link in topology_links(devices) for asset in sorted(link.assets)}
     for device in devices:
         info = device.config.asset
         profile = AssetProfile(
@@ -68,6 +75,9 @@ def asset_profiles(
             run_tag=device.spec.signal_tag(info.run_signal) if info.run_signal else None,
             run_above=info.run_above,
             tags=tuple(t.id for t in device.tags if t.kind is TagKind.SCALAR),
+            feed=info.feed,
+            plc=plcs.get(device.spec.asset, ""),
+            depends_on=tuple(info.depends_on),
         )
         known = profiles.get(profile.asset)
         # Several devices of one asset: their tags add up, and a field one file leaves empty
@@ -97,6 +107,9 @@ def _merged(known: AssetProfile, more: AssetProfile) -> AssetProfile:
         run_tag=known.run_tag or more.run_tag,
         run_above=known.run_above if known.run_tag else more.run_above,
         tags=known.tags + more.tags,
+        feed=known.feed or more.feed,
+        plc=known.plc or more.plc,
+        depends_on=tuple(dict.fromkeys(known.depends_on + more.depends_on)),
     )
 
 

@@ -67,6 +67,7 @@ def cross_check(
         _duplicate_tag_ids,
         _duplicate_rule_names,
         _assets_described_once,
+        lambda ds: _dependencies_known(ds, some_files_invalid),
         lambda ds: _rule_signals(ds, some_files_invalid),
         _timeouts_shorter_than_poll_period,
         _resources_claimed_once,
@@ -87,6 +88,28 @@ def _duplicate_device_ids(devices: Sequence[CheckedDevice]) -> Iterator[ConfigPr
             )
         else:
             first[device_id] = device
+
+
+def _dependencies_known(
+    devices: Sequence[CheckedDevice], some_files_invalid: bool
+) -> Iterator[ConfigProblem]:
+    """`asset.depends_on` names assets of this site: a typo would silently name no root cause
+    (a device file that failed its schema may hold the asset, so then nothing is reported)."""
+    if some_files_invalid:
+        return
+    assets = {device.config.asset_id for device in devices}
+    for device in devices:
+        for index, upstream in enumerate(device.config.asset.depends_on):
+            if upstream == device.config.asset_id:
+                yield device.problem(
+                    f"asset.depends_on.{index}", f"asset `{upstream}` cannot depend on itself"
+                )
+            elif upstream not in assets:
+                yield device.problem(
+                    f"asset.depends_on.{index}",
+                    f"`{upstream}` is not an asset of this site (known: "
+                    f"{', '.join(sorted(assets))})",
+                )
 
 
 def _duplicate_tag_ids(devices: Sequence[CheckedDevice]) -> Iterator[ConfigProblem]:
@@ -235,7 +258,6 @@ def _resources_claimed_once(devices: Sequence[CheckedDevice]) -> Iterator[Config
                 f"resource `{resource}` claimed twice: also by device `{first.config.id}` "
                 f"at {first.where('connection')}",
             )
-
 
 
 def _named_files_readable(devices: Sequence[CheckedDevice]) -> Iterator[ConfigProblem]:

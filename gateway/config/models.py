@@ -10,7 +10,7 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Annotated, Any, ClassVar, Union
+from typing import Annotated, Any, ClassVar, Literal, Union
 
 from pydantic import (
     BaseModel,
@@ -176,6 +176,13 @@ def _default_sla() -> dict[Priority, SlaTarget]:
     }
 
 
+GroupLabel = Literal["site", "fault_code", "asset_class", "line", "area", "feed", "plc"]
+
+
+def _default_group_by() -> list[GroupLabel]:
+    return ["site", "fault_code", "asset_class"]
+
+
 class TicketingConfig(Strict):
     """Ticket policy (issue 5): SLA, noise control, storms, verification, recurrence, commands."""
 
@@ -226,7 +233,34 @@ class TicketingConfig(Strict):
         600.0, gt=0, description="Sliding window of the flood count (ISA-18.2: 10 min)."
     )
     flood_end_below: int = Field(5, ge=1, description="A flood ends below this many per window.")
-    flood_p0_per_hour: int = Field(50, ge=1, description="Above this per hour the incident is P0.")
+    flood_p0_per_hour: int = Field(
+        50, ge=1, description="Above this per hour an incident (flood or group) is P0."
+    )
+    group_by: list[GroupLabel] = Field(
+        default_factory=_default_group_by,
+        min_length=1,
+        description="Labels of the group key: new conditions sharing them are one storm "
+        "(site, fault_code, asset_class, line, area, feed, plc: the link the device sits "
+        "behind). Without `area` a group spanning areas is one site incident.",
+    )
+    group_threshold: int = Field(
+        10,
+        ge=1,
+        description="More than this many new conditions of one group key within "
+        "group_window_h, at any pace, open one incident for the group.",
+    )
+    group_window_h: float = Field(
+        24.0, gt=0, le=24 * 7, description="Sliding window of the group count."
+    )
+    group_wait_s: float = Field(
+        30.0,
+        ge=0,
+        le=600,
+        description="A second new condition of a group within this many seconds of the "
+        "first holds the group's next tickets until this long after the first, so a burst "
+        "opens one incident instead of a ticket each (Alertmanager's group_wait). P0 and "
+        "safety rules are never held.",
+    )
     stale_after_h: float = Field(24.0, gt=0, description="An active condition this old is stale.")
     max_shelve_h: float = Field(
         8.0, gt=0, le=24, description="Longest shelving a central `shelve` command may ask."
@@ -358,6 +392,17 @@ class AssetInfo(Strict):
         ),
     )
     run_above: float = Field(0.0, description="The asset runs while run_signal is above this.")
+    feed: str = Field(
+        "",
+        description="Supply this asset hangs on (power feeder, hydraulic or air supply): a "
+        "label that ticket grouping can use (`ticketing.group_by: [..., feed]`).",
+    )
+    depends_on: list[Annotated[str, Field(pattern=ID_PATTERN)]] = Field(
+        default_factory=list,
+        description="Assets this one is fed by or driven by (a hydraulic unit, a feeder, a "
+        "conveyor upstream). A storm incident names an active condition of one of them as "
+        "its root cause before any arrival order.",
+    )
 
     model_config = ConfigDict(extra="forbid", frozen=True, strict=True, populate_by_name=True)
 

@@ -18,11 +18,13 @@ from gateway.core.records import (
     Finding,
     FloodArrival,
     FloodRecord,
+    GroupRecord,
     MaintenanceWindow,
     OutboxItem,
     OutboxKind,
     Sample,
     Shelving,
+    StormMemberRecord,
     Tag,
     Ticket,
     UserProperties,
@@ -390,12 +392,24 @@ class NoiseStateJournal(Protocol):
         floods: Sequence[FloodRecord],
         floods_ended: Collection[str],
         arrivals: Sequence[FloodArrival],
-        forget_arrivals_before: float,
+        forget_arrivals_before: float | None,
         chattering: Sequence[ChatterRecord],
         chatter_ended: Collection[str],
+        members: Sequence[StormMemberRecord] = (),
+        members_gone: Collection[tuple[str, str]] = (),
+        groups: Sequence[GroupRecord] = (),
+        groups_ended: Collection[str] = (),
+        group_arrivals: Sequence[FloodArrival] = (),
+        forget_group_arrivals_before: float | None = None,
     ) -> None: ...
 
     async def load_floods(self) -> Sequence[FloodRecord]: ...
+
+    async def load_storm_members(self, prefix: str) -> Sequence[StormMemberRecord]: ...
+
+    async def load_groups(self) -> Sequence[GroupRecord]: ...
+
+    async def load_group_arrivals(self, since: float) -> Sequence[FloodArrival]: ...
 
     async def load_flood_arrivals(self, since: float) -> Sequence[FloodArrival]: ...
 

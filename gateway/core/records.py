@@ -326,6 +326,45 @@ class FloodArrival:
 
 
 @dataclass(frozen=True, slots=True)
+class StormMemberRecord:
+    """One member of a flood (`scope` `area:<area>`) or of a storm by signature (`scope`
+    `group:<group key>`), saved one row each so that a new member costs one row, not the
+    whole storm (issue 13). `finding`: what raised a held or folded condition of a storm (a
+    JSON object with its `active` state), to open its ticket later, after a restart too."""
+
+    scope: str
+    key: str
+    asset: str
+    fault_code: str
+    area: str
+    first_seen: float
+    arrivals: int
+    member: bool = True
+    folded: bool = False
+    quieted: bool = False
+    linked: bool = False
+    held: bool = False
+    finding: Mapping[str, Any] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class GroupRecord:
+    """A group key's storm state (issue 13): labels, the group_wait hold, the incident and its
+    named root cause (JSON object), as saved and loaded. Members are `StormMemberRecord`s."""
+
+    group_key: str
+    labels: Mapping[str, str]
+    hold_until: float | None
+    incident_key: str | None
+    started_at: float | None
+    root: Mapping[str, Any] | None
+    predecessor: str | None
+    published_members: int
+    published_at: float | None
+    published_root: str | None
+
+
+@dataclass(frozen=True, slots=True)
 class ChatterRecord:
     """A condition flagged CHATTERING and the raise times that still count for it."""
 

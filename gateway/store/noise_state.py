@@ -19,10 +19,12 @@ from gateway.core.records import (
     ChatterRecord,
     FloodArrival,
     FloodRecord,
+    GroupRecord,
     MaintenanceWindow,
     Shelving,
+    StormMemberRecord,
 )
-from gateway.store.json_columns import to_json_array
+from gateway.store.json_columns import to_json, to_json_array
 from gateway.store.sqlite import DatabaseRole
 
 _SAVE_SHELVING = """
@@ -35,18 +37,48 @@ _SAVE_SHELVING = """
 """
 _DELETE_SHELVING = "DELETE FROM shelved_conditions WHERE key = ?"
 
+# Members live in `storm_members` (one row each, issue 13); the arrays stay empty.
 _SAVE_FLOOD = """
     INSERT INTO area_floods (area, started_at, incident_key, published_members, published_at,
                              members, folded, quieted)
-    VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+    VALUES (?, ?, ?, ?, ?, '[]', '[]', '[]')
     ON CONFLICT (area) DO UPDATE SET
         started_at = excluded.started_at,
         incident_key = excluded.incident_key,
         published_members = excluded.published_members,
-        published_at = excluded.published_at,
-        members = excluded.members,
+        published_at = excluded.published_at
+"""
+_SAVE_MEMBER = """
+    INSERT INTO storm_members (scope, key, asset, fault_code, area, first_seen, arrivals,
+                               member, folded, quieted, linked, held, finding)
+    VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+    ON CONFLICT (scope, key) DO UPDATE SET
+        asset = excluded.asset,
+        fault_code = excluded.fault_code,
+        area = excluded.area,
+        first_seen = excluded.first_seen,
+        arrivals = excluded.arrivals,
+        member = excluded.member,
         folded = excluded.folded,
-        quieted = excluded.quieted
+        quieted = excluded.quieted,
+        linked = excluded.linked,
+        held = excluded.held,
+        finding = excluded.finding
+"""
+_SAVE_GROUP = """
+    INSERT INTO group_storms (group_key, labels, hold_until, incident_key, started_at, root,
+                              predecessor, published_members, published_at, published_root)
+    VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+    ON CONFLICT (group_key) DO UPDATE SET
+        labels = excluded.labels,
+        hold_until = excluded.hold_until,
+        incident_key = excluded.incident_key,
+        started_at = excluded.started_at,
+        root = excluded.root,
+        predecessor = excluded.predecessor,
+        published_members = excluded.published_members,
+        published_at = excluded.published_at,
+        published_root = excluded.published_root
 """
 
 
@@ -131,19 +163,49 @@ class NoiseStateStore(DatabaseRole):
         forget_arrivals_before: float | None = None,
         chattering: Sequence[ChatterRecord] = (),
         chatter_ended: Collection[str] = (),
+        members: Sequence[StormMemberRecord] = (),
+        members_gone: Collection[tuple[str, str]] = (),
+        groups: Sequence[GroupRecord] = (),
+        groups_ended: Collection[str] = (),
+        group_arrivals: Sequence[FloodArrival] = (),
+        forget_group_arrivals_before: float | None = None,
     ) -> None:
-        """In one transaction: save (replace) the given floods and chattering conditions,
-        forget the ended ones, add the new arrivals and drop the arrivals older than
-        `forget_arrivals_before`."""
+        """In one transaction: save (replace) the given floods, storm members, groups and
+        chattering conditions, forget the ended ones (an ended flood or group takes its
+        members along), add the new arrivals and drop those older than the `forget_*`
+        times. Group arrivals are `FloodArrival`s whose `area` is the group key."""
         flood_rows = [_flood_row(f) for f in floods]
         chatter_rows = [(c.key, to_json_array(list(c.raises), "raise times")) for c in chattering]
         arrival_rows = [(a.area, a.ts, a.key, a.asset, a.fault_code) for a in arrivals]
+        ended_scopes = [(f"area:{a}",) for a in floods_ended] + [
+            (f"group:{g}",) for g in groups_ended
+        ]
         async with self._db.lock, self._db.transaction() as conn:
-            await conn.executemany(
-                "DELETE FROM area_floods WHERE area = ?", [(a,) for a in floods_ended]
+            await _many(
+                conn, "DELETE FROM area_floods WHERE area = ?", [(a,) for a in floods_ended]
             )
-            await conn.executemany(_SAVE_FLOOD, flood_rows)
-            await conn.executemany(
+            await _many(
+                conn, "DELETE FROM group_storms WHERE group_key = ?", [(g,) for g in groups_ended]
+            )
+            await _many(conn, "DELETE FROM storm_members WHERE scope = ?", ended_scopes)
+            await _many(
+                conn, "DELETE FROM storm_members WHERE scope = ? AND key = ?", list(members_gone)
+            )
+            await _many(conn, _SAVE_GROUP, [_group_row(g) for g in groups])
+            await _many(conn, _SAVE_MEMBER, [_member_row(m) for m in members])
+            await _many(
+                conn,
+                "INSERT INTO group_arrivals (group_key, ts, key, asset, fault_code)"
+                " VALUES (?, ?, ?, ?, ?)",
+                [(a.area, a.ts, a.key, a.asset, a.fault_code) for a in group_arrivals],
+            )
+            if forget_group_arrivals_before is not None:
+                await conn.execute(
+                    "DELETE FROM group_arrivals WHERE ts < ?", (forget_group_arrivals_before,)
+                )
+            await _many(conn, _SAVE_FLOOD, flood_rows)
+            await _many(
+                conn,
                 "INSERT INTO flood_arrivals (area, ts, key, asset, fault_code)"
                 " VALUES (?, ?, ?, ?, ?)",
                 arrival_rows,
@@ -152,30 +214,117 @@ class NoiseStateStore(DatabaseRole):
                 await conn.execute(
                     "DELETE FROM flood_arrivals WHERE ts < ?", (forget_arrivals_before,)
                 )
-            await conn.executemany(
-                "DELETE FROM chattering_conditions WHERE key = ?", [(k,) for k in chatter_ended]
+            await _many(
+                conn,
+                "DELETE FROM chattering_conditions WHERE key = ?",
+                [(k,) for k in chatter_ended],
             )
-            await conn.executemany(
+            await _many(
+                conn,
                 "INSERT INTO chattering_conditions (key, raises) VALUES (?, ?)"
                 " ON CONFLICT (key) DO UPDATE SET raises = excluded.raises",
                 chatter_rows,
             )
 
     async def load_floods(self) -> list[FloodRecord]:
+        """The floods in progress with their members (from `storm_members`)."""
         rows = await self._read(
-            "SELECT area, started_at, incident_key, published_members, published_at,"
-            " members, folded, quieted FROM area_floods ORDER BY area"
+            "SELECT area, started_at, incident_key, published_members, published_at"
+            " FROM area_floods ORDER BY area"
+        )
+        members: dict[str, list[StormMemberRecord]] = {}
+        for member in await self.load_storm_members("area:"):
+            members.setdefault(member.scope.removeprefix("area:"), []).append(member)
+        floods = []
+        for row in rows:
+            own = members.get(row["area"], [])
+            floods.append(
+                FloodRecord(
+                    area=row["area"],
+                    started_at=row["started_at"],
+                    incident_key=row["incident_key"],
+                    published_members=row["published_members"],
+                    published_at=row["published_at"],
+                    members=tuple(
+                        {
+                            "key": m.key,
+                            "asset": m.asset,
+                            "fault_code": m.fault_code,
+                            "first_seen": m.first_seen,
+                            "arrivals": m.arrivals,
+                        }
+                        for m in own
+                        if m.member
+                    ),
+                    folded=tuple(m.key for m in own if m.folded),
+                    quieted=tuple(m.key for m in own if m.quieted),
+                )
+            )
+        return floods
+
+    async def load_storm_members(self, prefix: str) -> list[StormMemberRecord]:
+        """The members of every scope starting with `prefix` (`area:` or `group:`)."""
+        rows = await self._read(
+            "SELECT scope, key, asset, fault_code, area, first_seen, arrivals, member, folded,"
+            " quieted, linked, held, finding FROM storm_members WHERE substr(scope, 1, ?) = ?"
+            " ORDER BY scope, first_seen, key",
+            (len(prefix), prefix),
         )
         return [
-            FloodRecord(
+            StormMemberRecord(
+                scope=row["scope"],
+                key=row["key"],
+                asset=row["asset"],
+                fault_code=row["fault_code"],
                 area=row["area"],
-                started_at=row["started_at"],
+                first_seen=row["first_seen"],
+                arrivals=row["arrivals"],
+                member=bool(row["member"]),
+                folded=bool(row["folded"]),
+                quieted=bool(row["quieted"]),
+                linked=bool(row["linked"]),
+                held=bool(row["held"]),
+                finding=json.loads(row["finding"]) if row["finding"] is not None else None,
+            )
+            for row in rows
+        ]
+
+    async def load_groups(self) -> list[GroupRecord]:
+        rows = await self._read(
+            "SELECT group_key, labels, hold_until, incident_key, started_at, root, predecessor,"
+            " published_members, published_at, published_root FROM group_storms"
+            " ORDER BY group_key"
+        )
+        return [
+            GroupRecord(
+                group_key=row["group_key"],
+                labels=json.loads(row["labels"]),
+                hold_until=row["hold_until"],
                 incident_key=row["incident_key"],
+                started_at=row["started_at"],
+                root=json.loads(row["root"]) if row["root"] is not None else None,
+                predecessor=row["predecessor"],
                 published_members=row["published_members"],
                 published_at=row["published_at"],
-                members=tuple(json.loads(row["members"])),
-                folded=tuple(json.loads(row["folded"])),
-                quieted=tuple(json.loads(row["quieted"])),
+                published_root=row["published_root"],
+            )
+            for row in rows
+        ]
+
+    async def load_group_arrivals(self, since: float) -> list[FloodArrival]:
+        """The group counts' arrivals at or after `since`, oldest first (`area` = group key)."""
+        rows = await self._read(
+            "SELECT group_key, ts, key, asset, fault_code FROM group_arrivals"
+            " WHERE ts >= ? ORDER BY ts, id",
+            (since,),
+        )
+        return [
+            FloodArrival(
+                area=row["group_key"],
+                ts=row["ts"],
+                key=row["key"],
+                asset=row["asset"],
+                fault_code=row["fault_code"],
             )
             for row in rows
         ]
@@ -206,16 +355,47 @@ class NoiseStateStore(DatabaseRole):
         ]
 
 
+async def _many(conn: aiosqlite.Connection, sql: str, rows: Sequence[tuple[Any, ...]]) -> None:
+    """`executemany` when there is something to write: each call is a round trip to the
+    database thread, and a storm's saves mostly carry one or two kinds of row."""
+    if rows:
+        await conn.executemany(sql, rows)
+
+
 def _flood_row(f: FloodRecord) -> tuple[Any, ...]:
+    return (f.area, f.started_at, f.incident_key, f.published_members, f.published_at)
+
+
+def _member_row(m: StormMemberRecord) -> tuple[Any, ...]:
     return (
-        f.area,
-        f.started_at,
-        f.incident_key,
-        f.published_members,
-        f.published_at,
-        to_json_array([dict(m) for m in f.members], "flood members"),
-        to_json_array(list(f.folded), "folded keys"),
-        to_json_array(list(f.quieted), "quieted keys"),
+        m.scope,
+        m.key,
+        m.asset,
+        m.fault_code,
+        m.area,
+        m.first_seen,
+        m.arrivals,
+        int(m.member),
+        int(m.folded),
+        int(m.quieted),
+        int(m.linked),
+        int(m.held),
+        to_json(dict(m.finding), "storm finding") if m.finding is not None else None,
+    )
+
+
+def _group_row(g: GroupRecord) -> tuple[Any, ...]:
+    return (
+        g.group_key,
+        to_json(dict(g.labels), "group labels"),
+        g.hold_until,
+        g.incident_key,
+        g.started_at,
+        to_json(dict(g.root), "root cause") if g.root is not None else None,
+        g.predecessor,
+        g.published_members,
+        g.published_at,
+        g.published_root,
     )
 
 

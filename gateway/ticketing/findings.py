@@ -80,6 +80,15 @@ class FindingRouter:
         step = observe(ledger.condition(key), finding.active, finding.ts, ledger.condition_policy)
         await self._apply(step, finding)
 
+    def resume_storm_conditions(self, raised: Sequence[Finding]) -> None:
+        """Held and folded conditions of a storm still active after a restart: ACTIVE, with
+        the finding that raised them (issue 13)."""
+        ledger = self._ledger
+        for finding in raised:
+            key = ledger.key_of(finding)
+            ledger.conditions[key] = Condition(key, ConditionState.ACTIVE, finding.ts)
+            ledger.last_active[key] = finding
+
     def resume_conditions(self, open_tickets: Sequence[Ticket]) -> None:
         """After a restart, the condition of each open ticket still marked active is ACTIVE
         again rather than NORMAL: its detector, told so, reports the clear when fresh data is
@@ -102,17 +111,20 @@ class FindingRouter:
     async def advance_conditions(self, now: float) -> None:
         """On- and off-delays that ran out without a new finding."""
         ledger = self._ledger
-        for key, condition in list(ledger.conditions.items()):
+        timed = (ConditionState.PENDING, ConditionState.CLEARING)  # only these have delays
+        for key, condition in [(k, c) for k, c in ledger.conditions.items() if c.state in timed]:
             step = advance(condition, now, ledger.condition_policy)
             if step.trigger is not None or step.changed:
                 await self._apply(step, ledger.last_active.get(key))
 
     async def end_chattering(self, now: float) -> None:
         ledger = self._ledger
-        for key, flags in ledger.flags.items():
+        for key in sorted(ledger.chattering):
+            flags = ledger.flags_of(key)
             if ConditionFlag.CHATTERING not in flags or self.chatter.is_chattering(key, now):
                 continue
             flags.discard(ConditionFlag.CHATTERING)
+            ledger.chattering.discard(key)
             log.info("Condition `%s` no longer chattering.", key)
             ticket = ledger.open.get(key)
             cleared = ledger.condition(key).state is ConditionState.NORMAL
@@ -164,12 +176,12 @@ class FindingRouter:
                 # with the next reported change (ISA-18.2: do not annunciate chatter).
                 self._opener.enrich_quietly(ticket, finding)
                 return
-            flood = self._incidents.quieting(ticket) if new_episode else None
-            if flood is not None:
-                # During a flood the incident carries the counts; the area's open tickets are
-                # enriched quietly and brought up to date once when the flood ends.
-                self._incidents.arrive(key, finding)
-                flood.quieted.add(key)
+            quiet = self._incidents.quieting(ticket) if new_episode else None
+            if quiet is not None:
+                # During a flood (or while a storm's incident is open, for the tickets its
+                # group had before it) the incident carries the counts; the ticket is enriched
+                # quietly and brought up to date once when the flood ends.
+                self._incidents.count_quieted(key, finding, quiet)
                 self._opener.enrich_quietly(ticket, finding)
                 return
             await self._opener.enrich(ticket, finding, new_occurrence=new_episode)
@@ -183,11 +195,12 @@ class FindingRouter:
             self._incidents.arrive(key, finding)
             ledger.counters.flood_members += 1
             return
-        flood = self._incidents.arrive(key, finding)
-        if flood is None:
-            await self._opener.open_or_recur(key, finding)
+        if self._incidents.folded_in_group(key, finding):
+            ledger.counters.flood_members += 1
             return
-        await self._incidents.new_condition_in_flood(key, finding, flood)
+        if await self._incidents.grouped(key, finding):
+            return
+        await self._incidents.ungrouped(key, finding)
 
     async def _on_cleared(self, key: str, finding: Finding | None, ts: float) -> None:
         ledger = self._ledger
@@ -199,14 +212,17 @@ class FindingRouter:
                 ticket = await ledger.unshelve(ticket, "one-shot", ts)
             else:
                 await ledger.forget_shelving(key)
-        if ticket is None or not ticket.condition_active:
+        if ticket is None:
+            self._incidents.note_cleared(key)
+            return
+        if not ticket.condition_active:
             return
         if ledger.has_flag(key, ConditionFlag.CHATTERING):
             return  # withheld while chattering; reported when the chatter ends
-        flood = self._incidents.quieting(ticket)
-        if flood is not None:
-            flood.quieted.add(key)
-            return  # withheld during the area's flood; reported when it ends
+        quiet = self._incidents.quieting(ticket)
+        if quiet is not None:
+            self._incidents.quiet(key, quiet)
+            return  # withheld during the area's flood (or the storm); reported when it ends
         clearing_finding = finding if finding is not None and not finding.active else None
         cleared, event = tickets.clear_condition(ticket, clearing_finding, ts)
         await ledger.commit(cleared, [event])
@@ -222,6 +238,7 @@ class FindingRouter:
         if ConditionFlag.CHATTERING in flags:
             return
         flags.add(ConditionFlag.CHATTERING)
+        self._ledger.chattering.add(key)
         advisory = Advisory(
             key,
             "chattering",

@@ -13,7 +13,7 @@ Nothing here takes the service lock: the `TicketService` methods hold it around 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import replace
 from typing import Any
 
@@ -78,11 +78,17 @@ class Ledger:
         self.conditions: dict[str, Condition] = {}
         self.last_active: dict[str, Finding] = {}  # the finding that raised each condition
         self.flags: dict[str, set[ConditionFlag]] = {}
+        # The keys flagged CHATTERING, kept apart so that the journal need not scan every flag
+        # of a storm's thousands of keys for each finding (issue 13).
+        self.chattering: set[str] = set()
         self.shelves: dict[str, Shelving] = {}
         self.maintenance: dict[str, float] = {}  # asset -> until
         self.watches: dict[str, VerificationWatch] = {}  # by ticket key
         self.encode = encode
         self._ids = TicketIds(site, gateway_id)
+        # Called with every ticket closed or cancelled, after the close is committed (an
+        # incident's members still active are ticketed then, see `incidents`).
+        self.closed_listeners: list[Callable[[Ticket], Awaitable[None]]] = []
 
     # --- reading ------------------------------------------------------------------------------
 
@@ -160,6 +166,8 @@ class Ledger:
         self.shelves.pop(ticket.key, None)
         self.flags.get(ticket.key, set()).discard(ConditionFlag.SHELVED)
         log.info("Ticket `%s` %s.", ticket.id, ticket.state.value.lower())
+        for listener in self.closed_listeners:
+            await listener(ticket)
         return ticket
 
     async def unshelve(self, ticket: Ticket, by: str, ts: float) -> Ticket:

@@ -29,10 +29,20 @@ class TicketOpener:
         self._knowledge = knowledge
 
     async def open_or_recur(
-        self, key: str, finding: Finding, *, incident_id: str | None = None, **extra: Any
+        self,
+        key: str,
+        finding: Finding,
+        *,
+        incident_id: str | None = None,
+        fresh: bool = False,
+        **extra: Any,
     ) -> Ticket:
+        """`fresh`: a new ticket whatever was closed before (a successor incident is not a
+        recurrence of the one the central system just closed)."""
         ledger = self._ledger
         now = ledger.clock.now()
+        if fresh:
+            return await self._open_ticket(key, finding, incident_id=incident_id, **extra)
         last = await ledger.tickets.last_closed_ticket(key)
         since_close = now - last.closed_at if last and last.closed_at is not None else None
         if (

@@ -46,6 +46,13 @@ class LifecyclePolicy:
     cmms_codes: Mapping[str, Mapping[str, str]]
     # An incident publishes a member update at most this often (a storm is hundreds of them).
     incident_update_interval_s: float = 60.0
+    # Storms by signature (issue 13, see `groups`): the labels of the group key, more than
+    # `group_threshold` new conditions of one key within `group_window_s` are one incident,
+    # and the short hold that lets a burst open one incident instead of a ticket each.
+    group_by: tuple[str, ...] = ("site", "fault_code", "asset_class")
+    group_threshold: int = 10
+    group_window_s: float = 86_400.0
+    group_wait_s: float = 30.0
 
     def sla_for(self, priority: Priority) -> SlaTarget:
         return self.sla[priority]
@@ -70,6 +77,11 @@ class AssetProfile:
     # Tags derived by its detectors (vibration features) -> the least rise, in the tag's
     # unit, that fails verification after a repair; only a rise of these fails.
     rise_floors: Mapping[str, float] = field(default_factory=dict)
+    # Grouping labels (issue 13): the supply it hangs on and the link (PLC, gateway, bus) it
+    # is read through; the assets it is fed or driven by (`depends_on` in the device YAML).
+    feed: str = ""
+    plc: str = ""
+    depends_on: tuple[str, ...] = ()
 
     @property
     def flood_area(self) -> str:

@@ -6,12 +6,13 @@ per key. This class is the public face and the lock; the work is done by one mod
 
     findings      condition steps and the noise control that gates them (raise, clear, chatter)
     opening       opening, reopening (recurrence) and enriching tickets
-    incidents     alarm floods: one incident per area, members, catch-up when it ends
+    incidents     storms: one incident per group key (groups) or per area flood (storms),
+                  members, root cause by topology, what happens when one closes
     verifier      verification after repair against the pre-fault baseline
     timers        on/off-delays, shelve and maintenance expiry, stale, SLA re-notification
     central       the changes central commands make (`commands` checks and replies)
     statistics    counters, `statistics()` and the KPIs
-    journal       flood and chattering state kept in state.db across restarts
+    journal       flood, storm and chattering state kept in state.db across restarts
     ledger        the shared memory and the one way to write a ticket change
 
 Changes are serialised by a lock: findings, samples, timers and central commands arrive from
@@ -48,7 +49,7 @@ from gateway.ticketing.opening import TicketOpener
 from gateway.ticketing.policy import AssetProfile, LifecyclePolicy
 from gateway.ticketing.statistics import TicketServiceStatistics, kpis, statistics
 from gateway.ticketing.timers import Timers
-from gateway.ticketing.topology import Link
+from gateway.ticketing.topology import Dependencies, Link
 from gateway.ticketing.verifier import RepairVerifier
 
 log = logging.getLogger(__name__)
@@ -89,11 +90,14 @@ class TicketService:
         )
         opener = TicketOpener(self._ledger, knowledge or KnowledgeBase())
         self._verifier = RepairVerifier(self._ledger)
-        self._incidents = Incidents(self._ledger, opener)
+        dependencies = Dependencies({a: p.depends_on for a, p in profiles.items()}, links)
+        self._incidents = Incidents(self._ledger, opener, dependencies)
         self._router = FindingRouter(self._ledger, opener, self._incidents, self._verifier, links)
         self._timers = Timers(self._ledger, self._router, self._incidents)
         self._central = CentralActions(self._ledger, self._verifier)
-        self._journal = NoiseJournal(self._ledger, self._incidents.storms, self._router.chatter)
+        self._journal = NoiseJournal(
+            self._ledger, self._incidents.storms, self._router.chatter, self._incidents.groups
+        )
         self._clock = clock
         self._lock = asyncio.Lock()
         self._started = False
@@ -119,14 +123,17 @@ class TicketService:
                 if "shelved" in ticket.attributes and ticket.key not in ledger.shelves:
                     await ledger.unshelve(ticket, "timer", now)
             restored = await self._journal.restore(now)
+            self._incidents.reindex()
+            self._router.resume_storm_conditions(self._incidents.resumable())
             self._started = True
         log.info(
             "Ticket service started with %d open tickets, %d shelved conditions, %d assets"
-            " in maintenance mode, %d floods and %d chattering conditions.",
+            " in maintenance mode, %d floods, %d storm incidents and %d chattering conditions.",
             len(loaded),
             len(ledger.shelves),
             len(ledger.maintenance),
             restored.floods,
+            restored.storms,
             restored.chattering,
         )
 
@@ -136,11 +143,16 @@ class TicketService:
         """The conditions state.db holds active (their ticket says so): the detectors that
         raised them are told before their first record (`ResumableDetector`), so that a value
         that came back to normal while the gateway was down clears them on fresh data."""
-        return [
+        tickets = [
             ResumedCondition(t.asset, t.detector, FaultCode(t.fault_code))
             for t in self._ledger.open.values()
             if t.condition_active
         ]
+        storms = [
+            ResumedCondition(f.asset, f.detector, FaultCode(f.fault_code))
+            for f in self._incidents.resumable()
+        ]
+        return tickets + storms
 
     def key_of(self, finding: Finding) -> str:
         return self._ledger.key_of(finding)

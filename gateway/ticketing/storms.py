@@ -37,10 +37,14 @@ class AreaFlood:
     incident_key: str | None = None
     published_members: int = 0
     published_at: float = float("-inf")
+    # For the journal: members changed since the last save (written one row each, so the cost
+    # of a new member does not grow with the flood, issue 13).
+    changed: set[str] = field(default_factory=set)
+    total_arrivals: int = 0
 
     @property
     def arrivals(self) -> int:
-        return sum(m.arrivals for m in self.members.values())
+        return self.total_arrivals
 
     def add(self, key: str, asset: str, fault_code: str, ts: float) -> None:
         member = self.members.get(key)
@@ -48,6 +52,17 @@ class AreaFlood:
             self.members[key] = FloodMember(key, asset, fault_code, ts)
         else:
             member.arrivals += 1
+        self.total_arrivals += 1
+        self.changed.add(key)
+
+    def fold(self, key: str) -> None:
+        self.folded.add(key)
+        self.changed.add(key)
+
+    def quiet(self, key: str) -> None:
+        if key not in self.quieted:
+            self.quieted.add(key)
+            self.changed.add(key)
 
     def suspected_root_cause(self) -> FloodMember:
         """The earliest member: in a cascade, the first alarm is the best guess at the cause."""
@@ -70,6 +85,7 @@ class AreaFlood:
                 "asset": root.asset,
                 "fault_code": root.fault_code,
                 "first_seen": root.first_seen,
+                "named_by": "arrival_order",
             },
         }
 
@@ -83,14 +99,16 @@ class Arrival:
 
 
 class FloodTracker:
-    def __init__(
-        self, threshold: int, window_s: float, end_below: int, p0_per_hour: int
-    ) -> None:
+    def __init__(self, threshold: int, window_s: float, end_below: int, p0_per_hour: int) -> None:
         self.threshold = threshold
         self.window_s = window_s
         self.end_below = end_below
         self.p0_per_hour = p0_per_hour
         self._arrivals: dict[str, deque[Arrival]] = {}
+        # Arrival times of the flood window and of the last hour, per area: counted by their
+        # length after pruning the front, so a count never walks the whole storm (issue 13).
+        self._window_ts: dict[str, deque[float]] = {}
+        self._hour_ts: dict[str, deque[float]] = {}
         self._floods: dict[str, AreaFlood] = {}
         self._flood_seconds = 0.0  # of floods that ended
         self.floods_started = 0
@@ -102,6 +120,7 @@ class FloodTracker:
         arrival started it. A starting flood takes the window's earlier arrivals as members."""
         arrivals = self._arrivals.setdefault(area, deque())
         arrivals.append(arrival)
+        self._count(area, arrival.ts)
         self._unsaved.append((area, arrival))
         if len(self._unsaved) > MAX_UNSAVED:  # state.db refusing for long: keep the newest
             del self._unsaved[0]
@@ -121,10 +140,20 @@ class FloodTracker:
         return flood, True
 
     def in_window(self, area: str, now: float) -> int:
-        return sum(1 for a in self._arrivals.get(area, ()) if a.ts >= now - self.window_s)
+        return _since(self._window_ts.get(area), now - self.window_s)
 
     def per_hour(self, area: str, now: float) -> int:
-        return sum(1 for a in self._arrivals.get(area, ()) if a.ts >= now - HOUR)
+        return _since(self._hour_ts.get(area), now - HOUR)
+
+    def _count(self, area: str, ts: float) -> None:
+        for counts in (self._window_ts, self._hour_ts):
+            times = counts.setdefault(area, deque())
+            if times and ts < times[-1]:  # out of order (rare): keep the deque sorted
+                ordered = sorted([*times, ts])
+                times.clear()
+                times.extend(ordered)
+            else:
+                times.append(ts)
 
     def flood(self, area: str) -> AreaFlood | None:
         return self._floods.get(area)
@@ -171,15 +200,24 @@ class FloodTracker:
         """The first `count` of `unsaved()` are in state.db now."""
         del self._unsaved[:count]
 
-    def restore(
-        self, floods: Iterable[AreaFlood], arrivals: Iterable[tuple[str, Arrival]]
-    ) -> None:
+    def restore(self, floods: Iterable[AreaFlood], arrivals: Iterable[tuple[str, Arrival]]) -> None:
         """Take back what state.db kept across a restart: floods in progress, recent arrivals."""
         for area, arrival in sorted(arrivals, key=lambda item: item[1].ts):
             self._arrivals.setdefault(area, deque()).append(arrival)
+            self._count(area, arrival.ts)
         for flood in floods:
             self._floods[flood.area] = flood
 
     def _prune(self, arrivals: deque[Arrival], now: float) -> None:
         while arrivals and arrivals[0].ts < now - self.keep_s:
             arrivals.popleft()
+
+
+def _since(times: deque[float] | None, start: float) -> int:
+    """How many of `times` (sorted) are at or after `start`; drops the older ones, as every
+    later question asks about a later start."""
+    if not times:
+        return 0
+    while times and times[0] < start:
+        times.popleft()
+    return len(times)

@@ -79,3 +79,46 @@ class LinkWatcher:
 
     def is_link(self, asset: str) -> bool:
         return asset in self._links
+
+
+class Dependencies:
+    """Process topology (issue 13): `depends_on` in the device YAML (this asset is fed by or
+    driven by that one) and the links assets are read through. Names the root cause of a storm
+    by topology: an asset upstream of the members, rather than whichever alarm came first.
+    Static after start, so the closure of each asset is computed once and a lookup costs the
+    depth of the topology, never the size of a storm."""
+
+    def __init__(self, depends_on: Mapping[str, Iterable[str]], links: Iterable[Link] = ()) -> None:
+        direct: dict[str, set[str]] = {a: set(up) for a, up in depends_on.items()}
+        links = tuple(links)
+        self._links = frozenset(link.id for link in links)
+        for link in links:
+            for asset in link.assets:
+                direct.setdefault(asset, set()).add(link.id)
+        self._direct = direct
+        self._closure: dict[str, frozenset[str]] = {}
+        self.upstream_assets = frozenset(a for ups in direct.values() for a in ups)
+
+    def upstream(self, asset: str) -> frozenset[str]:
+        """Every asset this one is fed or driven by, directly or through others (a cycle in
+        the YAML is cut where it closes)."""
+        known = self._closure.get(asset)
+        if known is not None:
+            return known
+        seen: set[str] = set()
+        todo = list(self._direct.get(asset, ()))
+        while todo:
+            parent = todo.pop()
+            if parent in seen or parent == asset:
+                continue
+            seen.add(parent)
+            todo.extend(self._direct.get(parent, ()))
+        closure = frozenset(seen)
+        self._closure[asset] = closure
+        return closure
+
+    def is_upstream(self, asset: str) -> bool:
+        return asset in self.upstream_assets
+
+    def is_link(self, asset: str) -> bool:
+        return asset in self._links

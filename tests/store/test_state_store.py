@@ -380,3 +380,42 @@ async def test_rows_from_before_schema_5_are_migrated_without_properties(tmp_pat
         assert (item.event_id, item.content_type, item.user_properties) == ("old", None, ())
     finally:
         await db.close()
+
+
+async def test_a_flood_saved_before_schema_7_keeps_its_members_folded_and_quieted(tmp_path, clock):
+    """Issue 13: a flood's members were one JSON array; migration 7 moves them to one row each
+    (`storm_members`), so a flood in progress across the upgrade is loaded as it was saved."""
+    from gateway.store.sqlite import Database, Synchronous
+
+    path = tmp_path / "state.db"
+    old = await Database.open(
+        path, label="state.db", synchronous=Synchronous.FULL, busy_timeout_ms=1000,
+        migrations=[m for m in STATE_MIGRATIONS if m.version <= 5],
+    )  # fmt: skip
+    members = (
+        '[{"key":"a","asset":"press-1","fault_code":"threshold.high","first_seen":10.0,'
+        '"arrivals":3},{"key":"b","asset":"press-2","fault_code":"threshold.high",'
+        '"first_seen":11.0,"arrivals":1}]'
+    )
+    await old.conn.execute(
+        "INSERT INTO area_floods (area, started_at, incident_key, published_members,"
+        " published_at, members, folded, quieted) VALUES ('hall', 9.0, 'k', 2, 12.0, ?,"
+        ' \'["b"]\', \'["a","t"]\')',
+        (members,),
+    )
+    await old.conn.commit()
+    await old.close()
+    db = await StateDatabase.open(path, clock=clock)
+    try:
+        (flood,) = await db.noise.load_floods()
+        assert (flood.area, flood.started_at, flood.incident_key) == ("hall", 9.0, "k")
+        assert [dict(m) for m in flood.members] == [
+            {"key": "a", "asset": "press-1", "fault_code": "threshold.high",
+             "first_seen": 10.0, "arrivals": 3},
+            {"key": "b", "asset": "press-2", "fault_code": "threshold.high",
+             "first_seen": 11.0, "arrivals": 1},
+        ]  # fmt: skip
+        assert flood.folded == ("b",)
+        assert sorted(flood.quieted) == ["a", "t"]  # `t`: a quieted ticket, not a member
+    finally:
+        await db.close()

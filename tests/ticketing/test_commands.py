@@ -54,6 +54,10 @@ class Site:
 
     async def open_ticket(self, asset: str = "pump-1") -> str:
         await self.service.on_finding(hot(self.clock.now(), asset=asset))
+        if not any(t.asset == asset for t in self.service.open_tickets()):
+            # A second of one signature soon after the first: held for group_wait (issue 13).
+            self.clock.advance(self.service.policy.group_wait_s)
+            await self.service.advance_timers()
         ticket = next(t for t in self.service.open_tickets() if t.asset == asset)
         return ticket.id
 

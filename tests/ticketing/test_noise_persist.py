@@ -20,7 +20,9 @@ T0 = 1_714_521_600.0
 PRESSES = [f"press-{n}" for n in range(1, 16)]
 ASSETS = {
     "pump-1": AssetProfile("pump-1", "pump", area="utilities"),
-    **{p: AssetProfile(p, "press", area="hall") for p in PRESSES},
+    # One make of machine each: an ISA flood of many signatures in one area (one signature
+    # in a burst is a storm of its group, issue 13, see tests/test_storm_grouping.py).
+    **{p: AssetProfile(p, f"{p}-make", area="hall") for p in PRESSES},
 }
 INCIDENT_KEY = "plant-a/hall/alarm.flood/isa18.2-flood"
 

@@ -195,11 +195,15 @@ async def test_one_open_ticket_per_key_across_a_restart(tmp_path, store, encoder
         await reopened.close()
 
 
-async def test_keys_differ_by_asset_fault_and_detector(service, store):
+async def test_keys_differ_by_asset_fault_and_detector(service, store, clock):
     await service.on_finding(finding(T0 + 1))
     await service.on_finding(finding(T0 + 1, asset="pump-2"))
     await service.on_finding(finding(T0 + 1, fault=FaultCode.THRESHOLD_LOW, value=2.0))
     await service.on_finding(finding(T0 + 1, detector="threshold:other"))
+    # Issue 13: three of one signature (site, fault code, asset class) in a second are a burst,
+    # held for group_wait before their tickets open.
+    clock.advance(service.policy.group_wait_s + 1)  # the findings are 1 s ahead of the clock
+    await service.advance_timers()
     assert len(await store.tickets.load_open_tickets()) == 4
 
 

@@ -95,7 +95,9 @@ async def test_a_new_flood_while_the_incident_is_still_open_continues_it(tmp_pat
     from gateway.ticketing.policy import AssetProfile
     from tests.ticketing.restart import Gateway
 
-    assets = {f"m-{n}": AssetProfile(f"m-{n}", "press", area="hall") for n in range(30)}
+    # One make of machine each: many signatures, the ISA flood (one signature would be a
+    # storm of its group, issue 13).
+    assets = {f"m-{n}": AssetProfile(f"m-{n}", f"make-{n}", area="hall") for n in range(30)}
     gw = Gateway(tmp_path / "state.db", ManualClock(T0), assets)
     await gw.boot()
     try:
@@ -131,3 +133,77 @@ async def test_a_new_flood_while_the_incident_is_still_open_continues_it(tmp_pat
         assert gw.service.statistics().incidents == 1
     finally:
         await gw.shutdown()
+
+
+# --- storms by signature (issue 13): the group count and the topology ----------------------
+
+DAY = 86_400.0
+
+
+def group_tracker():
+    from gateway.ticketing.groups import GroupTracker
+
+    return GroupTracker(threshold=10, window_s=DAY, wait_s=30.0, p0_per_hour=50)
+
+
+def test_the_group_key_is_made_of_the_configured_labels():
+    from gateway.ticketing.groups import group_asset, group_key, group_labels
+    from gateway.ticketing.policy import AssetProfile
+
+    profile = AssetProfile(
+        "n-1", "air_nozzle", area="paint", line="l2", feed="air-main", plc="rtu-1"
+    )
+    default = group_labels(
+        ("site", "fault_code", "asset_class"), "plant-a", profile, "threshold.low"
+    )
+    assert group_key(default) == "site=plant-a,fault_code=threshold.low,asset_class=air_nozzle"
+    assert group_asset(default) == "storm-threshold.low-air_nozzle"
+    by_feed = group_labels(("site", "feed", "plc"), "plant-a", profile, "threshold.low")
+    assert by_feed == {"site": "plant-a", "feed": "air-main", "plc": "rtu-1"}
+
+
+def test_more_than_ten_new_conditions_in_24_hours_cross_the_threshold_at_any_pace():
+    groups = group_tracker()
+    slow = groups.group("g", {})
+    for n in range(11):  # one every 2 h: 11 within 20 h
+        groups.arrive(slow, Arrival(T0 + n * 7200, f"k{n}", f"a{n}", "x"))
+    assert groups.over_threshold(slow)
+    slower = groups.group("h", {})
+    for n in range(11):  # one every 2.5 h: never 11 within 24 h
+        groups.arrive(slower, Arrival(T0 + n * 9000, f"k{n}", f"a{n}", "x"))
+    assert not groups.over_threshold(slower)
+
+
+def test_more_than_fifty_within_an_hour_is_p0_and_the_hour_slides():
+    groups = group_tracker()
+    storm = groups.group("g", {})
+    for n in range(51):
+        groups.arrive(storm, Arrival(T0 + n * 70, f"k{n}", f"a{n}", "x"))  # 51 in 58 min
+    assert groups.p0(storm, T0 + 50 * 70)
+    assert not groups.p0(storm, T0 + 3600 + 1)  # the first has left the hour
+
+
+def test_a_second_new_condition_within_group_wait_starts_a_hold_until_wait_after_the_first():
+    groups = group_tracker()
+    storm = groups.group("g", {})
+    groups.arrive(storm, Arrival(T0, "k0", "a0", "x"))
+    assert not groups.starts_hold(storm, T0)  # the first of a quiet group: no hold
+    groups.arrive(storm, Arrival(T0 + 40, "k1", "a1", "x"))
+    assert not groups.starts_hold(storm, T0 + 40)  # 40 s later: not a burst
+    groups.arrive(storm, Arrival(T0 + 50, "k2", "a2", "x"))
+    assert groups.starts_hold(storm, T0 + 50)
+    assert storm.hold_until == T0 + 40 + 30
+
+
+def test_dependencies_are_followed_through_and_a_cycle_is_cut():
+    from gateway.ticketing.topology import Dependencies, Link
+
+    bus = Link("can-can0", "can", frozenset({"press-1"}), frozenset({"press-1.t"}))
+    deps = Dependencies(
+        {"press-1": ["hydraulic-1"], "hydraulic-1": ["feeder-3"], "feeder-3": ["press-1"]},
+        [bus],
+    )
+    assert deps.upstream("press-1") == {"hydraulic-1", "feeder-3", "can-can0"}
+    assert deps.upstream("feeder-3") == {"press-1", "hydraulic-1", "can-can0"}
+    assert deps.is_link("can-can0") and not deps.is_link("feeder-3")
+    assert deps.upstream("nozzle-9") == frozenset()
