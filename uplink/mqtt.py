@@ -67,6 +67,8 @@ class MessageProperties:
     correlation_data: bytes | None = None
     user_properties: tuple[tuple[str, str], ...] = ()
     message_expiry_s: int | None = None
+    # MQTT 5 Payload Format Indicator 1: the payload is UTF-8 text (all our JSON is).
+    utf8_payload: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -161,6 +163,9 @@ def _to_paho_properties(packet_type: int, props: MessageProperties) -> Propertie
     if props.message_expiry_s is not None:
         result.MessageExpiryInterval = props.message_expiry_s
         empty = False
+    if props.utf8_payload:
+        result.PayloadFormatIndicator = 1
+        empty = False
     return None if empty else result
 
 
@@ -176,6 +181,7 @@ def _from_paho_properties(props: Properties | None) -> MessageProperties:
         correlation_data=bytes(correlation) if correlation is not None else None,
         user_properties=tuple((str(k), str(v)) for k, v in user),
         message_expiry_s=int(expiry) if expiry is not None else None,
+        utf8_payload=getattr(props, "PayloadFormatIndicator", 0) == 1,
     )
 
 

@@ -78,13 +78,14 @@ async def test_ticket_is_published_as_cloudevent_and_only_marked_sent_on_puback(
     assert got.payload == message.payload
     assert json.loads(got.payload)["id"] == message.event_id
     assert got.properties.content_type == "application/cloudevents+json"
+    document = json.loads(got.payload)
     assert dict(got.properties.user_properties) == {
-        "ce_id": message.event_id,
-        "ce_type": "com.edge-gateway.ticket.opened",
-        "ticket": "T-1",
-        "revision": "1",
-        "ce_sequence": json.loads(got.payload)["sequence"],
-    }
+        name: document[name]
+        for name in ("specversion", "id", "source", "type", "time", "subject", "sequence")
+    } | {"revision": "1"}
+    assert document["type"] == "com.edge-gateway.ticket.opened"
+    assert got.properties.utf8_payload  # Payload Format Indicator 1
+    assert got.properties.message_expiry_s is None  # a ticket message never expires
     item = outbox.get(seq)
     assert item.settled_at is None and item.last_sent_at == clock.now()  # PUBACK is not enough
     assert uplink.statistics().published == 1
