@@ -81,11 +81,11 @@ _TIME = {"format": "date-time"}
 # The ticket as the central system sees it (`data` of every ticket event, uplink.events).
 TICKET_DATA: Mapping[str, Field] = {
     "id": Field(TEXT, "The ticket id; `subject` of the event.", True),
-    "key": Field(TEXT, "Dedup key `site/asset/fault_code/detector`: one open ticket per key.", True),
+    "key": Field(TEXT, "Dedup key `site/asset/fault_code/detector`.", True),
     "site": Field(TEXT, "The site id.", True),
     "gateway": Field(TEXT, "The gateway id.", True),
     "asset": Field(TEXT, "The asset (device) id, or the area of an incident.", True),
-    "fault_code": Field(TEXT, "Fault catalogue code (`threshold.high`, `bearing.outer_race`...).", True),
+    "fault_code": Field(TEXT, "Fault catalogue code (`threshold.high`...).", True),
     "iso14224_failure_mode": Field(TEXT, "ISO 14224 failure mode of the fault code.", True),
     "detector": Field(TEXT, "The detector rule that raised the condition.", True),
     "priority": Field(TEXT, "P0 (most urgent) .. P3.", True, {"enum": ["P0", "P1", "P2", "P3"]}),
@@ -100,7 +100,7 @@ TICKET_DATA: Mapping[str, Field] = {
     "condition_active": Field(BOOLEAN, "Whether the edge condition is active now.", True),
     "central_id": Field(NULLABLE_TEXT, "The central system's work order id (set by `ack`).", True),
     "acknowledged_at": Field(NULLABLE_TEXT, "When the first `ack` arrived.", True, _TIME),
-    "evidence": Field(OBJECT, "The detector's summary and per-tag `telemetry`; never raw samples.", True),
+    "evidence": Field(OBJECT, "The detector's summary, per-tag `telemetry`; no raw data.", True),
     "respond_by": Field(NULLABLE_TEXT, "SLA response deadline.", True, _TIME),
     "resolve_by": Field(NULLABLE_TEXT, "SLA resolution deadline.", True, _TIME),
     "closed_at": Field(NULLABLE_TEXT, "When the ticket was closed or cancelled.", True, _TIME),
@@ -129,7 +129,7 @@ CLOUDEVENT_ATTRIBUTES: Mapping[str, Field] = {
     "type": Field(TEXT, "`com.edge-gateway.ticket.<kind>`.", True),
     "time": Field(TEXT, "When the change happened (UTC, milliseconds).", True, _TIME),
     "subject": Field(TEXT, "The ticket id."),
-    "datacontenttype": Field(TEXT, "Always `application/json`.", schema={"const": JSON_CONTENT_TYPE}),
+    "datacontenttype": Field(TEXT, "`application/json`.", schema={"const": JSON_CONTENT_TYPE}),
     "sequence": Field(
         TEXT,
         "Per gateway, rises across restarts; zero-padded to 20 digits so text order is number "
