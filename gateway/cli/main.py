@@ -1,4 +1,4 @@
-"""`edge-gateway`: run | check-config | schema | contract | example | analyze | tickets | status | demo.
+"""`edge-gateway`: run | check-config | schema | contract | example | analyze | tickets | ...
 
 Exit codes follow sysexits where they exist: 0 ok, 64 usage, 65 bad data, 66 missing input,
 69 a needed service is unavailable, 78 configuration error (systemd's unit does not restart on
