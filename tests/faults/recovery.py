@@ -132,7 +132,6 @@ async def opcua_recovery_s(tmp_path: Path, opcua_plant: ThreadedServer) -> float
     return recovered
 
 
-
 async def start_can_plant(gateway_tty: Path) -> asyncio.subprocess.Process:
     """The CAN side of the demo plant in its own process: a simulated USB-CAN adapter (slcan)
     at the far end of a socat pty pair whose near end is `gateway_tty`."""

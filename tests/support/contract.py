@@ -5,7 +5,8 @@ published; `violations()` checks each message against the AsyncAPI document ship
 package (`uplink/asyncapi.json`), with a JSON Schema validator (jsonschema), independent of the
 code that built the messages:
 - its topic is a channel of the contract, or the response topic a command named (a reply);
-- its payload is valid against the channel's message schema;
+- its payload is valid against the channel's message schema; a command that is not (the
+  hostile-input tests send such) must have been answered `accepted: false`;
 - what the gateway publishes says UTF-8 (Payload Format Indicator 1) and its content type;
   ticket events repeat their CloudEvents attributes as user properties under the same names;
   health and summaries carry a Message Expiry Interval no longer than the contract's.
@@ -77,15 +78,29 @@ class Contract:
             for m in messages
             if m.properties.response_topic and "/cmd/" in m.topic
         }
+        replies: dict[str, bool] = {}
+        for message in messages:
+            if message.topic in response_topics:
+                with contextlib.suppress(ValueError, KeyError, TypeError):
+                    reply = json.loads(message.payload)
+                    replies[str(reply["command_id"])] = bool(reply["accepted"])
         found: list[str] = []
         for message in messages:
             channel = self.channel_of(message.topic)
-            if channel is not None:
-                found += self._check(
-                    message, channel.name, channel.message, channel.sent_by_gateway
-                )
+            if channel is not None and not channel.sent_by_gateway:
+                # A command: the sender may break the contract (the hostile-input tests do);
+                # the gateway's promise is to reject what does not fit it.
+                wrong = self._check(message, channel.name, channel.message, False)
+                if wrong and replies.get(_command_id(message.payload) or "") is True:
+                    found += [f"{w} - yet accepted" for w in wrong]
+            elif channel is not None:
+                found += self._check(message, channel.name, channel.message, True)
             elif message.topic in response_topics:
                 found += self._check(message, "CommandReply", self.reply, True)
+            elif "/cmd/" in message.topic:
+                # A verb the contract does not have: it must be rejected.
+                if replies.get(_command_id(message.payload) or "") is True:
+                    found.append(f"{message.topic}: not a command of the contract, yet accepted")
             else:
                 found.append(f"{message.topic}: not a channel of the contract")
         return found
@@ -134,6 +149,15 @@ class Contract:
                 expiry = operation["bindings"]["mqtt"].get("messageExpiryInterval")
                 return int(expiry) if expiry is not None else None
         return None
+
+
+def _command_id(payload: bytes) -> str | None:
+    try:
+        document = json.loads(payload)
+    except (UnicodeDecodeError, ValueError):
+        return None
+    command_id = document.get("command_id") if isinstance(document, dict) else None
+    return command_id if isinstance(command_id, str) else None
 
 
 @dataclass
