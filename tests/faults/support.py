@@ -18,6 +18,7 @@ from typing import Any
 from gateway.core.clock import SystemClock
 from gateway.store import StateDatabase
 from simulator.central import CentralSystem
+from tests.support.contract import Contract
 from tests.uplink.helpers import (
     GATEWAY,
     SITE,
@@ -156,7 +157,8 @@ class EgressWatcher:
                 continue
             if _numeric_runs(document) > MAX_NUMBERS_IN_AN_ARRAY:
                 found.append(f"an array of numbers (raw samples?) on {message.topic}")
-        return found
+        # And everything as the shipped AsyncAPI document says (issue 14, item 2).
+        return found + Contract().violations(self.seen)
 
     def on(self, suffix: str) -> list[InboundMessage]:
         return [m for m in self.seen if m.topic.endswith(suffix)]
