@@ -33,8 +33,10 @@ ANNOTATIONS: dict[str, str] = {
     "shelved": "The condition was shelved (`cmd/shelve`).",
     "unshelved": "The shelving ended (`cmd/unshelve`, timed out, or the condition cleared).",
     "resync": "Republished on `cmd/resync`: the ticket at its current revision.",
-    "verified": "A repair verification that failed (`change.result: fail`); a pass is the "
-    "VERIFIED transition.",
+    # `verified` is also a state; a failed verification uses the kind without moving the
+    # ticket to VERIFIED, and, like every transition kind, is published on `transition`.
+    "verified": "A repair verification: `change.result` pass (the ticket moves to VERIFIED) "
+    "or fail (it stays, and is reopened).",
 }
 
 
@@ -45,8 +47,7 @@ def event_kinds() -> dict[str, str]:
     for state in TicketState:
         if state is not TicketState.OPENED:
             kinds[state.value.lower()] = f"The ticket moved to {state.value}."
-    for kind, description in ANNOTATIONS.items():
-        kinds.setdefault(kind, description)
+    kinds.update(ANNOTATIONS)
     return kinds
 
 
