@@ -5,7 +5,7 @@
   `$defs/<verb>`, for integrators; the AsyncAPI document (`uplink/asyncapi.json`) carries the
   same schemas, one message per verb.
 - The ticket event kinds (`event_kinds()`): every state of `TicketState` as a transition, and
-  the changes that are not state changes (`ANNOTATIONS`). `tests/ticketing/test_contract.py`
+  the changes that are not state changes (`ANNOTATIONS`). `tests/test_contract.py`
   finds every kind the ticketing code emits and fails when one is missing here.
 
 A test fails when a shipped file differs from the code; regenerate all of them with
