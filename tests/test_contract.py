@@ -140,3 +140,17 @@ def test_the_guard_refuses_a_field_the_contract_does_not_name():
         MessageProperties("application/json", message_expiry_s=60, utf8_payload=True),
     )
     assert any("'samples' was unexpected" in f for f in Contract().violations([message]))
+
+
+def test_every_field_of_a_ticket_s_data_is_described_in_the_table():
+    """A field added to the ticket summary (uplink/events.py) must be described in
+    `uplink.messages.TICKET_DATA`, or the contract would not name it."""
+    from uplink.events import _ATTRIBUTE_FIELDS, ticket_summary
+    from uplink.messages import TICKET_DATA
+
+    named = set(ticket_summary(make_ticket(), GATEWAY)) | set(_ATTRIBUTE_FIELDS) | {"change"}
+    missing = named - set(TICKET_DATA)
+    assert not missing, (
+        f"ticket fields {sorted(missing)} are not in uplink/messages.py TICKET_DATA; describe "
+        f"them there and regenerate with `{REGENERATE}`"
+    )
