@@ -74,7 +74,10 @@ class CentralSystem:
         output: TextIO | None = sys.stdout,
         reconnect_min_s: float = 0.2,
         actor: str | None = None,
+        share_group: str | None = None,
     ) -> None:
+        """`share_group`: subscribe to the ticket and incident topics as a member of this
+        shared subscription (`$share/<group>/...`), as redundant consumers do."""
         self.topics = Topics(prefix, site, gateway)
         self.client_id = client_id or f"central-{site}-{gateway}"
         # Named in every command; the gateway may only accept configured actors.
@@ -89,8 +92,10 @@ class CentralSystem:
             reconnect_min_s=reconnect_min_s,
             reconnect_max_s=5.0,
             subscriptions=(
-                self.topics.tickets_filter,
-                self.topics.incidents_filter,
+                *(
+                    f"$share/{share_group}/{topic}" if share_group else topic
+                    for topic in (self.topics.tickets_filter, self.topics.incidents_filter)
+                ),
                 self.topics.status,
                 self.reply_topic,
             ),

@@ -25,6 +25,7 @@ from simulator.central import CentralSystem
 from simulator.modbus_server import ModbusSimServer
 from simulator.pump import PumpScript, run_pump_plant
 from tests.support.broker import MosquittoBroker, free_loopback_port
+from tests.support.contract import watching_the_wire
 from tests.support.site import REPO, make_site
 
 pytestmark = pytest.mark.broker
@@ -86,18 +87,26 @@ async def test_pump_overheat_opens_a_ticket_that_the_central_system_acknowledges
     gateway_yaml = make_site(tmp_path, broker_port=mosquitto.port, modbus_port=modbus_port)
     pump, pump_stop = await start_pump(modbus_port)
     stop = asyncio.Event()
-    gateway = asyncio.create_task(
-        Gateway(load_config(gateway_yaml), SystemClock()).run(stop), name="gateway"
-    )
-    try:
-        await asyncio.wait_for(central.wait_until(lambda c: bool(c.work_orders)), 20)
-        await asyncio.wait_for(
-            central.wait_until(lambda c: any(r.kind == "acknowledged" for r in c.received)), 10
+    async with watching_the_wire(mosquitto.port) as wire:
+        gateway = asyncio.create_task(
+            Gateway(load_config(gateway_yaml), SystemClock()).run(stop), name="gateway"
         )
-    finally:
-        stop.set()
-        await asyncio.wait_for(gateway, 15)
-        await stop_task(pump, pump_stop)
+        try:
+            await asyncio.wait_for(central.wait_until(lambda c: bool(c.work_orders)), 20)
+            await asyncio.wait_for(
+                central.wait_until(lambda c: any(r.kind == "acknowledged" for r in c.received)),
+                10,
+            )
+        finally:
+            stop.set()
+            await asyncio.wait_for(gateway, 15)
+            await stop_task(pump, pump_stop)
+    # Every message on the wire, the gateway's and the central system's, as the shipped
+    # AsyncAPI document says (issue 14, item 2).
+    assert wire.violations() == []
+    topics = {m.topic.split("/", 3)[-1] for m in wire.seen}
+    assert {"tickets/opened", "tickets/transition", "status", "cmd/ack"} <= topics, topics
+    assert any(m.topic == central.reply_topic for m in wire.seen), "a reply was checked"
     opened = [r for r in central.received if r.kind == "opened"]
     assert len(opened) == 1
     data = opened[0].data

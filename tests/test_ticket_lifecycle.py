@@ -32,6 +32,7 @@ from gateway.ticketing.service import TicketService
 from gateway.ticketing.topology import Link
 from simulator.central import CentralSystem, ReceivedTicketEvent
 from tests.support.broker import MosquittoBroker
+from tests.support.contract import watching_the_wire
 from tests.support.site import REPO
 from tests.ticketing.policies import default_policy
 from tests.uplink.helpers import uplink_settings
@@ -188,22 +189,25 @@ async def plant(tmp_path: Path, mosquitto: MosquittoBroker) -> AsyncIterator[Pla
     central = CentralSystem(
         "127.0.0.1", mosquitto.port, "factory", SITE, GATEWAY, output=io.StringIO(), actor=ACTOR
     )
-    tasks = [
-        asyncio.create_task(uplink.run_uplink(), name="uplink"),
-        asyncio.create_task(central.run_central(), name="central"),
-    ]
-    try:
-        async with asyncio.timeout(10):
-            await central.wait_connected()
-            await asyncio.sleep(0.05)  # the subscriptions are sent right after CONNACK
-        yield Plant(clock, store, service, commands, uplink, central, mosquitto.port)
-    finally:
-        for task in tasks:
-            task.cancel()
-        for task in tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-        await store.close()
+    async with watching_the_wire(mosquitto.port) as wire:
+        tasks = [
+            asyncio.create_task(uplink.run_uplink(), name="uplink"),
+            asyncio.create_task(central.run_central(), name="central"),
+        ]
+        try:
+            async with asyncio.timeout(10):
+                await central.wait_connected()
+                await asyncio.sleep(0.05)  # the subscriptions are sent right after CONNACK
+            yield Plant(clock, store, service, commands, uplink, central, mosquitto.port)
+        finally:
+            for task in tasks:
+                task.cancel()
+            for task in tasks:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+            await store.close()
+    # Every message of every scenario, on the wire, as the shipped contract says (issue 14).
+    assert wire.violations() == []
 
 
 # --- tickets: dedup, enrichment, evidence, knowledge -------------------------------------------
@@ -681,3 +685,89 @@ async def test_an_ack_naming_only_the_ticket_settles_its_messages_on_the_wire(pl
     # Only the `acknowledged` message is still waiting for its own ack.
     (left,) = [i for i in await plant.store.outbox.unsettled(100) if i.ticket_id == ticket_id]
     assert json.loads(left.payload)["type"].endswith(".acknowledged")
+
+
+# --- redundant consumers (issue 14, item 2; documented in docs/TICKETS.md and the contract) ---
+
+
+@contextlib.asynccontextmanager
+async def centrals(plant: Plant, *systems: CentralSystem) -> AsyncIterator[None]:
+    tasks = [asyncio.create_task(s.run_central(), name=s.client_id) for s in systems]
+    try:
+        async with asyncio.timeout(10):
+            for system in systems:
+                await system.wait_connected()
+            await asyncio.sleep(0.05)  # the subscriptions are sent right after CONNACK
+        yield
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+
+def central(plant: Plant, client_id: str, **options: Any) -> CentralSystem:
+    return CentralSystem(
+        "127.0.0.1", plant.broker_port, "factory", SITE, GATEWAY, output=io.StringIO(),
+        actor=ACTOR, client_id=client_id, **options,
+    )  # fmt: skip
+
+
+async def test_two_consumers_on_a_shared_subscription_split_the_load_and_lose_nothing(
+    plant: Plant,
+):
+    plant.central.ack = False  # the members of the group ack what they get
+    first = central(plant, "cmms-a", share_group="cmms")
+    second = central(plant, "cmms-b", share_group="cmms", first_work_order=5001)
+    async with centrals(plant, first, second):
+        for press in PRESSES[:6]:
+            await plant.feed(finding(plant.now, asset=press))
+        await plant.until(lambda c: len(c.work_orders) == 6)
+        published = {i.event_id for i in await plant.store.outbox.unsettled(1000)} | {
+            r.event_id for r in plant.central.received
+        }
+
+        async def all_settled() -> bool:
+            return not [i for i in await plant.store.outbox.unsettled(1000) if i.ticket_id]
+
+        async with asyncio.timeout(20):
+            while not await all_settled():
+                plant.clock.advance(0.5)  # resend anything a member has not acked yet
+                await asyncio.sleep(0.05)
+    got_a = {r.event_id for r in first.received}
+    got_b = {r.event_id for r in second.received}
+    # Every message reached the group (the `acknowledged` events the acks caused included)
+    # and was settled by a member's ack; each member took a share of the tickets. A resend
+    # may go to the other member: the group deduplicates on `id` (docs/TICKETS.md).
+    assert {r.event_id for r in plant.central.received} <= got_a | got_b
+    assert published <= got_a | got_b
+    opened_a = {r.ticket_id for r in first.received if r.kind == "opened"}
+    opened_b = {r.ticket_id for r in second.received if r.kind == "opened"}
+    assert opened_a | opened_b == set(plant.central.work_orders)
+    assert opened_a and opened_b, (opened_a, opened_b)
+
+
+async def test_when_two_central_systems_ack_the_first_central_id_is_kept(plant: Plant):
+    plant.central.ack = False
+    north = central(plant, "cmms-north")
+    south = central(plant, "cmms-south", first_work_order=5001)
+    async with centrals(plant, north, south):
+        await plant.feed(finding(plant.now))
+        await plant.until(lambda c: len(c.work_orders) == 1)
+        ticket_id = plant.opened()[0].ticket_id
+        await plant.until(lambda c: "acknowledged" in c.kinds_of(ticket_id))
+        acked = [r for r in plant.central.events_of(ticket_id) if r.kind == "acknowledged"]
+        assert len(acked) == 1, "the second ack moves nothing"
+        winner = acked[0].data["central_id"]
+        assert winner in {north.work_orders[ticket_id], south.work_orders[ticket_id]}
+        # The other system's later ack is accepted and settles, but keeps the first id.
+        reply = await south.send_command(
+            "ack", {"ticket_id": ticket_id, "central_id": "WO-LATE", "actor": ACTOR}
+        )
+        assert reply.accepted and reply.detail["central_id"] == "WO-LATE"
+        assert reply.detail["state"] == "ACKNOWLEDGED"
+        plant.clock.advance(5)
+        await plant.feed(finding(plant.now, active=False))  # a later event of the ticket
+        await plant.until(lambda c: "condition_cleared" in c.kinds_of(ticket_id))
+    assert (await plant.service.find_ticket(ticket_id)).central_id == winner
+    for event in plant.central.events_of(ticket_id)[1:]:
+        assert event.data["central_id"] == winner

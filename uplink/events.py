@@ -3,8 +3,10 @@
 One ticket change becomes one event with a fresh `id`; the outbox keeps that id, so a resend
 carries the same id and the central system deduplicates on it. `sequence` rises per gateway
 (CloudEvents sequence extension: a lexicographically ordered string, hence zero-padded), and
-`data.revision` is the ticket's own revision. The key attributes are also copied into MQTT 5
-user properties, so a broker rule or a consumer can route without parsing JSON.
+`data.revision` is the ticket's own revision. The attributes are also copied into MQTT 5 user
+properties under their own names (`id`, `type`, `source`... as the CloudEvents MQTT binding
+names them), with the ticket's `revision`, so a broker rule or a consumer can route without
+parsing JSON.
 """
 
 from __future__ import annotations
@@ -20,12 +22,11 @@ from typing import Any
 
 from gateway.core.interfaces import MessageEncoder, NewMessage, TicketEvent
 from gateway.core.records import ISO14224_FAILURE_MODE, FaultCode, OutboxKind, Ticket, TicketState
+from uplink.messages import CLOUDEVENTS_CONTENT_TYPE, JSON_CONTENT_TYPE
 from uplink.topics import Topics
 
 SPEC_VERSION = "1.0"
-# MQTT 5 content type of a structured-mode CloudEvent (CloudEvents MQTT binding, 3.2).
-CLOUDEVENTS_CONTENT_TYPE = "application/cloudevents+json"
-DATA_CONTENT_TYPE = "application/json"
+DATA_CONTENT_TYPE = JSON_CONTENT_TYPE
 TICKET_TYPE_PREFIX = "com.edge-gateway.ticket."
 SEQUENCE_DIGITS = 20  # fits any 64-bit counter, so text order equals number order
 
@@ -231,15 +232,19 @@ def user_properties(payload: bytes) -> list[tuple[str, str]]:
     return cloudevent_properties(document)
 
 
+# Attributes copied to user properties, in this order, when the event has them.
+PROPERTY_ATTRIBUTES = ("specversion", "id", "source", "type", "time", "subject", "sequence")
+# User property names of messages committed before the binding's names were used.
+LEGACY_PROPERTY_NAMES = frozenset({"ce_id", "ce_type", "ce_sequence", "ticket"})
+
+
 def cloudevent_properties(document: Mapping[str, Any]) -> list[tuple[str, str]]:
-    """The key attributes of a CloudEvent as MQTT 5 user properties."""
-    props = [("ce_id", str(document.get("id", ""))), ("ce_type", str(document.get("type", "")))]
+    """The attributes of a CloudEvent as MQTT 5 user properties: the attribute names unchanged
+    (CloudEvents MQTT binding, 3.1.3.1), then `revision`, the ticket's revision."""
+    props = [(name, str(document[name])) for name in PROPERTY_ATTRIBUTES if name in document]
     data = document.get("data")
-    if isinstance(data, dict) and "id" in data:
-        props.append(("ticket", str(data["id"])))
-        props.append(("revision", str(data.get("revision", ""))))
-    if "sequence" in document:
-        props.append(("ce_sequence", str(document["sequence"])))
+    if isinstance(data, dict) and "revision" in data:
+        props.append(("revision", str(data["revision"])))
     return props
 
 

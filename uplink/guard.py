@@ -7,6 +7,9 @@ fits the type's schema, stay within the type's byte budget, nest no deeper than 
 and carry no array longer than a handful of items. A list of numbers is exactly what a leaked
 waveform or sample stream looks like, so numeric arrays get the tightest bound.
 
+What each type may look like is the table of `uplink.messages`, which the contract (the AsyncAPI
+document) publishes too: the guard enforces what the contract promises.
+
 A refusal is logged (type, topic, size and reason, never the payload), counted, and the
 message is not published. The guard is pure: no I/O, no clock, so it is tested with tables.
 """
@@ -18,49 +21,19 @@ import logging
 import re
 from collections import Counter
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from gateway.core.errors import PolicyViolation
 from gateway.core.records import OutboxKind
+from uplink.messages import MESSAGE_TYPES, JsonType, MessageType
 from uplink.topics import Topics
 
 log = logging.getLogger(__name__)
 
-# JSON value types a schema names; bool is kept apart from numbers on purpose.
-JsonType = type | tuple[type, ...]
-NUMBER: tuple[type, ...] = (int, float)
-TEXT = str
-OBJECT = dict
-BOOLEAN = bool
-NULLABLE_TEXT: tuple[type, ...] = (str, type(None))
-NULLABLE_OBJECT: tuple[type, ...] = (dict, type(None))
-
 # What a leaked sample stream looks like: a list of numbers. Real evidence has at most a few
 # (peak frequencies, harmonics), so anything longer is refused whatever the message type.
 MAX_NUMERIC_ARRAY = 16
-
-
-@dataclass(frozen=True, slots=True)
-class MessagePolicy:
-    """What one message type may look like on the wire.
-
-    `fields` is the closed set of top-level keys (key -> allowed JSON types); `required` those
-    that must be present. `nested` gives the required keys of a nested object (for example the
-    ticket summary under `data`); other keys there are allowed but still bounded.
-    """
-
-    kind: OutboxKind
-    topic: Callable[[str], bool]
-    max_bytes: int
-    fields: Mapping[str, JsonType]
-    required: frozenset[str]
-    nested: Mapping[str, Mapping[str, JsonType]] = field(default_factory=dict)
-    max_array_items: int = 64
-    max_depth: int = 6
-    max_string_chars: int = 4096
-    # Keys outside `fields` that are still allowed when they match (CloudEvents extensions).
-    extension_key: re.Pattern[str] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,125 +43,25 @@ class GuardStatistics:
     refused_bytes: int
 
 
-def _under(base: str, *tails: str) -> Callable[[str], bool]:
-    exact = {f"{base}/{tail}" for tail in tails if not tail.endswith("/#")}
-    prefixes = tuple(f"{base}/{tail[:-1]}" for tail in tails if tail.endswith("/#"))
+def channel_matcher(base: str, channels: tuple[str, ...]) -> Callable[[str], bool]:
+    """The topics of a message type: its channels under `base`, `{name}` being one level."""
+    patterns = [
+        re.compile(
+            "^"
+            + re.escape(base + "/")
+            + "/".join(
+                "[^/+#]+" if re.fullmatch(r"\{\w+\}", level) else re.escape(level)
+                for level in channel.split("/")
+            )
+            + "$"
+        )
+        for channel in channels
+    ]
 
     def matches(topic: str) -> bool:
-        return topic in exact or (bool(prefixes) and topic.startswith(prefixes))
+        return any(pattern.match(topic) for pattern in patterns)
 
     return matches
-
-
-def default_policies(topics: Topics, reply_topic: Callable[[str], bool]) -> list[MessagePolicy]:
-    """The allow-list of this gateway: one policy per message type it ever sends.
-
-    `reply_topic` decides which response topics a command reply may go to (the central system
-    names them; MQTT 5 request/response), since they live outside our own tree.
-    """
-    base = topics.base
-    return [
-        MessagePolicy(
-            kind=OutboxKind.TICKET,
-            topic=_under(
-                base, "tickets/opened", "tickets/updated", "tickets/transition", "incidents/#"
-            ),
-            max_bytes=64 * 1024,
-            fields={
-                "specversion": TEXT,
-                "id": TEXT,
-                "source": TEXT,
-                "type": TEXT,
-                "time": TEXT,
-                "subject": TEXT,
-                "datacontenttype": TEXT,
-                "sequence": TEXT,
-                "data": OBJECT,
-            },
-            required=frozenset({"specversion", "id", "source", "type", "time", "data"}),
-            nested={"data": {"id": TEXT, "asset": TEXT, "revision": NUMBER}},
-            max_array_items=32,
-            max_depth=8,
-            # CloudEvents extension attributes: lower-case alphanumerics (spec 3.1.1).
-            extension_key=re.compile(r"^[a-z0-9]{1,20}$"),
-        ),
-        MessagePolicy(
-            kind=OutboxKind.STATUS,
-            topic=_under(base, "status"),
-            max_bytes=2 * 1024,
-            fields={
-                "state": TEXT,
-                "site": TEXT,
-                "gateway": TEXT,
-                "client_id": TEXT,
-                "reason": TEXT,
-                "since": TEXT,
-            },
-            required=frozenset({"state", "site", "gateway"}),
-            max_array_items=0,
-            max_depth=1,
-            max_string_chars=256,
-        ),
-        MessagePolicy(
-            kind=OutboxKind.HEALTH,
-            topic=_under(base, "health"),
-            max_bytes=128 * 1024,
-            fields={
-                "site": TEXT,
-                "gateway": TEXT,
-                "time": TEXT,
-                "uptime_s": NUMBER,
-                "ready": BOOLEAN,
-                "devices": list,
-                "pipeline": OBJECT,
-                "uplink": OBJECT,
-                "outbox": OBJECT,
-                "drops": OBJECT,
-                "telemetry": OBJECT,
-                "residency": OBJECT,
-                "tickets": OBJECT,  # alarm-management KPIs (issue 5): counts and rates only
-            },
-            required=frozenset({"site", "gateway", "time"}),
-            max_array_items=2000,  # one entry per device
-            max_string_chars=1024,
-        ),
-        MessagePolicy(
-            kind=OutboxKind.SUMMARY,
-            topic=_under(base, "summaries/#"),
-            max_bytes=32 * 1024,
-            fields={
-                "site": TEXT,
-                "gateway": TEXT,
-                "asset": TEXT,
-                "time": TEXT,
-                "period_s": NUMBER,
-                "tags": OBJECT,
-                "findings": OBJECT,
-            },
-            required=frozenset({"site", "gateway", "asset", "time", "period_s", "tags"}),
-            max_array_items=16,
-            max_depth=4,
-            max_string_chars=512,
-        ),
-        MessagePolicy(
-            kind=OutboxKind.REPLY,
-            topic=reply_topic,
-            max_bytes=32 * 1024,
-            fields={
-                "command_id": TEXT,
-                "verb": NULLABLE_TEXT,
-                "accepted": BOOLEAN,
-                "reason": TEXT,
-                "detail": NULLABLE_OBJECT,
-            },
-            required=frozenset({"command_id", "accepted"}),
-            # `snapshot` replies carry a bounded summary (per-tag min/mean/max/last, open
-            # tickets of the asset), `resync` ones a count: room for both, no sample arrays.
-            max_array_items=256,
-            max_depth=6,
-            max_string_chars=1024,
-        ),
-    ]
 
 
 def _outside_own_tree(topics: Topics) -> Callable[[str], bool]:
@@ -217,9 +90,15 @@ def _is_type(value: Any, types: JsonType) -> bool:
 class EgressGuard:
     """Checks and counts; `admit` is what the uplink calls before every publish."""
 
-    def __init__(self, topics: Topics, policies: list[MessagePolicy] | None = None) -> None:
-        chosen = policies or default_policies(topics, _outside_own_tree(topics))
-        self._policies: dict[OutboxKind, MessagePolicy] = {p.kind: p for p in chosen}
+    def __init__(
+        self, topics: Topics, types: Mapping[OutboxKind, MessageType] = MESSAGE_TYPES
+    ) -> None:
+        self._policies = dict(types)
+        replies = _outside_own_tree(topics)
+        self._topics: dict[OutboxKind, Callable[[str], bool]] = {
+            kind: channel_matcher(topics.base, m.channels) if m.channels else replies
+            for kind, m in types.items()
+        }
         self._allowed: Counter[str] = Counter()
         self._refused: Counter[str] = Counter()
         self._refused_bytes = 0
@@ -229,7 +108,7 @@ class EgressGuard:
         policy = self._policies.get(kind)
         if policy is None:
             raise PolicyViolation(f"message type `{kind}` is not on the egress allow-list")
-        if not policy.topic(topic):
+        if not self._topics[kind](topic):
             raise PolicyViolation(f"a `{kind}` message may not be published on `{topic}`")
         if len(payload) > policy.max_bytes:
             raise PolicyViolation(
@@ -277,32 +156,32 @@ class EgressGuard:
         )
 
 
-def _check_fields(policy: MessagePolicy, document: Mapping[str, Any]) -> None:
+def _check_fields(policy: MessageType, document: Mapping[str, Any]) -> None:
     missing = sorted(policy.required - document.keys())
     if missing:
         raise PolicyViolation(f"`{policy.kind}` message lacks {', '.join(missing)}")
     for key, value in document.items():
-        expected = policy.fields.get(key)
-        if expected is None:
+        spec = policy.fields.get(key)
+        if spec is None:
             extension = policy.extension_key
             if extension is not None and extension.match(key) and _is_scalar(value):
                 continue
             raise PolicyViolation(f"field `{key}` is not part of the `{policy.kind}` schema")
-        if not _is_type(value, expected):
+        if not _is_type(value, spec.types):
             raise PolicyViolation(
-                f"field `{key}` is a {type(value).__name__}, expected {_type_name(expected)}"
+                f"field `{key}` is a {type(value).__name__}, expected {_type_name(spec.types)}"
             )
     for key, required in policy.nested.items():
         inner = document.get(key)
         if not isinstance(inner, dict):
             continue  # its own type was checked above; absent when optional
-        for name, expected in required.items():
+        for name, spec in required.items():
             if name not in inner:
                 raise PolicyViolation(f"`{key}.{name}` is missing")
-            if not _is_type(inner[name], expected):
+            if not _is_type(inner[name], spec.types):
                 raise PolicyViolation(
                     f"`{key}.{name}` is a {type(inner[name]).__name__}, "
-                    f"expected {_type_name(expected)}"
+                    f"expected {_type_name(spec.types)}"
                 )
 
 
@@ -310,14 +189,13 @@ def _is_scalar(value: Any) -> bool:
     return value is None or isinstance(value, str | int | float | bool)
 
 
-def _check_bounds(policy: MessagePolicy, value: Any, path: str, depth: int) -> None:
+def _check_bounds(policy: MessageType, value: Any, path: str, depth: int) -> None:
     if depth > policy.max_depth and isinstance(value, dict | list):
         raise PolicyViolation(f"`{path}` nests deeper than {policy.max_depth} levels")
     if isinstance(value, str):
         if len(value) > policy.max_string_chars:
             raise PolicyViolation(
-                f"`{path}` is a string of {len(value)} characters (limit "
-                f"{policy.max_string_chars})"
+                f"`{path}` is a string of {len(value)} characters (limit {policy.max_string_chars})"
             )
     elif isinstance(value, list):
         if len(value) > policy.max_array_items:

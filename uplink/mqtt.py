@@ -22,12 +22,16 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
+import math
+import random
 import socket
 import ssl
+import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from types import TracebackType
-from typing import Any, Self, cast
+from typing import Any, Self
 
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode, MQTTProtocolVersion
@@ -37,6 +41,7 @@ from paho.mqtt.reasoncodes import ReasonCode
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from gateway.core.errors import UplinkError
+from uplink.probe import broker_answers
 
 log = logging.getLogger(__name__)
 paho_log = logging.getLogger(f"{__name__}.paho")
@@ -67,6 +72,8 @@ class MessageProperties:
     correlation_data: bytes | None = None
     user_properties: tuple[tuple[str, str], ...] = ()
     message_expiry_s: int | None = None
+    # MQTT 5 Payload Format Indicator 1: the payload is UTF-8 text (all our JSON is).
+    utf8_payload: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,6 +123,15 @@ class LinkSettings:
     reconnect_min_s: float = 0.5
     reconnect_max_s: float = 30.0
     connect_timeout_s: float = 10.0
+    # Half-open detection and quick recovery (issue 11, item 6): while the link is down after
+    # a failure that was not a refusal, or while a PUBACK or CONNACK is overdue by
+    # `suspect_after_s`, the broker is probed (`uplink.probe`) every `probe_interval_s`; when
+    # it answers, the backoff is cut short and a connection that went silent is dropped.
+    probe_interval_s: float = 1.0
+    probe_timeout_s: float = 2.0
+    suspect_after_s: float = 3.0
+    # A connected link is suspect later: a busy broker may take a while to PUBACK.
+    puback_suspect_s: float = 5.0
     username: str | None = None
     password: str | None = field(default=None, repr=False)
     tls: TlsSettings | None = None
@@ -141,6 +157,8 @@ class LinkStatistics:
     in_flight: int
     received: int
     inbound_dropped: int
+    probes: int = 0  # broker probes while waiting for it
+    probe_wakes: int = 0  # times a probe's answer cut a wait short or dropped a silent link
 
 
 def _to_paho_properties(packet_type: int, props: MessageProperties) -> Properties | None:
@@ -161,6 +179,9 @@ def _to_paho_properties(packet_type: int, props: MessageProperties) -> Propertie
     if props.message_expiry_s is not None:
         result.MessageExpiryInterval = props.message_expiry_s
         empty = False
+    if props.utf8_payload:
+        result.PayloadFormatIndicator = 1
+        empty = False
     return None if empty else result
 
 
@@ -176,7 +197,38 @@ def _from_paho_properties(props: Properties | None) -> MessageProperties:
         correlation_data=bytes(correlation) if correlation is not None else None,
         user_properties=tuple((str(k), str(v)) for k, v in user),
         message_expiry_s=int(expiry) if expiry is not None else None,
+        utf8_payload=getattr(props, "PayloadFormatIndicator", 0) == 1,
     )
+
+
+class _Client(paho.Client):
+    """paho's client with a reconnect delay that can be cut short.
+
+    paho sleeps its exponential backoff in its own thread (`_reconnect_wait`, the same method
+    in every 2.x release) and offers no way to end the sleep early. This override waits on an
+    event instead, which `wake()` sets when the probe sees the broker answer again, and adds
+    jitter (a site's gateways that lost the broker together do not return in lockstep).
+    Overriding a private method is a deliberate trade: a test with a real broker behind a
+    black-holing proxy (tests/faults/test_uplink_recovery.py) fails if paho changes it."""
+
+    def __init__(self, *args: Any, min_delay_s: float, max_delay_s: float, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._wake = threading.Event()
+        self._min_delay_s = min_delay_s
+        self._max_delay_s = max_delay_s
+        self._failures_in_row = 0
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    def reset_backoff(self) -> None:
+        self._failures_in_row = 0
+
+    def _reconnect_wait(self) -> None:
+        step = min(self._max_delay_s, self._min_delay_s * 2.0**self._failures_in_row)
+        self._failures_in_row += 1
+        self._wake.wait(step * random.uniform(0.8, 1.2))
+        self._wake.clear()
 
 
 def _reason(code: ReasonCode | int | None) -> tuple[int, str]:
@@ -197,7 +249,9 @@ class MqttLink:
 
     def __init__(self, settings: LinkSettings) -> None:
         self.settings = settings
-        self._client = paho.Client(
+        self._client = _Client(
+            min_delay_s=settings.reconnect_min_s,
+            max_delay_s=settings.reconnect_max_s,
             callback_api_version=CallbackAPIVersion.VERSION2,
             client_id=settings.client_id,
             protocol=MQTTProtocolVersion.MQTTv5,
@@ -225,6 +279,15 @@ class MqttLink:
         self._arrival_order: collections.deque[int] = collections.deque()
         self._handled: set[int] = set()
         self._failed_attempts = 0
+        # Half-open detection: when the current connection attempt began (None: none under
+        # way), the send time of each pending PUBACK, the watchdog task.
+        self._attempt_started: float | None = None
+        self._sent_at: dict[int, float] = {}
+        self._refused_last = False
+        self._watchdog: asyncio.Task[None] | None = None
+        self._probe_tls: ssl.SSLContext | None = None
+        self._probes = 0
+        self._probe_wakes = 0
         self._refusal_reported = False
         self._last_refusal: str | None = None
         self._connects = 0
@@ -242,11 +305,7 @@ class MqttLink:
         s = self.settings
         client = self._client
         client.on_log = self._paho_on_log
-        # paho annotates the delays as int but sleeps with floats; sub-second delays keep
-        # tests fast and let a plant link come back quickly after a short blip.
-        client.reconnect_delay_set(
-            min_delay=cast(int, s.reconnect_min_s), max_delay=cast(int, s.reconnect_max_s)
-        )
+        # The reconnect delays (sub-second ones keep tests fast) are `_Client`'s.
         client.connect_timeout = s.connect_timeout_s
         if s.username is not None:
             client.username_pw_set(s.username, s.password)
@@ -268,6 +327,7 @@ class MqttLink:
             )
         client.on_connect = self._paho_on_connect
         client.on_connect_fail = self._paho_on_connect_fail
+        client.on_pre_connect = self._paho_on_pre_connect
         client.on_disconnect = self._paho_on_disconnect
         client.on_publish = self._paho_on_publish
         client.on_subscribe = self._paho_on_subscribe
@@ -291,6 +351,13 @@ class MqttLink:
             properties=connect_props,
         )
         self._client.loop_start()
+        if s.tls is not None:
+            self._probe_tls = ssl.create_default_context(cafile=s.tls.ca_file)
+            if s.tls.cert_file is not None:
+                self._probe_tls.load_cert_chain(s.tls.cert_file, s.tls.key_file)
+        self._watchdog = asyncio.create_task(
+            self._run_watchdog(), name=f"mqtt.watchdog[{s.client_id}]"
+        )
         log.info("MQTT link `%s` connecting to `%s`.", s.client_id, s.broker)
 
     async def __aenter__(self) -> Self:
@@ -324,6 +391,7 @@ class MqttLink:
         if code >= FAILURE_REASON:
             self._to_loop(self._on_refused, code, name)
             return
+        self._client.reset_backoff()
         self._paho_connection += 1
         # Subscribe from paho's thread, before any message can be exchanged on this connection.
         # Always, even with a session present: the broker may have lost the session.
@@ -349,6 +417,9 @@ class MqttLink:
             paho_log.error("%s", text)
         else:
             paho_log.debug("%s", text)
+
+    def _paho_on_pre_connect(self, client: paho.Client, userdata: Any) -> None:
+        self._to_loop(self._on_attempt)
 
     def _paho_on_connect_fail(self, client: paho.Client, userdata: Any) -> None:
         self._to_loop(self._on_connect_failed)
@@ -387,9 +458,14 @@ class MqttLink:
 
     # --- event loop thread: state changes --------------------------------------------------
 
+    def _on_attempt(self) -> None:
+        self._attempt_started = time.monotonic()
+
     def _on_connected(self, session_present: bool) -> None:
         if self._closed:
             return
+        self._attempt_started = None
+        self._refused_last = False
         self._connected = True
         self._generation += 1
         self._connects += 1
@@ -410,6 +486,8 @@ class MqttLink:
         self._last_refusal = None
 
     def _on_refused(self, code: int, name: str) -> None:
+        self._attempt_started = None
+        self._refused_last = True  # the broker answers and says no: backoff, no probing
         self._refusal_reported = True
         self._connect_failures += 1
         self._failed_attempts += 1
@@ -423,6 +501,8 @@ class MqttLink:
             self._last_refusal = name
 
     def _on_connect_failed(self) -> None:
+        self._attempt_started = None
+        self._refused_last = False
         self._connect_failures += 1
         self._failed_attempts += 1
         if self._failed_attempts == 1 and not self._closed:
@@ -443,6 +523,8 @@ class MqttLink:
                 self._on_connect_failed()
             return
         self._connected = False
+        self._attempt_started = None
+        self._refused_last = False
         self._connected_event.clear()
         self._losses += 1
         self._lost.set()
@@ -457,6 +539,7 @@ class MqttLink:
             )
 
     def _on_puback(self, mid: int, code: int, name: str) -> None:
+        self._sent_at.pop(mid, None)
         future = self._pending.pop(mid, None)
         if future is None or future.done():
             return  # a retransmission of a message we already gave up on, or QoS 0
@@ -501,6 +584,7 @@ class MqttLink:
                 )
 
     def _fail_pending(self, reason: str) -> None:
+        self._sent_at.clear()
         pending, self._pending = self._pending, {}
         for future in pending.values():
             if not future.done():
@@ -560,10 +644,12 @@ class MqttLink:
             return future
         mid = info.mid
         self._pending[mid] = future
+        self._sent_at[mid] = time.monotonic()
 
         def forget(done: asyncio.Future[int]) -> None:
             if self._pending.get(mid) is done:
                 del self._pending[mid]
+                self._sent_at.pop(mid, None)
 
         future.add_done_callback(forget)
         return future
@@ -598,6 +684,65 @@ class MqttLink:
             self._handled.discard(mid)
             self._client.ack(mid, 1)
 
+    # --- half-open detection (issue 11, item 6) -------------------------------------------
+
+    def _suspect_since(self) -> float | None:
+        """Since when the link has been waiting for the broker, or None when it is not."""
+        if self._closed:
+            return None
+        if self._connected:
+            return min(self._sent_at.values(), default=None)  # the oldest pending PUBACK
+        if self._refused_last:
+            return None  # the broker answered with a refusal: the backoff is right
+        if self._attempt_started is not None:
+            return self._attempt_started  # CONNECT sent, no CONNACK yet
+        if self._failed_attempts or self._losses:
+            return -math.inf  # backing off after a failure that was not a refusal
+        return None
+
+    async def _run_watchdog(self) -> None:
+        """Probe the broker while the link waits for it; when it answers, whatever waits
+        longer than a round trip needs is stale: wake the backoff, or drop the connection
+        (an attempt or a session) that stays silent while a fresh one is answered."""
+        s = self.settings
+        while not self._closed:
+            await asyncio.sleep(s.probe_interval_s)
+            since = self._suspect_since()
+            patience = s.puback_suspect_s if self._connected else s.suspect_after_s
+            if since is None or time.monotonic() - since < patience:
+                continue
+            self._probes += 1
+            started = time.monotonic()
+            answered = await broker_answers(
+                s.host, s.port, f"{s.client_id}-probe", tls=self._probe_tls,
+                timeout_s=s.probe_timeout_s,
+            )  # fmt: skip
+            if not answered or self._closed:
+                continue
+            still = self._suspect_since()
+            if still is None or still > started:
+                continue  # it recovered (or a new attempt began) while we probed
+            self._probe_wakes += 1
+            if self._connected:
+                log.warning(
+                    "MQTT broker `%s` answers a new connection but no PUBACK came on ours for "
+                    "%.1f s: half-open; reconnecting.",
+                    s.broker,
+                    time.monotonic() - still,
+                )
+                self.abort()
+            elif self._attempt_started is not None:
+                log.warning(
+                    "MQTT broker `%s` answers again but our connection attempt got no CONNACK "
+                    "for %.1f s; starting over.",
+                    s.broker,
+                    time.monotonic() - still,
+                )
+                self.abort()
+            else:
+                log.info("MQTT broker `%s` answers again; reconnecting now.", s.broker)
+            self._client.wake()
+
     def abort(self) -> None:
         """Drop the TCP connection without DISCONNECT, as a crash would: the broker publishes
         the Will and paho reconnects. Used when the link is judged half-open (no PUBACK in
@@ -623,7 +768,11 @@ class MqttLink:
             except (UplinkError, TimeoutError) as exc:
                 log.warning("MQTT final message on `%s` not confirmed: %s", final.topic, exc)
         self._closed = True
+        if self._watchdog is not None:
+            self._watchdog.cancel()
+            await asyncio.gather(self._watchdog, return_exceptions=True)
         self._client.disconnect()
+        self._client.wake()  # out of a reconnect delay, so that the thread ends now
         try:
             async with asyncio.timeout(grace_s):
                 await asyncio.to_thread(self._client.loop_stop)
@@ -644,4 +793,6 @@ class MqttLink:
             in_flight=len(self._pending),
             received=self._received,
             inbound_dropped=self._inbound_dropped,
+            probes=self._probes,
+            probe_wakes=self._probe_wakes,
         )

@@ -44,6 +44,7 @@ import asyncio
 import dataclasses
 import json
 import logging
+import math
 import time
 import uuid
 from collections import Counter
@@ -66,12 +67,14 @@ from uplink.admission import ActorRateLimiter, RateLimit
 from uplink.commands import RejectedCommand, encode_reply, parse_command
 from uplink.events import (
     CLOUDEVENTS_CONTENT_TYPE,
+    LEGACY_PROPERTY_NAMES,
     encode_json,
     is_cloudevent,
     rfc3339,
     user_properties,
 )
 from uplink.guard import EgressGuard
+from uplink.messages import MESSAGE_TYPES
 from uplink.mqtt import (
     InboundMessage,
     LinkSettings,
@@ -393,7 +396,7 @@ class Uplink:
             payload=json.dumps(document, separators=(",", ":")).encode(),
             qos=1,
             retain=True,
-            properties=MessageProperties(content_type=JSON_CONTENT_TYPE),
+            properties=MessageProperties(content_type=JSON_CONTENT_TYPE, utf8_payload=True),
         )
 
     # --- outbox -> broker --------------------------------------------------------------------
@@ -480,8 +483,14 @@ class Uplink:
         """
         futures: list[asyncio.Future[int]] = []
         admitted: list[OutboxItem] = []
+        now = self._clock.now()
         for item in items:
-            message = self._message_for(item)
+            message = self._message_for(item, now)
+            if message.properties.message_expiry_s == 0:
+                # Best effort and out of date: newer ones replace it (issue 14).
+                await self._outbox.settle(item.seq, now)
+                self._drops[f"expired:{item.kind.value}"] += 1
+                continue
             if not self._admit(item.kind, message):
                 # Deterministic: it would be refused on every retry. Settled as refused, so it
                 # stays on record in state.db but never blocks or loops (issue 6).
@@ -551,25 +560,30 @@ class Uplink:
         if lost is not None:
             raise UplinkError(str(lost)) from lost
 
-    def _message_for(self, item: OutboxItem) -> OutgoingMessage:
-        if item.content_type is not None:
-            properties = MessageProperties(
-                content_type=item.content_type, user_properties=item.user_properties
-            )
-        else:
-            # Committed before state.db kept the properties (schema version 5): derived from
-            # the payload, as they were then.
+    def _message_for(self, item: OutboxItem, now: float) -> OutgoingMessage:
+        """The MQTT message of an outbox item, with the properties of its type: content type,
+        Payload Format Indicator (UTF-8 JSON), and for best-effort types the time left of
+        their expiry (`uplink.messages`), counted from when the message was committed."""
+        content_type, props = item.content_type, item.user_properties
+        if content_type is None or LEGACY_PROPERTY_NAMES & {name for name, _ in props}:
+            # Committed before state.db kept the properties (schema version 5), or with the
+            # user property names used before the CloudEvents binding's: derived again.
             cloudevent = is_cloudevent(item.payload)
-            properties = MessageProperties(
-                content_type=CLOUDEVENTS_CONTENT_TYPE if cloudevent else JSON_CONTENT_TYPE,
-                user_properties=tuple(user_properties(item.payload)),
+            content_type = content_type or (
+                CLOUDEVENTS_CONTENT_TYPE if cloudevent else JSON_CONTENT_TYPE
             )
+            props = tuple(user_properties(item.payload))
         return OutgoingMessage(
             topic=item.topic,
             payload=item.payload,
             qos=1,
             retain=False,  # tickets are never retained (DESIGN.md section 7)
-            properties=properties,
+            properties=MessageProperties(
+                content_type=content_type,
+                user_properties=props,
+                message_expiry_s=_expiry_left(item, now),
+                utf8_payload=True,
+            ),
         )
 
     # --- broker -> commands ------------------------------------------------------------------
@@ -765,7 +779,7 @@ class Uplink:
             payload=encode_reply(reply, verb),
             qos=1,
             properties=MessageProperties(
-                content_type=JSON_CONTENT_TYPE, correlation_data=correlation_data
+                content_type=JSON_CONTENT_TYPE, correlation_data=correlation_data, utf8_payload=True
             ),
         )
         if not self._admit(OutboxKind.REPLY, message):
@@ -797,3 +811,12 @@ class Uplink:
             response_topic,
             error,
         )
+
+
+def _expiry_left(item: OutboxItem, now: float) -> int | None:
+    """Seconds of the type's Message Expiry Interval still left (0: expired); None for types
+    that never expire."""
+    expiry = MESSAGE_TYPES[item.kind].expiry_s
+    if expiry is None:
+        return None
+    return max(0, math.ceil(expiry - max(0.0, now - item.created_at)))

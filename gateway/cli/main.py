@@ -1,4 +1,4 @@
-"""`edge-gateway`: run | check-config | schema | example | analyze | tickets | status | demo.
+"""`edge-gateway`: run | check-config | schema | contract | example | analyze | tickets | ...
 
 Exit codes follow sysexits where they exist: 0 ok, 64 usage, 65 bad data, 66 missing input,
 69 a needed service is unavailable, 78 configuration error (systemd's unit does not restart on
@@ -41,6 +41,12 @@ def _cmd_schema(args: argparse.Namespace) -> int:
         document = schema.json_schema()
     sys.stdout.write(schema.render(document))
     return EX_OK
+
+
+def _cmd_contract(args: argparse.Namespace) -> int:
+    from gateway.cli import contract
+
+    return contract.run(args)
 
 
 def _cmd_example(args: argparse.Namespace) -> int:
@@ -115,6 +121,13 @@ def build_parser() -> argparse.ArgumentParser:
     which.add_argument("--gateway", action="store_true", help="the schema of gateway.yaml only")
     which.add_argument("--device", action="store_true", help="the schema of devices/*.yaml only")
     schema.set_defaults(func=_cmd_schema)
+
+    contract_parser = sub.add_parser(
+        "contract",
+        help="print the MQTT contract: the AsyncAPI 3.0 document with the JSON Schema of every"
+        " message, command and reply",
+    )
+    contract_parser.set_defaults(func=_cmd_contract)
 
     from gateway.cli import example
 

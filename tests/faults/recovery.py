@@ -132,7 +132,6 @@ async def opcua_recovery_s(tmp_path: Path, opcua_plant: ThreadedServer) -> float
     return recovered
 
 
-
 async def start_can_plant(gateway_tty: Path) -> asyncio.subprocess.Process:
     """The CAN side of the demo plant in its own process: a simulated USB-CAN adapter (slcan)
     at the far end of a socat pty pair whose near end is `gateway_tty`."""
@@ -181,3 +180,70 @@ async def can_recovery_s(tmp_path: Path) -> float:
         await asyncio.gather(task, return_exceptions=True)
         await stop_can_plant(plant_process)
     return recovered
+
+
+# --- the uplink (issue 11, item 6) -----------------------------------------------------------
+
+# The shipped uplink settings that decide recovery (UplinkSettings and gateway.yaml defaults).
+SHIPPED_UPLINK = {
+    "keepalive_s": 30,
+    "ack_timeout_s": 15.0,
+    "reconnect_min_s": 0.5,
+    "reconnect_max_s": 30.0,
+    "resend_interval_s": 30.0,
+}
+
+
+async def uplink_recovery_s(tmp_path: Path, blackout_s: float) -> float:
+    """A real mosquitto behind a proxy that black-holes the link for `blackout_s` while
+    tickets keep opening, then passes traffic again. Returns the seconds from the link
+    clearing to the uplink connected (and subscribed) again; fails if a ticket message
+    committed meanwhile does not reach the central system.
+
+    Shorter than the ack timeout (15 s), the blackout leaves the session connected and
+    half-open when the link clears; longer, the uplink has dropped it and its connection
+    attempts vanish in the black hole too."""
+    from tests.faults.support import (
+        StallingProxy,
+        TicketProducer,
+        delivered_ids,
+        make_uplink,
+        open_state,
+        running_central,
+    )
+    from tests.support.broker import MosquittoBroker
+    from tests.uplink.helpers import eventually, running
+
+    with MosquittoBroker() as broker:
+        state = await open_state(tmp_path)
+        producer = TicketProducer(state)
+        try:
+            async with StallingProxy(broker.port) as proxy:
+                uplink = make_uplink(state, proxy.port, **SHIPPED_UPLINK)
+                async with (
+                    running_central(broker.port) as central,
+                    running(uplink.run_uplink(), "uplink"),
+                ):
+                    await eventually(lambda: uplink.statistics().connected, timeout=20)
+                    await producer.open_one()
+                    await eventually(lambda: len(central.received) == 1, timeout=20)
+                    proxy.blackhole()
+                    stop = asyncio.Event()
+                    opening = asyncio.create_task(producer.run_opening(0.5, stop))
+                    await asyncio.sleep(blackout_s)
+                    connects = uplink.statistics().connects
+                    proxy.restore()
+                    cleared = time.monotonic()
+                    await eventually(lambda: uplink.statistics().connects > connects, timeout=90)
+                    recovered = time.monotonic() - cleared
+                    stop.set()
+                    await opening
+                    await eventually(
+                        lambda: set(producer.committed) <= set(delivered_ids(central)),
+                        timeout=60,
+                    )
+            missing = set(producer.committed) - set(delivered_ids(central))
+            assert not missing, f"{len(missing)} ticket message(s) lost"
+            return recovered
+        finally:
+            await state.close()

@@ -18,6 +18,7 @@ from typing import Any
 from gateway.core.clock import SystemClock
 from gateway.store import StateDatabase
 from simulator.central import CentralSystem
+from tests.support.contract import Contract
 from tests.uplink.helpers import (
     GATEWAY,
     SITE,
@@ -44,7 +45,11 @@ MAX_PAYLOAD_BYTES = 128 * 1024
 class StallingProxy:
     """Loopback TCP proxy; `stall()` stops forwarding on the open connections without closing
     them (a NAT mapping that died, a VPN that black-holes): both ends still think they are
-    connected. New connections are forwarded normally."""
+    connected. New connections are forwarded normally.
+
+    `blackhole()` stalls the open connections and every new one too (accepted, then nothing
+    comes through), until `restore()`: from then on new connections are forwarded again, while
+    those that lost bytes stay dead, as a TCP stream that lost data cannot resume."""
 
     def __init__(self, target_port: int) -> None:
         self.target_port = target_port
@@ -52,6 +57,7 @@ class StallingProxy:
         self._server: asyncio.Server | None = None
         self._connections: list[dict[str, Any]] = []
         self._tasks: set[asyncio.Task[None]] = set()
+        self._dark = False
 
     async def __aenter__(self) -> StallingProxy:
         self._server = await asyncio.start_server(self._accept, "127.0.0.1", 0)
@@ -73,7 +79,23 @@ class StallingProxy:
         for connection in self._connections:
             connection["stalled"] = True
 
+    def blackhole(self) -> None:
+        self._dark = True
+        self.stall()
+
+    def restore(self) -> None:
+        self._dark = False
+
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if self._dark:
+            connection = {"stalled": True, "writers": (writer,)}
+            self._connections.append(connection)
+            try:
+                while await reader.read(65536):
+                    pass  # swallowed
+            except (ConnectionError, OSError):
+                pass
+            return
         try:
             up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.target_port)
         except OSError:
@@ -135,7 +157,8 @@ class EgressWatcher:
                 continue
             if _numeric_runs(document) > MAX_NUMBERS_IN_AN_ARRAY:
                 found.append(f"an array of numbers (raw samples?) on {message.topic}")
-        return found
+        # And everything as the shipped AsyncAPI document says (issue 14, item 2).
+        return found + Contract().violations(self.seen)
 
     def on(self, suffix: str) -> list[InboundMessage]:
         return [m for m in self.seen if m.topic.endswith(suffix)]

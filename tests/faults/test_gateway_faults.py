@@ -116,9 +116,7 @@ async def test_fault_5_gateway_sigkilled_at_random_moments(tmp_path: Path) -> No
                             await asyncio.sleep(rng.uniform(0.05, 0.8))
                             kills_during_start += 1
                         else:
-                            resume_times.append(
-                                await wait_polling(telemetry_db, started, process)
-                            )
+                            resume_times.append(await wait_polling(telemetry_db, started, process))
                             await asyncio.sleep(rng.uniform(0.0, 0.5))
                     finally:
                         process.send_signal(signal.SIGKILL)

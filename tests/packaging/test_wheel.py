@@ -83,6 +83,25 @@ def test_schema_prints_the_installed_schema_files(installed, flags, file_name):
     assert result.stdout == (REPO / "configs" / "schema" / file_name).read_text()
 
 
+def test_the_mqtt_contract_ships_in_the_package(installed: Installed):
+    """Issue 14, item 2: the AsyncAPI document and the command schemas come with the wheel,
+    found through the package, and `contract` prints the installed document."""
+    shipped = installed.python(
+        "import importlib.resources as r; "
+        "print(r.files('uplink').joinpath('asyncapi.json').read_text(), end='')"
+    )
+    assert shipped == (REPO / "docs" / "asyncapi.json").read_text().strip()
+    assert json.loads(shipped)["asyncapi"] == "3.0.0"
+    commands = installed.python(
+        "import importlib.resources as r; print(r.files('gateway.ticketing')"
+        ".joinpath('commands.schema.json').read_text(), end='')"
+    )
+    assert commands == (REPO / "gateway" / "ticketing" / "commands.schema.json").read_text().strip()
+    result = installed.run("contract")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == shipped
+
+
 def test_the_unit_documentation_and_files_are_installed(installed: Installed):
     documentation = [
         uri

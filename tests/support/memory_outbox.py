@@ -12,12 +12,15 @@ import asyncio
 import dataclasses
 from collections.abc import Collection
 
+from gateway.core.clock import Clock
 from gateway.core.interfaces import NewMessage
 from gateway.core.records import OutboxItem, OutboxKind
 
 
 class MemoryOutbox:
-    def __init__(self) -> None:
+    def __init__(self, clock: Clock | None = None) -> None:
+        """`clock` stamps `created_at` as state.db does (0.0 without one)."""
+        self._clock = clock
         self._items: dict[int, OutboxItem] = {}
         self._coalesce: dict[int, str] = {}
         self._next_seq = 1
@@ -43,7 +46,7 @@ class MemoryOutbox:
             topic=message.topic,
             payload=message.payload,
             kind=message.kind,
-            created_at=0.0,
+            created_at=self._clock.now() if self._clock is not None else 0.0,
             ticket_id=message.ticket_id,
             content_type=message.content_type,
             user_properties=message.user_properties,

@@ -309,7 +309,7 @@ async def test_the_command_log_keeps_the_window_and_the_newest_entries(tmp_path:
 def test_the_shipped_command_schema_is_the_models():
     assert SCHEMA_FILE.read_text(encoding="utf-8") == render_schema(), (
         "gateway/ticketing/commands.schema.json is out of date; regenerate with "
-        "`python -m gateway.ticketing.contract`"
+        "`python -m gateway.cli.contract --write`"
     )
     document = json.loads(SCHEMA_FILE.read_text(encoding="utf-8"))
     assert set(document["$defs"]) == set(VERBS)

@@ -123,15 +123,21 @@ def test_an_event_kind_that_is_not_an_identifier_is_a_bug():
         encoder()(make_ticket(), make_event("Opened!"))
 
 
-def test_user_properties_copy_the_key_attributes():
+def test_user_properties_are_the_cloudevent_attributes_under_their_own_names():
+    """CloudEvents MQTT binding 3.1.3.1: attribute names unchanged (`id`, not `ce_id`)."""
     message = encoder(7)(make_ticket(revision=3), make_event("updated", revision=3))
+    document = json.loads(message.payload)
     assert user_properties(message.payload) == [
-        ("ce_id", message.event_id),
-        ("ce_type", "com.edge-gateway.ticket.updated"),
-        ("ticket", "T-1"),
+        ("specversion", "1.0"),
+        ("id", message.event_id),
+        ("source", source_urn(SITE, GATEWAY)),
+        ("type", "com.edge-gateway.ticket.updated"),
+        ("time", document["time"]),
+        ("subject", "T-1"),
+        ("sequence", "00000000000000000007"),
         ("revision", "3"),
-        ("ce_sequence", "00000000000000000007"),
     ]
+    assert list(message.user_properties) == user_properties(message.payload)
     assert CLOUDEVENTS_CONTENT_TYPE == "application/cloudevents+json"
 
 

@@ -247,7 +247,7 @@ async def test_a_message_leaves_with_the_properties_stored_with_it(mosquitto: Mo
             async with asyncio.timeout(10):
                 while (got := await watcher.receive()).topic != TOPICS.tickets_opened:
                     pass
-    # Not derived from the payload again (that would give ce_id / ce_type).
+    # Not derived from the payload again (that would give the CloudEvents attributes).
     assert got.properties.content_type == "application/x-test"
     assert got.properties.user_properties == stored
 

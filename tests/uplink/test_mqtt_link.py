@@ -236,3 +236,18 @@ async def test_tls_without_client_certificate_or_with_a_wrong_password_is_refuse
     finally:
         for link in links:
             await link.close()
+
+
+async def test_the_broker_probe_speaks_tls_with_the_link_s_certificates(tls_broker):
+    """Over TLS the probe's answer is the broker's CONNACK after a verified handshake (it sends
+    no credentials: the refusal is still an answer); a plaintext probe of the TLS port gets
+    none."""
+    import ssl
+
+    from uplink.probe import broker_answers
+
+    pki = tls_broker.pki
+    context = ssl.create_default_context(cafile=str(pki.ca_file))
+    context.load_cert_chain(str(pki.client_cert), str(pki.client_key))
+    assert await broker_answers("127.0.0.1", tls_broker.tls_port, "probe-tls", tls=context)
+    assert not await broker_answers("127.0.0.1", tls_broker.tls_port, "probe-plain", timeout_s=1)

@@ -78,26 +78,68 @@ async def test_ticket_is_published_as_cloudevent_and_only_marked_sent_on_puback(
     assert got.payload == message.payload
     assert json.loads(got.payload)["id"] == message.event_id
     assert got.properties.content_type == "application/cloudevents+json"
+    document = json.loads(got.payload)
     assert dict(got.properties.user_properties) == {
-        "ce_id": message.event_id,
-        "ce_type": "com.edge-gateway.ticket.opened",
-        "ticket": "T-1",
-        "revision": "1",
-        "ce_sequence": json.loads(got.payload)["sequence"],
-    }
+        name: document[name]
+        for name in ("specversion", "id", "source", "type", "time", "subject", "sequence")
+    } | {"revision": "1"}
+    assert document["type"] == "com.edge-gateway.ticket.opened"
+    assert got.properties.utf8_payload  # Payload Format Indicator 1
+    assert got.properties.message_expiry_s is None  # a ticket message never expires
     item = outbox.get(seq)
     assert item.settled_at is None and item.last_sent_at == clock.now()  # PUBACK is not enough
     assert uplink.statistics().published == 1
 
 
 async def test_non_ticket_messages_are_settled_by_puback(mosquitto):
-    outbox, clock = MemoryOutbox(), ManualClock()
+    clock = ManualClock()
+    outbox = MemoryOutbox(clock)
     health = b'{"site":"plant-a","gateway":"gw-1","time":"2023-11-14T22:13:20.000Z"}'
     seq = await outbox.enqueue(NewMessage("h1", TOPICS.health, health, OutboxKind.HEALTH))
     uplink = Uplink(uplink_settings(mosquitto.port), outbox, StandInHandler(outbox, clock), clock)
     async with running(uplink.run_uplink(), "uplink"):
         await eventually(lambda: outbox.get(seq).settled_at is not None)
     assert await outbox.depth() == 0
+
+
+async def test_best_effort_messages_expire_and_one_out_of_date_is_not_sent(mosquitto):
+    """Issue 14: health and summaries carry a Message Expiry Interval, counted from their
+    commit (uplink/messages.py: health 600 s); one older than that is dropped unsent."""
+    clock = ManualClock()
+    outbox = MemoryOutbox(clock)
+    health = b'{"site":"plant-a","gateway":"gw-1","time":"2023-11-14T22:13:20.000Z"}'
+    stale = await outbox.enqueue(NewMessage("h-old", TOPICS.health, health, OutboxKind.HEALTH))
+    clock.advance(601)
+    fresh = await outbox.enqueue(NewMessage("h-new", TOPICS.health, health, OutboxKind.HEALTH))
+    clock.advance(100)
+    uplink = Uplink(uplink_settings(mosquitto.port), outbox, StandInHandler(outbox, clock), clock)
+    async with observer(mosquitto.port, TOPICS.health) as watcher:
+        await connected(watcher)
+        async with running(uplink.run_uplink(), "uplink"):
+            got = await receive(watcher)
+            await eventually(lambda: outbox.get(stale).settled_at is not None)
+    assert outbox.get(fresh).settled_at is not None
+    assert got.properties.message_expiry_s == 500  # 600 s less the 100 s it waited
+    assert got.properties.utf8_payload and got.properties.content_type == "application/json"
+    assert uplink.statistics().drops == {"expired:health": 1}
+    assert uplink.statistics().messages_sent.get("health") == 1
+
+
+async def test_a_message_stored_with_the_old_property_names_leaves_with_the_binding_names(
+    mosquitto,
+):
+    clock = ManualClock()
+    outbox = MemoryOutbox(clock)
+    built = ENCODE(make_ticket(), make_event("opened"))
+    legacy = (("ce_id", built.event_id), ("ce_type", "x"), ("ticket", "T-1"))
+    await outbox.enqueue(dataclasses.replace(built, user_properties=legacy))
+    uplink = Uplink(uplink_settings(mosquitto.port), outbox, StandInHandler(outbox, clock), clock)
+    async with observer(mosquitto.port, TOPICS.tickets_filter) as watcher:
+        await connected(watcher)
+        async with running(uplink.run_uplink(), "uplink"):
+            got = await receive(watcher)
+    properties = dict(got.properties.user_properties)
+    assert properties["id"] == built.event_id and "ce_id" not in properties
 
 
 async def test_status_is_retained_online_and_the_will_says_offline_on_a_crash(mosquitto):
