@@ -112,6 +112,12 @@ TICKET_DATA: Mapping[str, Field] = {
     "incident_id": Field(TEXT, "The incident a safety ticket belongs to."),
     "incident": Field(OBJECT, "On incidents: area, members, suspected root cause."),
     "linked_tickets": Field(ARRAY, "On incidents: the member tickets."),
+    "successor_of": Field(
+        TEXT, "On incidents: the closed incident whose still-active members this one carries."
+    ),
+    "after_incident": Field(
+        TEXT, "The incident that held this condition; the ticket opened when that one closed."
+    ),
     "assignment": Field(OBJECT, "Set by `assign`."),
     "resolution": Field(OBJECT, "Set by `close`."),
     "verification": Field(OBJECT, "The repair verification against the pre-fault baseline."),
