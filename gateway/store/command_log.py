@@ -11,17 +11,25 @@ arrived, and only the newest `max_rows` are kept; older ones are pruned at open 
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Mapping
 from typing import Any
 
 from gateway.core.clock import Clock
+from gateway.store.group_commit import GroupCommitter
 from gateway.store.json_columns import to_json
 from gateway.store.sqlite import Database, DatabaseRole
 
 DEFAULT_WINDOW_S = 24 * 3600.0
 DEFAULT_MAX_ROWS = 20_000
 PRUNE_EVERY = 200
+_REMEMBER = (
+    "INSERT INTO commands (command_id, verb, received_at, reply) VALUES (?, ?, ?, ?)"
+    " ON CONFLICT (command_id) DO UPDATE SET verb = excluded.verb,"
+    " received_at = excluded.received_at, reply = excluded.reply"
+    " WHERE commands.received_at < ?"
+)
 
 
 class CommandLogStore(DatabaseRole):
@@ -33,8 +41,10 @@ class CommandLogStore(DatabaseRole):
         window_s: float = DEFAULT_WINDOW_S,
         max_rows: int = DEFAULT_MAX_ROWS,
         prune_every: int = PRUNE_EVERY,
+        writer: GroupCommitter | None = None,
     ) -> None:
         super().__init__(db)
+        self._writer = writer or GroupCommitter(db)
         if window_s <= 0 or max_rows < 1 or prune_every < 1:
             raise ValueError("the command log needs a positive window, row count and period")
         self._clock = clock
@@ -60,16 +70,18 @@ class CommandLogStore(DatabaseRole):
     ) -> None:
         """Store the reply of a handled command; a second call for the same id keeps the first.
         An entry of the same id that fell out of the window is replaced."""
-        await self._write(
-            "INSERT INTO commands (command_id, verb, received_at, reply) VALUES (?, ?, ?, ?)"
-            " ON CONFLICT (command_id) DO UPDATE SET verb = excluded.verb,"
-            " received_at = excluded.received_at, reply = excluded.reply"
-            " WHERE commands.received_at < ?",
-            (command_id, verb, now, to_json(reply, "command reply"), now - self.window_s),
-        )
-        self._since_prune += 1
+        await self.remember_command_later(command_id, verb, reply, now)
         if self._since_prune >= self._prune_every:
             await self.prune(now)
+
+    def remember_command_later(
+        self, command_id: str, verb: str, reply: Mapping[str, Any], now: float
+    ) -> asyncio.Future[int]:
+        """`remember_command` queued for the next group commit, without waiting (a batch of
+        commands waits for its writes once, so they share a transaction); no pruning."""
+        params = (command_id, verb, now, to_json(reply, "command reply"), now - self.window_s)
+        self._since_prune += 1
+        return self._writer.submit(lambda conn: conn.execute(_REMEMBER, params).rowcount)
 
     async def prune(self, now: float) -> int:
         """Drop entries older than the window and all but the newest `max_rows`."""
