@@ -521,11 +521,14 @@ class Uplink:
 
         now = self._clock.now()
         lost: BaseException | None = None
+        # Recorded for the whole batch at once: one unit each, so one transaction (issue 17).
+        sent: list[int] = []
+        settled: list[int] = []
         for item, result in zip(admitted, results, strict=True):
             if isinstance(result, PublishRejected):
                 self._publish_failures += 1
                 # Kept, and retried after the resend interval rather than in a hot loop.
-                await self._outbox.mark_sent(item.seq, now)
+                sent.append(item.seq)
                 log.error(
                     "Message `%s` on `%s` not accepted: %s; kept in the outbox, retrying in "
                     "%.0f s.",
@@ -544,10 +547,9 @@ class Uplink:
                 if item.attempts > 0:
                     self._resent += 1
                     log.debug("Resent `%s` (attempt %d).", item.event_id, item.attempts + 1)
-                if item.kind.needs_central_ack:
-                    await self._outbox.mark_sent(item.seq, now)
-                else:
-                    await self._outbox.settle(item.seq, now)
+                (sent if item.kind.needs_central_ack else settled).append(item.seq)
+        await self._outbox.mark_sent_many(sent, now)
+        await self._outbox.settle_many(settled, now)
         if lost is not None:
             raise UplinkError(str(lost)) from lost
 

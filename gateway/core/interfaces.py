@@ -328,8 +328,16 @@ class Outbox(Protocol):
 
     async def mark_sent(self, seq: int, now: float) -> None: ...
 
+    async def mark_sent_many(self, seqs: Sequence[int], now: float) -> None:
+        """`mark_sent` for a published batch, in one transaction."""
+        ...
+
     async def settle(self, seq: int, now: float) -> None:
         """Settle by sequence number (the PUBACK of a message that needs no central ack)."""
+        ...
+
+    async def settle_many(self, seqs: Sequence[int], now: float) -> None:
+        """`settle` for a published batch, in one transaction."""
         ...
 
     async def settle_event(self, event_id: str, now: float) -> OutboxItem | None:

@@ -52,6 +52,27 @@ class Database:
         self.path = path
         self.label = label
         self.lock = asyncio.Lock()
+        # A second, read-only connection with its own worker thread (`open_reader`): WAL lets
+        # it read the last commit while a group commit is being written and synced, so a read
+        # does not wait for an fsync it does not need.
+        self.reader: aiosqlite.Connection | None = None
+
+    async def open_reader(self, busy_timeout_ms: int) -> None:
+        """Open the read-only connection `DatabaseRole._read` uses. It sees every transaction
+        committed before a read starts, never one in progress."""
+        try:
+            reader = await aiosqlite.connect(
+                self.path.absolute().as_uri() + "?mode=ro", isolation_level=None, uri=True
+            )
+        except (OSError, sqlite3.Error) as exc:
+            raise StoreError(f"cannot open a reader of {self.label} at {self.path}: {exc}") from exc
+        reader.row_factory = aiosqlite.Row
+        try:
+            await reader.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
+        except sqlite3.Error as exc:
+            await reader.close()
+            raise StoreError(f"cannot configure a reader of {self.label}: {exc}") from exc
+        self.reader = reader
 
     @classmethod
     async def open(
@@ -104,10 +125,12 @@ class Database:
     async def close(self) -> None:
         """Idempotent; never raises (a store that cannot close has nothing left to lose)."""
         async with self.lock:
-            try:
-                await self.conn.close()
-            except (sqlite3.Error, ValueError) as exc:
-                log.warning("Closing `%s` at `%s` failed: %s", self.label, self.path, exc)
+            connections = [self.conn] if self.reader is None else [self.reader, self.conn]
+            for conn in connections:
+                try:
+                    await conn.close()
+                except (sqlite3.Error, ValueError) as exc:
+                    log.warning("Closing `%s` at `%s` failed: %s", self.label, self.path, exc)
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[aiosqlite.Connection]:
@@ -241,6 +264,10 @@ class DatabaseRole:
             return cursor.rowcount
 
     async def _read(self, sql: str, params: Sequence[Any] = ()) -> Iterable[aiosqlite.Row]:
+        reader = self._db.reader
+        if reader is not None:
+            # One statement is one snapshot of the last commit; no lock needed.
+            return await self._guarded_read(reader.execute_fetchall(sql, params))
         async with self._db.lock:
             return await self._guarded_read(self._db.conn.execute_fetchall(sql, params))
 

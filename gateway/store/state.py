@@ -92,7 +92,12 @@ class StateDatabase(DatabaseStore):
             read_only=read_only,
         )
         try:
+            if not read_only:
+                await db.open_reader(busy_timeout_ms)
             sequence = await OutboxStore.load_sequence(db)
+        except StoreError:
+            await db.close()
+            raise
         except sqlite3.Error as exc:
             await db.close()
             raise StoreError(f"cannot read the counters of state.db: {exc}") from exc

@@ -214,6 +214,19 @@ class TicketService:
             await self._router.on_finding(finding)
             await self._journal.save(urgent_only=True)
 
+    async def on_findings(self, findings: Sequence[Finding]) -> None:
+        """Apply findings that arrived together (one batch of records), in order, as one
+        burst: their ticket changes are committed together by state.db's group commit, each
+        with its own revision, events and messages, and this returns once all are durable
+        (issue 17 item 5). Raises `StoreError` when state.db refused one; the tickets of the
+        refused changes are then as state.db holds them (`Ledger.burst`)."""
+        self._require_started()
+        async with self._lock:
+            async with self._ledger.burst():
+                for finding in findings:
+                    await self._router.on_finding(finding)
+            await self._journal.save(urgent_only=True)
+
     async def observe_samples(self, samples: Sequence[Sample]) -> None:
         """Samples as the telemetry store gets them: run states, link health, evidence windows
         and the running time of verifications."""

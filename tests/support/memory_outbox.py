@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-from collections.abc import Collection
+from collections.abc import Collection, Sequence
 
 from gateway.core.interfaces import NewMessage
 from gateway.core.records import OutboxItem, OutboxKind
@@ -77,6 +77,14 @@ class MemoryOutbox:
     async def mark_sent(self, seq: int, now: float) -> None:
         item = self._items[seq]
         self._items[seq] = dataclasses.replace(item, attempts=item.attempts + 1, last_sent_at=now)
+
+    async def mark_sent_many(self, seqs: Sequence[int], now: float) -> None:
+        for seq in seqs:
+            await self.mark_sent(seq, now)
+
+    async def settle_many(self, seqs: Sequence[int], now: float) -> None:
+        for seq in seqs:
+            await self.settle(seq, now)
 
     async def settle(self, seq: int, now: float) -> None:
         item = self._items[seq]
