@@ -316,8 +316,7 @@ def _check_bounds(policy: MessagePolicy, value: Any, path: str, depth: int) -> N
     if isinstance(value, str):
         if len(value) > policy.max_string_chars:
             raise PolicyViolation(
-                f"`{path}` is a string of {len(value)} characters (limit "
-                f"{policy.max_string_chars})"
+                f"`{path}` is a string of {len(value)} characters (limit {policy.max_string_chars})"
             )
     elif isinstance(value, list):
         if len(value) > policy.max_array_items:

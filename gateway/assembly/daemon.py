@@ -95,7 +95,9 @@ async def assemble(
 
     # The outbox signals its own commits: what a command or a finding changed is published
     # as soon as it is committed.
-    uplink = Uplink(uplink_settings(loaded), state.outbox, commands.handle, clock)
+    uplink = Uplink(
+        uplink_settings(loaded), state.outbox, commands.handle, clock, on_acks=commands.handle_many
+    )
     # Features per asset for `summaries/<asset>`, never the samples.
     summaries = SummaryCollector(plant.asset_of_tags(devices))
 

@@ -11,7 +11,6 @@ arrived, and only the newest `max_rows` are kept; older ones are pruned at open 
 
 from __future__ import annotations
 
-import asyncio
 import json
 from collections.abc import Mapping
 from typing import Any
@@ -70,18 +69,11 @@ class CommandLogStore(DatabaseRole):
     ) -> None:
         """Store the reply of a handled command; a second call for the same id keeps the first.
         An entry of the same id that fell out of the window is replaced."""
-        await self.remember_command_later(command_id, verb, reply, now)
+        params = (command_id, verb, now, to_json(reply, "command reply"), now - self.window_s)
+        await self._writer.run(lambda conn: conn.execute(_REMEMBER, params).rowcount)
+        self._since_prune += 1
         if self._since_prune >= self._prune_every:
             await self.prune(now)
-
-    def remember_command_later(
-        self, command_id: str, verb: str, reply: Mapping[str, Any], now: float
-    ) -> asyncio.Future[int]:
-        """`remember_command` queued for the next group commit, without waiting (a batch of
-        commands waits for its writes once, so they share a transaction); no pruning."""
-        params = (command_id, verb, now, to_json(reply, "command reply"), now - self.window_s)
-        self._since_prune += 1
-        return self._writer.submit(lambda conn: conn.execute(_REMEMBER, params).rowcount)
 
     async def prune(self, now: float) -> int:
         """Drop entries older than the window and all but the newest `max_rows`."""

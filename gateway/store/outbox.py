@@ -3,10 +3,10 @@
 
 Rows are written in the unit of the change they announce (`insert_prepared`, called by the
 ticket role inside its unit) or on their own (`enqueue`). Every write is a unit of state.db's
-group commit (`group_commit.py`): settles and sends recorded together share one transaction
-(`mark_sent_many`, `settle_many`, and the `*_later` settles a batch of acks queues and waits for
-once). After every commit that added rows the outbox signals `wait_for_messages`, so the uplink
-publishes at once without anyone waking it, and never before the rows are durable. The
+group commit (`group_commit.py`): the sends and settles of a published batch
+(`mark_sent_many`, `settle_many`) and the settles of acks handled together share one
+transaction. After every commit that added rows the outbox signals `wait_for_messages`, so the
+uplink publishes at once without anyone waking it, and never before the rows are durable. The
 per-gateway CloudEvents sequence lives here too: its high-water mark is saved in the
 transaction of every message committed after it was handed out.
 """
@@ -204,31 +204,16 @@ class OutboxStore(DatabaseRole):
         self.settled += max(0, settled)
 
     async def settle_event(self, event_id: str, now: float) -> OutboxItem | None:
-        return await self._settle_returning(
-            "UPDATE outbox SET settled_at = ? WHERE event_id = ? AND settled_at IS NULL"
-            " RETURNING *",
-            (now, event_id),
-        )
-
-    def settle_event_later(self, event_id: str, now: float) -> asyncio.Future[OutboxItem | None]:
-        """`settle_event` queued for the next group commit without waiting: a batch of acks
-        queues its settles and waits for them once, so they share one transaction."""
-        return self._writer.submit(
-            lambda conn: _first(conn, _SETTLE_EVENT, (now, event_id)),
-            self._count_settled,
-        )
+        return await self._settle_returning(_SETTLE_EVENT, (now, event_id))
 
     async def settle_ticket(self, ticket_id: str, now: float) -> list[OutboxItem]:
         # Only what was published: a message committed after our last publish cannot have been
         # seen by the central system, and settling it would lose it (docs/TICKETS.md, `ack`).
-        return await self.settle_ticket_later(ticket_id, now)
-
-    def settle_ticket_later(self, ticket_id: str, now: float) -> asyncio.Future[list[OutboxItem]]:
         def work(conn: sqlite3.Connection) -> list[OutboxItem]:
             rows = conn.execute(_SETTLE_TICKET, (now, ticket_id, _TICKET)).fetchall()
             return sorted((_item(row) for row in rows), key=lambda item: item.seq)
 
-        return self._writer.submit(work, self._count_settled_items)
+        return await self._writer.run(work, self._count_settled_items)
 
     async def _settle_returning(self, sql: str, params: Sequence[Any]) -> OutboxItem | None:
         return await self._writer.run(lambda conn: _first(conn, sql, params), self._count_settled)

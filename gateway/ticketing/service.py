@@ -29,8 +29,9 @@ ends at start; a flood or chatter that calmed down ends at the first timer tick.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Any
 
 from gateway.core.clock import Clock
@@ -96,6 +97,7 @@ class TicketService:
         self._journal = NoiseJournal(self._ledger, self._incidents.storms, self._router.chatter)
         self._clock = clock
         self._lock = asyncio.Lock()
+        self._holder: asyncio.Task[Any] | None = None  # the task inside `together`
         self._started = False
 
     async def start(self) -> None:
@@ -256,10 +258,26 @@ class TicketService:
 
     # --- central commands (`commands.TicketCommands` checks ids, revisions and actors) --------
 
+    @contextlib.asynccontextmanager
+    async def together(self) -> AsyncIterator[None]:
+        """Hold the service for several commands handled together (a batch of acks): the
+        changes `acknowledge` makes inside are committed together and waited for once, when
+        the block ends (`Ledger.burst`). Only `acknowledge` may be called inside."""
+        self._require_started()
+        async with self._lock:
+            self._holder = asyncio.current_task()
+            try:
+                async with self._ledger.burst():
+                    yield
+            finally:
+                self._holder = None
+
     async def acknowledge(self, ticket_id: str, central_id: str | None, ts: float) -> Ticket | None:
         """The central `ack` command. Returns the ticket after the command, or None when no open
         ticket has that id. Acknowledging twice changes nothing the second time."""
         self._require_started()
+        if self._holder is not None and self._holder is asyncio.current_task():
+            return await self._central.acknowledge(ticket_id, central_id, ts)
         async with self._lock:
             return await self._central.acknowledge(ticket_id, central_id, ts)
 

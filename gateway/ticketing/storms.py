@@ -83,9 +83,7 @@ class Arrival:
 
 
 class FloodTracker:
-    def __init__(
-        self, threshold: int, window_s: float, end_below: int, p0_per_hour: int
-    ) -> None:
+    def __init__(self, threshold: int, window_s: float, end_below: int, p0_per_hour: int) -> None:
         self.threshold = threshold
         self.window_s = window_s
         self.end_below = end_below
@@ -171,9 +169,7 @@ class FloodTracker:
         """The first `count` of `unsaved()` are in state.db now."""
         del self._unsaved[:count]
 
-    def restore(
-        self, floods: Iterable[AreaFlood], arrivals: Iterable[tuple[str, Arrival]]
-    ) -> None:
+    def restore(self, floods: Iterable[AreaFlood], arrivals: Iterable[tuple[str, Arrival]]) -> None:
         """Take back what state.db kept across a restart: floods in progress, recent arrivals."""
         for area, arrival in sorted(arrivals, key=lambda item: item[1].ts):
             self._arrivals.setdefault(area, deque()).append(arrival)
