@@ -459,20 +459,17 @@ class Uplink:
         return bool(items)
 
     async def _resend_all_unsettled(self, link: MqttLink) -> None:
-        """After a (re)connect, everything unsettled goes out again, sent before or not.
-
-        `unsettled(limit)` has no offset, so the window grows by what this pass already sent;
-        settled items drop out of it by themselves.
-        """
-        done: set[int] = set()
+        """After a (re)connect, everything unsettled goes out again, sent before or not, page
+        by page in outbox order (each page read after the last `seq` sent, so the pass costs
+        one read per page however long the backlog)."""
+        last_seq = 0
         resent_before = self._resent
         while True:
-            window = await self._outbox.unsettled(len(done) + self.settings.batch_size)
-            items = [item for item in window if item.seq not in done]
+            items = await self._outbox.unsettled(self.settings.batch_size, after_seq=last_seq)
             if not items:
                 break
             await self._send(link, items)
-            done.update(item.seq for item in items)
+            last_seq = items[-1].seq
         if self._resent > resent_before:
             log.info(
                 "Resent %d unacknowledged ticket message(s) after connecting.",

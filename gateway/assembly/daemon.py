@@ -65,9 +65,7 @@ class Daemon:
         )
 
 
-async def assemble(
-    loaded: LoadedConfig, clock: Clock, stack: contextlib.AsyncExitStack
-) -> Daemon:
+async def assemble(loaded: LoadedConfig, clock: Clock, stack: contextlib.AsyncExitStack) -> Daemon:
     """Open the stores (closed by `stack`) and build everything on them."""
     for warning in loaded.warnings:  # check-config printed them; the journal keeps them
         log.warning("Configuration warning: %s", warning)

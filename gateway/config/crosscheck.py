@@ -237,7 +237,6 @@ def _resources_claimed_once(devices: Sequence[CheckedDevice]) -> Iterator[Config
             )
 
 
-
 def _named_files_readable(devices: Sequence[CheckedDevice]) -> Iterator[ConfigProblem]:
     """Certificates, keys, trust lists, password files and DBCs named by a connection
     (`named_files()`) exist and are readable, relative to the device file's folder."""

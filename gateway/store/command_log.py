@@ -12,7 +12,7 @@ arrived, and only the newest `max_rows` are kept; older ones are pruned at open 
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from typing import Any
 
 from gateway.core.clock import Clock
@@ -63,6 +63,22 @@ class CommandLogStore(DatabaseRole):
             reply: Mapping[str, Any] = json.loads(row["reply"])
             return reply
         return None
+
+    async def recall_commands(self, command_ids: Collection[str]) -> dict[str, Mapping[str, Any]]:
+        """`recall_command` for several ids in one read per 500."""
+        found: dict[str, Mapping[str, Any]] = {}
+        ids = list(dict.fromkeys(command_ids))
+        since = self._clock.now() - self.window_s
+        for start in range(0, len(ids), 500):
+            chunk = ids[start : start + 500]
+            marks = ", ".join("?" for _ in chunk)
+            rows = await self._read(
+                f"SELECT command_id, reply FROM commands WHERE command_id IN ({marks})"
+                " AND received_at >= ?",
+                (*chunk, since),
+            )
+            found.update((row["command_id"], json.loads(row["reply"])) for row in rows)
+        return found
 
     async def remember_command(
         self, command_id: str, verb: str, reply: Mapping[str, Any], now: float

@@ -13,8 +13,9 @@ a change (the outbox signal that wakes the uplink, a command's reply) does so af
 disk: "committed before published" holds for each unit. `on_commit` callbacks run in the event
 loop right after that COMMIT, before any caller resumes, even a caller that was cancelled.
 
-The writer is a task started on demand and ending when nothing is queued; a caller cancelled
-while waiting does not cancel the commit of its unit (the other units of the group need it).
+The writer is a task started on demand and ending when nothing is queued. A caller cancelled
+while its unit is being committed waits for that commit to end before the cancellation goes
+on (the other units of the group need it); one cancelled before, drops its unit.
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ _R = TypeVar("_R")
 Work = Callable[[sqlite3.Connection], _R]
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, eq=False)
 class _Unit(Generic[_R]):
     work: Work[_R]
     future: asyncio.Future[_R]
@@ -66,19 +67,36 @@ class GroupCommitter:
 
     async def run(self, work: Work[_R], on_commit: Callable[[_R], None] | None = None) -> _R:
         """Commit `work` in the next group; its result once durable. Raises `StoreError` when
-        the database refused the unit or its group's COMMIT."""
-        return await self.submit(work, on_commit)
+        the database refused the unit or its group's COMMIT.
+
+        Cancelled, a unit not yet taken by the writer is dropped (nothing written); one being
+        committed is waited for before the cancellation goes on, so that when the caller sees
+        it, the unit is either durable or gone, never still to come."""
+        unit = self._queue_unit(work, on_commit)
+        try:
+            return await asyncio.shield(unit.future)
+        except asyncio.CancelledError:
+            if unit in self._queue:
+                self._queue.remove(unit)
+                unit.future.cancel()
+            else:
+                await asyncio.wait([unit.future])
+            raise
 
     def submit(
         self, work: Work[_R], on_commit: Callable[[_R], None] | None = None
     ) -> asyncio.Future[_R]:
         """Queue `work` without waiting; the future resolves after its COMMIT. For callers that
         make several changes together and wait for them once."""
+        return self._queue_unit(work, on_commit).future
+
+    def _queue_unit(self, work: Work[_R], on_commit: Callable[[_R], None] | None) -> _Unit[_R]:
         future: asyncio.Future[_R] = asyncio.get_running_loop().create_future()
-        self._queue.append(_Unit(work, future, on_commit))
+        unit = _Unit(work, future, on_commit)
+        self._queue.append(unit)
         if self._writer is None or self._writer.done():
             self._writer = asyncio.create_task(self._write(), name="state.db group commit")
-        return future
+        return unit
 
     async def _write(self) -> None:
         while self._queue:

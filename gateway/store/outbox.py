@@ -42,6 +42,7 @@ _INSERT = """
     ON CONFLICT (coalesce_key) WHERE settled_at IS NULL AND coalesce_key IS NOT NULL DO NOTHING
 """
 _TICKET = OutboxKind.TICKET.value
+_IN_CHUNK = 500  # ids per `IN (...)`: well below SQLite's limit of bound parameters
 _SETTLE_EVENT = (
     "UPDATE outbox SET settled_at = ? WHERE event_id = ? AND settled_at IS NULL RETURNING *"
 )
@@ -144,14 +145,25 @@ class OutboxStore(DatabaseRole):
             (now - resend_after, limit),
         )
 
-    async def unsettled(self, limit: int) -> list[OutboxItem]:
+    async def unsettled(self, limit: int, after_seq: int = 0) -> list[OutboxItem]:
         return await self._select(
-            "SELECT * FROM outbox WHERE settled_at IS NULL ORDER BY seq LIMIT ?", (limit,)
+            "SELECT * FROM outbox WHERE settled_at IS NULL AND seq > ? ORDER BY seq LIMIT ?",
+            (after_seq, limit),
         )
 
     async def get_message(self, event_id: str) -> OutboxItem | None:
         found = await self._select("SELECT * FROM outbox WHERE event_id = ?", (event_id,))
         return found[0] if found else None
+
+    async def get_messages(self, event_ids: Collection[str]) -> dict[str, OutboxItem]:
+        found: dict[str, OutboxItem] = {}
+        ids = list(dict.fromkeys(event_ids))
+        for start in range(0, len(ids), _IN_CHUNK):
+            chunk = ids[start : start + _IN_CHUNK]
+            marks = ", ".join("?" for _ in chunk)
+            rows = await self._select(f"SELECT * FROM outbox WHERE event_id IN ({marks})", chunk)
+            found.update((item.event_id, item) for item in rows)
+        return found
 
     async def depth(self) -> int:
         rows = await self._read("SELECT COUNT(*) FROM outbox WHERE settled_at IS NULL")

@@ -81,8 +81,11 @@ class TicketCommands:
         self._clock = clock
         self._actors = actors
         self._applying = asyncio.Lock()
-        # Inside `handle_many`: the writes queued so far, waited for once at the end.
+        # Inside `handle_many`: the writes queued so far, waited for once at the end, and what
+        # was read for the whole batch at once (stored replies, messages by event id).
         self._deferred: list[asyncio.Future[Any]] | None = None
+        self._recalled: Mapping[str, Mapping[str, Any]] = {}
+        self._messages: dict[str, OutboxItem] | None = None
         self.accepted = 0
         self.rejected = 0
         self.replayed = 0
@@ -121,6 +124,11 @@ class TicketCommands:
         first_reply: dict[str, CommandReply] = {}
         async with self._applying:
             self._deferred = []
+            self._recalled = await self._log.recall_commands([c.command_id for c in commands])
+            event_ids = [c.body.get("event_id") for c in commands]
+            self._messages = dict(
+                await self._outbox.get_messages([e for e in event_ids if isinstance(e, str)])
+            )
             try:
                 async with self._service.together():
                     for command in commands:
@@ -130,6 +138,7 @@ class TicketCommands:
                         replies.append(reply)
             finally:
                 deferred, self._deferred = self._deferred, None
+                self._recalled, self._messages = {}, None
                 await asyncio.gather(*deferred)
             now = self._clock.now()
             remembered = [
@@ -154,7 +163,7 @@ class TicketCommands:
         earlier = first_reply.get(command.command_id)
         if earlier is not None:  # a repeat inside the batch, before the first is remembered
             return self._replay(command, _stored(earlier))
-        stored = await self._log.recall_command(command.command_id)
+        stored = self._recalled.get(command.command_id)
         if stored is not None:
             return self._replay(command, stored)
         try:
@@ -272,7 +281,10 @@ class TicketCommands:
         before its first ack arrived is normal."""
         message: OutboxItem | None = None
         if body.event_id is not None:
-            message = await self._outbox.get_message(body.event_id)
+            if self._messages is not None:  # read for the whole batch (`handle_many`)
+                message = self._messages.get(body.event_id)
+            else:
+                message = await self._outbox.get_message(body.event_id)
             if message is None or not message.kind.needs_central_ack:
                 raise Rejected(f"unknown ticket message `{body.event_id}`")
             if body.ticket_id is not None and message.ticket_id != body.ticket_id:

@@ -68,8 +68,11 @@ class MemoryOutbox:
         ]
         return due[:limit]
 
-    async def unsettled(self, limit: int) -> list[OutboxItem]:
-        return self._unsettled()[:limit]
+    async def unsettled(self, limit: int, after_seq: int = 0) -> list[OutboxItem]:
+        return [item for item in self._unsettled() if item.seq > after_seq][:limit]
+
+    async def get_messages(self, event_ids: Collection[str]) -> dict[str, OutboxItem]:
+        return {i.event_id: i for i in self._items.values() if i.event_id in set(event_ids)}
 
     async def get_message(self, event_id: str) -> OutboxItem | None:
         return next((i for i in self._items.values() if i.event_id == event_id), None)
