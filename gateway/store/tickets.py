@@ -11,10 +11,9 @@ savepoint: one change refused rolls back alone.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -161,14 +160,20 @@ class TicketStore(DatabaseRole):
         Raises `StoreError` when the database refuses (disk full, a duplicate event id or
         revision, a ticket revision that does not move forward); nothing is written then.
         """
-        await self.submit_ticket_change(
+        work, committed = self._unit(
             TicketChange(ticket, tuple(events), tuple(messages), shelve, unshelve)
         )
+        try:
+            await self._writer.run(work, committed)
+        except StoreError:
+            self._failures += 1
+            raise
 
-    def submit_ticket_change(self, change: TicketChange) -> asyncio.Future[Inserted]:
-        """Queue one change for the next group commit; the future resolves once it is durable
-        (or fails with `StoreError`, nothing of the change written). Changes submitted together
-        share a transaction, each in its own savepoint, each with its own revision, events and
+    def _unit(
+        self, change: TicketChange
+    ) -> tuple[Callable[[sqlite3.Connection], Inserted], Callable[[Inserted], None]]:
+        """The change as a unit of the group commit: changes queued together share a
+        transaction, each in its own savepoint, each with its own revision, events and
         messages (issue 17 item 5)."""
         # Serialise before the write: a value JSON cannot carry is our bug, not the disk's,
         # and should not hold the database locked.
@@ -204,13 +209,7 @@ class TicketStore(DatabaseRole):
             outbox.committed(inserted)
             self._commits += 1
 
-        future = self._writer.submit(work, committed)
-        future.add_done_callback(self._count_failure)
-        return future
-
-    def _count_failure(self, future: asyncio.Future[Any]) -> None:
-        if not future.cancelled() and future.exception() is not None:
-            self._failures += 1
+        return work, committed
 
     async def _select(self, sql: str, params: Sequence[Any] = ()) -> list[Ticket]:
         return [_ticket(row) for row in await self._read(sql, params)]
