@@ -28,6 +28,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import itertools
 import json
 import logging
 import os
@@ -159,6 +160,8 @@ async def acking_consumer(port: int) -> AsyncIterator[dict[str, int]]:
         ), reconnect_min_s=0.05, reconnect_max_s=0.5, clean_start=True,
     )  # fmt: skip
     seen = {"messages": 0, "acks": 0, "replies": 0}
+    # Command ids unique per run without a uuid4 each (urandom is not free on a busy machine).
+    run_id, numbers = uuid.uuid4().hex, itertools.count()
     pending: set[asyncio.Future[int]] = set()
 
     async def consume(link: MqttLink) -> None:
@@ -170,7 +173,7 @@ async def acking_consumer(port: int) -> AsyncIterator[dict[str, int]]:
                 continue
             seen["messages"] += 1
             document = json.loads(message.payload)
-            command_id = uuid.uuid4().hex
+            command_id = f"{run_id}-{next(numbers)}"
             body = {
                 "command_id": command_id,
                 "actor": "central",
