@@ -525,8 +525,10 @@ class Uplink:
         now = self._clock.now()
         lost: BaseException | None = None
         # Recorded for the whole batch at once: one unit each, so one transaction (issue 17).
+        # The counters move once state.db holds what they count.
         sent: list[int] = []
         settled: list[int] = []
+        delivered: list[OutboxItem] = []
         for item, result in zip(admitted, results, strict=True):
             if isinstance(result, PublishRejected):
                 self._publish_failures += 1
@@ -544,15 +546,17 @@ class Uplink:
                 self._publish_failures += 1
                 lost = result
             else:
-                self._published += 1
-                self._bytes_sent[item.kind.value] += len(item.payload)
-                self._messages_sent[item.kind.value] += 1
-                if item.attempts > 0:
-                    self._resent += 1
-                    log.debug("Resent `%s` (attempt %d).", item.event_id, item.attempts + 1)
+                delivered.append(item)
                 (sent if item.kind.needs_central_ack else settled).append(item.seq)
         await self._outbox.mark_sent_many(sent, now)
         await self._outbox.settle_many(settled, now)
+        for item in delivered:
+            self._published += 1
+            self._bytes_sent[item.kind.value] += len(item.payload)
+            self._messages_sent[item.kind.value] += 1
+            if item.attempts > 0:
+                self._resent += 1
+                log.debug("Resent `%s` (attempt %d).", item.event_id, item.attempts + 1)
         if lost is not None:
             raise UplinkError(str(lost)) from lost
 
