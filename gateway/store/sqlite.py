@@ -163,7 +163,8 @@ class Database:
         """Run `fn` with the sqlite3 connection in aiosqlite's worker thread, in order with
         every other statement: several statements in one hand-off instead of one each. The
         caller must hold `lock`. aiosqlite has no public call for this; `_execute` is the one
-        it queues its own calls with (pinned in pyproject.toml)."""
+        it queues its own calls with (aiosqlite is held below 1.0 in pyproject.toml; the
+        store tests run every write through here)."""
         conn = self.conn
         return await conn._execute(lambda: fn(conn._conn))
 
