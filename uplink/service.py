@@ -48,7 +48,7 @@ import math
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, Self
 
@@ -98,6 +98,8 @@ ACK_SESSION_SUFFIX = "-acks"
 ACK_SESSION_GRACE_S = 5.0
 DEFAULT_COMMAND_RATE = RateLimit(20.0, 100)
 DEFAULT_ACK_RATE = RateLimit(500.0, 2000)
+# At most this many waiting acks are handled together (bounds one transaction).
+ACK_BATCH = 500
 
 
 class UplinkConfigFields(Protocol):
@@ -236,14 +238,18 @@ class Uplink:
         clock: Clock,
         guard: EgressGuard | None = None,
         *,
+        on_acks: Callable[[Sequence[Command]], Awaitable[Sequence[CommandReply]]] | None = None,
         monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         """`on_command` decides what a well-formed command means and replies (the app wires
-        the ticketing command table); `monotonic` clocks the rate limits."""
+        the ticketing command table); `on_acks`, when given, handles the acks waiting in the
+        ack lane together (one reply each, in order; their settles share a transaction);
+        `monotonic` clocks the rate limits."""
         self.settings = settings
         self._topics = settings.topics
         self._outbox = outbox
         self._on_command = on_command
+        self._on_acks = on_acks
         self._clock = clock
         self.guard = guard or EgressGuard(settings.topics)
         self._bytes_sent: Counter[str] = Counter()
@@ -456,20 +462,17 @@ class Uplink:
         return bool(items)
 
     async def _resend_all_unsettled(self, link: MqttLink) -> None:
-        """After a (re)connect, everything unsettled goes out again, sent before or not.
-
-        `unsettled(limit)` has no offset, so the window grows by what this pass already sent;
-        settled items drop out of it by themselves.
-        """
-        done: set[int] = set()
+        """After a (re)connect, everything unsettled goes out again, sent before or not, page
+        by page in outbox order (each page read after the last `seq` sent, so the pass costs
+        one read per page however long the backlog)."""
+        last_seq = 0
         resent_before = self._resent
         while True:
-            window = await self._outbox.unsettled(len(done) + self.settings.batch_size)
-            items = [item for item in window if item.seq not in done]
+            items = await self._outbox.unsettled(self.settings.batch_size, after_seq=last_seq)
             if not items:
                 break
             await self._send(link, items)
-            done.update(item.seq for item in items)
+            last_seq = items[-1].seq
         if self._resent > resent_before:
             log.info(
                 "Resent %d unacknowledged ticket message(s) after connecting.",
@@ -530,11 +533,16 @@ class Uplink:
 
         now = self._clock.now()
         lost: BaseException | None = None
+        # Recorded for the whole batch at once: one unit each, so one transaction (issue 17).
+        # The counters move once state.db holds what they count.
+        sent: list[int] = []
+        settled: list[int] = []
+        delivered: list[OutboxItem] = []
         for item, result in zip(admitted, results, strict=True):
             if isinstance(result, PublishRejected):
                 self._publish_failures += 1
                 # Kept, and retried after the resend interval rather than in a hot loop.
-                await self._outbox.mark_sent(item.seq, now)
+                sent.append(item.seq)
                 log.error(
                     "Message `%s` on `%s` not accepted: %s; kept in the outbox, retrying in "
                     "%.0f s.",
@@ -547,16 +555,17 @@ class Uplink:
                 self._publish_failures += 1
                 lost = result
             else:
-                self._published += 1
-                self._bytes_sent[item.kind.value] += len(item.payload)
-                self._messages_sent[item.kind.value] += 1
-                if item.attempts > 0:
-                    self._resent += 1
-                    log.debug("Resent `%s` (attempt %d).", item.event_id, item.attempts + 1)
-                if item.kind.needs_central_ack:
-                    await self._outbox.mark_sent(item.seq, now)
-                else:
-                    await self._outbox.settle(item.seq, now)
+                delivered.append(item)
+                (sent if item.kind.needs_central_ack else settled).append(item.seq)
+        await self._outbox.mark_sent_many(sent, now)
+        await self._outbox.settle_many(settled, now)
+        for item in delivered:
+            self._published += 1
+            self._bytes_sent[item.kind.value] += len(item.payload)
+            self._messages_sent[item.kind.value] += 1
+            if item.attempts > 0:
+                self._resent += 1
+                log.debug("Resent `%s` (attempt %d).", item.event_id, item.attempts + 1)
         if lost is not None:
             raise UplinkError(str(lost)) from lost
 
@@ -718,23 +727,64 @@ class Uplink:
 
     async def _run_lane(self, lane: asyncio.Queue[_Pending]) -> None:
         while True:
-            pending = await lane.get()
-            command, link = pending.command, pending.link
-            try:
-                reply = await self._handle(command)
-                self._reply(
-                    link, command.response_topic, command.correlation_data, reply, command.verb
-                )
-            except Exception:
-                # Issue 11: answering one command must not end the lane (see `_handle`).
-                self._failures += 1
-                log.exception(
-                    "Command `%s` (`%s`) could not be answered.", command.command_id, command.verb
-                )
-            # Only once handled: a gateway stopped before this gets the command again.
-            link.acknowledge(pending.message)
+            batch = [await lane.get()]
+            if lane is self._ack_lane and self._on_acks is not None:
+                # Every ack waiting is handled together: their settles and ticket changes
+                # share one transaction (issue 17), each still gets its own reply.
+                while len(batch) < ACK_BATCH and not lane.empty():
+                    batch.append(lane.get_nowait())
+                replies = await self._handle_acks([pending.command for pending in batch])
+            else:
+                replies = [await self._handle(batch[0].command)]
+            for pending, reply in zip(batch, replies, strict=True):
+                command, link = pending.command, pending.link
+                if reply is not None:
+                    try:
+                        self._reply(
+                            link,
+                            command.response_topic,
+                            command.correlation_data,
+                            reply,
+                            command.verb,
+                        )
+                    except Exception:
+                        # Issue 11: answering one command must not end the lane (see `_handle`).
+                        self._failures += 1
+                        log.exception(
+                            "Command `%s` (`%s`) could not be answered.",
+                            command.command_id,
+                            command.verb,
+                        )
+                # Only once handled: a gateway stopped before this gets the command again.
+                link.acknowledge(pending.message)
             if lane is self._ack_lane and lane.empty():
                 self._acks_idle.set()
+
+    async def _handle_acks(self, commands: Sequence[Command]) -> list[CommandReply | None]:
+        """`_handle` for a batch of acks; a failure fails them all (none was applied)."""
+        assert self._on_acks is not None
+        self._commands += len(commands)
+        try:
+            replies: list[CommandReply | None] = list(await self._on_acks(commands))
+        except GatewayError as exc:
+            log.error("%d `ack` command(s) failed: %s", len(commands), exc)
+            replies = [CommandReply(c.command_id, False, f"failed: {exc}") for c in commands]
+        except Exception:
+            # Issue 11: nothing a command carries may end the uplink (see `_handle`).
+            self._failures += len(commands)
+            log.exception("%d `ack` command(s) failed unexpectedly; rejected.", len(commands))
+            replies = [
+                CommandReply(c.command_id, False, "failed: internal error") for c in commands
+            ]
+        if len(replies) != len(commands):
+            log.error("The ack handler gave %d replies for %d acks.", len(replies), len(commands))
+            replies = (replies + [None] * len(commands))[: len(commands)]
+        for reply in replies:
+            if reply is None or not reply.accepted:
+                self._rejected += 1
+            else:
+                self._acks += 1
+        return replies
 
     async def _handle(self, command: Command) -> CommandReply:
         self._commands += 1

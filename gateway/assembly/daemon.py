@@ -65,9 +65,7 @@ class Daemon:
         )
 
 
-async def assemble(
-    loaded: LoadedConfig, clock: Clock, stack: contextlib.AsyncExitStack
-) -> Daemon:
+async def assemble(loaded: LoadedConfig, clock: Clock, stack: contextlib.AsyncExitStack) -> Daemon:
     """Open the stores (closed by `stack`) and build everything on them."""
     for warning in loaded.warnings:  # check-config printed them; the journal keeps them
         log.warning("Configuration warning: %s", warning)
@@ -95,7 +93,9 @@ async def assemble(
 
     # The outbox signals its own commits: what a command or a finding changed is published
     # as soon as it is committed.
-    uplink = Uplink(uplink_settings(loaded), state.outbox, commands.handle, clock)
+    uplink = Uplink(
+        uplink_settings(loaded), state.outbox, commands.handle, clock, on_acks=commands.handle_many
+    )
     # Features per asset for `summaries/<asset>`, never the samples.
     summaries = SummaryCollector(plant.asset_of_tags(devices))
 

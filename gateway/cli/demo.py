@@ -97,9 +97,7 @@ def prepare_config(source: Path, workdir: Path) -> DemoPlan:
     """Copy the example config and point it at the free ports chosen for this run."""
     config_dir = workdir / "config"
     # Not the state of an earlier run, the schema copies, nor the other example sites.
-    shutil.copytree(
-        source, config_dir, ignore=shutil.ignore_patterns("var", "schema", "examples")
-    )
+    shutil.copytree(source, config_dir, ignore=shutil.ignore_patterns("var", "schema", "examples"))
     gateway_yaml = config_dir / "gateway.yaml"
     gw: dict[str, Any] = yaml.safe_load(gateway_yaml.read_text())
     broker_port, modbus_port, opcua_port = free_port(), free_port(), free_port()

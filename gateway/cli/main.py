@@ -191,9 +191,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="stop after this many seconds, print a summary, exit 0 only if a ticket was acked",
     )
-    demo.add_argument(
-        "--config", default=None, help="site to use (default: the shipped demo site)"
-    )
+    demo.add_argument("--config", default=None, help="site to use (default: the shipped demo site)")
     demo.set_defaults(func=_cmd_demo)
     return parser
 

@@ -152,9 +152,7 @@ def print_offline_report(report: Mapping[str, Any], out: TextIO) -> None:
     elif age <= RECENT_WRITE_S:
         written = f"telemetry.db last written {_duration(age)} ago: the daemon is probably running"
     else:
-        written = (
-            f"telemetry.db last written {_duration(age)} ago: the daemon is probably stopped"
-        )
+        written = f"telemetry.db last written {_duration(age)} ago: the daemon is probably stopped"
     line("data", written)
     tickets = report["tickets"]
     line(
@@ -213,6 +211,8 @@ def verdict(report: Mapping[str, Any]) -> str:
     if down:
         return f"DEGRADED: {down} of {len(devices)} devices down"
     return "ready"
+
+
 def _point_quality(device: Mapping[str, Any]) -> list[str]:
     """Lines about the device's points: samples counted BAD or UNCERTAIN and the points that
     are so now, and points of a stream that never delivered (empty when all is well). A

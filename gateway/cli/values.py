@@ -113,9 +113,7 @@ def tag_units(loaded: LoadedConfig) -> dict[str, str]:
     }
 
 
-async def _read(
-    db: Path, start: float, end: float, device: str | None, limit: int
-) -> list[Sample]:
+async def _read(db: Path, start: float, end: float, device: str | None, limit: int) -> list[Sample]:
     from gateway.store import TelemetryStore
 
     store = await TelemetryStore.open(db, read_only=True)

@@ -46,6 +46,7 @@ _SITE_SEARCH_DEPTH = 8
 if TYPE_CHECKING:
     from _typeshed import SupportsWrite
 
+
 @dataclass(frozen=True, slots=True)
 class DeviceCheck:
     """What checking one device file found."""

@@ -476,8 +476,7 @@ def _read_knowledge(
         return KnowledgeBase.from_document(document.data, document.file)
     except ConfigError as exc:
         problems.extend(
-            ConfigProblem(p.file, document.line_of(p.path), p.path, p.message)
-            for p in exc.problems
+            ConfigProblem(p.file, document.line_of(p.path), p.path, p.message) for p in exc.problems
         )
         return KnowledgeBase()
 

@@ -320,18 +320,31 @@ class Outbox(Protocol):
         """Unsettled items never sent, or last sent more than `resend_after` seconds ago."""
         ...
 
-    async def unsettled(self, limit: int) -> list[OutboxItem]:
-        """Every unsettled item in order, sent or not (used after a reconnect)."""
+    async def unsettled(self, limit: int, after_seq: int = 0) -> list[OutboxItem]:
+        """Unsettled items in order, sent or not, from the first after `after_seq` (used
+        after a reconnect, page by page)."""
         ...
 
     async def get_message(self, event_id: str) -> OutboxItem | None:
         """One item by CloudEvents id, settled or not."""
         ...
 
+    async def get_messages(self, event_ids: Collection[str]) -> Mapping[str, OutboxItem]:
+        """The items of these CloudEvents ids that exist, by id, in one read."""
+        ...
+
     async def mark_sent(self, seq: int, now: float) -> None: ...
+
+    async def mark_sent_many(self, seqs: Sequence[int], now: float) -> None:
+        """`mark_sent` for a published batch, in one transaction."""
+        ...
 
     async def settle(self, seq: int, now: float) -> None:
         """Settle by sequence number (the PUBACK of a message that needs no central ack)."""
+        ...
+
+    async def settle_many(self, seqs: Sequence[int], now: float) -> None:
+        """`settle` for a published batch, in one transaction."""
         ...
 
     async def settle_event(self, event_id: str, now: float) -> OutboxItem | None:
@@ -364,6 +377,12 @@ class CommandLog(Protocol):
     effect; kept for an idempotency window (age and count, see docs/TICKETS.md)."""
 
     async def recall_command(self, command_id: str) -> Mapping[str, Any] | None: ...
+
+    async def recall_commands(
+        self, command_ids: Collection[str]
+    ) -> Mapping[str, Mapping[str, Any]]:
+        """`recall_command` for several ids in one read: the stored replies found, by id."""
+        ...
 
     async def remember_command(
         self, command_id: str, verb: str, reply: Mapping[str, Any], now: float

@@ -151,8 +151,6 @@ class SpectrumView:
             ),
             zone_boundaries_mm_s=tuple(float(b) for b in data["zone_boundaries_mm_s"]),
             features={str(k): float(v) for k, v in data["features"].items()},
-            baseline={
-                str(k): (float(v[0]), float(v[1])) for k, v in data["baseline"].items()
-            },
+            baseline={str(k): (float(v[0]), float(v[1])) for k, v in data["baseline"].items()},
             notes=tuple(str(note) for note in data["notes"]),
         )

@@ -64,8 +64,7 @@ class Reloader:
             for problem in exc.problems:
                 log.error("Reload refused: %s", problem)
             log.error(
-                "Reload refused: %d problem(s) in the new configuration; the running one is "
-                "kept.",
+                "Reload refused: %d problem(s) in the new configuration; the running one is kept.",
                 len(exc.problems),
             )
             return

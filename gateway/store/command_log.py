@@ -12,16 +12,23 @@ arrived, and only the newest `max_rows` are kept; older ones are pruned at open 
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from typing import Any
 
 from gateway.core.clock import Clock
+from gateway.store.group_commit import GroupCommitter
 from gateway.store.json_columns import to_json
 from gateway.store.sqlite import Database, DatabaseRole
 
 DEFAULT_WINDOW_S = 24 * 3600.0
 DEFAULT_MAX_ROWS = 20_000
 PRUNE_EVERY = 200
+_REMEMBER = (
+    "INSERT INTO commands (command_id, verb, received_at, reply) VALUES (?, ?, ?, ?)"
+    " ON CONFLICT (command_id) DO UPDATE SET verb = excluded.verb,"
+    " received_at = excluded.received_at, reply = excluded.reply"
+    " WHERE commands.received_at < ?"
+)
 
 
 class CommandLogStore(DatabaseRole):
@@ -33,8 +40,10 @@ class CommandLogStore(DatabaseRole):
         window_s: float = DEFAULT_WINDOW_S,
         max_rows: int = DEFAULT_MAX_ROWS,
         prune_every: int = PRUNE_EVERY,
+        writer: GroupCommitter | None = None,
     ) -> None:
         super().__init__(db)
+        self._writer = writer or GroupCommitter(db)
         if window_s <= 0 or max_rows < 1 or prune_every < 1:
             raise ValueError("the command log needs a positive window, row count and period")
         self._clock = clock
@@ -55,18 +64,29 @@ class CommandLogStore(DatabaseRole):
             return reply
         return None
 
+    async def recall_commands(self, command_ids: Collection[str]) -> dict[str, Mapping[str, Any]]:
+        """`recall_command` for several ids in one read per 500."""
+        found: dict[str, Mapping[str, Any]] = {}
+        ids = list(dict.fromkeys(command_ids))
+        since = self._clock.now() - self.window_s
+        for start in range(0, len(ids), 500):
+            chunk = ids[start : start + 500]
+            marks = ", ".join("?" for _ in chunk)
+            rows = await self._read(
+                f"SELECT command_id, reply FROM commands WHERE command_id IN ({marks})"
+                " AND received_at >= ?",
+                (*chunk, since),
+            )
+            found.update((row["command_id"], json.loads(row["reply"])) for row in rows)
+        return found
+
     async def remember_command(
         self, command_id: str, verb: str, reply: Mapping[str, Any], now: float
     ) -> None:
         """Store the reply of a handled command; a second call for the same id keeps the first.
         An entry of the same id that fell out of the window is replaced."""
-        await self._write(
-            "INSERT INTO commands (command_id, verb, received_at, reply) VALUES (?, ?, ?, ?)"
-            " ON CONFLICT (command_id) DO UPDATE SET verb = excluded.verb,"
-            " received_at = excluded.received_at, reply = excluded.reply"
-            " WHERE commands.received_at < ?",
-            (command_id, verb, now, to_json(reply, "command reply"), now - self.window_s),
-        )
+        params = (command_id, verb, now, to_json(reply, "command reply"), now - self.window_s)
+        await self._writer.run(lambda conn: conn.execute(_REMEMBER, params).rowcount)
         self._since_prune += 1
         if self._since_prune >= self._prune_every:
             await self.prune(now)

@@ -10,10 +10,9 @@ transaction (`write_shelving`), so the event and the flag never disagree.
 from __future__ import annotations
 
 import json
+import sqlite3
 from collections.abc import Collection, Sequence
 from typing import Any
-
-import aiosqlite
 
 from gateway.core.records import (
     ChatterRecord,
@@ -86,14 +85,15 @@ class NoiseStateStore(DatabaseRole):
     # --- shelving ----------------------------------------------------------------------------
 
     @staticmethod
-    async def write_shelving(
-        conn: aiosqlite.Connection, *, shelve: Shelving | None, unshelve: str | None
+    def write_shelving(
+        conn: sqlite3.Connection, *, shelve: Shelving | None, unshelve: str | None
     ) -> None:
-        """Inside the caller's transaction: forget the shelving of `unshelve`, save `shelve`."""
+        """Inside the caller's unit (worker thread): forget the shelving of `unshelve`, save
+        `shelve`."""
         if unshelve is not None:
-            await conn.execute(_DELETE_SHELVING, (unshelve,))
+            conn.execute(_DELETE_SHELVING, (unshelve,))
         if shelve is not None:
-            await conn.execute(_SAVE_SHELVING, _shelving_row(shelve))
+            conn.execute(_SAVE_SHELVING, _shelving_row(shelve))
 
     async def save_shelving(self, shelving: Shelving) -> None:
         """Save a shelved condition on its own (one whose ticket is not changing)."""

@@ -1,17 +1,21 @@
 """The outbox role of state.db: every message that leaves the gateway, until it is settled
 (DESIGN.md sections 3 and 7). Implements `gateway.core.interfaces.Outbox`.
 
-Rows are written in the transaction of the change they announce (`insert` is called by the
-ticket role inside its own transaction) or on their own (`enqueue`). After every commit that
-added rows the outbox signals `wait_for_messages`, so the uplink publishes at once without
-anyone waking it. The per-gateway CloudEvents sequence lives here too: its high-water mark is
-saved in the transaction of every message committed after it was handed out.
+Rows are written in the unit of the change they announce (`insert_prepared`, called by the
+ticket role inside its unit) or on their own (`enqueue`). Every write is a unit of state.db's
+group commit (`group_commit.py`): the sends and settles of a published batch
+(`mark_sent_many`, `settle_many`) and the settles of acks handled together share one
+transaction. After every commit that added rows the outbox signals `wait_for_messages`, so the
+uplink publishes at once without anyone waking it, and never before the rows are durable. The
+per-gateway CloudEvents sequence lives here too: its high-water mark is saved in the
+transaction of every message committed after it was handed out.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import sqlite3
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -19,9 +23,9 @@ from typing import Any
 import aiosqlite
 
 from gateway.core.clock import Clock
-from gateway.core.errors import StoreError
 from gateway.core.interfaces import NewMessage
 from gateway.core.records import OutboxItem, OutboxKind, UserProperties
+from gateway.store.group_commit import GroupCommitter
 from gateway.store.json_columns import to_json_array
 from gateway.store.sqlite import Database, DatabaseRole
 
@@ -38,6 +42,20 @@ _INSERT = """
     ON CONFLICT (coalesce_key) WHERE settled_at IS NULL AND coalesce_key IS NOT NULL DO NOTHING
 """
 _TICKET = OutboxKind.TICKET.value
+_IN_CHUNK = 500  # ids per `IN (...)`: well below SQLite's limit of bound parameters
+_SETTLE_EVENT = (
+    "UPDATE outbox SET settled_at = ? WHERE event_id = ? AND settled_at IS NULL RETURNING *"
+)
+_SETTLE_TICKET = (
+    "UPDATE outbox SET settled_at = ? WHERE ticket_id = ? AND kind = ?"
+    " AND settled_at IS NULL AND last_sent_at IS NOT NULL RETURNING *"
+)
+
+
+@dataclass(frozen=True, slots=True)
+class PreparedMessages:
+    rows: tuple[tuple[Any, ...], ...]
+    sequence: int  # the sequence high-water mark their unit saves
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,8 +66,11 @@ class Inserted:
 
 
 class OutboxStore(DatabaseRole):
-    def __init__(self, db: Database, clock: Clock, sequence: int = 0) -> None:
+    def __init__(
+        self, db: Database, writer: GroupCommitter, clock: Clock, sequence: int = 0
+    ) -> None:
         super().__init__(db)
+        self._writer = writer
         self._clock = clock
         self._sequence = sequence  # last number handed out by next_sequence()
         self._saved_sequence = sequence
@@ -74,26 +95,28 @@ class OutboxStore(DatabaseRole):
         await self._new.wait()
         self._new.clear()
 
-    # --- writing, also inside another role's transaction ------------------------------------
+    # --- writing, also inside another role's unit of a group commit -------------------------
 
-    async def insert(self, conn: aiosqlite.Connection, messages: Sequence[NewMessage]) -> Inserted:
-        """Inside the caller's transaction: add the messages (coalesced ones are not) and save
-        the sequence high-water mark. Pass the result to `committed` once the transaction has
-        committed."""
+    def prepare(self, messages: Sequence[NewMessage]) -> PreparedMessages:
+        """In the event loop, before the write: the rows, and the sequence high-water mark
+        they need saved (every number handed out so far, theirs included; one handed out
+        after this point is saved by a later commit)."""
         now = self._clock.now()
+        return PreparedMessages(tuple(_row(m, now) for m in messages), self._sequence)
+
+    def insert_prepared(self, conn: sqlite3.Connection, prepared: PreparedMessages) -> Inserted:
+        """In the worker thread, inside the caller's unit: add the messages (coalesced ones
+        are not) and save the sequence high-water mark. Pass the result to `committed` once
+        the unit committed (a `GroupCommitter` `on_commit`)."""
         added = 0
-        for message in messages:
-            cursor = await conn.execute(_INSERT, _row(message, now))
-            added += cursor.rowcount
-        # The numbers handed out so far, including those of these messages; one handed out by
-        # another task after this point is saved by a later commit.
-        sequence = self._sequence
-        if sequence > self._saved_sequence:
-            await conn.execute(_SAVE_COUNTER, (SEQUENCE_COUNTER, sequence))
-        return Inserted(added, len(messages), sequence)
+        for row in prepared.rows:
+            added += conn.execute(_INSERT, row).rowcount
+        if prepared.sequence > self._saved_sequence:
+            conn.execute(_SAVE_COUNTER, (SEQUENCE_COUNTER, prepared.sequence))
+        return Inserted(added, len(prepared.rows), prepared.sequence)
 
     def committed(self, inserted: Inserted) -> None:
-        """After the transaction of `insert` committed: count, and signal the uplink."""
+        """After the unit of `insert_prepared` committed: count, and signal the uplink."""
         self._saved_sequence = max(self._saved_sequence, inserted.sequence)
         self.enqueued += inserted.added
         self.coalesced += inserted.offered - inserted.added
@@ -101,20 +124,17 @@ class OutboxStore(DatabaseRole):
             self._new.set()
 
     async def enqueue(self, message: NewMessage) -> int | None:
-        async with self._db.lock, self._db.transaction() as conn:
-            inserted = await self.insert(conn, [message])
-            seq = await self._seq_of(conn, message.event_id) if inserted.added else None
-        self.committed(inserted)
-        return seq
+        prepared = self.prepare([message])
 
-    @staticmethod
-    async def _seq_of(conn: aiosqlite.Connection, event_id: str) -> int:
-        rows = list(await conn.execute_fetchall(
-            "SELECT seq FROM outbox WHERE event_id = ?", (event_id,)
-        ))  # fmt: skip
-        if not rows:  # pragma: no cover - the row was inserted in this transaction
-            raise StoreError(f"state.db lost the message `{event_id}` it just inserted")
-        return int(rows[0][0])
+        def work(conn: sqlite3.Connection) -> tuple[Inserted, int | None]:
+            inserted = self.insert_prepared(conn, prepared)
+            if not inserted.added:
+                return inserted, None
+            row = conn.execute("SELECT seq FROM outbox WHERE event_id = ?", (message.event_id,))
+            return inserted, int(row.fetchone()[0])
+
+        _, seq = await self._writer.run(work, lambda done: self.committed(done[0]))
+        return seq
 
     # --- reading -----------------------------------------------------------------------------
 
@@ -125,14 +145,25 @@ class OutboxStore(DatabaseRole):
             (now - resend_after, limit),
         )
 
-    async def unsettled(self, limit: int) -> list[OutboxItem]:
+    async def unsettled(self, limit: int, after_seq: int = 0) -> list[OutboxItem]:
         return await self._select(
-            "SELECT * FROM outbox WHERE settled_at IS NULL ORDER BY seq LIMIT ?", (limit,)
+            "SELECT * FROM outbox WHERE settled_at IS NULL AND seq > ? ORDER BY seq LIMIT ?",
+            (after_seq, limit),
         )
 
     async def get_message(self, event_id: str) -> OutboxItem | None:
         found = await self._select("SELECT * FROM outbox WHERE event_id = ?", (event_id,))
         return found[0] if found else None
+
+    async def get_messages(self, event_ids: Collection[str]) -> dict[str, OutboxItem]:
+        found: dict[str, OutboxItem] = {}
+        ids = list(dict.fromkeys(event_ids))
+        for start in range(0, len(ids), _IN_CHUNK):
+            chunk = ids[start : start + _IN_CHUNK]
+            marks = ", ".join("?" for _ in chunk)
+            rows = await self._select(f"SELECT * FROM outbox WHERE event_id IN ({marks})", chunk)
+            found.update((item.event_id, item) for item in rows)
+        return found
 
     async def depth(self) -> int:
         rows = await self._read("SELECT COUNT(*) FROM outbox WHERE settled_at IS NULL")
@@ -150,45 +181,69 @@ class OutboxStore(DatabaseRole):
     # --- delivery ----------------------------------------------------------------------------
 
     async def mark_sent(self, seq: int, now: float) -> None:
-        await self._write(
-            "UPDATE outbox SET attempts = attempts + 1, last_sent_at = ?"
-            " WHERE seq = ? AND settled_at IS NULL",
-            (now, seq),
+        await self.mark_sent_many([seq], now)
+
+    async def mark_sent_many(self, seqs: Sequence[int], now: float) -> None:
+        """Record one send of each message (a published batch), in one unit."""
+        if not seqs:
+            return
+        params = [(now, seq) for seq in seqs]
+        await self._writer.run(
+            lambda conn: (
+                conn.executemany(
+                    "UPDATE outbox SET attempts = attempts + 1, last_sent_at = ?"
+                    " WHERE seq = ? AND settled_at IS NULL",
+                    params,
+                ).rowcount
+            )
         )
 
     async def settle(self, seq: int, now: float) -> None:
-        if await self._write(
-            "UPDATE outbox SET settled_at = ? WHERE seq = ? AND settled_at IS NULL", (now, seq)
-        ):
-            self.settled += 1
+        await self.settle_many([seq], now)
+
+    async def settle_many(self, seqs: Sequence[int], now: float) -> None:
+        """Settle by sequence numbers (PUBACKs of a batch), in one unit."""
+        if not seqs:
+            return
+        params = [(now, seq) for seq in seqs]
+        settled = await self._writer.run(
+            lambda conn: (
+                conn.executemany(
+                    "UPDATE outbox SET settled_at = ? WHERE seq = ? AND settled_at IS NULL", params
+                ).rowcount
+            )
+        )
+        self.settled += max(0, settled)
 
     async def settle_event(self, event_id: str, now: float) -> OutboxItem | None:
-        items = await self._settle_returning(
-            "UPDATE outbox SET settled_at = ? WHERE event_id = ? AND settled_at IS NULL"
-            " RETURNING *",
-            (now, event_id),
-        )
-        return items[0] if items else None
+        return await self._settle_returning(_SETTLE_EVENT, (now, event_id))
 
     async def settle_ticket(self, ticket_id: str, now: float) -> list[OutboxItem]:
         # Only what was published: a message committed after our last publish cannot have been
         # seen by the central system, and settling it would lose it (docs/TICKETS.md, `ack`).
-        return await self._settle_returning(
-            "UPDATE outbox SET settled_at = ? WHERE ticket_id = ? AND kind = ?"
-            " AND settled_at IS NULL AND last_sent_at IS NOT NULL RETURNING *",
-            (now, ticket_id, _TICKET),
-        )
+        def work(conn: sqlite3.Connection) -> list[OutboxItem]:
+            rows = conn.execute(_SETTLE_TICKET, (now, ticket_id, _TICKET)).fetchall()
+            return sorted((_item(row) for row in rows), key=lambda item: item.seq)
 
-    async def _settle_returning(self, sql: str, params: Sequence[Any]) -> list[OutboxItem]:
-        async with self._db.lock, self._db.transaction() as conn:
-            rows = await conn.execute_fetchall(sql, params)
-        items = sorted((_item(row) for row in rows), key=lambda item: item.seq)
+        return await self._writer.run(work, self._count_settled_items)
+
+    async def _settle_returning(self, sql: str, params: Sequence[Any]) -> OutboxItem | None:
+        return await self._writer.run(lambda conn: _first(conn, sql, params), self._count_settled)
+
+    def _count_settled(self, item: OutboxItem | None) -> None:
+        self.settled += item is not None
+
+    def _count_settled_items(self, items: list[OutboxItem]) -> None:
         self.settled += len(items)
-        return items
 
     async def refuse(self, seq: int, now: float) -> None:
-        await self._write(
-            "UPDATE outbox SET settled_at = ? WHERE seq = ? AND settled_at IS NULL", (now, seq)
+        await self._writer.run(
+            lambda conn: (
+                conn.execute(
+                    "UPDATE outbox SET settled_at = ? WHERE seq = ? AND settled_at IS NULL",
+                    (now, seq),
+                ).rowcount
+            )
         )
 
     async def shed(self, max_depth: int, kinds: Collection[OutboxKind]) -> dict[str, int]:
@@ -247,7 +302,12 @@ def _row(m: NewMessage, now: float) -> tuple[Any, ...]:
     )
 
 
-def _item(row: aiosqlite.Row) -> OutboxItem:
+def _first(conn: sqlite3.Connection, sql: str, params: Sequence[Any]) -> OutboxItem | None:
+    rows = conn.execute(sql, params).fetchall()
+    return _item(rows[0]) if rows else None
+
+
+def _item(row: aiosqlite.Row | sqlite3.Row) -> OutboxItem:
     return OutboxItem(
         seq=row["seq"],
         event_id=row["event_id"],

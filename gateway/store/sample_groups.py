@@ -51,6 +51,8 @@ def from_blob(typecode: str, blob: bytes) -> array[Any]:
     if _SWAP:
         unpacked.byteswap()
     return unpacked
+
+
 NOT_FINITE = "value is not a finite number"
 
 

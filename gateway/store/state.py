@@ -9,7 +9,9 @@ implementing one interface of `gateway.core.interfaces`:
     db.noise      NoiseStateJournal  shelving, maintenance mode, floods, chattering
 
 The roles share one connection and its lock. A ticket change and the messages announcing it
-(and the shelving it sets) are one transaction, written by the ticket role. WAL with
+(and the shelving it sets) are one unit, written by the ticket role; the writes of the ticket,
+outbox and command-log roles go through one group committer (`group_commit.py`), which commits
+every unit queued while the previous commit ran in one transaction. WAL with
 `synchronous=FULL`, so a committed change survives power loss, not only a crash.
 """
 
@@ -22,6 +24,7 @@ from pathlib import Path
 from gateway.core.clock import Clock, SystemClock
 from gateway.core.errors import StoreError
 from gateway.store.command_log import DEFAULT_MAX_ROWS, DEFAULT_WINDOW_S, CommandLogStore
+from gateway.store.group_commit import GroupCommitter, GroupStatistics
 from gateway.store.noise_state import NoiseStateStore
 from gateway.store.outbox import OutboxStore
 from gateway.store.sqlite import Database, DatabaseStore, Synchronous
@@ -37,6 +40,8 @@ class StateStatistics:
     messages_coalesced: int
     messages_settled: int
     commands_pruned: int
+    transactions: int  # group commits: fewer than the units they carried when writes come together
+    units_committed: int
 
 
 class StateDatabase(DatabaseStore):
@@ -52,11 +57,12 @@ class StateDatabase(DatabaseStore):
         command_log_max: int = DEFAULT_MAX_ROWS,
     ) -> None:
         super().__init__(db)
-        self._outbox = OutboxStore(db, clock, sequence)
+        self._writer = GroupCommitter(db)
+        self._outbox = OutboxStore(db, self._writer, clock, sequence)
         self._noise = NoiseStateStore(db)
-        self._tickets = TicketStore(db, self._outbox, self._noise)
+        self._tickets = TicketStore(db, self._writer, self._outbox, self._noise)
         self._commands = CommandLogStore(
-            db, clock, window_s=command_window_s, max_rows=command_log_max
+            db, clock, window_s=command_window_s, max_rows=command_log_max, writer=self._writer
         )
 
     @classmethod
@@ -86,7 +92,12 @@ class StateDatabase(DatabaseStore):
             read_only=read_only,
         )
         try:
+            if not read_only:
+                await db.open_reader(busy_timeout_ms)
             sequence = await OutboxStore.load_sequence(db)
+        except StoreError:
+            await db.close()
+            raise
         except sqlite3.Error as exc:
             await db.close()
             raise StoreError(f"cannot read the counters of state.db: {exc}") from exc
@@ -142,4 +153,11 @@ class StateDatabase(DatabaseStore):
             messages_coalesced=self._outbox.coalesced,
             messages_settled=self._outbox.settled,
             commands_pruned=self._commands.pruned,
+            transactions=self._writer.stats.transactions,
+            units_committed=self._writer.stats.units,
         )
+
+    @property
+    def group_commits(self) -> GroupStatistics:
+        """The group writer's figures (transactions, units, group sizes); for tests and benches."""
+        return self._writer.stats

@@ -769,4 +769,3 @@ def _bucket_of(ts: float) -> int:
 
 _INT64_MAX = 2**63 - 1
 _INT64_MIN = -(2**63)
-

@@ -2,15 +2,18 @@
 Implements `gateway.core.interfaces.TicketRepository`.
 
 A ticket change, its events, the messages announcing it and the shelving it sets or ends are
-written in one `BEGIN IMMEDIATE ... COMMIT` (the transactional outbox): the uplink can only
-publish what was committed, and a crash never leaves a ticket change without its message or
-the reverse. The outbox and noise-state roles write their rows inside this transaction.
+written in one unit (the transactional outbox): the uplink can only publish what was
+committed, and a crash never leaves a ticket change without its message or the reverse. The
+outbox and noise-state roles write their rows inside this unit. Units queued together are
+committed in one transaction by state.db's group commit (`group_commit.py`), each in its own
+savepoint: one change refused rolls back alone.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+import sqlite3
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,9 +22,10 @@ import aiosqlite
 from gateway.core.errors import StoreError
 from gateway.core.interfaces import NewMessage, TicketEvent
 from gateway.core.records import Priority, Shelving, Ticket, TicketState
+from gateway.store.group_commit import GroupCommitter
 from gateway.store.json_columns import to_json
 from gateway.store.noise_state import NoiseStateStore
-from gateway.store.outbox import OutboxStore
+from gateway.store.outbox import Inserted, OutboxStore
 from gateway.store.sqlite import Database, DatabaseRole
 
 _TICKET_COLUMNS = (
@@ -60,14 +64,29 @@ _OPEN_STATES = tuple(s.value for s in TicketState if s.is_open)
 
 
 @dataclass(frozen=True, slots=True)
+class TicketChange:
+    """One ticket change as the store writes it: the ticket at its new revision, the events
+    of that change, the messages announcing them, and the shelving it sets or ends."""
+
+    ticket: Ticket
+    events: Sequence[TicketEvent]
+    messages: Sequence[NewMessage]
+    shelve: Shelving | None = None
+    unshelve: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class TicketStoreStatistics:
     ticket_commits: int
     commit_failures: int
 
 
 class TicketStore(DatabaseRole):
-    def __init__(self, db: Database, outbox: OutboxStore, noise: NoiseStateStore) -> None:
+    def __init__(
+        self, db: Database, writer: GroupCommitter, outbox: OutboxStore, noise: NoiseStateStore
+    ) -> None:
         super().__init__(db)
+        self._writer = writer
         self._outbox = outbox
         self._noise = noise
         self._commits = 0
@@ -131,7 +150,8 @@ class TicketStore(DatabaseRole):
         shelve: Shelving | None = None,
         unshelve: str | None = None,
     ) -> None:
-        """Write the ticket, its new events and their messages atomically, or nothing.
+        """Write the ticket, its new events and their messages atomically, or nothing, and
+        return once that is durable.
 
         `shelve` saves a shelved condition and `unshelve` forgets the one of a dedup key in the
         same transaction, so the `shelved` / `unshelved` event and the flag that survives a
@@ -140,34 +160,56 @@ class TicketStore(DatabaseRole):
         Raises `StoreError` when the database refuses (disk full, a duplicate event id or
         revision, a ticket revision that does not move forward); nothing is written then.
         """
-        # Serialise before taking the write lock: a value JSON cannot carry is our bug, not
-        # the disk's, and should not hold the database locked.
-        ticket_row = _ticket_row(ticket)
-        event_rows = [
-            (e.ticket_id, e.revision, e.kind, e.ts, to_json(e.detail, "event detail"))
-            for e in events
-        ]
-        async with self._db.lock:
-            try:
-                async with self._db.transaction() as conn:
-                    cursor = await conn.execute(_UPSERT_TICKET, ticket_row)
-                    if cursor.rowcount != 1:
-                        raise StoreError(
-                            f"ticket `{ticket.id}` revision {ticket.revision} is not newer than"
-                            " the stored one; refusing to overwrite it"
-                        )
-                    await conn.executemany(
-                        "INSERT INTO ticket_events (ticket_id, revision, kind, ts, detail)"
-                        " VALUES (?, ?, ?, ?, ?)",
-                        event_rows,
-                    )
-                    inserted = await self._outbox.insert(conn, messages)
-                    await self._noise.write_shelving(conn, shelve=shelve, unshelve=unshelve)
-            except StoreError:
-                self._failures += 1
-                raise
-        self._outbox.committed(inserted)
-        self._commits += 1
+        work, committed = self._unit(
+            TicketChange(ticket, tuple(events), tuple(messages), shelve, unshelve)
+        )
+        try:
+            await self._writer.run(work, committed)
+        except StoreError:
+            self._failures += 1
+            raise
+
+    def _unit(
+        self, change: TicketChange
+    ) -> tuple[Callable[[sqlite3.Connection], Inserted], Callable[[Inserted], None]]:
+        """The change as a unit of the group commit: changes queued together share a
+        transaction, each in its own savepoint, each with its own revision, events and
+        messages (issue 17 item 5)."""
+        # Serialise before the write: a value JSON cannot carry is our bug, not the disk's,
+        # and should not hold the database locked.
+        ticket = change.ticket
+        try:
+            ticket_row = _ticket_row(ticket)
+            event_rows = [
+                (e.ticket_id, e.revision, e.kind, e.ts, to_json(e.detail, "event detail"))
+                for e in change.events
+            ]
+        except StoreError:
+            self._failures += 1
+            raise
+        prepared = self._outbox.prepare(change.messages)
+        outbox, noise = self._outbox, self._noise
+
+        def work(conn: sqlite3.Connection) -> Inserted:
+            if conn.execute(_UPSERT_TICKET, ticket_row).rowcount != 1:
+                raise StoreError(
+                    f"ticket `{ticket.id}` revision {ticket.revision} is not newer than"
+                    " the stored one; refusing to overwrite it"
+                )
+            conn.executemany(
+                "INSERT INTO ticket_events (ticket_id, revision, kind, ts, detail)"
+                " VALUES (?, ?, ?, ?, ?)",
+                event_rows,
+            )
+            inserted = outbox.insert_prepared(conn, prepared)
+            noise.write_shelving(conn, shelve=change.shelve, unshelve=change.unshelve)
+            return inserted
+
+        def committed(inserted: Inserted) -> None:
+            outbox.committed(inserted)
+            self._commits += 1
+
+        return work, committed
 
     async def _select(self, sql: str, params: Sequence[Any] = ()) -> list[Ticket]:
         return [_ticket(row) for row in await self._read(sql, params)]

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -51,6 +51,7 @@ from gateway.ticketing.service import TicketService
 log = logging.getLogger(__name__)
 
 _MAX_SCHEMA_ERRORS = 3
+ACK = "ack"
 
 
 class Rejected(Exception):
@@ -80,23 +81,20 @@ class TicketCommands:
         self._clock = clock
         self._actors = actors
         self._applying = asyncio.Lock()
+        # Inside `handle_many`: the writes queued so far, waited for once at the end, and what
+        # was read for the whole batch at once (stored replies, messages by event id).
+        self._deferred: list[asyncio.Future[Any]] | None = None
+        self._recalled: Mapping[str, Mapping[str, Any]] = {}
+        self._messages: dict[str, OutboxItem] | None = None
         self.accepted = 0
         self.rejected = 0
         self.replayed = 0
 
     async def handle(self, command: Command) -> CommandReply:
-        verb = VERBS.get(command.verb)
-        if verb is None:
-            known = ", ".join(sorted(VERBS))
-            shown = _shown(command.verb)
-            return self._reject(command, f"unknown command verb `{shown}` (known: {known})")
-        refused = self._unauthorised(command)
-        if refused is not None:
-            return self._reject(command, f"unauthorised: {refused}")
-        try:
-            body = verb.body.model_validate(dict(command.body))
-        except ValidationError as exc:
-            return self._reject(command, _schema_reason(exc))
+        checked = self._check(command)
+        if isinstance(checked, CommandReply):
+            return checked
+        verb, body = checked
         # One command at a time from here: the uplink hands acks and other commands over in
         # separate lanes, and a revision checked by one must still hold when it applies, as
         # must "not seen before" for its command id.
@@ -109,11 +107,96 @@ class TicketCommands:
             except Rejected as rejection:
                 return self._reject(command, rejection.reason, rejection.detail)
             self.accepted += 1
-            document = {"accepted": reply.accepted, "reason": reply.reason, "detail": reply.detail}
             await self._log.remember_command(
-                command.command_id, command.verb, document, self._clock.now()
+                command.command_id, command.verb, _stored(reply), self._clock.now()
             )
             return reply
+
+    async def handle_many(self, commands: Sequence[Command]) -> list[CommandReply]:
+        """Commands that arrived together (the uplink's ack lane hands over its backlog), in
+        order, each judged as `handle` would, after the ones before it. Their writes (settles,
+        ticket changes, the command log) are committed together by state.db's group commit
+        and waited for once; no reply is returned before everything is durable (issue 17).
+        Raises `StoreError` when state.db refused a write: none of these replies is sent then,
+        and the central system sends the commands again."""
+        replies: list[CommandReply] = []
+        accepted: list[tuple[Command, CommandReply]] = []
+        first_reply: dict[str, CommandReply] = {}
+        async with self._applying:
+            self._deferred = []
+            self._recalled = await self._log.recall_commands([c.command_id for c in commands])
+            event_ids = [c.body.get("event_id") for c in commands]
+            self._messages = dict(
+                await self._outbox.get_messages([e for e in event_ids if isinstance(e, str)])
+            )
+            try:
+                async with self._service.together():
+                    for command in commands:
+                        reply = await self._apply_one(command, first_reply)
+                        if reply.accepted and "replayed" not in reply.detail:
+                            accepted.append((command, reply))
+                        replies.append(reply)
+            finally:
+                deferred, self._deferred = self._deferred, None
+                self._recalled, self._messages = {}, None
+                await asyncio.gather(*deferred)
+            now = self._clock.now()
+            remembered = [
+                asyncio.ensure_future(
+                    self._log.remember_command(c.command_id, c.verb, _stored(r), now)
+                )
+                for c, r in accepted
+            ]
+            await asyncio.gather(*remembered)
+        return replies
+
+    async def _apply_one(
+        self, command: Command, first_reply: dict[str, CommandReply]
+    ) -> CommandReply:
+        checked = self._check(command)
+        if isinstance(checked, CommandReply):
+            return checked
+        verb, body = checked
+        if command.verb != ACK:
+            # Other verbs take the service lock themselves; the ack lane never sends them.
+            return self._reject(command, f"`{command.verb}` is not handled in a batch of acks")
+        earlier = first_reply.get(command.command_id)
+        if earlier is not None:  # a repeat inside the batch, before the first is remembered
+            return self._replay(command, _stored(earlier))
+        stored = self._recalled.get(command.command_id)
+        if stored is not None:
+            return self._replay(command, stored)
+        try:
+            reply = await verb.apply(self, command, body)
+        except Rejected as rejection:
+            return self._reject(command, rejection.reason, rejection.detail)
+        self.accepted += 1
+        first_reply[command.command_id] = reply
+        return reply
+
+    def _check(self, command: Command) -> CommandReply | tuple[Verb, BaseModel]:
+        """Verb, actor and body schema, before anything is read: a reply when refused."""
+        verb = VERBS.get(command.verb)
+        if verb is None:
+            known = ", ".join(sorted(VERBS))
+            shown = _shown(command.verb)
+            return self._reject(command, f"unknown command verb `{shown}` (known: {known})")
+        refused = self._unauthorised(command)
+        if refused is not None:
+            return self._reject(command, f"unauthorised: {refused}")
+        try:
+            body = verb.body.model_validate(dict(command.body))
+        except ValidationError as exc:
+            return self._reject(command, _schema_reason(exc))
+        return verb, body
+
+    async def _write(self, write: Awaitable[Any]) -> None:
+        """A write of a command: awaited now, or, inside `handle_many`, queued (tasks start in
+        order, so writes reach the group commit in order) and awaited with the batch."""
+        if self._deferred is None:
+            await write
+        else:
+            self._deferred.append(asyncio.ensure_future(write))
 
     # --- checks -------------------------------------------------------------------------------
 
@@ -198,7 +281,10 @@ class TicketCommands:
         before its first ack arrived is normal."""
         message: OutboxItem | None = None
         if body.event_id is not None:
-            message = await self._outbox.get_message(body.event_id)
+            if self._messages is not None:  # read for the whole batch (`handle_many`)
+                message = self._messages.get(body.event_id)
+            else:
+                message = await self._outbox.get_message(body.event_id)
             if message is None or not message.kind.needs_central_ack:
                 raise Rejected(f"unknown ticket message `{body.event_id}`")
             if body.ticket_id is not None and message.ticket_id != body.ticket_id:
@@ -213,17 +299,24 @@ class TicketCommands:
         if ticket is not None:
             _check_revision(ticket, body.if_revision)
         now = self._clock.now()
-        if body.event_id is not None:
-            one = await self._outbox.settle_event(body.event_id, now)
-            settled = [one] if one is not None else []
-        else:
-            assert ticket_id is not None  # the schema asks for one of the two
-            settled = await self._outbox.settle_ticket(ticket_id, now)
+        # Filled once the settle is durable (at once, or at the end of `handle_many`).
+        settled: list[str] = []
+        event_id = body.event_id
+
+        async def settle() -> None:
+            if event_id is not None:
+                one = await self._outbox.settle_event(event_id, now)
+                settled.extend([one.event_id] if one is not None else [])
+            else:
+                assert ticket_id is not None  # the schema asks for one of the two
+                settled.extend(m.event_id for m in await self._outbox.settle_ticket(ticket_id, now))
+
+        await self._write(settle())
         if ticket is not None and ticket.state.is_open:
             acked = await self._service.acknowledge(ticket.id, body.central_id, now)
             ticket = acked or ticket
         extra = {"central_id": body.central_id} if body.central_id is not None else {}
-        return self._accepted(command, ticket, settled=[m.event_id for m in settled], **extra)
+        return self._accepted(command, ticket, settled=settled, **extra)
 
     async def _assign(self, command: Command, body: AssignCommand) -> CommandReply:
         ticket = await self._ticket(body.ticket_id, body.if_revision)
@@ -288,6 +381,11 @@ class TicketCommands:
 
 
 Apply = Callable[[TicketCommands, Command, Any], Awaitable[CommandReply]]
+
+
+def _stored(reply: CommandReply) -> dict[str, Any]:
+    """What the command log keeps of an accepted command's reply."""
+    return {"accepted": reply.accepted, "reason": reply.reason, "detail": dict(reply.detail)}
 
 
 @dataclass(frozen=True, slots=True)

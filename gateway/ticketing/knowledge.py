@@ -101,9 +101,7 @@ class KnowledgeBase:
                 problems.append(ConfigProblem(file, None, f"{path}.references", "must be texts"))
                 continue
             entries.append(
-                KnowledgeEntry(
-                    fault_code, asset_class, tuple(actions or ()), tuple(references)
-                )
+                KnowledgeEntry(fault_code, asset_class, tuple(actions or ()), tuple(references))
             )
         if problems:
             raise ConfigError(problems)

@@ -12,8 +12,10 @@ Nothing here takes the service lock: the `TicketService` methods hold it around 
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import replace
 from typing import Any
 
@@ -89,6 +91,8 @@ class Ledger:
         # Called with every ticket closed or cancelled, after the close is committed (an
         # incident's members still active are ticketed then, see `incidents`).
         self.closed_listeners: list[Callable[[Ticket], Awaitable[None]]] = []
+        # Inside `burst`: the changes queued so far, with the ticket each one writes.
+        self._burst: list[tuple[asyncio.Future[None], Ticket]] | None = None
 
     # --- reading ------------------------------------------------------------------------------
 
@@ -142,6 +146,16 @@ class Ledger:
         events = list(events)
         # Each message shows the ticket as of its own event (REPAIRED, then VERIFYING...).
         messages = [self.encode(_as_of(ticket, event), event) for event in events]
+        if self._burst is not None:
+            # Queued, not awaited: the burst waits for all its changes once (see `burst`).
+            # Tasks start in creation order, so the changes reach the group commit in order.
+            write = self.tickets.commit_ticket_change(
+                ticket, events, messages, shelve=shelve, unshelve=unshelve
+            )
+            self._burst.append((asyncio.ensure_future(write), ticket))
+            if ticket.state.is_open:
+                self.open[ticket.key] = ticket
+            return
         try:
             await self.tickets.commit_ticket_change(
                 ticket, events, messages, shelve=shelve, unshelve=unshelve
@@ -157,6 +171,65 @@ class Ledger:
             raise
         if ticket.state.is_open:
             self.open[ticket.key] = ticket
+
+    @contextlib.asynccontextmanager
+    async def burst(self) -> AsyncIterator[None]:
+        """Changes made inside are committed together (state.db's group commit: one
+        transaction, each change with its own revision, events and messages) and waited for
+        once, at the end, before this returns: nothing of the burst is reported done, and no
+        message of it published, before it is durable.
+
+        The service lock is held throughout, so nobody sees memory ahead of the disk. Should
+        state.db refuse a change of the burst, memory has moved on already: the tickets of the
+        refused changes are read back from state.db as a restart would (`_forget_refused`)
+        and the first `StoreError` is raised.
+        """
+        if self._burst is not None:  # nested: the outer burst waits
+            yield
+            return
+        self._burst = []
+        try:
+            yield
+        finally:
+            pending, self._burst = self._burst, None
+            outcomes = await asyncio.gather(*(task for task, _ in pending), return_exceptions=True)
+            refused = [
+                (ticket, outcome)
+                for (_, ticket), outcome in zip(pending, outcomes, strict=True)
+                if isinstance(outcome, BaseException)
+            ]
+            if refused:
+                await self._refused_in_burst(refused)
+
+    async def _refused_in_burst(self, refused: Sequence[tuple[Ticket, BaseException]]) -> None:
+        self.counters.commit_failures += len(refused)
+        await self._forget_refused([ticket for ticket, _ in refused])
+        first, error = refused[0]
+        log.error(
+            "%d ticket change(s) of a burst not committed (first: `%s` revision %d): %s",
+            len(refused),
+            first.id,
+            first.revision,
+            error,
+        )
+        raise error
+
+    async def _forget_refused(self, refused: Sequence[Ticket]) -> None:
+        """Memory of the keys whose change state.db refused, back to what it holds: the ticket
+        as stored (or none), its condition ACTIVE when the stored ticket says so, else NORMAL,
+        as after a restart (`FindingRouter.resume_conditions`)."""
+        for key in dict.fromkeys(ticket.key for ticket in refused):
+            self.open.pop(key, None)
+            self.conditions.pop(key, None)
+            self.watches.pop(key, None)
+        for ticket in await self.tickets.load_open_tickets():
+            if ticket.key not in {t.key for t in refused}:
+                continue
+            self.open[ticket.key] = ticket
+            if ticket.condition_active:
+                self.conditions[ticket.key] = Condition(
+                    ticket.key, ConditionState.ACTIVE, ticket.last_seen
+                )
 
     async def commit_closed(self, ticket: Ticket, events: Iterable[TicketEvent]) -> Ticket:
         # Closing ends a shelve too (a new ticket for the key starts unshelved).

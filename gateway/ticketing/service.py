@@ -30,8 +30,9 @@ ends at start; a flood or chatter that calmed down ends at the first timer tick.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Any
 
 from gateway.core.clock import Clock
@@ -100,6 +101,7 @@ class TicketService:
         )
         self._clock = clock
         self._lock = asyncio.Lock()
+        self._holder: asyncio.Task[Any] | None = None  # the task inside `together`
         self._started = False
 
     async def start(self) -> None:
@@ -226,6 +228,19 @@ class TicketService:
             await self._router.on_finding(finding)
             await self._journal.save(urgent_only=True)
 
+    async def on_findings(self, findings: Sequence[Finding]) -> None:
+        """Apply findings that arrived together (one batch of records), in order, as one
+        burst: their ticket changes are committed together by state.db's group commit, each
+        with its own revision, events and messages, and this returns once all are durable
+        (issue 17 item 5). Raises `StoreError` when state.db refused one; the tickets of the
+        refused changes are then as state.db holds them (`Ledger.burst`)."""
+        self._require_started()
+        async with self._lock:
+            async with self._ledger.burst():
+                for finding in findings:
+                    await self._router.on_finding(finding)
+            await self._journal.save(urgent_only=True)
+
     async def observe_samples(self, samples: Sequence[Sample]) -> None:
         """Samples as the telemetry store gets them: run states, link health, evidence windows
         and the running time of verifications."""
@@ -255,10 +270,26 @@ class TicketService:
 
     # --- central commands (`commands.TicketCommands` checks ids, revisions and actors) --------
 
+    @contextlib.asynccontextmanager
+    async def together(self) -> AsyncIterator[None]:
+        """Hold the service for several commands handled together (a batch of acks): the
+        changes `acknowledge` makes inside are committed together and waited for once, when
+        the block ends (`Ledger.burst`). Only `acknowledge` may be called inside."""
+        self._require_started()
+        async with self._lock:
+            self._holder = asyncio.current_task()
+            try:
+                async with self._ledger.burst():
+                    yield
+            finally:
+                self._holder = None
+
     async def acknowledge(self, ticket_id: str, central_id: str | None, ts: float) -> Ticket | None:
         """The central `ack` command. Returns the ticket after the command, or None when no open
         ticket has that id. Acknowledging twice changes nothing the second time."""
         self._require_started()
+        if self._holder is not None and self._holder is asyncio.current_task():
+            return await self._central.acknowledge(ticket_id, central_id, ts)
         async with self._lock:
             return await self._central.acknowledge(ticket_id, central_id, ts)
 

@@ -37,8 +37,12 @@ def test_vibration_baseline_survives_a_restart(tmp_path: Path) -> None:
 
     def detector() -> VibrationDetector:
         return VibrationDetector(
-            asset="pump-1", tag_id="pump-1.vib", geometry=bearing, fixed_rpm=2950,
-            baseline_blocks=5, name="pump-1.vib",
+            asset="pump-1",
+            tag_id="pump-1.vib",
+            geometry=bearing,
+            fixed_rpm=2950,
+            baseline_blocks=5,
+            name="pump-1.vib",
         )
 
     first = detector()

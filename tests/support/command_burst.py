@@ -178,8 +178,14 @@ async def running(gateway: Gateway, central: CentralSystem) -> AsyncIterator[Non
 
 
 async def measure_burst(
-    folder: Path, port: int, *, commands: int, tickets: int, limits: bool = True,
-    ticket_every_s: float = 0.05, timeout_s: float = 120.0,
+    folder: Path,
+    port: int,
+    *,
+    commands: int,
+    tickets: int,
+    limits: bool = True,
+    ticket_every_s: float = 0.05,
+    timeout_s: float = 120.0,
 ) -> BurstResult:
     """Flood `commands` from another process (`tests/support/flood.py`) and open `tickets`
     tickets meanwhile, one every `ticket_every_s` from the start of the flood, each measured

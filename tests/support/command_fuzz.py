@@ -117,8 +117,7 @@ def command_bodies(
     field nobody defined."""
     plausible = _plausible(ticket_ids, event_ids, assets)
     values = {
-        name: st.one_of(plausible[name], plausible[name], SCALARS, CONTAINERS)
-        for name in FIELDS
+        name: st.one_of(plausible[name], plausible[name], SCALARS, CONTAINERS) for name in FIELDS
     }
     extra = st.dictionaries(st.text(max_size=10), SCALARS, max_size=1)
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-from collections.abc import Collection
+from collections.abc import Collection, Sequence
 
 from gateway.core.clock import Clock
 from gateway.core.interfaces import NewMessage
@@ -71,8 +71,11 @@ class MemoryOutbox:
         ]
         return due[:limit]
 
-    async def unsettled(self, limit: int) -> list[OutboxItem]:
-        return self._unsettled()[:limit]
+    async def unsettled(self, limit: int, after_seq: int = 0) -> list[OutboxItem]:
+        return [item for item in self._unsettled() if item.seq > after_seq][:limit]
+
+    async def get_messages(self, event_ids: Collection[str]) -> dict[str, OutboxItem]:
+        return {i.event_id: i for i in self._items.values() if i.event_id in set(event_ids)}
 
     async def get_message(self, event_id: str) -> OutboxItem | None:
         return next((i for i in self._items.values() if i.event_id == event_id), None)
@@ -80,6 +83,14 @@ class MemoryOutbox:
     async def mark_sent(self, seq: int, now: float) -> None:
         item = self._items[seq]
         self._items[seq] = dataclasses.replace(item, attempts=item.attempts + 1, last_sent_at=now)
+
+    async def mark_sent_many(self, seqs: Sequence[int], now: float) -> None:
+        for seq in seqs:
+            await self.mark_sent(seq, now)
+
+    async def settle_many(self, seqs: Sequence[int], now: float) -> None:
+        for seq in seqs:
+            await self.settle(seq, now)
 
     async def settle(self, seq: int, now: float) -> None:
         item = self._items[seq]

@@ -47,9 +47,7 @@ def connection(port: int, **overrides: object) -> ModbusTcpConnection:
 
 
 def tags_for(device_id: str, points: Sequence[ModbusPoint]) -> list[Tag]:
-    return [
-        Tag(id=f"{device_id}.{p.name}", asset=device_id, unit=p.unit) for p in points
-    ]
+    return [Tag(id=f"{device_id}.{p.name}", asset=device_id, unit=p.unit) for p in points]
 
 
 def make_driver(

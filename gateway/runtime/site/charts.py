@@ -168,11 +168,7 @@ def reduce_trend(
         low, high = lows[index], highs[index]
         lows[index] = value if low is None else min(low, value)
         highs[index] = value if high is None else max(high, value)
-    return [
-        (start + (i + 0.5) * width, lows[i], highs[i])
-        for i in range(buckets)
-        if seen[i]
-    ]
+    return [(start + (i + 0.5) * width, lows[i], highs[i]) for i in range(buckets) if seen[i]]
 
 
 def _time_label(ts: float, span_s: float) -> str:
@@ -252,9 +248,7 @@ def _trend_paths(
 
 def _time_ticks(start: float, end: float) -> list[float]:
     span = end - start
-    step = next(
-        (s for s in (10, 30, 60, 300, 600, 900, 1800, 3600, 7200) if span / s <= 7), 14400
-    )
+    step = next((s for s in (10, 30, 60, 300, 600, 900, 1800, 3600, 7200) if span / s <= 7), 14400)
     first = math.ceil(start / step) * step
     return [first + i * step for i in range(int((end - first) / step) + 1)]
 
@@ -297,9 +291,7 @@ def spectrum_chart(
                 f' height="{frame.bottom - frame.top}"><title>demodulation band '
                 f"{escape(_fmt(band_hz[0]))}-{escape(_fmt(band_hz[1]))} Hz</title></rect>"
             )
-    points = " ".join(
-        f"{frame.x(i * curve.df_hz)},{frame.y(v)}" for i, v in enumerate(shown)
-    )
+    points = " ".join(f"{frame.x(i * curve.df_hz)},{frame.y(v)}" for i, v in enumerate(shown))
     body.append(f'<polyline class="series" points="{points}"/>')
     for line in lines:
         if not 0 < line.freq_hz <= top:

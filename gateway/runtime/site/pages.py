@@ -335,8 +335,12 @@ class SitePages:
                     for b, name in zip(view.zone_boundaries_mm_s, "bcd", strict=False)
                 ]
             trends.append(
-                (title, await self._trend(f"{tag}.{feature}", f"{title}, last hour", unit, now,
-                                          bands, levels))
+                (
+                    title,
+                    await self._trend(
+                        f"{tag}.{feature}", f"{title}, last hour", unit, now, bands, levels
+                    ),
+                )
             )
         return {"tag": tag, "asset": detector.asset, "now": now, "view": view,
                 **spectrum_charts(view), "trends": trends}  # fmt: skip
@@ -372,8 +376,13 @@ class SitePages:
             "row": _ticket_row(ticket, now),
             "now": now,
             "events": [
-                {"revision": e.revision, "kind": e.kind, "ts": e.ts, "actor": actor_of(e),
-                 "detail": dict(e.detail)}
+                {
+                    "revision": e.revision,
+                    "kind": e.kind,
+                    "ts": e.ts,
+                    "actor": actor_of(e),
+                    "detail": dict(e.detail),
+                }
                 for e in events
             ],
             "messages": sent,
@@ -411,8 +420,7 @@ def spectrum_charts(view: SpectrumView | None) -> dict[str, str | None]:
             band_hz=view.band_hz,
         ),
         "envelope_svg": envelope,
-        "zone_svg": charts.zone_bar(view.velocity_rms_mm_s, view.zone_boundaries_mm_s,
-                                    view.zone),
+        "zone_svg": charts.zone_bar(view.velocity_rms_mm_s, view.zone_boundaries_mm_s, view.zone),
     }
 
 

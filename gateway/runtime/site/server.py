@@ -256,8 +256,11 @@ class SitePageServer:
                 if task is not None:
                     self._streams.add(task)
                 response = web.StreamResponse(
-                    headers={"Content-Type": "text/event-stream", "X-Accel-Buffering": "no",
-                             **SECURITY_HEADERS}
+                    headers={
+                        "Content-Type": "text/event-stream",
+                        "X-Accel-Buffering": "no",
+                        **SECURITY_HEADERS,
+                    }
                 )
                 await response.prepare(request)
                 await response.write(b"retry: 5000\n\n")
