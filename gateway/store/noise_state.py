@@ -14,6 +14,8 @@ import sqlite3
 from collections.abc import Collection, Sequence
 from typing import Any
 
+import aiosqlite
+
 from gateway.core.records import (
     ChatterRecord,
     FloodArrival,
