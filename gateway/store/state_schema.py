@@ -184,4 +184,13 @@ STATE_MIGRATIONS: tuple[Migration, ...] = (
             "CREATE INDEX commands_by_received_at ON commands (received_at)",
         ),
     ),
+    # Issue 13: outcome KPIs and eradication read the tickets closed in the last weeks at
+    # start; opened_at has no index of its own either.
+    Migration(
+        version=6,
+        statements=(
+            "CREATE INDEX tickets_by_closed_at ON tickets (closed_at)",
+            "CREATE INDEX tickets_by_opened_at ON tickets (opened_at)",
+        ),
+    ),
 )

@@ -14,10 +14,10 @@ changes nothing, in memory or in state.db:
 - unknown ticket or asset, wrong state.
 
 Idempotency: the reply to every accepted command is stored under its `command_id` in state.db
-for the idempotency window (`CommandLog`); a replay (the central system retrying after a lost
-reply) gets the same reply back with `replayed: true` and has no second effect, across
-restarts too. A rejected command left no effect to protect, so it is not stored: a repeat is
-judged again.
+for the idempotency window (`CommandLog`), with a fingerprint of verb and body; a replay (the
+central system retrying after a lost reply) gets the same reply back with `replayed: true` and
+has no second effect, across restarts too. The same id with a different command is rejected.
+A rejected command left no effect to protect, so it is not stored: a repeat is judged again.
 
 Adding a verb: its body model in `command_schema`, one method here, one line in `VERBS`.
 """
@@ -25,6 +25,8 @@ Adding a verb: its body model in `command_schema`, one method here, one line in 
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import json
 import logging
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
@@ -36,14 +38,20 @@ from gateway.core.clock import Clock
 from gateway.core.interfaces import Command, CommandLog, CommandReply, Outbox
 from gateway.core.records import OutboxItem, Ticket, TicketState
 from gateway.ticketing import tickets
+from gateway.ticketing.coding import check_codes
 from gateway.ticketing.command_schema import (
+    AcceptCommand,
     AckCommand,
     AssignCommand,
     CloseCommand,
+    ConfirmCommand,
+    HoldCommand,
     MaintenanceCommand,
+    ResumeCommand,
     ResyncCommand,
     ShelveCommand,
     SnapshotCommand,
+    StartCommand,
     UnshelveCommand,
 )
 from gateway.ticketing.service import TicketService
@@ -101,15 +109,32 @@ class TicketCommands:
         # separate lanes, and a revision checked by one must still hold when it applies, as
         # must "not seen before" for its command id.
         async with self._applying:
+            fingerprint = _fingerprint(command)
             stored = await self._log.recall_command(command.command_id)
             if stored is not None:
+                first = stored.get("fingerprint")
+                if first is not None and first != fingerprint:
+                    # The same id for another command: a replay would answer a command that
+                    # was never applied (issue 13). Refused; the first one stands.
+                    return self._reject(
+                        command,
+                        f"`command_id` `{_shown(command.command_id)}` was already used for a "
+                        "different command; use a new id",
+                        {"first_verb": str(stored.get("verb", ""))},
+                    )
                 return self._replay(command, stored)
             try:
                 reply = await verb.apply(self, command, body)
             except Rejected as rejection:
                 return self._reject(command, rejection.reason, rejection.detail)
             self.accepted += 1
-            document = {"accepted": reply.accepted, "reason": reply.reason, "detail": reply.detail}
+            document = {
+                "accepted": reply.accepted,
+                "reason": reply.reason,
+                "detail": reply.detail,
+                "verb": command.verb,
+                "fingerprint": fingerprint,
+            }
             await self._log.remember_command(
                 command.command_id, command.verb, document, self._clock.now()
             )
@@ -220,7 +245,9 @@ class TicketCommands:
             assert ticket_id is not None  # the schema asks for one of the two
             settled = await self._outbox.settle_ticket(ticket_id, now)
         if ticket is not None and ticket.state.is_open:
-            acked = await self._service.acknowledge(ticket.id, body.central_id, now)
+            acked = await self._service.acknowledge(
+                ticket.id, body.central_id, now, _actor(body.actor)
+            )
             ticket = acked or ticket
         extra = {"central_id": body.central_id} if body.central_id is not None else {}
         return self._accepted(command, ticket, settled=[m.event_id for m in settled], **extra)
@@ -229,22 +256,91 @@ class TicketCommands:
         ticket = await self._ticket(body.ticket_id, body.if_revision)
         if ticket.state not in tickets.ASSIGNABLE:
             raise Rejected(f"a {ticket.state.value} ticket cannot be assigned")
-        moved = await self._service.assign(ticket, body.assignee, body.team, self._clock.now())
+        moved = await self._service.assign(
+            ticket, body.assignee, body.team, self._clock.now(), _actor(body.actor)
+        )
         return self._accepted(command, moved)
 
     async def _close(self, command: Command, body: CloseCommand) -> CommandReply:
         ticket = await self._ticket(body.ticket_id, body.if_revision)
+        if ticket.state is TicketState.VERIFIED and body.cancel_reason is None:
+            raise Rejected(
+                "a VERIFIED ticket is closed by its sign-off: send `confirm`",
+                current_revision=ticket.revision,
+                state=ticket.state.value,
+            )
         if body.cancel_reason is None and ticket.state not in tickets.CLOSABLE:
             raise Rejected(f"a {ticket.state.value} ticket cannot be closed")
+        if body.cancel_reason is None:
+            assert body.cause_code is not None and body.remedy_code is not None  # the schema
+            policy = self._service.policy
+            refused = check_codes(
+                body.cause_code,
+                body.remedy_code,
+                site_causes=policy.cause_codes,
+                site_remedies=policy.remedy_codes,
+            )
+            if refused is not None:
+                raise Rejected(refused)
         closed = await self._service.close(
             ticket,
             resolution=body.resolution or body.cancel_reason or "",
             cause=body.cause,
             repaired=body.repaired,
             ts=self._clock.now(),
+            actor=_actor(body.actor),
+            cause_code=body.cause_code,
+            remedy_code=body.remedy_code,
             cancel_reason=body.cancel_reason,
         )
         return self._accepted(command, closed, verifying=closed.state is TicketState.VERIFYING)
+
+    async def _accept(self, command: Command, body: AcceptCommand) -> CommandReply:
+        ticket = await self._ticket(body.ticket_id, body.if_revision)
+        if ticket.state not in tickets.ACCEPTABLE:
+            raise Rejected(f"a {ticket.state.value} ticket cannot be accepted")
+        moved = await self._service.accept(ticket, body.note, self._clock.now(), body.actor)
+        return self._accepted(command, moved)
+
+    async def _start(self, command: Command, body: StartCommand) -> CommandReply:
+        ticket = await self._ticket(body.ticket_id, body.if_revision)
+        if ticket.state not in tickets.STARTABLE:
+            raise Rejected(f"work on a {ticket.state.value} ticket cannot start")
+        moved = await self._service.start_work(ticket, body.note, self._clock.now(), body.actor)
+        return self._accepted(command, moved)
+
+    async def _hold(self, command: Command, body: HoldCommand) -> CommandReply:
+        ticket = await self._ticket(body.ticket_id, body.if_revision)
+        if ticket.state not in tickets.HOLDABLE:
+            raise Rejected(f"a {ticket.state.value} ticket cannot be put on hold")
+        moved = await self._service.hold(
+            ticket, body.reason, body.note, self._clock.now(), body.actor
+        )
+        return self._accepted(command, moved)
+
+    async def _resume(self, command: Command, body: ResumeCommand) -> CommandReply:
+        ticket = await self._ticket(body.ticket_id, body.if_revision)
+        if ticket.state is not TicketState.ON_HOLD:
+            raise Rejected(f"a {ticket.state.value} ticket is not on hold")
+        moved = await self._service.resume(ticket, body.note, self._clock.now(), body.actor)
+        return self._accepted(command, moved)
+
+    async def _confirm(self, command: Command, body: ConfirmCommand) -> CommandReply:
+        ticket = await self._ticket(body.ticket_id, body.if_revision)
+        if ticket.state is not TicketState.VERIFIED:
+            raise Rejected(
+                f"only a VERIFIED ticket can be signed off; this one is {ticket.state.value}",
+                current_revision=ticket.revision,
+                state=ticket.state.value,
+            )
+        policy = self._service.policy
+        if policy.require_signoff and body.actor not in policy.signoff_actors:
+            raise Rejected(
+                f"unauthorised: `{_shown(body.actor)}` may not sign off (the site asks for "
+                "one of `ticketing.signoff_actors`)"
+            )
+        moved = await self._service.confirm(ticket, body.note, self._clock.now(), body.actor)
+        return self._accepted(command, moved)
 
     async def _shelve(self, command: Command, body: ShelveCommand) -> CommandReply:
         ticket = await self._ticket(body.ticket_id, body.if_revision)
@@ -301,6 +397,11 @@ VERBS: Mapping[str, Verb] = {
     "ack": Verb(AckCommand, TicketCommands._ack),
     "assign": Verb(AssignCommand, TicketCommands._assign),
     "close": Verb(CloseCommand, TicketCommands._close),
+    "accept": Verb(AcceptCommand, TicketCommands._accept),
+    "start": Verb(StartCommand, TicketCommands._start),
+    "hold": Verb(HoldCommand, TicketCommands._hold),
+    "resume": Verb(ResumeCommand, TicketCommands._resume),
+    "confirm": Verb(ConfirmCommand, TicketCommands._confirm),
     "shelve": Verb(ShelveCommand, TicketCommands._shelve),
     "unshelve": Verb(UnshelveCommand, TicketCommands._unshelve),
     "maintenance": Verb(MaintenanceCommand, TicketCommands._maintenance),
@@ -322,6 +423,14 @@ def _check_revision(ticket: Ticket, wanted: int | None) -> None:
             current_revision=ticket.revision,
             state=ticket.state.value,
         )
+
+
+def _fingerprint(command: Command) -> str:
+    """What makes two commands the same command: the verb and the body, as canonical JSON."""
+    canonical = json.dumps(
+        {"verb": command.verb, "body": dict(command.body)}, sort_keys=True, ensure_ascii=True
+    )
+    return hashlib.sha256(canonical.encode()).hexdigest()
 
 
 def _actor(actor: str | None) -> str:
