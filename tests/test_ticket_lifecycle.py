@@ -449,7 +449,13 @@ async def test_repair_is_verified_against_the_pre_fault_baseline_and_closes(plan
     ticket_id = await _fault_with_baseline(plant)
     await plant.feed(finding(plant.now + 2, active=False, value=70.0))
     reply = await plant.command(
-        "close", ticket_id=ticket_id, resolution="Bearing regreased", cause="LUB", repaired=True
+        "close",
+        ticket_id=ticket_id,
+        resolution="Bearing regreased",
+        cause_code="3.4",
+        remedy_code="2",
+        cause="LUB",
+        repaired=True,
     )
     assert reply.accepted and reply.detail["state"] == "VERIFYING"
     await _run_for(plant, 300, 61.0)
@@ -467,7 +473,14 @@ async def test_repair_is_verified_against_the_pre_fault_baseline_and_closes(plan
 
 async def test_failed_verification_reopens_the_ticket(plant: Plant):
     ticket_id = await _fault_with_baseline(plant)
-    await plant.command("close", ticket_id=ticket_id, resolution="Regreased", repaired=True)
+    await plant.command(
+        "close",
+        ticket_id=ticket_id,
+        resolution="Regreased",
+        cause_code="3.4",
+        remedy_code="2",
+        repaired=True,
+    )
     await _run_for(plant, 660, 75.0)  # still 15 degC above the baseline
     await plant.until(lambda c: "reopened" in c.kinds_of(ticket_id))
     verified = next(r for r in plant.central.events_of(ticket_id) if r.kind == "verified")
@@ -484,14 +497,26 @@ async def test_failed_verification_reopens_the_ticket(plant: Plant):
 async def test_same_fault_within_72_h_reopens_and_within_30_days_links_a_new_ticket(plant: Plant):
     first_id = await _fault_with_baseline(plant)
     await plant.feed(finding(plant.now + 2, active=False, value=60.0))
-    assert (await plant.command("close", ticket_id=first_id, resolution="Adjusted")).accepted
+    assert (
+        await plant.command(
+            "close", ticket_id=first_id, resolution="Adjusted", cause_code="3.4", remedy_code="2"
+        )
+    ).accepted
     await plant.tick(3600)
     await plant.feed(finding(plant.now))  # back after one hour: the same ticket reopens
     await plant.until(lambda c: "reopened" in c.kinds_of(first_id))
     assert len(plant.central.work_orders) == 1
 
     await plant.feed(finding(plant.now + 1, active=False, value=60.0))
-    assert (await plant.command("close", ticket_id=first_id, resolution="Replaced seal")).accepted
+    assert (
+        await plant.command(
+            "close",
+            ticket_id=first_id,
+            resolution="Replaced seal",
+            cause_code="3.4",
+            remedy_code="2",
+        )
+    ).accepted
     await plant.tick(4 * 86400)
     await plant.feed(finding(plant.now))  # back after four days: a new ticket, linked
     await plant.until(lambda c: len(c.work_orders) == 2)
@@ -573,7 +598,9 @@ async def test_every_command_with_idempotent_repeats_and_stale_revisions(plant: 
     assert closed.accepted and closed.detail["state"] == "CLOSED"
     replay = await plant.central.send_command("close", close, command_id="c-close")
     assert replay.accepted and replay.detail["replayed"] is True
-    after_close = await plant.command("close", ticket_id=ticket_id, resolution="again")
+    after_close = await plant.command(
+        "close", ticket_id=ticket_id, resolution="again", cause_code="3.4", remedy_code="2"
+    )
     assert not after_close.accepted and "CLOSED" in after_close.reason
     kinds = [kind for _, kind in await plant.revisions(ticket_id)]
     assert kinds.count("closed") == 1 and kinds[-1] == "closed"

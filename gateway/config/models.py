@@ -218,6 +218,11 @@ def _default_sla() -> dict[Priority, SlaTarget]:
 
 
 HoldReason = Literal["parts", "access", "production"]
+DayName = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
+
+
+def _default_days() -> list[DayName]:
+    return ["mon", "tue", "wed", "thu", "fri"]
 
 
 def _default_hold_rules() -> dict[HoldReason, bool]:
@@ -227,8 +232,8 @@ def _default_hold_rules() -> dict[HoldReason, bool]:
 class WorkingCalendarConfig(Strict):
     """The site's working days and hours (local time), for priorities with `working_time`."""
 
-    days: list[Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]] = Field(
-        default_factory=lambda: ["mon", "tue", "wed", "thu", "fri"],
+    days: list[DayName] = Field(
+        default_factory=_default_days,
         description="Working weekdays.",
     )
     start: str = Field("07:00", pattern=r"^([01][0-9]|2[0-3]):[0-5][0-9]$", description="HH:MM")
