@@ -79,13 +79,14 @@ class Timers:
             flags.add(ConditionFlag.STALE)
             log.warning("Condition `%s` active for over %.0f h: stale.", key, stale_after_s / 3600)
             ticket = ledger.open.get(key)
-            if ticket is None:
-                continue
+            if ticket is None or "stale" in ticket.attributes:
+                continue  # reported once per ticket, also across a restart (STALE is rebuilt)
             stale, event = tickets.annotate(
                 ticket,
                 "condition_stale",
                 now,
                 {"active_since": condition.since, "active_for_s": now - condition.since},
+                attributes=tickets.with_attributes(ticket, stale={"since": condition.since}),
             )
             await ledger.commit(stale, [event])
 
