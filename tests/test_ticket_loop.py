@@ -83,8 +83,16 @@ def finding(
 class Gateway:
     """The gateway side (state.db, service, commands, uplink) that a test can restart."""
 
-    def __init__(self, path: Path, port: int, clock: ManualClock, policy: LifecyclePolicy):
+    def __init__(
+        self,
+        path: Path,
+        port: int,
+        clock: ManualClock,
+        policy: LifecyclePolicy,
+        actors: frozenset[str] = frozenset({CMMS, TECH, REQUESTER}),
+    ):
         self.path, self.port, self.clock, self.policy = path, port, clock, policy
+        self.actors = actors
         self.restarts = 0
 
     async def start(self) -> None:
@@ -101,7 +109,7 @@ class Gateway:
             self.store.outbox,
             self.store.commands,
             self.clock,
-            actors=frozenset({CMMS, TECH, REQUESTER}),
+            actors=self.actors,
         )
         # Resends of unacknowledged messages (same id) are the outbox's matter; slow them down
         # so that a silent central system does not load the machine.
@@ -404,3 +412,49 @@ async def test_repeat_report_rate_against_a_hand_computed_case(make_loop: Callab
     kpis = gw.service.kpis()
     assert (kpis["resolutions"], kpis["re_reported"]) == (1, 0)
     assert kpis["repeat_report_rate"] == 0.0
+
+
+async def test_the_simulated_people_close_the_loop_end_to_end(
+    tmp_path: Path, mosquitto: MosquittoBroker
+):
+    """The central simulator's technician accepts, starts and closes with codes; once the edge
+    reports the repair verified, its requester signs off. Nothing else drives the ticket."""
+    from simulator.central import WorkPlan
+
+    clock = ManualClock(T0)
+    policy = replace(SIGNOFF, signoff_actors=frozenset({"requester-demo"}))
+    people = frozenset({CMMS, "tech-demo", "requester-demo"})
+    gw = Gateway(tmp_path / "state.db", mosquitto.port, clock, policy, actors=people)
+    await gw.start()
+    central = CentralSystem(
+        "127.0.0.1", mosquitto.port, "factory", SITE, GATEWAY, output=io.StringIO(),
+        actor=CMMS, work=WorkPlan(pause_s=0.01),
+    )  # fmt: skip
+    task = asyncio.create_task(central.run_central())
+    try:
+        async with asyncio.timeout(10):
+            await central.wait_connected()
+        await asyncio.sleep(0.05)
+        await gw.run_pump(600, 60.0)
+        await gw.service.on_finding(finding(gw.now))
+        async with asyncio.timeout(20):
+            await central.wait_until(lambda c: ("close" in [v for _, v, _ in c.work_log]))
+        await gw.service.on_finding(finding(gw.now, active=False))
+        await gw.run_pump(660, 61.0)
+        async with asyncio.timeout(20):
+            await central.wait_until(lambda c: "closed" in [r.kind for r in c.received])
+        (ticket,) = await gw.store.tickets.list_tickets()
+        assert ticket.state is TicketState.CLOSED
+        assert [verb for _, verb, ok in central.work_log if ok] == [
+            "accept", "start", "close", "confirm"
+        ]  # fmt: skip
+        assert central.kinds_of(ticket.id) == [
+            "opened", "acknowledged", "accepted", "in_progress", "repaired", "verifying",
+            "condition_cleared", "verified", "closed",
+        ]  # fmt: skip
+        assert ticket.attributes["sign_off"]["by"] == "requester-demo"
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        await gw.stop()
