@@ -458,3 +458,27 @@ async def test_the_simulated_people_close_the_loop_end_to_end(
         with contextlib.suppress(asyncio.CancelledError):
             await task
         await gw.stop()
+
+
+async def test_the_same_fault_on_one_model_three_times_in_30_days_raises_a_quality_advisory(
+    make_loop: Callable[..., Any],
+):
+    """Three pumps of one model with the same fault within 30 days: a quality advisory, also
+    after a restart (it is computed from the tickets); two are not enough."""
+    loop: Loop = await make_loop()
+    gw = loop.gw
+    for n, asset in enumerate(PUMPS[:3]):
+        await gw.service.on_finding(finding(gw.now, asset=asset))
+        kinds = [a["kind"] for a in gw.service.kpis()["advisories"]]
+        assert ("quality" in kinds) is (n == 2)
+        await gw.tick(10 * 86400.0, step=HOUR)
+    await gw.restart()
+    (advisory,) = gw.service.kpis()["quality_advisories"]
+    assert advisory == {
+        "model": "KSB-Etanorm-50",
+        "fault_code": FaultCode.THRESHOLD_HIGH,
+        "count": 3,
+        "assets": ["pump-1", "pump-2", "pump-3"],
+    }
+    opened = next(r for r in loop.central.received if r.kind == "opened")
+    assert opened.data["routing"]["model"] == "KSB-Etanorm-50"
