@@ -43,6 +43,12 @@ def _parser() -> argparse.ArgumentParser:
     central.add_argument("--site", required=True)
     central.add_argument("--gateway", required=True)
     central.add_argument("--no-ack", action="store_true", help="receive tickets but never ack")
+    central.add_argument(
+        "--work",
+        action="store_true",
+        help="play the people: a technician accepts, starts and closes each ticket with coded "
+        "cause and remedy; a requester signs off verified repairs",
+    )
     return parser
 
 
@@ -69,10 +75,16 @@ async def _plant(args: argparse.Namespace, stop: asyncio.Event) -> None:
 
 
 async def _central(args: argparse.Namespace, stop: asyncio.Event) -> None:
-    from simulator.central import CentralSystem
+    from simulator.central import CentralSystem, WorkPlan
 
     central = CentralSystem(
-        args.host, args.port, args.prefix, args.site, args.gateway, ack=not args.no_ack
+        args.host,
+        args.port,
+        args.prefix,
+        args.site,
+        args.gateway,
+        ack=not args.no_ack,
+        work=WorkPlan() if args.work else None,
     )
     task = asyncio.create_task(central.run_central(), name="central")
     await stop.wait()

@@ -9,6 +9,9 @@ means the gateway never got the first ack.
 Each new ticket event is printed as a maintenance planner would read it. Everything received is
 recorded for tests and for the demo's summary. `send_command` drives the rest of the closed loop
 (assign, close, shelve, maintenance, snapshot, resync; docs/TICKETS.md) and waits for the reply.
+With a `WorkPlan` it also plays the people (issue 13): a technician accepts each new ticket,
+starts the work and closes it with coded cause and remedy; a requester signs off (`confirm`)
+once the gateway reports the repair verified.
 """
 
 from __future__ import annotations
@@ -48,6 +51,19 @@ class ReceivedTicketEvent:
 
 
 @dataclass(frozen=True, slots=True)
+class WorkPlan:
+    """The people of the simulated maintenance organisation (issue 13)."""
+
+    technician: str = "tech-demo"
+    requester: str = "requester-demo"
+    cause_code: str = "3.4"  # ISO 14224: expected wear and tear
+    remedy_code: str = "1"  # ISO 14224: replace
+    resolution: str = "Bearing replaced and regreased"
+    pause_s: float = 0.5
+    max_attempts: int = 2  # a repair that fails verification is worked once more
+
+
+@dataclass(frozen=True, slots=True)
 class CentralStatistics:
     connects: int
     tickets_seen: int  # distinct tickets
@@ -75,6 +91,7 @@ class CentralSystem:
         reconnect_min_s: float = 0.2,
         actor: str | None = None,
         share_group: str | None = None,
+        work: WorkPlan | None = None,
     ) -> None:
         """`share_group`: subscribe to the ticket and incident topics as a member of this
         shared subscription (`$share/<group>/...`), as redundant consumers do."""
@@ -113,6 +130,12 @@ class CentralSystem:
         self._malformed = 0
         self._acks_sent = 0
         self._link: MqttLink | None = None
+        # The person-like steps (issue 13): a technician takes each new ticket, a requester
+        # signs off a verified repair. Off unless a plan is given.
+        self.work = work
+        self._work_tasks: set[asyncio.Task[None]] = set()
+        self._worked: dict[str, int] = {}
+        self.work_log: list[tuple[str, str, bool]] = []  # (ticket, verb, accepted)
 
     # --- what tests and the demo read --------------------------------------------------------
 
@@ -268,8 +291,64 @@ class CentralSystem:
             )
             self._received.append(received)
             self._print(received)
+            self._plan_work(received)
         if self.ack:
             await self._acknowledge(link, event_id, ticket_id)
+
+    def _plan_work(self, event: ReceivedTicketEvent) -> None:
+        """What the people behind the central system do with a ticket event. Commands wait
+        for their reply, which arrives on this receive loop: they run as tasks of their own."""
+        plan = self.work
+        if plan is None or event.data.get("fault_code") == "alarm.flood":
+            return
+        steps: list[tuple[str, dict[str, Any]]] = []
+        if event.kind in ("opened", "reopened"):
+            if self._worked.get(event.ticket_id, 0) >= plan.max_attempts:
+                return
+            self._worked[event.ticket_id] = self._worked.get(event.ticket_id, 0) + 1
+            steps = [
+                ("accept", {"actor": plan.technician}),
+                ("start", {"actor": plan.technician, "note": "on site"}),
+                (
+                    "close",
+                    {
+                        "actor": plan.technician,
+                        "resolution": plan.resolution,
+                        "cause_code": plan.cause_code,
+                        "remedy_code": plan.remedy_code,
+                        "repaired": True,
+                    },
+                ),
+            ]
+        elif event.kind == "verified" and event.data.get("state") == "VERIFIED":
+            steps = [("confirm", {"actor": plan.requester, "note": "runs as before"})]
+        if steps:
+            task = asyncio.create_task(self._work(event.ticket_id, steps, plan.pause_s))
+            self._work_tasks.add(task)
+            task.add_done_callback(self._work_tasks.discard)
+
+    async def _work(
+        self, ticket_id: str, steps: list[tuple[str, dict[str, Any]]], pause_s: float
+    ) -> None:
+        for verb, body in steps:
+            await asyncio.sleep(pause_s)  # a person takes a moment between steps
+            try:
+                reply = await self.send_command(verb, {"ticket_id": ticket_id} | body)
+            except (UplinkError, TimeoutError) as exc:
+                log.warning("Central: `%s` of `%s` not answered: %s", verb, ticket_id, exc)
+                return
+            self.work_log.append((ticket_id, verb, reply.accepted))
+            if self._output is not None:
+                outcome = "accepted" if reply.accepted else f"refused: {reply.reason}"
+                who = body.get("actor", self.actor)
+                print(
+                    f"--- {self._work_orders.get(ticket_id, ticket_id)}: {who} sends `{verb}`: "
+                    f"{outcome}",
+                    file=self._output,
+                    flush=True,
+                )
+            if not reply.accepted:
+                return
 
     async def _acknowledge(self, link: MqttLink, event_id: str, ticket_id: str) -> None:
         command_id = uuid.uuid4().hex
@@ -397,7 +476,16 @@ def format_work_order(event: ReceivedTicketEvent) -> str:
     title = {
         "opened": "NEW WORK ORDER",
         "condition_cleared": "CONDITION CLEARED",
-        "renotified": "RE-NOTIFIED: RESPONSE OVERDUE",
+        "sla_warning": "SLA WARNING",
+        "sla_breached": "SLA BREACHED: ESCALATED",
+        "sla_escalated": "ESCALATED TO THE NEXT LEVEL",
+        "unattended": "UNATTENDED: EVERY LEVEL ESCALATED",
+        "accepted": "ACCEPTED BY A TECHNICIAN",
+        "in_progress": "WORK IN PROGRESS",
+        "on_hold": "ON HOLD",
+        "verified": "REPAIR VERIFIED: AWAITING SIGN-OFF",
+        "closed": "CLOSED",
+        "eradicated": "ERADICATED: NOT BACK IN 30 DAYS",
     }.get(event.kind, f"UPDATE ({event.kind})")
     if d.get("fault_code") == "alarm.flood" and event.kind == "opened":
         title = "NEW INCIDENT (ALARM FLOOD)"

@@ -264,7 +264,8 @@ async def test_one_ticket_per_key_enriched_with_evidence_knowledge_sla_and_routi
         "condition_cleared": "tickets/updated",
         "updated": "tickets/updated",
     }
-    assert plant.service.kpis()["repeat_report_rate"] == 1.0  # 1 merged trigger / 1 opened
+    # Issue 13: a re-trigger of an open ticket is no re-report; nothing resolved yet, no rate.
+    assert plant.service.kpis()["repeat_report_rate"] is None
 
 
 def _walk(value: Any) -> list[Any]:
@@ -414,24 +415,33 @@ async def test_storm_of_one_root_cause_becomes_one_incident_and_a_handful_of_tic
 # --- SLA ------------------------------------------------------------------------------------
 
 
-async def test_unacknowledged_past_respond_by_is_renotified_one_priority_up(plant: Plant):
-    plant.central.ack = False
+async def test_past_respond_by_escalates_to_the_level_target_and_keeps_the_priority(
+    plant: Plant,
+):
+    """Issue 13: a breach is reported with the level's target for the central system to route;
+    the priority stays the fault's, and a delivery `ack` is not a response."""
     await plant.feed(finding(plant.now))
-    await plant.until(lambda c: len(c.work_orders) == 1)
+    await plant.until(lambda c: "acknowledged" in [r.kind for r in c.received])
     ticket_id = plant.opened()[0].ticket_id
-    await plant.tick(59 * 60)
-    assert plant.service.statistics().renotified == 0
-    await plant.tick(2 * 60)  # past the P2 respond-by of 60 min
-    await plant.until(lambda c: "renotified" in [r.kind for r in c.events_of(ticket_id)])
-    renotified = next(r for r in plant.central.events_of(ticket_id) if r.kind == "renotified")
-    assert renotified.data["priority"] == "P1"
-    assert renotified.data["change"]["previous_priority"] == "P2"
-    assert renotified.data["respond_by"] == "2024-05-01T01:16:00.000Z"  # P1: 15 min from now
+    await plant.tick(49 * 60)  # P2: respond within 60 min, warned at 80 % (48 min)
+    await plant.until(lambda c: "sla_warning" in c.kinds_of(ticket_id))
+    await plant.tick(12 * 60)  # past the respond-by although the ticket is ACKNOWLEDGED
+    await plant.until(lambda c: "sla_breached" in c.kinds_of(ticket_id))
+    breach = next(r for r in plant.central.events_of(ticket_id) if r.kind == "sla_breached")
+    assert breach.topic.endswith("tickets/updated")
+    assert breach.data["priority"] == "P2" and breach.data["state"] == "ACKNOWLEDGED"
+    assert breach.data["change"]["clock"] == "response"
+    assert breach.data["change"]["level"] == 1
+    assert breach.data["change"]["target"] == "maintenance-planner"
+    assert breach.data["change"]["actor"] == "edge"
 
-    reply = await plant.command("ack", ticket_id=ticket_id, central_id="WO-9")
-    assert reply.accepted and reply.detail["state"] == "ACKNOWLEDGED"
-    first = plant.service.kpis()["first_response"]
-    assert (first["count"], first["breached"], first["mean_s"]) == (1, 1, 61 * 60)
+    reply = await plant.command("accept", ticket_id=ticket_id)
+    assert reply.accepted and reply.detail["state"] == "ASSIGNED"
+    kpis = plant.service.kpis()
+    assert (kpis["responses"], kpis["mean_time_to_respond_s"]) == (1, 61 * 60)
+    accepted = await plant.store.tickets.get_ticket(ticket_id)
+    assert accepted is not None and accepted.attributes["response"]["within"] is False
+    assert accepted.attributes["response"]["by"] == ACTOR
 
 
 async def test_a_condition_active_for_a_day_is_reported_stale(plant: Plant):
@@ -466,12 +476,23 @@ async def test_repair_is_verified_against_the_pre_fault_baseline_and_closes(plan
     ticket_id = await _fault_with_baseline(plant)
     await plant.feed(finding(plant.now + 2, active=False, value=70.0))
     reply = await plant.command(
-        "close", ticket_id=ticket_id, resolution="Bearing regreased", cause="LUB", repaired=True
+        "close",
+        ticket_id=ticket_id,
+        resolution="Bearing regreased",
+        cause_code="3.4",
+        remedy_code="2",
+        cause="LUB",
+        repaired=True,
     )
     assert reply.accepted and reply.detail["state"] == "VERIFYING"
     await _run_for(plant, 300, 61.0)
     assert [t.state for t in plant.service.open_tickets()] == [TicketState.VERIFYING]
     await _run_for(plant, 330, 61.0)
+    # Issue 13: `verified`, then the edge waits for the sign-off; it never closes by itself.
+    await plant.until(lambda c: "verified" in c.kinds_of(ticket_id))
+    await _run_for(plant, 600, 61.0)
+    assert [t.state for t in plant.service.open_tickets()] == [TicketState.VERIFIED]
+    assert (await plant.command("confirm", ticket_id=ticket_id, note="runs fine")).accepted
     await plant.until(lambda c: "closed" in c.kinds_of(ticket_id))
     kinds = plant.kinds(ticket_id)
     assert kinds[-4:] == ["repaired", "verifying", "verified", "closed"]
@@ -484,7 +505,14 @@ async def test_repair_is_verified_against_the_pre_fault_baseline_and_closes(plan
 
 async def test_failed_verification_reopens_the_ticket(plant: Plant):
     ticket_id = await _fault_with_baseline(plant)
-    await plant.command("close", ticket_id=ticket_id, resolution="Regreased", repaired=True)
+    await plant.command(
+        "close",
+        ticket_id=ticket_id,
+        resolution="Regreased",
+        cause_code="3.4",
+        remedy_code="2",
+        repaired=True,
+    )
     await _run_for(plant, 660, 75.0)  # still 15 degC above the baseline
     await plant.until(lambda c: "reopened" in c.kinds_of(ticket_id))
     verified = next(r for r in plant.central.events_of(ticket_id) if r.kind == "verified")
@@ -501,14 +529,26 @@ async def test_failed_verification_reopens_the_ticket(plant: Plant):
 async def test_same_fault_within_72_h_reopens_and_within_30_days_links_a_new_ticket(plant: Plant):
     first_id = await _fault_with_baseline(plant)
     await plant.feed(finding(plant.now + 2, active=False, value=60.0))
-    assert (await plant.command("close", ticket_id=first_id, resolution="Adjusted")).accepted
+    assert (
+        await plant.command(
+            "close", ticket_id=first_id, resolution="Adjusted", cause_code="3.4", remedy_code="2"
+        )
+    ).accepted
     await plant.tick(3600)
     await plant.feed(finding(plant.now))  # back after one hour: the same ticket reopens
     await plant.until(lambda c: "reopened" in c.kinds_of(first_id))
     assert len(plant.central.work_orders) == 1
 
     await plant.feed(finding(plant.now + 1, active=False, value=60.0))
-    assert (await plant.command("close", ticket_id=first_id, resolution="Replaced seal")).accepted
+    assert (
+        await plant.command(
+            "close",
+            ticket_id=first_id,
+            resolution="Replaced seal",
+            cause_code="3.4",
+            remedy_code="2",
+        )
+    ).accepted
     await plant.tick(4 * 86400)
     await plant.feed(finding(plant.now))  # back after four days: a new ticket, linked
     await plant.until(lambda c: len(c.work_orders) == 2)
@@ -584,13 +624,17 @@ async def test_every_command_with_idempotent_repeats_and_stale_revisions(plant: 
         "ticket_id": ticket_id,
         "resolution": "Cooler cleaned",
         "cause": "fouling",
+        "cause_code": "3.4",
+        "remedy_code": "7",
         "repaired": False,
     }
     closed = await plant.central.send_command("close", close, command_id="c-close")
     assert closed.accepted and closed.detail["state"] == "CLOSED"
     replay = await plant.central.send_command("close", close, command_id="c-close")
     assert replay.accepted and replay.detail["replayed"] is True
-    after_close = await plant.command("close", ticket_id=ticket_id, resolution="again")
+    after_close = await plant.command(
+        "close", ticket_id=ticket_id, resolution="again", cause_code="3.4", remedy_code="2"
+    )
     assert not after_close.accepted and "CLOSED" in after_close.reason
     kinds = [kind for _, kind in await plant.revisions(ticket_id)]
     assert kinds.count("closed") == 1 and kinds[-1] == "closed"

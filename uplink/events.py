@@ -125,6 +125,17 @@ _ATTRIBUTE_FIELDS = (
     "shelved",
     "renotifications",
     "first_response_s",
+    # Issue 13: the person's response, work on site, SLA clocks and escalation, sign-off,
+    # the outcome.
+    "response",
+    "work",
+    "hold",
+    "escalation",
+    "unattended",
+    "resolved",
+    "first_verification",
+    "sign_off",
+    "eradicated",
 )
 
 

@@ -3,16 +3,18 @@ the device files' asset descriptions."""
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Sequence
 from dataclasses import replace
 
 from gateway.assembly.plant import ConfiguredDevice, topology_links
 from gateway.config.loader import LoadedConfig
-from gateway.config.models import TicketingConfig
+from gateway.config.models import TicketingConfig, WorkingCalendarConfig
 from gateway.core.clock import Clock
 from gateway.core.interfaces import Detector, MessageEncoder
 from gateway.core.records import TagKind
 from gateway.store import StateDatabase
+from gateway.ticketing.calendar import DAY_NAMES, WorkingCalendar
 from gateway.ticketing.commands import TicketCommands
 from gateway.ticketing.policy import AssetProfile, LifecyclePolicy, SlaTarget
 from gateway.ticketing.service import TicketService
@@ -29,7 +31,17 @@ def lifecycle_policy(cfg: TicketingConfig) -> LifecyclePolicy:
     default_sla = TicketingConfig.model_fields["sla"].get_default(call_default_factory=True)
     sla = {**default_sla, **cfg.sla}
     return LifecyclePolicy(
-        sla={p: SlaTarget(t.respond_min * MINUTE, t.resolve_min * MINUTE) for p, t in sla.items()},
+        sla={
+            p: SlaTarget(
+                t.respond_min * MINUTE,
+                t.resolve_min * MINUTE,
+                warn_before=t.warn_before_pct / 100.0,
+                levels=tuple(t.levels),
+                repeat_s=t.repeat_min * MINUTE,
+                working_time=t.working_time,
+            )
+            for p, t in sla.items()
+        },
         chatter_cycles=cfg.chatter_cycles,
         chatter_window_s=cfg.chatter_window_s,
         flood_threshold=cfg.flood_threshold,
@@ -49,6 +61,33 @@ def lifecycle_policy(cfg: TicketingConfig) -> LifecyclePolicy:
         group_threshold=cfg.group_threshold,
         group_window_s=cfg.group_window_h * HOUR,
         group_wait_s=cfg.group_wait_s,
+        calendar=working_calendar(cfg.working_calendar),
+        hold_pauses={str(k): v for k, v in cfg.hold_stops_clock.items()},
+        require_signoff=cfg.require_signoff,
+        signoff_actors=frozenset(cfg.signoff_actors),
+        cause_codes=dict(cfg.cause_codes),
+        remedy_codes=dict(cfg.remedy_codes),
+        eradication_after_s=cfg.eradication_days * DAY,
+        kpi_window_s=cfg.kpi_window_days * DAY,
+        quality_repeats=cfg.quality_repeats,
+        quality_window_s=cfg.quality_window_days * DAY,
+    )
+
+
+def working_calendar(cfg: WorkingCalendarConfig | None) -> WorkingCalendar | None:
+    if cfg is None:
+        return None
+
+    def seconds(hhmm: str) -> int:
+        hours, minutes = hhmm.split(":")
+        return int(hours) * 3600 + int(minutes) * 60
+
+    return WorkingCalendar(
+        weekdays=frozenset(DAY_NAMES.index(d) for d in cfg.days),
+        start_s=seconds(cfg.start),
+        end_s=seconds(cfg.end),
+        timezone=cfg.timezone,
+        holidays=frozenset(dt.date.fromisoformat(d) for d in cfg.holidays),
     )
 
 
@@ -72,6 +111,7 @@ def asset_profiles(
             business_line=info.business_line,
             region=info.region,
             skill=info.skill,
+            model=info.model,
             run_tag=device.spec.signal_tag(info.run_signal) if info.run_signal else None,
             run_above=info.run_above,
             tags=tuple(t.id for t in device.tags if t.kind is TagKind.SCALAR),
@@ -104,6 +144,7 @@ def _merged(known: AssetProfile, more: AssetProfile) -> AssetProfile:
         business_line=known.business_line or more.business_line,
         region=known.region or more.region,
         skill=known.skill or more.skill,
+        model=known.model or more.model,
         run_tag=known.run_tag or more.run_tag,
         run_above=known.run_above if known.run_tag else more.run_above,
         tags=known.tags + more.tags,

@@ -228,8 +228,13 @@ class Summary:
             f"  tickets acknowledged:  {sum(1 for t in self.tickets if _acked(t))}"
             "  (by the simulated central system)",
         ]
+        responded = [t for t in self.tickets if "response" in t.attributes]
+        lines.append(
+            f"  tickets accepted:      {len(responded)}  (by a technician: first response)"
+        )
         lines += [
             f"    {t.id}  {t.asset}  {t.fault_code}  {t.priority.value}  {t.state.value}"
+            + (f"  by {t.attributes['response'].get('by')}" if "response" in t.attributes else "")
             for t in self.tickets
         ]
         if self.good_samples:
@@ -340,6 +345,7 @@ async def run_demo(config_source: Path, duration: float | None) -> int:
                     plan.site,
                     "--gateway",
                     plan.gateway_id,
+                    "--work",
                 )
             )
             # The plant is powered up before the gateway, as on a real site; a device that is

@@ -86,7 +86,7 @@ def report_from_files(loaded: LoadedConfig, as_json: bool) -> int:
         print(HEALTH_HINT, file=sys.stderr)
         return EX_NOINPUT
     cfg = loaded.gateway
-    report = asyncio.run(read_files(location.path, cfg.site, cfg.gateway_id))
+    report = asyncio.run(read_files(location.path, cfg.site, cfg.gateway_id, loaded))
     if as_json:
         print(json.dumps(report, indent=2, sort_keys=True))
     else:
@@ -94,18 +94,29 @@ def report_from_files(loaded: LoadedConfig, as_json: bool) -> int:
     return EX_OK
 
 
-async def read_files(state_dir: Path, site: str, gateway: str) -> dict[str, Any]:
-    """What the files of a gateway say without its endpoint; state.db is opened read-only."""
+async def read_files(
+    state_dir: Path, site: str, gateway: str, loaded: LoadedConfig | None = None
+) -> dict[str, Any]:
+    """What the files of a gateway say without its endpoint; state.db is opened read-only.
+    With the configuration, the outcome KPIs too: they are computed from the tickets."""
     from gateway.core.records import TicketState
     from gateway.store import StateDatabase
 
+    now = time.time()
+    outcomes: dict[str, Any] = {}
     store = await StateDatabase.open(state_dir / "state.db", read_only=True)
     try:
         tickets = await store.tickets.list_tickets(open_only=True)
         by_kind, oldest = await store.outbox.backlog()
+        if loaded is not None:
+            from gateway.assembly.ticketing import lifecycle_policy
+            from gateway.ticketing.outcomes import Outcomes
+
+            figures = Outcomes(lifecycle_policy(loaded.gateway.ticketing))
+            figures.load(await store.tickets.tickets_since(now - figures.horizon_s))
+            outcomes = figures.kpis(now, {t.key: t for t in tickets})
     finally:
         await store.close()
-    now = time.time()
     return {
         "source": "files",
         "site": site,
@@ -115,6 +126,7 @@ async def read_files(state_dir: Path, site: str, gateway: str) -> dict[str, Any]
             "open": len(tickets),
             "by_priority": dict(sorted(Counter(t.priority.value for t in tickets).items())),
             "waiting_for_central_ack": sum(1 for t in tickets if t.state is TicketState.OPENED),
+            **outcomes,
         },
         "outbox": {
             "depth": sum(by_kind.values()),
@@ -160,6 +172,7 @@ def print_offline_report(report: Mapping[str, Any], out: TextIO) -> None:
         f"{tickets['open']} ({_pairs(tickets['by_priority'])}), "
         f"{tickets['waiting_for_central_ack']} waiting for the central ack",
     )
+    print_ticket_kpis(tickets, out)
     outbox = report["outbox"]
     oldest = outbox["oldest_age_s"]
     line(
@@ -168,6 +181,50 @@ def print_offline_report(report: Mapping[str, Any], out: TextIO) -> None:
         + (_duration(oldest) if oldest is not None else "-"),
     )
     print(HEALTH_HINT, file=out)
+
+
+def print_ticket_kpis(kpis: Mapping[str, Any], out: TextIO) -> None:
+    """The maintenance KPIs (issue 13) as an operations manager reads them."""
+
+    def line(label: str, value: object) -> None:
+        print(f"  {label:<22} {value}", file=out)
+
+    def share(name: str) -> str:
+        value = kpis.get(name)
+        return f"{value * 100:.1f} %" if isinstance(value, int | float) else "-"
+
+    def mean(name: str) -> str:
+        value = kpis.get(name)
+        return _duration(value) if isinstance(value, int | float) else "-"
+
+    if "repeat_report_rate" not in kpis:
+        return
+    print(f"Tickets (outcomes over {kpis.get('window_days', 30):.0f} days)", file=out)
+    ages = kpis.get("open_by_priority_and_age", {})
+    for priority, buckets in sorted(ages.items()):
+        if any(buckets.values()):
+            line(f"open {priority} by age", _pairs({k: v for k, v in buckets.items() if v}))
+    line("overdue", f"{kpis.get('overdue', 0)} ({share('overdue_share')} of open)")
+    line("unattended", kpis.get("unattended", 0))
+    line("mean time to respond", f"{mean('mean_time_to_respond_s')} ({kpis.get('responses', 0)})")
+    line("mean time to resolve", f"{mean('mean_time_to_resolve_s')} ({kpis.get('resolved', 0)})")
+    line("resolved within SLA", share("resolve_sla_rate"))
+    line("first-time fix", share("first_time_fix_rate"))
+    line(
+        "repeat reports",
+        f"{share('repeat_report_rate')} ({kpis.get('re_reported', 0)} of "
+        f"{kpis.get('resolutions', 0)} resolutions)",
+    )
+    line(
+        "eradicated",
+        f"{share('eradication_rate')} ({kpis.get('eradicated', 0)} of "
+        f"{kpis.get('eradication_checked', 0)} checked)",
+    )
+    for advisory in kpis.get("quality_advisories", []):
+        line(
+            "quality advisory",
+            f"{advisory['fault_code']} on model {advisory['model']}: {advisory['count']} times",
+        )
 
 
 def _duration(seconds: float) -> str:
@@ -290,3 +347,5 @@ def print_report(report: Mapping[str, Any], out: TextIO) -> None:
         line(f"  {kind}", f"{_size(count)} in {messages} message(s)")
     refused = residency["refused_by_guard"]
     line("refused by the guard", _pairs(refused))
+    if isinstance(report.get("tickets"), Mapping):
+        print_ticket_kpis(report["tickets"], out)

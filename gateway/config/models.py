@@ -161,18 +161,59 @@ class UplinkConfig(Strict):
 
 
 class SlaTarget(Strict):
-    """How fast a ticket of one priority must be acknowledged and resolved."""
+    """How fast a ticket of one priority must be responded to and resolved, and whom a breach
+    escalates to (issue 13)."""
 
-    respond_min: float = Field(gt=0, description="Minutes to the first response (central ack).")
-    resolve_min: float = Field(gt=0, description="Minutes to resolution (central close).")
+    respond_min: float = Field(
+        gt=0, description="Minutes to the first response: a person's `accept` or `start`."
+    )
+    resolve_min: float = Field(gt=0, description="Minutes to resolution (the repair reported).")
+    warn_before_pct: float = Field(
+        20.0, ge=0, lt=100, description="Warn when this share of the target is left."
+    )
+    levels: list[str] = Field(
+        default_factory=lambda: ["maintenance-supervisor"],
+        description="Escalation levels: the role or group each level goes to, in order; level "
+        "1 gets the breach. After the last level one `unattended` event, then silence.",
+    )
+    repeat_min: float = Field(
+        30.0, gt=0, description="Minutes between one escalation level and the next."
+    )
+    working_time: bool = Field(
+        False,
+        description="Count only the site's working hours (`working_calendar`), as targets in "
+        "working days do; without a calendar every hour counts.",
+    )
 
 
 def _default_sla() -> dict[Priority, SlaTarget]:
     return {
-        Priority.P0: SlaTarget(respond_min=5, resolve_min=60),
-        Priority.P1: SlaTarget(respond_min=15, resolve_min=120),
-        Priority.P2: SlaTarget(respond_min=60, resolve_min=480),
-        Priority.P3: SlaTarget(respond_min=240, resolve_min=2880),
+        Priority.P0: SlaTarget(
+            respond_min=5,
+            resolve_min=60,
+            levels=["shift-supervisor", "maintenance-manager", "plant-manager"],
+            repeat_min=15,
+        ),
+        Priority.P1: SlaTarget(
+            respond_min=15,
+            resolve_min=120,
+            levels=["shift-supervisor", "maintenance-supervisor", "maintenance-manager"],
+            repeat_min=30,
+        ),
+        Priority.P2: SlaTarget(
+            respond_min=60,
+            resolve_min=480,
+            levels=["maintenance-planner", "maintenance-supervisor"],
+            repeat_min=240,
+            working_time=True,
+        ),
+        Priority.P3: SlaTarget(
+            respond_min=240,
+            resolve_min=2880,
+            levels=["maintenance-planner"],
+            repeat_min=1440,
+            working_time=True,
+        ),
     }
 
 
@@ -181,6 +222,31 @@ GroupLabel = Literal["site", "fault_code", "asset_class", "line", "area", "feed"
 
 def _default_group_by() -> list[GroupLabel]:
     return ["site", "fault_code", "asset_class"]
+HoldReason = Literal["parts", "access", "production"]
+DayName = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
+
+
+def _default_days() -> list[DayName]:
+    return ["mon", "tue", "wed", "thu", "fri"]
+
+
+def _default_hold_rules() -> dict[HoldReason, bool]:
+    return {"parts": False, "access": True, "production": True}
+
+
+class WorkingCalendarConfig(Strict):
+    """The site's working days and hours (local time), for priorities with `working_time`."""
+
+    days: list[DayName] = Field(
+        default_factory=_default_days,
+        description="Working weekdays.",
+    )
+    start: str = Field("07:00", pattern=r"^([01][0-9]|2[0-3]):[0-5][0-9]$", description="HH:MM")
+    end: str = Field("17:00", pattern=r"^([01][0-9]|2[0-4]):[0-5][0-9]$", description="HH:MM")
+    timezone: str = Field("UTC", description="IANA time zone of the site (Europe/Berlin).")
+    holidays: list[str] = Field(
+        default_factory=list, description="Dates without work, YYYY-MM-DD (local)."
+    )
 
 
 class TicketingConfig(Strict):
@@ -282,6 +348,37 @@ class TicketingConfig(Strict):
     evidence_window_s: float = Field(
         600.0, gt=0, description="Window of the per-tag min/mean/max/last evidence summary."
     )
+    working_calendar: WorkingCalendarConfig | None = Field(
+        None, description="Working days and hours; null: every hour counts for every priority."
+    )
+    hold_stops_clock: dict[HoldReason, bool] = Field(
+        default_factory=_default_hold_rules,
+        description="Per ON_HOLD reason: whether the resolution clock stops meanwhile.",
+    )
+    require_signoff: bool = Field(
+        False, description="A verified repair closes only by `confirm` from `signoff_actors`."
+    )
+    signoff_actors: list[str] = Field(
+        default_factory=list, description="Who may sign off (the requesters)."
+    )
+    cause_codes: dict[str, str] = Field(
+        default_factory=dict,
+        description="Site failure cause codes accepted by `close` besides ISO 14224's.",
+    )
+    remedy_codes: dict[str, str] = Field(
+        default_factory=dict,
+        description="Site remedy codes accepted by `close` besides ISO 14224's activities.",
+    )
+    eradication_days: float = Field(
+        30.0, gt=0, description="A close not followed by its fault this long is eradicated."
+    )
+    kpi_window_days: float = Field(
+        30.0, gt=0, description="Window of the outcome KPIs (repeat reports, MTTR...)."
+    )
+    quality_repeats: int = Field(
+        3, ge=2, description="The same fault on one asset model this often: quality advisory."
+    )
+    quality_window_days: float = Field(30.0, gt=0, description="Window of quality_repeats.")
 
 
 class HealthConfig(Strict):
@@ -384,6 +481,9 @@ class AssetInfo(Strict):
     business_line: str = Field("", description="Business line (routing).")
     region: str = Field("", description="Region (routing).")
     skill: str = Field("", description="Trade that handles this asset's tickets (mechanical...).")
+    model: str = Field(
+        "", description="Manufacturer model: repeats of one fault per model raise an advisory."
+    )
     run_signal: str | None = Field(
         None,
         description=(

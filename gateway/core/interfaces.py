@@ -285,6 +285,10 @@ class TicketRepository(Protocol):
         """The most recently closed (or cancelled) ticket of a dedup key; for recurrence."""
         ...
 
+    async def tickets_since(self, ts: float) -> list[Ticket]:
+        """Open tickets and those opened or closed at `ts` or later (outcome KPIs)."""
+        ...
+
     async def commit_ticket_change(
         self,
         ticket: Ticket,

@@ -172,6 +172,8 @@ class TicketState(enum.StrEnum):
     OPENED = "OPENED"
     ACKNOWLEDGED = "ACKNOWLEDGED"
     ASSIGNED = "ASSIGNED"
+    IN_PROGRESS = "IN_PROGRESS"  # a technician started the work (`cmd/start`)
+    ON_HOLD = "ON_HOLD"  # work waits for parts, access or production (`cmd/hold`)
     REPAIRED = "REPAIRED"
     VERIFYING = "VERIFYING"
     VERIFIED = "VERIFIED"

@@ -98,23 +98,41 @@ SCALARS: tuple[tuple[Path, str, str, str], ...] = (
     (("tickets", "opened"), COUNTER, "tickets_opened", "Tickets opened."),
     (("tickets", "recurrences"), COUNTER, "tickets_recurrences",
      "Tickets opened again for a recurring fault."),
-    (("tickets", "renotified"), COUNTER, "tickets_renotified", "Re-notifications sent."),
+    (("tickets", "renotified"), COUNTER, "tickets_renotified",
+     "Escalation messages sent (warnings, breaches, levels, unattended)."),
     (("tickets", "incidents"), COUNTER, "incidents", "Incidents opened for alarm floods."),
     (("tickets", "floods_started"), COUNTER, "floods_started", "Alarm floods started."),
     (("tickets", "time_in_flood_s"), COUNTER, "time_in_flood_seconds",
      "Time any area spent in an alarm flood."),
     (("tickets", "top10_share"), GAUGE, "conditions_top10_share",
      "Share of conditions from the ten most frequent sources."),
+    # Outcome KPIs (issue 13), over `window_days`, computed from the tickets in state.db.
+    (("tickets", "window_days"), GAUGE, "tickets_kpi_window_days", "Window of the outcome KPIs."),
     (("tickets", "repeat_report_rate"), GAUGE, "tickets_repeat_report_rate",
-     "Re-reports (enrichments and recurrences) per ticket opened."),
-    (("tickets", "first_response", "count"), COUNTER, "first_responses",
-     "Tickets that got a first response."),
-    (("tickets", "first_response", "mean_s"), GAUGE, "first_response_mean_seconds",
-     "Mean time to the first response."),
-    (("tickets", "first_response", "within_sla"), COUNTER, "first_responses_within_sla",
-     "First responses within the respond-by time."),
-    (("tickets", "first_response", "breached"), COUNTER, "first_responses_breached",
-     "First responses after the respond-by time."),
+     "Resolutions re-reported within 30 days per resolution in the window."),
+    (("tickets", "resolutions"), GAUGE, "tickets_resolutions", "Closes in the window."),
+    (("tickets", "re_reported"), GAUGE, "tickets_re_reported",
+     "Closes in the window whose fault came back within 30 days."),
+    (("tickets", "eradication_rate"), GAUGE, "tickets_eradication_rate",
+     "Closes not followed by their fault for 30 days, per close checked."),
+    (("tickets", "eradication_checked"), GAUGE, "tickets_eradication_checked",
+     "Closes whose 30 days have passed."),
+    (("tickets", "eradicated"), GAUGE, "tickets_eradicated", "Closes eradicated."),
+    (("tickets", "mean_time_to_respond_s"), GAUGE, "tickets_mean_time_to_respond_seconds",
+     "Mean time from open to a person accepting or starting the work."),
+    (("tickets", "responses"), GAUGE, "tickets_responses", "First responses in the window."),
+    (("tickets", "mean_time_to_resolve_s"), GAUGE, "tickets_mean_time_to_resolve_seconds",
+     "Mean time from open to the repair reported."),
+    (("tickets", "resolved"), GAUGE, "tickets_resolved", "Repairs reported in the window."),
+    (("tickets", "resolve_sla_rate"), GAUGE, "tickets_resolve_sla_rate",
+     "Resolutions within their resolve-by."),
+    (("tickets", "first_time_fix_rate"), GAUGE, "tickets_first_time_fix_rate",
+     "Tickets whose first repair passed verification."),
+    (("tickets", "overdue_share"), GAUGE, "tickets_overdue_share",
+     "Open tickets past their resolve-by."),
+    (("tickets", "overdue"), GAUGE, "tickets_overdue", "Open tickets past their resolve-by."),
+    (("tickets", "unattended"), GAUGE, "tickets_unattended",
+     "Tickets in the window that exhausted every escalation level."),
 )  # fmt: skip
 
 # A mapping of the report -> one family with one label: (path, kind, name, label, help).
@@ -131,6 +149,8 @@ MAPPINGS: tuple[tuple[Path, str, str, str, str], ...] = (
      "New conditions in the last 10 minutes, by area."),
     (("tickets", "priority_distribution"), GAUGE, "tickets_open_by_priority", "priority",
      "Open tickets by priority."),
+    (("tickets", "escalations"), COUNTER, "tickets_escalations", "kind",
+     "Escalation events of this run by kind."),
 )  # fmt: skip
 
 # Conditions per flag, from several numbers of the ticket KPIs.
@@ -198,6 +218,7 @@ class ReportCollector:
         yield self._drops(report["drops"])
         if "tickets" in report:
             yield from self._ticket_flags(report["tickets"])
+            yield from self._ticket_outcomes(report["tickets"])
 
     @staticmethod
     def _devices(devices: list[Mapping[str, Any]]) -> Iterator[Metric]:
@@ -233,6 +254,51 @@ class ReportCollector:
             reason, _, kind = key.partition(":")
             family.add_metric([reason, kind], float(count))
         return family
+
+    @staticmethod
+    def _ticket_outcomes(tickets: Mapping[str, Any]) -> Iterator[Metric]:
+        """Open tickets by priority and age; rates per site and asset class; quality."""
+        ages = tickets.get("open_by_priority_and_age")
+        if isinstance(ages, Mapping):
+            family = _family(
+                GAUGE, "tickets_open_by_age", "Open tickets by priority and age.",
+                ["priority", "age"],
+            )
+            for priority, buckets in sorted(ages.items()):
+                for age, count in sorted(buckets.items()):
+                    family.add_metric([str(priority), str(age)], float(count))
+            yield family
+        groups = tickets.get("by_site_and_class")
+        if isinstance(groups, Mapping):
+            figures = sorted({
+                k for g in groups.values() for k, v in g.items()
+                if isinstance(v, int | float) and not isinstance(v, bool)
+            })
+            for figure in figures:
+                family = _family(
+                    GAUGE, f"tickets_by_class_{figure}",
+                    f"Outcome KPI `{figure}` per site and asset class.", ["site", "asset_class"],
+                )
+                for group in groups.values():
+                    value = group.get(figure)
+                    if isinstance(value, int | float):
+                        family.add_metric(
+                            [str(group["site"]), str(group["asset_class"])], float(value)
+                        )
+                yield family
+        advisories = tickets.get("quality_advisories")
+        if isinstance(advisories, list):
+            family = _family(
+                GAUGE, "tickets_quality_repeats",
+                "Faults per asset model within the quality window (advisory raised).",
+                ["model", "fault_code"],
+            )
+            for advisory in advisories:
+                family.add_metric(
+                    [str(advisory["model"]), str(advisory["fault_code"])],
+                    float(advisory["count"]),
+                )
+            yield family
 
     @staticmethod
     def _ticket_flags(tickets: Mapping[str, Any]) -> Iterator[Metric]:

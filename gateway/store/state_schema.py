@@ -184,6 +184,15 @@ STATE_MIGRATIONS: tuple[Migration, ...] = (
             "CREATE INDEX commands_by_received_at ON commands (received_at)",
         ),
     ),
+    # Issue 13: outcome KPIs and eradication read the tickets closed in the last weeks at
+    # start; opened_at has no index of its own either.
+    Migration(
+        version=6,
+        statements=(
+            "CREATE INDEX tickets_by_closed_at ON tickets (closed_at)",
+            "CREATE INDEX tickets_by_opened_at ON tickets (opened_at)",
+        ),
+    ),
     # Issue 13: storms by signature, and members saved one row each. A flood's members were
     # one JSON array rewritten with every new member (2.8 ms per finding at the start of a
     # 5000-condition burst, 50 ms at the end); `storm_members` holds them as rows (scope

@@ -123,6 +123,16 @@ class TicketStore(DatabaseRole):
         )
         return found[0] if found else None
 
+    async def tickets_since(self, ts: float) -> list[Ticket]:
+        """Open tickets and those opened or closed at `ts` or later, oldest first: what the
+        outcome KPIs and eradication read at start (issue 13)."""
+        placeholders = ", ".join("?" for _ in _OPEN_STATES)
+        return await self._select(
+            f"SELECT {_TICKET_COLUMNS} FROM tickets WHERE state IN ({placeholders})"
+            " OR closed_at >= ? OR opened_at >= ? ORDER BY opened_at, id",
+            (*_OPEN_STATES, ts, ts),
+        )
+
     async def ticket_events(self, ticket_id: str) -> list[TicketEvent]:
         """The history of one ticket by revision."""
         rows = await self._read(

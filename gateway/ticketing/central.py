@@ -10,13 +10,12 @@ REPAIRED + VERIFYING when repaired), `shelve` / `unshelve`, `maintenance`, `resy
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
 from gateway.core.interfaces import TicketEvent
 from gateway.core.records import Shelving, Ticket, TicketState
-from gateway.ticketing import tickets
+from gateway.ticketing import escalation, tickets
 from gateway.ticketing.ledger import Ledger
 from gateway.ticketing.noise import ConditionFlag
 from gateway.ticketing.verifier import RepairVerifier
@@ -37,7 +36,11 @@ class CentralActions:
         self._ledger = ledger
         self._verifier = verifier
 
-    async def acknowledge(self, ticket_id: str, central_id: str | None, ts: float) -> Ticket | None:
+    async def acknowledge(
+        self, ticket_id: str, central_id: str | None, ts: float, actor: str
+    ) -> Ticket | None:
+        """The central system received the ticket. Not a response: the response clock runs on
+        until a person accepts or starts the work (issue 13)."""
         ledger = self._ledger
         ticket = ledger.open_ticket_by_id(ticket_id)
         if ticket is None:
@@ -46,23 +49,8 @@ class CentralActions:
         acked, event = tickets.acknowledge(ticket, central_id, ts)
         if event is None:
             return ticket
-        first_response = ticket.respond_by is not None and (
-            "first_response_s" not in ticket.attributes
-        )
-        if first_response:
-            seconds = ts - ticket.opened_at
-            acked = replace(
-                acked, attributes=tickets.with_attributes(acked, first_response_s=seconds)
-            )
-        await ledger.commit(acked, [event])
+        await ledger.commit(acked, [event], actor=actor)
         ledger.counters.acknowledged += 1
-        if first_response and ticket.respond_by is not None:
-            # Against the respond-by set at open: a re-notification moves the deadline on,
-            # but the first response was still late.
-            sla = ticket.attributes.get("sla", {})
-            respond_s = sla.get("respond_s") if isinstance(sla, Mapping) else None
-            deadline = ticket.opened_at + float(respond_s) if respond_s else ticket.respond_by
-            ledger.counters.first_responses.append((ts - ticket.opened_at, ts <= deadline))
         log.info(
             "Ticket `%s` acknowledged by the central system as `%s`.",
             acked.id,
@@ -70,9 +58,13 @@ class CentralActions:
         )
         return acked
 
-    async def assign(self, ticket: Ticket, assignee: str, team: str | None, ts: float) -> Ticket:
+    async def assign(
+        self, ticket: Ticket, assignee: str, team: str | None, ts: float, actor: str
+    ) -> Ticket:
         current = self._ledger.current(ticket)
-        attrs = tickets.with_attributes(current, assignment={"assignee": assignee, "team": team})
+        attrs = tickets.with_attributes(
+            current, assignment={"assignee": assignee, "team": team, "by": actor}
+        )
         moved, event = tickets.transition(
             current,
             TicketState.ASSIGNED,
@@ -80,8 +72,95 @@ class CentralActions:
             {"assignee": assignee, "team": team},
             attributes=attrs,
         )
-        await self._ledger.commit(moved, [event])
+        await self._ledger.commit(moved, [event], actor=actor)
         log.info("Ticket `%s` assigned to `%s`.", moved.id, assignee)
+        return moved
+
+    async def accept(self, ticket: Ticket, note: str | None, ts: float, actor: str) -> Ticket:
+        """A person takes the work: the first response (stops the response clock)."""
+        current = self._ledger.current(ticket)
+        assignment = dict(current.attributes.get("assignment") or {})
+        assignment |= {"assignee": assignment.get("assignee") or actor, "accepted_by": actor}
+        attrs = self._responded(current, ts, actor) | {"assignment": assignment}
+        state = (
+            current.state if current.state is TicketState.IN_PROGRESS else (TicketState.ASSIGNED)
+        )
+        moved, event = tickets.annotate(
+            current,
+            "accepted",
+            ts,
+            {"from": current.state.value, "to": state.value, "note": note},
+            state=state,
+            attributes=attrs,
+            respond_by=current.respond_by,
+        )
+        await self._ledger.commit(moved, [event], actor=actor)
+        log.info("Ticket `%s` accepted by `%s`.", moved.id, actor)
+        return moved
+
+    async def start(self, ticket: Ticket, note: str | None, ts: float, actor: str) -> Ticket:
+        """Work starts on site (IN_PROGRESS); a first response when nobody accepted before."""
+        current = self._ledger.current(ticket)
+        attrs = self._responded(current, ts, actor) | {
+            "work": {"started_by": actor, "started_at": ts}
+        }
+        moved, event = tickets.transition(
+            current, TicketState.IN_PROGRESS, ts, {"note": note}, attributes=attrs
+        )
+        await self._ledger.commit(moved, [event], actor=actor)
+        return moved
+
+    async def hold(
+        self, ticket: Ticket, reason: str, note: str | None, ts: float, actor: str
+    ) -> Ticket:
+        """ON_HOLD for parts, access or production; the site's rule per reason decides whether
+        the resolution clock stops meanwhile."""
+        ledger = self._ledger
+        current = ledger.current(ticket)
+        pauses = bool(ledger.policy.hold_pauses.get(reason, False))
+        clocks = escalation.clocks_of(current, ledger.policy)
+        if pauses:
+            clocks = escalation.pause(clocks, ts)
+        attrs = self._responded(current, ts, actor) | {
+            "hold": {
+                "reason": reason,
+                "note": note,
+                "since": ts,
+                "by": actor,
+                "clock_paused": pauses,
+            },
+            "escalation": clocks,
+        }
+        moved, event = tickets.transition(
+            current,
+            TicketState.ON_HOLD,
+            ts,
+            {"reason": reason, "note": note, "clock_paused": pauses},
+            attributes=attrs,
+        )
+        await ledger.commit(moved, [event], actor=actor)
+        return moved
+
+    async def resume(self, ticket: Ticket, note: str | None, ts: float, actor: str) -> Ticket:
+        ledger = self._ledger
+        current = ledger.current(ticket)
+        calendar = ledger.policy.clock_of(current.priority)
+        clocks = escalation.resume(escalation.clocks_of(current, ledger.policy), calendar, ts)
+        hold = dict(current.attributes.get("hold") or {})
+        held = [*list(current.attributes.get("holds") or []), hold | {"until": ts}]
+        attrs = dict(current.attributes) | {"escalation": clocks, "holds": held[-20:]}
+        attrs.pop("hold", None)
+        attrs.pop("unattended", None)
+        _, resolve_by = escalation.deadlines(clocks)
+        moved, event = tickets.transition(
+            current,
+            TicketState.IN_PROGRESS,
+            ts,
+            {"note": note, "held_for_s": ts - float(hold.get("since", ts))},
+            attributes=attrs,
+            resolve_by=resolve_by,
+        )
+        await ledger.commit(moved, [event], actor=actor)
         return moved
 
     async def close(
@@ -92,11 +171,21 @@ class CentralActions:
         cause: str | None,
         repaired: bool,
         ts: float,
+        actor: str,
+        cause_code: str | None = None,
+        remedy_code: str | None = None,
         cancel_reason: str | None = None,
     ) -> Ticket:
         ledger = self._ledger
         current = ledger.current(ticket)
-        resolution_attr = {"resolution": resolution, "cause": cause, "repaired": repaired}
+        resolution_attr = {
+            "resolution": resolution,
+            "cause": cause,
+            "cause_code": cause_code,
+            "remedy_code": remedy_code,
+            "repaired": repaired,
+            "by": actor,
+        }
         attrs = tickets.with_attributes(current, resolution=resolution_attr)
         if cancel_reason is not None:
             moved, event = tickets.transition(
@@ -107,12 +196,13 @@ class CentralActions:
                 closed_at=ts,
                 attributes=attrs,
             )
-            return await ledger.commit_closed(moved, [event])
+            return await ledger.commit_closed(moved, [event], actor=actor)
+        attrs |= self._resolved(current, ts)
         if not repaired:
             moved, event = tickets.transition(
                 current, TicketState.CLOSED, ts, resolution_attr, closed_at=ts, attributes=attrs
             )
-            return await ledger.commit_closed(moved, [event])
+            return await ledger.commit_closed(moved, [event], actor=actor)
         repaired_ticket, first = tickets.transition(
             current, TicketState.REPAIRED, ts, resolution_attr, attributes=attrs
         )
@@ -122,9 +212,55 @@ class CentralActions:
             ts,
             {"window_s": ledger.policy.verification_window_s},
         )
-        await ledger.commit(verifying, [first, second])
+        await ledger.commit(verifying, [first, second], actor=actor)
         self._verifier.watch(verifying, current, ts)
         return verifying
+
+    async def confirm(self, ticket: Ticket, note: str | None, ts: float, actor: str) -> Ticket:
+        """The requester's sign-off of a verified repair: VERIFIED -> CLOSED."""
+        current = self._ledger.current(ticket)
+        attrs = tickets.with_attributes(current, sign_off={"by": actor, "at": ts, "note": note})
+        moved, event = tickets.transition(
+            current,
+            TicketState.CLOSED,
+            ts,
+            {"reason": "signed off", "note": note},
+            closed_at=ts,
+            attributes=attrs,
+        )
+        return await self._ledger.commit_closed(moved, [event], actor=actor)
+
+    def _responded(self, ticket: Ticket, ts: float, actor: str) -> dict[str, Any]:
+        """The ticket's attributes with its first response recorded (if it had none) and the
+        response clock stopped; a person acting also ends `unattended`."""
+        attrs = dict(ticket.attributes)
+        attrs.pop("unattended", None)
+        if "response" in attrs:
+            return attrs
+        clocks = escalation.stop(
+            escalation.clocks_of(ticket, self._ledger.policy), escalation.RESPONSE, ts
+        )
+        attrs["escalation"] = clocks
+        attrs["response"] = {
+            "by": actor,
+            "at": ts,
+            "s": ts - ticket.opened_at,
+            "within": bool(clocks[escalation.RESPONSE]["within"]),
+        }
+        return attrs
+
+    def _resolved(self, ticket: Ticket, ts: float) -> dict[str, Any]:
+        clocks = escalation.stop(
+            escalation.clocks_of(ticket, self._ledger.policy), escalation.RESOLUTION, ts
+        )
+        return {
+            "escalation": clocks,
+            "resolved": {
+                "at": ts,
+                "s": ts - ticket.opened_at,
+                "within": bool(clocks[escalation.RESOLUTION]["within"]),
+            },
+        }
 
     async def shelve(
         self, ticket: Ticket, until: float | None, reason: str, by: str, ts: float

@@ -106,7 +106,17 @@ class CloseCommand(TicketCommandBody):
     resolution: Text | None = Field(
         default=None, description="What was done; required unless `cancel_reason` is given."
     )
-    cause: Text | None = Field(default=None, description="The coded or described cause.")
+    cause: Text | None = Field(default=None, description="The cause in words (optional).")
+    cause_code: Identifier | None = Field(
+        default=None,
+        description="Failure cause code: ISO 14224 (e.g. `3.4` expected wear and tear) or a "
+        "site code from `ticketing.cause_codes`; required unless `cancel_reason` is given.",
+    )
+    remedy_code: Identifier | None = Field(
+        default=None,
+        description="Remedy (maintenance activity) code: ISO 14224 (e.g. `1` replace) or a "
+        "site code from `ticketing.remedy_codes`; required unless `cancel_reason` is given.",
+    )
     repaired: bool = Field(
         default=False,
         description="A repair: the edge verifies it against the pre-fault baseline before "
@@ -122,7 +132,58 @@ class CloseCommand(TicketCommandBody):
             raise ValueError("`close` needs `resolution` (or `cancel_reason` to cancel)")
         if self.cancel_reason is not None and self.repaired:
             raise ValueError("a cancelled ticket cannot be repaired")
+        if self.cancel_reason is None and (self.cause_code is None or self.remedy_code is None):
+            raise ValueError(
+                "`close` needs a coded cause and remedy: `cause_code` and `remedy_code`"
+            )
         return self
+
+
+class PersonCommandBody(TicketCommandBody):
+    """A command only a person sends: `actor` names that person (issue 13)."""
+
+    actor: Identifier = Field(
+        description="The person (technician, requester) who acts; stored with the event and, "
+        "for `accept`/`start`, as the first response."
+    )
+    note: Text | None = Field(default=None, description="Free text for the work order.")
+
+
+class AcceptCommand(PersonCommandBody):
+    """A person accepts the work: the first response (stops the response clock); the ticket
+    is ASSIGNED to that person unless already assigned."""
+
+    verb: Literal["accept"] | None = Field(default=None, description="The topic's verb, if given.")
+
+
+class StartCommand(PersonCommandBody):
+    """Work starts on site: IN_PROGRESS (a first response when nobody accepted before)."""
+
+    verb: Literal["start"] | None = Field(default=None, description="The topic's verb, if given.")
+
+
+class HoldCommand(PersonCommandBody):
+    """The work waits: ON_HOLD with a reason; the site's rule per reason decides whether the
+    resolution clock stops (by default it stops for access and production, not for parts)."""
+
+    verb: Literal["hold"] | None = Field(default=None, description="The topic's verb, if given.")
+    reason: Literal["parts", "access", "production"] = Field(
+        description="Waiting for spare parts, for access to the asset, or for production to "
+        "release it."
+    )
+
+
+class ResumeCommand(PersonCommandBody):
+    """The work goes on: ON_HOLD -> IN_PROGRESS; a stopped clock runs again."""
+
+    verb: Literal["resume"] | None = Field(default=None, description="The topic's verb, if given.")
+
+
+class ConfirmCommand(PersonCommandBody):
+    """Sign-off of a verified repair: VERIFIED -> CLOSED. Where the site asks for a requester
+    sign-off (`ticketing.signoff_actors`), only those actors may send it."""
+
+    verb: Literal["confirm"] | None = Field(default=None, description="The topic's verb, if given.")
 
 
 class ShelveCommand(TicketCommandBody):

@@ -14,10 +14,10 @@ changes nothing, in memory or in state.db:
 - unknown ticket or asset, wrong state.
 
 Idempotency: the reply to every accepted command is stored under its `command_id` in state.db
-for the idempotency window (`CommandLog`); a replay (the central system retrying after a lost
-reply) gets the same reply back with `replayed: true` and has no second effect, across
-restarts too. A rejected command left no effect to protect, so it is not stored: a repeat is
-judged again.
+for the idempotency window (`CommandLog`), with a fingerprint of verb and body; a replay (the
+central system retrying after a lost reply) gets the same reply back with `replayed: true` and
+has no second effect, across restarts too. The same id with a different command is rejected.
+A rejected command left no effect to protect, so it is not stored: a repeat is judged again.
 
 Adding a verb: its body model in `command_schema`, one method here, one line in `VERBS`.
 """
@@ -25,6 +25,8 @@ Adding a verb: its body model in `command_schema`, one method here, one line in 
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import json
 import logging
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -36,14 +38,20 @@ from gateway.core.clock import Clock
 from gateway.core.interfaces import Command, CommandLog, CommandReply, Outbox
 from gateway.core.records import OutboxItem, Ticket, TicketState
 from gateway.ticketing import tickets
+from gateway.ticketing.coding import check_codes
 from gateway.ticketing.command_schema import (
+    AcceptCommand,
     AckCommand,
     AssignCommand,
     CloseCommand,
+    ConfirmCommand,
+    HoldCommand,
     MaintenanceCommand,
+    ResumeCommand,
     ResyncCommand,
     ShelveCommand,
     SnapshotCommand,
+    StartCommand,
     UnshelveCommand,
 )
 from gateway.ticketing.service import TicketService
@@ -101,16 +109,30 @@ class TicketCommands:
         async with self._applying:
             stored = await self._log.recall_command(command.command_id)
             if stored is not None:
-                return self._replay(command, stored)
+                return self._recalled_reply(command, stored)
             try:
                 reply = await verb.apply(self, command, body)
             except Rejected as rejection:
                 return self._reject(command, rejection.reason, rejection.detail)
             self.accepted += 1
             await self._log.remember_command(
-                command.command_id, command.verb, _stored(reply), self._clock.now()
+                command.command_id, command.verb, _stored(command, reply), self._clock.now()
             )
             return reply
+
+    def _recalled_reply(self, command: Command, stored: Mapping[str, Any]) -> CommandReply:
+        """A command id seen before: the same command is answered as the first time; the same
+        id for another command is refused (a replay would answer a command that was never
+        applied, issue 13) and the first one stands."""
+        first = stored.get("fingerprint")
+        if first is not None and first != _fingerprint(command):
+            return self._reject(
+                command,
+                f"`command_id` `{_shown(command.command_id)}` was already used for a "
+                "different command; use a new id",
+                {"first_verb": str(stored.get("verb", ""))},
+            )
+        return self._replay(command, stored)
 
     async def handle_many(self, commands: Sequence[Command]) -> list[CommandReply]:
         """Commands that arrived together (the uplink's ack lane hands over its backlog), in
@@ -121,7 +143,7 @@ class TicketCommands:
         and the central system sends the commands again."""
         replies: list[CommandReply] = []
         accepted: list[tuple[Command, CommandReply]] = []
-        first_reply: dict[str, CommandReply] = {}
+        first_reply: dict[str, dict[str, Any]] = {}
         async with self._applying:
             self._deferred = []
             self._recalled = await self._log.recall_commands([c.command_id for c in commands])
@@ -143,7 +165,7 @@ class TicketCommands:
             now = self._clock.now()
             remembered = [
                 asyncio.ensure_future(
-                    self._log.remember_command(c.command_id, c.verb, _stored(r), now)
+                    self._log.remember_command(c.command_id, c.verb, _stored(c, r), now)
                 )
                 for c, r in accepted
             ]
@@ -151,7 +173,7 @@ class TicketCommands:
         return replies
 
     async def _apply_one(
-        self, command: Command, first_reply: dict[str, CommandReply]
+        self, command: Command, first_reply: dict[str, dict[str, Any]]
     ) -> CommandReply:
         checked = self._check(command)
         if isinstance(checked, CommandReply):
@@ -162,16 +184,16 @@ class TicketCommands:
             return self._reject(command, f"`{command.verb}` is not handled in a batch of acks")
         earlier = first_reply.get(command.command_id)
         if earlier is not None:  # a repeat inside the batch, before the first is remembered
-            return self._replay(command, _stored(earlier))
+            return self._recalled_reply(command, earlier)
         stored = self._recalled.get(command.command_id)
         if stored is not None:
-            return self._replay(command, stored)
+            return self._recalled_reply(command, stored)
         try:
             reply = await verb.apply(self, command, body)
         except Rejected as rejection:
             return self._reject(command, rejection.reason, rejection.detail)
         self.accepted += 1
-        first_reply[command.command_id] = reply
+        first_reply[command.command_id] = _stored(command, reply)
         return reply
 
     def _check(self, command: Command) -> CommandReply | tuple[Verb, BaseModel]:
@@ -313,7 +335,9 @@ class TicketCommands:
 
         await self._write(settle())
         if ticket is not None and ticket.state.is_open:
-            acked = await self._service.acknowledge(ticket.id, body.central_id, now)
+            acked = await self._service.acknowledge(
+                ticket.id, body.central_id, now, _actor(body.actor)
+            )
             ticket = acked or ticket
         extra = {"central_id": body.central_id} if body.central_id is not None else {}
         return self._accepted(command, ticket, settled=settled, **extra)
@@ -322,22 +346,91 @@ class TicketCommands:
         ticket = await self._ticket(body.ticket_id, body.if_revision)
         if ticket.state not in tickets.ASSIGNABLE:
             raise Rejected(f"a {ticket.state.value} ticket cannot be assigned")
-        moved = await self._service.assign(ticket, body.assignee, body.team, self._clock.now())
+        moved = await self._service.assign(
+            ticket, body.assignee, body.team, self._clock.now(), _actor(body.actor)
+        )
         return self._accepted(command, moved)
 
     async def _close(self, command: Command, body: CloseCommand) -> CommandReply:
         ticket = await self._ticket(body.ticket_id, body.if_revision)
+        if ticket.state is TicketState.VERIFIED and body.cancel_reason is None:
+            raise Rejected(
+                "a VERIFIED ticket is closed by its sign-off: send `confirm`",
+                current_revision=ticket.revision,
+                state=ticket.state.value,
+            )
         if body.cancel_reason is None and ticket.state not in tickets.CLOSABLE:
             raise Rejected(f"a {ticket.state.value} ticket cannot be closed")
+        if body.cancel_reason is None:
+            assert body.cause_code is not None and body.remedy_code is not None  # the schema
+            policy = self._service.policy
+            refused = check_codes(
+                body.cause_code,
+                body.remedy_code,
+                site_causes=policy.cause_codes,
+                site_remedies=policy.remedy_codes,
+            )
+            if refused is not None:
+                raise Rejected(refused)
         closed = await self._service.close(
             ticket,
             resolution=body.resolution or body.cancel_reason or "",
             cause=body.cause,
             repaired=body.repaired,
             ts=self._clock.now(),
+            actor=_actor(body.actor),
+            cause_code=body.cause_code,
+            remedy_code=body.remedy_code,
             cancel_reason=body.cancel_reason,
         )
         return self._accepted(command, closed, verifying=closed.state is TicketState.VERIFYING)
+
+    async def _accept(self, command: Command, body: AcceptCommand) -> CommandReply:
+        ticket = await self._ticket(body.ticket_id, body.if_revision)
+        if ticket.state not in tickets.ACCEPTABLE:
+            raise Rejected(f"a {ticket.state.value} ticket cannot be accepted")
+        moved = await self._service.accept(ticket, body.note, self._clock.now(), body.actor)
+        return self._accepted(command, moved)
+
+    async def _start(self, command: Command, body: StartCommand) -> CommandReply:
+        ticket = await self._ticket(body.ticket_id, body.if_revision)
+        if ticket.state not in tickets.STARTABLE:
+            raise Rejected(f"work on a {ticket.state.value} ticket cannot start")
+        moved = await self._service.start_work(ticket, body.note, self._clock.now(), body.actor)
+        return self._accepted(command, moved)
+
+    async def _hold(self, command: Command, body: HoldCommand) -> CommandReply:
+        ticket = await self._ticket(body.ticket_id, body.if_revision)
+        if ticket.state not in tickets.HOLDABLE:
+            raise Rejected(f"a {ticket.state.value} ticket cannot be put on hold")
+        moved = await self._service.hold(
+            ticket, body.reason, body.note, self._clock.now(), body.actor
+        )
+        return self._accepted(command, moved)
+
+    async def _resume(self, command: Command, body: ResumeCommand) -> CommandReply:
+        ticket = await self._ticket(body.ticket_id, body.if_revision)
+        if ticket.state is not TicketState.ON_HOLD:
+            raise Rejected(f"a {ticket.state.value} ticket is not on hold")
+        moved = await self._service.resume(ticket, body.note, self._clock.now(), body.actor)
+        return self._accepted(command, moved)
+
+    async def _confirm(self, command: Command, body: ConfirmCommand) -> CommandReply:
+        ticket = await self._ticket(body.ticket_id, body.if_revision)
+        if ticket.state is not TicketState.VERIFIED:
+            raise Rejected(
+                f"only a VERIFIED ticket can be signed off; this one is {ticket.state.value}",
+                current_revision=ticket.revision,
+                state=ticket.state.value,
+            )
+        policy = self._service.policy
+        if policy.require_signoff and body.actor not in policy.signoff_actors:
+            raise Rejected(
+                f"unauthorised: `{_shown(body.actor)}` may not sign off (the site asks for "
+                "one of `ticketing.signoff_actors`)"
+            )
+        moved = await self._service.confirm(ticket, body.note, self._clock.now(), body.actor)
+        return self._accepted(command, moved)
 
     async def _shelve(self, command: Command, body: ShelveCommand) -> CommandReply:
         ticket = await self._ticket(body.ticket_id, body.if_revision)
@@ -383,9 +476,16 @@ class TicketCommands:
 Apply = Callable[[TicketCommands, Command, Any], Awaitable[CommandReply]]
 
 
-def _stored(reply: CommandReply) -> dict[str, Any]:
-    """What the command log keeps of an accepted command's reply."""
-    return {"accepted": reply.accepted, "reason": reply.reason, "detail": dict(reply.detail)}
+def _stored(command: Command, reply: CommandReply) -> dict[str, Any]:
+    """What the command log keeps of an accepted command: its reply, and the verb and
+    fingerprint that tell a repeat from another command under the same id."""
+    return {
+        "accepted": reply.accepted,
+        "reason": reply.reason,
+        "detail": dict(reply.detail),
+        "verb": command.verb,
+        "fingerprint": _fingerprint(command),
+    }
 
 
 @dataclass(frozen=True, slots=True)
@@ -399,6 +499,11 @@ VERBS: Mapping[str, Verb] = {
     "ack": Verb(AckCommand, TicketCommands._ack),
     "assign": Verb(AssignCommand, TicketCommands._assign),
     "close": Verb(CloseCommand, TicketCommands._close),
+    "accept": Verb(AcceptCommand, TicketCommands._accept),
+    "start": Verb(StartCommand, TicketCommands._start),
+    "hold": Verb(HoldCommand, TicketCommands._hold),
+    "resume": Verb(ResumeCommand, TicketCommands._resume),
+    "confirm": Verb(ConfirmCommand, TicketCommands._confirm),
     "shelve": Verb(ShelveCommand, TicketCommands._shelve),
     "unshelve": Verb(UnshelveCommand, TicketCommands._unshelve),
     "maintenance": Verb(MaintenanceCommand, TicketCommands._maintenance),
@@ -420,6 +525,14 @@ def _check_revision(ticket: Ticket, wanted: int | None) -> None:
             current_revision=ticket.revision,
             state=ticket.state.value,
         )
+
+
+def _fingerprint(command: Command) -> str:
+    """What makes two commands the same command: the verb and the body, as canonical JSON."""
+    canonical = json.dumps(
+        {"verb": command.verb, "body": dict(command.body)}, sort_keys=True, ensure_ascii=True
+    )
+    return hashlib.sha256(canonical.encode()).hexdigest()
 
 
 def _actor(actor: str | None) -> str:

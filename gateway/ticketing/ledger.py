@@ -43,11 +43,15 @@ from gateway.ticketing.conditions import ConditionPolicy, normal
 from gateway.ticketing.evidence import TelemetryWindow
 from gateway.ticketing.ids import TicketIds
 from gateway.ticketing.noise import ConditionFlag, RunStates
+from gateway.ticketing.outcomes import Outcomes
 from gateway.ticketing.policy import AssetProfile, LifecyclePolicy
-from gateway.ticketing.statistics import Counters
+from gateway.ticketing.statistics import Advisory, Counters
 from gateway.ticketing.verification import VerificationWatch
 
 log = logging.getLogger(__name__)
+
+# The actor of what the gateway does on its own (open, enrich, escalate, verify, eradicate).
+EDGE_ACTOR = "edge"
 
 
 class Ledger:
@@ -86,6 +90,7 @@ class Ledger:
         self.shelves: dict[str, Shelving] = {}
         self.maintenance: dict[str, float] = {}  # asset -> until
         self.watches: dict[str, VerificationWatch] = {}  # by ticket key
+        self.outcomes = Outcomes(policy)
         self.encode = encode
         self._ids = TicketIds(site, gateway_id)
         # Called with every ticket closed or cancelled, after the close is committed (an
@@ -140,10 +145,14 @@ class Ledger:
         *,
         shelve: Shelving | None = None,
         unshelve: str | None = None,
+        actor: str = EDGE_ACTOR,
     ) -> None:
         """Write the ticket, its events and their messages, then keep the ticket as the open
-        one of its key. Raises `StoreError` when state.db refuses; memory is unchanged then."""
-        events = list(events)
+        one of its key. Raises `StoreError` when state.db refuses; memory is unchanged then.
+
+        Every event names its actor (`detail.actor`): the person or system whose command made
+        it, or `edge` for what the gateway decided itself (issue 13)."""
+        events = [_with_actor(event, actor) for event in events]
         # Each message shows the ticket as of its own event (REPAIRED, then VERIFYING...).
         messages = [self.encode(_as_of(ticket, event), event) for event in events]
         if self._burst is not None:
@@ -155,6 +164,7 @@ class Ledger:
             self._burst.append((asyncio.ensure_future(write), ticket))
             if ticket.state.is_open:
                 self.open[ticket.key] = ticket
+            self.outcomes.observe(ticket)
             return
         try:
             await self.tickets.commit_ticket_change(
@@ -171,6 +181,7 @@ class Ledger:
             raise
         if ticket.state.is_open:
             self.open[ticket.key] = ticket
+        self.outcomes.observe(ticket)
 
     @contextlib.asynccontextmanager
     async def burst(self) -> AsyncIterator[None]:
@@ -231,9 +242,11 @@ class Ledger:
                     ticket.key, ConditionState.ACTIVE, ticket.last_seen
                 )
 
-    async def commit_closed(self, ticket: Ticket, events: Iterable[TicketEvent]) -> Ticket:
+    async def commit_closed(
+        self, ticket: Ticket, events: Iterable[TicketEvent], *, actor: str = "edge"
+    ) -> Ticket:
         # Closing ends a shelve too (a new ticket for the key starts unshelved).
-        await self.commit(ticket, events, unshelve=ticket.key)
+        await self.commit(ticket, events, unshelve=ticket.key, actor=actor)
         self.open.pop(ticket.key, None)
         self.watches.pop(ticket.key, None)
         self.shelves.pop(ticket.key, None)
@@ -257,6 +270,24 @@ class Ledger:
         log.info("Condition `%s` unshelved (%s).", ticket.key, by)
         return moved
 
+    def advise_on_quality(self, ticket: Ticket, model: str) -> None:
+        """The same fault on one asset model `quality_repeats` times within the window: a
+        quality advisory (design or supplier), once per model and fault code as it is reached."""
+        if not model:
+            return
+        now = self.clock.now()
+        same = self.outcomes.same_fault_on_model(model, ticket.fault_code, now)
+        if len(same) != self.policy.quality_repeats:
+            return
+        assets = sorted({t.asset for t in same})
+        message = (
+            f"`{ticket.fault_code}` on model `{model}` {len(same)} times within "
+            f"{self.policy.quality_window_s / 86400:.0f} days ({', '.join(assets)}): "
+            "a quality matter for the model, not only a repair"
+        )
+        self.counters.advise(Advisory(f"{model}/{ticket.fault_code}", "quality", now, message))
+        log.warning("Quality advisory: %s.", message)
+
     async def forget_shelving(self, key: str) -> None:
         """End the shelve of a key that has no open ticket to announce it on."""
         await self.noise.clear_shelving(key)
@@ -272,6 +303,12 @@ class Ledger:
                 continue
             if await self.tickets.get_ticket(candidate) is None:
                 return candidate
+
+
+def _with_actor(event: TicketEvent, actor: str) -> TicketEvent:
+    if "actor" in event.detail:
+        return event
+    return replace(event, detail={**event.detail, "actor": actor})
 
 
 def _as_of(ticket: Ticket, event: TicketEvent) -> Ticket:

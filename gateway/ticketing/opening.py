@@ -16,7 +16,7 @@ from dataclasses import replace
 from typing import Any
 
 from gateway.core.records import ISO14224_FAILURE_MODE, Finding, Ticket, TicketState
-from gateway.ticketing import tickets
+from gateway.ticketing import escalation, tickets
 from gateway.ticketing.knowledge import KnowledgeBase
 from gateway.ticketing.ledger import Ledger
 
@@ -95,12 +95,15 @@ class TicketOpener:
         ticket_id = await ledger.free_ticket_id(opened_at)
         profile = ledger.profile(finding.asset)
         sla = ledger.policy.sla_for(finding.severity)
+        clocks = escalation.new_clocks(ledger.policy, finding.severity, opened_at)
+        respond_by, resolve_by = escalation.deadlines(clocks)
         attrs: dict[str, Any] = {
             "routing": profile.routing(ledger.site),
             "failure_coding": self._failure_coding(finding.fault_code),
             "knowledge": self._knowledge.recommend(finding.fault_code, profile.asset_class),
             "baseline": ledger.window.means(profile.tags, before=finding.ts),
             "sla": {"respond_s": sla.respond_s, "resolve_s": sla.resolve_s},
+            "escalation": clocks,
         }
         attrs |= {k: v for k, v in attributes.items() if v is not None}
         ticket, event = tickets.open_ticket(
@@ -109,13 +112,14 @@ class TicketOpener:
             ledger.site,
             finding,
             opened_at,
-            respond_by=opened_at + sla.respond_s,
-            resolve_by=opened_at + sla.resolve_s,
+            respond_by=respond_by,
+            resolve_by=resolve_by,
             attributes=attrs,
             extra_evidence=ledger.telemetry_evidence(profile, opened_at),
         )
         await ledger.commit(ticket, [event])
         ledger.counters.opened += 1
+        ledger.advise_on_quality(ticket, profile.model)
         log.info(
             "Opened ticket `%s` at %s for `%s`: %s", ticket.id, ticket.priority, key, ticket.message
         )
@@ -124,8 +128,14 @@ class TicketOpener:
     async def _reopen(self, last: Ticket, finding: Finding, since_close: float) -> Ticket:
         ledger = self._ledger
         now = ledger.clock.now()
-        sla = ledger.policy.sla_for(last.priority)
+        clocks = escalation.new_clocks(ledger.policy, last.priority, now)
+        respond_by, resolve_by = escalation.deadlines(clocks)
         profile = ledger.profile(finding.asset)
+        # The close that did not hold counts as a re-reported resolution (`outcomes`).
+        closes = [*list(last.attributes.get("previous_closes") or []), last.closed_at]
+        attrs = dict(last.attributes) | {"escalation": clocks, "previous_closes": closes}
+        for done in ("response", "resolved", "unattended", "sign_off"):
+            attrs.pop(done, None)
         reopened, event = tickets.transition(
             last,
             TicketState.REOPENED,
@@ -137,8 +147,9 @@ class TicketOpener:
             last_seen=finding.ts,
             peak_value=tickets.more_extreme(last.fault_code, last.peak_value, finding.value),
             evidence=tickets.evidence_of(finding) | ledger.telemetry_evidence(profile, now),
-            respond_by=now + sla.respond_s,
-            resolve_by=now + sla.resolve_s,
+            respond_by=respond_by,
+            resolve_by=resolve_by,
+            attributes=attrs,
         )
         await ledger.commit(reopened, [event])
         ledger.counters.recurrences += 1

@@ -10,14 +10,25 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from gateway.core.records import Priority
+from gateway.ticketing.calendar import AllHours, Calendar
 
 UNASSIGNED_AREA = "unassigned"
 
 
 @dataclass(frozen=True, slots=True)
 class SlaTarget:
+    """One priority's row of the SLA table and its escalation policy (issue 13).
+
+    Each clock (response, resolution) warns `warn_before` of its target before the deadline,
+    reports the breach to `levels[0]`, then every `repeat_s` the next level, and after the last
+    level one `unattended` event; then the ticket is silent until a person acts on it."""
+
     respond_s: float
     resolve_s: float
+    warn_before: float = 0.2  # share of the target: the warning comes at 80 % of it
+    levels: tuple[str, ...] = ("maintenance-supervisor",)
+    repeat_s: float = 1800.0
+    working_time: bool = False  # count only the site's working hours (lower priorities)
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,9 +64,33 @@ class LifecyclePolicy:
     group_threshold: int = 10
     group_window_s: float = 86_400.0
     group_wait_s: float = 30.0
+    # The site's working hours; None: every second counts, for every priority.
+    calendar: Calendar | None = None
+    # ON_HOLD reasons that stop the resolution clock (waiting on the requester's side).
+    hold_pauses: Mapping[str, bool] = field(
+        default_factory=lambda: {"parts": False, "access": True, "production": True}
+    )
+    # Sign-off: a repair is closed by `confirm` from one of these actors (empty: not asked).
+    require_signoff: bool = False
+    signoff_actors: frozenset[str] = frozenset()
+    cause_codes: Mapping[str, str] = field(default_factory=dict)
+    remedy_codes: Mapping[str, str] = field(default_factory=dict)
+    # A close not followed by the same signature within this is `eradicated` (the brief: 30 d).
+    eradication_after_s: float = 30 * 86400.0
+    # KPIs over tickets resolved within this window.
+    kpi_window_s: float = 30 * 86400.0
+    # The same fault code on one asset model this many times within the window: advisory.
+    quality_repeats: int = 3
+    quality_window_s: float = 30 * 86400.0
 
     def sla_for(self, priority: Priority) -> SlaTarget:
         return self.sla[priority]
+
+    def clock_of(self, priority: Priority) -> Calendar:
+        """The time an SLA clock of this priority counts."""
+        if self.calendar is not None and self.sla_for(priority).working_time:
+            return self.calendar
+        return AllHours()
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,6 +117,8 @@ class AssetProfile:
     feed: str = ""
     plc: str = ""
     depends_on: tuple[str, ...] = ()
+    # Manufacturer model: the same fault on one model again and again is a quality matter.
+    model: str = ""
 
     @property
     def flood_area(self) -> str:
@@ -96,4 +133,4 @@ class AssetProfile:
             "region": self.region,
             "skill": self.skill,
             "asset_class": self.asset_class,
-        }
+        } | ({"model": self.model} if self.model else {})

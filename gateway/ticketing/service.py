@@ -9,9 +9,11 @@ per key. This class is the public face and the lock; the work is done by one mod
     incidents     storms: one incident per group key (groups) or per area flood (storms),
                   members, root cause by topology, what happens when one closes
     verifier      verification after repair against the pre-fault baseline
-    timers        on/off-delays, shelve and maintenance expiry, stale, SLA re-notification
+    timers        on/off-delays, shelve and maintenance expiry, stale, escalation, eradication
+    escalation    SLA clocks and the escalation policy with an end (pure)
     central       the changes central commands make (`commands` checks and replies)
     statistics    counters, `statistics()` and the KPIs
+    outcomes      eradication, repeat reports and the maintenance KPIs, from the tickets
     journal       flood, storm and chattering state kept in state.db across restarts
     ledger        the shared memory and the one way to write a ticket change
 
@@ -110,10 +112,12 @@ class TicketService:
         ledger = self._ledger
         now = self._clock.now()
         loaded = await ledger.tickets.load_open_tickets()
+        recent = await ledger.tickets.tickets_since(now - ledger.outcomes.horizon_s)
         shelvings = await ledger.noise.load_shelvings(now)
         windows = await ledger.noise.load_maintenance(now)
         async with self._lock:
             ledger.open = {t.key: t for t in loaded}
+            ledger.outcomes.load(recent)
             self._router.resume_conditions(loaded)
             for stored in shelvings:
                 ledger.shelves[stored.key] = stored
@@ -217,6 +221,7 @@ class TicketService:
             flags=ledger.flags,
             shelves=ledger.shelves,
             storms=self._incidents.storms,
+            outcomes=ledger.outcomes.kpis(self._clock.now(), ledger.open),
         )
 
     # --- inputs -------------------------------------------------------------------------------
@@ -284,18 +289,45 @@ class TicketService:
             finally:
                 self._holder = None
 
-    async def acknowledge(self, ticket_id: str, central_id: str | None, ts: float) -> Ticket | None:
+    async def acknowledge(
+        self, ticket_id: str, central_id: str | None, ts: float, actor: str = "central"
+    ) -> Ticket | None:
         """The central `ack` command. Returns the ticket after the command, or None when no open
         ticket has that id. Acknowledging twice changes nothing the second time."""
         self._require_started()
         if self._holder is not None and self._holder is asyncio.current_task():
-            return await self._central.acknowledge(ticket_id, central_id, ts)
+            return await self._central.acknowledge(ticket_id, central_id, ts, actor)
         async with self._lock:
-            return await self._central.acknowledge(ticket_id, central_id, ts)
+            return await self._central.acknowledge(ticket_id, central_id, ts, actor)
 
-    async def assign(self, ticket: Ticket, assignee: str, team: str | None, ts: float) -> Ticket:
+    async def assign(
+        self, ticket: Ticket, assignee: str, team: str | None, ts: float, actor: str = "central"
+    ) -> Ticket:
         async with self._lock:
-            return await self._central.assign(ticket, assignee, team, ts)
+            return await self._central.assign(ticket, assignee, team, ts, actor)
+
+    async def accept(self, ticket: Ticket, note: str | None, ts: float, actor: str) -> Ticket:
+        """A person accepts the work: the first response (issue 13)."""
+        async with self._lock:
+            return await self._central.accept(ticket, note, ts, actor)
+
+    async def start_work(self, ticket: Ticket, note: str | None, ts: float, actor: str) -> Ticket:
+        async with self._lock:
+            return await self._central.start(ticket, note, ts, actor)
+
+    async def hold(
+        self, ticket: Ticket, reason: str, note: str | None, ts: float, actor: str
+    ) -> Ticket:
+        async with self._lock:
+            return await self._central.hold(ticket, reason, note, ts, actor)
+
+    async def resume(self, ticket: Ticket, note: str | None, ts: float, actor: str) -> Ticket:
+        async with self._lock:
+            return await self._central.resume(ticket, note, ts, actor)
+
+    async def confirm(self, ticket: Ticket, note: str | None, ts: float, actor: str) -> Ticket:
+        async with self._lock:
+            return await self._central.confirm(ticket, note, ts, actor)
 
     async def close(
         self,
@@ -305,6 +337,9 @@ class TicketService:
         cause: str | None,
         repaired: bool,
         ts: float,
+        actor: str = "central",
+        cause_code: str | None = None,
+        remedy_code: str | None = None,
         cancel_reason: str | None = None,
     ) -> Ticket:
         """The central `close`. A repair starts verification (REPAIRED, VERIFYING); otherwise the
@@ -316,6 +351,9 @@ class TicketService:
                 cause=cause,
                 repaired=repaired,
                 ts=ts,
+                actor=actor,
+                cause_code=cause_code,
+                remedy_code=remedy_code,
                 cancel_reason=cancel_reason,
             )
 

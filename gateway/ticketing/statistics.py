@@ -1,7 +1,8 @@
 """What the ticket service counts, and the alarm-management KPIs built from it (issue 5).
 
 `Counters` is the running tally the other ticketing modules add to; `statistics()` and `kpis()`
-of the service read it. Counters live in memory: they describe this run of the gateway.
+of the service read it. Counters live in memory: they describe this run of the gateway; the
+maintenance KPIs that must survive a restart are computed from the tickets (`outcomes`).
 """
 
 from __future__ import annotations
@@ -68,12 +69,12 @@ class Counters:
     shelved_hits: int = 0
     recurrences: int = 0
     reopened: int = 0
-    renotified: int = 0
+    renotified: int = 0  # escalation messages (warnings, breaches, levels, unattended)
     incidents: int = 0
     flood_members: int = 0
     verified_pass: int = 0
     verified_fail: int = 0
-    first_responses: list[tuple[float, bool]] = field(default_factory=list)  # (s, within SLA)
+    escalations: dict[str, int] = field(default_factory=dict)  # by event kind, this run
     advisories: list[Advisory] = field(default_factory=list)
 
     def advise(self, advisory: Advisory) -> None:
@@ -123,13 +124,12 @@ def kpis(
     flags: Mapping[str, set[ConditionFlag]],
     shelves: Mapping[str, Shelving],
     storms: FloodTracker,
+    outcomes: Mapping[str, Any],
 ) -> dict[str, Any]:
-    """Alarm-management KPIs at the edge (issue 5), as a plain JSON-able dict for the health
-    topic and `edge-gateway status`."""
+    """Alarm-management KPIs at the edge (issue 5) and the maintenance KPIs of the tickets'
+    outcomes (issue 13, `outcomes`: persisted, over its window), as a plain JSON-able dict for
+    the health topic and `edge-gateway status`."""
     priorities = Counter(t.priority.value for t in open_tickets.values())
-    responses = counters.first_responses
-    within = sum(1 for _, ok in responses if ok)
-    repeats = counters.enriched + counters.recurrences
     return {
         "conditions_per_10min": storms.per_area_in_window(now),
         "floods_active": sorted(f.area for f in storms.floods()),
@@ -142,17 +142,12 @@ def kpis(
         "out_of_service": count_flag(flags, ConditionFlag.OUT_OF_SERVICE),
         "top10_share": storms.top_share(now),
         "priority_distribution": {p.value: priorities.get(p.value, 0) for p in Priority},
-        "first_response": {
-            "count": len(responses),
-            "mean_s": sum(s for s, _ in responses) / len(responses) if responses else None,
-            "within_sla": within,
-            "breached": len(responses) - within,
-        },
-        "repeat_report_rate": repeats / counters.opened if counters.opened else None,
         "open_tickets": len(open_tickets),
         "opened": counters.opened,
         "recurrences": counters.recurrences,
         "renotified": counters.renotified,
         "incidents": counters.incidents,
+        "escalations": dict(sorted(counters.escalations.items())),
         "advisories": [a.as_dict() for a in counters.advisories[-ADVISORIES_IN_KPIS:]],
+        **outcomes,
     }

@@ -10,7 +10,11 @@ Event kinds produced here (the encoder maps them to topics):
     acknowledged        the central system accepted the ticket (`cmd/ack`)
     assigned, repaired, verifying, verified, reopened, closed, cancelled
                         the other state transitions (issue 5); `change` names from and to
-    renotified          unacknowledged past respond-by: priority raised one step
+    accepted            a person accepted the work (first response); ASSIGNED
+    in_progress, on_hold  work started; work waits (parts, access, production)
+    sla_warning, sla_breached, sla_escalated, unattended
+                        the escalation policy (see `escalation`); the priority stays
+    eradicated          30 days after a close without the signature coming back
     condition_stale     the condition has been active for longer than the stale limit
     shelved, unshelved  an operator shelved or unshelved the ticket's condition
 
@@ -236,10 +240,17 @@ CLOSABLE: frozenset[TicketState] = frozenset(
         TicketState.OPENED,
         TicketState.ACKNOWLEDGED,
         TicketState.ASSIGNED,
+        TicketState.IN_PROGRESS,
+        TicketState.ON_HOLD,
         TicketState.REOPENED,
-        TicketState.VERIFIED,
     }
 )
+# A person takes the work (`accept`), starts it, puts it on hold (issue 13).
+ACCEPTABLE: frozenset[TicketState] = frozenset(
+    {TicketState.OPENED, TicketState.ACKNOWLEDGED, TicketState.ASSIGNED, TicketState.REOPENED}
+)
+STARTABLE: frozenset[TicketState] = ACCEPTABLE
+HOLDABLE: frozenset[TicketState] = frozenset({TicketState.ASSIGNED, TicketState.IN_PROGRESS})
 
 
 def transition(
@@ -265,7 +276,7 @@ def transition(
 def annotate(
     ticket: Ticket, kind: str, ts: float, detail: Mapping[str, Any], **changes: Any
 ) -> tuple[Ticket, TicketEvent]:
-    """A reported change that is not a state transition (renotified, shelved, stale...)."""
+    """A reported change that is not a state transition (escalation, shelved, stale...)."""
     changed = replace(ticket, revision=ticket.revision + 1, **changes)
     event = TicketEvent(
         ticket_id=ticket.id,

@@ -5,9 +5,10 @@ once a second, in this order:
 2. timed shelves and maintenance windows that ended;
 3. chattering that calmed down (the withheld clear is reported then);
 4. stale conditions: active for over `stale_after_s` (24 h), reported once (`condition_stale`);
-5. SLA re-notification: a ticket still OPENED or REOPENED past its respond-by is `renotified`
-   with its priority raised one step and a new respond-by;
-6. incident updates and the end of floods (see `incidents`).
+5. the escalation policy (see `escalation`): warnings, breaches, levels and `unattended`, with
+   an end; the priority stays the fault's (issue 13);
+6. eradication: a close not followed by its signature for 30 days gets `eradicated`;
+7. incident updates and the end of floods (see `incidents`).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from __future__ import annotations
 import logging
 
 from gateway.core.records import ConditionState
-from gateway.ticketing import tickets
+from gateway.ticketing import escalation, tickets
 from gateway.ticketing.findings import FindingRouter
 from gateway.ticketing.incidents import Incidents
 from gateway.ticketing.ledger import Ledger
@@ -23,12 +24,16 @@ from gateway.ticketing.noise import ConditionFlag
 
 log = logging.getLogger(__name__)
 
+# Eradication is a matter of days: looking once a minute is plenty and keeps the tick cheap.
+ERADICATION_CHECK_S = 60.0
+
 
 class Timers:
     def __init__(self, ledger: Ledger, router: FindingRouter, incidents: Incidents) -> None:
         self._ledger = ledger
         self._router = router
         self._incidents = incidents
+        self._next_eradication_check = 0.0
 
     async def advance(self, now: float) -> None:
         await self._router.advance_conditions(now)
@@ -36,7 +41,8 @@ class Timers:
         await self._expire_maintenance(now)
         await self._router.end_chattering(now)
         await self._mark_stale(now)
-        await self._renotify(now)
+        await self._escalate(now)
+        await self._eradicate(now)
         await self._incidents.advance(now)
 
     async def _expire_shelves(self, now: float) -> None:
@@ -73,45 +79,69 @@ class Timers:
             flags.add(ConditionFlag.STALE)
             log.warning("Condition `%s` active for over %.0f h: stale.", key, stale_after_s / 3600)
             ticket = ledger.open.get(key)
-            if ticket is None:
-                continue
+            if ticket is None or "stale" in ticket.attributes:
+                continue  # reported once per ticket, also across a restart (STALE is rebuilt)
             stale, event = tickets.annotate(
                 ticket,
                 "condition_stale",
                 now,
                 {"active_since": condition.since, "active_for_s": now - condition.since},
+                attributes=tickets.with_attributes(ticket, stale={"since": condition.since}),
             )
             await ledger.commit(stale, [event])
 
-    async def _renotify(self, now: float) -> None:
+    async def _escalate(self, now: float) -> None:
+        """The escalation policy (see `escalation`): warnings, breaches, levels, unattended."""
         ledger = self._ledger
         for ticket in list(ledger.open.values()):
-            if ticket.state not in tickets.ACKNOWLEDGEABLE or ticket.respond_by is None:
+            clocks, steps = escalation.due_steps(ticket, ledger.policy, now)
+            if not steps:
                 continue
-            if now <= ticket.respond_by:
-                continue
-            raised = ticket.priority.raised()
-            sla = ledger.policy.sla_for(raised)
-            count = int(ticket.attributes.get("renotifications", 0)) + 1
-            renotified, event = tickets.annotate(
+            changed = ticket
+            events = []
+            for step in steps:
+                attrs = dict(changed.attributes) | {"escalation": clocks}
+                if step.kind == "unattended":
+                    attrs["unattended"] = {"at": now, "clock": step.detail["clock"]}
+                changed, event = tickets.annotate(
+                    changed, step.kind, now, step.detail, attributes=attrs
+                )
+                events.append(event)
+            await ledger.commit(changed, events)
+            ledger.counters.renotified += len(steps)
+            for step in steps:
+                ledger.counters.escalations[step.kind] = (
+                    ledger.counters.escalations.get(step.kind, 0) + 1
+                )
+                log.warning(
+                    "Ticket `%s`: %s on the %s clock%s.",
+                    ticket.id,
+                    step.kind.replace("_", " "),
+                    step.detail["clock"],
+                    f" (to `{step.detail['target']}`)" if step.detail.get("target") else "",
+                )
+
+    async def _eradicate(self, now: float) -> None:
+        """A close whose signature has not come back for 30 days: `eradicated` (issue 13)."""
+        ledger = self._ledger
+        outcomes = ledger.outcomes
+        if now < self._next_eradication_check:
+            return
+        self._next_eradication_check = now + ERADICATION_CHECK_S
+        for ticket in outcomes.eradication_due(now):
+            assert ticket.closed_at is not None
+            detail = {
+                "closed_at": ticket.closed_at,
+                "quiet_for_s": now - ticket.closed_at,
+                "signature": ticket.key,
+            }
+            done, event = tickets.annotate(
                 ticket,
-                "renotified",
+                "eradicated",
                 now,
-                {
-                    "reason": "unacknowledged past respond-by",
-                    "missed_respond_by": ticket.respond_by,
-                    "priority": raised.value,
-                    "previous_priority": ticket.priority.value,
-                    "renotifications": count,
-                },
-                priority=raised,
-                respond_by=now + sla.respond_s,
-                attributes=tickets.with_attributes(ticket, renotifications=count),
+                detail,
+                attributes=tickets.with_attributes(ticket, eradicated={"at": now}),
             )
-            await ledger.commit(renotified, [event])
-            ledger.counters.renotified += 1
-            log.warning(
-                "Ticket `%s` unacknowledged past its respond-by: re-notified at %s.",
-                ticket.id,
-                raised,
-            )
+            await ledger.commit(done, [event])
+            log.info("Ticket `%s`: no recurrence 30 days after the close: eradicated.", ticket.id)
+        outcomes.prune(now)

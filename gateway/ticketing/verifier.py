@@ -3,7 +3,8 @@
 When the central `close` reports a repair, the ticket goes REPAIRED then VERIFYING and a
 `VerificationWatch` (verification) follows the asset's samples. Once the watch has seen
 `verification_window_s` of running time, its tags' means are compared with the pre-fault
-baseline stored on the ticket at open: pass publishes VERIFIED then CLOSED, fail publishes
+baseline stored on the ticket at open: pass publishes VERIFIED and waits for the central
+`confirm` (the edge never closes a ticket itself, issue 13), fail publishes
 `verified` with result `fail` then REOPENED. The fault coming back during the window fails the
 verification at once. Either way the payload carries before/after figures per tag.
 """
@@ -14,7 +15,7 @@ import logging
 from collections.abc import Sequence
 
 from gateway.core.records import Sample, Ticket, TicketState
-from gateway.ticketing import tickets
+from gateway.ticketing import escalation, tickets
 from gateway.ticketing.ledger import Ledger
 from gateway.ticketing.verification import VerificationWatch
 
@@ -82,27 +83,34 @@ class RepairVerifier:
             "figures": figures,
         }
         attrs = tickets.with_attributes(ticket, verification=detail)
+        if "first_verification" not in ticket.attributes:
+            # First-time fix: whether the first repair of the ticket held (issue 13).
+            attrs["first_verification"] = detail["result"]
         if passed:
-            verified, first = tickets.transition(
+            # The edge never closes a ticket: VERIFIED waits for the central `confirm` (the
+            # requester's sign-off where the site asks for one).
+            verified, event = tickets.transition(
                 ticket, TicketState.VERIFIED, now, detail, attributes=attrs
             )
-            closed, second = tickets.transition(
-                verified, TicketState.CLOSED, now, {"reason": "verified"}, closed_at=now
-            )
-            await ledger.commit_closed(closed, [first, second])
+            await ledger.commit(verified, [event])
             ledger.counters.verified_pass += 1
-            log.info("Repair of ticket `%s` verified; ticket closed.", ticket.id)
+            log.info("Repair of ticket `%s` verified; waiting for the sign-off.", ticket.id)
             return
         failed, first = tickets.annotate(ticket, "verified", now, detail, attributes=attrs)
-        sla = ledger.policy.sla_for(ticket.priority)
+        clocks = escalation.new_clocks(ledger.policy, ticket.priority, now)
+        respond_by, resolve_by = escalation.deadlines(clocks)
+        reopened_attrs = dict(attrs) | {"escalation": clocks}
+        for done in ("response", "resolved", "unattended"):
+            reopened_attrs.pop(done, None)
         reopened, second = tickets.transition(
             failed,
             TicketState.REOPENED,
             now,
             {"reason": "verification failed"},
             condition_active=reraised or ticket.condition_active,
-            respond_by=now + sla.respond_s,
-            resolve_by=now + sla.resolve_s,
+            respond_by=respond_by,
+            resolve_by=resolve_by,
+            attributes=reopened_attrs,
         )
         await ledger.commit(reopened, [first, second])
         ledger.counters.verified_fail += 1

@@ -54,9 +54,17 @@ GATEWAY_FAMILIES = {
     "tickets_open": "gauge", "tickets_opened": "counter", "tickets_recurrences": "counter",
     "tickets_renotified": "counter", "incidents": "counter", "floods_started": "counter",
     "time_in_flood_seconds": "counter", "conditions_top10_share": "gauge",
-    "tickets_repeat_report_rate": "gauge", "first_responses": "counter",
-    "first_response_mean_seconds": "gauge", "first_responses_within_sla": "counter",
-    "first_responses_breached": "counter", "conditions_per_10min": "gauge",
+    "tickets_repeat_report_rate": "gauge", "conditions_per_10min": "gauge",
+    # Issue 13: the outcome KPIs, persisted with the tickets.
+    "tickets_kpi_window_days": "gauge", "tickets_resolutions": "gauge",
+    "tickets_re_reported": "gauge", "tickets_eradication_rate": "gauge",
+    "tickets_eradication_checked": "gauge", "tickets_eradicated": "gauge",
+    "tickets_mean_time_to_respond_seconds": "gauge", "tickets_responses": "gauge",
+    "tickets_mean_time_to_resolve_seconds": "gauge", "tickets_resolved": "gauge",
+    "tickets_resolve_sla_rate": "gauge", "tickets_first_time_fix_rate": "gauge",
+    "tickets_overdue_share": "gauge", "tickets_overdue": "gauge", "tickets_unattended": "gauge",
+    "tickets_escalations": "counter", "tickets_open_by_age": "gauge",
+    "tickets_quality_repeats": "gauge",
     "tickets_open_by_priority": "gauge", "conditions_flagged": "gauge", "flood_active": "gauge",
 }  # fmt: skip
 PROCESS_FAMILIES = {

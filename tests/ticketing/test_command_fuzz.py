@@ -60,7 +60,8 @@ def _valid_body(verb: str, draw: st.DrawFn) -> dict[str, Any]:
         "ack": draw(st.sampled_from(({"ticket_id": ticket}, {"event_id": draw(
             st.sampled_from(EVENT_IDS[:60]))}, {"ticket_id": ticket, "central_id": "WO-1"}))),
         "assign": {"ticket_id": ticket, "assignee": "j.smith"},
-        "close": draw(st.sampled_from(({"ticket_id": ticket, "resolution": "fixed"},
+        "close": draw(st.sampled_from(({"ticket_id": ticket, "resolution": "fixed",
+                                        "cause_code": "3.4", "remedy_code": "1"},
                                        {"ticket_id": ticket, "cancel_reason": "test"}))),
         "shelve": {"ticket_id": ticket, "reason": "parts", "duration_s": draw(DURATIONS)},
         "unshelve": {"ticket_id": ticket},

@@ -232,9 +232,20 @@ async def test_every_verb_accepts_its_documented_body(site: Site):
         "snapshot": {"asset": "pump-1"},
         "maintenance": {"asset": "pump-1", "until": T0 + 600, "verb": "maintenance"},
         "resync": {},
-        "close": {"ticket_id": ticket_id, "resolution": "cooler cleaned", "cause": "fouling"},
+        "accept": {"ticket_id": ticket_id, "actor": "cmms"},
+        "start": {"ticket_id": ticket_id, "actor": "cmms", "note": "on site"},
+        "hold": {"ticket_id": ticket_id, "actor": "cmms", "reason": "parts"},
+        "resume": {"ticket_id": ticket_id, "actor": "cmms"},
+        "close": {
+            "ticket_id": ticket_id,
+            "resolution": "cooler cleaned",
+            "cause": "fouling",
+            "cause_code": "3.4",
+            "remedy_code": "7",
+        },
     }
-    assert set(accepted) == set(VERBS)
+    # `confirm` signs off a VERIFIED ticket only: tests/ticketing/test_lifecycle.py.
+    assert set(accepted) | {"confirm"} == set(VERBS)
     for verb, body in accepted.items():
         reply = await site.command(verb, **body)
         assert reply.accepted, (verb, reply)

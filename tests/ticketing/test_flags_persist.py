@@ -126,7 +126,16 @@ async def test_unshelve_and_close_forget_the_shelve_in_state_db(gateway: Gateway
     assert gateway.service.flags(KEY) == frozenset()
 
     await gateway.command("shelve", "c-3", ticket_id=ticket_id, reason="r", duration_s=HOUR)
-    assert (await gateway.command("close", "c-4", ticket_id=ticket_id, resolution="done")).accepted
+    assert (
+        await gateway.command(
+            "close",
+            "c-4",
+            ticket_id=ticket_id,
+            resolution="done",
+            cause_code="3.4",
+            remedy_code="2",
+        )
+    ).accepted
     await gateway.restart()
     assert gateway.service.flags(KEY) == frozenset()
     with sqlite3.connect(gateway.path) as raw:
