@@ -177,15 +177,21 @@ def start_plant(
     return plant, [int(p) for p in port_file.read_text().split()]
 
 
+def ready(port: int) -> bool:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=2) as answer:
+            return bool(answer.status == 200)
+    except OSError:
+        return False
+
+
 async def wait_ready(port: int, daemon: subprocess.Popen[bytes]) -> None:
     deadline = time.monotonic() + START_TIMEOUT_S
     while time.monotonic() < deadline:
         if daemon.poll() is not None:
             raise SystemExit(f"the daemon exited at start with {daemon.returncode}")
-        with contextlib.suppress(OSError):
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=2) as r:
-                if r.status == 200:
-                    return
+        if ready(port):
+            return
         await asyncio.sleep(0.5)
     raise SystemExit("the daemon did not become ready")
 
@@ -236,7 +242,10 @@ async def run_once(
             assert first is not None
             polls0, _ = polls_and_errors(first)
             cpu0, plant0, mono0, wall0 = (
-                cpu_seconds(daemon.pid), cpu_seconds(plant.pid), time.monotonic(), time.time()
+                cpu_seconds(daemon.pid),
+                cpu_seconds(plant.pid),
+                time.monotonic(),
+                time.time(),
             )
             load0 = load_average()
             rss_points: list[tuple[float, float]] = []
@@ -244,7 +253,10 @@ async def run_once(
                 rss_points.append((elapsed, rss_mb(daemon.pid)[0]))
                 await asyncio.sleep(min(rss_every_s, max(0.0, seconds - elapsed)))
             cpu1, plant1, mono1, wall1 = (
-                cpu_seconds(daemon.pid), cpu_seconds(plant.pid), time.monotonic(), time.time()
+                cpu_seconds(daemon.pid),
+                cpu_seconds(plant.pid),
+                time.monotonic(),
+                time.time(),
             )
             rss, rss_peak = rss_mb(daemon.pid)
             rss_points.append((mono1 - mono0, rss))
@@ -257,7 +269,7 @@ async def run_once(
             if daemon is not None:
                 daemon.send_signal(signal.SIGTERM)
                 try:
-                    daemon.wait(60)  # noqa: ASYNC101
+                    daemon.wait(60)
                 except subprocess.TimeoutExpired:
                     daemon.kill()
                     daemon.wait()
@@ -308,17 +320,22 @@ def main() -> None:
     parser.add_argument("--registers", type=int, default=30)
     parser.add_argument("--period", type=float, default=1.0)
     parser.add_argument("--idle", action="store_true", help="only the idle scenario")
-    parser.add_argument("--layout", choices=("endpoints", "units"), default="endpoints",
-                        help="one server endpoint per device, or unit ids on shared ports")  # fmt: skip
-    parser.add_argument("--fault-period", type=float, default=0.0,
-                        help="each device plays a fault for a tenth of this period (tickets)")  # fmt: skip
+    parser.add_argument(
+        "--layout", choices=("endpoints", "units"), default="endpoints",
+        help="one server endpoint per device, or unit ids on shared ports",
+    )  # fmt: skip
+    parser.add_argument(
+        "--fault-period", type=float, default=0.0,
+        help="each device plays a fault for a tenth of this period (tickets flow)",
+    )  # fmt: skip
     parser.add_argument("--runs", type=int, default=3, help="the median of the runs is shown")
     parser.add_argument("--seconds", type=float, default=60.0, help="measured window per run")
     parser.add_argument("--warmup", type=float, default=20.0)
     parser.add_argument("--rss-every", type=float, default=5.0, help="RSS sampling period")
     parser.add_argument("--keep", type=Path, help="keep the site, logs and telemetry.db here")
-    parser.add_argument("--profile", type=Path,
-                        help="run the daemon under cProfile, dumping to this file at stop")  # fmt: skip
+    parser.add_argument(
+        "--profile", type=Path, help="run the daemon under cProfile, dumping to this file at stop"
+    )
     args = parser.parse_args()
     if args.idle:
         scenarios: tuple[Scenario, ...] = (ISSUE_17_SCENARIOS[0],)
