@@ -206,6 +206,7 @@ async def run_once(
     rss_every_s: float = 5.0,
     keep: Path | None = None,
     daemon_prefix: tuple[str, ...] = (),
+    py_spy: Path | None = None,
 ) -> dict[str, float]:
     with tempfile.TemporaryDirectory(prefix="bench-polling-") as tmp, MosquittoBroker() as broker:
         directory = keep or Path(tmp)
@@ -248,6 +249,14 @@ async def run_once(
                 time.time(),
             )
             load0 = load_average()
+            spy = None
+            if py_spy is not None:
+                spy = subprocess.Popen(  # noqa: ASYNC220 (started once, returns at once)
+                    [str(Path(sys.executable).parent / "py-spy"), "record", "--pid",
+                     str(daemon.pid), "--duration", str(int(seconds)), "--rate", "50",
+                     "--format", "raw", "--output", str(py_spy)],
+                    stdout=subprocess.DEVNULL,
+                )  # fmt: skip
             rss_points: list[tuple[float, float]] = []
             while (elapsed := time.monotonic() - mono0) < seconds:
                 rss_points.append((elapsed, rss_mb(daemon.pid)[0]))
@@ -265,6 +274,8 @@ async def run_once(
             polls1, errors = polls_and_errors(last)
             load1 = load_average()
             tickets = central.statistics().tickets_seen
+            if spy is not None:
+                spy.wait(30)
         finally:
             if daemon is not None:
                 daemon.send_signal(signal.SIGTERM)
@@ -336,6 +347,9 @@ def main() -> None:
     parser.add_argument(
         "--profile", type=Path, help="run the daemon under cProfile, dumping to this file at stop"
     )
+    parser.add_argument(
+        "--py-spy", type=Path, help="sample the daemon with py-spy over the window (raw stacks)"
+    )
     args = parser.parse_args()
     if args.idle:
         scenarios: tuple[Scenario, ...] = (ISSUE_17_SCENARIOS[0],)
@@ -363,6 +377,7 @@ def main() -> None:
                     rss_every_s=args.rss_every,
                     keep=args.keep,
                     daemon_prefix=prefix,
+                    py_spy=args.py_spy,
                 )
             )
             runs.append(result)

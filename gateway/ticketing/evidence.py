@@ -37,7 +37,7 @@ BUCKETS_PER_WINDOW = 10
 # Layout of a tag's array: its newest sample, then the ring of buckets. Within a bucket the
 # times are offsets from the bucket's start (small numbers: the sums keep their precision).
 _LAST_TS, _LAST_VALUE, _HEADER = 0, 1, 2
-_NO, _COUNT, _SUM, _MIN, _MAX, _FIRST, _ST, _STT, _STV = range(9)
+_NO, _COUNT, _SUM, _MIN, _MAX, _FIRST, _ST, _STT, _STV = range(9)  # `add` spells them out
 _FIELDS = 9
 _EMPTY = -1.0  # bucket number of a slot never written
 
@@ -57,46 +57,49 @@ class TelemetryWindow:
         return len(self._tags)
 
     def add(self, samples: Iterable[Sample]) -> None:
-        bucket_s, slots, tags = self.bucket_s, self._slots, self._tags
+        bucket_s, slots, tags, bad = self.bucket_s, self._slots, self._tags, Quality.BAD
         last_ts = math.nan
-        number = base = 0
+        number = 0
         tau = 0.0
+        # The cells of the sample's bucket: no, count, sum, min, max, first, st, stt, stv.
+        i_no = i_n = i_sum = i_min = i_max = i_first = i_st = i_stt = i_stv = 0
         for sample in samples:
             value = sample.value
-            if sample.quality is Quality.BAD or value is None or not math.isfinite(value):
+            if value is None or sample.quality is bad or not math.isfinite(value):
                 continue
-            value = float(value)
             ts = sample.ts
             if ts != last_ts:  # the samples of one poll share their time stamp
                 last_ts = ts
                 number = int(ts // bucket_s)
-                base = _HEADER + (number % slots) * _FIELDS
                 tau = ts - number * bucket_s
+                i_no = _HEADER + (number % slots) * _FIELDS
+                i_n, i_sum, i_min, i_max = i_no + 1, i_no + 2, i_no + 3, i_no + 4
+                i_first, i_st, i_stt, i_stv = i_no + 5, i_no + 6, i_no + 7, i_no + 8
             cells = tags.get(sample.tag)
             if cells is None:
                 cells = tags[sample.tag] = array("d", self._template)
-            held = cells[base + _NO]
-            if held != number:
-                if held > number:
-                    continue  # older than the ring: that slot holds a newer bucket
-                cells[base + _NO] = number
-                cells[base + _COUNT] = 1.0
-                cells[base + _SUM] = cells[base + _MIN] = cells[base + _MAX] = value
-                cells[base + _FIRST] = cells[base + _ST] = tau
-                cells[base + _STT] = tau * tau
-                cells[base + _STV] = tau * value
+            held = cells[i_no]
+            if held == number:
+                cells[i_n] += 1.0
+                cells[i_sum] += value
+                if value < cells[i_min]:
+                    cells[i_min] = value
+                elif value > cells[i_max]:
+                    cells[i_max] = value
+                if tau < cells[i_first]:
+                    cells[i_first] = tau
+                cells[i_st] += tau
+                cells[i_stt] += tau * tau
+                cells[i_stv] += tau * value
+            elif held < number:  # a new bucket takes the slot of one a window older
+                cells[i_no] = number
+                cells[i_n] = 1.0
+                cells[i_sum] = cells[i_min] = cells[i_max] = value
+                cells[i_first] = cells[i_st] = tau
+                cells[i_stt] = tau * tau
+                cells[i_stv] = tau * value
             else:
-                cells[base + _COUNT] += 1.0
-                cells[base + _SUM] += value
-                if value < cells[base + _MIN]:
-                    cells[base + _MIN] = value
-                if value > cells[base + _MAX]:
-                    cells[base + _MAX] = value
-                if tau < cells[base + _FIRST]:
-                    cells[base + _FIRST] = tau
-                cells[base + _ST] += tau
-                cells[base + _STT] += tau * tau
-                cells[base + _STV] += tau * value
+                continue  # older than the ring: that slot holds a newer bucket
             if ts >= cells[_LAST_TS]:
                 cells[_LAST_TS] = ts
                 cells[_LAST_VALUE] = value
