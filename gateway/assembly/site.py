@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from gateway.assembly.plant import ConfiguredDevice
 from gateway.config.loader import LoadedConfig
@@ -20,10 +21,12 @@ from gateway.core.records import Finding, Ticket, Waveform
 from gateway.runtime.health import HealthReport
 from gateway.runtime.site.live_values import LiveValues
 from gateway.runtime.site.pages import DeviceInfo, PointInfo, SitePages
-from gateway.runtime.site.server import SitePageServer
 from gateway.runtime.site.snapshots import SnapshotRecorder, SpectrumSnapshots
 from gateway.store import StateDatabase, TelemetryStore
 from gateway.ticketing.service import TicketService
+
+if TYPE_CHECKING:  # imported when the page starts: aiohttp and Jinja2 cost 15 MB of RSS
+    from gateway.runtime.site.server import SitePageServer
 
 log = logging.getLogger("gateway")
 
@@ -102,6 +105,9 @@ async def start_site_page(
         if not password:
             log.error("Site page not started: its password file `%s` is empty.", path)
             return None
+    # Only a site that turns the page on pays for its web server's libraries (issue 17).
+    from gateway.runtime.site.server import SitePageServer
+
     spectra = [d for d in detectors if isinstance(d, SpectrumDetector)]
     snapshots = SpectrumSnapshots(loaded.state_directory / "site" / "spectra")
     live = LiveValues()
