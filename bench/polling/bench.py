@@ -89,7 +89,7 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS  # utime, stime
 
 
-def rss_mb(pid: int) -> tuple[float, float]:
+def rss_mb(pid: int | str) -> tuple[float, float]:
     values: dict[str, float] = {}
     with open(f"/proc/{pid}/status") as status:
         for line in status:
