@@ -5,7 +5,7 @@ Bounded memory (issue 17): no sample is kept. The GOOD scalar samples of each ta
 the same batches the telemetry store writes, are folded into running aggregates per time
 bucket of `window_s / BUCKETS_PER_WINDOW` (60 s for the default 600 s window): count, sum,
 min, max and the sums a least-squares slope needs, in one flat `array('d')` per tag, a ring
-of `BUCKETS_PER_WINDOW + 1` buckets. Memory is a per-tag constant (about 0.8 kB), whatever
+of `BUCKETS_PER_WINDOW + 1` buckets. Memory is a per-tag constant (about 0.9 kB), whatever
 the value rate; a site polling 15 000 tags every second held about 1 GB of points before.
 
 The figures are exact for the samples of the buckets a window covers, and the window is
