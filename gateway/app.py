@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import sys
 from collections.abc import Callable
@@ -50,6 +51,7 @@ class Gateway:
                                 for s in daemon.sources
                             ]
                             daemon.health.ready = True
+                            settle_heap()
                             on_ready(daemon.status)
                             try:
                                 await stop.wait()
@@ -63,6 +65,15 @@ class Gateway:
                         await cancel_and_wait(sinks)
             finally:
                 save_detector_state(daemon.detectors, daemon.snapshots)
+
+
+def settle_heap() -> None:
+    """Move what start-up built (configuration, plans, detectors, tasks) out of the
+    collector's sight: a full collection then walks only what polling allocates, instead of
+    every long-lived object, so it no longer stalls the event loop for tens of milliseconds
+    at 500 devices (issue 17, poll jitter)."""
+    gc.collect()
+    gc.freeze()
 
 
 async def run_gateway(loaded: LoadedConfig, clock: Clock | None = None) -> None:

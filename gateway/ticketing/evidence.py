@@ -1,14 +1,26 @@
 """Telemetry evidence for tickets: per related tag min / mean / max / last over a window and a
 trend direction (issue 5). Summaries only: raw samples never leave the site (DESIGN.md section 8).
 
-The window keeps the GOOD scalar samples of the last `window_s` seconds per tag in memory, fed
-from the same batches the telemetry store writes. Bounded twice: by time and by `max_points`.
+Bounded memory (issue 17): no sample is kept. The GOOD scalar samples of each tag, fed from
+the same batches the telemetry store writes, are folded into running aggregates per time
+bucket of `window_s / BUCKETS_PER_WINDOW` (60 s for the default 600 s window): count, sum,
+min, max and the sums a least-squares slope needs, in one flat `array('d')` per tag, a ring
+of `BUCKETS_PER_WINDOW + 1` buckets. Memory is a per-tag constant (about 0.9 kB), whatever
+the value rate; a site polling 15 000 tags every second held about 1 GB of points before.
+
+The figures are exact for the samples of the buckets a window covers, and the window is
+widened to whole buckets (the resolution): a summary `now` covers every bucket that overlaps
+`[now - window_s, now]`, so it may start up to one bucket earlier; the baseline `before` a
+finding covers the whole buckets that end by `before` within the window before it (the
+bucket the finding falls in is left out, so up to one bucket before the fault is not in the
+baseline). A sample older than the ring (more than a window behind the tag's newest) is
+not counted.
 """
 
 from __future__ import annotations
 
 import math
-from collections import deque
+from array import array
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -19,63 +31,169 @@ MAX_TAGS_IN_SNAPSHOT = 16
 # A tag whose least-squares change over the window stays within this share of its mean (or of
 # its range, when the mean is near zero) is `steady`.
 STEADY_SHARE = 0.02
+# The window's resolution: a bucket is this share of it. Fewer buckets, less memory per tag.
+BUCKETS_PER_WINDOW = 10
+
+# Layout of a tag's array: its newest sample, then the ring of buckets. Within a bucket the
+# times are offsets from the bucket's start (small numbers: the sums keep their precision).
+_LAST_TS, _LAST_VALUE, _HEADER = 0, 1, 2
+_NO, _COUNT, _SUM, _MIN, _MAX, _FIRST, _ST, _STT, _STV = range(9)  # `add` spells them out
+_FIELDS = 9
+_EMPTY = -1.0  # bucket number of a slot never written
 
 
 class TelemetryWindow:
-    def __init__(self, window_s: float, *, max_points: int = 2000) -> None:
+    def __init__(self, window_s: float, *, buckets: int = BUCKETS_PER_WINDOW) -> None:
+        if window_s <= 0 or buckets < 1:
+            raise ValueError("the evidence window needs a positive length and buckets")
         self.window_s = window_s
-        self._max_points = max_points
-        self._points: dict[str, deque[tuple[float, float]]] = {}
+        self.bucket_s = window_s / buckets
+        self._slots = buckets + 1  # the window's buckets and the one being filled
+        self._tags: dict[str, array[float]] = {}
+        self._template = array("d", [-math.inf, math.nan] + [_EMPTY] * (self._slots * _FIELDS))
+
+    @property
+    def tags(self) -> int:
+        return len(self._tags)
 
     def add(self, samples: Iterable[Sample]) -> None:
+        bucket_s, slots, tags, bad = self.bucket_s, self._slots, self._tags, Quality.BAD
+        last_ts = math.nan
+        number = 0
+        tau = 0.0
+        # The cells of the sample's bucket: no, count, sum, min, max, first, st, stt, stv.
+        i_no = i_n = i_sum = i_min = i_max = i_first = i_st = i_stt = i_stv = 0
         for sample in samples:
             value = sample.value
-            if sample.quality is Quality.BAD or value is None or not math.isfinite(value):
+            if value is None or sample.quality is bad or not math.isfinite(value):
                 continue
-            points = self._points.get(sample.tag)
-            if points is None:
-                points = self._points[sample.tag] = deque(maxlen=self._max_points)
-            points.append((sample.ts, float(value)))
-            while points and points[0][0] < sample.ts - self.window_s:
-                points.popleft()
-
-    def values(
-        self, tag: str, *, after: float = -math.inf, before: float = math.inf
-    ) -> list[float]:
-        return [v for ts, v in self._points.get(tag, ()) if after <= ts < before]
+            ts = sample.ts
+            if ts != last_ts:  # the samples of one poll share their time stamp
+                last_ts = ts
+                number = int(ts // bucket_s)
+                tau = ts - number * bucket_s
+                i_no = _HEADER + (number % slots) * _FIELDS
+                i_n, i_sum, i_min, i_max = i_no + 1, i_no + 2, i_no + 3, i_no + 4
+                i_first, i_st, i_stt, i_stv = i_no + 5, i_no + 6, i_no + 7, i_no + 8
+            cells = tags.get(sample.tag)
+            if cells is None:
+                cells = tags[sample.tag] = array("d", self._template)
+            held = cells[i_no]
+            if held == number:
+                cells[i_n] += 1.0
+                cells[i_sum] += value
+                if value < cells[i_min]:
+                    cells[i_min] = value
+                elif value > cells[i_max]:
+                    cells[i_max] = value
+                if tau < cells[i_first]:
+                    cells[i_first] = tau
+                cells[i_st] += tau
+                cells[i_stt] += tau * tau
+                cells[i_stv] += tau * value
+            elif held < number:  # a new bucket takes the slot of one a window older
+                cells[i_no] = number
+                cells[i_n] = 1.0
+                cells[i_sum] = cells[i_min] = cells[i_max] = value
+                cells[i_first] = cells[i_st] = tau
+                cells[i_stt] = tau * tau
+                cells[i_stv] = tau * value
+            else:
+                continue  # older than the ring: that slot holds a newer bucket
+            if ts >= cells[_LAST_TS]:
+                cells[_LAST_TS] = ts
+                cells[_LAST_VALUE] = value
 
     def summary(self, tags: Iterable[str], now: float) -> dict[str, dict[str, Any]]:
         """`{tag: {min, mean, max, last, count, trend, window_s}}` for tags with data."""
+        first = int((now - self.window_s) // self.bucket_s)
+        last = int(now // self.bucket_s)
         result: dict[str, dict[str, Any]] = {}
         for tag in tags:
-            points = [(ts, v) for ts, v in self._points.get(tag, ()) if ts >= now - self.window_s]
-            if points:  # a silent tag takes no slot: the bound is on what is shown
-                result[tag] = summarise(points) | {"window_s": self.window_s}
+            cells = self._tags.get(tag)
+            if cells is None:
+                continue
+            totals = self._totals(cells, first, last)
+            if totals is not None:  # a silent tag takes no slot: the bound is on what is shown
+                totals.last_ts = cells[_LAST_TS]
+                result[tag] = totals.figures(cells[_LAST_VALUE]) | {"window_s": self.window_s}
                 if len(result) == MAX_TAGS_IN_SNAPSHOT:
                     break
         return result
 
     def means(self, tags: Iterable[str], *, before: float) -> dict[str, float]:
-        """Mean per tag of the samples before `before`: the pre-fault baseline of a ticket."""
+        """Mean per tag of the whole buckets that end by `before`, within the window before
+        it: the pre-fault baseline of a ticket."""
+        end = int(before // self.bucket_s)  # the first bucket that does not end by `before`
+        if (end + 1) * self.bucket_s <= before:  # `before` is exactly on a boundary
+            end += 1
+        first = int((before - self.window_s) // self.bucket_s)
         means: dict[str, float] = {}
         for tag in tags:
-            values = self.values(tag, before=before)
-            if values:
-                means[tag] = sum(values) / len(values)
+            cells = self._tags.get(tag)
+            totals = self._totals(cells, first, end - 1) if cells is not None else None
+            if totals is not None:
+                means[tag] = totals.total / totals.count
         return means
 
+    def _totals(self, cells: array[float], first: int, last: int) -> _Totals | None:
+        """The buckets numbered `first..last` that the ring still holds, oldest first."""
+        totals: _Totals | None = None
+        for number in range(max(first, last - self._slots + 1), last + 1):
+            base = _HEADER + (number % self._slots) * _FIELDS
+            if cells[base + _NO] != number:
+                continue
+            if totals is None:
+                totals = _Totals(number * self.bucket_s + cells[base + _FIRST])
+            totals.include(cells, base, number * self.bucket_s)
+        return totals
 
-def summarise(points: list[tuple[float, float]]) -> dict[str, Any]:
-    values = [v for _, v in points]
-    mean = sum(values) / len(values)
-    return {
-        "min": min(values),
-        "mean": mean,
-        "max": max(values),
-        "last": values[-1],
-        "count": len(values),
-        "trend": trend(points),
-    }
+
+class _Totals:
+    """Sums over several buckets, times measured from the first sample."""
+
+    __slots__ = ("count", "first_ts", "high", "last_ts", "low", "st", "stt", "stv", "total")
+
+    def __init__(self, first_ts: float) -> None:
+        self.first_ts = self.last_ts = first_ts
+        self.count = 0.0
+        self.total = self.st = self.stt = self.stv = 0.0
+        self.low, self.high = math.inf, -math.inf
+
+    def include(self, cells: array[float], base: int, start: float) -> None:
+        n, total = cells[base + _COUNT], cells[base + _SUM]
+        offset = start - self.first_ts  # t = offset + tau for every sample of the bucket
+        st = cells[base + _ST]
+        self.count += n
+        self.total += total
+        self.low = min(self.low, cells[base + _MIN])
+        self.high = max(self.high, cells[base + _MAX])
+        self.st += st + n * offset
+        self.stt += cells[base + _STT] + 2 * offset * st + n * offset * offset
+        self.stv += cells[base + _STV] + offset * total
+
+    def figures(self, last_value: float) -> dict[str, Any]:
+        n = self.count
+        mean = self.total / n
+        return {
+            "min": self.low,
+            "mean": mean,
+            "max": self.high,
+            "last": last_value,
+            "count": int(n),
+            "trend": self.trend(mean),
+        }
+
+    def trend(self, mean: float) -> str:
+        """As `trend` below, from the sums: the slope times the span the samples cover."""
+        n = self.count
+        if n < 3:
+            return "steady"
+        var_x = self.stt - self.st * self.st / n
+        if var_x <= 1e-12 * max(1.0, self.stt):
+            return "steady"
+        slope = (self.stv - self.st * self.total / n) / var_x
+        return _direction(slope * (self.last_ts - self.first_ts), mean, self.low, self.high)
 
 
 def trend(points: list[tuple[float, float]]) -> str:
@@ -91,8 +209,12 @@ def trend(points: list[tuple[float, float]]) -> str:
     if var_x == 0:
         return "steady"
     slope = sum((x - mean_x) * (y - mean_y) for x, y in zip(xs, ys, strict=True)) / var_x
-    change = slope * (xs[-1] - xs[0])
-    scale = abs(mean_y) if abs(mean_y) > 1e-9 else (max(ys) - min(ys))
+    return _direction(slope * (xs[-1] - xs[0]), mean_y, min(ys), max(ys))
+
+
+def _direction(change: float, mean: float, low: float, high: float) -> str:
+    """The least-squares change over the span against the tag's scale (`STEADY_SHARE`)."""
+    scale = abs(mean) if abs(mean) > 1e-9 else (high - low)
     if abs(change) <= STEADY_SHARE * scale or scale == 0:
         return "steady"
     return "rising" if change > 0 else "falling"

@@ -142,3 +142,20 @@ async def test_stopping_cancels_again_a_task_that_swallowed_the_first_cancel():
     finally:
         tasks.CANCEL_RETRY_S = original
     assert task.cancelled() and swallowed == 1
+
+
+def test_run_does_not_load_the_libraries_of_the_other_commands(tmp_path: Path):
+    """Issue 17: a daemon polling Modbus carries neither numpy/scipy (the vibration tools'
+    parsers) nor every protocol's library (`discover`'s parsers): 25 MB of RSS on a one-device
+    site. The config is missing, so `run` stops at once with 78, after parsing."""
+    probe = (
+        "import sys\n"
+        "from gateway.cli.main import main\n"
+        f"code = main(['run', {str(tmp_path / 'missing.yaml')!r}])\n"
+        "print(code, sorted(m for m in ('numpy', 'scipy', 'asyncua', 'can', 'aiohttp')"
+        " if m in sys.modules))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", probe], cwd=REPO, capture_output=True, text=True, timeout=120
+    )
+    assert done.stdout.split("\n")[-2] == "78 []", done.stdout + done.stderr

@@ -194,3 +194,32 @@ async def test_a_detector_whose_failure_was_active_at_the_stop_reports_it_cleare
     assert [(f.fault_code, f.active, f.asset, f.ts) for f in sinks.findings] == [
         (FaultCode.DETECTOR_FAILED, False, "press-3", 10.0)
     ]
+
+
+async def test_a_backlog_is_worked_off_one_batch_at_a_time_with_the_sources_in_between() -> None:
+    """Issue 17 (poll jitter): `Queue.get` does not suspend while records wait, and a sink
+    may not either; the runner must still let other tasks (the polling sources) run between
+    two batches instead of working off the whole backlog in one step of the event loop."""
+    queue: asyncio.Queue[Record] = asyncio.Queue(maxsize=5000)
+    sinks = Sinks()
+    runner = DetectorRunner(queue, [], sinks.on_finding, sinks.store, ManualClock(), batch_size=500)
+    for i in range(2000):  # four batches waiting
+        queue.put_nowait(Sample(TAG, float(i), 20.0))
+    seen_by_a_source: list[int] = []
+
+    async def source() -> None:  # a poll that came due: it runs as soon as the loop lets it
+        while len(seen_by_a_source) < 4:
+            seen_by_a_source.append(len(sinks.batches))
+            await asyncio.sleep(0)
+
+    task = asyncio.create_task(runner.run_detectors(), name="detectors")
+    other = asyncio.create_task(source())
+    try:
+        await wait_until_taken(queue)
+        await other
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+    assert [len(b) for b in sinks.batches] == [500, 500, 500, 500]
+    # The source ran while batches were still waiting, not only after the last one.
+    assert seen_by_a_source[:3] == [1, 2, 3]
