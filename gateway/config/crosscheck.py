@@ -94,7 +94,8 @@ def _dependencies_known(
     devices: Sequence[CheckedDevice], some_files_invalid: bool
 ) -> Iterator[ConfigProblem]:
     """`asset.depends_on` names assets of this site: a typo would silently name no root cause
-    (a device file that failed its schema may hold the asset, so then nothing is reported)."""
+    (a device file that failed its schema may hold the asset, so then nothing is reported).
+    A warning, not an error: a site may list an upstream asset it does not monitor yet."""
     if some_files_invalid:
         return
     assets = {device.config.asset_id for device in devices}
@@ -108,7 +109,8 @@ def _dependencies_known(
                 yield device.problem(
                     f"asset.depends_on.{index}",
                     f"`{upstream}` is not an asset of this site (known: "
-                    f"{', '.join(sorted(assets))})",
+                    f"{', '.join(sorted(assets))}); it can name no root cause",
+                    Severity.WARNING,
                 )
 
 
