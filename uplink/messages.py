@@ -122,8 +122,25 @@ TICKET_DATA: Mapping[str, Field] = {
     "resolution": Field(OBJECT, "Set by `close`."),
     "verification": Field(OBJECT, "The repair verification against the pre-fault baseline."),
     "shelved": Field(OBJECT, "Set by `shelve` while the condition is shelved."),
-    "renotifications": Field(int, "How many times the response was overdue."),
-    "first_response_s": Field(NUMBER, "Seconds from opening to the first `ack`."),
+    "renotifications": Field(
+        int, "Tickets from before the escalation policy: times the response was overdue."
+    ),
+    "escalation": Field(
+        OBJECT, "The response and resolution clocks: deadline, warning, level reached, paused."
+    ),
+    "response": Field(OBJECT, "The first response: `{by, at, s, within}` (a person, not an ack)."),
+    "work": Field(OBJECT, "Set by `start`: `{started_by, started_at}`."),
+    "hold": Field(
+        OBJECT, "While ON_HOLD: `{reason, note, since, by, clock_paused}` (`cmd/hold`)."
+    ),
+    "resolved": Field(OBJECT, "When the work was reported done: `{at, s, within}`."),
+    "first_verification": Field(TEXT, "Result of the first verification after a repair."),
+    "sign_off": Field(OBJECT, "Set by `confirm`: `{by, at, note}`, the requester's sign-off."),
+    "unattended": Field(OBJECT, "Every escalation level passed and nobody acted."),
+    "eradicated": Field(OBJECT, "`{at}`: 30 days after the close without a recurrence."),
+    "first_response_s": Field(
+        NUMBER, "Tickets from before the escalation policy: seconds to the first `ack`."
+    ),
 }
 
 # The CloudEvents attributes the gateway sets; the same names (and values) are MQTT 5 user

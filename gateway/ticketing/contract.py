@@ -20,16 +20,19 @@ from typing import Any
 
 from gateway.core.records import TicketState
 from gateway.ticketing.commands import command_schemas
+from gateway.ticketing.escalation import ESCALATION_KINDS
 
 SCHEMA_FILE = Path(__file__).with_name("commands.schema.json")
 
 # Ticket event kinds that are not a state transition (published on `updated`).
 ANNOTATIONS: dict[str, str] = {
-    "updated": "Enrichment: a re-trigger, an escalation (priority raised), a catch-up after a "
-    "flood (`change.reason`); on incidents, the members and root cause.",
+    "updated": "Enrichment: a re-trigger, a more urgent finding (priority raised), a catch-up "
+    "after a flood (`change.reason`); on incidents, the members and root cause.",
     "condition_cleared": "The edge condition returned to normal; the ticket stays open.",
     "condition_stale": "The condition has been active for longer than `stale_after_h`.",
-    "renotified": "Unacknowledged past `respond_by`: priority raised one step, new deadline.",
+    "accepted": "A person accepted the work (`cmd/accept`): the first response, with its actor.",
+    "eradicated": "30 days (`eradication_days`) after the close without the same signature "
+    "coming back: the fault counts as eradicated.",
     "shelved": "The condition was shelved (`cmd/shelve`).",
     "unshelved": "The shelving ended (`cmd/unshelve`, timed out, or the condition cleared).",
     "resync": "Republished on `cmd/resync`: the ticket at its current revision.",
@@ -37,6 +40,9 @@ ANNOTATIONS: dict[str, str] = {
     # ticket to VERIFIED, and, like every transition kind, is published on `transition`.
     "verified": "A repair verification: `change.result` pass (the ticket moves to VERIFIED) "
     "or fail (it stays, and is reopened).",
+    # The escalation policy with an end (`escalation.py`): warnings, breaches, levels, and
+    # one `unattended` after the last level.
+    **{kind: text[0].upper() + text[1:] + "." for kind, text in ESCALATION_KINDS.items()},
 }
 
 
