@@ -27,7 +27,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from detectors.vibration.checks import TARGET_REVOLUTIONS_PER_BLOCK
+from detectors.vibration.checks import MIN_REVOLUTIONS_PER_BLOCK, TARGET_REVOLUTIONS_PER_BLOCK
 from detectors.vibration.spectrum import FloatArray
 
 # Timestamps are float seconds: a contiguous block's computed offset is a whole number of
@@ -91,7 +91,10 @@ class WindowAssembler:
         if abs(offset - whole) > SAMPLE_TOLERANCE or whole > 0:
             self.interruption = (
                 f"a block starts {offset / fs * 1e3:+.3f} ms from the end of the last one "
-                f"({offset:+.1f} samples): not contiguous, window assembly restarted"
+                f"({offset:+.1f} samples): not contiguous, window assembly restarted (a "
+                f"{data.size}-sample block is too short to be diagnosed alone: configure "
+                f"blocks of at least {MIN_REVOLUTIONS_PER_BLOCK} revolutions, or stamp each block "
+                "with the time of its first sample)"
             )
             return self._restart(ts, data, fs, n)
         repeated = -whole

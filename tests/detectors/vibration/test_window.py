@@ -227,6 +227,7 @@ def test_blocks_stamped_with_gaps_are_never_joined_and_the_detector_says_why() -
         assert det.update(Waveform("t", start / 12000.0, 12000.0, x[start : start + 2048])) == []
     assert det.last_diagnosis is None
     assert det.problem is not None and "not contiguous" in det.problem
+    assert "configure blocks of at least 8 revolutions" in det.problem  # what to change
 
 
 def test_a_new_window_length_restarts_the_assembly() -> None:
