@@ -328,7 +328,7 @@ async def test_every_real_fault_is_still_ticketed_after_the_incident_closes(plan
     await plant.settled()
     reply = await plant.command(
         "close", ticket_id=incident.ticket_id, resolution="compressor valve replaced",
-        repaired=False,
+        cause_code="5.4", remedy_code="1", repaired=False,  # cascading failure; replace
     )  # fmt: skip
     assert reply.accepted, reply.reason
     await plant.settled()
@@ -345,7 +345,7 @@ async def test_a_storm_still_raging_when_its_incident_closes_moves_to_a_successo
     (incident,) = plant.incidents()
     reply = await plant.command(
         "close", ticket_id=incident.ticket_id, resolution="handed to the utilities team",
-        repaired=False,
+        cause_code="5.4", remedy_code="12", repaired=False,  # cascading failure; other
     )  # fmt: skip
     assert reply.accepted, reply.reason
     await plant.settled()

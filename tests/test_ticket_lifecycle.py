@@ -765,6 +765,9 @@ async def test_two_consumers_on_a_shared_subscription_split_the_load_and_lose_no
     async with centrals(plant, first, second):
         for press in PRESSES[:6]:
             await plant.feed(finding(plant.now, asset=press))
+        # Six presses at once are one group's burst: group_wait holds them, and the group
+        # stays below its threshold, so each opens its own ticket when the hold ends.
+        await plant.tick(POLICY.group_wait_s + 1)
         await plant.until(lambda c: len(c.work_orders) == 6)
         published = {i.event_id for i in await plant.store.outbox.unsettled(1000)} | {
             r.event_id for r in plant.central.received
