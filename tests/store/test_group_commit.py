@@ -30,8 +30,11 @@ from uplink.events import make_ticket_encoder, source_urn
 
 T0 = 1_714_521_600.0
 PUMPS = [f"pump-{i}" for i in range(12)]
-# One area each: no flood folds these conditions into an incident.
-ASSETS = {p: AssetProfile(p, "pump", area=f"area-{p}", tags=(f"{p}.temp",)) for p in PUMPS}
+# One area and one asset class each: no flood folds these conditions into an incident, and no
+# storm group (site, fault code, asset class) holds a second new condition for `group_wait`.
+ASSETS = {
+    p: AssetProfile(p, f"pump-class-{p}", area=f"area-{p}", tags=(f"{p}.temp",)) for p in PUMPS
+}
 
 
 @pytest.fixture

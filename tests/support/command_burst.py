@@ -92,7 +92,12 @@ class Gateway:
                 self.opened_by[ticket.asset] = message.event_id
             return message
 
-        assets = {f"pump-{n}": AssetProfile(f"pump-{n}", "pump", area=f"a{n}") for n in range(100)}
+        # One asset class and area each: every `open_ticket` opens at once (no storm group's
+        # `group_wait` holds a second new condition, no flood folds them into an incident).
+        assets = {
+            f"pump-{n}": AssetProfile(f"pump-{n}", f"pump-class-{n}", area=f"a{n}")
+            for n in range(100)
+        }
         self.service = TicketService(
             SITE, GATEWAY, self.store, encode, self.clock, assets=assets, policy=default_policy()
         )
