@@ -112,7 +112,12 @@ class Plant:
             TOPICS, source_urn("plant-a", "gw-1"), self.store.outbox.next_sequence,
             new_id=lambda: f"e-{next(events)}",
         )  # fmt: skip
-        assets = {a: AssetProfile(a, "pump", area="utilities", tags=(f"{a}.temp",)) for a in ASSETS}
+        # One asset class each: a storm group's `group_wait` would hold the second new
+        # condition, and the accepting paths need open tickets.
+        assets = {
+            a: AssetProfile(a, f"pump-class-{a}", area="utilities", tags=(f"{a}.temp",))
+            for a in ASSETS
+        }
         self.service = TicketService("plant-a", "gw-1", self.store, encode, self.clock,
                                      assets=assets, policy=default_policy())  # fmt: skip
         self.commands = TicketCommands(
