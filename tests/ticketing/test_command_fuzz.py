@@ -190,7 +190,7 @@ def test_no_inbound_command_escapes_or_changes_state_when_rejected(state_dir: Pa
     loop.run_until_complete(plant.start())
     accepted_verbs: set[str] = set()
 
-    @settings(max_examples=EXAMPLES)
+    @settings(max_examples=EXAMPLES, derandomize=True)  # the same 10 000 in every run
     @given(message=MESSAGES)
     def check(message: tuple[str | None, bytes]) -> None:
         verb, payload = message
