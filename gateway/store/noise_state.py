@@ -315,32 +315,22 @@ class NoiseStateStore(DatabaseRole):
 
     async def load_group_arrivals(self, since: float) -> list[FloodArrival]:
         """The group counts' arrivals at or after `since`, oldest first (`area` = group key)."""
-        rows = await self._read(
-            "SELECT group_key, ts, key, asset, fault_code FROM group_arrivals"
-            " WHERE ts >= ? ORDER BY ts, id",
-            (since,),
-        )
-        return [
-            FloodArrival(
-                area=row["group_key"],
-                ts=row["ts"],
-                key=row["key"],
-                asset=row["asset"],
-                fault_code=row["fault_code"],
-            )
-            for row in rows
-        ]
+        return await self._load_arrivals("group_arrivals", "group_key", since)
 
     async def load_flood_arrivals(self, since: float) -> list[FloodArrival]:
         """The arrivals at or after `since`, oldest first."""
+        return await self._load_arrivals("flood_arrivals", "area", since)
+
+    async def _load_arrivals(self, table: str, scope: str, since: float) -> list[FloodArrival]:
+        # `table` and `scope` are the two literals above, never input.
         rows = await self._read(
-            "SELECT area, ts, key, asset, fault_code FROM flood_arrivals"
+            f"SELECT {scope} AS scope, ts, key, asset, fault_code FROM {table}"
             " WHERE ts >= ? ORDER BY ts, id",
             (since,),
         )
         return [
             FloodArrival(
-                area=row["area"],
+                area=row["scope"],
                 ts=row["ts"],
                 key=row["key"],
                 asset=row["asset"],
