@@ -84,6 +84,7 @@ from uplink.mqtt import (
     PublishRejected,
     TlsSettings,
 )
+from uplink.replies import PacedReply, ReplyPacer
 from uplink.topics import Topics
 
 log = logging.getLogger(__name__)
@@ -276,6 +277,8 @@ class Uplink:
         self._busy = 0
         self._failures = 0
         self._depth = 0
+        # Replies go out a few at a time per link, so that ticket messages overtake a burst.
+        self._pacers: dict[int, ReplyPacer] = {}
 
     # --- public ------------------------------------------------------------------------------
 
@@ -314,6 +317,7 @@ class Uplink:
         link = MqttLink(self._link_settings())
         ack_link = MqttLink(self._ack_link_settings())
         self._link, self._ack_link = link, ack_link
+        self._pacers = {}
         link.start()
         ack_link.start()
         try:
@@ -834,33 +838,34 @@ class Uplink:
         )
         if not self._admit(OutboxKind.REPLY, message):
             return
-        try:
-            sent = link.send(message)
-        except UplinkError as exc:
-            self._reply_lost(reply, response_topic, exc)
-            return
 
-        def done(future: asyncio.Future[int]) -> None:
-            if future.cancelled():
-                return
-            error = future.exception()
-            if error is not None:
-                self._reply_lost(reply, response_topic, error)
-                return
+        def sent() -> None:
             self._replies += 1
             self._count_sent(OutboxKind.REPLY, message)
 
-        sent.add_done_callback(done)
+        def lost(error: BaseException) -> None:
+            self._reply_lost(reply, response_topic, error)
 
-    @staticmethod
-    def _reply_lost(reply: CommandReply, response_topic: str, error: BaseException) -> None:
-        # The central system repeats a command it got no reply to; nothing to keep here.
-        log.warning(
-            "Reply to command `%s` on `%s` not delivered: %s",
-            reply.command_id,
-            response_topic,
-            error,
-        )
+        self._pacer_of(link).submit(PacedReply(message, sent, lost))
+
+    def _pacer_of(self, link: MqttLink) -> ReplyPacer:
+        pacer = self._pacers.get(id(link))
+        if pacer is None:
+            pacer = self._pacers[id(link)] = ReplyPacer(link.send)
+        return pacer
+
+    def _reply_lost(self, reply: CommandReply, response_topic: str, error: BaseException) -> None:
+        # The central system repeats a command it got no reply to; nothing to keep here but
+        # the count (a flood can lose thousands: the first is logged, the rest counted).
+        self._drops["not_delivered:reply"] += 1
+        if self._drops["not_delivered:reply"] == 1:
+            log.warning(
+                "Reply to command `%s` on `%s` not delivered: %s. Further undelivered replies"
+                " are counted in the health report.",
+                reply.command_id,
+                response_topic,
+                error,
+            )
 
 
 def _expiry_left(item: OutboxItem, now: float) -> int | None:
