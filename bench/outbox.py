@@ -109,8 +109,12 @@ def finding(asset: str, ts: float, active: bool) -> Finding:
 async def open_service(path: Path) -> tuple[StateDatabase, TicketService]:
     state = await StateDatabase.open(path)
     encode = make_ticket_encoder(TOPICS, source_urn(SITE, GATEWAY), state.outbox.next_sequence)
-    # Floods and chatter off: every finding here is meant to be a ticket change of its own.
-    policy = default_policy(flood_threshold=10**9, chatter_cycles=10**9)
+    # Floods, storms by signature and chatter off: every finding here is meant to be a ticket
+    # change of its own (the pumps share one fault code and asset class, so with the default
+    # grouping they would be held for `group_wait_s` and then folded into one incident).
+    policy = default_policy(
+        flood_threshold=10**9, chatter_cycles=10**9, group_threshold=10**9, group_wait_s=0.0
+    )
     service = TicketService(SITE, GATEWAY, state, encode, SystemClock(), policy=policy)
     await service.start()
     return state, service
