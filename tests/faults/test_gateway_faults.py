@@ -4,7 +4,8 @@ moments. After every kill both databases pass `PRAGMA integrity_check`, nothing 
 before has vanished, and the next start is polling again within 5 s. At the end a central
 system connects and every committed ticket message is delivered (fault 8 watched throughout).
 
-`FAULT_SIGKILL_CYCLES` overrides the number of cycles (default 100, as the issue asks).
+The issue asks for 100 cycles: that run is marked `long` (`./dev test -m long`); the default
+suite runs the same test with 20 cycles. `FAULT_SIGKILL_CYCLES` overrides the number of both.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from tests.uplink.helpers import eventually
 
 pytestmark = [pytest.mark.broker, pytest.mark.slow]
 
-CYCLES = int(os.environ.get("FAULT_SIGKILL_CYCLES", "100"))
+CYCLES_OVERRIDE = os.environ.get("FAULT_SIGKILL_CYCLES")
 RESUME_LIMIT_S = 5.0
 
 
@@ -93,7 +94,11 @@ def site(tmp_path: Path, broker_port: int, modbus_port: int, **uplink: object) -
     return gateway_yaml
 
 
-async def test_fault_5_gateway_sigkilled_at_random_moments(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    "cycles", [20, pytest.param(100, marks=pytest.mark.long)], ids=["20-cycles", "100-cycles"]
+)
+async def test_fault_5_gateway_sigkilled_at_random_moments(tmp_path: Path, cycles: int) -> None:
+    cycles = int(CYCLES_OVERRIDE or cycles)
     rng = random.Random(6)
     modbus_port = free_loopback_port()
     log_file = tmp_path / "gateway.log"
@@ -108,7 +113,7 @@ async def test_fault_5_gateway_sigkilled_at_random_moments(tmp_path: Path) -> No
         pump, pump_stop = await start_pump(modbus_port)
         try:
             async with watching_everything(broker.port) as watcher:
-                for cycle in range(CYCLES):
+                for cycle in range(cycles):
                     started = time.time()
                     process = start_gateway(gateway_yaml, log_file)
                     try:
@@ -145,12 +150,12 @@ async def test_fault_5_gateway_sigkilled_at_random_moments(tmp_path: Path) -> No
         finally:
             await stop_task(pump, pump_stop)
     assert seen_tickets, "the pump's overheating ticket was committed during the cycles"
-    assert len(resume_times) == CYCLES - kills_during_start
+    assert len(resume_times) == cycles - kills_during_start
     assert max(resume_times) < RESUME_LIMIT_S, sorted(resume_times)[-5:]
     assert len({e.event_id for e in central.received}) == len(central.received)
     assert watcher.problems() == []
     print(
-        f"\nSIGKILL cycles: {CYCLES} ({kills_during_start} during start-up); polling resumed "
+        f"\nSIGKILL cycles: {cycles} ({kills_during_start} during start-up); polling resumed "
         f"after {sum(resume_times) / len(resume_times):.2f} s on average, "
         f"{max(resume_times):.2f} s at worst; {len(seen_tickets)} ticket(s), "
         f"{len(seen_events)} ticket message(s) kept and delivered."
