@@ -278,7 +278,7 @@ class CentralActions:
             ),
         )
         await ledger.commit(moved, [event], shelve=shelving)
-        ledger.shelves[current.key] = shelving
+        ledger.keep_shelving(shelving)
         ledger.flags_of(current.key).add(ConditionFlag.SHELVED)
         log.info("Condition `%s` shelved by `%s`: %s.", current.key, by, reason)
         return moved
@@ -289,7 +289,7 @@ class CentralActions:
     async def set_maintenance(self, asset: str, until: float, by: str) -> None:
         ledger = self._ledger
         await ledger.noise.save_maintenance(asset, until, by, ledger.clock.now())
-        ledger.maintenance[asset] = until
+        ledger.set_maintenance(asset, until)
         log.info("Asset `%s` in maintenance mode until %.0f (by `%s`).", asset, until, by)
 
     async def resync(self, open_tickets: list[Ticket]) -> Resync:

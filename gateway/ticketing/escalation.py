@@ -125,6 +125,19 @@ def due_steps(
     return clocks, steps
 
 
+def next_due(ticket: Ticket, policy: LifecyclePolicy) -> float | None:
+    """When `due_steps` will next have a step for the ticket: the earliest `next_at` of its
+    running clocks, or None while nothing can come (unattended, both clocks stopped or
+    paused). A pure function of the ticket, so every committed change reschedules it."""
+    if "unattended" in ticket.attributes:
+        return None
+    clocks = clocks_of(ticket, policy)
+    times = [
+        float(clocks[name]["next_at"]) for name in CLOCKS if _running(ticket, name, clocks[name])
+    ]
+    return min(times, default=None)
+
+
 def stop(clocks: dict[str, Any], name: str, ts: float) -> dict[str, Any]:
     """The clock reached its goal (a person responded; the repair was reported)."""
     clock = dict(clocks[name])

@@ -29,6 +29,7 @@ from gateway.core.records import (
 )
 from gateway.ticketing import tickets
 from gateway.ticketing.conditions import ConditionStep, Trigger, advance, observe
+from gateway.ticketing.deadlines import run_due
 from gateway.ticketing.incidents import Incidents
 from gateway.ticketing.ledger import Ledger
 from gateway.ticketing.noise import ChatterTracker, ConditionFlag
@@ -86,7 +87,7 @@ class FindingRouter:
         ledger = self._ledger
         for finding in raised:
             key = ledger.key_of(finding)
-            ledger.conditions[key] = Condition(key, ConditionState.ACTIVE, finding.ts)
+            ledger.set_condition(Condition(key, ConditionState.ACTIVE, finding.ts))
             ledger.last_active[key] = finding
 
     def resume_conditions(self, open_tickets: Sequence[Ticket]) -> None:
@@ -98,9 +99,7 @@ class FindingRouter:
         for ticket in open_tickets:
             if not ticket.condition_active:
                 continue
-            ledger.conditions[ticket.key] = Condition(
-                ticket.key, ConditionState.ACTIVE, ticket.last_seen
-            )
+            ledger.set_condition(Condition(ticket.key, ConditionState.ACTIVE, ticket.last_seen))
             if ticket.detector == TOPOLOGY_DETECTOR:
                 self.links.resume_lost(ticket.asset)
 
@@ -109,13 +108,23 @@ class FindingRouter:
             await self._on_link_change(change)
 
     async def advance_conditions(self, now: float) -> None:
-        """On- and off-delays that ran out without a new finding."""
+        """On- and off-delays that ran out without a new finding: only the conditions whose
+        delay is due (`Ledger.delay_ends`), not every condition of a storm."""
+        await run_due(self._ledger.delay_ends, now, self._end_delay)
+
+    async def _end_delay(self, key: str, now: float) -> None:
         ledger = self._ledger
-        timed = (ConditionState.PENDING, ConditionState.CLEARING)  # only these have delays
-        for key, condition in [(k, c) for k, c in ledger.conditions.items() if c.state in timed]:
-            step = advance(condition, now, ledger.condition_policy)
-            if step.trigger is not None or step.changed:
-                await self._apply(step, ledger.last_active.get(key))
+        condition = ledger.conditions.get(key)
+        if condition is None or condition.state not in (
+            ConditionState.PENDING,
+            ConditionState.CLEARING,
+        ):
+            return
+        step = advance(condition, now, ledger.condition_policy)
+        if step.trigger is not None or step.changed:
+            await self._apply(step, ledger.last_active.get(key))
+        else:
+            ledger.set_condition(condition)  # due by the queue's sum, not yet by `advance`
 
     async def end_chattering(self, now: float) -> None:
         ledger = self._ledger
@@ -154,9 +163,9 @@ class FindingRouter:
             await self._on_cleared(key, finding, step.after.since)
         if step.changed:
             log.debug("Condition `%s`: %s -> %s.", key, step.before.state, step.after.state)
-        ledger.conditions[key] = step.after
         if step.after.state is ConditionState.NORMAL:
             ledger.flags.get(key, set()).discard(ConditionFlag.STALE)
+        ledger.set_condition(step.after)
 
     async def _on_raised(self, key: str, finding: Finding, *, new_episode: bool) -> None:
         ledger = self._ledger

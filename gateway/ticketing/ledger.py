@@ -38,8 +38,9 @@ from gateway.core.records import (
     TicketState,
     dedup_key,
 )
-from gateway.ticketing import tickets
+from gateway.ticketing import escalation, tickets
 from gateway.ticketing.conditions import ConditionPolicy, normal
+from gateway.ticketing.deadlines import DeadlineQueue
 from gateway.ticketing.evidence import TelemetryWindow
 from gateway.ticketing.ids import TicketIds
 from gateway.ticketing.noise import ConditionFlag, RunStates
@@ -91,6 +92,14 @@ class Ledger:
         self.maintenance: dict[str, float] = {}  # asset -> until
         self.watches: dict[str, VerificationWatch] = {}  # by ticket key
         self.outcomes = Outcomes(policy)
+        # When each timer job is next due (see `deadlines`), so that a tick looks only at what
+        # is due (issue 13 item 6). Kept by the writes below, which are the only ones to move
+        # a due time: a condition going ACTIVE, a ticket change, a shelve, a maintenance window.
+        self.delay_ends: DeadlineQueue[str] = DeadlineQueue()  # PENDING or CLEARING key
+        self.stale_at: DeadlineQueue[str] = DeadlineQueue()  # condition key
+        self.escalation_at: DeadlineQueue[str] = DeadlineQueue()  # open ticket's key
+        self.shelve_ends: DeadlineQueue[str] = DeadlineQueue()  # shelved condition key
+        self.maintenance_ends: DeadlineQueue[str] = DeadlineQueue()  # asset
         self.encode = encode
         self._ids = TicketIds(site, gateway_id)
         # Called with every ticket closed or cancelled, after the close is committed (an
@@ -162,9 +171,7 @@ class Ledger:
                 ticket, events, messages, shelve=shelve, unshelve=unshelve
             )
             self._burst.append((asyncio.ensure_future(write), ticket))
-            if ticket.state.is_open:
-                self.open[ticket.key] = ticket
-            self.outcomes.observe(ticket)
+            self._keep(ticket)
             return
         try:
             await self.tickets.commit_ticket_change(
@@ -179,9 +186,49 @@ class Ledger:
                 exc,
             )
             raise
+        self._keep(ticket)
+
+    def _keep(self, ticket: Ticket) -> None:
+        """Memory after a committed change: the open ticket of its key, its next escalation
+        step, the outcomes."""
         if ticket.state.is_open:
-            self.open[ticket.key] = ticket
+            self.keep_open(ticket)
+        else:
+            self.escalation_at.cancel(ticket.key)
         self.outcomes.observe(ticket)
+
+    def keep_open(self, ticket: Ticket) -> None:
+        """The open ticket of its key, as committed or loaded, and when its clocks next
+        step (`escalation.next_due`: the ticket alone decides it)."""
+        self.open[ticket.key] = ticket
+        self.escalation_at.schedule(ticket.key, escalation.next_due(ticket, self.policy))
+
+    def set_condition(self, condition: Condition) -> None:
+        """The key's condition from now on. A PENDING (CLEARING) one is due to become ACTIVE
+        (NORMAL) when its on-delay (off-delay) runs out; an ACTIVE one not yet flagged STALE
+        is due to be marked stale `stale_after_s` after it became active."""
+        key = condition.key
+        self.conditions[key] = condition
+        delays = self.condition_policy
+        if condition.state is ConditionState.PENDING:
+            self.delay_ends.schedule(key, condition.since + delays.on_delay_s)
+        elif condition.state is ConditionState.CLEARING:
+            self.delay_ends.schedule(key, condition.since + delays.off_delay_s)
+        else:
+            self.delay_ends.cancel(key)
+        if condition.state is ConditionState.ACTIVE and not self.has_flag(key, ConditionFlag.STALE):
+            self.stale_at.schedule(key, condition.since + self.policy.stale_after_s)
+        else:
+            self.stale_at.cancel(key)
+
+    def keep_shelving(self, shelving: Shelving) -> None:
+        """A shelve in force; a timed one is due to end at its `until`."""
+        self.shelves[shelving.key] = shelving
+        self.shelve_ends.schedule(shelving.key, shelving.until)
+
+    def set_maintenance(self, asset: str, until: float) -> None:
+        self.maintenance[asset] = until
+        self.maintenance_ends.schedule(asset, until)
 
     @contextlib.asynccontextmanager
     async def burst(self) -> AsyncIterator[None]:
@@ -231,16 +278,17 @@ class Ledger:
         as after a restart (`FindingRouter.resume_conditions`)."""
         for key in dict.fromkeys(ticket.key for ticket in refused):
             self.open.pop(key, None)
+            self.escalation_at.cancel(key)
             self.conditions.pop(key, None)
+            self.delay_ends.cancel(key)
+            self.stale_at.cancel(key)
             self.watches.pop(key, None)
         for ticket in await self.tickets.load_open_tickets():
             if ticket.key not in {t.key for t in refused}:
                 continue
-            self.open[ticket.key] = ticket
+            self.keep_open(ticket)
             if ticket.condition_active:
-                self.conditions[ticket.key] = Condition(
-                    ticket.key, ConditionState.ACTIVE, ticket.last_seen
-                )
+                self.set_condition(Condition(ticket.key, ConditionState.ACTIVE, ticket.last_seen))
 
     async def commit_closed(
         self, ticket: Ticket, events: Iterable[TicketEvent], *, actor: str = "edge"
@@ -248,8 +296,10 @@ class Ledger:
         # Closing ends a shelve too (a new ticket for the key starts unshelved).
         await self.commit(ticket, events, unshelve=ticket.key, actor=actor)
         self.open.pop(ticket.key, None)
+        self.escalation_at.cancel(ticket.key)
         self.watches.pop(ticket.key, None)
         self.shelves.pop(ticket.key, None)
+        self.shelve_ends.cancel(ticket.key)
         self.flags.get(ticket.key, set()).discard(ConditionFlag.SHELVED)
         log.info("Ticket `%s` %s.", ticket.id, ticket.state.value.lower())
         for listener in self.closed_listeners:
@@ -266,6 +316,7 @@ class Ledger:
         )
         await self.commit(moved, [event], unshelve=ticket.key)
         self.shelves.pop(ticket.key, None)
+        self.shelve_ends.cancel(ticket.key)
         self.flags.get(ticket.key, set()).discard(ConditionFlag.SHELVED)
         log.info("Condition `%s` unshelved (%s).", ticket.key, by)
         return moved
@@ -292,6 +343,7 @@ class Ledger:
         """End the shelve of a key that has no open ticket to announce it on."""
         await self.noise.clear_shelving(key)
         self.shelves.pop(key, None)
+        self.shelve_ends.cancel(key)
         self.flags.get(key, set()).discard(ConditionFlag.SHELVED)
 
     async def free_ticket_id(self, opened_at: float) -> str:

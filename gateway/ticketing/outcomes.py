@@ -30,6 +30,7 @@ from typing import Any
 
 from gateway.core.records import Priority, Ticket, TicketState
 from gateway.ticketing import escalation
+from gateway.ticketing.deadlines import DeadlineQueue
 from gateway.ticketing.policy import LifecyclePolicy
 
 AGE_BUCKETS: tuple[tuple[str, float], ...] = (
@@ -56,6 +57,9 @@ class Outcomes:
         self._tickets: dict[str, Ticket] = {}
         # closed ticket id -> when a new ticket named it in `recurrence_of`
         self._recurred: dict[str, float] = {}
+        # closed ticket id -> when its eradication period ends, so that the check looks only
+        # at the closes that are due (issue 13 item 6), not at every ticket of the window
+        self.eradication_at: DeadlineQueue[str] = DeadlineQueue()
 
     @property
     def horizon_s(self) -> float:
@@ -69,6 +73,12 @@ class Outcomes:
     def observe(self, ticket: Ticket) -> None:
         """A ticket as just committed."""
         self._tickets[ticket.id] = ticket
+        if _awaits_eradication(ticket):
+            assert ticket.closed_at is not None
+            due = ticket.closed_at + self._policy.eradication_after_s
+            self.eradication_at.schedule(ticket.id, due)
+        else:
+            self.eradication_at.cancel(ticket.id)
         of = ticket.attributes.get("recurrence_of")
         if isinstance(of, str) and of not in self._recurred:
             self._recurred[of] = ticket.opened_at
@@ -79,21 +89,22 @@ class Outcomes:
             if not ticket.state.is_open and (ticket.closed_at or ticket.opened_at) < horizon:
                 del self._tickets[ticket_id]
                 self._recurred.pop(ticket_id, None)
+                self.eradication_at.cancel(ticket_id)
 
     # --- eradication and quality ----------------------------------------------------------------
 
-    def eradication_due(self, now: float) -> list[Ticket]:
-        """Closed tickets whose 30 days passed without their signature coming back."""
+    def eradicated_by(self, ticket_id: str, now: float) -> Ticket | None:
+        """The closed ticket, due in `eradication_at`, if its 30 days passed without its
+        signature coming back; one not quite due yet is scheduled again."""
+        ticket = self._tickets.get(ticket_id)
+        if ticket is None or not _awaits_eradication(ticket) or self._came_back(ticket):
+            return None
+        assert ticket.closed_at is not None
         after = self._policy.eradication_after_s
-        return [
-            t
-            for t in self._tickets.values()
-            if t.state is TicketState.CLOSED
-            and t.closed_at is not None
-            and now - t.closed_at >= after
-            and "eradicated" not in t.attributes
-            and not self._came_back(t)
-        ]
+        if now - ticket.closed_at < after:  # due by the queue's sum, not yet by this test
+            self.eradication_at.schedule(ticket_id, ticket.closed_at + after)
+            return None
+        return ticket
 
     def same_fault_on_model(self, model: str, fault_code: str, now: float) -> list[Ticket]:
         """Tickets of this fault code on assets of this model opened within the window."""
@@ -205,6 +216,14 @@ class Outcomes:
             for (model, fault), n in sorted(counts.items())
             if n >= self._policy.quality_repeats
         ]
+
+
+def _awaits_eradication(ticket: Ticket) -> bool:
+    return (
+        ticket.state is TicketState.CLOSED
+        and ticket.closed_at is not None
+        and "eradicated" not in ticket.attributes
+    )
 
 
 def _rates(in_window: list[Resolution], matured: list[Resolution]) -> dict[str, Any]:

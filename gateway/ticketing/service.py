@@ -116,13 +116,15 @@ class TicketService:
         shelvings = await ledger.noise.load_shelvings(now)
         windows = await ledger.noise.load_maintenance(now)
         async with self._lock:
-            ledger.open = {t.key: t for t in loaded}
+            for ticket in loaded:
+                ledger.keep_open(ticket)
             ledger.outcomes.load(recent)
             self._router.resume_conditions(loaded)
             for stored in shelvings:
-                ledger.shelves[stored.key] = stored
+                ledger.keep_shelving(stored)
                 ledger.flags_of(stored.key).add(ConditionFlag.SHELVED)
-            ledger.maintenance = {w.asset: w.until for w in windows}
+            for window in windows:
+                ledger.set_maintenance(window.asset, window.until)
             # A ticket still marked shelved whose shelve ran out while the gateway was down (or
             # was never saved, before schema version 3): announce the end it missed.
             for ticket in list(ledger.open.values()):
