@@ -32,8 +32,8 @@ def _parser() -> argparse.ArgumentParser:
         type=float,
         default=None,
         metavar="SECONDS",
-        help="when the pump's drive-end bearing develops an outer-race defect (default 22; "
-        "it runs hot 2 s later)",
+        help="when the pump's drive-end bearing develops an outer-race defect and runs hot "
+        "(default 22)",
     )
     plant.add_argument(
         "--repairs-port",

@@ -10,6 +10,7 @@ published: the demo's wire carries only the contract's messages.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -41,9 +42,14 @@ class RepairFeed:
 
 
 async def watch_repairs(
-    feed: RepairFeed, assets: frozenset[str], on_repair: Callable[[Repair], None]
+    feed: RepairFeed,
+    assets: frozenset[str],
+    on_repair: Callable[[Repair], None],
+    *,
+    subscribed: asyncio.Event | None = None,
 ) -> None:
     """Call `on_repair` once per repaired ticket of one of `assets`; run until cancelled.
+    `subscribed` is set once the broker confirmed the subscription.
 
     The gateway resends a ticket message until the central system acknowledges it, and a later
     `repaired` of the same ticket (worked again after a failed verification) is a new repair:
@@ -61,6 +67,9 @@ async def watch_repairs(
     )
     seen: set[str] = set()
     async with MqttLink(settings) as link:
+        await link.wait_connected()
+        if subscribed is not None:
+            subscribed.set()
         while True:
             message = await link.receive()
             event = parse_ticket_event(message.payload)

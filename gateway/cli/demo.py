@@ -40,11 +40,12 @@ from gateway.core.records import Quality, Ticket, TicketState
 from gateway.store import StateDatabase, TelemetryStore
 
 SCENARIO_FAULT = "threshold.high"  # the demo pump's bearing temperature crosses its hi limit
+SCENARIO_TAG = "pump-1.bearing_temp"  # the tag of that rule (configs/devices/pump-1.yaml)
 SITE_PAGE_PORT = 8080  # the local site page, or the next free port
 # The simulated central system's people (simulator/central.py, `WorkPlan`): each takes this
-# long before each step, a moment a person would take, short enough for the loop to close
-# within a minute.
-PERSON_PAUSE_S = 2.0
+# long before each step: a moment a person would take, and time for the plant's second ticket
+# to open before the first repair replaces the bearing behind both.
+PERSON_PAUSE_S = 3.0
 REQUESTER = "requester-demo"  # `WorkPlan.requester`: who signs a verified repair off
 # Windows of a real site are hours (a repair verified over 24 h of running time); the demo's
 # fit in its minute. Evidence and baseline over the last minute (buckets of 6 s), so the
@@ -303,7 +304,25 @@ class Summary:
         )
         if self.scenario_events:
             lines.append(f"    {self.timeline()}")
+            lines += self._verification_lines()
         return lines
+
+    def _verification_lines(self) -> list[str]:
+        """The verdict that let the scenario ticket close: its tag before and after."""
+        verdicts = [e.detail for e in self.scenario_events if e.kind == "verified"]
+        if not verdicts:
+            return []
+        last = verdicts[-1]
+        figure = last.get("figures", {}).get(SCENARIO_TAG)
+        compared = (
+            f"; {SCENARIO_TAG} {figure['before']} before the fault, {figure['after']} after"
+            if isinstance(figure, dict)
+            else ""
+        )
+        return [
+            f"    verification: {last.get('result')} over "
+            f"{float(last.get('running_s', 0.0)):.1f} s of running time{compared}"
+        ]
 
 
 def _acked(ticket: Ticket) -> bool:
