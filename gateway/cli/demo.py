@@ -315,7 +315,8 @@ class Summary:
         last = verdicts[-1]
         figure = last.get("figures", {}).get(SCENARIO_TAG)
         compared = (
-            f"; {SCENARIO_TAG} {figure['before']} before the fault, {figure['after']} after"
+            f"; {SCENARIO_TAG} {float(figure['before']):.1f} before the fault, "
+            f"{float(figure['after']):.1f} after"
             if isinstance(figure, dict)
             else ""
         )
