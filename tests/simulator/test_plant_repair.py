@@ -1,26 +1,34 @@
 """The plant reacts to a repair (issue 13): the `repaired` transition of one of its asset's
-tickets, as the gateway publishes it on a real mosquitto, replaces the pump's bearing, and the
+tickets, as the gateway publishes it on a real mosquitto, replaces the pump's bearing. The
 bearing temperature served over Modbus TCP (read with the gateway's own driver) is back to
-normal. Other assets' repairs, other transitions of the pump's tickets and resends of the same
-message are not repairs of the pump."""
+normal, and the vibration served over OPC UA (read with the gateway's OPC UA driver) no longer
+shows the outer-race defect to the gateway's vibration detector. Other assets' repairs, other
+transitions of the pump's tickets and resends of the same message are not repairs of the
+pump."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import itertools
+import signal
+import sys
 from collections.abc import Callable
+from contextlib import aclosing
 
 import pytest
 import yaml
 
+from detectors.vibration.catalogue import BearingCatalogue
+from detectors.vibration.detector import VibrationDetector
 from gateway.core.interfaces import TicketEvent
-from gateway.core.records import Priority, Sample, Ticket, TicketState
+from gateway.core.records import FaultCode, Finding, Priority, Sample, Ticket, TicketState, Waveform
 from simulator.modbus_server import ModbusSimServer
 from simulator.plant import PUMP_ASSET
 from simulator.pump import PUMP_POINTS, PumpScript, run_pump_plant
 from simulator.repairs import Repair, RepairFeed, watch_repairs
-from tests.support.broker import MosquittoBroker
+from tests.support import opcua
+from tests.support.broker import MosquittoBroker, free_loopback_port
 from tests.support.modbus import make_driver, wait_until
 from tests.support.site import REPO
 from uplink.events import build_ticket_event, encode_json, source_urn, topic_for_kind
@@ -172,3 +180,83 @@ def test_the_plant_repairs_the_asset_the_demo_site_names():
     for device in ("pump-1.yaml", "pump-1-vibration.yaml"):
         config = yaml.safe_load((REPO / "configs" / "devices" / device).read_text())
         assert config["asset"]["id"] == PUMP_ASSET, device
+
+
+async def listening(port: int, within_s: float) -> None:
+    async with asyncio.timeout(within_s):
+        while True:
+            try:
+                _, writer = await asyncio.open_connection("127.0.0.1", port)
+            except OSError:
+                await asyncio.sleep(0.1)
+                continue
+            writer.close()
+            await writer.wait_closed()
+            return
+
+
+async def test_the_plant_process_replaces_the_bearing_when_told_over_the_broker(
+    mosquitto: MosquittoBroker,
+):
+    """The plant as the demo starts it (`python -m simulator plant --repairs-port ...`): the
+    defect and the overheat 2 s in; after the repaired transition, the vibration detector that
+    had confirmed the outer-race defect clears it, and the bearing is at 55 degC."""
+    modbus_port, opcua_port = free_loopback_port(), free_loopback_port()
+    plant = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "simulator", "plant", "--modbus-port", str(modbus_port),
+        "--opcua-port", str(opcua_port), "--bearing-fault-after", "2",
+        "--repairs-port", str(mosquitto.port), "--prefix", TOPICS.prefix,
+        "--site", TOPICS.site, "--gateway", TOPICS.gateway,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+    )  # fmt: skip
+    endpoint = f"opc.tcp://127.0.0.1:{opcua_port}/edge-gateway/pump"
+    vib = opcua.node(
+        name="vib_de",
+        node_id="ns=2;s=Pump.Vibration",
+        kind="waveform",
+        unit="g",
+        sample_rate_node="ns=2;s=Pump.VibrationSampleRate",
+    )
+    detector = VibrationDetector(
+        asset=PUMP_ASSET,
+        tag_id=f"{PUMP_ASSET}.vib_de",
+        geometry=BearingCatalogue.load().get("SKF-6205"),
+        fixed_rpm=2950,
+        confirm_blocks=3,
+    )
+    outer_race = str(FaultCode.BEARING_OUTER_RACE)
+
+    async def next_finding(stream, active: bool, within_s: float) -> Finding:
+        async with asyncio.timeout(within_s):
+            async for record in stream:
+                if isinstance(record, Waveform):
+                    for finding in detector.update(record):
+                        if finding.fault_code == outer_race and finding.active is active:
+                            return finding
+        raise AssertionError("the vibration stream ended")
+
+    publisher = MqttLink(LinkSettings(mosquitto.host, mosquitto.port, "test-gateway"))
+    try:
+        await listening(modbus_port, 30.0)
+        await listening(opcua_port, 30.0)
+        async with (
+            publisher,
+            make_driver(modbus_port, PUMP_POINTS, device_id=PUMP_ASSET) as pump,
+            opcua.make_driver(endpoint, [vib], device_id=PUMP_ASSET) as accelerometer,
+            aclosing(accelerometer.records()) as blocks,
+        ):
+            await publisher.wait_connected()
+            await next_finding(blocks, active=True, within_s=30.0)
+            await readings_until(pump, lambda t: t > 85.0, within_s=10.0)
+            # Seconds after its start, the plant's subscription on the local broker is in
+            # place: the broker hands it every transition from now on.
+            await publisher.publish(transition(PUMP_ASSET, "repaired", "T-1", "ev-repaired"))
+            await readings_until(pump, lambda t: abs(t - NORMAL_DEGC) < 1.5, within_s=5.0)
+            cleared = await next_finding(blocks, active=False, within_s=30.0)
+    finally:
+        plant.send_signal(signal.SIGINT)
+        raw, _ = await asyncio.wait_for(plant.communicate(), 30)
+    output = raw.decode()
+    assert cleared.fault_code == outer_race
+    assert "bearing replaced" in output, output[-2000:]
+    assert plant.returncode == 0, output[-2000:]
