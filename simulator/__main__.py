@@ -8,6 +8,10 @@ import logging
 import signal
 import sys
 from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from simulator.central import WorkPlan
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -26,10 +30,23 @@ def _parser() -> argparse.ArgumentParser:
     plant.add_argument(
         "--bearing-fault-after",
         type=float,
-        default=20.0,
+        default=None,
         metavar="SECONDS",
-        help="when the pump's drive-end bearing develops an outer-race defect",
+        help="when the pump's drive-end bearing develops an outer-race defect and runs hot "
+        "(default 22)",
     )
+    plant.add_argument(
+        "--repairs-port",
+        type=int,
+        default=None,
+        metavar="PORT",
+        help="read the gateway's ticket transitions from the broker on this port: a repair "
+        "reported for the pump replaces its bearing (needs --site and --gateway)",
+    )
+    plant.add_argument("--repairs-host", default="127.0.0.1")
+    plant.add_argument("--prefix", default="factory", help="the gateway's topic prefix")
+    plant.add_argument("--site", default=None, help="the gateway's site id")
+    plant.add_argument("--gateway", default=None, help="the gateway id")
     plant.add_argument(
         "--time-scale",
         type=float,
@@ -49,6 +66,13 @@ def _parser() -> argparse.ArgumentParser:
         help="play the people: a technician accepts, starts and closes each ticket with coded "
         "cause and remedy; a requester signs off verified repairs",
     )
+    central.add_argument(
+        "--pause",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="how long a person takes before each step of --work (default 0.5)",
+    )
     return parser
 
 
@@ -61,21 +85,29 @@ async def _until_signalled(run: Callable[[asyncio.Event], Awaitable[None]]) -> N
 
 
 async def _plant(args: argparse.Namespace, stop: asyncio.Event) -> None:
-    from simulator.plant import run_plant
+    from simulator.plant import BEARING_FAULT_AFTER_S, run_plant
+    from simulator.repairs import RepairFeed
+    from uplink.topics import Topics
 
+    repairs = None
+    if args.repairs_port is not None:
+        topics = Topics(args.prefix, args.site, args.gateway)
+        repairs = RepairFeed(args.repairs_host, args.repairs_port, topics)
+    fault_after = args.bearing_fault_after
     await run_plant(
         args.host,
         args.modbus_port,
         args.opcua_port,
         can_tty=args.can_tty,
         time_scale=args.time_scale,
-        bearing_fault_after_s=args.bearing_fault_after,
+        bearing_fault_after_s=BEARING_FAULT_AFTER_S if fault_after is None else fault_after,
+        repairs=repairs,
         stop_event=stop,
     )
 
 
 async def _central(args: argparse.Namespace, stop: asyncio.Event) -> None:
-    from simulator.central import CentralSystem, WorkPlan
+    from simulator.central import CentralSystem
 
     central = CentralSystem(
         args.host,
@@ -84,7 +116,7 @@ async def _central(args: argparse.Namespace, stop: asyncio.Event) -> None:
         args.site,
         args.gateway,
         ack=not args.no_ack,
-        work=WorkPlan() if args.work else None,
+        work=_work_plan(args),
     )
     task = asyncio.create_task(central.run_central(), name="central")
     await stop.wait()
@@ -92,8 +124,20 @@ async def _central(args: argparse.Namespace, stop: asyncio.Event) -> None:
     await asyncio.gather(task, return_exceptions=True)
 
 
+def _work_plan(args: argparse.Namespace) -> WorkPlan | None:
+    from simulator.central import WorkPlan
+
+    if not args.work:
+        return None
+    return WorkPlan() if args.pause is None else WorkPlan(pause_s=args.pause)
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    parser = _parser()
+    args = parser.parse_args(argv)
+    repairs = args.command == "plant" and args.repairs_port is not None
+    if repairs and not (args.site and args.gateway):
+        parser.error("--repairs-port needs --site and --gateway")
     logging.basicConfig(level=logging.INFO, format="%(levelname)-7s %(name)s: %(message)s")
     for noisy in ("asyncua", "pymodbus"):  # they narrate every request at INFO
         logging.getLogger(noisy).setLevel(logging.WARNING)

@@ -29,8 +29,8 @@ from typing import Any, TextIO
 
 from gateway.core.errors import UplinkError
 from gateway.core.interfaces import CommandReply
+from simulator.ticket_events import parse_ticket_event
 from uplink.commands import decode_reply
-from uplink.events import TICKET_TYPE_PREFIX
 from uplink.mqtt import InboundMessage, LinkSettings, MessageProperties, MqttLink, OutgoingMessage
 from uplink.topics import Topics
 
@@ -268,7 +268,7 @@ class CentralSystem:
             log.warning("Central: command `%s` refused: %s", reply.command_id, reply.reason)
 
     async def _on_ticket_message(self, link: MqttLink, message: InboundMessage) -> None:
-        event = _parse_ticket_event(message.payload)
+        event = parse_ticket_event(message.payload)
         if event is None:
             self._malformed += 1
             log.warning("Central: message on `%s` is not a ticket CloudEvent.", message.topic)
@@ -385,24 +385,6 @@ class CentralSystem:
         if self._output is None:
             return
         print(format_work_order(event), file=self._output, flush=True)
-
-
-def _parse_ticket_event(payload: bytes) -> tuple[str, str, str, dict[str, Any]] | None:
-    try:
-        document = json.loads(payload)
-    except (UnicodeDecodeError, json.JSONDecodeError):
-        return None
-    if not isinstance(document, dict) or document.get("specversion") != "1.0":
-        return None
-    event_id, event_type, data = document.get("id"), document.get("type"), document.get("data")
-    if not isinstance(event_id, str) or not isinstance(event_type, str):
-        return None
-    if not event_type.startswith(TICKET_TYPE_PREFIX):
-        return None
-    if not isinstance(data, dict) or "id" not in data:
-        return None
-    kind = event_type[len(TICKET_TYPE_PREFIX) :]
-    return event_id, kind, str(document.get("sequence", "")), data
 
 
 # Units read from the key's suffix (the gateway's evidence names carry them: `velocity_rms_mm_s`).

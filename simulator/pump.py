@@ -9,7 +9,8 @@ Register map (unit id: any; all ABCD word order):
     holding/input 100..  one point of every data type and word order (`type_pattern_points`)
 
 The script: normal running for `normal_s`, then the bearing temperature climbs at
-`heat_rate_degc_per_s` to a plateau past the hi limit; optionally it cools down again (a repair).
+`heat_rate_degc_per_s` to a plateau past the hi limit; optionally it cools down again (a repair
+on the script), or it is repaired when the plant is told so (`run_pump_plant(repaired=...)`).
 With the defaults it crosses 80 degC 18 s after the start; `time_scale` runs it faster.
 """
 
@@ -20,7 +21,7 @@ import contextlib
 import logging
 import random
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from protocols.modbus.config import DataType, ModbusPoint, RegisterTable, WordOrder
 from simulator.modbus_server import ModbusSimServer, RegisterMap
@@ -91,12 +92,18 @@ class PumpScript:
     hot_bearing_degc: float = 88.0  # past the hi limit (80), below hihi (95)
     cool_after_s: float | None = None  # the bearing is repaired and cools from here
     cool_rate_degc_per_s: float = 2.5
+    # The bearing replaced: from here it runs at its normal temperature and the fault is gone.
+    # The hours of a real repair (pump stopped, bearing changed, run in) are compressed into
+    # the moment the technician reports it.
+    repaired_at_s: float | None = None
     normal_pressure_bar: float = 4.2
     speed_rpm: int = 2950
     noise: bool = True
 
     def bearing_temp(self, t: float) -> float:
         """The noiseless bearing temperature at script time `t`."""
+        if self.repaired_at_s is not None and t >= self.repaired_at_s:
+            return self.normal_bearing_degc
 
         def heated(at: float) -> float:
             rise = max(0.0, at - self.normal_s) * self.heat_rate_degc_per_s
@@ -116,8 +123,9 @@ class PumpScript:
         crossing = self.normal_s + (limit_degc - self.normal_bearing_degc) / (
             self.heat_rate_degc_per_s
         )
-        if self.cool_after_s is not None and crossing > self.cool_after_s:
-            return None
+        for repaired in (self.cool_after_s, self.repaired_at_s):
+            if repaired is not None and crossing > repaired:
+                return None
         return crossing
 
 
@@ -133,6 +141,11 @@ class PumpModel:
     def __init__(self, script: PumpScript | None = None, seed: int | None = 1) -> None:
         self.script = script or PumpScript()
         self._rng = random.Random(seed)
+
+    def repair(self, t: float) -> None:
+        """The bearing is replaced at script time `t` (once: a later repair changes nothing)."""
+        if self.script.repaired_at_s is None:
+            self.script = replace(self.script, repaired_at_s=t)
 
     def reading(self, t: float) -> PumpReading:
         s = self.script
@@ -182,12 +195,14 @@ async def run_pump_plant(
     update_period_s: float = 0.1,
     seed: int | None = 1,
     on_ready: Callable[[ModbusSimServer], None] | None = None,
+    repaired: asyncio.Event | None = None,
 ) -> None:
     """Serve the pump until `stop_event` is set (or the task is cancelled).
 
     The model advances `time_scale` script seconds per real second and rewrites the registers
     every `update_period_s` real seconds. `on_ready` receives the server once it listens (its
-    `port` is the real one when `port` was 0).
+    `port` is the real one when `port` was 0). Once `repaired` is set, the bearing is replaced
+    (`PumpModel.repair`).
     """
     if time_scale <= 0 or update_period_s <= 0:
         raise ValueError("time_scale and update_period_s must be positive")
@@ -210,6 +225,13 @@ async def run_pump_plant(
         heating_logged = False
         while not stop.is_set():
             t = (loop.time() - started) * time_scale
+            if repaired is not None and repaired.is_set() and model.script.repaired_at_s is None:
+                model.repair(t)
+                log.info(
+                    "Pump simulator: bearing replaced; back to %.0f degC (script time %.0f s).",
+                    model.script.normal_bearing_degc,
+                    t,
+                )
             model.write(registers, model.reading(t))
             if not heating_logged and t >= model.script.normal_s:
                 heating_logged = True

@@ -5,6 +5,11 @@ and the gateway on a copy of the demo site shipped in the package (`gateway.conf
 ports rewritten to the free ones chosen here), each as its own process with its output
 prefixed. Ctrl-C or `--duration` stops them in reverse order; nothing is left running. The
 summary is read from the gateway's own state.db.
+
+The loop runs to its end within a short demo (issue 13): the central system's technician
+accepts, starts and closes each ticket with `repaired: true`, the plant reads that repair from
+the broker and replaces the pump's bearing, the gateway verifies the repair over a short
+window and publishes `verified`, and the requester signs off (`confirm`): CLOSED.
 """
 
 from __future__ import annotations
@@ -30,11 +35,27 @@ import yaml
 from gateway.config.examples import DEMO_SITE, example_site
 from gateway.config.loader import load_config
 from gateway.core.exit_codes import EX_UNAVAILABLE
-from gateway.core.records import Quality, Ticket
+from gateway.core.interfaces import TicketEvent
+from gateway.core.records import Quality, Ticket, TicketState
 from gateway.store import StateDatabase, TelemetryStore
 
 SCENARIO_FAULT = "threshold.high"  # the demo pump's bearing temperature crosses its hi limit
+SCENARIO_TAG = "pump-1.bearing_temp"  # the tag of that rule (configs/devices/pump-1.yaml)
 SITE_PAGE_PORT = 8080  # the local site page, or the next free port
+# The simulated central system's people (simulator/central.py, `WorkPlan`): each takes this
+# long before each step: a moment a person would take, and time for the plant's second ticket
+# to open before the first repair replaces the bearing behind both.
+PERSON_PAUSE_S = 3.0
+REQUESTER = "requester-demo"  # `WorkPlan.requester`: who signs a verified repair off
+# Windows of a real site are hours (a repair verified over 24 h of running time); the demo's
+# fit in its minute. Evidence and baseline over the last minute (buckets of 6 s), so the
+# baseline of a ticket opened half a minute in is the healthy pump it saw first.
+DEMO_TICKETING: dict[str, Any] = {
+    "verification_window_h": 10.0 / 3600.0,  # 10 s of running time after the repair
+    "evidence_window_s": 60.0,
+    "require_signoff": True,
+    "signoff_actors": [REQUESTER],
+}
 
 
 def free_port() -> int:
@@ -105,6 +126,7 @@ def prepare_config(source: Path, workdir: Path) -> DemoPlan:
     gw.setdefault("uplink", {})["port"] = broker_port
     gw["uplink"]["host"] = "127.0.0.1"
     gw.setdefault("storage", {})["directory"] = str(workdir / "var")
+    gw["ticketing"] = {**(gw.get("ticketing") or {}), **DEMO_TICKETING}
     # The local site page, on loopback: devices, tickets and the spectra behind them.
     site_page_port = port_or_free(SITE_PAGE_PORT)
     gw["site_page"] = {**gw.get("site_page", {}), "host": "127.0.0.1", "port": site_page_port}
@@ -214,10 +236,39 @@ class Summary:
     tickets: tuple[Ticket, ...]
     # device id -> GOOD samples kept in telemetry.db (raw data stays on site)
     good_samples: tuple[tuple[str, int], ...] = ()
+    # The scenario ticket's history (opened ... closed), and when the demo started (epoch s).
+    scenario_events: tuple[TicketEvent, ...] = ()
+    started_at: float = 0.0
+
+    @property
+    def scenario(self) -> Ticket | None:
+        return next((t for t in self.tickets if t.fault_code == SCENARIO_FAULT), None)
 
     @property
     def scenario_acknowledged(self) -> bool:
-        return any(t.fault_code == SCENARIO_FAULT and _acked(t) for t in self.tickets)
+        return self.scenario is not None and _acked(self.scenario)
+
+    @property
+    def scenario_signed_off(self) -> bool:
+        """The whole loop: the scenario ticket CLOSED by the requester's sign-off."""
+        ticket = self.scenario
+        return (
+            ticket is not None
+            and ticket.state is TicketState.CLOSED
+            and "sign_off" in ticket.attributes
+            and any(_is_sign_off(e) for e in self.scenario_events)
+        )
+
+    def timeline(self) -> str:
+        """When each step of the scenario ticket happened, in seconds of the run."""
+        firsts: dict[str, float] = {}
+        for event in self.scenario_events:
+            if event.kind != "verified" or event.detail.get("result") == "pass":
+                firsts.setdefault(event.kind, event.ts)
+        steps = ("opened", "accepted", "in_progress", "repaired", "verified", "closed")
+        return ", ".join(
+            f"{kind} +{firsts[kind] - self.started_at:.1f} s" for kind in steps if kind in firsts
+        )
 
     def lines(self) -> list[str]:
         enriched = sum(1 for t in self.tickets if t.occurrences > 1 or t.revision > 2)
@@ -229,9 +280,11 @@ class Summary:
             "  (by the simulated central system)",
         ]
         responded = [t for t in self.tickets if "response" in t.attributes]
-        lines.append(
-            f"  tickets accepted:      {len(responded)}  (by a technician: first response)"
-        )
+        closed = [t for t in self.tickets if t.state is TicketState.CLOSED]
+        lines += [
+            f"  tickets accepted:      {len(responded)}  (by a technician: first response)",
+            f"  tickets closed:        {len(closed)}  (repair verified, then signed off)",
+        ]
         lines += [
             f"    {t.id}  {t.asset}  {t.fault_code}  {t.priority.value}  {t.state.value}"
             + (f"  by {t.attributes['response'].get('by')}" if "response" in t.attributes else "")
@@ -244,23 +297,55 @@ class Summary:
             f"  scenario ticket ({SCENARIO_FAULT}) acknowledged: "
             f"{'yes' if self.scenario_acknowledged else 'NO'}"
         )
+        signer = self.scenario.attributes.get("sign_off", {}) if self.scenario else {}
+        lines.append(
+            f"  scenario ticket ({SCENARIO_FAULT}) closed with a sign-off: "
+            + (f"yes, by {signer.get('by')}" if self.scenario_signed_off else "NO")
+        )
+        if self.scenario_events:
+            lines.append(f"    {self.timeline()}")
+            lines += self._verification_lines()
         return lines
+
+    def _verification_lines(self) -> list[str]:
+        """The verdict that let the scenario ticket close: its tag before and after."""
+        verdicts = [e.detail for e in self.scenario_events if e.kind == "verified"]
+        if not verdicts:
+            return []
+        last = verdicts[-1]
+        figure = last.get("figures", {}).get(SCENARIO_TAG)
+        compared = (
+            f"; {SCENARIO_TAG} {float(figure['before']):.1f} before the fault, "
+            f"{float(figure['after']):.1f} after"
+            if isinstance(figure, dict)
+            else ""
+        )
+        return [
+            f"    verification: {last.get('result')} over "
+            f"{float(last.get('running_s', 0.0)):.1f} s of running time{compared}"
+        ]
 
 
 def _acked(ticket: Ticket) -> bool:
     return ticket.acknowledged_at is not None
 
 
-async def read_summary(plan: DemoPlan) -> Summary:
+def _is_sign_off(event: TicketEvent) -> bool:
+    return event.kind == "closed" and event.detail.get("reason") == "signed off"
+
+
+async def read_summary(plan: DemoPlan, started_at: float) -> Summary:
     """Read after the gateway stopped; state.db is opened read-only."""
     if not await asyncio.to_thread(plan.state_db.exists):
-        return Summary(())
+        return Summary((), started_at=started_at)
     store = await StateDatabase.open(plan.state_db, read_only=True)
     try:
         tickets = tuple(await store.tickets.list_tickets())
+        scenario = next((t for t in tickets if t.fault_code == SCENARIO_FAULT), None)
+        events = await store.tickets.ticket_events(scenario.id) if scenario else []
     finally:
         await store.close()
-    return Summary(tickets, await count_good_samples(plan))
+    return Summary(tickets, await count_good_samples(plan), tuple(events), started_at)
 
 
 async def count_good_samples(plan: DemoPlan) -> tuple[tuple[str, int], ...]:
@@ -296,6 +381,7 @@ async def run_demo(config_source: Path, duration: float | None) -> int:
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     children: list[Child] = []
+    started_at = time.time()  # the summary's timeline counts from here
     with tempfile.TemporaryDirectory(prefix="edge-demo-") as tmp:
         workdir = Path(tmp)
         plan = prepare_config(config_source, workdir)
@@ -328,6 +414,16 @@ async def run_demo(config_source: Path, duration: float | None) -> int:
                     str(plan.opcua_port),
                     "--can-tty",
                     str(plan.can_tty),
+                    # The technician's repair reaches the pump: the plant reads the ticket's
+                    # `repaired` transition from the broker and replaces the bearing.
+                    "--repairs-port",
+                    str(plan.broker_port),
+                    "--prefix",
+                    plan.prefix,
+                    "--site",
+                    plan.site,
+                    "--gateway",
+                    plan.gateway_id,
                 )
             )
             children.append(
@@ -346,6 +442,8 @@ async def run_demo(config_source: Path, duration: float | None) -> int:
                     "--gateway",
                     plan.gateway_id,
                     "--work",
+                    "--pause",
+                    str(PERSON_PAUSE_S),
                 )
             )
             # The plant is powered up before the gateway, as on a real site; a device that is
@@ -383,9 +481,9 @@ async def run_demo(config_source: Path, duration: float | None) -> int:
                 await child.stop()
             for sig in (signal.SIGINT, signal.SIGTERM):
                 loop.remove_signal_handler(sig)
-        summary = await read_summary(plan)
+        summary = await read_summary(plan, started_at)
     print("\n".join(summary.lines()), flush=True)
-    return 0 if summary.scenario_acknowledged else 1
+    return 0 if summary.scenario_signed_off else 1
 
 
 def run(args: argparse.Namespace) -> int:

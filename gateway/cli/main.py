@@ -205,7 +205,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--duration",
         type=float,
         default=None,
-        help="stop after this many seconds, print a summary, exit 0 only if a ticket was acked",
+        help="stop after this many seconds, print a summary, exit 0 only if the scenario "
+        "ticket was closed by the requester's sign-off (the loop takes about a minute)",
     )
     demo.add_argument("--config", default=None, help="site to use (default: the shipped demo site)")
     demo.set_defaults(func=_cmd_demo)

@@ -118,25 +118,45 @@ def test_the_unit_documentation_and_files_are_installed(installed: Installed):
     assert (systemd / "edge-gateway.service").read_text() == UNIT.read_text()
 
 
+DEMO_DURATION_S = 90
+# The loop (opened ... signed off) ends this long before the run does, at least: room for a
+# slow start on a loaded machine (measured: closed about 55 s in).
+DEMO_MARGIN_S = 15
+
+
 @pytest.mark.broker
-def test_demo_runs_from_the_installed_wheel_to_the_acknowledged_ticket(installed: Installed):
-    result = installed.run("demo", "--duration", "60", timeout=240)
+def test_demo_runs_from_the_installed_wheel_to_the_signed_off_ticket(installed: Installed):
+    """Issue 13: the whole loop within the demo's run. The technician accepts, starts and
+    closes with `repaired: true`; the plant, told of the repair, replaces the pump's bearing;
+    the gateway verifies the repair over its 10 s window and publishes `verified`; the
+    requester signs off (`confirm`): the scenario ticket is CLOSED with a sign-off."""
+    result = installed.run("demo", "--duration", str(DEMO_DURATION_S), timeout=300)
     out = result.stdout
     assert result.returncode == 0, out[-4000:] + result.stderr[-2000:]
     workdir = re.search(r"config copied to (\S*edge-demo-[^/\s]+)", out)
     assert workdir, out[:2000]
     assert "scenario ticket (threshold.high) acknowledged: yes" in out
+    assert "scenario ticket (threshold.high) closed with a sign-off: yes, by requester-demo" in out
     assert "tickets opened:        2" in out
     assert "tickets acknowledged:  2" in out, out[-3000:]
-    # The simulated people take the work on (issue 13): each ticket is acknowledged, then
-    # accepted and worked on, so its state is ACKNOWLEDGED or a later one, never OPENED.
-    worked = {"ACKNOWLEDGED", "ASSIGNED", "IN_PROGRESS", "ON_HOLD", "REPAIRED", "VERIFYING",
-              "VERIFIED", "CLOSED"}  # fmt: skip
     rows = [line.split() for line in out.splitlines() if line.strip().startswith("T-")]
     # columns: id, asset, fault code, priority, state (then who holds it, when someone does)
-    assert sorted(row[2] for row in rows if row[4] in worked) == [
-        "bearing.outer_race", "threshold.high",
-    ], out[-3000:]  # fmt: skip
+    states = {row[2]: row[4] for row in rows}
+    assert states["threshold.high"] == "CLOSED", out[-3000:]
+    # The other ticket of the same pump (its bearing's vibration) is worked too; the one
+    # repair (the bearing replaced) ends both symptoms, so it is at least on its way to CLOSED.
+    assert states["bearing.outer_race"] in {"ASSIGNED", "IN_PROGRESS", "REPAIRED", "VERIFYING",
+                                            "VERIFIED", "CLOSED"}, out[-3000:]  # fmt: skip
+    closed_line = re.search(r"tickets closed:\s+(\d+)", out)
+    assert closed_line and int(closed_line[1]) >= 1, out[-3000:]
+    # Each step in order, in seconds of the run, and the loop over well before the run ends.
+    line = next(line for line in out.splitlines() if line.startswith("    opened +"))
+    timeline = {kind: float(at) for kind, at in re.findall(r"(\w+) \+(\d+\.\d) s", line)}
+    steps = ["opened", "accepted", "in_progress", "repaired", "verified", "closed"]
+    assert list(timeline) == steps, timeline
+    assert [timeline[s] for s in steps] == sorted(timeline[s] for s in steps), timeline
+    assert timeline["verified"] - timeline["repaired"] >= 10.0, "the verification window"
+    assert timeline["closed"] <= DEMO_DURATION_S - DEMO_MARGIN_S, timeline
     # Every protocol of the demo plant delivered good data: Modbus, OPC UA and CAN (slcan).
     lines = out.splitlines()
     start = lines.index("  good samples kept on site (telemetry.db), per device:")
