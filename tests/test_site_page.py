@@ -1,7 +1,8 @@
 """The site page in a real headless browser (Debian's chromium and chromedriver, installed by
 ./dev like mosquitto) against the running demo plant: every page loads, shows the demo's
-devices and their points with quality, the tickets, and a spectrum with the BPFO line marked
-once the pump's outer-race fault is active; no console errors. Screenshots of every page go
+devices and their points with quality, the tickets, the live spectrum with the BPFO line
+marked, and the bearing ticket's own spectrum with the lines its diagnosis matched; no console
+errors. Screenshots of every page go
 to build/site-page/ (git-ignored)."""
 
 from __future__ import annotations
@@ -133,21 +134,18 @@ def test_every_page_of_the_demo_plant_in_a_headless_browser():
             browser.full_page_screenshot(SHOTS / "overview.png")
             no_console_errors(browser, "overview")
 
-            # Vibration page: the envelope spectrum with BPFO marked at the running speed and
-            # the lines of the diagnosis ringed on it.
+            # Vibration page: the live envelope spectrum with BPFO marked at the running speed.
+            # (The lines the diagnosis matched are checked on the ticket page below: the demo's
+            # technician has the bearing replaced about 40 s in, after which the live spectrum
+            # is a healthy one with nothing to ring.)
             browser.get(base + "vibration/pump-1-vib.vib_de")
-            marked = browser.wait_for(
+            bpfo = browser.wait_for(
                 """const m = document.querySelector(
                        '#envelope line[data-line="BPFO"][data-harmonic="1"]');
-                   const hits = document.querySelectorAll(
-                       '#envelope circle.matched[data-fault="bearing.outer_race"]');
-                   return m && hits.length ? [parseFloat(m.dataset.hz),
-                       [...hits].map(h => parseFloat(h.dataset.hz))] : null;""",
+                   return m ? parseFloat(m.dataset.hz) : null;""",
                 within_s=30,
             )
-            bpfo, matched = marked
             assert abs(bpfo - BPFO_HZ) < 0.02 * BPFO_HZ, (bpfo, BPFO_HZ)
-            assert any(abs(hz - BPFO_HZ) < 0.03 * BPFO_HZ for hz in matched), matched
             assert browser.script("return document.querySelector('#spectrum rect[data-band]')"
                                   " !== null")  # the demodulation band  # fmt: skip
             assert browser.script("return document.getElementById('zone').textContent") in "ABCD"
@@ -169,11 +167,26 @@ def test_every_page_of_the_demo_plant_in_a_headless_browser():
                 "return document.querySelector("
                 "'#envelope line[data-line=\"BPFO\"][data-harmonic=\"1\"]') !== null"
             ), "the spectrum kept when the ticket opened"
+            # ... with the lines of the diagnosis that opened it ringed, one of them at BPFO.
+            matched = browser.script(
+                "return [...document.querySelectorAll("
+                "'#envelope circle.matched[data-fault=\"bearing.outer_race\"]')]"
+                ".map(h => parseFloat(h.dataset.hz));"
+            )
+            assert any(abs(hz - BPFO_HZ) < 0.03 * BPFO_HZ for hz in matched), matched
             browser.full_page_screenshot(SHOTS / "ticket.png")
             no_console_errors(browser, "ticket")
 
-            browser.get(base + "tickets")
-            assert browser.script("return document.querySelectorAll('tr[data-ticket]').length") >= 2
+            # Both of the demo's tickets (the temperature one opens a few seconds after the
+            # bearing one): the list is read again until it shows them.
+            deadline = time.monotonic() + 60
+            while True:
+                browser.get(base + "tickets")
+                shown = browser.script("return document.querySelectorAll('tr[data-ticket]').length")
+                if shown >= 2 or time.monotonic() > deadline:
+                    break
+                time.sleep(1.0)
+            assert shown >= 2, "the tickets page lists both of the demo's tickets"
             no_console_errors(browser, "tickets")
 
         # A tablet held upright: the overview still fits and nothing scrolls sideways.
