@@ -18,6 +18,8 @@ levels - 1 escalations per clock; one unattended), never a stream.
 
 A clock's steps: 0 before the warning, 1 warned, 2 breached (level 1), 1 + k level k,
 `levels + 1` all levels sent: the next is `unattended`. `next_at` is when the next step is due.
+The levels come one repeat interval after another from the deadline, or from `levels_from`
+(the step `levels_step` was reached there) once a priority raise re-planned them (`retarget`).
 Priorities whose row says `working_time` count the site's working hours (`calendar`).
 """
 
@@ -33,6 +35,8 @@ from gateway.ticketing.policy import LifecyclePolicy, SlaTarget
 
 RESPONSE, RESOLUTION = "response", "resolution"
 CLOCKS = (RESPONSE, RESOLUTION)
+# Holds kept per clock for `retarget` (older ones count by their length only).
+MAX_HOLDS_KEPT = 20
 
 # The event kinds this module produces (all go to `tickets/updated`).
 ESCALATION_KINDS: Mapping[str, str] = {
@@ -146,6 +150,81 @@ def stop(clocks: dict[str, Any], name: str, ts: float) -> dict[str, Any]:
     return clocks | {name: clock}
 
 
+def retarget(
+    clocks: Mapping[str, Any], policy: LifecyclePolicy, priority: Priority, now: float
+) -> dict[str, Any]:
+    """The ticket's priority was raised at `now`: its clocks run for the new priority's SLA row.
+
+    A running clock gets the new target counted from its original start (the open or reopen,
+    not the raise), moved on by the holds that stopped it, as if the ticket had had the new
+    priority all along. A stopped clock (a person responded, the repair was reported) stays as
+    it was: it was judged against the deadline in force then. Steps already reported are not
+    repeated: a warned clock is not warned again; a deadline already past gives one breach
+    at the raise, without a warning first; a clock already breached keeps the level it reached.
+    Either way the new priority's levels follow one of its repeat intervals after another,
+    counted from the raise."""
+    sla = policy.sla_for(priority)
+    calendar = policy.clock_of(priority)
+    previous = str(clocks.get("priority", priority.value))
+    retargeted = {k: dict(v) if isinstance(v, Mapping) else v for k, v in clocks.items()}
+    retargeted |= {
+        "priority": priority.value,
+        "working_time": sla.working_time and policy.calendar is not None,
+        "raised": {"from": previous, "at": now},
+    }
+    for name, target_s in ((RESPONSE, sla.respond_s), (RESOLUTION, sla.resolve_s)):
+        clock = retargeted[name]
+        if "stopped_at" in clock:
+            continue
+        retargeted[name] = _retargeted(clock, calendar, sla, target_s, now)
+    return retargeted
+
+
+def _retargeted(
+    clock: dict[str, Any], calendar: Calendar, sla: SlaTarget, target_s: float, now: float
+) -> dict[str, Any]:
+    fresh = _clock(calendar, float(clock["start"]), target_s, sla.warn_before)
+    due, warn_at = float(fresh["due"]), float(fresh["next_at"])
+    # The holds that stopped the clock move the new deadline on as they moved the old one.
+    replayed_s = 0.0
+    for since, until in clock.get("held") or ():
+        shift = _hold_shift(calendar, due, float(since), float(until))
+        due, warn_at = due + shift, warn_at + shift
+        replayed_s += float(until) - float(since)
+    # Holds older than the ones kept (or from before they were kept): their time, as is.
+    unlisted_s = max(0.0, float(clock.get("paused_s", 0.0)) - replayed_s)
+    due, warn_at = due + unlisted_s, warn_at + unlisted_s
+    # On hold now: the clock stands at the pause; `resume` moves everything on from there.
+    ref = float(clock.get("paused_at") or now)
+    fired = int(clock.get("step", 0))
+    done = clock.get("next_at") is None  # every step reported already (unattended)
+    out = clock | {"target_s": target_s, "due": due}
+    for anchor in ("levels_from", "levels_step"):
+        out.pop(anchor, None)
+    if done:
+        return out
+    if fired >= 2:  # breached already: the level reached stays, the next one a repeat later
+        step = min(fired, len(sla.levels) + 1)
+        return out | {
+            "step": step,
+            "next_at": calendar.add(ref, sla.repeat_s),
+            "levels_from": ref,
+            "levels_step": step - 1,
+        }
+    if ref >= due:  # the new deadline is past already: one breach now, no warning first
+        return out | {"step": 1, "next_at": ref, "levels_from": ref, "levels_step": 1}
+    if fired == 1:  # warned already: the breach at the new deadline comes next
+        return out | {"step": 1, "next_at": due}
+    return out | {"step": 0, "next_at": warn_at}  # the new warning (now, if it is past)
+
+
+def _hold_shift(calendar: Calendar, due: float, since: float, until: float) -> float:
+    """How far a hold from `since` to `until` moves a deadline `due` (the rule of `resume`)."""
+    if due > since:
+        return calendar.add(until, calendar.between(since, due)) - due
+    return until - since
+
+
 def restart(clocks: dict[str, Any], policy: LifecyclePolicy, ts: float) -> dict[str, Any]:
     """Reopened: both clocks run again from now."""
     priority = Priority(clocks.get("priority", "P2"))
@@ -166,14 +245,14 @@ def resume(clocks: dict[str, Any], calendar: Calendar, ts: float) -> dict[str, A
     if paused_at is None:
         return clocks
     due = float(clock["due"])
-    if due > paused_at:
-        shift = calendar.add(ts, calendar.between(float(paused_at), due)) - due
-    else:
-        shift = ts - float(paused_at)
+    shift = _hold_shift(calendar, due, float(paused_at), ts)
     clock["due"] = due + shift
-    if clock.get("next_at") is not None:
-        clock["next_at"] = float(clock["next_at"]) + shift
+    for moved in ("next_at", "levels_from"):
+        if clock.get(moved) is not None:
+            clock[moved] = float(clock[moved]) + shift
     clock["paused_s"] = float(clock.get("paused_s", 0.0)) + (ts - float(paused_at))
+    # Kept so that a priority raise later can move its own deadline by the same holds.
+    clock["held"] = [*list(clock.get("held") or []), [float(paused_at), ts]][-MAX_HOLDS_KEPT:]
     return clocks | {RESOLUTION: clock}
 
 
@@ -211,8 +290,11 @@ def _advance(clock: dict[str, Any], calendar: Calendar, sla: SlaTarget) -> None:
     if step == 1:
         clock["next_at"] = due
     elif step <= levels + 1:
-        # After level (step - 1): the next level (or `unattended`) one repeat interval later.
-        clock["next_at"] = calendar.add(due, (step - 1) * sla.repeat_s)
+        # After level (step - 1): the next level (or `unattended`) one repeat interval later,
+        # counted from the deadline (level 1), or from where a priority raise re-planned them.
+        anchor = float(clock.get("levels_from", due))
+        first = int(clock.get("levels_step", 1))
+        clock["next_at"] = calendar.add(anchor, (step - first) * sla.repeat_s)
     else:
         clock["next_at"] = None
 

@@ -202,6 +202,7 @@ class FindingRouter:
             return  # closed by the central system while still active: wait for a new episode
         if self._incidents.folded_into(key, finding.asset) is not None:
             self._incidents.arrive(key, finding)
+            self._incidents.folds.raised(key, finding)
             ledger.counters.flood_members += 1
             return
         if self._incidents.folded_in_group(key, finding):

@@ -25,6 +25,7 @@ from dataclasses import replace
 
 from gateway.core.records import FaultCode, Finding, Priority, Ticket, dedup_key
 from gateway.ticketing import tickets
+from gateway.ticketing.flood_folds import FloodFolds
 from gateway.ticketing.groups import (
     GROUP_DETECTOR,
     GroupStorm,
@@ -63,6 +64,8 @@ class Incidents:
             policy.group_wait_s,
             policy.flood_p0_per_hour,
         )
+        # What each open flood incident folded: it outlives the flood, until the close.
+        self.folds = FloodFolds()
         # Upstream asset -> the group keys with an open incident whose members it feeds or
         # drives: a condition of it arriving late is named their root cause.
         self._upstream_of: dict[str, set[str]] = {}
@@ -113,6 +116,8 @@ class Incidents:
             await self._opener.open_or_recur(key, finding, incident_id=incident.id)
             return
         flood.fold(key)
+        assert flood.incident_key is not None
+        self.folds.fold(flood.incident_key, key, finding)
         self._ledger.counters.flood_members += 1
         log.debug("Condition `%s` folded into incident `%s`.", key, incident.id)
 
@@ -285,6 +290,7 @@ class Incidents:
     def note_cleared(self, key: str) -> None:
         """A condition with no ticket cleared: if a storm holds or folded it, it is no longer a
         fault to ticket when the hold or the incident ends."""
+        self.folds.cleared(key)
         raised = self._ledger.last_active.get(key)
         if raised is not None:
             self.groups.cleared(self.group_of(raised), key)
@@ -292,12 +298,13 @@ class Incidents:
     def resumable(self) -> list[Finding]:
         """Held and folded conditions still active after a restart: resumed ACTIVE like an
         open ticket's, so that their clear on fresh data is seen."""
-        return [
+        held = [
             f
             for storm in self.groups.groups()
             for f in (*storm.held.values(), *storm.faults.values())
             if f.active
         ]
+        return held + self.folds.active()
 
     def folded_in_group(self, key: str, finding: Finding) -> bool:
         """A condition folded into its group's open incident raised again: counted there."""
@@ -655,19 +662,22 @@ class Incidents:
                 return
             await self._ticket_each(faults, ticket)
         elif ticket.detector == FLOOD_DETECTOR:
+            # Whatever the floods that fed it (ended long ago, or a second one going on):
+            # every condition the incident folded, still active and without a ticket.
+            folded = self.folds.take(ticket.key)
             flood = next((f for f in self.storms.floods() if f.incident_key == ticket.key), None)
-            if flood is None:
-                return
+            if flood is not None:
+                # Folded before `flood_folds` kept them (a state.db from an older version).
+                older = (k for k in flood.folded if k not in folded)
+                folded |= {k: f for k in older if (f := ledger.last_active.get(k))}
+                flood.changed.update(flood.folded)
+                flood.folded.clear()
+                flood.incident_key = None
             active = {
-                k: f
-                for k in sorted(flood.folded)
-                if ledger.condition_active(k)
-                and k not in ledger.open
-                and (f := ledger.last_active.get(k)) is not None
+                k: ledger.last_active.get(k, f)
+                for k, f in sorted(folded.items())
+                if f.active and ledger.condition_active(k) and k not in ledger.open
             }
-            flood.changed.update(flood.folded)
-            flood.folded.clear()
-            flood.incident_key = None
             await self._ticket_each(active, ticket)
 
     async def _ticket_each(self, keys: Mapping[str, Finding], incident: Ticket) -> None:

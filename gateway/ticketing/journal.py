@@ -7,7 +7,9 @@ condition would annunciate its next clear and re-raise. Kept: per area in flood,
 (start, incident) and its members, folded and quieted keys, and the area's arrivals of the last
 hour (they decide when the flood ends and whether it is P0); per group key being counted, the
 group (labels, group_wait hold, incident, named root cause), its members and held conditions,
-and its new conditions of the window (24 h); per CHATTERING condition, its recent raise times.
+and its new conditions of the window (24 h); per open incident of an area flood, the
+conditions it folded (`flood_folds`: they outlive the flood, until the incident closes); per
+CHATTERING condition, its recent raise times.
 
 Two speeds of writing, because a storm is thousands of triggers:
 - what changes the handling of the next trigger (a flood or an incident starts or ends, a
@@ -42,6 +44,7 @@ from gateway.core.records import (
     Priority,
     StormMemberRecord,
 )
+from gateway.ticketing.flood_folds import SCOPE_PREFIX, FloodFolds
 from gateway.ticketing.groups import GroupStorm, GroupTracker, RootCause
 from gateway.ticketing.ledger import Ledger
 from gateway.ticketing.noise import ChatterTracker, ConditionFlag
@@ -64,11 +67,13 @@ class NoiseJournal:
         storms: FloodTracker,
         chatter: ChatterTracker,
         groups: GroupTracker,
+        folds: FloodFolds,
     ) -> None:
         self._ledger = ledger
         self._storms = storms
         self._chatter = chatter
         self._groups = groups
+        self._folds = folds
         self._floods: dict[str, FloodRecord] = {}  # headers as last written, by area
         self._chattering: dict[str, ChatterRecord] = {}  # as last written, by key
         self._structure: tuple[Any, ...] = ()
@@ -88,6 +93,11 @@ class NoiseJournal:
             self._ledger.flags_of(stored.key).add(ConditionFlag.CHATTERING)
             self._ledger.chattering.add(stored.key)
         groups = await self._restore_groups(now)
+        self._folds.restore(
+            (m.scope.removeprefix(SCOPE_PREFIX), m.key, _held_finding(m.finding))
+            for m in await repo.load_storm_members(SCOPE_PREFIX)
+            if m.finding is not None
+        )
         self._floods = {f.area: _header(f) for f in floods}
         self._chattering = {c.key: ChatterRecord(c.key, tuple(c.raises)) for c in chattering}
         self._structure = self._current_structure()
@@ -128,7 +138,9 @@ class NoiseJournal:
         """Write what changed. With `urgent_only`, only when the structure changed (see the
         module doc)."""
         structure = self._current_structure()
+        folds = self._folds
         urgent = structure != self._structure or self._groups.urgent
+        urgent = urgent or bool(folds.changed or folds.gone)
         if urgent_only and not urgent:
             return
         floods = self._storms.floods()
@@ -156,6 +168,11 @@ class NoiseJournal:
                 members_gone.append((f"group:{name}", key))
             else:
                 group_members.append(record)
+        for incident_key, key in sorted(folds.changed):
+            finding = folds.finding(incident_key, key)
+            if finding is not None:
+                group_members.append(_folded_member(incident_key, key, finding, self._ledger))
+        members_gone += [(f"{SCOPE_PREFIX}{i}", k) for i, k in sorted(folds.gone)]
         group_arrivals = list(groups.unsaved)
         nothing = not (
             changed_floods or members or changed_chatter or floods_ended or chatter_ended
@@ -207,6 +224,7 @@ class NoiseJournal:
         groups.dirty_members.clear()
         groups.ended.clear()
         groups.urgent = False
+        folds.saved()
         self._floods, self._chattering, self._structure = headers, chattering, structure
 
     def _current_structure(self) -> tuple[Any, ...]:
@@ -271,6 +289,24 @@ def _group_member(storm: GroupStorm, key: str, ledger: Ledger) -> StormMemberRec
         linked=key in storm.linked,
         held=held is not None,
         finding=_finding_fields(raised) if raised is not None else None,
+    )
+
+
+def _folded_member(
+    incident_key: str, key: str, finding: Finding, ledger: Ledger
+) -> StormMemberRecord:
+    """A condition an area flood's incident folded (see `flood_folds`), with its finding."""
+    return StormMemberRecord(
+        scope=f"{SCOPE_PREFIX}{incident_key}",
+        key=key,
+        asset=finding.asset,
+        fault_code=str(finding.fault_code),
+        area=ledger.profile(finding.asset).flood_area,
+        first_seen=finding.ts,
+        arrivals=1,
+        member=False,
+        folded=True,
+        finding=_finding_fields(finding),
     )
 
 

@@ -33,6 +33,7 @@ from gateway.core.records import (
     Condition,
     ConditionState,
     Finding,
+    Priority,
     Shelving,
     Ticket,
     TicketState,
@@ -161,6 +162,7 @@ class Ledger:
 
         Every event names its actor (`detail.actor`): the person or system whose command made
         it, or `edge` for what the gateway decided itself (issue 13)."""
+        ticket, events = self._sla_follows_priority(ticket, events)
         events = [_with_actor(event, actor) for event in events]
         # Each message shows the ticket as of its own event (REPAIRED, then VERIFYING...).
         messages = [self.encode(_as_of(ticket, event), event) for event in events]
@@ -229,6 +231,46 @@ class Ledger:
     def set_maintenance(self, asset: str, until: float) -> None:
         self.maintenance[asset] = until
         self.maintenance_ends.schedule(asset, until)
+
+    def _sla_follows_priority(
+        self, ticket: Ticket, events: Iterable[TicketEvent]
+    ) -> tuple[Ticket, list[TicketEvent]]:
+        """A change that raised the ticket's priority (a more urgent finding, an incident
+        escalated to P0, whatever the path) also moves its SLA clocks to the new priority's
+        targets (`escalation.retarget`), in the same commit: the message already carries the
+        new respond_by and resolve_by, and the events that raised it name them. The priority
+        never falls, so a less urgent one leaves the clocks as they are."""
+        events = list(events)
+        if not ticket.state.is_open:
+            return ticket, events
+        clocks = escalation.clocks_of(ticket, self.policy)
+        running_for = Priority(clocks.get("priority", ticket.priority.value))
+        if Priority.most_urgent(running_for, ticket.priority) is running_for:
+            return ticket, events
+        clocks = escalation.retarget(clocks, self.policy, ticket.priority, self.clock.now())
+        respond_by, resolve_by = escalation.deadlines(clocks)
+        sla = self.policy.sla_for(ticket.priority)
+        attrs = dict(ticket.attributes) | {
+            "escalation": clocks,
+            "sla": {"respond_s": sla.respond_s, "resolve_s": sla.resolve_s},
+        }
+        ticket = replace(ticket, respond_by=respond_by, resolve_by=resolve_by, attributes=attrs)
+        deadlines = {"respond_by": respond_by, "resolve_by": resolve_by}
+        events = [
+            replace(e, detail={**e.detail, **deadlines}) if "previous_priority" in e.detail else e
+            for e in events
+        ]
+        log.info(
+            "Ticket `%s` raised from %s to %s: respond by %.0f, resolve by %.0f (%s's targets"
+            " from the clock's start).",
+            ticket.id,
+            running_for,
+            ticket.priority,
+            respond_by,
+            resolve_by,
+            ticket.priority,
+        )
+        return ticket, events
 
     @contextlib.asynccontextmanager
     async def burst(self) -> AsyncIterator[None]:

@@ -99,7 +99,11 @@ class TicketService:
         self._timers = Timers(self._ledger, self._router, self._incidents)
         self._central = CentralActions(self._ledger, self._verifier)
         self._journal = NoiseJournal(
-            self._ledger, self._incidents.storms, self._router.chatter, self._incidents.groups
+            self._ledger,
+            self._incidents.storms,
+            self._router.chatter,
+            self._incidents.groups,
+            self._incidents.folds,
         )
         self._clock = clock
         self._lock = asyncio.Lock()

@@ -16,11 +16,14 @@ from typing import Any
 
 from hypothesis import strategies as st
 
-VERBS = ("ack", "assign", "close", "shelve", "unshelve", "maintenance", "snapshot", "resync")
+from gateway.ticketing.commands import VERBS as COMMAND_TABLE
+
+# Every verb of the command table: a verb added there is fuzzed too.
+VERBS: tuple[str, ...] = tuple(COMMAND_TABLE)
 FIELDS = (
     "command_id", "actor", "verb", "event_id", "ticket_id", "central_id", "if_revision",
     "assignee", "team", "resolution", "cause", "repaired", "cancel_reason", "reason",
-    "duration_s", "one_shot", "asset", "until",
+    "duration_s", "one_shot", "asset", "until", "note",
 )  # fmt: skip
 
 # Numbers JSON can spell that Python's json module would read as inf/nan or huge ints.
@@ -97,6 +100,7 @@ def _plausible(
         "one_shot": st.booleans(),
         "asset": st.sampled_from([*assets, "pump-9"]),
         "until": numbers,
+        "note": TEXTS,
     }
 
 
