@@ -228,15 +228,21 @@ class CentralSystem:
     # --- running -----------------------------------------------------------------------------
 
     async def run_central(self) -> None:
-        """Run until cancelled."""
-        async with MqttLink(self._settings) as link:
-            self._link = link
-            self._changed.set()
-            while True:
-                message = await link.receive()
-                await self._handle(link, message)
-                link.acknowledge(message)
+        """Run until cancelled; the people's work in progress stops with it."""
+        try:
+            async with MqttLink(self._settings) as link:
+                self._link = link
                 self._changed.set()
+                while True:
+                    message = await link.receive()
+                    await self._handle(link, message)
+                    link.acknowledge(message)
+                    self._changed.set()
+        finally:
+            working = list(self._work_tasks)
+            for task in working:
+                task.cancel()
+            await asyncio.gather(*working, return_exceptions=True)
 
     async def _handle(self, link: MqttLink, message: InboundMessage) -> None:
         if message.topic == self.topics.status:

@@ -445,8 +445,13 @@ async def test_the_simulated_people_close_the_loop_end_to_end(
             await central.wait_until(lambda c: ("close" in [v for _, v, _ in c.work_log]))
         await gw.service.on_finding(finding(gw.now, active=False))
         await gw.run_pump(660, 61.0)
+        # The `closed` event and the reply to `confirm` travel separately: either may come
+        # first, so both are waited for.
         async with asyncio.timeout(20):
-            await central.wait_until(lambda c: "closed" in [r.kind for r in c.received])
+            await central.wait_until(
+                lambda c: "closed" in [r.kind for r in c.received]
+                and "confirm" in [v for _, v, _ in c.work_log]
+            )
         (ticket,) = await gw.store.tickets.list_tickets()
         assert ticket.state is TicketState.CLOSED
         assert [verb for _, verb, ok in central.work_log if ok] == [
