@@ -21,6 +21,7 @@ import yaml
 
 from detectors.vibration.catalogue import BearingCatalogue
 from detectors.vibration.detector import VibrationDetector
+from gateway.cli.demo import wait_for_port
 from gateway.core.interfaces import TicketEvent
 from gateway.core.records import FaultCode, Finding, Priority, Sample, Ticket, TicketState, Waveform
 from simulator.modbus_server import ModbusSimServer
@@ -182,19 +183,6 @@ def test_the_plant_repairs_the_asset_the_demo_site_names():
         assert config["asset"]["id"] == PUMP_ASSET, device
 
 
-async def listening(port: int, within_s: float) -> None:
-    async with asyncio.timeout(within_s):
-        while True:
-            try:
-                _, writer = await asyncio.open_connection("127.0.0.1", port)
-            except OSError:
-                await asyncio.sleep(0.1)
-                continue
-            writer.close()
-            await writer.wait_closed()
-            return
-
-
 async def test_the_plant_process_replaces_the_bearing_when_told_over_the_broker(
     mosquitto: MosquittoBroker,
 ):
@@ -237,8 +225,8 @@ async def test_the_plant_process_replaces_the_bearing_when_told_over_the_broker(
 
     publisher = MqttLink(LinkSettings(mosquitto.host, mosquitto.port, "test-gateway"))
     try:
-        await listening(modbus_port, 30.0)
-        await listening(opcua_port, 30.0)
+        assert await wait_for_port(modbus_port, 30.0), "the plant's Modbus server"
+        assert await wait_for_port(opcua_port, 30.0), "the plant's OPC UA server"
         async with (
             publisher,
             make_driver(modbus_port, PUMP_POINTS, device_id=PUMP_ASSET) as pump,
