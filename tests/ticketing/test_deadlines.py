@@ -5,15 +5,17 @@ examines no entry, and each due step fires once, at its time."""
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import pytest
 
 from gateway.core.clock import ManualClock
-from gateway.core.records import FaultCode, Finding, Priority
+from gateway.core.records import Finding, Priority
 from gateway.store import StateDatabase
 from gateway.ticketing import TicketService
 from gateway.ticketing.deadlines import COMPACT_FLOOR, DeadlineQueue, run_due
 from gateway.ticketing.policy import AssetProfile
+from tests.ticketing.findings import hot
 from tests.ticketing.policies import default_policy
 from tests.ticketing.test_service import Encoder
 
@@ -116,16 +118,7 @@ async def service(tmp_path):
 
 
 def _finding(n: int, ts: float) -> Finding:
-    return Finding(
-        asset=f"m-{n}",
-        fault_code=FaultCode.THRESHOLD_HIGH,
-        severity=Priority.P1,
-        score=1.0,
-        detector="threshold:oil",
-        message="oil hot",
-        ts=ts,
-        value=91.0,
-    )
+    return replace(hot(ts, asset=f"m-{n}", detector="threshold:oil"), severity=Priority.P1)
 
 
 def _examined(service: TicketService) -> int:

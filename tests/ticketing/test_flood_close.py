@@ -17,8 +17,9 @@ import sqlite3
 from pathlib import Path
 
 from gateway.core.clock import ManualClock
-from gateway.core.records import FaultCode, Finding, Priority, Ticket
+from gateway.core.records import Finding, Ticket
 from gateway.ticketing.policy import AssetProfile
+from tests.ticketing.findings import hot
 from tests.ticketing.restart import Gateway
 
 T0 = 1_714_521_600.0
@@ -31,17 +32,7 @@ ASSETS = {f"m-{n}": AssetProfile(f"m-{n}", f"make-{n}", area="hall") for n in ra
 
 
 def fault(n: int, ts: float, active: bool = True) -> Finding:
-    return Finding(
-        asset=f"m-{n}",
-        fault_code=FaultCode.THRESHOLD_HIGH,
-        severity=Priority.P2,
-        score=1.0,
-        detector="threshold:oil",
-        message="oil hot",
-        ts=ts,
-        value=91.0 if active else 70.0,
-        active=active,
-    )
+    return hot(ts, active, asset=f"m-{n}", detector="threshold:oil")
 
 
 def key(n: int) -> str:
