@@ -401,6 +401,10 @@ async def run_demo(config_source: Path, duration: float | None) -> int:
             if not await wait_for_port(plan.broker_port, 10):
                 print("demo: mosquitto did not start listening within 10 s", file=sys.stderr)
                 return EX_UNAVAILABLE
+            # The gateway's topic tree: the plant reads repairs there, the central system works.
+            topic_tree = (
+                "--prefix", plan.prefix, "--site", plan.site, "--gateway", plan.gateway_id,
+            )  # fmt: skip
             children.append(
                 await spawn(
                     "plant",
@@ -418,12 +422,7 @@ async def run_demo(config_source: Path, duration: float | None) -> int:
                     # `repaired` transition from the broker and replaces the bearing.
                     "--repairs-port",
                     str(plan.broker_port),
-                    "--prefix",
-                    plan.prefix,
-                    "--site",
-                    plan.site,
-                    "--gateway",
-                    plan.gateway_id,
+                    *topic_tree,
                 )
             )
             children.append(
@@ -435,12 +434,7 @@ async def run_demo(config_source: Path, duration: float | None) -> int:
                     "central",
                     "--port",
                     str(plan.broker_port),
-                    "--prefix",
-                    plan.prefix,
-                    "--site",
-                    plan.site,
-                    "--gateway",
-                    plan.gateway_id,
+                    *topic_tree,
                     "--work",
                     "--pause",
                     str(PERSON_PAUSE_S),
