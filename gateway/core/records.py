@@ -223,7 +223,8 @@ class Ticket:
     central_id: str | None = None
     acknowledged_at: float | None = None
     evidence: Mapping[str, Any] = field(default_factory=dict)
-    # SLA deadlines computed at open from the site's SLA table; None on a ticket stored without.
+    # SLA deadlines computed at open from the site's SLA table; None on a ticket stored
+    # without them.
     respond_by: float | None = None
     resolve_by: float | None = None
     closed_at: float | None = None
