@@ -1,4 +1,4 @@
-"""CAN frames/s decoded, with the CPU it costs (issue 3, Performance).
+"""CAN frames/s decoded, with the CPU it costs.
 
 Run from the repository root:  .venv/bin/python -m bench.can   (or: python bench/can.py)
 

@@ -1,4 +1,4 @@
-"""Commands at rate (issue 11, item 3): a burst of commands from one actor through a real
+"""Commands at rate: a burst of commands from one actor through a real
 mosquitto on loopback into the real uplink and ticket command table (state.db, WAL,
 synchronous=FULL), while tickets open and the simulated central system acknowledges them.
 

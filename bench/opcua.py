@@ -1,4 +1,4 @@
-"""OPC UA value changes/s decoded, with the CPU it costs (issue 3, Performance).
+"""OPC UA value changes/s decoded, with the CPU it costs.
 
 Run from the repository root:  .venv/bin/python -m bench.opcua   [--seconds 5]
 

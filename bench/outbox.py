@@ -1,4 +1,4 @@
-"""The outbox near the disk's limit (issue 17 item 5): three figures from one run, on one disk.
+"""The outbox near the disk's limit: three figures from one run, on one disk.
 
 1. **bare**: a bare SQLite loop, WAL, `synchronous=FULL`, one small row and one COMMIT (one
    fsync) per iteration: what the disk allows, the reference for the others.

@@ -1,4 +1,4 @@
-"""Recovery after an outage (issue 11, item 6): seconds from a device's return to its first
+"""Recovery after an outage: seconds from a device's return to its first
 good sample, for a Modbus TCP server, an OPC UA server and a USB-CAN adapter (slcan over a pty
 pair), each down for 20 s (long enough for the backoff to reach 16 s steps); and seconds from a
 half-open uplink clearing to the uplink connected again, for a black hole of 8 s (the session

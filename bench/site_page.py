@@ -1,4 +1,4 @@
-"""Site page benchmark (issue 16): the gateway's CPU with the page off, on with nobody looking,
+"""Site page benchmark: the gateway's CPU with the page off, on with nobody looking,
 and with browsers watching, on the demo plant (Modbus, OPC UA with 16384-sample waveforms
 every second, CAN, the vibration detector, ticketing, the uplink to a local mosquitto).
 

@@ -1,4 +1,4 @@
-"""Cost of a storm per finding (issue 13, item 6): the real ticket service on a real state.db
+"""Cost of a storm per finding: the real ticket service on a real state.db
 (WAL, synchronous=FULL), the CloudEvents encoder and the outbox, no broker (the uplink's cost is
 `bench.uplink`). Time is a `ManualClock`; the timer tick runs once per simulated second, as the
 daemon runs it, and is timed apart.
@@ -6,8 +6,8 @@ daemon runs it, and is timed apart.
 Three storms, each of new conditions that never clear:
 
 - `burst-flood`: 5000 conditions in one area within 500 s, each of its own signature (asset
-  class): the ISA-18.2 area flood folds them (before issue 13 its members were rewritten whole
-  with every new one: 2.8 ms per finding at the start, about 50 ms at the end);
+  class): the ISA-18.2 area flood folds them (members rewritten whole with every new one
+  would cost 2.8 ms per finding at the start, about 50 ms at the end);
 - `burst-group`: 5000 conditions of one signature within 500 s: one storm of its group;
 - `slow-group`: 2173 of one signature over 48 h of simulated time (about 45 an hour).
 

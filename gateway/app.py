@@ -70,8 +70,8 @@ class Gateway:
 def settle_heap() -> None:
     """Move what start-up built (configuration, plans, detectors, tasks) out of the
     collector's sight: a full collection then walks only what polling allocates, instead of
-    every long-lived object, so it no longer stalls the event loop for tens of milliseconds
-    at 500 devices (issue 17, poll jitter)."""
+    every long-lived object, so it does not stall the event loop for tens of milliseconds
+    at 500 devices (poll jitter)."""
     gc.collect()
     gc.freeze()
 

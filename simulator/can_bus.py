@@ -12,7 +12,7 @@ an error frame or a bus-off. The physical values are modelled for the messages o
     machine.send_malformed("MotorData", length=3)
     await machine.run(stop_event)            # or run_can_machine(...) for the one-liner
 
-Across processes (issue 3: the demo's plant and gateway are separate processes, and `virtual`
+Across processes (the demo's plant and gateway are separate processes, and `virtual`
 works inside one only): `interface="slcan"` puts the machine behind a simulated USB-CAN adapter
 on a serial line (`simulator.slcan`), and `run_can_plant` makes that line a socat pty pair
 whose other end the gateway opens with python-can's own `slcan` interface, as on a real site.

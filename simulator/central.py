@@ -1,4 +1,4 @@
-"""A simulated central ticket system (CMMS) on the other side of the broker (issue 2, item 9).
+"""A simulated central ticket system (CMMS) on the other side of the broker.
 
 It does what DESIGN.md section 7 asks of a real consumer: subscribe to the gateway's ticket
 topics and status, deduplicate by CloudEvents `id` (the gateway resends until acknowledged),
@@ -9,7 +9,7 @@ means the gateway never got the first ack.
 Each new ticket event is printed as a maintenance planner would read it. Everything received is
 recorded for tests and for the demo's summary. `send_command` drives the rest of the closed loop
 (assign, close, shelve, maintenance, snapshot, resync; docs/TICKETS.md) and waits for the reply.
-With a `WorkPlan` it also plays the people (issue 13): a technician accepts each new ticket,
+With a `WorkPlan` it also plays the people: a technician accepts each new ticket,
 starts the work and closes it with coded cause and remedy; a requester signs off (`confirm`)
 once the gateway reports the repair verified.
 """
@@ -52,7 +52,7 @@ class ReceivedTicketEvent:
 
 @dataclass(frozen=True, slots=True)
 class WorkPlan:
-    """The people of the simulated maintenance organisation (issue 13)."""
+    """The people of the simulated maintenance organisation."""
 
     technician: str = "tech-demo"
     requester: str = "requester-demo"
@@ -130,7 +130,7 @@ class CentralSystem:
         self._malformed = 0
         self._acks_sent = 0
         self._link: MqttLink | None = None
-        # The person-like steps (issue 13): a technician takes each new ticket, a requester
+        # The person-like steps: a technician takes each new ticket, a requester
         # signs off a verified repair. Off unless a plan is given.
         self.work = work
         self._work_tasks: set[asyncio.Task[None]] = set()

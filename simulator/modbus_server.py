@@ -4,7 +4,7 @@ A machine model writes engineering values into a `RegisterMap`; the server answe
 from it. Faults a real plant produces can be switched on at runtime: an exception answer, a
 wrong function code, a short payload, or no answer at all (DESIGN.md section 9: each must
 become a BAD sample, never a value). Every request received is recorded, so a test can prove
-that the gateway only ever reads (issue 3).
+that the gateway only ever reads.
 
     async with ModbusSimServer(registers, port=0) as server:
         ... server.port ...

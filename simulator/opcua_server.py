@@ -14,8 +14,8 @@ The namespace `urn:edge-gateway:simulator:<machine>:points` (index 2) holds, wit
     Bench.<i>            Double, `bench_nodes` of them, for benchmarks
 
 Any point can be given a Bad or Uncertain status with `set_status()`. Every service request a
-client session makes is counted in `requests`, so tests can prove the gateway stays read-only
-(issue 3, "All protocols"). `restart()` drops every connection and session and serves again on
+client session makes is counted in `requests`, so tests can prove the gateway stays read-only.
+`restart()` drops every connection and session and serves again on
 the same port, like a server that was power-cycled.
 
 Security: pass `ServerSecurity` with a certificate and key to offer Sign and SignAndEncrypt

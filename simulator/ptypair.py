@@ -1,6 +1,6 @@
 """Two pseudo-terminals joined back to back by socat: a serial line between two local processes.
 
-Why (issue 3): the demo runs the plant and the gateway as separate processes, python-can's
+Why: the demo runs the plant and the gateway as separate processes, python-can's
 `virtual` bus only works inside one process, and this machine has no `vcan` module. A USB-CAN
 adapter speaking slcan is a serial line, so a pty pair stands in for its USB cable: the plant
 serves the adapter's side on one end, the gateway opens the other with python-can's `slcan`

@@ -1,4 +1,4 @@
-"""The plant learns of a repair (issue 13): the technician's work reaches the machine.
+"""The plant learns of a repair: the technician's work reaches the machine.
 
 In a real plant the technician repairs the pump, then reports the repair in the central ticket
 system, whose `close` with `repaired: true` makes the gateway publish the ticket's `repaired`

@@ -1,7 +1,7 @@
 """The adapter's side of an slcan serial line: what a USB-CAN adapter (CANable, Lawicel CANUSB)
 shows its host, as a python-can bus the simulated machines send on.
 
-Why (issue 3): the gateway must read CAN from another process with the code path a plant uses
+Why: the gateway must read CAN from another process with the code path a plant uses
 with a real adapter, python-can's `slcan` interface. This class plays the adapter on one end of
 a serial line (in the demo and tests, a pty pair from `simulator.ptypair`); the gateway opens
 the other end with `interface: slcan`.

@@ -1,5 +1,4 @@
-"""Synthetic rotating machines: acceleration blocks with injectable, growing faults (issue 4,
-item 5).
+"""Synthetic rotating machines: acceleration blocks with injectable, growing faults.
 
 A `VibrationMachine` is a shaft turning at a slowly wandering speed on one rolling bearing,
 seen by an accelerometer on the bearing housing. Each `next_block()` returns the next block of

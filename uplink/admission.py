@@ -1,4 +1,4 @@
-"""Per-actor rate limits for inbound commands (issue 11, "commands at rate").
+"""Per-actor rate limits for inbound commands.
 
 A token bucket per actor (the body's `actor`, or `-` when it names none): `rate_per_s` tokens a
 second up to `burst`. A command that finds the bucket empty is rejected at once with a reply

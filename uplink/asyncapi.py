@@ -1,4 +1,4 @@
-"""The MQTT contract as data: an AsyncAPI 3.0 document (issue 14, item 2).
+"""The MQTT contract as data: an AsyncAPI 3.0 document.
 
 Built from the code's own tables, so it cannot drift from what is sent and accepted:
 - every outgoing message type, its channels, properties and payload from `uplink.messages`

@@ -1,4 +1,4 @@
-"""The envelope of inbound commands, `cmd/<verb>` (DESIGN.md section 7, issue 11).
+"""The envelope of inbound commands, `cmd/<verb>` (DESIGN.md section 7).
 
 The uplink checks only what every command shares, as bytes arrive from the network, hostile
 until proven otherwise:

@@ -125,7 +125,7 @@ _ATTRIBUTE_FIELDS = (
     "shelved",
     "renotifications",
     "first_response_s",
-    # Issue 13: the person's response, work on site, SLA clocks and escalation, sign-off,
+    # The person's response, work on site, SLA clocks and escalation, sign-off,
     # the outcome.
     "response",
     "work",
@@ -177,7 +177,7 @@ def encode_json(document: Mapping[str, Any]) -> bytes:
     return json.dumps(document, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode()
 
 
-# Event kinds that are state transitions: the lower-case ticket states (issue 5).
+# Event kinds that are state transitions: the lower-case ticket states.
 TRANSITION_KINDS: frozenset[str] = frozenset(state.value.lower() for state in TicketState)
 
 

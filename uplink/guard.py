@@ -1,4 +1,4 @@
-"""The egress guard: the one check every outgoing message passes (DESIGN.md section 8, issue 6).
+"""The egress guard: the one check every outgoing message passes (DESIGN.md section 8).
 
 Raw samples and waveforms stay on site. Rather than trusting every producer to remember that,
 the uplink asks this guard about each message just before it leaves: its type must be on the

@@ -1,4 +1,4 @@
-"""Every message type the gateway publishes, described once (issue 14, item 2).
+"""Every message type the gateway publishes, described once.
 
 One table, two readers: the egress guard (`uplink.guard`) checks each message against it just
 before it leaves, and the contract (`uplink.asyncapi`, the shipped AsyncAPI document) publishes

@@ -102,7 +102,7 @@ class TlsSettings:
     """Server verification against `ca_file`, always; client certificate when given.
 
     There is no switch to skip verification: a TLS link that does not verify is a plaintext
-    link with extra steps (issue 6).
+    link with extra steps.
     """
 
     ca_file: str
@@ -123,7 +123,7 @@ class LinkSettings:
     reconnect_min_s: float = 0.5
     reconnect_max_s: float = 30.0
     connect_timeout_s: float = 10.0
-    # Half-open detection and quick recovery (issue 11, item 6): while the link is down after
+    # Half-open detection and quick recovery: while the link is down after
     # a failure that was not a refusal, or while a PUBACK or CONNACK is overdue by
     # `suspect_after_s`, the broker is probed (`uplink.probe`) every `probe_interval_s`; when
     # it answers, the backoff is cut short and a connection that went silent is dropped.
@@ -518,7 +518,7 @@ class MqttLink:
                 self._refusal_reported = False  # a refused CONNECT ends here too; counted
             elif not self._closed:
                 # Ended before CONNACK without a refusal: with TLS 1.3 the server's verdict
-                # on our certificate arrives only after the handshake (issue 6).
+                # on our certificate arrives only after the handshake.
                 log.debug("MQTT connection attempt ended before CONNACK: %s", reason)
                 self._on_connect_failed()
             return
@@ -684,7 +684,7 @@ class MqttLink:
             self._handled.discard(mid)
             self._client.ack(mid, 1)
 
-    # --- half-open detection (issue 11, item 6) -------------------------------------------
+    # --- half-open detection --------------------------------------------------------------
 
     def _suspect_since(self) -> float | None:
         """Since when the link has been waiting for the broker, or None when it is not."""

@@ -1,4 +1,4 @@
-"""Does the broker answer? A cheap end-to-end probe of the MQTT endpoint (issue 11, item 6).
+"""Does the broker answer? A cheap end-to-end probe of the MQTT endpoint.
 
 A TCP connect proves little: a proxy, a NAT box or a VPN concentrator in between accepts it
 even while the path behind it is a black hole. So the probe asks the broker itself: it opens a

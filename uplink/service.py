@@ -1,6 +1,6 @@
 """The uplink: drains the outbox over MQTT and serves the central system's commands.
 
-Delivery contract (DESIGN.md section 7, issue 2 item 8):
+Delivery contract (DESIGN.md section 7):
 - Items leave in outbox order, pipelined in batches, QoS 1.
 - A non-ticket item (status, health, summary) is settled by the broker's PUBACK.
 - A ticket item is only *marked sent* on PUBACK. It is settled when the central system
@@ -8,7 +8,7 @@ Delivery contract (DESIGN.md section 7, issue 2 item 8):
   Until then it is resent with the same CloudEvents id every `resend_interval_s`, and at once
   after every reconnect.
 - A batch without PUBACK within `ack_timeout_s` means the link is half-open: the connection is
-  dropped and re-established, and everything unsettled is sent again (issue 6).
+  dropped and re-established, and everything unsettled is sent again.
 - The retained `status` is `online` on every connect; the Will says `offline` if we vanish; a
   clean stop publishes `offline` itself before DISCONNECT.
 - Every message is built here and passes the one egress guard (`uplink.guard`) right before it
@@ -19,7 +19,7 @@ Delivery contract (DESIGN.md section 7, issue 2 item 8):
 - The outbox signals its own commits (`Outbox.wait_for_messages`): a committed message leaves at
   once, and the outbox is looked at every `poll_interval_s` for resends that came due.
 
-Inbound commands (issue 11), hostile until validated:
+Inbound commands, hostile until validated:
 - `ack` settles messages and must never wait behind a burst of other commands. A broker
   queues the messages of one session in order, so acks have a second MQTT session,
   `<client_id>-acks`, subscribed to `cmd/ack` only; the main session (`cmd/+`) drops its copy
@@ -89,7 +89,7 @@ from uplink.topics import Topics
 
 log = logging.getLogger(__name__)
 
-# What may be shed when the outbox is over its size (issue 6); tickets never are.
+# What may be shed when the outbox is over its size; tickets never are.
 DROPPABLE_KINDS = frozenset({OutboxKind.SUMMARY, OutboxKind.HEALTH})
 # The verb that settles ticket messages: part of the delivery contract, so it has its own lane.
 ACK_VERB = "ack"
@@ -151,7 +151,7 @@ class UplinkSettings:
     # How often the outbox is looked at for resends that came due (commits signal by themselves).
     poll_interval_s: float = 0.5
     batch_size: int = 100
-    # No PUBACK for this long means a half-open link (issue 6): drop it and reconnect.
+    # No PUBACK for this long means a half-open link: drop it and reconnect.
     ack_timeout_s: float = 15.0
     stop_timeout_s: float = 5.0
     username: str | None = None
@@ -159,7 +159,7 @@ class UplinkSettings:
     tls: TlsSettings | None = None
     # Above this many unsettled messages, summaries and health are shed oldest-first.
     outbox_max_messages: int = 10_000
-    # Per actor (issue 11): every command but `ack`, and `ack`, each with its own buckets.
+    # Per actor: every command but `ack`, and `ack`, each with its own buckets.
     command_rate: RateLimit = DEFAULT_COMMAND_RATE
     ack_rate: RateLimit = DEFAULT_ACK_RATE
     # Commands waiting to be handled, per lane; a full lane answers `busy`.
@@ -494,13 +494,13 @@ class Uplink:
         for item in items:
             message = self._message_for(item, now)
             if message.properties.message_expiry_s == 0:
-                # Best effort and out of date: newer ones replace it (issue 14).
+                # Best effort and out of date: newer ones replace it.
                 await self._outbox.settle(item.seq, now)
                 self._drops[f"expired:{item.kind.value}"] += 1
                 continue
             if not self._admit(item.kind, message):
                 # Deterministic: it would be refused on every retry. Settled as refused, so it
-                # stays on record in state.db but never blocks or loops (issue 6).
+                # stays on record in state.db but never blocks or loops.
                 await self._outbox.refuse(item.seq, self._clock.now())
                 log.error(
                     "Outbox message `%s` (%s) refused by the egress guard and settled unsent.",
@@ -537,7 +537,7 @@ class Uplink:
 
         now = self._clock.now()
         lost: BaseException | None = None
-        # Recorded for the whole batch at once: one unit each, so one transaction (issue 17).
+        # Recorded for the whole batch at once: one unit each, so one transaction.
         # The counters move once state.db holds what they count.
         sent: list[int] = []
         settled: list[int] = []
@@ -617,7 +617,7 @@ class Uplink:
             try:
                 self._admit_inbound(link, message)
             except Exception:
-                # Issue 11: no message may end this task. Whatever went wrong is our bug; it is
+                # No message may end this task. Whatever went wrong is our bug; it is
                 # logged once with its traceback, and the message is acknowledged so that the
                 # broker does not deliver it again at every start.
                 self._failures += 1
@@ -734,7 +734,7 @@ class Uplink:
             batch = [await lane.get()]
             if lane is self._ack_lane and self._on_acks is not None:
                 # Every ack waiting is handled together: their settles and ticket changes
-                # share one transaction (issue 17), each still gets its own reply.
+                # share one transaction, each still gets its own reply.
                 while len(batch) < ACK_BATCH and not lane.empty():
                     batch.append(lane.get_nowait())
                 replies = await self._handle_acks([pending.command for pending in batch])
@@ -752,7 +752,7 @@ class Uplink:
                             command.verb,
                         )
                     except Exception:
-                        # Issue 11: answering one command must not end the lane (see `_handle`).
+                        # Answering one command must not end the lane (see `_handle`).
                         self._failures += 1
                         log.exception(
                             "Command `%s` (`%s`) could not be answered.",
@@ -774,7 +774,7 @@ class Uplink:
             log.error("%d `ack` command(s) failed: %s", len(commands), exc)
             replies = [CommandReply(c.command_id, False, f"failed: {exc}") for c in commands]
         except Exception:
-            # Issue 11: nothing a command carries may end the uplink (see `_handle`).
+            # Nothing a command carries may end the uplink (see `_handle`).
             self._failures += len(commands)
             log.exception("%d `ack` command(s) failed unexpectedly; rejected.", len(commands))
             replies = [
@@ -800,7 +800,7 @@ class Uplink:
             log.error("Command `%s` (`%s`) failed: %s", command.command_id, command.verb, exc)
             reply = CommandReply(command.command_id, False, f"failed: {exc}")
         except Exception:
-            # Issue 11: nothing a command carries may end the uplink (and with it the daemon,
+            # Nothing a command carries may end the uplink (and with it the daemon,
             # in a loop when the broker redelivers the command at every start). A bug that a
             # command reaches is logged once, with its traceback, and the command refused.
             self._failures += 1

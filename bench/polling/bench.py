@@ -1,4 +1,4 @@
-"""Polling benchmark (issues 3 and 17): the whole daemon, measured from outside, on a plant of
+"""Polling benchmark: the whole daemon, measured from outside, on a plant of
 N Modbus TCP devices x M registers at a fixed period.
 
 Each run is its own processes: this one (orchestration, the broker's central system that

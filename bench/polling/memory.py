@@ -1,4 +1,4 @@
-"""Where the daemon's memory goes (issue 17 item 3): the daemon run in this process under
+"""Where the daemon's memory goes: the daemon run in this process under
 tracemalloc on the benchmark plant, the top allocation sites after a warm-up.
 
     .venv/bin/python -m bench.polling.memory --devices 500 --seconds 40 --top 25

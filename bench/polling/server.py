@@ -4,9 +4,9 @@ their CPU is never counted as the gateway's.
     python -m bench.polling.server PORT_FILE --devices 500 --registers 30
     python -m bench.polling.server PORT_FILE --devices 500 --registers 30 --layout units
 
-Layouts (issue 17): `endpoints` (the default) gives every device its own listening port, as
+Layouts: `endpoints` (the default) gives every device its own listening port, as
 500 PLCs are 500 endpoints, each with its own connection; `units` answers up to 247 devices
-as unit ids on one port (the layout of issue 3, which hides what a connection costs).
+as unit ids on one port (which hides what a connection costs).
 Holding register i holds i. With `--fault-period S` each device's register 1 reads 9000
 (900.0 once scaled) for a tenth of every S seconds, the devices' phases spread over S, and
 100 (10.0) otherwise: the generated site's `r1_limit` rule raises and clears on it, so

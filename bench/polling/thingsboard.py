@@ -1,5 +1,5 @@
-"""The ThingsBoard IoT Gateway on the same plant as `bench.polling.bench`, for comparison
-(issue 17): same plant process, same broker kind, CPU and RSS measured the same way.
+"""The ThingsBoard IoT Gateway on the same plant as `bench.polling.bench`, for comparison:
+the same plant process, same broker kind, CPU and RSS measured the same way.
 
 ThingsBoard's gateway is not a dependency of ours. Install it in a virtual environment of
 its own and name its executable:

@@ -1,4 +1,4 @@
-"""Full-length uplink faults (issue 6): the uncompressed versions of tests/faults.
+"""Full-length uplink faults: the uncompressed versions of tests/faults.
 
     .venv/bin/python -m bench.uplink.faults --outage-s 180 --kills 20 --kill-period-s 2
 

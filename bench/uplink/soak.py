@@ -1,4 +1,4 @@
-"""RSS soak (issue 6, "Figures"): the gateway as its own process against the demo plant
+"""RSS soak: the gateway as its own process against the demo plant
 (the simulator's Modbus pump and OPC UA vibration sensor, in another process), a real
 mosquitto and the simulated central system acknowledging every ticket. The gateway's RSS
 (VmRSS from /proc) is sampled every `--sample-s`; the table gives start, end, peak and the

@@ -1,4 +1,4 @@
-"""Outbox throughput (issue 6, "Figures"): ticket messages committed to state.db per second
+"""Outbox throughput: ticket messages committed to state.db per second
 (one `BEGIN IMMEDIATE ... COMMIT` each, WAL, synchronous=FULL, as the ticket service does),
 then drained: published over MQTT 5 to a real mosquitto on loopback, received by the
 simulated central system, acknowledged by `cmd/ack` and settled in state.db.

@@ -1,4 +1,4 @@
-"""How many 25.6 kHz channels the vibration pipeline keeps up with on one core (issue 4).
+"""How many 25.6 kHz channels the vibration pipeline keeps up with on one core.
 
 Each channel delivers a 16384-point block every 8192 samples (50 % overlap): 3.125 blocks/s.
 We time, in the same run and on the same blocks, (a) the full pipeline -- `VibrationDetector.

@@ -1,6 +1,6 @@
 """Regenerate bench/vibration/STRESS.md: both paths on conditions built from the dev files.
 
-The development set is small and its records are clean; the risk issue 12 is about -- a
+The development set is small and its records are clean; the risk that matters -- a
 wrong-location ticket -- shows on other recordings. Without fetching more data, the dev files
 give harder conditions by changing what `analyze` is told, the mistakes users make and the
 sensors they have:

@@ -1,5 +1,5 @@
 """Baseline learning: the features of the first blocks in normal running become the asset's
-reference; later blocks get a deviation score (issue 4, item 1; DESIGN.md section 5).
+reference; later blocks get a deviation score (DESIGN.md section 5).
 
 The score is the largest |z| over the tracked features, with each standard deviation floored
 at 5 % of its mean: a very steady baseline would otherwise make a harmless change look huge.

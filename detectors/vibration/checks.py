@@ -1,4 +1,4 @@
-"""Refuse input that cannot be diagnosed honestly, naming the problem (issue 4, "Bad input")."""
+"""Refuse input that cannot be diagnosed honestly, naming the problem."""
 
 from __future__ import annotations
 

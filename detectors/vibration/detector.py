@@ -1,4 +1,4 @@
-"""`VibrationDetector`: the vibration family on live `Waveform` blocks (issue 4, item 4).
+"""`VibrationDetector`: the vibration family on live `Waveform` blocks.
 
 Synchronous and pure (DESIGN.md section 5): no I/O, state in memory, `snapshot`/`restore` for
 persistence. Evidence is a summary (features, zone, top envelope lines, matched defect

@@ -108,7 +108,7 @@ async def assemble(loaded: LoadedConfig, clock: Clock, stack: contextlib.AsyncEx
             await site.recorder.after_finding(finding)  # the spectrum a ticket opened on
 
     # Summaries are off unless their period is set: then no sample is looked at for them (at
-    # 15 000 samples/s that was a tenth of the daemon's CPU; issue 17).
+    # 15 000 samples/s looking at them costs a tenth of the daemon's CPU).
     summarising = cfg.uplink.summary_period_s is not None
 
     async def store_samples(samples: Sequence[Sample]) -> None:

@@ -1,4 +1,4 @@
-"""`edge-gateway contract`: the MQTT contract as an AsyncAPI 3.0 document (issue 14, item 2).
+"""`edge-gateway contract`: the MQTT contract as an AsyncAPI 3.0 document.
 
 Without options it prints the document shipped in the package (`uplink/asyncapi.json`). In a
 checkout, `python -m gateway.cli.contract --write` regenerates every generated contract file

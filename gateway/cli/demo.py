@@ -6,7 +6,7 @@ ports rewritten to the free ones chosen here), each as its own process with its 
 prefixed. Ctrl-C or `--duration` stops them in reverse order; nothing is left running. The
 summary is read from the gateway's own state.db.
 
-The loop runs to its end within a short demo (issue 13): the central system's technician
+The loop runs to its end within a short demo: the central system's technician
 accepts, starts and closes each ticket with `repaired: true`, the plant reads that repair from
 the broker and replaces the pump's bearing, the gateway verifies the repair over a short
 window and publishes `verified`, and the requester signs off (`confirm`): CLOSED.

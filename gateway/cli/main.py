@@ -96,7 +96,7 @@ def _run_parser() -> tuple[argparse.ArgumentParser, Any]:
     """The top level and the `run` command: all the daemon needs to start. The other
     commands' parsers import what they describe (the vibration tools bring numpy and scipy,
     `discover` every protocol's library: about 25 MB of RSS a daemon polling Modbus never
-    uses; issue 17), so `run` alone does not build them."""
+    uses), so `run` alone does not build them."""
     parser = argparse.ArgumentParser(
         prog="edge-gateway",
         description="Factory edge gateway: polls devices, detects faults, opens tickets.",

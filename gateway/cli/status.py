@@ -184,7 +184,7 @@ def print_offline_report(report: Mapping[str, Any], out: TextIO) -> None:
 
 
 def print_ticket_kpis(kpis: Mapping[str, Any], out: TextIO) -> None:
-    """The maintenance KPIs (issue 13) as an operations manager reads them."""
+    """The maintenance KPIs as an operations manager reads them."""
 
     def line(label: str, value: object) -> None:
         print(f"  {label:<22} {value}", file=out)

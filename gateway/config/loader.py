@@ -340,7 +340,7 @@ def _share_fields_sets(model: BaseModel, pool: dict[frozenset[str], set[str]]) -
 
     Pydantic gives every instance its own set of the fields written in the YAML; for a
     Modbus point that set (about 730 bytes) is larger than the point's values, and 500 devices
-    x 30 points held 11 MB of identical sets (issue 3). The config models are frozen, so
+    x 30 points held 11 MB of identical sets. The config models are frozen, so
     pydantic never adds to the set of a validated instance (copies get a copy of it).
     """
     if not model.model_config.get("frozen"):

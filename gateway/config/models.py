@@ -81,7 +81,7 @@ class StorageConfig(Strict):
 
 class TlsConfig(Strict):
     """Server verified against `ca_file`; the client proves itself with its certificate and key.
-    There is no switch to skip verification and no plaintext fallback (issue 6)."""
+    There is no switch to skip verification and no plaintext fallback."""
 
     ca_file: str = Field(
         description="CA certificate(s) of the broker, PEM, relative to gateway.yaml."
@@ -162,7 +162,7 @@ class UplinkConfig(Strict):
 
 class SlaTarget(Strict):
     """How fast a ticket of one priority must be responded to and resolved, and whom a breach
-    escalates to (issue 13)."""
+    escalates to."""
 
     respond_min: float = Field(
         gt=0, description="Minutes to the first response: a person's `accept` or `start`."
@@ -250,7 +250,7 @@ class WorkingCalendarConfig(Strict):
 
 
 class TicketingConfig(Strict):
-    """Ticket policy (issue 5): SLA, noise control, storms, verification, recurrence, commands."""
+    """Ticket policy: SLA, noise control, storms, verification, recurrence, commands."""
 
     default_priority: Priority = Field(
         Priority.P2, strict=False, description="Priority of a ticket whose finding names none."

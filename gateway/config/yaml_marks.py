@@ -60,8 +60,8 @@ class LinesOnDemand(Mapping[str, int]):
 
     After a file has passed its schema, its lines are only needed to locate a cross-check
     problem, which is rare. Holding the map of every file until the cross-checks have run
-    costs about 30 KB per device file and leaves the heap fragmented once freed (issue 3:
-    500 device files added 44 MB of RSS); the text is a single compact string.
+    costs about 30 KB per device file and leaves the heap fragmented once freed (500
+    device files added 44 MB of RSS); the text is a single compact string.
     """
 
     __slots__ = ("_file", "_lines", "_text")

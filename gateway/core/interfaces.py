@@ -165,7 +165,7 @@ class Detector(Protocol):
 class FeatureDetector(Protocol):
     """A detector that also derives samples from what it analyses (the vibration family's
     velocity RMS, kurtosis...): stored as telemetry and fed to ticketing like measured tags,
-    so evidence and verification after repair can compare them (issue 5)."""
+    so evidence and verification after repair can compare them."""
 
     def feature_samples(self) -> list[Sample]:
         """Samples derived since the last call (then forgotten)."""

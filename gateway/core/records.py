@@ -223,11 +223,12 @@ class Ticket:
     central_id: str | None = None
     acknowledged_at: float | None = None
     evidence: Mapping[str, Any] = field(default_factory=dict)
-    # SLA deadlines computed at open from the site's SLA table (issue 5); None before issue 5.
+    # SLA deadlines computed at open from the site's SLA table; None on a ticket stored
+    # without them.
     respond_by: float | None = None
     resolve_by: float | None = None
     closed_at: float | None = None
-    # Small JSON facts owned by the ticket lifecycle (issue 5): routing, failure coding,
+    # Small JSON facts owned by the ticket lifecycle: routing, failure coding,
     # knowledge, links (recurrence_of, incident), assignment, resolution, verification.
     attributes: Mapping[str, Any] = field(default_factory=dict)
 
@@ -272,7 +273,7 @@ class OutboxItem:
     user_properties: UserProperties = ()
 
 
-# --- Noise-control state that survives a restart (issue 5) -----------------------------------
+# --- Noise-control state that survives a restart ---------------------------------------------
 # The ticketing lifecycle produces these and state.db keeps them; defined here once because
 # `gateway.ticketing` and `gateway.store` may not import each other (DESIGN.md section 1).
 
@@ -331,7 +332,7 @@ class FloodArrival:
 class StormMemberRecord:
     """One member of a flood (`scope` `area:<area>`) or of a storm by signature (`scope`
     `group:<group key>`), saved one row each so that a new member costs one row, not the
-    whole storm (issue 13). `finding`: what raised a held or folded condition of a storm (a
+    whole storm. `finding`: what raised a held or folded condition of a storm (a
     JSON object with its `active` state), to open its ticket later, after a restart too."""
 
     scope: str
@@ -351,7 +352,7 @@ class StormMemberRecord:
 
 @dataclass(frozen=True, slots=True)
 class GroupRecord:
-    """A group key's storm state (issue 13): labels, the group_wait hold, the incident and its
+    """A group key's storm state: labels, the group_wait hold, the incident and its
     named root cause (JSON object), as saved and loaded. Members are `StormMemberRecord`s."""
 
     group_key: str

@@ -1,4 +1,4 @@
-"""Per-point quality of one device, as the engineer on site needs to see it (issue 15).
+"""Per-point quality of one device, as the engineer on site needs to see it.
 
 A device that answers can still have points that do not: a Modbus exception 2 for one
 register range, an enumeration value nobody configured, a stale CAN signal, a NodeId the

@@ -56,7 +56,7 @@ class DetectorRunner:
         batches). `linger_s` > 0 waits that
         long after the first record for more. The daemon does not linger: telemetry.db batches
         its own writes (`storage.telemetry_flush_s`), and a sleep per poll is one more
-        wake-up of the process, which cost more CPU than the larger batches saved (issue 3,
+        wake-up of the process, which cost more CPU than the larger batches saved (at
         10 devices x 100 registers at 1 s: about 11 ms of CPU per 1000 registers/s with a
         0.25 s linger, about 9.5 without, the rest unchanged; 500 devices x 30 registers: no
         difference beyond the run-to-run noise)."""
@@ -95,7 +95,7 @@ class DetectorRunner:
             if not self._queue.empty():
                 # `Queue.get` does not suspend while records wait, and storing may not either:
                 # without this a backlog is worked off in one step of the event loop, and every
-                # poll due meanwhile waits for all of it (issue 17: p99 jitter of 150-190 ms at
+                # poll due meanwhile waits for all of it (p99 jitter of 150-190 ms at
                 # 100 devices on a loaded machine). One batch at a time, polls in between.
                 await asyncio.sleep(0)
 

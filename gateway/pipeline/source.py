@@ -42,7 +42,7 @@ log = logging.getLogger(__name__)
 DriverFactory = Callable[[], PollingDriver]
 
 # Backoff jitter only: one generator for every source (each holds 2.5 KB of state, 1.2 MB for
-# 500 devices; issue 3). Sources run on one event loop, so sharing it is safe.
+# 500 devices). Sources run on one event loop, so sharing it is safe.
 _BACKOFF_RNG = random.Random()
 
 
@@ -65,7 +65,7 @@ class PollingSource:
     ) -> None:
         """`timeout_s` bounds one connect and one whole read (the driver's own per-request
         timeouts should be shorter). `phase_s` delays the first poll, to stagger devices that
-        share a period (issue 3). `probe` tells, between backoff steps, that the device is
+        share a period. `probe` tells, between backoff steps, that the device is
         reachable again (`Recovery`)."""
         if period_s <= 0 or timeout_s <= 0 or phase_s < 0:
             raise ValueError("period_s and timeout_s must be positive, phase_s not negative")
@@ -159,7 +159,7 @@ class PollingSource:
             self._last_latency = loop.time() - started
             self._on_good_read(driver, records)
             for record in records:
-                # What `Queue.put` does, without a coroutine per record (issue 3: 15 000
+                # What `Queue.put` does, without a coroutine per record (at 15 000
                 # records/s): wait only while the queue is full, so back-pressure holds.
                 if queue.full():
                     await queue.put(record)
@@ -232,7 +232,7 @@ class PollingSource:
 
 
 def stagger_phases(device_ids: Sequence[str], period_s: float) -> dict[str, float]:
-    """Start offsets spreading devices that share a period evenly over it (issue 3), so that
+    """Start offsets spreading devices that share a period evenly over it, so that
     500 devices at 1 s send 500 requests spread over the second, not one burst. The order is
     the given one, so the same config always gives the same phases."""
     if period_s <= 0:
@@ -254,7 +254,7 @@ class _UnitSchedule:
 
 
 class SharedLineSource:
-    """Polls every unit of one shared line from one task, one read at a time (issue 3).
+    """Polls every unit of one shared line from one task, one read at a time.
 
     Each unit keeps its own fixed-rate schedule. A unit failing `degrade_after` times in a
     row is degraded: probed on the backoff schedule instead of every period, and only when

@@ -27,7 +27,7 @@ class DeviceStatistics:
     skipped_ticks: int  # polls dropped because one overran its period (0 for streams)
     last_latency_s: float | None  # a poll's round trip; None for streams
     last_error: str | None
-    # Per point (issue 15, `gateway.pipeline.quality`): UNCERTAIN samples inside good reads,
+    # Per point (`gateway.pipeline.quality`): UNCERTAIN samples inside good reads,
     # the points whose latest reading is BAD or UNCERTAIN, and configured points of a stream
     # that delivered nothing within a few periods of its start.
     uncertain_values: int = 0

@@ -23,7 +23,7 @@ DETECTOR_STATE_PERIOD_S = 60.0
 
 
 def restore_detector_state(detectors: Sequence[Detector], snapshots: DetectorSnapshots) -> None:
-    """Learnt state (the vibration baseline) survives restarts (issue 4)."""
+    """Learnt state (the vibration baseline) survives restarts, so it is not learnt again."""
     for detector in detectors:
         if isinstance(detector, SnapshottingDetector):
             state = snapshots.load(detector.name)

@@ -1,4 +1,4 @@
-"""Health and metrics (issue 6, "Service"): one report, three views.
+"""Health and metrics: one report, three views.
 
 - `HealthReport.collect()` gathers the `statistics()` of every long-lived object into one plain
   JSON document: per-device polls, errors and latency, queue depth, detector time, uplink
@@ -63,7 +63,7 @@ class HealthReport:
     started_at: float = field(default=0.0)
     ready: bool = False
     timestamp: Callable[[float], str] = field(default=lambda ts: f"{ts:.3f}")
-    # Ticketing KPIs (issue 5): conditions per area, floods, chattering, SLA, repeat rate.
+    # Ticketing KPIs: conditions per area, floods, chattering, SLA, repeat rate.
     ticket_kpis: Callable[[], dict[str, Any]] | None = None
 
     def __post_init__(self) -> None:
@@ -152,7 +152,7 @@ def _devices(source: Source) -> list[dict[str, Any]]:
                 round(stats.last_latency_s, 6) if stats.last_latency_s is not None else None
             ),
             "last_error": stats.last_error[:_MAX_ERROR_CHARS] if stats.last_error else None,
-            # Point quality (issue 15): samples counted inside good reads, points named now.
+            # Point quality: samples counted inside good reads, the points not GOOD named.
             "bad_samples": stats.bad_values,
             "uncertain_samples": stats.uncertain_values,
             "bad_points": list(stats.bad_points[:_MAX_POINTS_NAMED]),

@@ -93,7 +93,7 @@ SCALARS: tuple[tuple[Path, str, str, str], ...] = (
      "1 while telemetry.db refuses writes."),
     (("residency", "acquired_bytes"), COUNTER, "bytes_in",
      "Value bytes acquired from devices (8 per value)."),
-    # Ticketing KPIs (issue 5), present when the ticket service runs.
+    # Ticketing KPIs, present when the ticket service runs.
     (("tickets", "open_tickets"), GAUGE, "tickets_open", "Open tickets."),
     (("tickets", "opened"), COUNTER, "tickets_opened", "Tickets opened."),
     (("tickets", "recurrences"), COUNTER, "tickets_recurrences",
@@ -106,7 +106,7 @@ SCALARS: tuple[tuple[Path, str, str, str], ...] = (
      "Time any area spent in an alarm flood."),
     (("tickets", "top10_share"), GAUGE, "conditions_top10_share",
      "Share of conditions from the ten most frequent sources."),
-    # Outcome KPIs (issue 13), over `window_days`, computed from the tickets in state.db.
+    # Outcome KPIs, over `window_days`, computed from the tickets in state.db.
     (("tickets", "window_days"), GAUGE, "tickets_kpi_window_days", "Window of the outcome KPIs."),
     (("tickets", "repeat_report_rate"), GAUGE, "tickets_repeat_report_rate",
      "Resolutions re-reported within 30 days per resolution in the window."),

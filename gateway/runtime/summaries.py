@@ -1,5 +1,5 @@
 """Summary telemetry: per asset and period, features of what was acquired, never the samples
-(issue 6, "Optional summary telemetry"; DESIGN.md section 8).
+(DESIGN.md section 8).
 
 For every scalar tag: count, BAD count, min, mean, max and last value over the period. For
 every waveform tag: the number of blocks and the RMS / peak of the blocks (what the vibration
@@ -61,7 +61,7 @@ class _WaveformStats:
     peak_max: float = 0.0
 
     def add(self, waveform: Waveform) -> None:
-        # Imported here: a site without waveforms does not load numpy (issue 3, RSS).
+        # Imported here so that a site without waveforms does not load numpy (resident memory).
         import numpy as np
 
         data = np.asarray(waveform.data, dtype=np.float64)

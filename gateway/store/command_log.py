@@ -3,7 +3,7 @@
 redelivering after a restart) gets the first reply back and has no second effect.
 Implements `gateway.core.interfaces.CommandLog`.
 
-Bounded (issue 11): a command is remembered for the idempotency window, `window_s` after it
+Bounded: a command is remembered for the idempotency window, `window_s` after it
 arrived, and only the newest `max_rows` are kept; older ones are pruned at open and every
 `prune_every` new entries. A repeat outside the window counts as a new command
 (docs/TICKETS.md, "Commands").

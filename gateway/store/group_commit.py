@@ -1,5 +1,5 @@
 """Group commit for state.db: every write unit queued while the previous commit ran is committed
-in one transaction (issue 17 item 5).
+in one transaction, so that a burst of writes costs one fsync, not one each.
 
 A unit is a function of the `sqlite3.Connection` that runs its statements; the writer runs a
 whole group in the connection's worker thread at once (one hand-off, one fsync), each unit

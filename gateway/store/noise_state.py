@@ -1,5 +1,5 @@
 """The noise-state role of state.db: what ISA-18.2 noise control must not forget across a
-restart (issue 5): shelved conditions, assets in maintenance mode, alarm floods in progress
+restart: shelved conditions, assets in maintenance mode, alarm floods in progress
 with their recent arrivals, and chattering conditions. Implements
 `gateway.core.interfaces.NoiseStateJournal`.
 
@@ -38,7 +38,7 @@ _SAVE_SHELVING = """
 """
 _DELETE_SHELVING = "DELETE FROM shelved_conditions WHERE key = ?"
 
-# Members live in `storm_members` (one row each, issue 13); the arrays stay empty.
+# Members live in `storm_members` (one row each, so a new one costs a row); the arrays stay empty.
 _SAVE_FLOOD = """
     INSERT INTO area_floods (area, started_at, incident_key, published_members, published_at,
                              members, folded, quieted)

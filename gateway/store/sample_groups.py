@@ -1,4 +1,4 @@
-"""Packing samples into groups: one telemetry.db row per device and timestamp (issue 3).
+"""Packing samples into groups: one telemetry.db row per device and timestamp.
 
 A poll of a 30-register device yields 30 samples with one timestamp. Stored as 30 SQLite rows,
 each sample cost about 2 us of the writer thread plus an index entry: at 15 000 values/s a
@@ -119,7 +119,7 @@ class ColumnCatalogue:
         """The device and column of `tag`, numbering it (and noting it in `new`) on first
         sight."""
         # No tag -> (device, column) cache: at 15 000 tags it held 2.3 MB for 0.3 us a sample,
-        # and the issue 3 benchmark is bound by memory before CPU.
+        # and a site of that size is bound by memory before CPU.
         device, _, point = tag.partition(".")
         columns = self._columns.get(device)
         if columns is None:

@@ -1,4 +1,4 @@
-"""Detector state kept across restarts (for example the vibration baseline, issue 4).
+"""Detector state kept across restarts (for example the vibration baseline).
 
 One small JSON file per detector in `<state dir>/detectors/`, replaced atomically (write a
 temporary file, fsync, rename), so a crash leaves either the old or the new state, never half

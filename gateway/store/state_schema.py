@@ -79,7 +79,7 @@ STATE_MIGRATIONS: tuple[Migration, ...] = (
             """,
         ),
     ),
-    # Issue 5: SLA deadlines, closing time and lifecycle attributes on tickets; the command
+    # SLA deadlines, closing time and lifecycle attributes on tickets; the command
     # log that makes a replayed central command (same `command_id`) have no second effect.
     Migration(
         version=2,
@@ -99,7 +99,7 @@ STATE_MIGRATIONS: tuple[Migration, ...] = (
             """,
         ),
     ),
-    # Issue 5: operator decisions that must survive a restart, or a shelved condition and an
+    # Operator decisions that must survive a restart, or a shelved condition and an
     # asset in maintenance would start opening tickets again. One row per shelved condition
     # (dedup key) and per asset in maintenance mode; OUT_OF_SERVICE follows from the latter.
     # `until` NULL is a one-shot shelve, which ends when the condition next clears.
@@ -125,7 +125,7 @@ STATE_MIGRATIONS: tuple[Migration, ...] = (
             """,
         ),
     ),
-    # Issue 5: an alarm flood in progress and chattering conditions survive a restart too, or
+    # An alarm flood in progress and chattering conditions survive a restart too, or
     # a restart in the middle of a storm would open a ticket per condition again. One row per
     # area in flood (members, folded and quieted keys as JSON: a few hundred keys at most), the
     # flood detector's recent arrivals (pruned to the last hour by the gateway), and one row per
@@ -164,7 +164,7 @@ STATE_MIGRATIONS: tuple[Migration, ...] = (
             """,
         ),
     ),
-    # Issues 10 and 11: an outbox row keeps the MQTT 5 properties decided when its message was
+    # An outbox row keeps the MQTT 5 properties decided when its message was
     # built (content type, user properties as a JSON array of pairs), so a send never parses
     # the payload again; rows from before keep NULL and the uplink derives them once more.
     # `coalesce_key`: at most one unsettled message per key (a `resync` of a ticket cannot pile
@@ -184,7 +184,7 @@ STATE_MIGRATIONS: tuple[Migration, ...] = (
             "CREATE INDEX commands_by_received_at ON commands (received_at)",
         ),
     ),
-    # Issue 13: outcome KPIs and eradication read the tickets closed in the last weeks at
+    # Outcome KPIs and eradication read the tickets closed in the last weeks at
     # start; opened_at has no index of its own either.
     Migration(
         version=6,
@@ -193,7 +193,7 @@ STATE_MIGRATIONS: tuple[Migration, ...] = (
             "CREATE INDEX tickets_by_opened_at ON tickets (opened_at)",
         ),
     ),
-    # Issue 13: storms by signature, and members saved one row each. A flood's members were
+    # Storms by signature, and members saved one row each. A flood's members were
     # one JSON array rewritten with every new member (2.8 ms per finding at the start of a
     # 5000-condition burst, 50 ms at the end); `storm_members` holds them as rows (scope
     # `area:<area>` for floods, `group:<group key>` for storms), moved over from the arrays.

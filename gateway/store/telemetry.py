@@ -8,18 +8,18 @@ A BAD sample is stored without a value, with its quality and its reason: the gap
 the record, and a made-up value never is (DESIGN.md section 9).
 
 Samples are stored one row per device and timestamp (`sample_groups`, see
-`gateway/store/sample_groups.py`): a poll of 30 registers is one row, not 30 (issue 3). The
+`gateway/store/sample_groups.py`): a poll of 30 registers is one row, not 30. The
 one-row-per-sample table of schema versions 1-2 (`samples`) is no longer written; rows already
 in it are still read, pruned and trimmed, until retention has emptied it.
 
 With `flush_interval_s` > 0 (the daemon's `storage.telemetry_flush_s`, 1 s by default) samples
 are held in memory and written at least that often, in one transaction: polls arrive a few at a
 time, and each transaction costs several hand-offs to the SQLite thread, each waking both
-threads (issue 3). Reads and `close` write what is held first; `run_flusher` writes it when no
+threads. Reads and `close` write what is held first; `run_flusher` writes it when no
 new sample arrives. A power failure can lose that much raw history, as `synchronous=NORMAL`
 already may.
 
-Retention (issue 6) is by age and by size, enforced by `run_retention`, a periodic task: rows
+Retention is by age and by size, enforced by `run_retention`, a periodic task: rows
 older than the retention period go first, then the oldest rows until the data fits the size
 limit. Size is measured as the pages in use (`page_count - freelist_count`): SQLite reuses
 freed pages, so the file stops growing at about the limit instead of shrinking and growing
@@ -83,7 +83,7 @@ TELEMETRY_MIGRATIONS: tuple[Migration, ...] = (
             "CREATE INDEX waveforms_by_ts ON waveforms (ts)",
         ),
     ),
-    # Issue 3: with a (tag, ts) index every sample of a site polling 15 000 tags lands on a
+    # With a (tag, ts) index every sample of a site polling 15 000 tags lands on a
     # different index page, so each batch rewrote thousands of pages (9 us of CPU per row
     # with a few minutes of history, more than the polling itself). Keyed by a 10 s time
     # bucket first, new rows land in the last few pages (2 us per row); a tag's history is
@@ -98,7 +98,7 @@ TELEMETRY_MIGRATIONS: tuple[Migration, ...] = (
             "DROP INDEX samples_by_ts",
         ),
     ),
-    # Issue 3: one row per device and timestamp instead of one per sample (a poll of 30
+    # One row per device and timestamp instead of one per sample (a poll of 30
     # registers: 30 times fewer rows and index entries; the writer thread's CPU and the
     # file's growth drop accordingly). Indexed like migration 2: the 10 s bucket first, so new
     # rows land in the last pages, then the device, so one tag's history is one seek per bucket.
@@ -196,7 +196,7 @@ class TelemetryStore(DatabaseStore):
     """Raw history on site. Write failures are counted and logged once, never raised.
 
     Losing some history while the disk is full is acceptable; stopping the detectors (and so
-    the tickets) because of it is not (issue 6, fault 6).
+    the tickets) because of it is not.
     """
 
     def __init__(
@@ -274,7 +274,7 @@ class TelemetryStore(DatabaseStore):
         """Store a batch (one row per device and timestamp), at once or with the next flush.
 
         Packed into rows now either way: what is held is a few hundred rows per second, not
-        thousands of sample objects for the garbage collector to walk (issue 3)."""
+        thousands of sample objects for the garbage collector to walk."""
         if not samples:
             return
         self._bytes_acquired += 8 * len(samples)
@@ -322,7 +322,7 @@ class TelemetryStore(DatabaseStore):
             # The usual flush: one multi-row INSERT, atomic on its own in autocommit mode.
             # One hand-off to the SQLite thread instead of three (BEGIN, insert, COMMIT):
             # each wakes both threads, which at a few polls a second costs more than the
-            # insert (issue 3, 10 devices x 100 registers).
+            # insert (measured at 10 devices x 100 registers).
             written = await self._insert_chunk(held.rows)
         else:
             written = await self._insert(self._group_writes(held))
@@ -361,7 +361,7 @@ class TelemetryStore(DatabaseStore):
         return True
 
     async def write_waveform(self, waveform: Waveform) -> None:
-        # numpy only with waveforms: a scalar-only site does not load it (issue 3, RSS).
+        # numpy only with waveforms: a scalar-only site does not load it (resident memory).
         import numpy as np
 
         data = np.ascontiguousarray(waveform.data, dtype="<f8")

@@ -125,7 +125,7 @@ class TicketStore(DatabaseRole):
 
     async def tickets_since(self, ts: float) -> list[Ticket]:
         """Open tickets and those opened or closed at `ts` or later, oldest first: what the
-        outcome KPIs and eradication read at start (issue 13)."""
+        outcome KPIs and eradication read at start."""
         placeholders = ", ".join("?" for _ in _OPEN_STATES)
         return await self._select(
             f"SELECT {_TICKET_COLUMNS} FROM tickets WHERE state IN ({placeholders})"
@@ -184,7 +184,7 @@ class TicketStore(DatabaseRole):
     ) -> tuple[Callable[[sqlite3.Connection], Inserted], Callable[[Inserted], None]]:
         """The change as a unit of the group commit: changes queued together share a
         transaction, each in its own savepoint, each with its own revision, events and
-        messages (issue 17 item 5)."""
+        messages."""
         # Serialise before the write: a value JSON cannot carry is our bug, not the disk's,
         # and should not hold the database locked.
         ticket = change.ticket

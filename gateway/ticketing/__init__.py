@@ -1,5 +1,5 @@
 """Ticketing: the edge-owned condition per dedup key and the tickets it opens or enriches
-(DESIGN.md section 6, issues 2 and 5): noise control, storms, SLA, knowledge base,
+(DESIGN.md section 6): noise control, storms, SLA, knowledge base,
 verification after repair, recurrence, central commands and KPIs. Imports only `gateway.core`;
 the store and the encoder come in through the interfaces.
 """

@@ -1,4 +1,4 @@
-"""Working time of a site (issue 13): the hours in which SLA clocks of the lower priorities run.
+"""Working time of a site: the hours in which SLA clocks of the lower priorities run.
 
 Maintenance organisations state P2/P3 targets in working days and hours ("respond within one
 working day"): a ticket opened on Friday evening is not late on Saturday morning. A calendar is

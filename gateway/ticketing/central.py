@@ -1,4 +1,4 @@
-"""The ticket changes central commands make (DESIGN.md section 7, issue 5).
+"""The ticket changes central commands make (DESIGN.md section 7).
 
 `commands.TicketCommands` checks ids, revisions, actors and fields and replies; the methods
 here apply a command that passed those checks: `ack` moves OPENED / REOPENED to ACKNOWLEDGED
@@ -40,7 +40,7 @@ class CentralActions:
         self, ticket_id: str, central_id: str | None, ts: float, actor: str
     ) -> Ticket | None:
         """The central system received the ticket. Not a response: the response clock runs on
-        until a person accepts or starts the work (issue 13)."""
+        until a person accepts or starts the work."""
         ledger = self._ledger
         ticket = ledger.open_ticket_by_id(ticket_id)
         if ticket is None:
@@ -295,7 +295,7 @@ class CentralActions:
     async def resync(self, open_tickets: list[Ticket]) -> Resync:
         """One `resync` message per open ticket, coalesced: a ticket whose previous resync
         message is still unacknowledged is not queued again (that one is resent until acked),
-        so repeated requests cannot multiply messages (issue 11)."""
+        so repeated requests cannot multiply messages."""
         ledger = self._ledger
         now = ledger.clock.now()
         queued = pending = 0

@@ -1,4 +1,4 @@
-"""Coded cause and remedy of a close (issue 13): what a reliability engineer can count.
+"""Coded cause and remedy of a close: what a reliability engineer can count.
 
 Free text ("replaced it, works now") cannot be counted, so `close` carries a failure cause code
 and a remedy (maintenance activity) code. The built-in codes are the classifications of

@@ -1,4 +1,4 @@
-"""The body of every central command, defined once as data (DESIGN.md section 7, issue 11).
+"""The body of every central command, defined once as data (DESIGN.md section 7).
 
 One pydantic model per verb: `commands.VERBS` pairs each with the code that applies it, the
 handler validates every body against its model before anything changes, and
@@ -140,7 +140,7 @@ class CloseCommand(TicketCommandBody):
 
 
 class PersonCommandBody(TicketCommandBody):
-    """A command only a person sends: `actor` names that person (issue 13)."""
+    """A command only a person sends: `actor` names that person."""
 
     actor: Identifier = Field(
         description="The person (technician, requester) who acts; stored with the event and, "

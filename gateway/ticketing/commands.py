@@ -1,4 +1,4 @@
-"""Central commands on `cmd/<verb>` applied to tickets (DESIGN.md section 7, issues 5, 10, 11).
+"""Central commands on `cmd/<verb>` applied to tickets (DESIGN.md section 7).
 
 The one home of every ticket command: `VERBS` names each verb with its body schema
 (`command_schema`) and the method that applies it. The uplink checks only the envelope (size,
@@ -123,7 +123,7 @@ class TicketCommands:
     def _recalled_reply(self, command: Command, stored: Mapping[str, Any]) -> CommandReply:
         """A command id seen before: the same command is answered as the first time; the same
         id for another command is refused (a replay would answer a command that was never
-        applied, issue 13) and the first one stands."""
+        applied) and the first one stands."""
         first = stored.get("fingerprint")
         if first is not None and first != _fingerprint(command):
             return self._reject(
@@ -138,7 +138,7 @@ class TicketCommands:
         """Commands that arrived together (the uplink's ack lane hands over its backlog), in
         order, each judged as `handle` would, after the ones before it. Their writes (settles,
         ticket changes, the command log) are committed together by state.db's group commit
-        and waited for once; no reply is returned before everything is durable (issue 17).
+        and waited for once; no reply is returned before everything is durable.
         Raises `StoreError` when state.db refused a write: none of these replies is sent then,
         and the central system sends the commands again."""
         replies: list[CommandReply] = []

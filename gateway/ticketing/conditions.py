@@ -13,10 +13,10 @@
 
 Pure: a `Condition` in, a `ConditionStep` out, time passed in by the caller. The input is a
 level: an active finding raises it, an inactive finding drops it, and it stays there until the
-next finding. Delays default to 0 because threshold detectors apply their own on/off delays
-(issue 2); other detectors (and ISA-18.2 tuning, issue 5) can use the ones here.
+next finding. Delays default to 0 because threshold detectors apply their own on/off delays;
+other detectors (and ISA-18.2 tuning) can use the ones here.
 
-Later flags (SHELVED, SUPPRESSED, CHATTERING, STALE, issue 5) gate what a step reports; they do
+The noise-control flags (SHELVED, SUPPRESSED, CHATTERING, STALE) gate what a step reports; they do
 not change these four states.
 """
 

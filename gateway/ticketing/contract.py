@@ -1,4 +1,4 @@
-"""What ticketing contributes to the contract (DESIGN.md section 7, issue 14 item 2).
+"""What ticketing contributes to the contract (DESIGN.md section 7).
 
 - The command schemas: `commands.schema.json`, shipped in the package beside this module, is
   one JSON Schema document with the body of every verb of `commands.VERBS` under

@@ -1,5 +1,5 @@
 """When each piece of timer work is next due, so that a tick looks only at what is due
-(issue 13 item 6: the tick's cost flat in the number of open tickets and conditions).
+(so that its cost stays flat in the number of open tickets and conditions).
 
 A `DeadlineQueue` holds one deadline per key (a dedup key, an asset, a ticket id) in a heap.
 Moving a key's deadline does not search the heap: it pushes a new entry and bumps the key's

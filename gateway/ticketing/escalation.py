@@ -1,4 +1,4 @@
-"""SLA clocks and the escalation policy with an end (issue 13), pure.
+"""SLA clocks and the escalation policy with an end, pure.
 
 Every open ticket has two clocks, kept on the ticket (`attributes["escalation"]`, so they
 survive a restart with it):
@@ -83,7 +83,7 @@ def deadlines(clocks: Mapping[str, Any]) -> tuple[float, float]:
 
 
 def clocks_of(ticket: Ticket, policy: LifecyclePolicy) -> dict[str, Any]:
-    """The ticket's clocks; a ticket from before issue 13 gets them from its deadlines."""
+    """The ticket's clocks; a ticket stored without them gets them from its deadlines."""
     stored = ticket.attributes.get("escalation")
     if isinstance(stored, Mapping) and RESPONSE in stored and RESOLUTION in stored:
         return {k: dict(v) if isinstance(v, Mapping) else v for k, v in stored.items()}

@@ -1,7 +1,7 @@
 """Telemetry evidence for tickets: per related tag min / mean / max / last over a window and a
-trend direction (issue 5). Summaries only: raw samples never leave the site (DESIGN.md section 8).
+trend direction. Summaries only: raw samples never leave the site (DESIGN.md section 8).
 
-Bounded memory (issue 17): no sample is kept. The GOOD scalar samples of each tag, fed from
+Bounded memory: no sample is kept. The GOOD scalar samples of each tag, fed from
 the same batches the telemetry store writes, are folded into running aggregates per time
 bucket of `window_s / BUCKETS_PER_WINDOW` (60 s for the default 600 s window): count, sum,
 min, max and the sums a least-squares slope needs, in one flat `array('d')` per tag, a ring

@@ -1,5 +1,5 @@
 """From findings to ticket changes: the condition per dedup key and the noise control that gates
-what it reports (ANSI/ISA-18.2 practice, DESIGN.md section 6, issue 5).
+what it reports (ANSI/ISA-18.2 practice, DESIGN.md section 6).
 
 - The first time a condition becomes ACTIVE a ticket opens (see `opening`); when it becomes
   ACTIVE again while its ticket is open, the ticket is enriched instead.
@@ -83,7 +83,7 @@ class FindingRouter:
 
     def resume_storm_conditions(self, raised: Sequence[Finding]) -> None:
         """Held and folded conditions of a storm still active after a restart: ACTIVE, with
-        the finding that raised them (issue 13)."""
+        the finding that raised them."""
         ledger = self._ledger
         for finding in raised:
             key = ledger.key_of(finding)

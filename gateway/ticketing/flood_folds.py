@@ -1,5 +1,5 @@
 """The conditions an area flood's incident folded, kept until the central system closes the
-incident (issue 13), pure bookkeeping.
+incident, pure bookkeeping.
 
 A flood (`storms.AreaFlood`) lasts minutes; its incident stays open until the central system
 closes it, days later perhaps, and a second flood of the area may continue it meanwhile. What

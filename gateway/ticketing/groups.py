@@ -1,4 +1,4 @@
-"""Storms by signature and rate (issue 13): new conditions that share a group key (by default
+"""Storms by signature and rate: new conditions that share a group key (by default
 site + fault code + asset class; optionally line, area, feed, PLC) are counted over a sliding
 window (24 h). More than `group_threshold` of them, at any pace, are one incident for the group;
 later members are folded into it. A second new condition of a group within `group_wait_s` of

@@ -1,7 +1,7 @@
-"""Storms turned into incidents (DESIGN.md section 6): by signature and rate (issue 13, the
+"""Storms turned into incidents (DESIGN.md section 6): by signature and rate (the
 `groups` rule: more than `group_threshold` new conditions of one group key in `group_window_s`,
 at any pace; the second half of this module) and the ISA-18.2 area flood (section 16.5,
-issue 5, below). A new condition is offered to its group first; what no storm takes may still
+below). A new condition is offered to its group first; what no storm takes may still
 be folded by its area's flood.
 
 More than `flood_threshold` new conditions in `flood_window_s` in one area open one incident
@@ -252,7 +252,7 @@ class Incidents:
         )
         await self._ledger.commit(updated, [event])
 
-    # --- storms by signature (issue 13, see `groups`) ------------------------------------------
+    # --- storms by signature (see `groups`) ----------------------------------------------------
 
     def quiet(self, key: str, quiet: AreaFlood | GroupStorm) -> None:
         """A change of an open ticket withheld by a flood or a storm's incident."""

@@ -1,5 +1,4 @@
-"""Flood, storm and chattering state kept in state.db, so that a restart does not undo them
-(issues 5 and 13).
+"""Flood, storm and chattering state kept in state.db, so that a restart does not undo them.
 
 Without it a restart in the middle of an alarm flood or a storm forgets it: the next conditions
 open tickets of their own again, the storm the incident was folding. Likewise a chattering
@@ -19,7 +18,7 @@ Two speeds of writing, because a storm is thousands of triggers:
   the timer tick, about once a second. A crash loses at most that second of counts.
 
 Members are written one row each, and only those that changed (the trackers mark them), so the
-cost of a finding does not grow with the size of the storm (issue 13).
+cost of a finding does not grow with the size of the storm.
 
 A failed write is logged once and retried on the next call: this state refines the handling
 of noise; ticket changes themselves are committed by the ledger and never depend on it.

@@ -1,4 +1,4 @@
-"""The knowledge base (`configs/knowledge.yaml`, issue 5): fault code and asset class select
+"""The knowledge base (`configs/knowledge.yaml`): fault code and asset class select
 recommended actions, attached to the ticket at birth.
 
     entries:

@@ -1,4 +1,4 @@
-"""The ticket service's memory and its one way to write to state.db (issue 5).
+"""The ticket service's memory and its one way to write to state.db.
 
 Every module of the service (findings, incidents, timers, verification, central commands) reads
 and changes the same few things: the open tickets by dedup key, the condition and noise flags of
@@ -87,14 +87,14 @@ class Ledger:
         self.last_active: dict[str, Finding] = {}  # the finding that raised each condition
         self.flags: dict[str, set[ConditionFlag]] = {}
         # The keys flagged CHATTERING, kept apart so that the journal need not scan every flag
-        # of a storm's thousands of keys for each finding (issue 13).
+        # of a storm's thousands of keys for each finding.
         self.chattering: set[str] = set()
         self.shelves: dict[str, Shelving] = {}
         self.maintenance: dict[str, float] = {}  # asset -> until
         self.watches: dict[str, VerificationWatch] = {}  # by ticket key
         self.outcomes = Outcomes(policy)
         # When each timer job is next due (see `deadlines`), so that a tick looks only at what
-        # is due (issue 13 item 6). Kept by the writes below, which are the only ones to move
+        # is due, however many are open. Kept by the writes below, which are the only ones to move
         # a due time: a condition going ACTIVE, a ticket change, a shelve, a maintenance window.
         self.delay_ends: DeadlineQueue[str] = DeadlineQueue()  # PENDING or CLEARING key
         self.stale_at: DeadlineQueue[str] = DeadlineQueue()  # condition key
@@ -161,7 +161,7 @@ class Ledger:
         one of its key. Raises `StoreError` when state.db refuses; memory is unchanged then.
 
         Every event names its actor (`detail.actor`): the person or system whose command made
-        it, or `edge` for what the gateway decided itself (issue 13)."""
+        it, or `edge` for what the gateway decided itself."""
         ticket, events = self._sla_follows_priority(ticket, events)
         events = [_with_actor(event, actor) for event in events]
         # Each message shows the ticket as of its own event (REPAIRED, then VERIFYING...).

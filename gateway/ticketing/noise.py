@@ -1,4 +1,4 @@
-"""Alarm-management noise control (ANSI/ISA-18.2 practice, issue 5): condition flags,
+"""Alarm-management noise control (ANSI/ISA-18.2 practice): condition flags,
 chattering, shelving, and suppression by machine state and by maintenance mode.
 
 These gate what a condition step reports; they never change the four condition states.
@@ -57,7 +57,7 @@ class ChatterTracker:
 
 
 class RunStates:
-    """Whether each asset runs, from its speed or run-state tag (issue 5: run-state suppression).
+    """Whether each asset runs, from its speed or run-state tag (for run-state suppression).
 
     An asset without a run tag, or whose run tag has not reported yet, counts as running: the
     gateway suppresses only what it knows to be stopped.

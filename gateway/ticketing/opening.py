@@ -1,4 +1,4 @@
-"""Opening, reopening and enriching tickets (DESIGN.md section 6, issue 5).
+"""Opening, reopening and enriching tickets (DESIGN.md section 6).
 
 - A new ticket carries at birth its SLA deadlines, routing, failure coding (ISO 14224 and the
   site's CMMS codes), knowledge-base actions, the pre-fault baseline of the asset's tags and a

@@ -1,4 +1,4 @@
-"""What became of the tickets (issue 13): eradication, repeat reports, response and resolution
+"""What became of the tickets: eradication, repeat reports, response and resolution
 times, first-time fix, SLA rates. The KPIs an operations manager asks for.
 
 Every figure is computed from the tickets themselves (the rows of state.db, loaded at start for
@@ -58,7 +58,7 @@ class Outcomes:
         # closed ticket id -> when a new ticket named it in `recurrence_of`
         self._recurred: dict[str, float] = {}
         # closed ticket id -> when its eradication period ends, so that the check looks only
-        # at the closes that are due (issue 13 item 6), not at every ticket of the window
+        # at the closes that are due, not at every ticket of the window
         self.eradication_at: DeadlineQueue[str] = DeadlineQueue()
 
     @property

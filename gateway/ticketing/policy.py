@@ -1,4 +1,4 @@
-"""What the ticket lifecycle needs to know about the site, as plain values (issue 5).
+"""What the ticket lifecycle needs to know about the site, as plain values.
 
 `gateway.ticketing` may not import the config package (DESIGN.md section 1), so the composition
 root maps `TicketingConfig` and each device's `AssetInfo` onto these.
@@ -17,7 +17,7 @@ UNASSIGNED_AREA = "unassigned"
 
 @dataclass(frozen=True, slots=True)
 class SlaTarget:
-    """One priority's row of the SLA table and its escalation policy (issue 13).
+    """One priority's row of the SLA table and its escalation policy.
 
     Each clock (response, resolution) warns `warn_before` of its target before the deadline,
     reports the breach to `levels[0]`, then every `repeat_s` the next level, and after the last
@@ -57,7 +57,7 @@ class LifecyclePolicy:
     cmms_codes: Mapping[str, Mapping[str, str]]
     # An incident publishes a member update at most this often (a storm is hundreds of them).
     incident_update_interval_s: float = 60.0
-    # Storms by signature (issue 13, see `groups`): the labels of the group key, more than
+    # Storms by signature (see `groups`): the labels of the group key, more than
     # `group_threshold` new conditions of one key within `group_window_s` are one incident,
     # and the short hold that lets a burst open one incident instead of a ticket each.
     group_by: tuple[str, ...] = ("site", "fault_code", "asset_class")
@@ -112,7 +112,7 @@ class AssetProfile:
     # Tags derived by its detectors (vibration features) -> the least rise, in the tag's
     # unit, that fails verification after a repair; only a rise of these fails.
     rise_floors: Mapping[str, float] = field(default_factory=dict)
-    # Grouping labels (issue 13): the supply it hangs on and the link (PLC, gateway, bus) it
+    # Grouping labels: the supply it hangs on and the link (PLC, gateway, bus) it
     # is read through; the assets it is fed or driven by (`depends_on` in the device YAML).
     feed: str = ""
     plc: str = ""

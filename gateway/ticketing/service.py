@@ -1,5 +1,5 @@
 """The ticket service: findings, samples, time and central commands in; committed ticket changes
-and their messages out (DESIGN.md section 6, issues 2 and 5).
+and their messages out (DESIGN.md section 6).
 
 One condition per dedup key (site + asset + fault code + detector) and at most one open ticket
 per key. This class is the public face and the lock; the work is done by one module per job:
@@ -218,7 +218,7 @@ class TicketService:
         )
 
     def kpis(self) -> dict[str, Any]:
-        """Alarm-management KPIs for the health topic and `edge-gateway status` (issue 5)."""
+        """Alarm-management KPIs for the health topic and `edge-gateway status`."""
         ledger = self._ledger
         return kpis(
             ledger.counters,
@@ -243,7 +243,7 @@ class TicketService:
         """Apply findings that arrived together (one batch of records), in order, as one
         burst: their ticket changes are committed together by state.db's group commit, each
         with its own revision, events and messages, and this returns once all are durable
-        (issue 17 item 5). Raises `StoreError` when state.db refused one; the tickets of the
+        (one COMMIT for the lot). Raises `StoreError` when state.db refused one; the tickets of the
         refused changes are then as state.db holds them (`Ledger.burst`)."""
         self._require_started()
         async with self._lock:
@@ -313,7 +313,7 @@ class TicketService:
             return await self._central.assign(ticket, assignee, team, ts, actor)
 
     async def accept(self, ticket: Ticket, note: str | None, ts: float, actor: str) -> Ticket:
-        """A person accepts the work: the first response (issue 13)."""
+        """A person accepts the work: the first response."""
         async with self._lock:
             return await self._central.accept(ticket, note, ts, actor)
 

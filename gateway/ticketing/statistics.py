@@ -1,4 +1,4 @@
-"""What the ticket service counts, and the alarm-management KPIs built from it (issue 5).
+"""What the ticket service counts, and the alarm-management KPIs built from it.
 
 `Counters` is the running tally the other ticketing modules add to; `statistics()` and `kpis()`
 of the service read it. Counters live in memory: they describe this run of the gateway; the
@@ -126,8 +126,8 @@ def kpis(
     storms: FloodTracker,
     outcomes: Mapping[str, Any],
 ) -> dict[str, Any]:
-    """Alarm-management KPIs at the edge (issue 5) and the maintenance KPIs of the tickets'
-    outcomes (issue 13, `outcomes`: persisted, over its window), as a plain JSON-able dict for
+    """Alarm-management KPIs at the edge and the maintenance KPIs of the tickets' outcomes
+    (`outcomes`: persisted, over its window), as a plain JSON-able dict for
     the health topic and `edge-gateway status`."""
     priorities = Counter(t.priority.value for t in open_tickets.values())
     return {

@@ -1,4 +1,4 @@
-"""Alarm floods (ANSI/ISA-18.2 section 16.5, issue 5): more than 10 new conditions in 10 minutes
+"""Alarm floods (ANSI/ISA-18.2 section 16.5): more than 10 new conditions in 10 minutes
 in one area is a flood. The flood opens one incident for the area; while it lasts, new
 conditions in that area become members of the incident instead of separate tickets. It ends when
 fewer than 5 arrive in 10 minutes. Pure bookkeeping: the ticket service decides what to publish.
@@ -38,7 +38,7 @@ class AreaFlood:
     published_members: int = 0
     published_at: float = float("-inf")
     # For the journal: members changed since the last save (written one row each, so the cost
-    # of a new member does not grow with the flood, issue 13).
+    # of a new member does not grow with the flood).
     changed: set[str] = field(default_factory=set)
     total_arrivals: int = 0
 
@@ -106,7 +106,7 @@ class FloodTracker:
         self.p0_per_hour = p0_per_hour
         self._arrivals: dict[str, deque[Arrival]] = {}
         # Arrival times of the flood window and of the last hour, per area: counted by their
-        # length after pruning the front, so a count never walks the whole storm (issue 13).
+        # length after pruning the front, so a count never walks the whole storm.
         self._window_ts: dict[str, deque[float]] = {}
         self._hour_ts: dict[str, deque[float]] = {}
         self._floods: dict[str, AreaFlood] = {}

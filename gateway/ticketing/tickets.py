@@ -9,7 +9,7 @@ Event kinds produced here (the encoder maps them to topics):
     condition_cleared   the condition went back to NORMAL; the ticket stays open
     acknowledged        the central system accepted the ticket (`cmd/ack`)
     assigned, repaired, verifying, verified, reopened, closed, cancelled
-                        the other state transitions (issue 5); `change` names from and to
+                        the other state transitions; `change` names from and to
     accepted            a person accepted the work (first response); ASSIGNED
     in_progress, on_hold  work started; work waits (parts, access, production)
     sla_warning, sla_breached, sla_escalated, unattended
@@ -36,7 +36,7 @@ from gateway.core.records import FaultCode, Finding, Priority, Ticket, TicketSta
 
 LOW_IS_WORSE: frozenset[str] = frozenset({FaultCode.THRESHOLD_LOW})
 
-# The ticket states the central `ack` moves on from. REOPENED joins with verification (issue 5).
+# The ticket states the central `ack` moves on from: a new ticket and a reopened one.
 ACKNOWLEDGEABLE: frozenset[TicketState] = frozenset({TicketState.OPENED, TicketState.REOPENED})
 
 
@@ -229,7 +229,7 @@ def _clean(detail: dict[str, Any]) -> dict[str, Any]:
     return {k: _json_safe(v) for k, v in detail.items() if v is not None}
 
 
-# --- the rest of the lifecycle (issue 5) ---------------------------------------------------
+# --- the rest of the lifecycle -------------------------------------------------------------
 
 # From which states each central command may move a ticket.
 ASSIGNABLE: frozenset[TicketState] = frozenset(
@@ -245,7 +245,7 @@ CLOSABLE: frozenset[TicketState] = frozenset(
         TicketState.REOPENED,
     }
 )
-# A person takes the work (`accept`), starts it, puts it on hold (issue 13).
+# A person takes the work (`accept`), starts it, puts it on hold.
 ACCEPTABLE: frozenset[TicketState] = frozenset(
     {TicketState.OPENED, TicketState.ACKNOWLEDGED, TicketState.ASSIGNED, TicketState.REOPENED}
 )

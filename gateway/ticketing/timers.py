@@ -1,4 +1,4 @@
-"""What happens as time passes, without a new finding (issue 5). The app calls `advance` about
+"""What happens as time passes, without a new finding. The app calls `advance` about
 once a second, in this order:
 
 1. condition on- and off-delays that ran out (see `findings`);
@@ -6,15 +6,15 @@ once a second, in this order:
 3. chattering that calmed down (the withheld clear is reported then);
 4. stale conditions: active for over `stale_after_s` (24 h), reported once (`condition_stale`);
 5. the escalation policy (see `escalation`): warnings, breaches, levels and `unattended`, with
-   an end; the priority stays the fault's (issue 13);
+   an end; the priority stays the fault's;
 6. eradication: a close not followed by its signature for 30 days gets `eradicated`;
 7. incident updates and the end of floods (see `incidents`).
 
 Steps 1, 2, 4, 5 and 6 have due times known in advance: each is kept in a deadline queue
 (`deadlines`; the ledger's queues, and the outcomes' for eradication) wherever it changes, and
 a tick pops only what is due, so its cost does not grow with the open tickets and conditions
-of a storm (issue 13 item 6). What is popped is checked against the live state as before
-(the same comparison with `now`), so the events and their times are those of a full scan.
+of a storm. What is popped is checked against the live state (the comparison with `now` a
+full scan makes), so the events and their times are those of a full scan.
 """
 
 from __future__ import annotations
@@ -145,7 +145,7 @@ class Timers:
             )
 
     async def _eradicate(self, now: float) -> None:
-        """A close whose signature has not come back for 30 days: `eradicated` (issue 13)."""
+        """A close whose signature has not come back for 30 days: `eradicated`."""
         ledger = self._ledger
         outcomes = ledger.outcomes
         if now < self._next_eradication_check:

@@ -1,4 +1,4 @@
-"""Topology inhibition (issue 5): a lost Modbus gateway, RTU line, OPC UA session or CAN bus
+"""Topology inhibition: a lost Modbus gateway, RTU line, OPC UA session or CAN bus
 suppresses the findings of every device behind it and raises one `comm.lost` for the parent.
 
 A link counts as lost when the newest sample of every tag behind it is BAD (the source task
@@ -82,7 +82,7 @@ class LinkWatcher:
 
 
 class Dependencies:
-    """Process topology (issue 13): `depends_on` in the device YAML (this asset is fed by or
+    """Process topology: `depends_on` in the device YAML (this asset is fed by or
     driven by that one) and the links assets are read through. Names the root cause of a storm
     by topology: an asset upstream of the members, rather than whichever alarm came first.
     Static after start, so the closure of each asset is computed once and a lookup costs the

@@ -1,4 +1,4 @@
-"""Verification after repair (issue 5): after the central system reports a repair, watch the
+"""Verification after repair: after the central system reports a repair, watch the
 asset for a window of *running* time and compare its tags with the pre-fault baseline.
 
 Scalar tags keep the plain rule: the mean after within `verification_tolerance` of the mean

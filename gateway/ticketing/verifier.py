@@ -1,10 +1,10 @@
-"""Verification after repair, as ticket changes (DESIGN.md section 6, issue 5).
+"""Verification after repair, as ticket changes (DESIGN.md section 6).
 
 When the central `close` reports a repair, the ticket goes REPAIRED then VERIFYING and a
 `VerificationWatch` (verification) follows the asset's samples. Once the watch has seen
 `verification_window_s` of running time, its tags' means are compared with the pre-fault
 baseline stored on the ticket at open: pass publishes VERIFIED and waits for the central
-`confirm` (the edge never closes a ticket itself, issue 13), fail publishes
+`confirm` (the edge never closes a ticket itself), fail publishes
 `verified` with result `fail` then REOPENED. The fault coming back during the window fails the
 verification at once. Either way the payload carries before/after figures per tag.
 """
@@ -84,7 +84,7 @@ class RepairVerifier:
         }
         attrs = tickets.with_attributes(ticket, verification=detail)
         if "first_verification" not in ticket.attributes:
-            # First-time fix: whether the first repair of the ticket held (issue 13).
+            # First-time fix: whether the first repair of the ticket held.
             attrs["first_verification"] = detail["result"]
         if passed:
             # The edge never closes a ticket: VERIFIED waits for the central `confirm` (the

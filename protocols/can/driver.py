@@ -20,7 +20,7 @@ buffer of `receive_buffer_frames`; once that is full the OLDEST frames are dropp
 as `overruns`. CAN traffic is cyclic, so the newest frame of each message is the one worth
 keeping. Memory stays bounded.
 
-Serial-line interfaces (slcan, the protocol of CANable-style USB adapters; issue 3): python-can
+Serial-line interfaces (slcan, the protocol of CANable-style USB adapters): python-can
 parses each ASCII line without checks, so line noise such as `t10` or `t10Z8` comes out of
 `recv()` as an IndexError or ValueError. One such line is counted as malformed and skipped, never
 a value; `_MAX_GARBLED_IN_A_ROW` of them in a row mean the line is unusable, and the stream

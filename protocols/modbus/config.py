@@ -2,7 +2,7 @@
 
 A device file names one connection (`modbus_tcp` or `modbus_rtu`) and its points. Several
 device files naming the same RTU `port` are units on one line; `protocols.modbus.line`
-groups them so that one task polls the line (issue 3).
+groups them so that one task polls the line.
 """
 
 from __future__ import annotations

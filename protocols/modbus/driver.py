@@ -7,7 +7,7 @@ failure is turned into our DriverError family here, at the boundary.
 Read-only by design: the only requests this module can build are function codes 1-4 (read
 coils, discrete inputs, holding and input registers); DESIGN.md section 9.
 
-Every answer is checked before it is trusted (issue 3): an exception answer, a wrong function
+Every answer is checked before it is trusted: an exception answer, a wrong function
 code, a foreign unit id and a short payload each become a BadResponse for the points of that
 request. Transaction ids: pymodbus matches them itself and raises ModbusIOException on a
 mismatch (pymodbus 3.16 transaction.py), which we turn into BadResponse like the rest.
@@ -192,7 +192,7 @@ class _Fetch:
         function_code = FUNCTION_CODES[table]
         call = _CALLS[table](client)
         try:
-            # `timeout`, not `wait_for`: no extra task per request on Python 3.11 (issue 3).
+            # `timeout`, not `wait_for`: no extra task per request on Python 3.11.
             async with asyncio.timeout(self._timeout):
                 response = await call(address, count=count, device_id=self._unit)
         except TimeoutError:
@@ -358,7 +358,7 @@ class ModbusRtuLine:
     Enter opens the port, exit closes it. `unit(device_id)` gives the PollingDriver-like
     reader of one unit; `gateway.pipeline.source.SharedLineSource` polls them all from one
     task. Between an answer (or a timeout) and the next request the line stays quiet for
-    `inter_request_pause_ms` (issue 3); Modbus RTU's own 3.5-character gap is far shorter.
+    `inter_request_pause_ms`; Modbus RTU's own 3.5-character gap is far shorter.
     """
 
     def __init__(

@@ -1,5 +1,5 @@
 """RTU lines: device files naming the same serial `port` are units on one RS-485 line, polled
-by one task for the line, one request at a time (issue 3). Pure: plain values in and out."""
+by one task for the line, one request at a time. Pure: plain values in and out."""
 
 from __future__ import annotations
 

@@ -93,7 +93,7 @@ def plan_for(points: Sequence[ModbusPoint], limits: ModbusLimits) -> ReadPlan:
 
 
 def log_read_plan(device_id: str, points: Sequence[ModbusPoint], limits: ModbusLimits) -> str:
-    """Log the read plan of one device once at start (issue 3) and return the summary."""
+    """Log the read plan of one device once at start and return the summary."""
     summary = describe_plan(plan_for(points, limits).all_requests)
     log.info("Device `%s` read plan: %s.", device_id, summary)
     return summary
@@ -330,7 +330,7 @@ class PointDecoder:
             if p.waveform is not None and p.waveform.sample_rate_point is not None
         }
         self.texts: dict[str, str] = {}
-        # Hot path (issue 3 benchmark): plain big-endian 16-bit points skip the generic
+        # Hot path: plain big-endian 16-bit points skip the generic
         # decoder. Value -> (signed, scale, offset); anything else takes `_scalar`.
         self._fast = {
             i: (p.type is DataType.INT16, p.scale, p.offset)
@@ -476,7 +476,7 @@ def decode_block(registers: Sequence[int], point: ModbusPoint) -> np.ndarray:
 
     The byte and word order are undone per value exactly as `decode` does for one value.
     """
-    # numpy only here: a site without waveform blocks does not pay its ~15 MB (issue 3, RSS).
+    # numpy only here: a site without waveform blocks does not pay its ~15 MB of RSS.
     import numpy as np
 
     assert point.waveform is not None

@@ -1,1 +1,1 @@
-"""OPC UA driver: subscriptions by default, polling per node as a fallback (issue 3)."""
+"""OPC UA driver: subscriptions by default, polling per node as a fallback."""

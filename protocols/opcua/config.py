@@ -2,7 +2,7 @@
 
 A device file names one server (`connection`) and the variables read from it (`nodes`). Values
 are read through subscriptions by default; `mode: poll` reads a node with the Read service at
-the device's poll period instead, for servers that sample badly or not at all (issue 3).
+the device's poll period instead, for servers that sample badly or not at all.
 """
 
 from __future__ import annotations

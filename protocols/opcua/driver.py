@@ -6,7 +6,7 @@ One driver talks to one server endpoint. It is both shapes of `gateway.core.inte
   reads the `mode: poll` nodes itself at the device's poll period;
 - a PollingDriver: `read()` reads every node once with one Read request.
 
-What it promises (issue 3, OPC UA; DESIGN.md section 9):
+What it promises (DESIGN.md section 9):
 
 - Quality comes from the StatusCode: Good -> GOOD, Uncertain -> UNCERTAIN with the value, Bad ->
   a BAD sample whose reason is the status name. A value is never replaced by an error string.

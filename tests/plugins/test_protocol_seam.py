@@ -51,7 +51,7 @@ def test_the_shipped_table_does_not_know_the_ramp_and_names_the_known_protocols(
     with pytest.raises(ConfigError) as caught:
         load_config(site)
     [problem] = [p for p in caught.value.problems if p.path == "connection.protocol"]
-    assert "modbus_tcp, modbus_rtu, opcua, can" in problem.message and "'ramp'" in problem.message
+    assert ", ".join(PROTOCOLS.names) in problem.message and "'ramp'" in problem.message
 
 
 def test_the_extended_table_validates_the_ramp_with_its_own_values_field_and_check(tmp_path):

@@ -1,4 +1,4 @@
-"""The local site page (issue 16, DESIGN.md section 11): a read-only web page served by the
+"""The local site page (DESIGN.md section 11): a read-only web page served by the
 daemon on its own loop, off by default, loopback by default.
 
     pages.py        what each page shows, as plain values (no web framework)

@@ -447,7 +447,7 @@ def _point_row(point: PointInfo, sample: Sample | None, now: float) -> dict[str,
 
 
 def _ticket_row(ticket: Ticket, now: float) -> dict[str, Any]:
-    # A person's `accept`/`start` is the response (issue 13); the delivery ack is not.
+    # A person's `accept`/`start` is the response; the delivery ack is not.
     responded = "response" in ticket.attributes
     closed = not ticket.state.is_open
     return {
