@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from gateway.assembly.plant import ConfiguredDevice
+from gateway.config.files import read_password
 from gateway.config.loader import LoadedConfig
 from gateway.core.clock import Clock
 from gateway.core.interfaces import Detector, SpectrumDetector
@@ -103,12 +104,12 @@ async def start_site_page(
     if cfg.password_file is not None:
         path = loaded.resolve(cfg.password_file)
         try:
-            password = path.read_text(encoding="utf-8").strip()
-        except (OSError, UnicodeDecodeError) as exc:
+            password = read_password(path)
+        except OSError as exc:
             log.error("Site page not started: cannot read its password file `%s`: %s", path, exc)
             return None
-        if not password:
-            log.error("Site page not started: its password file `%s` is empty.", path)
+        except ValueError as exc:
+            log.error("Site page not started: its password file `%s` %s.", path, exc)
             return None
     spectra = [d for d in detectors if isinstance(d, SpectrumDetector)]
     snapshots = SpectrumSnapshots(loaded.state_directory / "site" / "spectra")

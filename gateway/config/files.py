@@ -70,3 +70,17 @@ def named_file_problems(named: NamedFile, base_dir: Path) -> list[tuple[Severity
     if not os.access(resolved, os.R_OK):
         return [(Severity.ERROR, f"{shown} cannot be read by this user (permission denied)")]
     return []
+
+
+def read_password(path: Path) -> str:
+    """The password a password file holds: its text without the white space around it (an
+    editor's final newline is not part of the password). Raises `OSError` when the file cannot
+    be read, `ValueError` when it is not UTF-8 text or holds nothing: an empty password would
+    be a page anyone can open while its log says a password protects it."""
+    try:
+        password = path.read_text(encoding="utf-8").strip()
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"is not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+    if not password:
+        raise ValueError("is empty")
+    return password

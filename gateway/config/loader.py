@@ -24,12 +24,12 @@ from pydantic import BaseModel, ValidationError
 
 from detectors import RULES
 from gateway.config.crosscheck import CheckedDevice, cross_check
-from gateway.config.files import named_file_problems
+from gateway.config.files import named_file_problems, read_password
 from gateway.config.models import DeviceConfig, GatewayConfig, device_model
 from gateway.config.pydantic_errors import problem_for_non_mapping, validation_problems
 from gateway.config.yaml_marks import MarkedDocument, parse_yaml, without_data
-from gateway.core.errors import ConfigError, ConfigProblem
-from gateway.core.plugins import PluginTable, ProtocolPlugin, RulePlugin
+from gateway.core.errors import ConfigError, ConfigProblem, Severity
+from gateway.core.plugins import NamedFile, PluginTable, ProtocolPlugin, RulePlugin
 from gateway.ticketing.knowledge import KnowledgeBase
 from protocols import PROTOCOLS
 
@@ -288,15 +288,34 @@ def _with_extra_last(paths: Sequence[Path], extra: Sequence[Path]) -> list[Path]
 def _gateway_file_problems(
     gateway: GatewayConfig, document: MarkedDocument, base_dir: Path
 ) -> list[ConfigProblem]:
-    """The uplink's password and TLS files exist and can be read (relative to gateway.yaml)."""
+    """The uplink's password and TLS files and the site page's password file exist and can be
+    read (relative to gateway.yaml); the site page's holds a password."""
     problems = []
-    for named in gateway.uplink.named_files():
-        path = f"uplink.{named.key}"
-        for severity, message in named_file_problems(named, base_dir):
-            problems.append(
-                ConfigProblem(document.file, document.line_of(path), path, message, severity)
-            )
+    sections = (("uplink", gateway.uplink.named_files()),
+                ("site_page", gateway.site_page.named_files()))  # fmt: skip
+    for section, named_files in sections:
+        for named in named_files:
+            path = f"{section}.{named.key}"
+            found = named_file_problems(named, base_dir)
+            if not found and section == "site_page":
+                found = _password_problems(named, base_dir)
+            for severity, message in found:
+                problems.append(
+                    ConfigProblem(document.file, document.line_of(path), path, message, severity)
+                )
     return problems
+
+
+def _password_problems(named: NamedFile, base_dir: Path) -> list[tuple[Severity, str]]:
+    """The page reads its password at start and stays off without one (assembly/site.py):
+    an empty or garbled file is found here, before the page is missed on site."""
+    path = Path(named.name)
+    try:
+        read_password(path if path.is_absolute() else base_dir / path)
+    except (OSError, ValueError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        return [(Severity.ERROR, f"{named.what} `{named.name}` {reason}")]
+    return []
 
 
 def display_path(path: Path) -> str:

@@ -431,6 +431,13 @@ class SitePageConfig(Strict):
         16, ge=1, le=256, description="Open pages receiving live updates at once, at most."
     )
 
+    def named_files(self) -> tuple[NamedFile, ...]:
+        """The password file, checked by `check-config` (relative to gateway.yaml, as the
+        page resolves it): a typo found at start would cost the page, not just a warning."""
+        if self.password_file is None:
+            return ()
+        return (NamedFile("password_file", self.password_file, "site page password file"),)
+
     @model_validator(mode="after")
     def _password_beyond_loopback(self) -> SitePageConfig:
         if self.port is not None and not is_loopback(self.host) and self.password_file is None:
