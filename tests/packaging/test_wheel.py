@@ -7,6 +7,9 @@ import asyncio
 import json
 import re
 import subprocess
+import time
+import urllib.request
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -126,9 +129,38 @@ DEMO_DURATION_S = 90
 DEMO_MARGIN_S = 15
 
 
-async def run_demo_watching_the_wire(installed: Installed) -> tuple[int, str, WireWatcher]:
+@dataclass
+class PageFetch:
+    """What the installed demo's site page answered: path -> (status, body)."""
+
+    answers: dict[str, tuple[int, str]] = field(default_factory=dict)
+
+
+def fetch_site_page(url: str, fetched: PageFetch) -> None:
+    """The overview once it answers, then every asset it links: the templates and the static
+    files must have come with the wheel (package data), not from the checkout."""
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            with urllib.request.urlopen(url, timeout=5) as response:
+                overview = response.read().decode()
+                fetched.answers["/"] = (response.status, overview)
+                break
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.5)
+    for path in sorted(set(re.findall(r'(?:href|src)="(/static/[^"]+)"', overview))):
+        with urllib.request.urlopen(url.rstrip("/") + path, timeout=5) as response:
+            fetched.answers[path] = (response.status, response.read().decode())
+
+
+async def run_demo_watching_the_wire(
+    installed: Installed, fetched: PageFetch
+) -> tuple[int, str, WireWatcher]:
     """`edge-gateway demo --duration ...` from the installed wheel, with a `#` subscriber on
-    the broker it names; its exit status, its output and what was seen on the wire."""
+    the broker it names; its exit status, its output and what was seen on the wire. The site
+    page it names is read into `fetched` while the demo runs."""
     demo = await asyncio.create_subprocess_exec(
         str(installed.bin / "edge-gateway"), "demo", "--duration", str(DEMO_DURATION_S),
         cwd=installed.elsewhere, env=installed.env(),
@@ -146,7 +178,16 @@ async def run_demo_watching_the_wire(installed: Installed) -> tuple[int, str, Wi
                 found = re.search(r"demo: broker on 127\.0\.0\.1:(\d+)", line)
                 port = int(found[1]) if found else None
         async with watching_the_wire(port) as wire:
-            rest, _ = await asyncio.wait_for(demo.communicate(), 300)
+            url = None
+            async with asyncio.timeout(60):
+                while url is None:
+                    line = (await demo.stdout.readline()).decode()
+                    assert line, "the demo ended before naming its page:\n" + "".join(head)
+                    head.append(line)
+                    found = re.search(r"demo: site page on (http://\S+)", line)
+                    url = found[1] if found else None
+            page = asyncio.to_thread(fetch_site_page, url, fetched)
+            (rest, _), _ = await asyncio.wait_for(asyncio.gather(demo.communicate(), page), 300)
     finally:
         if demo.returncode is None:
             demo.kill()
@@ -166,8 +207,16 @@ def test_demo_runs_from_the_installed_wheel_to_the_signed_off_ticket(installed: 
     message (three protocols, vibration and threshold tickets, the central system's acks, the
     people's commands and the replies, the verification and the sign-off) against the shipped
     AsyncAPI document."""
-    returncode, out, wire = asyncio.run(run_demo_watching_the_wire(installed))
+    fetched = PageFetch()
+    returncode, out, wire = asyncio.run(run_demo_watching_the_wire(installed, fetched))
     assert returncode == 0, out[-6000:]
+    # The site page is served from the installed package: its overview names the demo's
+    # devices, and every stylesheet, script and icon it links answers.
+    status, overview = fetched.answers["/"]
+    assert status == 200 and all(d in overview for d in ("pump-1", "pump-1-vib", "motor-1"))
+    assets = {path: answer for path, answer in fetched.answers.items() if path != "/"}
+    assert {"/static/site.css", "/static/live.js"} <= set(assets), fetched.answers.keys()
+    assert all(status == 200 and body for status, body in assets.values()), assets.keys()
     assert wire.violations() == []
     topics = {m.topic.split("/", 3)[-1] for m in wire.seen}
     assert {"tickets/opened", "tickets/transition", "cmd/ack", "status"} <= topics, topics
