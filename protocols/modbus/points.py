@@ -484,9 +484,10 @@ def decode_block(registers: Sequence[int], point: ModbusPoint) -> np.ndarray:
     samples = point.waveform.samples
     if len(registers) != samples * per_value:
         raise DecodeError(f"waveform needs {samples * per_value} registers, got {len(registers)}")
-    words = np.asarray(registers, dtype=np.int64)
-    if words.size and (words.min() < 0 or words.max() > 0xFFFF):
+    # Range first, on the plain ints: one beyond int64 would make numpy raise OverflowError.
+    if registers and (min(registers) < 0 or max(registers) > 0xFFFF):
         raise DecodeError("register value outside 0..65535 in waveform")
+    words = np.asarray(registers, dtype=np.int64)
     grid = words.astype(">u2").reshape(samples, per_value)
     order = point.word_order.value
     if order in ("CDAB", "DCBA"):
@@ -496,10 +497,17 @@ def decode_block(registers: Sequence[int], point: ModbusPoint) -> np.ndarray:
         swapped = bytearray(raw)
         swapped[0::2], swapped[1::2] = raw[1::2], raw[0::2]
         raw = bytes(swapped)
-    values = np.frombuffer(raw, dtype=">" + _NUMPY_TYPES[point.type]).astype(np.float64)
+    # A signalling NaN warns when cast, a large value times the scale overflows: both are
+    # refused below with a reason instead.
+    with np.errstate(over="ignore", invalid="ignore"):
+        values = np.frombuffer(raw, dtype=">" + _NUMPY_TYPES[point.type]).astype(np.float64)
+        scaled = values * point.scale + point.offset
     if not np.all(np.isfinite(values)):
         raise DecodeError("waveform holds NaN or infinite values")
-    return values * point.scale + point.offset
+    # As `decode` for one value: a large raw value times the scale can overflow to infinity.
+    if not np.all(np.isfinite(scaled)):
+        raise DecodeError("scaled waveform holds infinite values")
+    return scaled
 
 
 def table_of(request: ReadRequest) -> RegisterTable:

@@ -47,7 +47,10 @@ def scalar_value(raw: object) -> float:
     if isinstance(raw, bool):
         return 1.0 if raw else 0.0
     if isinstance(raw, int | float | np.integer | np.floating):
-        value = float(raw)
+        try:
+            value = float(raw)
+        except OverflowError:  # an integer beyond any double
+            raise NotDecodable(f"value {raw} is out of range") from None
     elif raw is None:
         raise NotDecodable("no value")
     else:
@@ -58,20 +61,30 @@ def scalar_value(raw: object) -> float:
 
 
 def waveform_data(raw: object) -> np.ndarray:
-    """A finite float64 array from an array variant value (list of numbers or bytes)."""
+    """A finite float64 array from an array variant value (a list of numbers or Booleans)."""
     if isinstance(raw, bytes | bytearray | str) or not isinstance(raw, Sequence | np.ndarray):
         raise NotDecodable(f"value of type {type(raw).__name__} is not an array")
     if len(raw) == 0:
         raise NotDecodable("empty array")
     try:
-        data = np.asarray(raw, dtype=np.float64)
-    except (TypeError, ValueError) as exc:
+        array = np.asarray(raw)
+    except (TypeError, ValueError) as exc:  # ragged nesting
         raise NotDecodable(f"array is not numeric: {exc}") from None
-    if data.ndim != 1:
-        raise NotDecodable(f"array has {data.ndim} dimensions, expected 1")
+    # Numbers and Booleans only: numpy would also turn an array of text ("1.5") into floats.
+    if array.dtype.kind not in "biuf":
+        raise NotDecodable(f"array of {_element_type(raw)} is not numeric")
+    if array.ndim != 1:
+        raise NotDecodable(f"array has {array.ndim} dimensions, expected 1")
+    data = array.astype(np.float64)
     if not np.isfinite(data).all():
         raise NotDecodable("array holds non-finite values")
     return data
+
+
+def _element_type(raw: Sequence[object] | np.ndarray) -> str:
+    if isinstance(raw, np.ndarray):
+        return str(raw.dtype)
+    return next((type(v).__name__ for v in raw if not isinstance(v, int | float)), "values")
 
 
 def scalar_record(
@@ -85,10 +98,13 @@ def scalar_record(
         raw = scalar_value(reading.value)
     except NotDecodable as exc:
         return _bad(tag, now, reading, str(exc))
+    value = raw * scale + offset
+    if not math.isfinite(value):  # a large raw value times the scale overflows
+        return _bad(tag, now, reading, f"scaled value {value} is not finite")
     return Sample(
         tag=tag.id,
         ts=now,
-        value=raw * scale + offset,
+        value=value,
         quality=quality,
         source_ts=reading.best_ts,
     )
@@ -113,7 +129,10 @@ def waveform_record(
     except NotDecodable as exc:
         return _bad(tag, now, reading, str(exc))
     if scale != 1.0 or offset != 0.0:
-        data = data * scale + offset
+        with np.errstate(over="ignore", invalid="ignore"):  # refused just below, not warned
+            data = data * scale + offset
+        if not np.isfinite(data).all():
+            return _bad(tag, now, reading, "scaled array holds non-finite values")
     return Waveform(
         tag=tag.id,
         ts=now,

@@ -7,7 +7,7 @@ import struct
 
 import pytest
 
-from protocols.modbus.config import NUMERIC_TYPES, DataType, WordOrder
+from protocols.modbus.config import NUMERIC_TYPES, DataType, ModbusPoint, WordOrder
 from protocols.modbus.decode import (
     DecodeError,
     decode,
@@ -17,6 +17,7 @@ from protocols.modbus.decode import (
     encode,
     encode_string,
 )
+from protocols.modbus.points import decode_block
 
 ABCD, CDAB, BADC, DCBA = WordOrder.ABCD, WordOrder.CDAB, WordOrder.BADC, WordOrder.DCBA
 U16, I16, U32, I32, F32 = (
@@ -240,3 +241,20 @@ def test_string_and_bit_are_not_number_types():
         decode_raw([1], DataType.STRING)
     with pytest.raises(ValueError, match="does not fit 1 registers"):
         encode_string("ABC", 1)
+
+
+def _block_point(**fields: object) -> ModbusPoint:
+    waveform = {"samples": 2, "sample_rate_hz": 100.0}
+    return ModbusPoint.model_validate({"name": "w", "address": 0, "waveform": waveform, **fields})
+
+
+def test_a_waveform_block_that_overflows_when_scaled_is_refused():
+    registers = encode(1e308, F64) + encode(1.0, F64)
+    assert decode_block(registers, _block_point(type="float64"))[1] == 1.0
+    with pytest.raises(DecodeError, match="infinite"):
+        decode_block(registers, _block_point(type="float64", scale=10.0))
+
+
+def test_a_waveform_block_with_a_register_beyond_any_integer_is_refused():
+    with pytest.raises(DecodeError, match=r"outside 0\.\.65535"):
+        decode_block([0, 2**64], _block_point(type="uint16"))

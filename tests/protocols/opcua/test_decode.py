@@ -166,3 +166,19 @@ def test_sample_rate_node_value_is_used_only_when_positive_and_not_bad(
     raw: object, status: int, rate: float | None
 ) -> None:
     assert sample_rate_of(reading(raw, status)) == rate
+
+
+@pytest.mark.parametrize("raw", [["1.5", "2"], [b"1"], [1.0, "2"], [None, 1.0], [10**400]])
+def test_an_array_that_is_not_all_numbers_is_not_a_waveform(raw: list[object]) -> None:
+    # numpy would read text as numbers ("1.5" -> 1.5): a String[] node is no waveform.
+    with pytest.raises(NotDecodable, match=r"not numeric|non-finite"):
+        waveform_data(raw)
+
+
+def test_a_value_that_overflows_when_scaled_is_a_bad_sample() -> None:
+    sample = scalar_record(TAG, reading(1e300), 1.0, scale=1e10)
+    assert sample.quality is Quality.BAD and sample.value is None
+    assert sample.reason is not None and "not finite" in sample.reason
+    record = waveform_record(WAVE_TAG, reading([1.0, 1e300]), 100.0, 1.0, scale=1e10)
+    assert isinstance(record, Sample) and record.quality is Quality.BAD
+    assert record.reason is not None and "non-finite" in record.reason
