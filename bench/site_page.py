@@ -31,7 +31,8 @@ from pathlib import Path
 
 import yaml
 
-from gateway.cli.demo import REPO_CONFIG, find_mosquitto, free_port, prepare_config
+from gateway.cli.demo import find_mosquitto, free_port, prepare_config
+from gateway.config.examples import DEMO_SITE, example_site
 from gateway.core.records import Sample
 from gateway.runtime.site.live_values import LiveValues
 
@@ -141,7 +142,7 @@ def main() -> int:
         return 69
     with tempfile.TemporaryDirectory(prefix="bench-site-page-") as tmp:
         workdir = Path(tmp)
-        plan = prepare_config(REPO_CONFIG, workdir)
+        plan = prepare_config(example_site(DEMO_SITE).path, workdir)
         (workdir / "mosquitto.conf").write_text(
             f"listener {plan.broker_port} 127.0.0.1\nallow_anonymous true\npersistence false\n"
         )

@@ -15,10 +15,12 @@ from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(REPO))
+if not __package__:
+    # Run as `python bench/vibration/confusion.py`: the path starts with this folder, where
+    # bench.py would shadow the `bench` package; the checkout takes its place.
+    sys.path[0] = str(REPO)
 
-# The sibling module (run as a script, `bench` here is bench/vibration/bench.py).
-from devset import (  # noqa: E402
+from bench.vibration.devset import (  # noqa: E402
     PATHS,
     SHORT,
     SMITH_RANDALL,

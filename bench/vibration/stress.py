@@ -24,9 +24,12 @@ from dataclasses import replace
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(REPO))
+if not __package__:
+    # Run as `python bench/vibration/stress.py`: the path starts with this folder, where
+    # bench.py would shadow the `bench` package; the checkout takes its place.
+    sys.path[0] = str(REPO)
 
-from devset import (  # noqa: E402  (the sibling module; see confusion.py)
+from bench.vibration.devset import (  # noqa: E402
     PATHS,
     DevRecord,
     calls_by_path,
@@ -35,7 +38,6 @@ from devset import (  # noqa: E402  (the sibling module; see confusion.py)
     outcome,
     run_analyze,
 )
-
 from detectors.vibration.recordings import read_recording  # noqa: E402
 
 OUT = Path(__file__).with_name("STRESS.md")
