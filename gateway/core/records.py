@@ -88,6 +88,40 @@ class Sample:
         return Sample(tag=tag, ts=ts, value=None, quality=Quality.BAD, reason=reason)
 
 
+def _set_slots(cls: type, names: tuple[str, ...]) -> tuple[Any, ...]:
+    """The slot descriptors' setters of a frozen slotted dataclass, in field order."""
+    return tuple(cls.__dict__[name].__set__ for name in names)
+
+
+_SET_SAMPLE = _set_slots(Sample, ("tag", "ts", "value", "quality", "source_ts", "reason"))
+
+
+def _sample_init(
+    self: Sample,
+    tag: str,
+    ts: float,
+    value: float | None,
+    quality: Quality = Quality.GOOD,
+    source_ts: float | None = None,
+    reason: str | None = None,
+    _set: tuple[Any, ...] = _SET_SAMPLE,
+) -> None:
+    # The generated `__init__` of a frozen dataclass goes through `object.__setattr__` once per
+    # field; the slots' own setters do the same work in half the time (a Sample is made for
+    # every value read, 15 000 a second at 500 x 30, and construction was the largest single
+    # cost of decoding: 1.3 -> 0.65 us). Still frozen: assigning an attribute raises.
+    set_tag, set_ts, set_value, set_quality, set_source_ts, set_reason = _set
+    set_tag(self, tag)
+    set_ts(self, ts)
+    set_value(self, value)
+    set_quality(self, quality)
+    set_source_ts(self, source_ts)
+    set_reason(self, reason)
+
+
+setattr(Sample, "__init__", _sample_init)  # noqa: B010 (mypy refuses assigning a method)
+
+
 @dataclass(frozen=True, slots=True)
 class Waveform:
     """A block of vibration (or other) samples at a fixed rate. Never leaves the site."""

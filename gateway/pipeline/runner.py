@@ -87,10 +87,13 @@ class DetectorRunner:
             if self._linger > 0 and self._queue.qsize() < self._batch_size - 1:
                 await asyncio.sleep(self._linger)
             batch, self._held = self._held, []
-            # Take what is already waiting, so telemetry is written in batches.
-            while batch and len(batch) < self._batch_size and not self._queue.empty():
-                batch.append(self._queue.get_nowait())
-            if batch:  # empty when `drain()` took the held records meanwhile
+            # Take what is already waiting, so telemetry is written in batches: counted once,
+            # not `empty()` and `len()` per record. The batch is empty when `drain()`
+            # took the held records meanwhile.
+            if batch:
+                room = min(self._queue.qsize(), self._batch_size - len(batch))
+                take = self._queue.get_nowait
+                batch += [take() for _ in range(room)]
                 await self._process(batch)
             if not self._queue.empty():
                 # `Queue.get` does not suspend while records wait, and storing may not either:

@@ -158,13 +158,17 @@ class PollingSource:
                 return exc
             self._last_latency = loop.time() - started
             self._on_good_read(driver, records)
-            for record in records:
-                # What `Queue.put` does, without a coroutine per record (at 15 000
-                # records/s): wait only while the queue is full, so back-pressure holds.
-                if queue.full():
-                    await queue.put(record)
-                else:
-                    queue.put_nowait(record)
+            # What `Queue.put` does, without a coroutine per record (at 15 000 records/s),
+            # and with one room check per poll rather than two per record: wait only while
+            # the queue is full, so back-pressure holds.
+            if queue.maxsize <= 0 or queue.maxsize - queue.qsize() >= len(records):
+                put = queue.put_nowait
+                for record in records:
+                    put(record)
+            else:
+                for record in records:
+                    await queue.put(record)  # suspends only while the queue is full
+            del records  # not held over the sleep: a poll's records for every device
             await self._sleep_until_next_tick()
 
     def _on_good_read(self, driver: PollingDriver, records: Sequence[Record]) -> None:

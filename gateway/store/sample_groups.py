@@ -115,22 +115,24 @@ class ColumnCatalogue:
         """Column number -> point name of one device (to unpack whole rows)."""
         return {col: point for point, col in self._columns.get(device, {}).items()}
 
-    def locate(self, tag: str, new: list[tuple[str, str, int]]) -> tuple[str, int]:
-        """The device and column of `tag`, numbering it (and noting it in `new`) on first
-        sight."""
-        # No tag -> (device, column) cache: at 15 000 tags it held 2.3 MB for 0.3 us a sample,
-        # and a site of that size is bound by memory before CPU.
-        device, _, point = tag.partition(".")
+    def device_columns(self, device: str) -> dict[str, int]:
+        """Point name -> column number of one device, for `pack` to look up (read only: a
+        new point is numbered by `number`)."""
         columns = self._columns.get(device)
         if columns is None:
             columns = self._columns[device] = {}
+        return columns
+
+    def number(self, device: str, point: str, new: list[tuple[str, str, int]]) -> int:
+        """The column of a point of `device`, numbered (and noted in `new`) on first sight."""
+        columns = self.device_columns(device)
         col = columns.get(point)
         if col is None:
             # Interned: many devices share point names (`r0`...), kept once, not per device.
             point = sys.intern(point)
             col = columns[point] = len(columns)
             new.append((device, point, col))
-        return device, col
+        return col
 
 
 def pack(
@@ -145,31 +147,59 @@ def pack(
     full: list[_Group] = []
     new_columns: list[tuple[str, str, int]] = []
     group: _Group | None = None
+    # Per sample, the lookups are inlined (the device's columns are fetched once per run of
+    # its samples; `usable` only for a sample that is not GOOD and finite): at 15 000 samples/s
+    # this halved the packing. No tag -> (device, column) cache: at 15 000 tags it held
+    # 2.3 MB for 0.3 us a sample.
+    device_columns: dict[str, int] = {}
+    current = None  # the device whose columns `device_columns` holds
+    cols: list[int] = []
+    seen: set[int] = set()
+    vals: list[float] = []
+    qualities: list[int] = []
+    stamps: list[float] = []
+    good, nan, isfinite = Quality.GOOD, math.nan, math.isfinite
     for sample in samples:
-        device, col = catalogue.locate(sample.tag, new_columns)
+        device, _, point = sample.tag.partition(".")
+        if device != current:
+            current, device_columns = device, catalogue.device_columns(device)
+        col = device_columns.get(point)
+        if col is None:
+            col = catalogue.number(device, point, new_columns)
+        ts = sample.ts
         # A poll's samples arrive together: most belong to the group of the one before.
-        if group is None or group.device != device or group.ts != sample.ts:
-            key = (device, sample.ts)
+        if group is None or group.device != device or group.ts != ts:
+            key = (device, ts)
             group = groups.get(key)
             if group is None:
-                group = groups[key] = _Group(device, sample.ts)
-        if col in group.seen:
+                group = groups[key] = _Group(device, ts)
+            cols, seen, vals = group.cols, group.seen, group.vals
+            qualities, stamps = group.quality, group.source_ts
+        if col in seen:
             full.append(group)
-            group = groups[(device, sample.ts)] = _Group(device, sample.ts)
-        value, quality, reason = usable(sample)
-        position = len(group.cols)
-        group.cols.append(col)
-        group.seen.add(col)
-        group.vals.append(value)
-        group.quality.append(quality)
-        if quality != _GOOD:
-            group.all_good = False
-        if reason is not None:
-            group.reasons[str(position)] = reason
-        if sample.source_ts is None:
-            group.source_ts.append(math.nan)
+            group = groups[(device, ts)] = _Group(device, ts)
+            cols, seen, vals = group.cols, group.seen, group.vals
+            qualities, stamps = group.quality, group.source_ts
+        value = sample.value
+        if sample.quality is good and value is not None and isfinite(value):
+            vals.append(float(value))
+            qualities.append(_GOOD)
+            reason = sample.reason
         else:
-            group.source_ts.append(sample.source_ts)
+            value, quality, reason = usable(sample)
+            vals.append(value)
+            qualities.append(quality)
+            if quality != _GOOD:
+                group.all_good = False
+        if reason is not None:
+            group.reasons[str(len(cols))] = reason
+        cols.append(col)
+        seen.add(col)
+        source_ts = sample.source_ts
+        if source_ts is None:
+            stamps.append(nan)
+        else:
+            stamps.append(source_ts)
             group.any_source_ts = True
     return [g.row() for g in (*full, *groups.values())], new_columns
 

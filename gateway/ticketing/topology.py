@@ -37,25 +37,33 @@ class LinkWatcher:
         self._links = {link.id: link for link in links}
         self._link_of_tag = {tag: link.id for link in self._links.values() for tag in link.tags}
         self._bad: dict[str, set[str]] = {link_id: set() for link_id in self._links}
+        self._bad_tags = 0  # in all the sets of `_bad`
         self._lost: set[str] = set()
 
     def observe(self, samples: Iterable[Sample]) -> list[LinkChange]:
         changes: list[LinkChange] = []
+        lost, bad_quality = self._lost, Quality.BAD
         for sample in samples:
+            if not self._bad_tags and not lost and sample.quality is not bad_quality:
+                continue  # all is well: a usable sample changes nothing (the usual case)
             link_id = self._link_of_tag.get(sample.tag)
             if link_id is None:
                 continue
             link = self._links[link_id]
             bad = self._bad[link_id]
-            if sample.quality is Quality.BAD:
-                bad.add(sample.tag)
-                if bad >= link.tags and link_id not in self._lost:
-                    self._lost.add(link_id)
+            if sample.quality is bad_quality:
+                if sample.tag not in bad:
+                    bad.add(sample.tag)
+                    self._bad_tags += 1
+                if bad >= link.tags and link_id not in lost:
+                    lost.add(link_id)
                     changes.append(LinkChange(link, True, sample.ts, sample.reason or "no answer"))
             else:
-                bad.discard(sample.tag)
-                if link_id in self._lost:
-                    self._lost.discard(link_id)
+                if sample.tag in bad:
+                    bad.discard(sample.tag)
+                    self._bad_tags -= 1
+                if link_id in lost:
+                    lost.discard(link_id)
                     changes.append(LinkChange(link, False, sample.ts, "answering again"))
         return changes
 

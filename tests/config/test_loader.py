@@ -144,3 +144,23 @@ def test_example_site_in_configs_loads_without_problems() -> None:
     loaded = load_config(REPO / "configs" / "gateway.yaml")
     assert loaded.summary.devices >= 1
     assert loaded.summary.tags >= 1
+
+
+def test_equal_texts_and_numbers_of_the_devices_are_kept_once_with_their_sign(
+    tmp_path: Path,
+) -> None:
+    # 500 devices x 30 points repeat the same names, units and scales: one object each
+    # (issue 17, memory), and a scale of -0.0 stays -0.0 although it equals 0.0.
+    point = "  - {{name: {name}, address: {address}, unit: bar, scale: {scale}}}\n"
+    device = DEVICE.split("points:")[0] + "points:\n"
+    devices = {
+        f"p{n}.yaml": device.format(id=f"p{n}", port=5020 + n)
+        + point.format(name="temp", address=0, scale=0.25)
+        + point.format(name="zero", address=1, scale="-0.0" if n else "0.0")
+        for n in range(2)
+    }
+    _site(tmp_path, "site: s\ngateway_id: g\ndevices:\n  - devices/*.yaml\n", devices)
+    (a, b) = [config.points for _, config in load_config(tmp_path).devices]
+    assert a[0].name is b[0].name and a[0].unit is b[0].unit and a[0].scale is b[0].scale
+    assert a[0].scale == 0.25 and a[0].unit == "bar"
+    assert str(a[1].scale) == "0.0" and str(b[1].scale) == "-0.0"

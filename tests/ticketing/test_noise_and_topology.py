@@ -58,6 +58,18 @@ def test_a_link_is_lost_only_when_every_tag_behind_it_is_bad():
     assert links.inhibiting("b") is None and links.lost == {}
 
 
+def test_a_tag_good_again_before_the_last_one_fails_keeps_the_link_up():
+    # "Every tag is bad" is about each tag's newest sample: one that answered again in
+    # between no longer counts, though no link was lost meanwhile.
+    links = LinkWatcher([LINE])
+    assert links.observe([Sample.bad("a.x", 1, "timeout"), Sample.bad("b.x", 1, "timeout")]) == []
+    assert links.observe([Sample("a.x", 2, 1.0)]) == []
+    assert links.observe([Sample.bad("b.y", 3, "no answer")]) == []
+    assert links.inhibiting("a") is None and links.lost == {}
+    (change,) = links.observe([Sample.bad("a.x", 4, "timeout")])
+    assert change.lost
+
+
 def test_tags_of_other_devices_do_not_touch_the_link():
     links = LinkWatcher([LINE])
     assert links.observe([Sample.bad("z.q", 1, "x")]) == []
