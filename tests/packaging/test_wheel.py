@@ -4,6 +4,7 @@ another folder. Everything read at run time must come with the package (issue 14
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import re
 import subprocess
@@ -36,6 +37,7 @@ def test_commands_come_from_the_installed_package_not_the_checkout(installed: In
     assert result.returncode == 0 and result.stdout == f"edge-gateway {version}\n"
 
 
+@functools.cache  # one `example` listing per session: each run of the CLI costs 1-2 s
 def shipped_sites(installed: Installed) -> dict[str, Path]:
     listing = installed.run("example")
     assert listing.returncode == 0, listing.stderr
