@@ -12,7 +12,6 @@ from __future__ import annotations
 import base64
 import logging
 import socket
-from collections.abc import AsyncIterator
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -88,12 +87,6 @@ async def start(loaded: LoadedConfig) -> SitePage | None:
         state=SimpleNamespace(tickets=History(), outbox=History()),
         tickets=Tickets(),
     )
-
-
-@pytest.fixture
-async def http() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as session:
-        yield session
 
 
 # --- check-config --------------------------------------------------------------------------

@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-import pytest
 
 from gateway.core.records import Sample
 from gateway.runtime.site.live_values import LiveValues
@@ -91,12 +90,6 @@ class CountedTelemetry(Telemetry):
     async def read_samples(self, tag: str, start: float, end: float) -> list[Sample]:
         self.reads += 1
         return await super().read_samples(tag, start, end)
-
-
-@pytest.fixture
-async def http() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as session:
-        yield session
 
 
 async def test_a_watched_page_gets_at_most_one_update_per_period_however_fast_values_come(

@@ -42,12 +42,6 @@ async def server(tmp_path: Path, live: LiveValues) -> AsyncIterator[SitePageServ
     await page.close()
 
 
-@pytest.fixture
-async def http() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as session:
-        yield session
-
-
 async def test_overview_lists_devices_with_quality_counts_and_tickets_with_deadlines(server, http):
     async with http.get(server.url) as reply:
         assert reply.status == 200

@@ -109,12 +109,6 @@ async def telemetry(tmp_path: Path) -> AsyncIterator[TelemetryStore]:
     await store.close()
 
 
-@pytest.fixture
-async def http() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as session:
-        yield session
-
-
 # --- reading the charts back -----------------------------------------------------------------
 
 
