@@ -170,24 +170,22 @@ async def run_demo_watching_the_wire(
     )  # fmt: skip
     assert demo.stdout is not None
     head: list[str] = []
-    try:
-        port = None
+
+    async def named(pattern: str, what: str) -> str:
+        """The first group of the demo's first output line matching `pattern`."""
+        assert demo.stdout is not None
         async with asyncio.timeout(60):
-            while port is None:
+            while True:
                 line = (await demo.stdout.readline()).decode()
-                assert line, "the demo ended before naming its broker:\n" + "".join(head)
+                assert line, f"the demo ended before naming its {what}:\n" + "".join(head)
                 head.append(line)
-                found = re.search(r"demo: broker on 127\.0\.0\.1:(\d+)", line)
-                port = int(found[1]) if found else None
+                if found := re.search(pattern, line):
+                    return found[1]
+
+    try:
+        port = int(await named(r"demo: broker on 127\.0\.0\.1:(\d+)", "broker"))
         async with watching_the_wire(port) as wire:
-            url = None
-            async with asyncio.timeout(60):
-                while url is None:
-                    line = (await demo.stdout.readline()).decode()
-                    assert line, "the demo ended before naming its page:\n" + "".join(head)
-                    head.append(line)
-                    found = re.search(r"demo: site page on (http://\S+)", line)
-                    url = found[1] if found else None
+            url = await named(r"demo: site page on (http://\S+)", "page")
             page = asyncio.to_thread(fetch_site_page, url, fetched)
             (rest, _), _ = await asyncio.wait_for(asyncio.gather(demo.communicate(), page), 300)
     finally:
