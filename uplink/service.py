@@ -433,7 +433,7 @@ class Uplink:
         if not self._admit(OutboxKind.STATUS, message):
             return
         try:
-            await link.publish(message)
+            await self._within_ack_timeout(link, [link.send(message)], 1)
         except PublishRejected as exc:
             log.error("Status `online` on `%s` refused: %s", self._topics.status, exc)
             return
@@ -483,6 +483,35 @@ class Uplink:
                 self._resent - resent_before,
             )
 
+    async def _within_ack_timeout(
+        self,
+        link: MqttLink,
+        futures: Sequence[asyncio.Future[int]],
+        count: int,
+        *,
+        collect: bool = False,
+    ) -> list[int | BaseException]:
+        """Wait for the PUBACKs of `futures`; past `ack_timeout_s` the link is judged half-open
+        (TCP up, broker silent), aborted, and `UplinkError` raised. Every QoS 1 publish waits
+        here, the `online` status included: one left waiting without a deadline would hold the
+        publisher on a silent link until keepalive noticed, if ever. With `collect`, each
+        failure is returned in its place instead of raised."""
+        try:
+            async with asyncio.timeout(self.settings.ack_timeout_s):
+                return await asyncio.gather(*futures, return_exceptions=collect)
+        except TimeoutError:
+            self._half_open_aborts += 1
+            log.warning(
+                "No PUBACK from `%s:%s` within %g s for %d message(s); treating the link as "
+                "half-open and reconnecting.",
+                self.settings.host,
+                self.settings.port,
+                self.settings.ack_timeout_s,
+                count,
+            )
+            link.abort()
+            raise UplinkError("PUBACK timeout") from None
+
     async def _send(self, link: MqttLink, items: Sequence[OutboxItem]) -> None:
         """Publish a batch pipelined, then record each PUBACK in order.
 
@@ -519,21 +548,7 @@ class Uplink:
                 for future in futures:
                     future.cancel()
                 raise
-        try:
-            async with asyncio.timeout(self.settings.ack_timeout_s):
-                results = await asyncio.gather(*futures, return_exceptions=True)
-        except TimeoutError:
-            self._half_open_aborts += 1
-            log.warning(
-                "No PUBACK from `%s:%s` within %.0f s for %d message(s); treating the link as "
-                "half-open and reconnecting.",
-                self.settings.host,
-                self.settings.port,
-                self.settings.ack_timeout_s,
-                len(admitted),
-            )
-            link.abort()
-            raise UplinkError("PUBACK timeout") from None
+        results = await self._within_ack_timeout(link, futures, len(admitted), collect=True)
 
         now = self._clock.now()
         lost: BaseException | None = None

@@ -87,11 +87,16 @@ class TcpProxy:
 
     `sever()` aborts every connection at once, as a crashed process or a pulled cable would
     look to both ends: no MQTT DISCONNECT, so the broker publishes the client's Will.
+
+    While `drop_pubacks` is set, each new connection carries everything from the broker except
+    its PUBACKs, for as long as that connection lasts: the session comes up (CONNACK, SUBACK)
+    and then no publish is ever confirmed, as on a link that died right after connecting.
     """
 
     def __init__(self, target_port: int) -> None:
         self.target_port = target_port
         self.port = 0
+        self.drop_pubacks = False
         self._server: asyncio.Server | None = None
         self._transports: list[asyncio.StreamWriter] = []
         self._pumps: set[asyncio.Task[None]] = set()
@@ -117,10 +122,41 @@ class TcpProxy:
             writer.transport.abort()
             return
         self._transports += [writer, up_writer]
-        for source, sink in ((reader, up_writer), (up_reader, writer)):
-            task = asyncio.create_task(self._pump(source, sink), name="test.proxy.pump")
+        downstream = (
+            self._pump_without_pubacks(up_reader, writer)
+            if self.drop_pubacks
+            else self._pump(up_reader, writer)
+        )
+        for pump in (self._pump(reader, up_writer), downstream):
+            task = asyncio.create_task(pump, name="test.proxy.pump")
             self._pumps.add(task)
             task.add_done_callback(self._pumps.discard)
+
+    @staticmethod
+    async def _pump_without_pubacks(
+        source: asyncio.StreamReader, sink: asyncio.StreamWriter
+    ) -> None:
+        """Forward the broker's MQTT packets whole (fixed header, variable-length remaining
+        length, body), leaving out every PUBACK (packet type 4)."""
+        try:
+            while True:
+                header = await source.readexactly(1)
+                length, shift = 0, 0
+                while True:
+                    byte = await source.readexactly(1)
+                    header += byte
+                    length |= (byte[0] & 0x7F) << shift
+                    shift += 7
+                    if not byte[0] & 0x80:
+                        break
+                packet = header + await source.readexactly(length)
+                if packet[0] >> 4 != 4:
+                    sink.write(packet)
+                    await sink.drain()
+        except (asyncio.IncompleteReadError, ConnectionError, OSError):
+            pass  # the other side went away: the pump ends
+        finally:
+            sink.transport.abort()
 
     @staticmethod
     async def _pump(source: asyncio.StreamReader, sink: asyncio.StreamWriter) -> None:

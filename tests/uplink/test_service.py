@@ -310,6 +310,29 @@ async def test_unacknowledged_puback_means_half_open_link_reconnect_and_resend(m
     assert cmms.statistics().tickets_seen == 1
 
 
+async def test_link_that_never_confirms_a_publish_is_aborted_at_the_status_publish(mosquitto):
+    # The first QoS 1 publish on every connection is the retained `online` status. A link
+    # that dies between the session coming up and that PUBACK must be judged half-open there
+    # too, or the publisher waits on it and no ticket leaves until keepalive notices, if ever.
+    outbox, clock = MemoryOutbox(), ManualClock()
+    seq = await outbox.enqueue(ENCODE(make_ticket(), make_event("opened")))
+    cmms = central(mosquitto.port)
+    async with running(cmms.run_central(), "central"), TcpProxy(mosquitto.port) as proxy:
+        await cmms.wait_connected()
+        proxy.drop_pubacks = True
+        settings = uplink_settings(proxy.port, ack_timeout_s=0.3)
+        uplink = Uplink(settings, outbox, StandInHandler(outbox, clock), clock)
+        async with running(uplink.run_uplink(), "uplink"):
+            await eventually(lambda: uplink.statistics().half_open_aborts >= 1)
+            assert outbox.get(seq).settled_at is None
+            proxy.drop_pubacks = False
+            await eventually(lambda: outbox.get(seq).settled_at is not None)
+            status_sent = uplink.statistics().messages_sent.get("status", 0)
+
+    assert cmms.statistics().tickets_seen == 1
+    assert status_sent >= 1
+
+
 async def test_items_leave_in_outbox_order(mosquitto):
     outbox, clock = MemoryOutbox(), ManualClock()
     tickets = [dataclasses.replace(make_ticket(f"T-{n}")) for n in range(30)]
