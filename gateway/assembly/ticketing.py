@@ -61,6 +61,7 @@ def lifecycle_policy(cfg: TicketingConfig) -> LifecyclePolicy:
         group_threshold=cfg.group_threshold,
         group_window_s=cfg.group_window_h * HOUR,
         group_wait_s=cfg.group_wait_s,
+        incident_update_interval_s=cfg.incident_update_interval_s,
         calendar=working_calendar(cfg.working_calendar),
         hold_pauses={str(k): v for k, v in cfg.hold_stops_clock.items()},
         require_signoff=cfg.require_signoff,

@@ -327,6 +327,13 @@ class TicketingConfig(Strict):
         "opens one incident instead of a ticket each (Alertmanager's group_wait). P0 and "
         "safety rules are never held.",
     )
+    incident_update_interval_s: float = Field(
+        60.0,
+        ge=1,
+        le=3600,
+        description="An incident publishes its member updates at most this often (a storm "
+        "is hundreds of members); a priority raise is published at once.",
+    )
     stale_after_h: float = Field(24.0, gt=0, description="An active condition this old is stale.")
     max_shelve_h: float = Field(
         8.0, gt=0, le=24, description="Longest shelving a central `shelve` command may ask."

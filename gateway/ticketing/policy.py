@@ -21,20 +21,22 @@ class SlaTarget:
 
     Each clock (response, resolution) warns `warn_before` of its target before the deadline,
     reports the breach to `levels[0]`, then every `repeat_s` the next level, and after the last
-    level one `unattended` event; then the ticket is silent until a person acts on it."""
+    level one `unattended` event; then the ticket is silent until a person acts on it. The
+    defaults are the configuration model's (`gateway.config.models.SlaTarget`)."""
 
     respond_s: float
     resolve_s: float
-    warn_before: float = 0.2  # share of the target: the warning comes at 80 % of it
-    levels: tuple[str, ...] = ("maintenance-supervisor",)
-    repeat_s: float = 1800.0
-    working_time: bool = False  # count only the site's working hours (lower priorities)
+    warn_before: float  # share of the target: 0.2 warns at 80 % of it
+    levels: tuple[str, ...]
+    repeat_s: float
+    working_time: bool  # count only the site's working hours (lower priorities)
 
 
 @dataclass(frozen=True, slots=True)
 class LifecyclePolicy:
-    """The site's ticket policy in seconds. Its defaults are written once, in the configuration
-    models (`gateway.config.models.TicketingConfig`); `gateway.assembly.ticketing` converts."""
+    """The site's ticket policy in seconds. No field has a default here: the defaults are
+    written once, in the configuration models (`gateway.config.models.TicketingConfig`), and
+    `gateway.assembly.ticketing` converts every field."""
 
     # Respond-by / resolve-by for every priority.
     sla: Mapping[Priority, SlaTarget]
@@ -56,32 +58,30 @@ class LifecyclePolicy:
     safety_detectors: frozenset[str]
     cmms_codes: Mapping[str, Mapping[str, str]]
     # An incident publishes a member update at most this often (a storm is hundreds of them).
-    incident_update_interval_s: float = 60.0
+    incident_update_interval_s: float
     # Storms by signature (see `groups`): the labels of the group key, more than
     # `group_threshold` new conditions of one key within `group_window_s` are one incident,
     # and the short hold that lets a burst open one incident instead of a ticket each.
-    group_by: tuple[str, ...] = ("site", "fault_code", "asset_class")
-    group_threshold: int = 10
-    group_window_s: float = 86_400.0
-    group_wait_s: float = 30.0
+    group_by: tuple[str, ...]
+    group_threshold: int
+    group_window_s: float
+    group_wait_s: float
     # The site's working hours; None: every second counts, for every priority.
-    calendar: Calendar | None = None
+    calendar: Calendar | None
     # ON_HOLD reasons that stop the resolution clock (waiting on the requester's side).
-    hold_pauses: Mapping[str, bool] = field(
-        default_factory=lambda: {"parts": False, "access": True, "production": True}
-    )
+    hold_pauses: Mapping[str, bool]
     # Sign-off: a repair is closed by `confirm` from one of these actors (empty: not asked).
-    require_signoff: bool = False
-    signoff_actors: frozenset[str] = frozenset()
-    cause_codes: Mapping[str, str] = field(default_factory=dict)
-    remedy_codes: Mapping[str, str] = field(default_factory=dict)
+    require_signoff: bool
+    signoff_actors: frozenset[str]
+    cause_codes: Mapping[str, str]
+    remedy_codes: Mapping[str, str]
     # A close not followed by the same signature within this is `eradicated` (the brief: 30 d).
-    eradication_after_s: float = 30 * 86400.0
+    eradication_after_s: float
     # KPIs over tickets resolved within this window.
-    kpi_window_s: float = 30 * 86400.0
+    kpi_window_s: float
     # The same fault code on one asset model this many times within the window: advisory.
-    quality_repeats: int = 3
-    quality_window_s: float = 30 * 86400.0
+    quality_repeats: int
+    quality_window_s: float
 
     def sla_for(self, priority: Priority) -> SlaTarget:
         return self.sla[priority]
