@@ -8,10 +8,12 @@ import pytest
 
 from gateway.config.loader import load_config
 from gateway.config.schema import device_schema
+from protocols import PROTOCOLS as PROTOCOL_TABLE
 
 REPO = Path(__file__).resolve().parents[2]
 SITES = [REPO / "configs", *sorted((REPO / "configs" / "examples").glob("*/"))]
-PROTOCOLS = {"modbus_tcp", "modbus_rtu", "opcua", "can"}
+# Every protocol of the table ships in at least one example site.
+PROTOCOLS = set(PROTOCOL_TABLE.names)
 
 
 @pytest.mark.parametrize("site", SITES, ids=lambda p: p.name)

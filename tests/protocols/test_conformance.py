@@ -32,6 +32,7 @@ import pytest
 
 from gateway.core.errors import DeviceTimeout, DeviceUnreachable, DriverError
 from gateway.core.interfaces import Record
+from protocols import PROTOCOLS
 from tests.support.conformance import (
     CAN_SLOWEST_STALE_S,
     CanCase,
@@ -45,7 +46,15 @@ from tests.support.conformance import (
 from tests.support.modbus import unused_port
 from tests.support.opcua import ThreadedServer
 
-CASES = ["modbus_tcp", "modbus_rtu", "opcua_read", "opcua_subscribe", "can"]
+# Case -> the protocol of the table it exercises (OPC UA in both of its shapes).
+CASE_PROTOCOLS = {
+    "modbus_tcp": "modbus_tcp",
+    "modbus_rtu": "modbus_rtu",
+    "opcua_read": "opcua",
+    "opcua_subscribe": "opcua",
+    "can": "can",
+}
+CASES = list(CASE_PROTOCOLS)
 
 # (test function, case) -> why the driver fails that property. Empty: every driver conforms.
 KNOWN_FAILURES: dict[tuple[str, str], str] = {}
@@ -111,6 +120,11 @@ async def case(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[
         yield built
     finally:
         await built.release()
+
+
+def test_every_protocol_of_the_table_has_a_conformance_case() -> None:
+    """A protocol added to the table runs this suite too, or this fails."""
+    assert set(CASE_PROTOCOLS.values()) == set(PROTOCOLS.names)
 
 
 async def test_connects_and_reads_healthy_values(case: DriverCase) -> None:
