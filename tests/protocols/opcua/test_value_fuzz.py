@@ -15,7 +15,8 @@ the client. Against the contract of protocols/opcua/decode.py and the driver's d
 - a waveform's data are the array's numbers scaled, all finite; a scalar, text array, empty or
   nested array, or an unusable sample rate is BAD.
 
-10 000 examples (derandomized); about 21 s on a shared 2-core machine.
+10 000 examples (derandomized); about 21 s on a shared 2-core machine. The subscription shape
+(data changes dispatched by client handle, subscription status changes) gets 3 000 more.
 """
 
 from __future__ import annotations
@@ -32,12 +33,15 @@ from typing import Any
 import numpy as np
 import pytest
 from asyncua import ua
+from asyncua.common.subscription import DataChangeEvent, DataChangeNotif, StatusChangeEvent
 from asyncua.common.utils import Buffer
 from asyncua.ua import ua_binary
 from hypothesis import given, settings
 
 from gateway.core.clock import ManualClock
+from gateway.core.errors import DeviceUnreachable
 from gateway.core.records import Quality, Sample, Waveform
+from protocols.opcua.config import NodeMode
 from protocols.opcua.driver import OpcUaDriver
 from tests.support.entropy import CASES, Entropy
 from tests.support.opcua import connection, node, tags_for
@@ -276,4 +280,76 @@ def test_a_read_of_any_data_values_stores_only_what_the_server_vouched_for(loop)
     assert seen["refused by the library"] < EXAMPLES // 3, seen
     for outcome in ("scalar bad", "scalar GOOD", "scalar UNCERTAIN", "waveform bad",
                     "waveform GOOD", "waveform UNCERTAIN"):  # fmt: skip
+        assert seen[outcome], seen
+
+
+SUBSCRIBED = [n.model_copy(update={"mode": NodeMode.SUBSCRIBE}) for n in NODES]
+SUBSCRIPTION_EXAMPLES = 3_000  # the value steps are the read path's; this covers the dispatch
+UNKNOWN_HANDLE = 99
+
+
+def test_a_subscription_of_any_notifications_stores_only_what_the_server_vouched_for():
+    """The subscription shape: each data change is dispatched by its client handle (a value
+    node, the sample-rate node, or a handle nobody asked for), decoded as a read is, and a
+    Bad subscription status ends the stream as our DeviceUnreachable; nothing else escapes."""
+    rate_handle = len(SUBSCRIBED) + 1
+    seen: collections.Counter[str] = collections.Counter()
+
+    @settings(max_examples=SUBSCRIPTION_EXAMPLES, derandomize=True)
+    @given(data=CASES)
+    def check(data: bytes) -> None:
+        e = Entropy(data)
+        driver = OpcUaDriver("pump", connection("opc.tcp://fake:4840"), SUBSCRIBED,
+                             tags_for("pump", SUBSCRIBED), ManualClock(T0))  # fmt: skip
+        # As `_subscribe` maps the handles it asked for: 1..n the nodes, then the rate node.
+        driver._by_handle = {i: p for i, p in enumerate(driver._subscribed, start=1)}
+        driver._by_handle[rate_handle] = "ns=2;s=Rate"
+        rate: float | None = None  # the rate node's last usable value, none until one came
+        for _ in range(e.between(1, 8)):
+            if e.chance(12):
+                code = e.choice(e.choice(STATUS_CODES))
+                event: Any = StatusChangeEvent(ua.StatusChangeNotification(ua.StatusCode(code)))
+                if code >> 30 >= 2:
+                    with pytest.raises(DeviceUnreachable, match="subscription status"):
+                        driver._record_from_event(event)
+                    seen["status bad"] += 1
+                    return
+                assert driver._record_from_event(event) is None
+                continue
+            handle = e.choice((*range(1, rate_handle + 1), UNKNOWN_HANDLE))
+            target = driver._by_handle.get(handle)
+            waveform = not isinstance(target, str) and target is not None and (
+                target.node.kind.value == "waveform")  # fmt: skip
+            dv = decoded(data_value_bytes(e, waveform))
+            if dv is None:
+                seen["refused by the library"] += 1
+                continue
+            item = ua.MonitoredItemNotification(ClientHandle=handle, Value=dv)
+            event = DataChangeEvent(None, None, DataChangeNotif(None, item))  # type: ignore[arg-type]
+            record = driver._record_from_event(event)
+            if target is None or isinstance(target, str):
+                assert record is None
+                if isinstance(target, str):
+                    rate = rate_of(dv)
+                    seen["rate"] += 1
+                continue
+            n = target.node
+            node_rate = False if n.kind.value == "scalar" else (n.sample_rate or rate)
+            quality, value = expected(dv, n.scale, n.offset, node_rate)
+            seen[f"{n.kind.value} {getattr(quality, 'name', quality)}"] += 1
+            assert record is not None and record.tag == target.tag.id
+            if quality == "bad":
+                assert isinstance(record, Sample) and record.quality is Quality.BAD, record
+                assert record.value is None and record.reason
+            elif n.kind.value == "scalar":
+                assert isinstance(record, Sample) and record.quality is quality, record
+                assert record.value == value and math.isfinite(record.value)
+            else:
+                assert isinstance(record, Waveform) and record.quality is quality, record
+                assert record.sample_rate == value[0]
+                np.testing.assert_array_equal(record.data, value[1])
+
+    check()
+    for outcome in ("status bad", "rate", "scalar bad", "scalar GOOD", "scalar UNCERTAIN",
+                    "waveform bad", "waveform GOOD"):  # fmt: skip
         assert seen[outcome], seen
