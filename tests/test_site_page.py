@@ -2,7 +2,7 @@
 ./dev like mosquitto) against the running demo plant: every page loads, shows the demo's
 devices and their points with quality, the tickets, the live spectrum with the BPFO line
 marked, and the bearing ticket's own spectrum with the lines its diagnosis matched; no console
-errors. Screenshots of every page go
+errors. Screenshots of every page (the ticket list included) go
 to build/site-page/ (git-ignored)."""
 
 from __future__ import annotations
@@ -89,6 +89,7 @@ def no_console_errors(browser: Browser, page: str) -> None:
 
 
 def test_every_page_of_the_demo_plant_in_a_headless_browser():
+    started = time.time()
     demo = Demo()
     try:
         base = demo.page_url()
@@ -187,6 +188,7 @@ def test_every_page_of_the_demo_plant_in_a_headless_browser():
                     break
                 time.sleep(1.0)
             assert shown >= 2, "the tickets page lists both of the demo's tickets"
+            browser.full_page_screenshot(SHOTS / "tickets.png")
             no_console_errors(browser, "tickets")
 
         # A tablet held upright: the overview still fits and nothing scrolls sideways.
@@ -203,7 +205,9 @@ def test_every_page_of_the_demo_plant_in_a_headless_browser():
     finally:
         out = demo.stop()
     assert "Site page on `http://127.0.0.1:" in out
-    for name in ("overview", "device", "vibration", "vibration-view", "ticket",
-                 "vibration-tablet"):
-        assert (SHOTS / f"{name}.png").stat().st_size > 10_000, name
+    for name in ("overview", "device", "vibration", "vibration-view", "ticket", "tickets",
+                 "vibration-tablet"):  # fmt: skip
+        shot = (SHOTS / f"{name}.png").stat()
+        # Taken by this run: build/ keeps the screenshots of earlier ones.
+        assert shot.st_size > 10_000 and shot.st_mtime >= started, name
     assert Path(SHOTS).is_dir()

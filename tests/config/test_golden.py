@@ -27,6 +27,7 @@ REQUIRED_CASES = {
     "duplicate_key",
     # issue 15
     "named_files_missing",
+    "opcua_client_certificate_and_key_missing",
     "overlapping_points",
     "good_modicon_address_warning",
     "good_every_default",
