@@ -1,7 +1,7 @@
 """Modbus TCP and RTU drivers: the only module that imports pymodbus (DESIGN.md section 1).
 
 It talks to endpoints and nothing else: the source task (gateway.pipeline.source) owns the
-schedule, retries and backoff, so pymodbus's own reconnect is switched off and every library
+schedule, retries and backoff, so pymodbus's own reconnect (RTU) is switched off and every library
 failure is turned into our DriverError family here, at the boundary.
 
 Modbus TCP goes through a connection of our own (protocols/modbus/tcp.py, with the frames of
@@ -14,8 +14,9 @@ coils, discrete inputs, holding and input registers); DESIGN.md section 9.
 
 Every answer is checked before it is trusted: an exception answer, a wrong function
 code, a foreign unit id and a short payload each become a BadResponse for the points of that
-request. Transaction ids on RTU: pymodbus matches them itself and raises ModbusIOException on
-a mismatch (pymodbus 3.16 transaction.py), which we turn into BadResponse like the rest.
+request. On RTU, pymodbus matches answers to requests itself and raises ModbusIOException on
+a mismatch (pymodbus 3.16 transaction.py), which we turn into BadResponse like the rest; on
+TCP, tcp.py skips answers with a foreign transaction or unit id as pymodbus did.
 """
 
 from __future__ import annotations
