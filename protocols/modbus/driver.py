@@ -1,32 +1,35 @@
 """Modbus TCP and RTU drivers: the only module that imports pymodbus (DESIGN.md section 1).
 
 It talks to endpoints and nothing else: the source task (gateway.pipeline.source) owns the
-schedule, retries and backoff, so pymodbus's own reconnect is switched off and every library
+schedule, retries and backoff, so pymodbus's own reconnect (RTU) is switched off and every library
 failure is turned into our DriverError family here, at the boundary.
+
+Modbus TCP goes through a connection of our own (protocols/modbus/tcp.py, with the frames of
+protocols/modbus/mbap.py): pymodbus's client cost about four times the CPU of the exchange
+itself per request (issue 17), and 500 devices make 500 requests a second. RTU keeps
+pymodbus's serial client and framer (CRC, inter-frame timing), a line at a time.
 
 Read-only by design: the only requests this module can build are function codes 1-4 (read
 coils, discrete inputs, holding and input registers); DESIGN.md section 9.
 
 Every answer is checked before it is trusted: an exception answer, a wrong function
 code, a foreign unit id and a short payload each become a BadResponse for the points of that
-request. Transaction ids: pymodbus matches them itself and raises ModbusIOException on a
-mismatch (pymodbus 3.16 transaction.py), which we turn into BadResponse like the rest.
+request. On RTU, pymodbus matches answers to requests itself and raises ModbusIOException on
+a mismatch (pymodbus 3.16 transaction.py), which we turn into BadResponse like the rest; on
+TCP, tcp.py skips answers with a foreign transaction or unit id as pymodbus did.
 """
 
 from __future__ import annotations
 
 import asyncio
-import errno
 import logging
 import re
-import socket
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from contextlib import suppress
 from types import TracebackType
 from typing import Any, Self
 
 from pymodbus import FramerType
-from pymodbus.client import AsyncModbusSerialClient, AsyncModbusTcpClient
+from pymodbus.client import AsyncModbusSerialClient
 from pymodbus.exceptions import ConnectionException, ModbusException, ModbusIOException
 from pymodbus.pdu import ModbusPDU
 
@@ -41,34 +44,26 @@ from protocols.modbus.config import (
     ModbusTcpConnection,
     RegisterTable,
 )
+from protocols.modbus.mbap import EXCEPTION_NAMES, FUNCTION_CODES, ExceptionAnswer
 from protocols.modbus.plan import ReadRequest
 from protocols.modbus.points import Answer, PointDecoder, plan_for, plan_lines, raw_texts
+from protocols.modbus.tcp import ModbusTcpLink, describe_os_error
+
+__all__ = [
+    "FUNCTION_CODES",
+    "ExceptionAnswer",
+    "ModbusRtuLine",
+    "ModbusTcpDriver",
+    "RtuUnitDriver",
+    "checked_answer",
+    "describe_os_error",
+]
 
 log = logging.getLogger(__name__)
 
-FUNCTION_CODES: dict[RegisterTable, int] = {
-    RegisterTable.COILS: 1,
-    RegisterTable.DISCRETE: 2,
-    RegisterTable.HOLDING: 3,
-    RegisterTable.INPUT: 4,
-}
-
-# Exception codes, Modbus Application Protocol V1.1b3 section 7.
-EXCEPTION_NAMES: dict[int, str] = {
-    1: "illegal function",
-    2: "illegal data address",
-    3: "illegal data value",
-    4: "server device failure",
-    5: "acknowledge",
-    6: "server device busy",
-    8: "memory parity error",
-    10: "gateway path unavailable",
-    11: "gateway target device failed to respond",
-}
-
 
 class _UndecodableFrames(logging.Filter):
-    """A frame pymodbus cannot decode makes it raise inside asyncio's `data_received`; asyncio
+    """A frame pymodbus cannot decode (RTU) makes it raise inside asyncio's `data_received`; asyncio
     logs that at ERROR with a traceback and drops the connection. The gateway handles it (the
     poll fails, the device is retried, the source logs one line), so the record is dropped here
     and its reason kept for the error the driver raises: one line, in our words."""
@@ -110,15 +105,6 @@ def _lost_with(reason: str) -> DeviceUnreachable:
 
 
 FetchFn = Callable[[RegisterTable, int, int], Awaitable[list[int]]]
-
-
-class ExceptionAnswer(BadResponse):
-    """The device answered a read with a Modbus exception (`code`, section 7): it is there
-    and refuses this request (exception 2: the addresses are not mapped)."""
-
-    def __init__(self, message: str, code: int) -> None:
-        super().__init__(message)
-        self.code = code
 
 
 class _UnitReader:
@@ -172,7 +158,7 @@ class _UnitReader:
 
 
 class _Fetch:
-    """Reads one request for one unit through a pymodbus client, with our checks."""
+    """Reads one request for one unit through a pymodbus client (RTU), with our checks."""
 
     __slots__ = ("_client", "_endpoint", "_timeout", "_unit")
 
@@ -244,8 +230,8 @@ class ModbusTcpDriver:
         self._reader = _UnitReader(
             device_id, connection.unit_id, connection, points, tags, clock, connection.timeout_s
         )
-        self._client: AsyncModbusTcpClient | None = None
-        self._fetch = _Fetch(None, connection.unit_id, self._timeout, self.endpoint)
+        self._link: ModbusTcpLink | None = None
+        self._fetch: FetchFn = _not_connected
 
     @property
     def endpoint(self) -> str:
@@ -278,29 +264,21 @@ class ModbusTcpDriver:
         return {**self._reader.raw_values(), **self.texts()}
 
     async def __aenter__(self) -> Self:
-        if self._client is not None:
+        if self._link is not None:
             raise RuntimeError(f"driver for `{self._device_id}` entered twice")
         c = self._connection
-        self._client = AsyncModbusTcpClient(
-            c.host,
-            port=c.port,
-            name=f"modbus[{self._device_id}]",
-            reconnect_delay=0,  # no library reconnect: the source task owns retries
-            # Longer than ours, so that our own timeout always decides first.
-            timeout=2 * self._timeout,
-            retries=0,
-        )
-        self._fetch = _Fetch(self._client, c.unit_id, self._timeout, self.endpoint)
+        loop = asyncio.get_running_loop()
         try:
-            connected = await asyncio.wait_for(self._client.connect(), self._timeout)
-            if not connected:
-                raise DeviceUnreachable(await self._why_connect_failed())
+            async with asyncio.timeout(self._timeout):
+                _, link = await loop.create_connection(
+                    lambda: ModbusTcpLink(c.unit_id, self._timeout), c.host, c.port
+                )
         except TimeoutError:
-            self._close()
             raise DeviceTimeout(f"no connection within {self._timeout:g} s") from None
-        except BaseException:
-            self._close()
-            raise
+        except OSError as exc:
+            raise DeviceUnreachable(describe_os_error(exc)) from None
+        self._link = link
+        self._fetch = link.read
         return self
 
     async def __aexit__(
@@ -309,34 +287,11 @@ class ModbusTcpDriver:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        self._close()
-
-    def _close(self) -> None:
-        client, self._client = self._client, None
-        self._fetch = _Fetch(None, self._connection.unit_id, self._timeout, self.endpoint)
-        if client is not None:
-            # Closing the transport only schedules the socket close; nothing here can fail
-            # except the OS refusing to close a socket, which leaves nothing to do either.
-            try:
-                client.close()
-            except OSError as exc:
-                log.debug("Closing `%s` failed: %s", self.endpoint, exc)
-
-    async def _why_connect_failed(self) -> str:
-        """pymodbus reports a failed connect as False; one plain connect recovers the reason."""
-        c = self._connection
-        try:
-            _, writer = await asyncio.wait_for(
-                asyncio.open_connection(c.host, c.port), self._timeout
-            )
-        except TimeoutError:
-            return f"no connection within {self._timeout:g} s"
-        except OSError as exc:
-            return describe_os_error(exc)
-        writer.close()
-        with suppress(OSError):
-            await writer.wait_closed()
-        return "connection failed"  # the device came up between the two attempts
+        link, self._link = self._link, None
+        self._fetch = _not_connected
+        if link is not None:
+            # Closing the transport only schedules the socket close; nothing left to fail.
+            link.close()
 
     async def read(self) -> list[Record]:
         """One poll: every planned request, one sample per point, in point order.
@@ -350,6 +305,10 @@ class ModbusTcpDriver:
         """Read `count` registers (or bits, as 0/1); raises DeviceUnreachable, DeviceTimeout
         or BadResponse."""
         return await self._fetch(table, address, count)
+
+
+async def _not_connected(table: RegisterTable, address: int, count: int) -> list[int]:
+    raise DeviceUnreachable("not connected")
 
 
 class ModbusRtuLine:
@@ -552,20 +511,3 @@ def checked_answer(
             f"answer holds {len(registers)} registers, expected {count}, reading {where}"
         )
     return registers
-
-
-def describe_os_error(exc: OSError) -> str:
-    """A short reason for a log line: "connection refused", not "[Errno 111] Connect call..."."""
-    if isinstance(exc, socket.gaierror):
-        return f"host name not resolved ({exc.strerror or exc})"
-    if isinstance(exc, ConnectionRefusedError):
-        return "connection refused"
-    if isinstance(exc, ConnectionResetError):
-        return "connection reset"
-    if exc.errno == errno.EHOSTUNREACH:
-        return "host unreachable"
-    if exc.errno == errno.ENETUNREACH:
-        return "network unreachable"
-    if exc.strerror:
-        return exc.strerror.lower()
-    return str(exc) or type(exc).__name__

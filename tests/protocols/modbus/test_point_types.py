@@ -162,9 +162,9 @@ async def test_untrustworthy_answers_to_bit_and_register_reads_are_bad(fault, re
 
 @pytest.mark.parametrize("fault", [ResponseFault.WRONG_UNIT_ID, ResponseFault.WRONG_TRANSACTION_ID])
 async def test_answers_for_another_unit_or_transaction_are_never_taken(fault):
-    """pymodbus drops a frame whose unit or transaction id does not match the request
-    ("Skipping"), so the request times out: the source turns that into BAD samples and a
-    counted error. What matters is that the foreign answer never becomes a value."""
+    """The TCP link skips a frame whose unit or transaction id does not match the request
+    (as pymodbus's client did), so the request times out: the source turns that into BAD
+    samples and a counted error. What matters is that the foreign answer never becomes a value."""
     registers = mixed_registers()
     async with (
         ModbusSimServer(registers) as server,
