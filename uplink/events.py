@@ -70,6 +70,8 @@ def _json_safe(value: Any) -> Any:
         return value if math.isfinite(value) else None
     if kind is dict:
         return {str(key): _json_safe(item) for key, item in value.items()}
+    if kind is list or kind is tuple:
+        return [_json_safe(item) for item in value]
     if isinstance(value, str | bool):
         return value
     if isinstance(value, numbers.Integral):
