@@ -18,8 +18,8 @@
    (`uplink.acks_per_s`, 500/s by default) is lifted: it would bound this figure, not the
    outbox. The consumer runs in a process of its own, as the central system is a system of its
    own: in the gateway's process it would take the gateway's interpreter lock and a good part
-   of its CPU (about a third in 2026-12-06's measurements). `--in-process-consumer` puts it
-   back in, as the figures before that date were taken.
+   of its CPU (a quarter to a third in 2026-12-06's measurements). `--in-process-consumer`
+   puts it back in, as the figures before that date were taken.
 
     .venv/bin/python -m bench.outbox --runs 5
 
