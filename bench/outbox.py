@@ -16,7 +16,10 @@
    ticket also moves it to ACKNOWLEDGED, a change whose message is drained as well. Counted
    from the uplink's start until the outbox is empty. The per-actor ack rate limit
    (`uplink.acks_per_s`, 500/s by default) is lifted: it would bound this figure, not the
-   outbox.
+   outbox. The consumer runs in a process of its own, as the central system is a system of its
+   own: in the gateway's process it would take the gateway's interpreter lock and a good part
+   of its CPU (a quarter to a third in 2026-12-06's measurements). `--in-process-consumer`
+   puts it back in, as the figures before that date were taken.
 
     .venv/bin/python -m bench.outbox --runs 5
 
@@ -32,8 +35,10 @@ import itertools
 import json
 import logging
 import os
+import signal
 import sqlite3
 import statistics
+import sys
 import tempfile
 import time
 import uuid
@@ -59,6 +64,7 @@ SITE, GATEWAY = "plant-a", "gw-1"
 TOPICS = Topics("factory", SITE, GATEWAY)
 BROKER_CONFIG = ("max_queued_messages 100000", "max_inflight_messages 0")
 UNLIMITED = RateLimit(1e9, 10**9)
+THIS_FILE = str(Path(__file__).resolve())
 
 
 @dataclass(frozen=True, slots=True)
@@ -154,6 +160,39 @@ async def committed_changes(
 
 
 @contextlib.asynccontextmanager
+async def consumer_process(port: int) -> AsyncIterator[None]:
+    """`acking_consumer` in a child process (this file run with `--consumer`), connected
+    before this returns; ended when the block is left. It finds the modules as this process
+    does, so both sides of an A/B run use the same consumer."""
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in sys.path if p))
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, THIS_FILE, "--consumer", str(port),
+        stdout=asyncio.subprocess.PIPE, env=env,
+    )  # fmt: skip
+    try:
+        assert process.stdout is not None
+        async with asyncio.timeout(30):
+            line = await process.stdout.readline()
+        if line.strip() != b"ready":
+            raise RuntimeError(f"the consumer process did not start: {line!r}")
+        yield
+    finally:
+        if process.returncode is None:
+            process.send_signal(signal.SIGTERM)
+        async with asyncio.timeout(30):
+            await process.wait()
+
+
+async def run_consumer(port: int) -> None:
+    """The child's side of `consumer_process`: ack until SIGTERM."""
+    stop = asyncio.Event()
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
+    async with acking_consumer(port):
+        print("ready", flush=True)
+        await stop.wait()
+
+
+@contextlib.asynccontextmanager
 async def acking_consumer(port: int) -> AsyncIterator[dict[str, int]]:
     """Subscribes to the ticket topics and acks every message as the central system does,
     without waiting for each PUBACK before the next ack."""
@@ -209,7 +248,7 @@ async def acking_consumer(port: int) -> AsyncIterator[dict[str, int]]:
 
 
 async def drained_messages(
-    path: Path, port: int, tickets: int, timeout_s: float
+    path: Path, port: int, tickets: int, timeout_s: float, *, in_process: bool = False
 ) -> tuple[float, int]:
     state, service = await open_service(path)
     try:
@@ -223,7 +262,8 @@ async def drained_messages(
             settings, state.outbox, commands.handle, SystemClock(), on_acks=commands.handle_many
         )
         settled_before = state.outbox.settled
-        async with acking_consumer(port):
+        consumer = acking_consumer(port) if in_process else consumer_process(port)
+        async with consumer:
             started = time.perf_counter()
             async with running(uplink.run_uplink(), "uplink"), asyncio.timeout(timeout_s):
                 while await state.outbox.depth() > 0:  # noqa: ASYNC110 (polls state.db)
@@ -243,7 +283,9 @@ async def one_run(folder: Path, port: int, args: argparse.Namespace) -> Run:
     sequential, _, _ = await committed_changes(
         folder / "sequential.db", args.tickets, max(2, args.rounds // 5), together=False
     )
-    drained, count = await drained_messages(folder / "drain.db", port, args.drain_tickets, 120.0)
+    drained, count = await drained_messages(
+        folder / "drain.db", port, args.drain_tickets, 120.0, in_process=args.in_process_consumer
+    )
     return Run(bare, together, transactions, changes, sequential, drained, count)
 
 
@@ -268,8 +310,17 @@ def main() -> None:
     parser.add_argument(
         "--dir", default=None, help="folder on the disk to measure (default: TMPDIR)"
     )
+    parser.add_argument(
+        "--in-process-consumer",
+        action="store_true",
+        help="run the acking consumer in this process, beside the gateway (as before 2026-12-06)",
+    )
+    parser.add_argument("--consumer", type=int, metavar="PORT", help=argparse.SUPPRESS)
     args = parser.parse_args()
     logging.basicConfig(level=logging.ERROR)
+    if args.consumer is not None:
+        asyncio.run(run_consumer(args.consumer))
+        return
     load_before = os.getloadavg()
     runs = asyncio.run(measure(args))
     load_after = os.getloadavg()
@@ -298,7 +349,8 @@ def main() -> None:
         )
     print(
         f"\nload average before {load_before[0]:.2f}, after {load_after[0]:.2f}"
-        f" ({os.cpu_count()} CPUs); {runs[0].drained} messages drained per run"
+        f" ({os.cpu_count()} CPUs); {runs[0].drained} messages drained per run, the consumer"
+        f" {'in this process' if args.in_process_consumer else 'in its own process'}"
     )
 
 

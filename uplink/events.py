@@ -61,7 +61,18 @@ def _json_safe(value: Any) -> Any:
     Anything else that JSON cannot carry is a bug upstream and raises `TypeError`; evidence is
     small summaries by contract (Finding.evidence), never arrays of samples.
     """
-    if value is None or isinstance(value, str | bool):
+    kind = type(value)
+    # The plain types first, by exact type: the abstract `numbers` checks below cost several
+    # times more, and a ticket's evidence and attributes are almost all plain values.
+    if value is None or kind is str or kind is bool or kind is int:
+        return value
+    if kind is float:
+        return value if math.isfinite(value) else None
+    if kind is dict:
+        return {str(key): _json_safe(item) for key, item in value.items()}
+    if kind is list or kind is tuple:
+        return [_json_safe(item) for item in value]
+    if isinstance(value, str | bool):
         return value
     if isinstance(value, numbers.Integral):
         return int(value)

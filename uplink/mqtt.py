@@ -26,6 +26,7 @@ import math
 import random
 import socket
 import ssl
+import struct
 import threading
 import time
 from collections.abc import Callable
@@ -185,6 +186,68 @@ def _to_paho_properties(packet_type: int, props: MessageProperties) -> Propertie
     return None if empty else result
 
 
+class _PublishProperties(Properties):
+    """The properties of one PUBLISH, encoded once by us (MQTT 5, 2.2.2 and 3.3.2.3).
+
+    paho's `Properties` builds its name tables for every instance and packs by looking names up
+    in them: per message more work than the rest of `publish`. paho only asks a PUBLISH's
+    properties for `pack()` (when sending and when resending after a reconnect) and for their
+    text in a debug log line. The bytes are those paho's own `pack()` gives for the same values,
+    in the same order (tests/uplink/test_mqtt_properties.py holds the two together)."""
+
+    def __init__(self, props: MessageProperties) -> None:
+        # No `super().__init__()`: its tables are what this class exists to skip, and
+        # `Properties.__setattr__` refuses any name but a property's.
+        object.__setattr__(self, "packetType", PacketTypes.PUBLISH)
+        object.__setattr__(self, "_values", props)
+        object.__setattr__(self, "_packed", _pack_publish_properties(props))
+
+    def pack(self) -> bytes:
+        packed: bytes = object.__getattribute__(self, "_packed")
+        return packed
+
+    def __str__(self) -> str:
+        return repr(object.__getattribute__(self, "_values"))
+
+
+def _utf8(text: str) -> bytes:
+    data = text.encode("utf-8")
+    if len(data) > 0xFFFF:
+        raise ValueError(f"a property of {len(data)} bytes exceeds MQTT's 65535")
+    return len(data).to_bytes(2, "big") + data
+
+
+def _variable_int(value: int) -> bytes:
+    out = bytearray()
+    while True:
+        value, digit = divmod(value, 128)
+        out.append(digit | 0x80 if value else digit)
+        if not value:
+            return bytes(out)
+
+
+def _pack_publish_properties(props: MessageProperties) -> bytes:
+    """Property length, then each property as identifier and value, in identifier order."""
+    parts: list[bytes] = []
+    if props.utf8_payload:
+        parts.append(b"\x01\x01")  # Payload Format Indicator: UTF-8
+    if props.message_expiry_s is not None:
+        parts.append(b"\x02" + struct.pack("!I", props.message_expiry_s))
+    if props.content_type is not None:
+        parts.append(b"\x03" + _utf8(props.content_type))
+    if props.response_topic is not None:
+        parts.append(b"\x08" + _utf8(props.response_topic))
+    if props.correlation_data is not None:
+        if len(props.correlation_data) > 0xFFFF:
+            raise ValueError("correlation data exceeds MQTT's 65535 bytes")
+        parts.append(b"\x09" + len(props.correlation_data).to_bytes(2, "big"))
+        parts.append(props.correlation_data)
+    for name, value in props.user_properties:
+        parts.append(b"\x26" + _utf8(name) + _utf8(value))
+    body = b"".join(parts)
+    return _variable_int(len(body)) + body
+
+
 def _from_paho_properties(props: Properties | None) -> MessageProperties:
     if props is None:
         return MessageProperties()
@@ -199,6 +262,25 @@ def _from_paho_properties(props: Properties | None) -> MessageProperties:
         message_expiry_s=int(expiry) if expiry is not None else None,
         utf8_payload=getattr(props, "PayloadFormatIndicator", 0) == 1,
     )
+
+
+class _PahoLogger(logging.Logger):
+    """What paho logs, as a logger paho calls with its format and arguments: a line is only
+    formatted when someone listens (paho's `on_log` formats every packet's line, properties
+    and all, whether anyone reads it or not).
+
+    paho reports every socket failure at ERROR and an expected "not connected" after each
+    clean DISCONNECT; the state changes are logged once by us instead. Only a failing callback
+    (a bug of ours) is worth an error."""
+
+    def log(self, level: int, msg: object, *args: Any, **kwargs: Any) -> None:
+        if isinstance(msg, str) and msg.startswith("Caught exception"):
+            paho_log.error(msg, *args)
+        else:
+            paho_log.debug(msg, *args)
+
+
+_PAHO_LOGGER = _PahoLogger(paho_log.name)
 
 
 class _Client(paho.Client):
@@ -260,6 +342,13 @@ class MqttLink:
             manual_ack=True,
         )
         self._loop: asyncio.AbstractEventLoop | None = None
+        # Calls from paho's thread waiting for the loop (`_to_loop`), and whether a run of them
+        # is scheduled there.
+        self._handed: collections.deque[tuple[Callable[..., None], tuple[Any, ...]]] = (
+            collections.deque()
+        )
+        self._handed_lock = threading.Lock()
+        self._handed_scheduled = False
         # Touched by paho's thread only:
         self._awaited_suback: tuple[int, bool] | None = None
         self._paho_connection = 0
@@ -304,7 +393,7 @@ class MqttLink:
     def _configure(self) -> None:
         s = self.settings
         client = self._client
-        client.on_log = self._paho_on_log
+        client.enable_logger(_PAHO_LOGGER)
         # The reconnect delays (sub-second ones keep tests fast) are `_Client`'s.
         client.connect_timeout = s.connect_timeout_s
         if s.username is not None:
@@ -375,14 +464,38 @@ class MqttLink:
     # --- paho thread: convert and hand over, nothing else ----------------------------------
 
     def _to_loop(self, callback: Callable[..., None], *args: Any) -> None:
+        """Hand a call to the event loop, in order. A burst (the PUBACKs of a batch, read in
+        one go) wakes the loop once: each `call_soon_threadsafe` writes to the loop's wake-up
+        socket, a system call and a hand-over of the interpreter lock per call otherwise."""
         loop = self._loop
         if loop is None or loop.is_closed():
             return  # the event loop is gone (interpreter shutdown): nobody left to tell
+        self._handed.append((callback, args))
+        with self._handed_lock:
+            if self._handed_scheduled:
+                return  # the loop has yet to run the calls handed over: this one with them
+            self._handed_scheduled = True
         try:
-            loop.call_soon_threadsafe(callback, *args)
+            loop.call_soon_threadsafe(self._run_handed)
         except RuntimeError:
             # The loop closed between the check and the call; same as above.
             return
+
+    def _run_handed(self) -> None:
+        """On the loop: every call handed over so far, in order. One that fails is reported
+        as the loop reports a failing callback, and the rest still run."""
+        with self._handed_lock:
+            self._handed_scheduled = False  # from here, a call handed over schedules a new run
+        handed = self._handed
+        while handed:
+            callback, args = handed.popleft()
+            try:
+                callback(*args)
+            except Exception as exc:
+                assert self._loop is not None
+                self._loop.call_exception_handler(
+                    {"message": f"MQTT link callback {callback!r} failed", "exception": exc}
+                )
 
     def _paho_on_connect(
         self, client: paho.Client, userdata: Any, flags: Any, rc: ReasonCode, props: Any
@@ -408,15 +521,6 @@ class MqttLink:
         # "Connected" is announced on the SUBACK: a caller that waits for the link may then
         # rely on receiving what is published from then on.
         self._awaited_suback = (mid, session_present)
-
-    def _paho_on_log(self, client: paho.Client, userdata: Any, level: int, text: str) -> None:
-        # paho reports every socket failure at ERROR and an expected "not connected" after each
-        # clean DISCONNECT; the state changes are logged once by us instead. Only a failing
-        # callback (a bug of ours) is worth an error.
-        if text.startswith("Caught exception"):
-            paho_log.error("%s", text)
-        else:
-            paho_log.debug("%s", text)
 
     def _paho_on_pre_connect(self, client: paho.Client, userdata: Any) -> None:
         self._to_loop(self._on_attempt)
@@ -628,9 +732,9 @@ class MqttLink:
                 message.payload,
                 qos=message.qos,
                 retain=message.retain,
-                properties=_to_paho_properties(PacketTypes.PUBLISH, message.properties),
+                properties=_PublishProperties(message.properties),
             )
-        except ValueError as exc:  # invalid topic, payload too large
+        except (ValueError, struct.error) as exc:  # invalid topic, payload or property too large
             self._publish_failures += 1
             raise PublishRejected(f"cannot publish to `{message.topic}`: {exc}") from exc
         if info.rc != MQTTErrorCode.MQTT_ERR_SUCCESS:

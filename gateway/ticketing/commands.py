@@ -142,7 +142,7 @@ class TicketCommands:
         Raises `StoreError` when state.db refused a write: none of these replies is sent then,
         and the central system sends the commands again."""
         replies: list[CommandReply] = []
-        accepted: list[tuple[Command, CommandReply]] = []
+        # The first reply to each command id accepted here, as the command log keeps it.
         first_reply: dict[str, dict[str, Any]] = {}
         async with self._applying:
             self._deferred = []
@@ -154,10 +154,7 @@ class TicketCommands:
             try:
                 async with self._service.together():
                     for command in commands:
-                        reply = await self._apply_one(command, first_reply)
-                        if reply.accepted and "replayed" not in reply.detail:
-                            accepted.append((command, reply))
-                        replies.append(reply)
+                        replies.append(await self._apply_one(command, first_reply))
             finally:
                 deferred, self._deferred = self._deferred, None
                 self._recalled, self._messages = {}, None
@@ -165,9 +162,9 @@ class TicketCommands:
             now = self._clock.now()
             remembered = [
                 asyncio.ensure_future(
-                    self._log.remember_command(c.command_id, c.verb, _stored(c, r), now)
+                    self._log.remember_command(command_id, stored["verb"], stored, now)
                 )
-                for c, r in accepted
+                for command_id, stored in first_reply.items()
             ]
             await asyncio.gather(*remembered)
         return replies

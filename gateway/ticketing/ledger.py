@@ -83,6 +83,7 @@ class Ledger:
         self.window = TelemetryWindow(policy.evidence_window_s)
         self.counters = Counters()
         self.open: dict[str, Ticket] = {}  # by dedup key
+        self._key_of_id: dict[str, str] = {}  # ticket id -> dedup key, see `open_ticket_by_id`
         self.conditions: dict[str, Condition] = {}
         self.last_active: dict[str, Finding] = {}  # the finding that raised each condition
         self.flags: dict[str, set[ConditionFlag]] = {}
@@ -128,7 +129,16 @@ class Ledger:
         return self.assets.get(asset) or AssetProfile(asset)
 
     def open_ticket_by_id(self, ticket_id: str) -> Ticket | None:
-        return next((t for t in self.open.values() if t.id == ticket_id), None)
+        # `open` is keyed by dedup key and changed in many places; the key of an id is
+        # remembered and checked against `open` on every use, and all of them found again when
+        # it is missing or stale (a new ticket, a closed one), so the answer is always `open`'s.
+        key = self._key_of_id.get(ticket_id)
+        ticket = self.open.get(key) if key is not None else None
+        if ticket is not None and ticket.id == ticket_id:
+            return ticket
+        self._key_of_id = {t.id: k for k, t in self.open.items()}
+        key = self._key_of_id.get(ticket_id)
+        return self.open[key] if key is not None else None
 
     def current(self, ticket: Ticket) -> Ticket:
         """The newest in-memory version of an open ticket (a command may hold an older copy)."""
