@@ -367,7 +367,8 @@ class PointDecoder:
         self._plain = not self._filters and not plan.waveform_requests and all(
             p.type is not DataType.STRING for p in points
         )
-        # Block decoding: see `_block_steps`; the tags in the order the requests hold them.
+        # Block decoding (`_block_steps`): its tag ids in point order, and how to put values
+        # computed in request order into point order when the two differ.
         self._block_order: Callable[[Sequence[float]], Any] | None = None
         self._block_tags: list[str] = []
         self._blocks = self._block_steps() if self._plain else None
@@ -400,7 +401,7 @@ class PointDecoder:
             uniform = params[0] if all(p == params[0] for p in params) else None
             contiguous = offsets == list(range(len(offsets)))
             pick = None if contiguous else itemgetter(*offsets)
-            blocks.append(_BlockStep(offsets[-1] + 1, len(offsets), pick, uniform, tuple(params)))
+            blocks.append(_BlockStep(max(offsets) + 1, len(offsets), pick, uniform, tuple(params)))
         n = len(self._points)
         if sorted(order) != list(range(n)):
             return None  # a point served twice or not at all: not a plain poll
@@ -467,8 +468,8 @@ class PointDecoder:
 
     def _block_records(self, answers: Sequence[Answer], ts: float) -> list[Record] | None:
         """The records of a poll whose every answer came and holds only 16-bit words: the
-        values of each answer computed in one pass, the samples made together (0.6 us a
-        sample less than the per-point path at 100 registers). None when an answer failed or
+        values of each answer computed in one pass, the samples made together (about 30 % less
+        CPU than the per-point path at 100 registers, issue 17). None when an answer failed or
         is short or holds a word outside 0..65535: the per-point path then says which point
         is BAD and why."""
         assert self._blocks is not None
