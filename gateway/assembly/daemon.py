@@ -25,6 +25,7 @@ from gateway.config.loader import LoadedConfig
 from gateway.core.clock import Clock
 from gateway.core.interfaces import Detector, Record
 from gateway.core.records import Finding, Sample, Waveform
+from gateway.pipeline.record_queue import RecordQueue
 from gateway.pipeline.runner import DetectorRunner
 from gateway.pipeline.sources import Source, build_sources
 from gateway.runtime.detector_state import (
@@ -124,7 +125,7 @@ async def assemble(loaded: LoadedConfig, clock: Clock, stack: contextlib.AsyncEx
             summaries.add_waveform(waveform)
         await telemetry.write_waveform(waveform)
 
-    queue: asyncio.Queue[Record] = asyncio.Queue(maxsize=QUEUE_SIZE)
+    queue: asyncio.Queue[Record] = RecordQueue(maxsize=QUEUE_SIZE)
     snapshots = DetectorSnapshots(state_dir / "detectors")
     restore_detector_state(detectors, snapshots)
     failed_before = resume_conditions(detectors, tickets.conditions_to_resume())

@@ -23,6 +23,7 @@ from __future__ import annotations
 import logging
 from collections import deque
 from collections.abc import Iterable, Sequence
+from operator import attrgetter
 from typing import TypedDict
 
 from gateway.core.interfaces import Record
@@ -31,6 +32,7 @@ from gateway.core.records import Quality
 log = logging.getLogger(__name__)
 
 _GOOD = Quality.GOOD
+_QUALITY = attrgetter("quality")
 # More logged changes than this within the window and a point is muted (DEBUG) for the window.
 _FLAP_LIMIT = 6
 _FLAP_WINDOW_S = 600.0
@@ -61,6 +63,8 @@ class PointQuality:
     def observe(self, records: Sequence[Record]) -> None:
         """One good poll's records."""
         not_good = self._not_good
+        if not not_good and list(map(_QUALITY, records)).count(_GOOD) == len(records):
+            return  # every point GOOD, as it was: counted in C, nothing to note
         for record in records:
             if record.quality is _GOOD:
                 if not_good and record.tag in not_good:

@@ -13,12 +13,18 @@ import logging
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from itertools import compress
+from operator import attrgetter
+from typing import cast
 
 from gateway.core.clock import Clock
 from gateway.core.interfaces import Detector, FeatureDetector, Record
 from gateway.core.records import FaultCode, Finding, Priority, Sample, Waveform
+from gateway.pipeline.record_queue import RecordQueue
 
 log = logging.getLogger(__name__)
+
+_TAG = attrgetter("tag")
 
 FindingSink = Callable[[Finding], Awaitable[None]]
 TelemetrySink = Callable[[Sequence[Sample]], Awaitable[None]]
@@ -92,8 +98,11 @@ class DetectorRunner:
             # took the held records meanwhile.
             if batch:
                 room = min(self._queue.qsize(), self._batch_size - len(batch))
-                take = self._queue.get_nowait
-                batch += [take() for _ in range(room)]
+                if isinstance(self._queue, RecordQueue):
+                    batch += self._queue.get_many_nowait(room)
+                else:
+                    take = self._queue.get_nowait
+                    batch += [take() for _ in range(room)]
                 await self._process(batch)
             if not self._queue.empty():
                 # `Queue.get` does not suspend while records wait, and storing may not either:
@@ -128,6 +137,9 @@ class DetectorRunner:
 
     async def _process(self, batch: list[Record]) -> None:
         self._records += len(batch)
+        if list(map(type, batch)).count(Sample) == len(batch):
+            await self._process_samples(cast("list[Sample]", batch))
+            return
         samples = [r for r in batch if isinstance(r, Sample)]
         if samples:
             await self._store_samples(samples)
@@ -138,20 +150,37 @@ class DetectorRunner:
                 if self._store_waveform is not None:
                     await self._store_waveform(record)
             for detector in self._by_tag.get(record.tag, ()):
-                if detector.name in self._disabled:
+                if not await self._update(detector, record):
                     continue
-                findings = await self._run_one(detector, record)
-                if detector.name in self._failed_before and detector.name not in self._disabled:
-                    self._failed_before.discard(detector.name)
-                    findings = [self._working_again(detector, record), *findings]
-                for finding in findings:
-                    self._findings += 1
-                    await self._on_finding(finding)
                 if isinstance(record, Waveform) and isinstance(detector, FeatureDetector):
                     derived = detector.feature_samples()
                     if derived:
                         await self._store_samples(derived)
                         self._stored += len(derived)
+
+    async def _process_samples(self, samples: list[Sample]) -> None:
+        """A batch of samples only (the usual one): what `_process` does, visiting only the
+        samples some detector wants, found by one pass in C over the batch."""
+        await self._store_samples(samples)
+        self._stored += len(samples)
+        wanted = list(map(self._by_tag.get, map(_TAG, samples)))
+        for sample, detectors in compress(zip(samples, wanted, strict=True), wanted):
+            for detector in detectors or ():  # never None here: `compress` kept the lists
+                await self._update(detector, sample)
+
+    async def _update(self, detector: Detector, record: Record) -> bool:
+        """Run one detector on one record and hand on its findings; False when the detector
+        is disabled (it is not run)."""
+        if detector.name in self._disabled:
+            return False
+        findings = await self._run_one(detector, record)
+        if detector.name in self._failed_before and detector.name not in self._disabled:
+            self._failed_before.discard(detector.name)
+            findings = [self._working_again(detector, record), *findings]
+        for finding in findings:
+            self._findings += 1
+            await self._on_finding(finding)
+        return True
 
     @staticmethod
     def _working_again(detector: Detector, record: Record) -> Finding:

@@ -58,20 +58,22 @@ class TelemetryWindow:
 
     def add(self, samples: Iterable[Sample]) -> None:
         bucket_s, slots, tags, bad = self.bucket_s, self._slots, self._tags, Quality.BAD
+        isfinite = math.isfinite
         last_ts = math.nan
         number = 0
-        tau = 0.0
+        tau = tau_tau = 0.0
         # The cells of the sample's bucket: no, count, sum, min, max, first, st, stt, stv.
         i_no = i_n = i_sum = i_min = i_max = i_first = i_st = i_stt = i_stv = 0
         for sample in samples:
             value = sample.value
-            if value is None or sample.quality is bad or not math.isfinite(value):
+            if value is None or sample.quality is bad or not isfinite(value):
                 continue
             ts = sample.ts
             if ts != last_ts:  # the samples of one poll share their time stamp
                 last_ts = ts
                 number = int(ts // bucket_s)
                 tau = ts - number * bucket_s
+                tau_tau = tau * tau
                 i_no = _HEADER + (number % slots) * _FIELDS
                 i_n, i_sum, i_min, i_max = i_no + 1, i_no + 2, i_no + 3, i_no + 4
                 i_first, i_st, i_stt, i_stv = i_no + 5, i_no + 6, i_no + 7, i_no + 8
@@ -89,14 +91,14 @@ class TelemetryWindow:
                 if tau < cells[i_first]:
                     cells[i_first] = tau
                 cells[i_st] += tau
-                cells[i_stt] += tau * tau
+                cells[i_stt] += tau_tau
                 cells[i_stv] += tau * value
             elif held < number:  # a new bucket takes the slot of one a window older
                 cells[i_no] = number
                 cells[i_n] = 1.0
                 cells[i_sum] = cells[i_min] = cells[i_max] = value
                 cells[i_first] = cells[i_st] = tau
-                cells[i_stt] = tau * tau
+                cells[i_stt] = tau_tau
                 cells[i_stv] = tau * value
             else:
                 continue  # older than the ring: that slot holds a newer bucket

@@ -73,6 +73,8 @@ class RunStates:
     def observe(self, samples: Iterable[Sample]) -> list[tuple[str, bool]]:
         """Feed samples; returns the assets whose running state changed."""
         changes: list[tuple[str, bool]] = []
+        if not self._by_tag:
+            return changes  # no asset has a run tag: nothing to look at per sample
         for sample in samples:
             profiles = self._by_tag.get(sample.tag)
             value = sample.value

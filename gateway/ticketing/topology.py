@@ -8,10 +8,13 @@ when any of them is GOOD or UNCERTAIN again. Pure: samples in, link changes out.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from operator import attrgetter
 
 from gateway.core.records import Quality, Sample
+
+_QUALITY = attrgetter("quality")
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,6 +46,15 @@ class LinkWatcher:
     def observe(self, samples: Iterable[Sample]) -> list[LinkChange]:
         changes: list[LinkChange] = []
         lost, bad_quality = self._lost, Quality.BAD
+        # All is well and stays so unless a sample is BAD: one pass in C over a batch
+        # (`in` compares identity first) instead of a test per sample.
+        if (
+            not self._bad_tags
+            and not lost
+            and isinstance(samples, Sequence)
+            and bad_quality not in map(_QUALITY, samples)
+        ):
+            return changes
         for sample in samples:
             if not self._bad_tags and not lost and sample.quality is not bad_quality:
                 continue  # all is well: a usable sample changes nothing (the usual case)

@@ -13,13 +13,14 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from operator import itemgetter
+from typing import TYPE_CHECKING, Any, cast
 
 from gateway.core.clock import Clock
 from gateway.core.interfaces import Record
-from gateway.core.records import Quality, Sample, Tag, Waveform
+from gateway.core.records import Quality, Sample, Tag, Waveform, good_samples
 from protocols.modbus.config import (
     DataType,
     DeadbandMode,
@@ -304,6 +305,17 @@ class DeadbandFilter:
         return report
 
 
+@dataclass(frozen=True, slots=True)
+class _BlockStep:
+    """How `PointDecoder._block_records` decodes one scalar request's answer."""
+
+    size: int  # the words the answer must hold at least
+    count: int  # points it serves (one word each)
+    pick: Callable[[Sequence[int]], Any] | None  # their words, unless the answer's first ones
+    uniform: tuple[bool, float, float] | None  # (signed, scale, offset) shared by all of them
+    params: tuple[tuple[bool, float, float], ...]  # per point, when not shared
+
+
 class PointDecoder:
     """Decodes the answers of one poll into records, one per tag, in point order (minus points
     held back by their deadband, and string points, whose text is kept in `texts`)."""
@@ -355,6 +367,49 @@ class PointDecoder:
         self._plain = not self._filters and not plan.waveform_requests and all(
             p.type is not DataType.STRING for p in points
         )
+        # Block decoding (`_block_steps`): its tag ids in point order, and how to put values
+        # computed in request order into point order when the two differ.
+        self._block_order: Callable[[Sequence[float]], Any] | None = None
+        self._block_tags: list[str] = []
+        self._blocks = self._block_steps() if self._plain else None
+
+    def _block_steps(self) -> tuple[_BlockStep, ...] | None:
+        """Per scalar request, how to decode its answer as a whole (`_block_records`), when
+        every point is a plain 16-bit number whose scaled value is finite for every word, and
+        scale and offset are floats (so the value is the float the per-point path makes).
+        None otherwise. Sets `_block_order` when the requests (in address order) do not hold
+        the points in point order."""
+        blocks: list[_BlockStep] = []
+        order: list[int] = []  # point indices in the order the requests serve them
+        for steps in self._steps:
+            params: list[tuple[bool, float, float]] = []
+            offsets: list[int] = []
+            for i, offset, count, plain, _ in steps:
+                if plain is None or count != 1:
+                    return None
+                signed, scale, shift = plain
+                widest = 0x8000 if signed else 0xFFFF
+                if type(scale) is not float or type(shift) is not float:
+                    return None
+                if not math.isfinite(widest * abs(scale) + abs(shift)):
+                    return None
+                params.append(plain)
+                offsets.append(offset)
+                order.append(i)
+            if not offsets:
+                return None
+            uniform = params[0] if all(p == params[0] for p in params) else None
+            contiguous = offsets == list(range(len(offsets)))
+            pick = None if contiguous else itemgetter(*offsets)
+            blocks.append(_BlockStep(max(offsets) + 1, len(offsets), pick, uniform, tuple(params)))
+        n = len(self._points)
+        if sorted(order) != list(range(n)):
+            return None  # a point served twice or not at all: not a plain poll
+        self._block_tags = [self._tags[i].id for i in range(n)]
+        if order != list(range(n)) and n > 1:
+            position = {point: k for k, point in enumerate(order)}
+            self._block_order = itemgetter(*(position[i] for i in range(n)))
+        return tuple(blocks)
 
     def tags(self) -> list[Tag]:
         """Tags that produce records (string points are device metadata, see `texts`)."""
@@ -371,6 +426,10 @@ class PointDecoder:
         """Records for one poll. `scalar_answers[i]` answers `plan.scalar_requests[i]`;
         `waveform_answers[j]` holds the answers to the reads of waveform number j."""
         ts = self._clock.now()
+        if self._blocks is not None:
+            block = self._block_records(scalar_answers, ts)
+            if block is not None:
+                return block
         out: list[Record | None] = [None] * len(self._points)
         points = self._points
         for steps, answer in zip(self._steps, scalar_answers, strict=True):
@@ -406,6 +465,39 @@ class PointDecoder:
                     continue
             records.append(record)
         return records
+
+    def _block_records(self, answers: Sequence[Answer], ts: float) -> list[Record] | None:
+        """The records of a poll whose every answer came and holds only 16-bit words: the
+        values of each answer computed in one pass, the samples made together (about 30 % less
+        CPU than the per-point path at 100 registers, issue 17). None when an answer failed or
+        is short or holds a word outside 0..65535: the per-point path then says which point
+        is BAD and why."""
+        assert self._blocks is not None
+        values: list[float] = []
+        for block, answer in zip(self._blocks, answers, strict=True):
+            if isinstance(answer, str) or len(answer) < block.size:
+                return None
+            if min(answer) < 0 or max(answer) > 0xFFFF:
+                return None
+            if block.pick is not None:
+                picked = block.pick(answer)
+                words: Sequence[int] = picked if block.count > 1 else (picked,)
+            else:
+                words = answer if len(answer) == block.count else answer[: block.count]
+            if block.uniform is not None:
+                signed, scale, shift = block.uniform
+                if signed:
+                    values += [(w - 0x10000 if w & 0x8000 else w) * scale + shift for w in words]
+                else:
+                    values += [w * scale + shift for w in words]
+            else:
+                values += [
+                    (w - 0x10000 if signed and w & 0x8000 else w) * scale + shift
+                    for w, (signed, scale, shift) in zip(words, block.params, strict=True)
+                ]
+        if self._block_order is not None:
+            values = list(self._block_order(values))  # into point order
+        return cast("list[Record]", good_samples(self._block_tags, ts, values))
 
     def _scalar(self, point: ModbusPoint, tag_id: str, words: Sequence[int], ts: float) -> Sample:
         try:
