@@ -6,7 +6,7 @@ record at a time works unchanged. A poll's records go in with one `put_many` and
 takes a batch with one `get_many_nowait`: per record, `put_nowait` and `get_nowait` each do
 a room check, bookkeeping and a wake-up attempt, which at 100 registers a poll was the
 largest single cost of the per-sample path left (about 0.5 us a record on the development
-machine, issue 17). The bulk forms do the same bookkeeping once per call, with the same
+machine). The bulk forms do the same bookkeeping once per call, with the same
 effects: the unfinished-task count, the `join` event, and one waiter woken per record
 moved, as the one-record calls do.
 """

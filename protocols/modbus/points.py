@@ -469,7 +469,7 @@ class PointDecoder:
     def _block_records(self, answers: Sequence[Answer], ts: float) -> list[Record] | None:
         """The records of a poll whose every answer came and holds only 16-bit words: the
         values of each answer computed in one pass, the samples made together (about 30 % less
-        CPU than the per-point path at 100 registers, issue 17). None when an answer failed or
+        CPU than the per-point path at 100 registers). None when an answer failed or
         is short or holds a word outside 0..65535: the per-point path then says which point
         is BAD and why."""
         assert self._blocks is not None
