@@ -82,6 +82,7 @@ class TelemetryWindow:
         self._times = array("d", [_EMPTY, 0.0, 0.0, 0.0, 0.0] * slots)
         self._template = array("d", [-math.inf, math.nan, 0.0, -1.0])
         self._template.extend(array("d", [0.0]) * (slots * _VALUE_FIELDS))
+        self._no_line = _Timeline(self._times)
 
     @property
     def tags(self) -> int:
@@ -93,7 +94,7 @@ class TelemetryWindow:
         own_at = self._own_at
         poll_ts = math.nan  # the poll being read: its time and its device's timeline
         poll_line = -1
-        line: _Timeline | None = None
+        line = self._no_line  # until the first poll
         fresh = False  # the poll is newer than its timeline's newest: counted on it
         seen = 0  # members with a sample in this poll
         polls = self._polls
@@ -111,7 +112,7 @@ class TelemetryWindow:
             index = int(cells[_TIMELINE])
             at = index if index >= 0 else -1 - index
             if ts != poll_ts or at != poll_line:  # the samples of one poll share a stamp
-                if line is not None and fresh:
+                if fresh:
                     self._count_poll(line, poll_ts, seen, polls)
                 poll_ts, poll_line, line = ts, at, timelines[at]
                 fresh, seen = ts > line.last_ts, 0
@@ -168,11 +169,11 @@ class TelemetryWindow:
             if ts >= cells[_LAST_TS]:
                 cells[_LAST_TS] = ts
                 cells[_LAST_VALUE] = value
-        if line is not None and fresh:
+        if fresh:
             self._count_poll(line, poll_ts, seen, polls)
 
     def _new_tag(
-        self, tag: str, ts: float, line: _Timeline | None, fresh: bool, poll_ts: float
+        self, tag: str, ts: float, line: _Timeline, fresh: bool, poll_ts: float
     ) -> array[float]:
         device = tag.partition(".")[0]
         at = self._timeline_of.get(device)
