@@ -11,11 +11,12 @@ tags every second held about 1 GB of points before.
 The sums that depend only on the samples' times (count, first time, sum of times and of their
 squares) are the same for every tag of a device that had a usable sample in each of the
 device's polls, since the samples of one poll share their time stamp. They are kept once per
-device (a *timeline*, keyed by the part of the tag id before the first dot); such a tag keeps
+device (a *timeline*, keyed by the tag id without its last part); such a tag keeps
 only its value sums (sum, min, max, sum of time x value): about 0.45 kB per tag instead of
 0.9 kB (6.4 MB at 15 000 tags). A tag that misses one of its device's polls (BAD, not finite,
 a deadband) or has a sample its device's newest poll does not explain (late, repeated)
-takes its own copy of the time sums from then on, so every figure stays exact.
+takes its own copy of the time sums from then on, so every figure stays exact. A poll cut
+in two by the batches it is handed over in is still one poll.
 
 The figures are exact for the samples of the buckets a window covers, and the window is
 widened to whole buckets (the resolution): a summary `now` covers every bucket that overlaps
@@ -83,6 +84,16 @@ class TelemetryWindow:
         self._template = array("d", [-math.inf, math.nan, 0.0, -1.0])
         self._template.extend(array("d", [0.0]) * (slots * _VALUE_FIELDS))
         self._no_line = _Timeline(self._times)
+        # The poll being read, kept between calls: the runner hands samples over in batches
+        # of a few hundred, which cut polls in two; a poll is counted on its timeline when
+        # the next one starts, or before a figure is read.
+        self._poll: tuple[_Timeline, float, int, bool, int] = (
+            self._no_line,
+            math.nan,
+            -1,
+            False,
+            0,
+        )
 
     @property
     def tags(self) -> int:
@@ -92,15 +103,14 @@ class TelemetryWindow:
         bucket_s, slots, tags, bad = self.bucket_s, self._slots, self._tags, Quality.BAD
         timelines = self._timelines
         own_at = self._own_at
-        poll_ts = math.nan  # the poll being read: its time and its device's timeline
-        poll_line = -1
-        line = self._no_line  # until the first poll
-        fresh = False  # the poll is newer than its timeline's newest: counted on it
-        seen = 0  # members with a sample in this poll
+        # The poll being read: its timeline and time, whether it is newer than the timeline's
+        # newest (then counted on it) and how many members had a sample in it.
+        line, poll_ts, poll_line, fresh, seen = self._poll
         polls = self._polls
-        number = 0
-        tau = 0.0
-        v_sum = t_no = 0  # where the sample's bucket starts in the value and time sums
+        number = int(poll_ts // bucket_s) if math.isfinite(poll_ts) else 0
+        tau = poll_ts - number * bucket_s if math.isfinite(poll_ts) else 0.0
+        v_sum = _HEADER + (number % slots) * _VALUE_FIELDS  # where its bucket's sums start
+        t_no = (number % slots) * _TIME_FIELDS
         for sample in samples:
             value = sample.value
             if value is None or sample.quality is bad or not math.isfinite(value):
@@ -169,13 +179,22 @@ class TelemetryWindow:
             if ts >= cells[_LAST_TS]:
                 cells[_LAST_TS] = ts
                 cells[_LAST_VALUE] = value
+        self._poll = (line, poll_ts, poll_line, fresh, seen)
+
+    def _settle(self) -> None:
+        """Count the poll being read (before figures are read from the timelines)."""
+        line, poll_ts, _, fresh, seen = self._poll
         if fresh:
-            self._count_poll(line, poll_ts, seen, polls)
+            self._count_poll(line, poll_ts, seen, self._polls)
+        self._poll = (self._no_line, math.nan, -1, False, 0)
 
     def _new_tag(
         self, tag: str, ts: float, line: _Timeline, fresh: bool, poll_ts: float
     ) -> array[float]:
-        device = tag.partition(".")[0]
+        # `<device>.<point>` follows its device's polls; a derived `<device>.<point>.<feature>`
+        # the analyses of its point, whose features share a stamp.
+        head, dot, _ = tag.rpartition(".")
+        device = head if dot else tag
         at = self._timeline_of.get(device)
         if at is None:
             at = self._timeline_of[device] = len(self._timelines)
@@ -228,6 +247,7 @@ class TelemetryWindow:
 
     def summary(self, tags: Iterable[str], now: float) -> dict[str, dict[str, Any]]:
         """`{tag: {min, mean, max, last, count, trend, window_s}}` for tags with data."""
+        self._settle()
         first = int((now - self.window_s) // self.bucket_s)
         last = int(now // self.bucket_s)
         result: dict[str, dict[str, Any]] = {}
@@ -246,6 +266,7 @@ class TelemetryWindow:
     def means(self, tags: Iterable[str], *, before: float) -> dict[str, float]:
         """Mean per tag of the whole buckets that end by `before`, within the window before
         it: the pre-fault baseline of a ticket."""
+        self._settle()
         end = int(before // self.bucket_s)  # the first bucket that does not end by `before`
         if (end + 1) * self.bucket_s <= before:  # `before` is exactly on a boundary
             end += 1
