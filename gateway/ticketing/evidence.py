@@ -103,6 +103,7 @@ class TelemetryWindow:
         bucket_s, slots, tags, bad = self.bucket_s, self._slots, self._tags, Quality.BAD
         timelines = self._timelines
         own_at = self._own_at
+        isfinite = math.isfinite
         # The poll being read: its timeline and time, whether it is newer than the timeline's
         # newest (then counted on it) and how many members had a sample in it.
         line, poll_ts, poll_line, fresh, seen = self._poll
@@ -113,7 +114,7 @@ class TelemetryWindow:
         t_no = (number % slots) * _TIME_FIELDS
         for sample in samples:
             value = sample.value
-            if value is None or sample.quality is bad or not math.isfinite(value):
+            if value is None or sample.quality is bad or not isfinite(value):
                 continue
             tag, ts = sample.tag, sample.ts
             cells = tags.get(tag)
