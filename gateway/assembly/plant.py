@@ -58,7 +58,7 @@ def topology_links(devices: Sequence[ConfiguredDevice]) -> list[Link]:
             id=link_id,
             kind=kind,
             assets=frozenset(d.spec.asset for d in group),
-            tags=frozenset(t.id for d in group for t in d.tags),
+            tags=tuple(t.id for d in group for t in d.tags),
         )
         for (kind, link_id), group in sorted(members.items())
     ]

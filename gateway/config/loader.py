@@ -363,18 +363,23 @@ class _Shared:
     fields_sets: dict[frozenset[str], set[str]] = field(default_factory=dict)
     # By value and sign: -0.0 == 0.0, but a scale of -0.0 is not one of 0.0.
     floats: dict[tuple[float, float], float] = field(default_factory=dict)
+    # Frozen models by type, field values and fields set (`_model_key`).
+    models: dict[tuple[Any, ...], BaseModel] = field(default_factory=dict)
 
 
 def _share_fields_sets(model: BaseModel, pool: _Shared) -> None:
     """Let `model` and the models inside it share one `model_fields_set` per distinct set,
-    and one object per equal text or number.
+    one object per equal text or number, and one model per equal frozen model.
 
     Pydantic gives every instance its own set of the fields written in the YAML; for a
     Modbus point that set (about 730 bytes) is larger than the point's values, and 500 devices
     x 30 points held 11 MB of identical sets. The config models are frozen, so
     pydantic never adds to the set of a validated instance (copies get a copy of it). Each
     text and float read from YAML is its own object too: at 500 x 30 points the same names,
-    units and scales held 2.2 MB; texts are interned, floats pooled.
+    units and scales held 2.2 MB; texts are interned, floats pooled. A plant's devices of one
+    kind list the same points and rules: each such model (about 640 bytes for a Modbus point,
+    held by its driver for the whole run) is kept once for the site, not once per device
+    (9.6 MB at 500 devices x 30 points).
     """
     if not model.model_config.get("frozen"):
         return  # an assignment would add to a set other instances share
@@ -385,23 +390,55 @@ def _share_fields_sets(model: BaseModel, pool: _Shared) -> None:
     values = model.__dict__
     for name, value in values.items():
         # The same value in the same slot: the frozen model is not changed, only deduplicated.
-        if type(value) is str:
-            values[name] = sys.intern(value)
-        elif type(value) is float:
-            values[name] = pool.floats.setdefault((value, math.copysign(1.0, value)), value)
-        else:
-            _share_in_value(value, pool)
+        values[name] = _shared_value(value, pool)
 
 
-def _share_in_value(value: Any, pool: _Shared) -> None:
+def _shared_value(value: Any, pool: _Shared) -> Any:
+    """`value`, or an equal object already met (texts, floats and frozen models)."""
+    kind = type(value)
+    if kind is str:
+        return sys.intern(value)
+    if kind is float:
+        return pool.floats.setdefault((value, math.copysign(1.0, value)), value)
     if isinstance(value, BaseModel):
         _share_fields_sets(value, pool)
-    elif isinstance(value, list | tuple):
-        for item in value:
-            _share_in_value(item, pool)
-    elif isinstance(value, dict):
-        for item in value.values():
-            _share_in_value(item, pool)
+        key = _model_key(value)
+        return value if key is None else pool.models.setdefault(key, value)
+    if kind is list:
+        value[:] = [_shared_value(item, pool) for item in value]
+    elif kind is tuple:
+        return tuple(_shared_value(item, pool) for item in value)
+    elif kind is dict:
+        for name, item in value.items():
+            value[name] = _shared_value(item, pool)
+    return value
+
+
+def _model_key(model: BaseModel) -> tuple[Any, ...] | None:
+    """What makes two frozen models interchangeable: their type, their fields set and each
+    field's value (inner models already shared, so by identity); None when the model is not
+    frozen or holds a value this does not compare."""
+    if not model.model_config.get("frozen") or model.__pydantic_private__:
+        return None
+    try:
+        fields = tuple(_value_key(v) for v in model.__dict__.values())
+    except TypeError:
+        return None
+    return (type(model), id(model.__pydantic_fields_set__), fields)
+
+
+def _value_key(value: Any) -> Any:
+    kind = type(value)
+    if kind is float:  # -0.0 and 0.0 are equal but not interchangeable
+        return (kind, value, math.copysign(1.0, value))
+    if isinstance(value, BaseModel):
+        return (kind, id(value))  # shared already: equal inner models are one object
+    if kind is list or kind is tuple:
+        return (kind, tuple(_value_key(v) for v in value))
+    if kind is dict:
+        return (kind, tuple((_value_key(k), _value_key(v)) for k, v in value.items()))
+    hash(value)  # TypeError for what cannot be compared this way (the model is kept as is)
+    return (kind, value)  # the type too: True == 1, but a bit is not an integer
 
 
 def _validate(

@@ -8,7 +8,7 @@ when any of them is GOOD or UNCERTAIN again. Pure: samples in, link changes out.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from operator import attrgetter
 
@@ -24,7 +24,9 @@ class Link:
     id: str  # e.g. `rtu-line-1`, `modbus-tcp-10.0.0.5-502`, `can-can0`
     kind: str  # modbus_tcp | modbus_rtu | opcua | can
     assets: frozenset[str]
-    tags: frozenset[str]
+    # A tuple from the assembly: 500 endpoints x 30 tags held 1.1 MB as frozensets, and
+    # the watcher needs only which link a tag is behind and how many tags a link has.
+    tags: Collection[str]
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,6 +41,9 @@ class LinkWatcher:
     def __init__(self, links: Iterable[Link]) -> None:
         self._links = {link.id: link for link in links}
         self._link_of_tag = {tag: link.id for link in self._links.values() for tag in link.tags}
+        # Tags behind each link: `_bad` holds only tags of its own link, so a link is lost
+        # when as many of its tags are BAD as it has.
+        self._size = {link_id: len(set(link.tags)) for link_id, link in self._links.items()}
         self._bad: dict[str, set[str]] = {link_id: set() for link_id in self._links}
         self._bad_tags = 0  # in all the sets of `_bad`
         self._lost: set[str] = set()
@@ -67,7 +72,7 @@ class LinkWatcher:
                 if sample.tag not in bad:
                     bad.add(sample.tag)
                     self._bad_tags += 1
-                if bad >= link.tags and link_id not in lost:
+                if len(bad) == self._size[link_id] and link_id not in lost:
                     lost.add(link_id)
                     changes.append(LinkChange(link, True, sample.ts, sample.reason or "no answer"))
             else:

@@ -164,3 +164,34 @@ def test_equal_texts_and_numbers_of_the_devices_are_kept_once_with_their_sign(
     assert a[0].name is b[0].name and a[0].unit is b[0].unit and a[0].scale is b[0].scale
     assert a[0].scale == 0.25 and a[0].unit == "bar"
     assert str(a[1].scale) == "0.0" and str(b[1].scale) == "-0.0"
+
+
+def test_equal_points_and_rules_of_the_devices_are_one_model_each(tmp_path: Path) -> None:
+    # A plant's devices of one kind list the same points and rules, and each driver holds
+    # its points for the whole run: an equal frozen model is kept once for the site (issue
+    # 17, memory). A point that differs in one value, in a sign, in a bit against an integer,
+    # or only in which fields were written, is its own model.
+    device = DEVICE.split("points:")[0] + "points:\n"
+    points = (
+        "  - {name: temp, address: 0, unit: bar, scale: 0.25}\n"
+        "  - {name: zero, address: 1, scale: %s}\n"
+        "  - {name: flag, address: 2, %s}\n"
+        "  - {name: run, address: 3, type: uint16, enum: {0: stopped, 1: running}}\n"
+        "rules:\n  - {name: hot, signal: temp, hi: 80.0}\n"
+    )
+    variants = [("0.0", "type: uint16"), ("0.0", "type: uint16"), ("-0.0", "")]
+    devices = {
+        f"p{n}.yaml": device.format(id=f"p{n}", port=5020 + n) + points % variant
+        for n, variant in enumerate(variants)
+    }
+    _site(tmp_path, "site: s\ngateway_id: g\ndevices:\n  - devices/*.yaml\n", devices)
+    (a, b, c) = [config for _, config in load_config(tmp_path).devices]
+    assert all(x is y for x, y in zip(a.points, b.points, strict=True))
+    assert a.rules[0] is b.rules[0] is c.rules[0]
+    assert a.points[0] is c.points[0] and a.points[3] is c.points[3]
+    assert a.points[1] is not c.points[1] and str(c.points[1].scale) == "-0.0"
+    # `type: uint16` written or left to its default: equal values, other fields set.
+    assert a.points[2] == c.points[2] and a.points[2] is not c.points[2]
+    assert "type" in a.points[2].model_fields_set and "type" not in c.points[2].model_fields_set
+    assert a.points[3].enum == {0: "stopped", 1: "running"}
+    assert [d.connection.port for d in (a, b, c)] == [5020, 5021, 5022]

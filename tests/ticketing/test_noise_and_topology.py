@@ -74,3 +74,15 @@ def test_tags_of_other_devices_do_not_touch_the_link():
     links = LinkWatcher([LINE])
     assert links.observe([Sample.bad("z.q", 1, "x")]) == []
     assert links.is_link("rtu-ttyUSB0") and not links.is_link("a")
+
+
+def test_a_link_listing_its_tags_as_a_tuple_is_lost_when_every_one_is_bad():
+    # The assembly lists a link's tags as a tuple (issue 17, memory), a tag of one device
+    # read twice listed twice: the link is still lost only once every distinct tag is BAD.
+    line = Link("modbus-tcp-10.0.0.5-502", "modbus_tcp", frozenset({"a"}), ("a.x", "a.y", "a.x"))
+    links = LinkWatcher([line])
+    assert links.observe([Sample.bad("a.x", 1, "timeout"), Sample.bad("a.x", 2, "timeout")]) == []
+    (change,) = links.observe([Sample.bad("a.y", 2, "timeout")])
+    assert change.lost and links.inhibiting("a") == line
+    (restored,) = links.observe([Sample("a.x", 3, 1.0)])
+    assert not restored.lost and links.lost == {}
