@@ -104,8 +104,8 @@ def spectrum_view(detector: VibrationDetector, waveform: Waveform) -> SpectrumVi
 
 
 def demodulated_band(diagnosis: Diagnosis) -> Band | None:
-    """The band whose envelope spectrum a bearing fault was matched in (the whole band or the
-    spectral-kurtosis band), else the band the diagnosis chose."""
+    """The band of the filter bank whose envelope spectrum a bearing fault was matched in
+    (each call names its band), else the band the diagnosis chose."""
     for call in diagnosis.faults:
         edges = call.evidence.get("band_hz") if call.code in BEARING_CODES else None
         if isinstance(edges, list | tuple) and len(edges) == 2:
