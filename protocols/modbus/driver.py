@@ -45,7 +45,11 @@ from protocols.modbus.config import (
     ModbusTcpConnection,
     RegisterTable,
 )
-from protocols.modbus.mbap import EXCEPTION_NAMES, FUNCTION_CODES, ExceptionAnswer
+from protocols.modbus.mbap import (
+    FUNCTION_CODES,
+    ExceptionAnswer,
+    exception_answer,
+)
 from protocols.modbus.plan import ReadRequest
 from protocols.modbus.points import Answer, PointDecoder, plan_for, plan_lines, raw_texts
 from protocols.modbus.tcp import ModbusTcpLink, describe_os_error
@@ -490,9 +494,7 @@ def checked_answer(
     """pymodbus accepts any well-formed answer; check that it answers what we asked."""
     where = f"{table} {address}"
     if response.function_code == function_code | 0x80:
-        code = int(getattr(response, "exception_code", 0))
-        name = EXCEPTION_NAMES.get(code, "unknown exception")
-        raise ExceptionAnswer(f"exception {code} ({name}) reading {count} at {where}", code)
+        raise exception_answer(int(getattr(response, "exception_code", 0)), count, where)
     if response.function_code != function_code:
         raise BadResponse(
             f"answer has function code {response.function_code}, expected {function_code},"

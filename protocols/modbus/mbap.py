@@ -63,6 +63,12 @@ class ExceptionAnswer(BadResponse):
         self.code = code
 
 
+def exception_answer(code: int, count: int, where: str) -> ExceptionAnswer:
+    """The error for an exception answer, worded the same whichever transport read it."""
+    name = EXCEPTION_NAMES.get(code, "unknown exception")
+    return ExceptionAnswer(f"exception {code} ({name}) reading {count} at {where}", code)
+
+
 class Undecodable(Exception):
     """The bytes are not a Modbus answer to a read: the device speaks something else, so
     nothing more on this connection can be trusted (the transport drops it)."""
@@ -129,9 +135,7 @@ def _not_our_function(
     if answered == function_code | 0x80:
         if len(pdu) < 2:
             raise Undecodable("exception answer without an exception code")
-        code = pdu[1]
-        name = EXCEPTION_NAMES.get(code, "unknown exception")
-        raise ExceptionAnswer(f"exception {code} ({name}) reading {count} at {where}", code)
+        raise exception_answer(pdu[1], count, where)
     if answered & 0x7F in READ_FUNCTIONS:
         # An answer to another read (a gateway mixing up answers): well formed, not ours.
         raise BadResponse(
