@@ -74,7 +74,7 @@ class _Answers:
 
 
 async def run(devices: int, registers: int, rounds: int, warmup: int,
-              profile: Path | None) -> dict[str, float]:  # fmt: skip
+              profile: Path | None, polls_per_batch: int = 1) -> dict[str, float]:  # fmt: skip
     with tempfile.TemporaryDirectory(prefix="per-sample-") as tmp:
         ports = list(range(20000, 20000 + devices))  # never connected to
         site = write_site(Path(tmp), devices=devices, registers=registers, period_s=1.0,
@@ -99,13 +99,15 @@ async def run(devices: int, registers: int, rounds: int, warmup: int,
             spacing = 1.0 / len(sources)
 
             async def one_round() -> None:
-                for source in sources:
+                for number, source in enumerate(sources, start=1):
                     device = answers[source.device_id]
                     records = device.read()
                     source._on_good_read(device, records)  # type: ignore[arg-type]
                     await hand_off(source, records)
-                    await asyncio.sleep(0)  # the runner takes the poll, as in the daemon
+                    if number % polls_per_batch == 0:
+                        await asyncio.sleep(0)  # the runner takes what waits, as in the daemon
                     clock.advance(spacing)
+                await asyncio.sleep(0)
                 await telemetry.flush()
 
             for _ in range(warmup):
@@ -142,10 +144,14 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=600, help="simulated seconds measured")
     parser.add_argument("--warmup", type=int, default=60)
     parser.add_argument("--profile", type=Path)
+    parser.add_argument(
+        "--polls-per-batch", type=int, default=1,
+        help="polls handed over before the runner runs (answers that came in one loop turn)",
+    )  # fmt: skip
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     figures = asyncio.run(run(args.devices, args.registers, args.rounds, args.warmup,
-                              args.profile))  # fmt: skip
+                              args.profile, args.polls_per_batch))  # fmt: skip
     print(json.dumps(figures))
 
 

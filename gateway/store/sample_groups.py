@@ -28,6 +28,7 @@ import sys
 from array import array
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from itertools import groupby
 from operator import attrgetter
 from typing import Any
 
@@ -151,19 +152,51 @@ def pack(
 
     Samples of one device with one timestamp share a row; the same tag twice at one
     timestamp starts a second row rather than overwriting the first.
+
+    A batch is usually several polls one after the other (the runner takes what is waiting:
+    every device whose answer came in the same turn of the event loop). Each run of samples
+    with one time stamp that is a poll like its device's previous one is packed whole
+    (`_pack_poll`); a run that makes exactly one row is packed alone and teaches its device's
+    poll; whatever is left is packed sample by sample together (`_pack_each`).
     """
     if not samples:
         return [], []
     tags = list(map(_TAG, samples))
-    device = tags[0].partition(".")[0]
-    known = catalogue.polls.get(device)
-    if known is not None and known[0] == tags:
-        row = _pack_poll(device, samples, known[1])
-        if row is not None:
-            return [row], []
-    rows, new_columns = _pack_each(samples, catalogue)
-    if len(rows) == 1 and rows[0][0] == device and len(rows[0][2]) == 4 * len(tags):
-        catalogue.polls[device] = (tags, rows[0][2])  # one row of every sample: one poll
+    polls = catalogue.polls
+    rows: list[tuple[Any, ...]] = []
+    new_columns: list[tuple[str, str, int]] = []
+    rest: list[Sample] = []
+    start = 0
+    for _, run in groupby(map(_TS, samples)):
+        end = start + len(list(run))
+        run_tags = tags[start:end]
+        chunk = samples[start:end]
+        start = end
+        device = run_tags[0].partition(".")[0]
+        known = polls.get(device)
+        if known is not None and known[0] == run_tags:
+            row = _pack_poll(device, chunk, known[1])
+            if row is not None:
+                rows.append(row)
+                continue
+        if rest:  # keep the order of what is packed sample by sample
+            rest += chunk
+            continue
+        run_rows, run_new = _pack_each(chunk, catalogue)
+        if (
+            len(run_rows) == 1
+            and run_rows[0][0] == device
+            and len(run_rows[0][2]) == 4 * len(chunk)
+        ):
+            polls[device] = (run_tags, run_rows[0][2])  # one row of every sample: one poll
+            rows += run_rows
+            new_columns += run_new
+        else:
+            rest += chunk
+    if rest:
+        rest_rows, rest_new = _pack_each(rest, catalogue)
+        rows += rest_rows
+        new_columns += rest_new
     return rows, new_columns
 
 

@@ -77,3 +77,48 @@ def test_a_poll_with_other_points_or_order_is_packed_point_by_point() -> None:
     rows, new = pack(more, catalogue)
     assert new == [("press-3", "r5", 5)]
     assert rows == alone(more, catalogue)
+
+
+def alone_each(polls: list[list[Sample]], warm: ColumnCatalogue) -> list[tuple[object, ...]]:
+    """The rows of each poll packed on its own by a catalogue with the same columns."""
+    rows: list[tuple[object, ...]] = []
+    for samples in polls:
+        device = samples[0].tag.partition(".")[0]
+        catalogue = ColumnCatalogue(
+            (device, point, col) for col, point in warm.points(device).items()
+        )
+        rows += pack(samples, catalogue)[0]
+    return sorted(rows, key=lambda row: (str(row[0]), float(str(row[1]))))
+
+
+def by_key(rows: list[tuple[object, ...]]) -> list[tuple[object, ...]]:
+    return sorted(rows, key=lambda row: (str(row[0]), float(str(row[1]))))
+
+
+def test_a_batch_of_several_polls_gives_the_rows_each_poll_gives_alone() -> None:
+    # The runner hands over whatever is waiting: polls of several devices one after the other.
+    devices = ("press-1", "press-2", "press-3")
+    catalogue = ColumnCatalogue()
+    first = [poll(10.0 + i / 100, device=d) for i, d in enumerate(devices)]
+    rows, new = pack([s for p in first for s in p], catalogue)
+    assert by_key(rows) == alone_each(first, catalogue)
+    assert len(new) == 15
+    assert set(catalogue.polls) == set(devices)  # each device's poll is known from a batch
+    second = [poll(11.0 + i / 100, device=d) for i, d in enumerate(devices)]
+    second[1][2] = Sample.bad(second[1][2].tag, second[1][2].ts, "exception 4")
+    rows, new = pack([s for p in second for s in p], catalogue)
+    assert new == []
+    assert by_key(rows) == alone_each(second, catalogue)
+    good, bad = int(Quality.GOOD), int(Quality.BAD)
+    assert rows[1][4] == bytes([good, good, bad, good, good])  # kept, in its poll's row
+
+
+def test_polls_of_two_devices_with_one_time_stamp_are_two_rows() -> None:
+    catalogue = ColumnCatalogue()
+    pack(poll(10.0, device="press-1") + poll(10.0, device="press-2"), catalogue)
+    both = [poll(11.0, device="press-1"), poll(11.0, device="press-2")]
+    rows, _ = pack(both[0] + both[1], catalogue)
+    assert by_key(rows) == alone_each(both, catalogue)
+    twice = poll(12.0, device="press-1") + poll(12.0, device="press-1")  # the same tags again
+    rows, _ = pack(twice, catalogue)
+    assert [row[:4] for row in rows] == [row[:4] for row in alone_each([twice[:5]], catalogue)] * 2
