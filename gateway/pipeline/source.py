@@ -42,6 +42,15 @@ log = logging.getLogger(__name__)
 
 DriverFactory = Callable[[], PollingDriver]
 
+# The schedules of all sources start on this lattice of the loop's clock (a grid starts at
+# each (re)connection, rounded down to it), and each source sleeps until its tick exactly, so
+# the sources whose grids share a slot are woken together: one wake-up of the process for
+# all of them instead of one each. On the 2-core development VM a wake-up of the idle daemon
+# cost 150-250 us of CPU, about as much as a poll of 30 registers, and 500 devices at 1 s
+# woke it 500 times a second. 20 ms keeps the bursts small (10 requests, to 10 devices, at
+# 500 devices) and delays a first poll's successor by less than that.
+TICK_LATTICE_S = 0.02
+
 # Backoff jitter only: one generator for every source (each holds 2.5 KB of state, 1.2 MB for
 # 500 devices). Sources run on one event loop, so sharing it is safe.
 _BACKOFF_RNG = random.Random()
@@ -143,8 +152,9 @@ class PollingSource:
     async def _poll_until_failure(self, driver: PollingDriver) -> DriverError:
         loop = asyncio.get_running_loop()
         # The grid starts at each (re)connection, so time spent connecting or backing off is
-        # not counted as skipped ticks.
-        self._next_tick = loop.time()
+        # not counted as skipped ticks; on the shared lattice, so that the sources of one slot
+        # wake together (`TICK_LATTICE_S`).
+        self._next_tick = math.floor(loop.time() / TICK_LATTICE_S) * TICK_LATTICE_S
         while True:
             started = loop.time()
             try:
@@ -239,7 +249,24 @@ class PollingSource:
             due = self._next_tick_after(now)
             self._skipped += round((due - self._next_tick) / self._period)
             self._next_tick = due
-        await asyncio.sleep(self._next_tick - now)
+        await sleep_until(loop, self._next_tick)
+
+
+async def sleep_until(loop: asyncio.AbstractEventLoop, deadline: float) -> None:
+    """`asyncio.sleep` to a time of the loop's clock rather than for a delay: sources whose
+    ticks are the same number get timers the loop runs in one turn (a delay is added to the
+    time of the call, which differs by microseconds from one source to the next)."""
+    waiter: asyncio.Future[None] = loop.create_future()
+    timer = loop.call_at(deadline, _wake, waiter)
+    try:
+        await waiter
+    finally:
+        timer.cancel()
+
+
+def _wake(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():  # cancelled meanwhile
+        waiter.set_result(None)
 
 
 def stagger_phases(device_ids: Sequence[str], period_s: float) -> dict[str, float]:

@@ -412,3 +412,76 @@ def test_stagger_phases_spread_devices_evenly_over_the_period():
     assert stagger_phases([], 2.0) == {}
     with pytest.raises(ValueError, match="positive"):
         stagger_phases(["a"], 0)
+
+
+class TurnCounter:
+    """Counts the event loop's turns: a callback that schedules itself for the next one."""
+
+    def __init__(self) -> None:
+        self.turn = 0
+        self._stopped = False
+
+    def start(self) -> None:
+        asyncio.get_running_loop().call_soon(self._tick)
+
+    def stop(self) -> None:
+        self._stopped = True
+
+    def _tick(self) -> None:
+        if not self._stopped:
+            self.turn += 1
+            asyncio.get_running_loop().call_soon(self._tick)
+
+
+class TurnLoggingDriver(ScriptedDriver):
+    def __init__(self, log: DriverLog, turns: TurnCounter, seen: list[int]) -> None:
+        super().__init__(log)
+        self._turns, self._seen = turns, seen
+
+    async def read(self) -> list[Record]:
+        self._seen.append(self._turns.turn)
+        return await super().read()
+
+
+async def test_sources_that_connect_within_one_lattice_slot_are_woken_together(monkeypatch):
+    # 500 devices at 1 s woke the daemon 500 times a second, one timer each; on the shared
+    # lattice the devices of a slot wake in one turn of the loop, so one wake-up serves them.
+    # A wide slot here, so that a loaded machine cannot push the second connection past it.
+    from gateway.pipeline import source as source_module
+
+    lattice = 0.2
+    monkeypatch.setattr(source_module, "TICK_LATTICE_S", lattice)
+    loop = asyncio.get_running_loop()
+    period = 2 * lattice
+    turns = TurnCounter()
+    logs = [DriverLog(), DriverLog()]
+    seen: list[list[int]] = [[], []]
+    queue: asyncio.Queue[Record] = asyncio.Queue()
+    sources = [
+        PollingSource(
+            f"s{i}",
+            lambda i=i: TurnLoggingDriver(logs[i], turns, seen[i]),
+            queue,
+            ManualClock(),
+            period_s=period,
+            timeout_s=1.0,
+        )
+        for i in range(2)
+    ]
+    drainer = asyncio.create_task(drain_forever(queue), name="drain")
+    turns.start()
+    try:
+        # The first source early in a slot, the second 6 ms later: one slot for both.
+        await asyncio.sleep(lattice - loop.time() % lattice + 0.001)
+        async with running(sources[0]):
+            await asyncio.sleep(0.006)
+            async with running(sources[1]):
+                await wait_until(lambda: min(len(log.starts) for log in logs) >= 4, within_s=10.0)
+    finally:
+        turns.stop()
+        drainer.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await drainer
+    # The first poll of each is at its connection; every one after on the shared grid.
+    assert seen[0][0] != seen[1][0]  # connected apart
+    assert seen[0][1:4] == seen[1][1:4]  # then polled in the same turns
