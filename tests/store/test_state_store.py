@@ -66,6 +66,7 @@ async def test_runs_wal_with_synchronous_full(store):
     assert await store.pragma("journal_mode") == "wal"
     assert await store.pragma("synchronous") == 2
     assert await store.pragma("busy_timeout") == 5000
+    assert -512 <= await store.pragma("cache_size") < 0  # KiB, below SQLite's 2 MiB default
     assert await store.pragma("integrity_check") == "ok"
 
 

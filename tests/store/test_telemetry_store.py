@@ -28,6 +28,12 @@ async def test_runs_wal_with_synchronous_normal(telemetry):
     assert await telemetry.pragma("synchronous") == 1
 
 
+async def test_the_page_cache_is_bounded_below_sqlites_default(telemetry):
+    # SQLite's default is 2 MiB per connection, held once filled: memory a busy site keeps.
+    cache = await telemetry.pragma("cache_size")
+    assert isinstance(cache, int) and -512 <= cache < 0  # KiB
+
+
 async def test_writes_a_batch_and_reads_it_back(telemetry):
     batch = [Sample(TAG, float(t), 20.0 + t, source_ts=t - 0.5) for t in range(1000)]
     await telemetry.write_samples(batch)
