@@ -248,9 +248,11 @@ def _pack_publish_properties(props: MessageProperties) -> bytes:
     return _variable_int(len(body)) + body
 
 
-def _from_paho_properties(props: Properties | None) -> MessageProperties:
+def _from_paho_properties(props: Properties | MessageProperties | None) -> MessageProperties:
     if props is None:
         return MessageProperties()
+    if isinstance(props, MessageProperties):
+        return props  # decoded by `_Client._handle_publish` already
     correlation = getattr(props, "CorrelationData", None)
     user = getattr(props, "UserProperty", None) or []
     expiry = getattr(props, "MessageExpiryInterval", None)
@@ -262,6 +264,123 @@ def _from_paho_properties(props: Properties | None) -> MessageProperties:
         message_expiry_s=int(expiry) if expiry is not None else None,
         utf8_payload=getattr(props, "PayloadFormatIndicator", 0) == 1,
     )
+
+
+@dataclass(frozen=True, slots=True)
+class _Publish:
+    """An incoming PUBLISH's variable header and payload, as `_decode_publish` reads them."""
+
+    topic: bytes
+    mid: int
+    properties: MessageProperties
+    payload: bytes
+
+
+def _read_utf8(data: bytes | bytearray, pos: int) -> tuple[str, int] | None:
+    """An MQTT UTF-8 string at `pos` and the position after it; None for one MQTT forbids
+    (1.5.4: U+0000, U+FEFF; Python's strict UTF-8 decoding refuses surrogates already)."""
+    length = int.from_bytes(data[pos : pos + 2], "big")
+    text = data[pos + 2 : pos + 2 + length].decode("utf-8")
+    if "\x00" in text or "\ufeff" in text:
+        return None
+    return text, pos + 2 + length
+
+
+def _decode_publish(header: int, data: bytes | bytearray) -> _Publish | None:
+    """A QoS 0 or 1 MQTT 5 PUBLISH (3.3.2) straight into our values, or None for anything this
+    reader leaves to paho: another QoS, a property we never use (topic alias, subscription
+    identifier), one given twice, or any malformed or truncated field (paho's own decoder then
+    reads the packet again and says what is wrong with it).
+
+    paho's decoder builds a `Properties` (name tables and all) and looks every property up by
+    name; for a ticket message with its eight user properties that was half the CPU of
+    receiving it. What this returns equals `_from_paho_properties` of paho's decoding
+    (tests/uplink/test_mqtt_properties.py holds the two together)."""
+    qos = (header & 0x06) >> 1
+    if qos > 1:
+        return None
+    try:
+        topic_length = int.from_bytes(data[0:2], "big")
+        pos = 2 + topic_length
+        topic = bytes(data[2:pos])
+        mid = 0
+        if qos:
+            mid = int.from_bytes(data[pos : pos + 2], "big")
+            pos += 2
+        length = shift = 0
+        while True:  # the property length, a variable byte integer
+            digit = data[pos]
+            pos += 1
+            length += (digit & 0x7F) << shift
+            shift += 7
+            if not digit & 0x80:
+                break
+            if shift > 21:
+                return None
+        end = pos + length
+        seen: set[int] = set()
+        content_type = response_topic = None
+        correlation: bytes | None = None
+        expiry: int | None = None
+        utf8 = False
+        user: list[tuple[str, str]] = []
+        while pos < end:
+            ident = data[pos]
+            pos += 1
+            if ident != 0x26:
+                if ident in seen:
+                    return None
+                seen.add(ident)
+            if ident == 0x01:
+                utf8 = data[pos] == 1
+                pos += 1
+            elif ident == 0x02:
+                expiry = int.from_bytes(data[pos : pos + 4], "big")
+                pos += 4
+            elif ident == 0x03 or ident == 0x08 or ident == 0x26:
+                text = _read_utf8(data, pos)
+                if text is None:
+                    return None
+                value, pos = text
+                if ident == 0x03:
+                    content_type = value
+                elif ident == 0x08:
+                    response_topic = value
+                else:
+                    pair = _read_utf8(data, pos)
+                    if pair is None:
+                        return None
+                    user.append((value, pair[0]))
+                    pos = pair[1]
+            elif ident == 0x09:
+                size = int.from_bytes(data[pos : pos + 2], "big")
+                correlation = bytes(data[pos + 2 : pos + 2 + size])
+                pos += 2 + size
+            else:
+                return None
+        if pos != end or end > len(data) or pos > len(data):
+            return None  # a field ran past the properties, or past the packet
+    except (IndexError, UnicodeDecodeError):
+        return None
+    properties = MessageProperties(
+        content_type=content_type,
+        response_topic=response_topic,
+        correlation_data=correlation,
+        user_properties=tuple(user),
+        message_expiry_s=expiry,
+        utf8_payload=utf8,
+    )
+    return _Publish(topic, mid, properties, bytes(data[end:]))
+
+
+def _decode_puback(data: bytes | bytearray) -> tuple[int, int] | None:
+    """Packet id and reason code of an MQTT 5 PUBACK without properties (3.4.2: the reason
+    code may be left out when it is 0, the property length when there are none); None when
+    it has properties (a reason string), left to paho."""
+    size = len(data)
+    if size < 2 or size > 4 or (size == 4 and data[3] != 0):
+        return None
+    return int.from_bytes(data[0:2], "big"), data[2] if size > 2 else 0
 
 
 class _PahoLogger(logging.Logger):
@@ -281,6 +400,23 @@ class _PahoLogger(logging.Logger):
 
 
 _PAHO_LOGGER = _PahoLogger(paho_log.name)
+
+# Handed to paho's `on_publish` with every PUBACK that has no properties; nobody changes them.
+_NO_PUBACK_PROPERTIES = Properties(PacketTypes.PUBACK)
+_PUBACK_REASONS: dict[int, ReasonCode] = {}
+
+
+def _puback_reason(code: int) -> ReasonCode | None:
+    """paho's `ReasonCode` of a PUBACK reason code, made once; None for a code MQTT 5 does
+    not define for PUBACK (paho's own handling then says so)."""
+    reason = _PUBACK_REASONS.get(code)
+    if reason is None:
+        try:
+            reason = ReasonCode(PacketTypes.PUBACK, identifier=code)
+        except KeyError:
+            return None
+        _PUBACK_REASONS[code] = reason
+    return reason
 
 
 class _Client(paho.Client):
@@ -302,6 +438,42 @@ class _Client(paho.Client):
 
     def wake(self) -> None:
         self._wake.set()
+
+    def _handle_publish(self) -> MQTTErrorCode:
+        """paho's handling of an incoming PUBLISH, with the packet read by `_decode_publish`:
+        the message passed to `on_message` carries our `MessageProperties`. What that reader
+        leaves alone goes to paho's own handling, as does everything but MQTT 5."""
+        if self._protocol != MQTTProtocolVersion.MQTTv5:
+            return super()._handle_publish()
+        header = self._in_packet["command"]
+        publish = _decode_publish(header, self._in_packet["packet"])
+        if publish is None:
+            return super()._handle_publish()
+        message = paho.MQTTMessage(mid=publish.mid, topic=publish.topic)
+        message.dup = bool(header & 0x08)
+        message.qos = (header & 0x06) >> 1
+        message.retain = bool(header & 0x01)
+        message.properties = publish.properties  # type: ignore[assignment]
+        message.payload = publish.payload
+        message.timestamp = time.monotonic()
+        self._handle_on_message(message)
+        if message.qos == 1 and not self._manual_ack:
+            return self._send_puback(message.mid)
+        return MQTTErrorCode.MQTT_ERR_SUCCESS
+
+    def _handle_pubackcomp(self, cmd: Any) -> MQTTErrorCode:
+        """paho's handling of a PUBACK, without the `Properties` and `ReasonCode` objects
+        paho builds for every one (name tables included): a PUBACK without properties
+        gets a shared empty `Properties` and a `ReasonCode` made once per code."""
+        decoded = _decode_puback(self._in_packet["packet"]) if cmd == "PUBACK" else None
+        reason = _puback_reason(decoded[1]) if decoded is not None else None
+        if decoded is None or reason is None or self._protocol != MQTTProtocolVersion.MQTTv5:
+            return super()._handle_pubackcomp(cmd)
+        mid = decoded[0]
+        with self._out_message_mutex:
+            if mid in self._out_messages:
+                return self._do_on_publish(mid, reason, _NO_PUBACK_PROPERTIES)
+        return MQTTErrorCode.MQTT_ERR_SUCCESS
 
     def reset_backoff(self) -> None:
         self._failures_in_row = 0
