@@ -131,9 +131,8 @@ def test_user_properties_may_repeat_and_keep_their_order():
     read = mqtt._decode_publish(0x32, _publish_body("t/x", 1, packed, b""))
 
     assert read is not None
-    assert read.properties.user_properties == (("k", "a"), ("k", "b")) == (
-        _paho_reads(packed).user_properties
-    )
+    expected = (("k", "a"), ("k", "b"))
+    assert read.properties.user_properties == expected == _paho_reads(packed).user_properties
 
 
 @pytest.mark.parametrize(
