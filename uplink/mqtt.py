@@ -419,6 +419,23 @@ def _puback_reason(code: int) -> ReasonCode | None:
     return reason
 
 
+class _CoalescedWakeup:
+    """paho's wake-up socket as the event loop's thread sees it (`_Client._sockpairW`): a
+    write asks for one wake-up at the end of the loop's turn instead of making a system call."""
+
+    def __init__(self, client: _Client) -> None:
+        self._client = client
+
+    def send(self, data: bytes) -> int:
+        self._client.wake_thread_soon()
+        return len(data)
+
+    def close(self) -> None:
+        sock = self._client.wake_socket
+        if sock is not None:
+            sock.close()
+
+
 class _Client(paho.Client):
     """paho's client with a reconnect delay that can be cut short.
 
@@ -436,8 +453,89 @@ class _Client(paho.Client):
         self._max_delay_s = max_delay_s
         self._failures_in_row = 0
 
+    # paho's thread sleeps in `select` and is woken by a byte on a socket pair whenever a
+    # packet is queued: one system call, and one hand-over of the interpreter lock, per packet.
+    # Queued from the event loop (a batch of publishes, its replies, acknowledgements), they
+    # share one wake-up at the end of the loop's turn (`coalesce_wakeups`). Calls from any
+    # other thread, paho's own included, write the byte as paho does.
+    wake_socket: socket.socket | None = None
+    _loop_thread: int | None = None
+    _wakeup_loop: asyncio.AbstractEventLoop | None = None
+    _wakeup: _CoalescedWakeup | None = None
+    _wakeup_pending = False
+
+    @property
+    def _sockpairW(self) -> Any:
+        sock = self.wake_socket
+        on_loop = self._wakeup is not None and threading.get_ident() == self._loop_thread
+        return self._wakeup if sock is not None and on_loop else sock
+
+    @_sockpairW.setter
+    def _sockpairW(self, sock: socket.socket | None) -> None:
+        self.wake_socket = sock
+
+    def coalesce_wakeups(self, loop: asyncio.AbstractEventLoop) -> None:
+        """From now on, packets queued on `loop`'s thread (the caller's) wake paho's thread
+        once per turn of the loop."""
+        self._wakeup_loop = loop
+        self._loop_thread = threading.get_ident()
+        self._wakeup = _CoalescedWakeup(self)
+
+    def wake_thread_soon(self) -> None:
+        if self._wakeup_pending or self._wakeup_loop is None:
+            return
+        self._wakeup_pending = True
+        self._wakeup_loop.call_soon(self._wake_thread)
+
+    def _wake_thread(self) -> None:
+        self._wakeup_pending = False
+        sock = self.wake_socket
+        if sock is None:
+            return  # no connection: the next one starts with a pass over the queued packets
+        try:
+            sock.send(b"0")
+        except BlockingIOError:
+            return  # the pair is full of wake-ups paho's thread has yet to read
+        except OSError as exc:  # closed by paho's thread as the connection dropped
+            log.debug("MQTT wake-up socket: %s", exc)
+
     def wake(self) -> None:
         self._wake.set()
+
+    # paho reads a packet in three system calls at least: its first byte, then each byte of
+    # its length, then the rest. A burst of small packets (PUBACKs, acks) costs a call each
+    # time, and a hand-over of the interpreter lock with it. Here one read takes what the
+    # socket has (up to `_READ_SIZE`), and paho's reads are served from that; `loop_read`
+    # goes on until it is used up, so nothing waits in it while paho's thread sleeps in
+    # `select`.
+    _READ_SIZE = 65_536
+    _read_buffer = b""
+    _read_pos = 0
+    _read_socket: Any = None
+
+    def _sock_recv(self, bufsize: int) -> bytes:
+        if self._read_socket is not self._sock:  # a new connection: nothing read is its own
+            self._read_buffer, self._read_pos, self._read_socket = b"", 0, self._sock
+        start = self._read_pos
+        if start >= len(self._read_buffer):
+            data = super()._sock_recv(self._READ_SIZE)
+            if len(data) <= bufsize:
+                return data
+            self._read_buffer, start = data, 0
+        end = min(start + bufsize, len(self._read_buffer))
+        self._read_pos = end
+        return self._read_buffer[start:end]
+
+    def loop_read(self, max_packets: int = 1) -> MQTTErrorCode:
+        rc = super().loop_read(max_packets)
+        while (
+            rc == MQTTErrorCode.MQTT_ERR_SUCCESS
+            and self._sock is not None
+            and self._read_socket is self._sock
+            and self._read_pos < len(self._read_buffer)
+        ):
+            rc = super().loop_read(max_packets)
+        return rc
 
     def _handle_publish(self) -> MQTTErrorCode:
         """paho's handling of an incoming PUBLISH, with the packet read by `_decode_publish`:
@@ -599,6 +697,7 @@ class MqttLink:
         if self._started:
             raise RuntimeError("MqttLink.start() called twice")
         self._loop = asyncio.get_running_loop()
+        self._client.coalesce_wakeups(self._loop)
         self._started = True
         connect_props = Properties(PacketTypes.CONNECT)
         connect_props.SessionExpiryInterval = self.settings.session_expiry_s
