@@ -502,6 +502,15 @@ class _Client(paho.Client):
     def wake(self) -> None:
         self._wake.set()
 
+    def follow_receive_maximum(self, receive_maximum: int | None) -> None:
+        """At CONNACK: as many QoS 1 messages in flight as the broker takes, its Receive
+        Maximum (MQTT 5, 3.2.2.3.3; 65 535 when it names none). paho would keep its own fixed
+        20 whatever the broker says, hold the rest back and send each from its thread as a
+        PUBACK frees a place. The places are counted by paho, so a connection that starts with
+        more messages in flight than its broker takes releases no more until the count falls
+        below it."""
+        self._max_inflight_messages = min(receive_maximum or 65_535, 65_535)
+
     # paho reads a packet in three system calls at least: its first byte, then each byte of
     # its length, then the rest. A burst of small packets (PUBACKs, acks) costs a call each
     # time, and a hand-over of the interpreter lock with it. Here one read takes what the
@@ -776,6 +785,7 @@ class MqttLink:
             self._to_loop(self._on_refused, code, name)
             return
         self._client.reset_backoff()
+        self._client.follow_receive_maximum(getattr(props, "ReceiveMaximum", None))
         self._paho_connection += 1
         # Subscribe from paho's thread, before any message can be exchanged on this connection.
         # Always, even with a session present: the broker may have lost the session.

@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 
 from gateway.core.errors import UplinkError
+from tests.support.broker import MosquittoBroker
 from tests.uplink.helpers import TcpProxy, eventually
 from uplink.mqtt import LinkSettings, MessageProperties, MqttLink, OutgoingMessage
 
@@ -311,3 +312,20 @@ async def test_a_burst_of_publishes_and_acks_from_the_loop_wakes_paho_s_thread_o
             received += burst
         assert [m.payload for m in received] == [b"%d" % i for i in range(50)]
     assert acks.writes <= 10
+
+
+@pytest.mark.parametrize(
+    ("broker_config", "window"),
+    [((), 20), (("max_inflight_messages 0",), 65_535), (("max_inflight_messages 5",), 5)],
+)
+async def test_as_many_publishes_are_in_flight_as_the_broker_takes(broker_config, window):
+    """The broker's Receive Maximum (mosquitto: `max_inflight_messages`, 20 by default, none
+    when 0), not paho's fixed 20; past it the rest waits in paho, and all arrive."""
+    with MosquittoBroker(extra_config=broker_config) as broker:
+        async with MqttLink(settings(broker.port, "window")) as link:
+            await connected(link)
+            assert link._client._max_inflight_messages == window
+            sent = [link.send(OutgoingMessage("t/x", b"%d" % i)) for i in range(60)]
+            async with asyncio.timeout(10):
+                assert await asyncio.gather(*sent) == [0x10] * 60
+            assert link.connected and link.statistics().connection_losses == 0
