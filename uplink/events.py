@@ -11,6 +11,7 @@ parsing JSON.
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import numbers
@@ -43,6 +44,9 @@ def ticket_event_type(kind: str) -> str:
     return TICKET_TYPE_PREFIX + kind
 
 
+# A ticket's times (opened, first seen, due) recur in every message of it; formatting one is
+# several microseconds, a message carries up to eight.
+@functools.lru_cache(maxsize=4096)
 def rfc3339(ts: float) -> str:
     """UTC with milliseconds and a `Z`, as CloudEvents `time` and humans expect."""
     text = datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds")

@@ -193,30 +193,45 @@ def _is_scalar(value: Any) -> bool:
 def _within_bounds(policy: MessageType, document: Any, depth: int) -> bool:
     """`_check_bounds` without building the path of every value on the way: every message
     leaving is walked, and only a refused one needs to say where it breaks a bound. Walked
-    with a stack, by exact type: the document is what `json.loads` made, only plain `dict`,
+    with a stack of the containers only (a string is measured where it is found, a number
+    needs nothing), by exact type: the document is what `json.loads` made, only plain `dict`,
     `list`, `str` and scalars."""
-    max_depth, max_chars = policy.max_depth, policy.max_string_chars
+    max_depth, max_chars, max_items = (
+        policy.max_depth,
+        policy.max_string_chars,
+        policy.max_array_items,
+    )
+    if type(document) is str:
+        return len(document) <= max_chars
+    if type(document) is not dict and type(document) is not list:
+        return True
     stack: list[tuple[Any, int]] = [(document, depth)]
     pop, push = stack.pop, stack.append
     while stack:
-        value, level = pop()
-        kind = type(value)
-        if kind is str:
-            if len(value) > max_chars:
-                return False
-        elif kind is dict:
-            if level > max_depth:
-                return False
-            for key, item in value.items():
+        container, level = pop()
+        if level > max_depth:
+            return False
+        if type(container) is dict:
+            for key, item in container.items():
                 if len(key) > 200:
                     return False
-                push((item, level + 1))
-        elif kind is list:
-            if level > max_depth or len(value) > policy.max_array_items:
-                return False
-            if sum(1 for item in value if _is_number(item)) > MAX_NUMERIC_ARRAY:
-                return False
-            for item in value:
+                kind = type(item)
+                if kind is str:
+                    if len(item) > max_chars:
+                        return False
+                elif kind is dict or kind is list:
+                    push((item, level + 1))
+            continue
+        if len(container) > max_items:
+            return False
+        if sum(1 for item in container if _is_number(item)) > MAX_NUMERIC_ARRAY:
+            return False
+        for item in container:
+            kind = type(item)
+            if kind is str:
+                if len(item) > max_chars:
+                    return False
+            elif kind is dict or kind is list:
                 push((item, level + 1))
     return True
 

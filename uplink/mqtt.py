@@ -248,9 +248,11 @@ def _pack_publish_properties(props: MessageProperties) -> bytes:
     return _variable_int(len(body)) + body
 
 
-def _from_paho_properties(props: Properties | None) -> MessageProperties:
+def _from_paho_properties(props: Properties | MessageProperties | None) -> MessageProperties:
     if props is None:
         return MessageProperties()
+    if isinstance(props, MessageProperties):
+        return props  # decoded by `_Client._handle_publish` already
     correlation = getattr(props, "CorrelationData", None)
     user = getattr(props, "UserProperty", None) or []
     expiry = getattr(props, "MessageExpiryInterval", None)
@@ -262,6 +264,123 @@ def _from_paho_properties(props: Properties | None) -> MessageProperties:
         message_expiry_s=int(expiry) if expiry is not None else None,
         utf8_payload=getattr(props, "PayloadFormatIndicator", 0) == 1,
     )
+
+
+@dataclass(frozen=True, slots=True)
+class _Publish:
+    """An incoming PUBLISH's variable header and payload, as `_decode_publish` reads them."""
+
+    topic: bytes
+    mid: int
+    properties: MessageProperties
+    payload: bytes
+
+
+def _read_utf8(data: bytes | bytearray, pos: int) -> tuple[str, int] | None:
+    """An MQTT UTF-8 string at `pos` and the position after it; None for one MQTT forbids
+    (1.5.4: U+0000, U+FEFF; Python's strict UTF-8 decoding refuses surrogates already)."""
+    length = int.from_bytes(data[pos : pos + 2], "big")
+    text = data[pos + 2 : pos + 2 + length].decode("utf-8")
+    if "\x00" in text or "\ufeff" in text:
+        return None
+    return text, pos + 2 + length
+
+
+def _decode_publish(header: int, data: bytes | bytearray) -> _Publish | None:
+    """A QoS 0 or 1 MQTT 5 PUBLISH (3.3.2) straight into our values, or None for anything this
+    reader leaves to paho: another QoS, a property we never use (topic alias, subscription
+    identifier), one given twice, or any malformed or truncated field (paho's own decoder then
+    reads the packet again and says what is wrong with it).
+
+    paho's decoder builds a `Properties` (name tables and all) and looks every property up by
+    name; for a ticket message with its eight user properties that was half the CPU of
+    receiving it. What this returns equals `_from_paho_properties` of paho's decoding
+    (tests/uplink/test_mqtt_properties.py holds the two together)."""
+    qos = (header & 0x06) >> 1
+    if qos > 1:
+        return None
+    try:
+        topic_length = int.from_bytes(data[0:2], "big")
+        pos = 2 + topic_length
+        topic = bytes(data[2:pos])
+        mid = 0
+        if qos:
+            mid = int.from_bytes(data[pos : pos + 2], "big")
+            pos += 2
+        length = shift = 0
+        while True:  # the property length, a variable byte integer
+            digit = data[pos]
+            pos += 1
+            length += (digit & 0x7F) << shift
+            shift += 7
+            if not digit & 0x80:
+                break
+            if shift > 21:
+                return None
+        end = pos + length
+        seen: set[int] = set()
+        content_type = response_topic = None
+        correlation: bytes | None = None
+        expiry: int | None = None
+        utf8 = False
+        user: list[tuple[str, str]] = []
+        while pos < end:
+            ident = data[pos]
+            pos += 1
+            if ident != 0x26:
+                if ident in seen:
+                    return None
+                seen.add(ident)
+            if ident == 0x01:
+                utf8 = data[pos] == 1
+                pos += 1
+            elif ident == 0x02:
+                expiry = int.from_bytes(data[pos : pos + 4], "big")
+                pos += 4
+            elif ident == 0x03 or ident == 0x08 or ident == 0x26:
+                text = _read_utf8(data, pos)
+                if text is None:
+                    return None
+                value, pos = text
+                if ident == 0x03:
+                    content_type = value
+                elif ident == 0x08:
+                    response_topic = value
+                else:
+                    pair = _read_utf8(data, pos)
+                    if pair is None:
+                        return None
+                    user.append((value, pair[0]))
+                    pos = pair[1]
+            elif ident == 0x09:
+                size = int.from_bytes(data[pos : pos + 2], "big")
+                correlation = bytes(data[pos + 2 : pos + 2 + size])
+                pos += 2 + size
+            else:
+                return None
+        if pos != end or end > len(data) or pos > len(data):
+            return None  # a field ran past the properties, or past the packet
+    except (IndexError, UnicodeDecodeError):
+        return None
+    properties = MessageProperties(
+        content_type=content_type,
+        response_topic=response_topic,
+        correlation_data=correlation,
+        user_properties=tuple(user),
+        message_expiry_s=expiry,
+        utf8_payload=utf8,
+    )
+    return _Publish(topic, mid, properties, bytes(data[end:]))
+
+
+def _decode_puback(data: bytes | bytearray) -> tuple[int, int] | None:
+    """Packet id and reason code of an MQTT 5 PUBACK without properties (3.4.2: the reason
+    code may be left out when it is 0, the property length when there are none); None when
+    it has properties (a reason string), left to paho."""
+    size = len(data)
+    if size < 2 or size > 4 or (size == 4 and data[3] != 0):
+        return None
+    return int.from_bytes(data[0:2], "big"), data[2] if size > 2 else 0
 
 
 class _PahoLogger(logging.Logger):
@@ -282,6 +401,40 @@ class _PahoLogger(logging.Logger):
 
 _PAHO_LOGGER = _PahoLogger(paho_log.name)
 
+# Handed to paho's `on_publish` with every PUBACK that has no properties; nobody changes them.
+_NO_PUBACK_PROPERTIES = Properties(PacketTypes.PUBACK)
+_PUBACK_REASONS: dict[int, ReasonCode] = {}
+
+
+def _puback_reason(code: int) -> ReasonCode | None:
+    """paho's `ReasonCode` of a PUBACK reason code, made once; None for a code MQTT 5 does
+    not define for PUBACK (paho's own handling then says so)."""
+    reason = _PUBACK_REASONS.get(code)
+    if reason is None:
+        try:
+            reason = ReasonCode(PacketTypes.PUBACK, identifier=code)
+        except KeyError:
+            return None
+        _PUBACK_REASONS[code] = reason
+    return reason
+
+
+class _CoalescedWakeup:
+    """paho's wake-up socket as the event loop's thread sees it (`_Client._sockpairW`): a
+    write asks for one wake-up at the end of the loop's turn instead of making a system call."""
+
+    def __init__(self, client: _Client) -> None:
+        self._client = client
+
+    def send(self, data: bytes) -> int:
+        self._client.wake_thread_soon()
+        return len(data)
+
+    def close(self) -> None:
+        sock = self._client.wake_socket
+        if sock is not None:
+            sock.close()
+
 
 class _Client(paho.Client):
     """paho's client with a reconnect delay that can be cut short.
@@ -300,8 +453,134 @@ class _Client(paho.Client):
         self._max_delay_s = max_delay_s
         self._failures_in_row = 0
 
+    # paho's thread sleeps in `select` and is woken by a byte on a socket pair whenever a
+    # packet is queued: one system call, and one hand-over of the interpreter lock, per packet.
+    # Queued from the event loop (a batch of publishes, its replies, acknowledgements), they
+    # share one wake-up at the end of the loop's turn (`coalesce_wakeups`). Calls from any
+    # other thread, paho's own included, write the byte as paho does.
+    wake_socket: socket.socket | None = None
+    _loop_thread: int | None = None
+    _wakeup_loop: asyncio.AbstractEventLoop | None = None
+    _wakeup: _CoalescedWakeup | None = None
+    _wakeup_pending = False
+
+    @property
+    def _sockpairW(self) -> Any:
+        sock = self.wake_socket
+        on_loop = self._wakeup is not None and threading.get_ident() == self._loop_thread
+        return self._wakeup if sock is not None and on_loop else sock
+
+    @_sockpairW.setter
+    def _sockpairW(self, sock: socket.socket | None) -> None:
+        self.wake_socket = sock
+
+    def coalesce_wakeups(self, loop: asyncio.AbstractEventLoop) -> None:
+        """From now on, packets queued on `loop`'s thread (the caller's) wake paho's thread
+        once per turn of the loop."""
+        self._wakeup_loop = loop
+        self._loop_thread = threading.get_ident()
+        self._wakeup = _CoalescedWakeup(self)
+
+    def wake_thread_soon(self) -> None:
+        if self._wakeup_pending or self._wakeup_loop is None:
+            return
+        self._wakeup_pending = True
+        self._wakeup_loop.call_soon(self._wake_thread)
+
+    def _wake_thread(self) -> None:
+        self._wakeup_pending = False
+        sock = self.wake_socket
+        if sock is None:
+            return  # no connection: the next one starts with a pass over the queued packets
+        try:
+            sock.send(b"0")
+        except BlockingIOError:
+            return  # the pair is full of wake-ups paho's thread has yet to read
+        except OSError as exc:  # closed by paho's thread as the connection dropped
+            log.debug("MQTT wake-up socket: %s", exc)
+
     def wake(self) -> None:
         self._wake.set()
+
+    def follow_receive_maximum(self, receive_maximum: int | None) -> None:
+        """At CONNACK: as many QoS 1 messages in flight as the broker takes, its Receive
+        Maximum (MQTT 5, 3.2.2.3.3; 65 535 when it names none). paho would keep its own fixed
+        20 whatever the broker says, hold the rest back and send each from its thread as a
+        PUBACK frees a place. The places are counted by paho, so a connection that starts with
+        more messages in flight than its broker takes releases no more until the count falls
+        below it."""
+        self._max_inflight_messages = min(receive_maximum or 65_535, 65_535)
+
+    # paho reads a packet in three system calls at least: its first byte, then each byte of
+    # its length, then the rest. A burst of small packets (PUBACKs, acks) costs a call each
+    # time, and a hand-over of the interpreter lock with it. Here one read takes what the
+    # socket has (up to `_READ_SIZE`), and paho's reads are served from that; `loop_read`
+    # goes on until it is used up, so nothing waits in it while paho's thread sleeps in
+    # `select`.
+    _READ_SIZE = 65_536
+    _read_buffer = b""
+    _read_pos = 0
+    _read_socket: Any = None
+
+    def _sock_recv(self, bufsize: int) -> bytes:
+        if self._read_socket is not self._sock:  # a new connection: nothing read is its own
+            self._read_buffer, self._read_pos, self._read_socket = b"", 0, self._sock
+        start = self._read_pos
+        if start >= len(self._read_buffer):
+            data = super()._sock_recv(self._READ_SIZE)
+            if len(data) <= bufsize:
+                return data
+            self._read_buffer, start = data, 0
+        end = min(start + bufsize, len(self._read_buffer))
+        self._read_pos = end
+        return self._read_buffer[start:end]
+
+    def loop_read(self, max_packets: int = 1) -> MQTTErrorCode:
+        rc = super().loop_read(max_packets)
+        while (
+            rc == MQTTErrorCode.MQTT_ERR_SUCCESS
+            and self._sock is not None
+            and self._read_socket is self._sock
+            and self._read_pos < len(self._read_buffer)
+        ):
+            rc = super().loop_read(max_packets)
+        return rc
+
+    def _handle_publish(self) -> MQTTErrorCode:
+        """paho's handling of an incoming PUBLISH, with the packet read by `_decode_publish`:
+        the message passed to `on_message` carries our `MessageProperties`. What that reader
+        leaves alone goes to paho's own handling, as does everything but MQTT 5."""
+        if self._protocol != MQTTProtocolVersion.MQTTv5:
+            return super()._handle_publish()
+        header = self._in_packet["command"]
+        publish = _decode_publish(header, self._in_packet["packet"])
+        if publish is None:
+            return super()._handle_publish()
+        message = paho.MQTTMessage(mid=publish.mid, topic=publish.topic)
+        message.dup = bool(header & 0x08)
+        message.qos = (header & 0x06) >> 1
+        message.retain = bool(header & 0x01)
+        message.properties = publish.properties  # type: ignore[assignment]
+        message.payload = publish.payload
+        message.timestamp = time.monotonic()
+        self._handle_on_message(message)
+        if message.qos == 1 and not self._manual_ack:
+            return self._send_puback(message.mid)
+        return MQTTErrorCode.MQTT_ERR_SUCCESS
+
+    def _handle_pubackcomp(self, cmd: Any) -> MQTTErrorCode:
+        """paho's handling of a PUBACK, without the `Properties` and `ReasonCode` objects
+        paho builds for every one (name tables included): a PUBACK without properties
+        gets a shared empty `Properties` and a `ReasonCode` made once per code."""
+        decoded = _decode_puback(self._in_packet["packet"]) if cmd == "PUBACK" else None
+        reason = _puback_reason(decoded[1]) if decoded is not None else None
+        if decoded is None or reason is None or self._protocol != MQTTProtocolVersion.MQTTv5:
+            return super()._handle_pubackcomp(cmd)
+        mid = decoded[0]
+        with self._out_message_mutex:
+            if mid in self._out_messages:
+                return self._do_on_publish(mid, reason, _NO_PUBACK_PROPERTIES)
+        return MQTTErrorCode.MQTT_ERR_SUCCESS
 
     def reset_backoff(self) -> None:
         self._failures_in_row = 0
@@ -427,6 +706,7 @@ class MqttLink:
         if self._started:
             raise RuntimeError("MqttLink.start() called twice")
         self._loop = asyncio.get_running_loop()
+        self._client.coalesce_wakeups(self._loop)
         self._started = True
         connect_props = Properties(PacketTypes.CONNECT)
         connect_props.SessionExpiryInterval = self.settings.session_expiry_s
@@ -505,6 +785,7 @@ class MqttLink:
             self._to_loop(self._on_refused, code, name)
             return
         self._client.reset_backoff()
+        self._client.follow_receive_maximum(getattr(props, "ReceiveMaximum", None))
         self._paho_connection += 1
         # Subscribe from paho's thread, before any message can be exchanged on this connection.
         # Always, even with a session present: the broker may have lost the session.

@@ -392,6 +392,12 @@ class CommandLog(Protocol):
         self, command_id: str, verb: str, reply: Mapping[str, Any], now: float
     ) -> None: ...
 
+    async def remember_commands(
+        self, entries: Sequence[tuple[str, str, Mapping[str, Any]]], now: float
+    ) -> None:
+        """`remember_command` for several (`command_id`, verb, reply) in one write."""
+        ...
+
 
 class NoiseStateJournal(Protocol):
     """Noise-control state that survives a restart: shelving, maintenance mode, alarm floods and

@@ -12,7 +12,7 @@ arrived, and only the newest `max_rows` are kept; older ones are pruned at open 
 from __future__ import annotations
 
 import json
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Mapping, Sequence
 from typing import Any
 
 from gateway.core.clock import Clock
@@ -88,6 +88,23 @@ class CommandLogStore(DatabaseRole):
         params = (command_id, verb, now, to_json(reply, "command reply"), now - self.window_s)
         await self._writer.run(lambda conn: conn.execute(_REMEMBER, params).rowcount)
         self._since_prune += 1
+        if self._since_prune >= self._prune_every:
+            await self.prune(now)
+
+    async def remember_commands(
+        self, entries: Sequence[tuple[str, str, Mapping[str, Any]]], now: float
+    ) -> None:
+        """`remember_command` for several commands (`command_id`, verb, reply) handled
+        together: one unit of the group commit for all of them instead of one each."""
+        if not entries:
+            return
+        since = now - self.window_s
+        params = [
+            (command_id, verb, now, to_json(reply, "command reply"), since)
+            for command_id, verb, reply in entries
+        ]
+        await self._writer.run(lambda conn: conn.executemany(_REMEMBER, params).rowcount)
+        self._since_prune += len(params)
         if self._since_prune >= self._prune_every:
             await self.prune(now)
 

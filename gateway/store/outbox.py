@@ -325,4 +325,8 @@ def _item(row: aiosqlite.Row | sqlite3.Row) -> OutboxItem:
 
 
 def _user_properties(text: str) -> UserProperties:
-    return tuple((str(name), str(value)) for name, value in json.loads(text))
+    pairs = tuple(map(tuple, json.loads(text)))
+    for name, value in pairs:
+        if type(name) is not str or type(value) is not str:
+            return tuple((str(name), str(value)) for name, value in pairs)
+    return pairs

@@ -159,14 +159,8 @@ class TicketCommands:
                 deferred, self._deferred = self._deferred, None
                 self._recalled, self._messages = {}, None
                 await asyncio.gather(*deferred)
-            now = self._clock.now()
-            remembered = [
-                asyncio.ensure_future(
-                    self._log.remember_command(command_id, stored["verb"], stored, now)
-                )
-                for command_id, stored in first_reply.items()
-            ]
-            await asyncio.gather(*remembered)
+            entries = [(cid, reply["verb"], reply) for cid, reply in first_reply.items()]
+            await self._log.remember_commands(entries, self._clock.now())
         return replies
 
     async def _apply_one(

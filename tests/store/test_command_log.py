@@ -95,6 +95,26 @@ async def test_a_repeat_inside_the_window_keeps_the_first_reply_one_outside_repl
     assert await log.count() == 1
 
 
+async def test_commands_remembered_together_take_one_write_and_keep_first_replies(db, clock):
+    log = CommandLogStore(db, clock, window_s=100, max_rows=1000)
+    await log.remember_command("c-1", "ack", {"accepted": True, "n": 1}, clock.now())
+    clock.advance(1)
+    units = log._writer.stats.units
+
+    await log.remember_commands(
+        [("c-1", "ack", {"accepted": True, "n": 2}), ("c-2", "ack", {"accepted": False})],
+        clock.now(),
+    )
+
+    assert log._writer.stats.units == units + 1
+    assert await log.recall_commands(["c-1", "c-2"]) == {
+        "c-1": {"accepted": True, "n": 1},  # inside the window: the first reply stands
+        "c-2": {"accepted": False},
+    }
+    await log.remember_commands([], clock.now())
+    assert log._writer.stats.units == units + 1
+
+
 async def test_state_db_prunes_its_command_log_by_age_and_count_at_open(tmp_path, clock):
     path = tmp_path / "state.db"
     store = await StateDatabase.open(path, clock=clock, command_window_s=3600)

@@ -151,6 +151,27 @@ async def test_acks_handled_together_settle_exactly_the_acked_messages(site):
     assert again.detail.get("replayed") is True
 
 
+async def test_the_command_log_of_a_batch_of_acks_is_one_write(site):
+    store, service, commands, clock = site
+    await service.on_findings([hot(clock.now(), asset=p) for p in PUMPS])
+    opened = await store.outbox.unsettled(5)
+    await store.outbox.mark_sent_many([m.seq for m in opened], clock.now())
+    acks = [
+        Command("ack", f"c-{m.seq}", {"command_id": f"c-{m.seq}", "event_id": m.event_id})
+        for m in opened
+    ]
+    before = store.group_commits.units
+
+    replies = await commands.handle_many(acks)
+
+    assert [r.accepted for r in replies] == [True] * 5
+    # Per ack a settle and a ticket change (ACKNOWLEDGED); one entry in the log for all five.
+    assert store.group_commits.units - before == 2 * 5 + 1
+    assert set(await store.commands.recall_commands([a.command_id for a in acks])) == {
+        a.command_id for a in acks
+    }
+
+
 async def test_a_batch_records_sends_and_puback_settles_exactly(site):
     store, _, _, clock = site
     seqs = [

@@ -420,3 +420,18 @@ async def test_a_flood_saved_before_schema_7_keeps_its_members_folded_and_quiete
         assert sorted(flood.quieted) == ["a", "t"]  # `t`: a quieted ticket, not a member
     finally:
         await db.close()
+
+
+def test_stored_user_properties_are_read_back_as_pairs_of_text():
+    from gateway.store import outbox
+
+    assert outbox._user_properties('[["id","e1"],["revision","2"]]') == (
+        ("id", "e1"),
+        ("revision", "2"),
+    )
+    # A value stored as a JSON number (written by hand, or by an older schema) is still text.
+    assert outbox._user_properties('[["id","e1"],["revision",2]]') == (
+        ("id", "e1"),
+        ("revision", "2"),
+    )
+    assert outbox._user_properties("[]") == ()

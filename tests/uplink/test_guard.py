@@ -9,9 +9,11 @@ from gateway.core.errors import PolicyViolation
 from gateway.core.interfaces import CommandReply
 from gateway.core.records import OutboxKind
 from tests.uplink.helpers import SITE, TOPICS, make_event, make_ticket
+from uplink import guard as guard_module
 from uplink.commands import encode_reply
 from uplink.events import make_ticket_encoder, source_urn
 from uplink.guard import MAX_NUMERIC_ARRAY, EgressGuard
+from uplink.messages import MESSAGE_TYPES
 
 ENCODE = make_ticket_encoder(TOPICS, source_urn(SITE, "gw-1"), lambda: 1)
 HEALTH = {"site": SITE, "gateway": "gw-1", "time": "2023-11-14T22:13:20.000Z", "devices": []}
@@ -121,3 +123,42 @@ def test_the_early_check_counts_refusals_but_not_passes(guard):
     assert not guard.admit(OutboxKind.HEALTH, TOPICS.health, b"{}", publishing=False)
     assert guard.statistics().allowed == {}
     assert guard.statistics().refused == {"health": 1}
+
+
+def _nested_lists(levels: int) -> object:
+    value: object = [1]
+    for _ in range(levels):
+        value = [value]
+    return value
+
+
+BOUND_CASES = {
+    "within": {"a": "x" * 10, "b": [1, 2, {"c": "y" * 10}], "d": {"e": [[1, 2], ["s"]]}},
+    "long string at the top": {"a": "x" * 5000},
+    "long string in a list": {"a": [1, "x" * 5000]},
+    "long string in a list in a dict in a list": {"a": [{"b": ["ok", "x" * 5000]}]},
+    "long key": {"k" * 201: 1},
+    "long key deep down": {"a": [{"b": {"k" * 201: None}}]},
+    "long array": {"a": ["s"] * 40},
+    "long array in a list": {"a": [[True] * 40]},
+    "numbers in an array": {"a": [{"b": [0.5] * (MAX_NUMERIC_ARRAY + 1)}]},
+    "within, booleans being no numbers": {"a": [True] * (MAX_NUMERIC_ARRAY + 1)},
+    "deep lists": {"a": _nested_lists(10)},
+    "deep lists, just within": {"a": _nested_lists(5)},
+    "deep dicts in lists": {"a": [{"b": [{"c": [{"d": [{"e": {}}]}]}]}]},
+}
+
+
+@pytest.mark.parametrize("name", sorted(BOUND_CASES))
+def test_the_fast_bounds_walk_agrees_with_the_walk_that_names_the_fault(name):
+    """Every message leaving is walked by `_within_bounds`; a refusal is walked again by
+    `_check_bounds`, which says what breaks a bound. The two must judge alike."""
+    policy = MESSAGE_TYPES[OutboxKind.TICKET]
+    document = BOUND_CASES[name]
+    try:
+        guard_module._check_bounds(policy, document, "$", 1)
+        named = True
+    except PolicyViolation:
+        named = False
+    assert guard_module._within_bounds(policy, document, 1) is named
+    assert named is (name.startswith("within") or name.endswith("within"))

@@ -1,12 +1,14 @@
 """MqttLink against a real mosquitto: PUBACKs, MQTT 5 properties, Will, reconnect, close."""
 
 import asyncio
+import dataclasses
 import threading
 from typing import Any
 
 import pytest
 
 from gateway.core.errors import UplinkError
+from tests.support.broker import MosquittoBroker
 from tests.uplink.helpers import TcpProxy, eventually
 from uplink.mqtt import LinkSettings, MessageProperties, MqttLink, OutgoingMessage
 
@@ -251,3 +253,79 @@ async def test_the_broker_probe_speaks_tls_with_the_link_s_certificates(tls_brok
     context.load_cert_chain(str(pki.client_cert), str(pki.client_key))
     assert await broker_answers("127.0.0.1", tls_broker.tls_port, "probe-tls", tls=context)
     assert not await broker_answers("127.0.0.1", tls_broker.tls_port, "probe-plain", timeout_s=1)
+
+
+class _CountingSocket:
+    """Stands in for the write end of paho's wake-up socket pair, counting the writes."""
+
+    def __init__(self, sock: Any) -> None:
+        self.sock = sock
+        self.writes = 0
+
+    def send(self, data: bytes) -> int:
+        self.writes += 1
+        return int(self.sock.send(data))
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+async def count_wakeups(link: MqttLink) -> _CountingSocket:
+    client = link._client
+    # Read from another thread: what paho's thread sees, the socket itself.
+    counting = _CountingSocket(await asyncio.to_thread(lambda: client._sockpairW))
+    client._sockpairW = counting
+    return counting
+
+
+async def test_a_burst_of_publishes_and_acks_from_the_loop_wakes_paho_s_thread_once(mosquitto):
+    receiving = settings(mosquitto.port, "burst-receiver", subscriptions=("t/#",))
+    async with (
+        MqttLink(settings(mosquitto.port, "burst-sender")) as sender,
+        # Receive Maximum 5: the broker delivers no more while 5 messages await a PUBACK.
+        MqttLink(dataclasses.replace(receiving, inbound_queue_size=5)) as receiver,
+    ):
+        await connected(sender)
+        await connected(receiver)
+        await asyncio.sleep(0.05)  # let the SUBACK land before publishing
+        publishes = await count_wakeups(sender)
+        acks = await count_wakeups(receiver)
+        # One turn of the loop: 20 packets queued (paho's own window: past 20 in flight it
+        # holds the rest, and its thread sends them), one wake-up written when the turn ends.
+        sent = [sender.send(OutgoingMessage("t/x", b"%d" % i)) for i in range(20)]
+        assert publishes.writes == 0
+        async with asyncio.timeout(10):
+            codes = await asyncio.gather(*sent)
+        assert codes == [0] * 20
+        assert publishes.writes == 1
+        sent = [sender.send(OutgoingMessage("t/x", b"%d" % i)) for i in range(20, 50)]
+        async with asyncio.timeout(10):
+            await asyncio.gather(*sent)
+
+        # The PUBACKs of 5 messages acknowledged in one turn share a wake-up, and reach the
+        # broker: otherwise it would stop delivering.
+        received = []
+        for _ in range(10):
+            burst = [await receive(receiver) for _ in range(5)]
+            for message in burst:
+                receiver.acknowledge(message)
+            received += burst
+        assert [m.payload for m in received] == [b"%d" % i for i in range(50)]
+    assert acks.writes <= 10
+
+
+@pytest.mark.parametrize(
+    ("broker_config", "window"),
+    [((), 20), (("max_inflight_messages 0",), 65_535), (("max_inflight_messages 5",), 5)],
+)
+async def test_as_many_publishes_are_in_flight_as_the_broker_takes(broker_config, window):
+    """The broker's Receive Maximum (mosquitto: `max_inflight_messages`, 20 by default, none
+    when 0), not paho's fixed 20; past it the rest waits in paho, and all arrive."""
+    with MosquittoBroker(extra_config=broker_config) as broker:
+        async with MqttLink(settings(broker.port, "window")) as link:
+            await connected(link)
+            assert link._client._max_inflight_messages == window
+            sent = [link.send(OutgoingMessage("t/x", b"%d" % i)) for i in range(60)]
+            async with asyncio.timeout(10):
+                assert await asyncio.gather(*sent) == [0x10] * 60
+            assert link.connected and link.statistics().connection_losses == 0
