@@ -444,7 +444,12 @@ class _Client(paho.Client):
     event instead, which `wake()` sets when the probe sees the broker answer again, and adds
     jitter (a site's gateways that lost the broker together do not return in lockstep).
     Overriding a private method is a deliberate trade: a test with a real broker behind a
-    black-holing proxy (tests/faults/test_uplink_recovery.py) fails if paho changes it."""
+    black-holing proxy (tests/faults/test_uplink_recovery.py) fails if paho changes it.
+
+    The drain path overrides more of them (reading PUBLISH and PUBACK, the wake-up socket,
+    packet reads), each below with why; they differ between paho 2.0, 2.1 and 2.2, so
+    pyproject.toml pins the release they are tested with, and tests/uplink/test_mqtt_reading.py
+    and test_mqtt_properties.py hold each to paho's own handling."""
 
     def __init__(self, *args: Any, min_delay_s: float, max_delay_s: float, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -509,6 +514,8 @@ class _Client(paho.Client):
         PUBACK frees a place. The places are counted by paho, so a connection that starts with
         more messages in flight than its broker takes releases no more until the count falls
         below it."""
+        # paho's `max_inflight_messages_set` refuses once the connection is up, which is when
+        # the broker's limit is known (its CONNACK).
         self._max_inflight_messages = min(receive_maximum or 65_535, 65_535)
 
     # paho reads a packet in three system calls at least: its first byte, then each byte of
