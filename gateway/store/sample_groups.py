@@ -183,6 +183,7 @@ def pack(
             rest += chunk
             continue
         run_rows, run_new = _pack_each(chunk, catalogue)
+        new_columns += run_new  # numbered now, whichever rows the run ends up in
         if (
             len(run_rows) == 1
             and run_rows[0][0] == device
@@ -190,7 +191,6 @@ def pack(
         ):
             polls[device] = (run_tags, run_rows[0][2])  # one row of every sample: one poll
             rows += run_rows
-            new_columns += run_new
         else:
             rest += chunk
     if rest:

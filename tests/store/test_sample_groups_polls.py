@@ -115,7 +115,9 @@ def test_a_batch_of_several_polls_gives_the_rows_each_poll_gives_alone() -> None
 
 def test_polls_of_two_devices_with_one_time_stamp_are_two_rows() -> None:
     catalogue = ColumnCatalogue()
-    pack(poll(10.0, device="press-1") + poll(10.0, device="press-2"), catalogue)
+    _, new = pack(poll(10.0, device="press-1") + poll(10.0, device="press-2"), catalogue)
+    # Every column first seen is reported, to be stored (the reader names points by them).
+    assert sorted(new) == sorted((d, f"r{i}", i) for d in ("press-1", "press-2") for i in range(5))
     both = [poll(11.0, device="press-1"), poll(11.0, device="press-2")]
     rows, _ = pack(both[0] + both[1], catalogue)
     assert by_key(rows) == alone_each(both, catalogue)
