@@ -97,8 +97,10 @@ def write_site(
     layout: str = "units",
     broker_port: int | None = None,
     health_port: int | None = None,
+    ticketing: dict[str, object] | None = None,
 ) -> Path:
-    """Write the site into `directory` (telemetry.db goes to `directory/var`); returns it."""
+    """Write the site into `directory` (telemetry.db goes to `directory/var`); returns it.
+    `ticketing` is the `ticketing:` section of gateway.yaml, when given."""
     if registers < 1:
         raise ValueError("each device needs at least one register")
     if len(ports) < ports_needed(devices, layout):
@@ -114,6 +116,8 @@ def write_site(
         gateway["uplink"] = {"port": broker_port}
     if health_port is not None:
         gateway["health"] = {"port": health_port}
+    if ticketing is not None:
+        gateway["ticketing"] = ticketing
     (directory / "gateway.yaml").write_text(yaml.safe_dump(gateway, sort_keys=False))
     for n in range(devices):
         if layout == "endpoints":
