@@ -26,8 +26,8 @@ from gateway.core.errors import StoreError
 log = logging.getLogger(__name__)
 
 # The page cache of each connection, in KiB when negative (SQLite's convention). The default,
-# 2 MiB, fills on a busy site and stays: four connections (state.db and telemetry.db, a
-# writer and a reader each) held up to 8 MB of the daemon's RSS. What the writers touch is
+# 2 MiB, fills on a busy site and stays: the daemon's three connections (state.db's writer
+# and reader, telemetry.db's writer) held up to 6 MB of its RSS. What the writers touch is
 # the newest pages (telemetry rows append, its index is by time bucket first; tickets change
 # a few rows), and a page not cached is read from the OS's cache, not the disk.
 PAGE_CACHE = -512
