@@ -212,21 +212,16 @@ def _within_bounds(policy: MessageType, document: Any, depth: int) -> bool:
         if level > max_depth:
             return False
         if type(container) is dict:
-            for key, item in container.items():
-                if len(key) > 200:
-                    return False
-                kind = type(item)
-                if kind is str:
-                    if len(item) > max_chars:
-                        return False
-                elif kind is dict or kind is list:
-                    push((item, level + 1))
-            continue
-        if len(container) > max_items:
-            return False
-        if sum(1 for item in container if _is_number(item)) > MAX_NUMERIC_ARRAY:
-            return False
-        for item in container:
+            if max(map(len, container), default=0) > 200:  # the keys
+                return False
+            items = container.values()
+        else:
+            if len(container) > max_items:
+                return False
+            if sum(1 for item in container if _is_number(item)) > MAX_NUMERIC_ARRAY:
+                return False
+            items = container
+        for item in items:
             kind = type(item)
             if kind is str:
                 if len(item) > max_chars:

@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import enum
 from collections import deque
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from itertools import repeat
+from itertools import groupby, repeat
+from operator import attrgetter
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -143,6 +144,19 @@ def good_samples(tags: Sequence[str], ts: float, values: Sequence[float]) -> lis
     drain(map(set_source_ts, samples, repeat(None, n)))
     drain(map(set_reason, samples, repeat(None, n)))
     return samples
+
+
+_SAMPLE_TS = attrgetter("ts")
+
+
+def time_runs(samples: Sequence[Sample]) -> Iterator[tuple[int, int]]:
+    """`(start, end)` of each run of consecutive samples with one time stamp: in a batch, the
+    polls one after the other (the samples of a poll share its stamp)."""
+    start = 0
+    for _, run in groupby(map(_SAMPLE_TS, samples)):
+        end = start + len(list(run))
+        yield start, end
+        start = end
 
 
 @dataclass(frozen=True, slots=True)

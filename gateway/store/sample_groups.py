@@ -28,11 +28,10 @@ import sys
 from array import array
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from itertools import groupby
 from operator import attrgetter
 from typing import Any
 
-from gateway.core.records import Quality, Sample
+from gateway.core.records import Quality, Sample, time_runs
 
 _SWAP = sys.byteorder != "little"  # a big-endian box swaps, so the file reads the same anywhere
 assert array("I").itemsize == 4 and array("d").itemsize == 8  # true on every Linux target
@@ -166,12 +165,9 @@ def pack(
     rows: list[tuple[Any, ...]] = []
     new_columns: list[tuple[str, str, int]] = []
     rest: list[Sample] = []
-    start = 0
-    for _, run in groupby(map(_TS, samples)):
-        end = start + len(list(run))
+    for start, end in time_runs(samples):
         run_tags = tags[start:end]
         chunk = samples[start:end]
-        start = end
         device = run_tags[0].partition(".")[0]
         known = polls.get(device)
         if known is not None and known[0] == run_tags:

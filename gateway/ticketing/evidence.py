@@ -33,11 +33,10 @@ import math
 from array import array
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from itertools import groupby
 from operator import attrgetter
 from typing import Any
 
-from gateway.core.records import Quality, Sample
+from gateway.core.records import Quality, Sample, time_runs
 
 MAX_TAGS_IN_SNAPSHOT = 16
 # A tag whose least-squares change over the window stays within this share of its mean (or of
@@ -58,12 +57,7 @@ _NO, _COUNT, _FIRST, _ST, _STT = range(5)  # time sums of a bucket (bucket numbe
 _TIME_FIELDS = 5
 _EMPTY = -1.0  # bucket number of a slot never written
 
-_TAG, _TS, _VALUE, _QUALITY = (
-    attrgetter("tag"),
-    attrgetter("ts"),
-    attrgetter("value"),
-    attrgetter("quality"),
-)
+_TAG, _VALUE, _QUALITY = attrgetter("tag"), attrgetter("value"), attrgetter("quality")
 
 
 class _Timeline:
@@ -115,12 +109,9 @@ class TelemetryWindow:
         if not isinstance(samples, Sequence):
             samples = list(samples)
         tags = list(map(_TAG, samples))
-        start = 0
-        for ts, run in groupby(map(_TS, samples)):
-            end = start + len(list(run))
-            if not self._add_poll(samples[start:end], tags[start:end], ts):
+        for start, end in time_runs(samples):
+            if not self._add_poll(samples[start:end], tags[start:end], samples[start].ts):
                 self._add_each(samples[start:end])
-            start = end
 
     def _add_poll(self, run: Sequence[Sample], tags: list[str], ts: float) -> bool:
         """`run` folded in when it is one whole poll of a timeline, newer than its newest, with
