@@ -32,7 +32,7 @@ from dataclasses import dataclass  # noqa: E402
 import can  # noqa: E402
 
 from gateway.core.clock import SystemClock  # noqa: E402
-from gateway.core.interfaces import Record  # noqa: E402
+from gateway.core.interfaces import QueueItem  # noqa: E402
 from gateway.core.records import Tag  # noqa: E402
 from gateway.pipeline.source import Backoff  # noqa: E402
 from gateway.pipeline.stream import StreamingSource  # noqa: E402
@@ -168,7 +168,7 @@ async def _run(scenario: str, frames: int, rate: float | None) -> Result:
         drivers.append(driver)
         return driver
 
-    queue: asyncio.Queue[Record] = asyncio.Queue(maxsize=10_000)
+    queue: asyncio.Queue[QueueItem] = asyncio.Queue(maxsize=10_000)
     source = StreamingSource("m", factory, queue, clock, backoff=Backoff(initial_s=0.01))
     counted = 0
     expected = frames // 4 * _SAMPLES_PER_ROTATION

@@ -36,7 +36,7 @@ from gateway.assembly.daemon import QUEUE_SIZE
 from gateway.assembly.detectors import build_detectors
 from gateway.config.loader import load_config
 from gateway.core.clock import SystemClock
-from gateway.core.interfaces import Record
+from gateway.core.interfaces import QueueItem
 from gateway.core.records import Finding
 from gateway.pipeline.record_queue import RecordQueue
 from gateway.pipeline.runner import DetectorRunner
@@ -104,7 +104,7 @@ async def measure(
         loaded.state_directory / "telemetry.db", flush_interval_s=storage.telemetry_flush_s
     )
     try:
-        queue: asyncio.Queue[Record] = RecordQueue(maxsize=QUEUE_SIZE)
+        queue: asyncio.Queue[QueueItem] = RecordQueue(maxsize=QUEUE_SIZE)
         runner = DetectorRunner(
             queue,
             build_detectors(devices, loaded.rules),

@@ -23,7 +23,7 @@ from gateway.assembly.ticketing import ticket_commands, ticket_service
 from gateway.assembly.uplink import ticket_encoder, topics, uplink_settings
 from gateway.config.loader import LoadedConfig
 from gateway.core.clock import Clock
-from gateway.core.interfaces import Detector, Record
+from gateway.core.interfaces import Detector, QueueItem
 from gateway.core.records import Finding, Sample, Waveform
 from gateway.pipeline.record_queue import RecordQueue
 from gateway.pipeline.runner import DetectorRunner
@@ -126,7 +126,7 @@ async def assemble(loaded: LoadedConfig, clock: Clock, stack: contextlib.AsyncEx
             summaries.add_waveform(waveform)
         await telemetry.write_waveform(waveform)
 
-    queue: asyncio.Queue[Record] = RecordQueue(maxsize=QUEUE_SIZE)
+    queue: asyncio.Queue[QueueItem] = RecordQueue(maxsize=QUEUE_SIZE)
     snapshots = DetectorSnapshots(state_dir / "detectors")
     restore_detector_state(detectors, snapshots)
     failed_before = resume_conditions(detectors, tickets.conditions_to_resume())

@@ -22,6 +22,7 @@ from gateway.core.records import (
     MaintenanceWindow,
     OutboxItem,
     OutboxKind,
+    Poll,
     Sample,
     Shelving,
     StormMemberRecord,
@@ -33,6 +34,9 @@ from gateway.core.records import (
 from gateway.core.spectrum_view import SpectrumView
 
 Record = Sample | Waveform
+# What the records queue between sources and runner holds: a record, or a whole GOOD poll as
+# one item (`Poll`; the queue counts its samples against its bound).
+QueueItem = Sample | Waveform | Poll
 
 
 class PollingDriver(Protocol):

@@ -27,7 +27,7 @@ from operator import attrgetter
 from typing import TypedDict
 
 from gateway.core.interfaces import Record
-from gateway.core.records import Quality
+from gateway.core.records import Poll, Quality
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +63,12 @@ class PointQuality:
     def observe(self, records: Sequence[Record]) -> None:
         """One good poll's records."""
         not_good = self._not_good
+        if isinstance(records, Poll):  # every point GOOD: only a return to GOOD to note
+            if not_good:
+                for index, tag in enumerate(records.tags):
+                    if tag in not_good:
+                        self._back_to_good(records.sample(index))
+            return
         if not not_good and list(map(_QUALITY, records)).count(_GOOD) == len(records):
             return  # every point GOOD, as it was: counted in C, nothing to note
         for record in records:

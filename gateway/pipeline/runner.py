@@ -13,18 +13,24 @@ import logging
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from itertools import compress
-from operator import attrgetter
 from typing import cast
 
 from gateway.core.clock import Clock
-from gateway.core.interfaces import Detector, FeatureDetector, Record
-from gateway.core.records import FaultCode, Finding, Priority, Sample, Waveform
+from gateway.core.interfaces import Detector, FeatureDetector, QueueItem, Record
+from gateway.core.records import (
+    FaultCode,
+    Finding,
+    Poll,
+    Priority,
+    Sample,
+    SampleBatch,
+    Waveform,
+    record_count,
+)
 from gateway.pipeline.record_queue import RecordQueue
 
 log = logging.getLogger(__name__)
 
-_TAG = attrgetter("tag")
 
 FindingSink = Callable[[Finding], Awaitable[None]]
 TelemetrySink = Callable[[Sequence[Sample]], Awaitable[None]]
@@ -47,7 +53,7 @@ class DetectorRunner:
 
     def __init__(
         self,
-        queue: asyncio.Queue[Record],
+        queue: asyncio.Queue[QueueItem],
         detectors: Sequence[Detector],
         on_finding: FindingSink,
         store_samples: TelemetrySink,
@@ -74,11 +80,13 @@ class DetectorRunner:
         self._batch_size = batch_size
         self._linger = linger_s
         # Taken off the queue and waiting for the linger to end; `drain()` takes them too.
-        self._held: list[Record] = []
+        self._held: list[QueueItem] = []
         self._by_tag: dict[str, list[Detector]] = defaultdict(list)
         for detector in detectors:
             for tag in detector.inputs:
                 self._by_tag[tag].append(detector)
+        # Per poll tag tuple, the positions some detector wants (`_wanted_in`).
+        self._wanted: dict[tuple[str, ...], list[tuple[int, list[Detector]]]] = {}
         self._disabled: set[str] = set()
         self._records = 0
         self._stored = 0
@@ -97,7 +105,7 @@ class DetectorRunner:
             # not `empty()` and `len()` per record. The batch is empty when `drain()`
             # took the held records meanwhile.
             if batch:
-                room = min(self._queue.qsize(), self._batch_size - len(batch))
+                room = min(self._queue.qsize(), self._batch_size - record_count(batch[0]))
                 if isinstance(self._queue, RecordQueue):
                     batch += self._queue.get_many_nowait(room)
                 else:
@@ -135,38 +143,60 @@ class DetectorRunner:
             detector_seconds=self._detector_seconds,
         )
 
-    async def _process(self, batch: list[Record]) -> None:
-        self._records += len(batch)
-        if list(map(type, batch)).count(Sample) == len(batch):
-            await self._process_samples(cast("list[Sample]", batch))
+    async def _process(self, batch: list[QueueItem]) -> None:
+        kinds = list(map(type, batch))
+        if not kinds.count(Waveform):
+            # Samples and polls only (the usual batch).
+            await self._process_samples(SampleBatch(cast("list[Poll | Sample]", batch)))
             return
-        samples = [r for r in batch if isinstance(r, Sample)]
+        self._records += sum(map(record_count, batch))
+        samples = SampleBatch([r for r in batch if not isinstance(r, Waveform)])
         if samples:
             await self._store_samples(samples)
             self._stored += len(samples)
-        for record in batch:
-            if isinstance(record, Waveform):
-                self._waveforms += 1
-                if self._store_waveform is not None:
-                    await self._store_waveform(record)
-            for detector in self._by_tag.get(record.tag, ()):
-                if not await self._update(detector, record):
-                    continue
-                if isinstance(record, Waveform) and isinstance(detector, FeatureDetector):
-                    derived = detector.feature_samples()
-                    if derived:
-                        await self._store_samples(derived)
-                        self._stored += len(derived)
+        for item in batch:
+            for record in item.samples() if isinstance(item, Poll) else (item,):
+                if isinstance(record, Waveform):
+                    self._waveforms += 1
+                    if self._store_waveform is not None:
+                        await self._store_waveform(record)
+                for detector in self._by_tag.get(record.tag, ()):
+                    if not await self._update(detector, record):
+                        continue
+                    if isinstance(record, Waveform) and isinstance(detector, FeatureDetector):
+                        derived = detector.feature_samples()
+                        if derived:
+                            await self._store_samples(derived)
+                            self._stored += len(derived)
 
-    async def _process_samples(self, samples: list[Sample]) -> None:
-        """A batch of samples only (the usual one): what `_process` does, visiting only the
-        samples some detector wants, found by one pass in C over the batch."""
-        await self._store_samples(samples)
-        self._stored += len(samples)
-        wanted = list(map(self._by_tag.get, map(_TAG, samples)))
-        for sample, detectors in compress(zip(samples, wanted, strict=True), wanted):
-            for detector in detectors or ():  # never None here: `compress` kept the lists
-                await self._update(detector, sample)
+    async def _process_samples(self, batch: SampleBatch) -> None:
+        """A batch of samples and polls only (the usual one): what `_process` does, visiting
+        only the samples some detector wants. For a poll they are known per device (its tag
+        tuple); for loose samples found by one pass in C over them."""
+        self._records += len(batch)
+        await self._store_samples(batch)
+        self._stored += len(batch)
+        by_tag = self._by_tag
+        for part in batch.parts:
+            if isinstance(part, Poll):
+                for index, detectors in self._wanted_in(part.tags):
+                    sample = part.sample(index)
+                    for detector in detectors:
+                        await self._update(detector, sample)
+                continue
+            for detector in by_tag.get(part.tag, ()):
+                await self._update(detector, part)
+
+    def _wanted_in(self, tags: tuple[str, ...]) -> list[tuple[int, list[Detector]]]:
+        """The positions of a poll's tags that detectors want, and those detectors; kept
+        per tag tuple (one entry per device: its polls share their tuple, so the lookup's
+        comparison is one identity check)."""
+        wanted = self._wanted.get(tags)
+        if wanted is None:
+            by_tag = self._by_tag
+            wanted = [(i, by_tag[tag]) for i, tag in enumerate(tags) if by_tag.get(tag)]
+            self._wanted[tags] = wanted
+        return wanted
 
     async def _update(self, detector: Detector, record: Record) -> bool:
         """Run one detector on one record and hand on its findings; False when the detector

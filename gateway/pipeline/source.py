@@ -22,9 +22,9 @@ from dataclasses import dataclass
 
 from gateway.core.clock import Clock
 from gateway.core.errors import DeviceTimeout, DeviceUnreachable, DriverError
-from gateway.core.interfaces import LineUnit, PollingDriver, Record, SharedLine
+from gateway.core.interfaces import LineUnit, PollingDriver, QueueItem, Record, SharedLine
 from gateway.core.plugins import Probe
-from gateway.core.records import Tag
+from gateway.core.records import Poll, Tag
 from gateway.pipeline.quality import PointQuality, quality_statistics
 from gateway.pipeline.record_queue import RecordQueue
 from gateway.pipeline.statistics import DeviceStatistics, SourceState
@@ -63,7 +63,7 @@ class PollingSource:
         self,
         device_id: str,
         driver_factory: DriverFactory,
-        queue: asyncio.Queue[Record],
+        queue: asyncio.Queue[QueueItem],
         clock: Clock,
         *,
         period_s: float,
@@ -178,8 +178,10 @@ class PollingSource:
         the queue is full, so back-pressure holds."""
         queue = self._queue
         if isinstance(queue, RecordQueue):
-            await queue.put_many(records)  # the same, once per poll
+            await queue.put_many(records)  # the same, once per poll (a `Poll` as one item)
             return
+        if isinstance(records, Poll):
+            records = records.samples()  # a plain queue is bounded in items: one per record
         if queue.maxsize <= 0 or queue.maxsize - queue.qsize() >= len(records):
             put = queue.put_nowait
             for record in records:
@@ -305,7 +307,7 @@ class SharedLineSource:
         self,
         line_id: str,
         line_factory: Callable[[], SharedLine],
-        queue: asyncio.Queue[Record],
+        queue: asyncio.Queue[QueueItem],
         clock: Clock,
         *,
         periods_s: Mapping[str, float],

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from typing import Protocol
 
 from gateway.core.clock import Clock
-from gateway.core.interfaces import Record
+from gateway.core.interfaces import QueueItem
 from gateway.core.plugins import Endpoint, PollingEndpoint, SharedLineEndpoint, StreamingEndpoint
 from gateway.pipeline.source import PollingSource, SharedLineSource, stagger_phases
 from gateway.pipeline.statistics import DeviceStatistics
@@ -32,7 +32,7 @@ class Source(Protocol):
 
 
 def build_sources(
-    endpoints: Sequence[Endpoint], queue: asyncio.Queue[Record], clock: Clock
+    endpoints: Sequence[Endpoint], queue: asyncio.Queue[QueueItem], clock: Clock
 ) -> list[Source]:
     """Polling endpoints sharing a period are staggered over it, so 500 devices at 1 s send
     their requests spread over the second, not in one burst."""
@@ -50,7 +50,7 @@ def build_sources(
 
 def _source(
     endpoint: Endpoint,
-    queue: asyncio.Queue[Record],
+    queue: asyncio.Queue[QueueItem],
     clock: Clock,
     phases: dict[str, float],
 ) -> Source:

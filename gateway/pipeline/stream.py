@@ -24,7 +24,7 @@ from collections.abc import AsyncIterator, Callable, Sequence
 
 from gateway.core.clock import Clock
 from gateway.core.errors import DeviceUnreachable, DriverError
-from gateway.core.interfaces import Record, StreamingDriver
+from gateway.core.interfaces import QueueItem, Record, StreamingDriver
 from gateway.core.plugins import Probe
 from gateway.core.records import Tag
 
@@ -55,7 +55,7 @@ class StreamingSource:
         self,
         device_id: str,
         driver_factory: StreamingDriverFactory,
-        queue: asyncio.Queue[Record],
+        queue: asyncio.Queue[QueueItem],
         clock: Clock,
         *,
         connect_timeout_s: float = 10.0,

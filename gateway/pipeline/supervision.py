@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from gateway.core.errors import DeviceTimeout, DriverError
-from gateway.core.interfaces import Record
+from gateway.core.interfaces import QueueItem
 from gateway.core.plugins import Probe
 from gateway.core.records import Sample, Tag
 
@@ -135,7 +135,7 @@ def log_outage(
 
 
 async def publish_bad(
-    queue: asyncio.Queue[Record], tags: Sequence[Tag], ts: float, reason: str
+    queue: asyncio.Queue[QueueItem], tags: Sequence[Tag], ts: float, reason: str
 ) -> None:
     """One BAD sample per tag, with the reason: never a stale or invented value."""
     for tag in tags:

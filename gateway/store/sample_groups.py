@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from operator import attrgetter
 from typing import Any
 
-from gateway.core.records import Quality, Sample, time_runs
+from gateway.core.records import Poll, Quality, Sample, SampleBatch, time_runs
 
 _SWAP = sys.byteorder != "little"  # a big-endian box swaps, so the file reads the same anywhere
 assert array("I").itemsize == 4 and array("d").itemsize == 8  # true on every Linux target
@@ -39,7 +39,7 @@ assert array("I").itemsize == 4 and array("d").itemsize == 8  # true on every Li
 _GOOD = int(Quality.GOOD)
 
 
-def to_blob(typecode: str, values: list[int] | list[float]) -> bytes:
+def to_blob(typecode: str, values: Sequence[int] | Sequence[float]) -> bytes:
     packed = array(typecode, values)
     if _SWAP:
         packed.byteswap()
@@ -111,7 +111,7 @@ class ColumnCatalogue:
         # Per device, the tag ids of its latest whole poll and their `cols` blob: a poll with
         # the same tags in the same order (every poll of a device without deadbands) reuses
         # the blob (`_pack_poll`). About 12 bytes per tag.
-        self.polls: dict[str, tuple[list[str], bytes]] = {}
+        self.polls: dict[str, tuple[tuple[str, ...], bytes]] = {}
 
     def column(self, device: str, point: str) -> int | None:
         return self._columns.get(device, {}).get(point)
@@ -158,9 +158,46 @@ def pack(
     (`_pack_poll`); a run that makes exactly one row is packed alone and teaches its device's
     poll; whatever is left is packed sample by sample together (`_pack_each`).
     """
+    if isinstance(samples, SampleBatch):
+        return _pack_batch(samples, catalogue)
+    return _pack_samples(samples, catalogue)
+
+
+def _pack_batch(
+    batch: SampleBatch, catalogue: ColumnCatalogue
+) -> tuple[list[tuple[Any, ...]], list[tuple[str, str, int]]]:
+    """`pack` for the runner's batch: a `Poll` with the tags of its device's last whole poll
+    is its row at once (its values are GOOD and finite by construction); other polls and the
+    loose samples are packed as samples, the polls teaching their device's poll."""
+    polls = catalogue.polls
+    rows: list[tuple[Any, ...]] = []
+    loose: list[Sample] = []
+    for part in batch.parts:
+        if isinstance(part, Poll):
+            tags = part.tags
+            device = tags[0].partition(".")[0]
+            known = polls.get(device)
+            if known is not None and (known[0] is tags or known[0] == tags):
+                if known[0] is not tags:
+                    polls[device] = (tags, known[1])  # the device's own tuple: `is` next time
+                rows.append((device, part.ts, known[1], to_blob("d", part.values), None, None,
+                             None))  # fmt: skip
+                continue
+            loose += part.samples()
+        else:
+            loose.append(part)
+    if not loose:
+        return rows, []
+    loose_rows, new_columns = _pack_samples(loose, catalogue)
+    return rows + loose_rows, new_columns
+
+
+def _pack_samples(
+    samples: Sequence[Sample], catalogue: ColumnCatalogue
+) -> tuple[list[tuple[Any, ...]], list[tuple[str, str, int]]]:
     if not samples:
         return [], []
-    tags = list(map(_TAG, samples))
+    tags = tuple(map(_TAG, samples))
     polls = catalogue.polls
     rows: list[tuple[Any, ...]] = []
     new_columns: list[tuple[str, str, int]] = []

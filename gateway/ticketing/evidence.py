@@ -36,7 +36,7 @@ from dataclasses import dataclass
 from operator import attrgetter
 from typing import Any
 
-from gateway.core.records import Quality, Sample, time_runs
+from gateway.core.records import Poll, Quality, Sample, SampleBatch, time_runs
 
 MAX_TAGS_IN_SNAPSHOT = 16
 # A tag whose least-squares change over the window stays within this share of its mean (or of
@@ -103,19 +103,46 @@ class TelemetryWindow:
         return len(self._tags)
 
     def add(self, samples: Iterable[Sample]) -> None:
-        """Fold samples in. A batch is usually several polls one after the other: each run of
-        samples with one time stamp that is a whole poll of a timeline's members, every sample
-        usable, is folded in at once (`_add_poll`); anything else sample by sample."""
-        if not isinstance(samples, Sequence):
-            samples = list(samples)
+        """Fold samples in. A batch is usually several polls one after the other: each that is
+        a whole poll of a timeline's members, every sample usable, is folded in at once
+        (`_fold_poll`); anything else sample by sample. The runner's batch hands its polls
+        over as such (`SampleBatch.parts`), so their samples are never made here."""
+        if not isinstance(samples, SampleBatch):
+            self._add_samples(samples if isinstance(samples, Sequence) else list(samples))
+            return
+        loose: list[Sample] = []
+        for part in samples.parts:
+            if not isinstance(part, Poll):
+                loose.append(part)
+                continue
+            if loose:  # in arrival order: the poll being read carries over between them
+                self._add_samples(loose)
+                loose = []
+            if not self._fold_poll(part.tags, part.ts, part.values):
+                self._add_each(part.samples())
+        if loose:
+            self._add_samples(loose)
+
+    def _add_samples(self, samples: Sequence[Sample]) -> None:
         tags = list(map(_TAG, samples))
         for start, end in time_runs(samples):
             if not self._add_poll(samples[start:end], tags[start:end], samples[start].ts):
                 self._add_each(samples[start:end])
 
     def _add_poll(self, run: Sequence[Sample], tags: list[str], ts: float) -> bool:
-        """`run` folded in when it is one whole poll of a timeline, newer than its newest, with
-        every sample usable; False (nothing changed but the poll being read, now counted)
+        """`_fold_poll` for a run of samples with one time stamp, when every one is usable."""
+        values = list(map(_VALUE, run))
+        if (
+            list(map(_QUALITY, run)).count(Quality.BAD)
+            or None in values
+            or not all(map(math.isfinite, values))
+        ):
+            return False
+        return self._fold_poll(tags, ts, values)
+
+    def _fold_poll(self, tags: Sequence[str], ts: float, values: Sequence[float]) -> bool:
+        """The usable values of one poll folded in when it is one whole poll of a timeline,
+        newer than its newest; False (nothing changed but the poll being read, now counted)
         otherwise. What `_add_each` does for such a poll, in one pass without its checks."""
         first = tags[0]
         head, dot, _ = first.rpartition(".")
@@ -123,14 +150,7 @@ class TelemetryWindow:
         if at is None:
             return False
         line = self._timelines[at]
-        if tags != line.members:
-            return False
-        values = list(map(_VALUE, run))
-        if (
-            list(map(_QUALITY, run)).count(Quality.BAD)
-            or None in values
-            or not all(map(math.isfinite, values))
-        ):
+        if len(tags) != len(line.members) or list(tags) != line.members:
             return False
         if self._poll[0] is line and self._poll[1] == ts:
             return False  # the rest of the poll being read

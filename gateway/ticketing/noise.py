@@ -11,7 +11,7 @@ import math
 from collections import deque
 from collections.abc import Iterable, Mapping
 
-from gateway.core.records import Quality, Sample
+from gateway.core.records import Poll, Quality, Sample, SampleBatch
 from gateway.ticketing.policy import AssetProfile
 
 
@@ -75,19 +75,33 @@ class RunStates:
         changes: list[tuple[str, bool]] = []
         if not self._by_tag:
             return changes  # no asset has a run tag: nothing to look at per sample
+        if isinstance(samples, SampleBatch):
+            # A poll's values are usable: only its run tags are looked at, no sample made.
+            for part in samples.parts:
+                if isinstance(part, Poll):
+                    for tag, value in zip(part.tags, part.values, strict=True):
+                        if tag in self._by_tag:
+                            self._run_value(tag, value, changes)
+                else:
+                    self._observe_one(part, changes)
+            return changes
         for sample in samples:
-            profiles = self._by_tag.get(sample.tag)
-            value = sample.value
-            if not profiles or sample.quality is Quality.BAD or value is None:
-                continue
-            if not math.isfinite(value):
-                continue
-            for profile in profiles:
-                running = value > profile.run_above
-                if self._running.get(profile.asset) is not running:
-                    self._running[profile.asset] = running
-                    changes.append((profile.asset, running))
+            self._observe_one(sample, changes)
         return changes
+
+    def _observe_one(self, sample: Sample, changes: list[tuple[str, bool]]) -> None:
+        value = sample.value
+        if sample.tag not in self._by_tag or sample.quality is Quality.BAD or value is None:
+            return
+        if math.isfinite(value):
+            self._run_value(sample.tag, value, changes)
+
+    def _run_value(self, tag: str, value: float, changes: list[tuple[str, bool]]) -> None:
+        for profile in self._by_tag[tag]:
+            running = value > profile.run_above
+            if self._running.get(profile.asset) is not running:
+                self._running[profile.asset] = running
+                changes.append((profile.asset, running))
 
     def running(self, asset: str) -> bool:
         return self._running.get(asset, True)

@@ -12,7 +12,7 @@ from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from operator import attrgetter
 
-from gateway.core.records import Quality, Sample
+from gateway.core.records import Poll, Quality, Sample, SampleBatch
 
 _QUALITY = attrgetter("quality")
 
@@ -50,39 +50,56 @@ class LinkWatcher:
 
     def observe(self, samples: Iterable[Sample]) -> list[LinkChange]:
         changes: list[LinkChange] = []
-        lost, bad_quality = self._lost, Quality.BAD
-        # All is well and stays so unless a sample is BAD: one pass in C over a batch
-        # (`in` compares identity first) instead of a test per sample.
-        if (
-            not self._bad_tags
-            and not lost
-            and isinstance(samples, Sequence)
-            and bad_quality not in map(_QUALITY, samples)
-        ):
+        batch = samples if isinstance(samples, SampleBatch) else None
+        if not self._bad_tags and not self._lost:
+            # All is well and stays so unless a sample is BAD (a `Poll` is all GOOD): one
+            # pass in C over the rest (`in` compares identity first).
+            rest = batch.loose() if batch is not None else samples
+            if isinstance(rest, Sequence) and Quality.BAD not in map(_QUALITY, rest):
+                return changes
+        if batch is None:
+            for sample in samples:
+                self._observe_one(sample, changes)
             return changes
-        for sample in samples:
-            if not self._bad_tags and not lost and sample.quality is not bad_quality:
-                continue  # all is well: a usable sample changes nothing (the usual case)
-            link_id = self._link_of_tag.get(sample.tag)
-            if link_id is None:
-                continue
-            link = self._links[link_id]
-            bad = self._bad[link_id]
-            if sample.quality is bad_quality:
-                if sample.tag not in bad:
-                    bad.add(sample.tag)
-                    self._bad_tags += 1
-                if len(bad) == self._size[link_id] and link_id not in lost:
-                    lost.add(link_id)
-                    changes.append(LinkChange(link, True, sample.ts, sample.reason or "no answer"))
-            else:
-                if sample.tag in bad:
-                    bad.discard(sample.tag)
-                    self._bad_tags -= 1
-                if link_id in lost:
-                    lost.discard(link_id)
-                    changes.append(LinkChange(link, False, sample.ts, "answering again"))
+        for part in batch.parts:
+            if not isinstance(part, Poll):
+                self._observe_one(part, changes)
+            elif self._bad_tags or self._lost:
+                for tag in part.tags:
+                    self._good(tag, part.ts, changes)
         return changes
+
+    def _observe_one(self, sample: Sample, changes: list[LinkChange]) -> None:
+        if sample.quality is not Quality.BAD:
+            self._good(sample.tag, sample.ts, changes)
+            return
+        link_id = self._link_of_tag.get(sample.tag)
+        if link_id is None:
+            return
+        bad = self._bad[link_id]
+        if sample.tag not in bad:
+            bad.add(sample.tag)
+            self._bad_tags += 1
+        if len(bad) == self._size[link_id] and link_id not in self._lost:
+            self._lost.add(link_id)
+            changes.append(
+                LinkChange(self._links[link_id], True, sample.ts, sample.reason or "no answer")
+            )
+
+    def _good(self, tag: str, ts: float, changes: list[LinkChange]) -> None:
+        """A usable sample of `tag`: its link answers."""
+        if not self._bad_tags and not self._lost:
+            return  # all is well: a usable sample changes nothing (the usual case)
+        link_id = self._link_of_tag.get(tag)
+        if link_id is None:
+            return
+        bad = self._bad[link_id]
+        if tag in bad:
+            bad.discard(tag)
+            self._bad_tags -= 1
+        if link_id in self._lost:
+            self._lost.discard(link_id)
+            changes.append(LinkChange(self._links[link_id], False, ts, "answering again"))
 
     def resume_lost(self, link_id: str) -> None:
         """A link whose `comm.lost` condition was active when the gateway stopped: lost until

@@ -12,9 +12,9 @@ verification at once. Either way the payload carries before/after figures per ta
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Collection, Iterator, Sequence
 
-from gateway.core.records import Sample, Ticket, TicketState
+from gateway.core.records import Poll, Sample, SampleBatch, Ticket, TicketState
 from gateway.ticketing import escalation, tickets
 from gateway.ticketing.ledger import Ledger
 from gateway.ticketing.verification import VerificationWatch
@@ -53,9 +53,8 @@ class RepairVerifier:
         ledger = self._ledger
         for watch in ledger.watches.values():
             running = ledger.run_states.running(watch.asset)
-            for sample in samples:
-                if sample.tag in watch.tags:
-                    watch.observe(sample, running)
+            for sample in watched_samples(samples, watch.tags):
+                watch.observe(sample, running)
         for key, watch in list(ledger.watches.items()):
             if watch.due:
                 await self.finish(key, watch, reraised=False)
@@ -116,3 +115,18 @@ class RepairVerifier:
         ledger.counters.verified_fail += 1
         ledger.counters.reopened += 1
         log.warning("Repair of ticket `%s` failed verification; ticket reopened.", ticket.id)
+
+
+def watched_samples(samples: Sequence[Sample], tags: Collection[str]) -> Iterator[Sample]:
+    """The samples of `tags`, in order; of a runner's batch without making the samples of
+    its polls' other tags."""
+    if not isinstance(samples, SampleBatch):
+        yield from (sample for sample in samples if sample.tag in tags)
+        return
+    for part in samples.parts:
+        if isinstance(part, Poll):
+            for index, tag in enumerate(part.tags):
+                if tag in tags:
+                    yield part.sample(index)
+        elif part.tag in tags:
+            yield part

@@ -137,7 +137,7 @@ class _UnitReader:
         # The answers of the latest poll, for `raw_values` (a reference, nothing copied).
         self._last: tuple[Sequence[Answer], Sequence[Sequence[Answer]]] = ((), ())
 
-    async def read(self, fetch: FetchFn) -> list[Record]:
+    async def read(self, fetch: FetchFn) -> Sequence[Record]:
         """One poll: every planned request, one record per tag. A request answered badly
         makes BAD samples for its points only; losing the line or a timeout raises."""
         scalar: list[Answer] = []
@@ -298,7 +298,7 @@ class ModbusTcpDriver:
             # Closing the transport only schedules the socket close; nothing left to fail.
             link.close()
 
-    async def read(self) -> list[Record]:
+    async def read(self) -> Sequence[Record]:
         """One poll: every planned request, one sample per point, in point order.
 
         A request answered with an exception or a malformed response makes BAD samples for its
@@ -474,7 +474,7 @@ class RtuUnitDriver:
     def raw_values(self) -> dict[str, str]:
         return {**self._reader.raw_values(), **self._reader.decoder.texts}
 
-    async def read(self) -> list[Record]:
+    async def read(self) -> Sequence[Record]:
         return await self._reader.read(self._fetch)
 
     async def _fetch(self, table: RegisterTable, address: int, count: int) -> list[int]:

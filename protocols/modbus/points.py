@@ -16,11 +16,11 @@ import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from operator import itemgetter
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any
 
 from gateway.core.clock import Clock
 from gateway.core.interfaces import Record
-from gateway.core.records import Quality, Sample, Tag, Waveform, good_samples
+from gateway.core.records import Poll, Quality, Sample, Tag, Waveform
 from protocols.modbus.config import (
     DataType,
     DeadbandMode,
@@ -370,7 +370,7 @@ class PointDecoder:
         # Block decoding (`_block_steps`): its tag ids in point order, and how to put values
         # computed in request order into point order when the two differ.
         self._block_order: Callable[[Sequence[float]], Any] | None = None
-        self._block_tags: list[str] = []
+        self._block_tags: tuple[str, ...] = ()
         self._blocks = self._block_steps() if self._plain else None
 
     def _block_steps(self) -> tuple[_BlockStep, ...] | None:
@@ -405,7 +405,7 @@ class PointDecoder:
         n = len(self._points)
         if sorted(order) != list(range(n)):
             return None  # a point served twice or not at all: not a plain poll
-        self._block_tags = [self._tags[i].id for i in range(n)]
+        self._block_tags = tuple(self._tags[i].id for i in range(n))
         if order != list(range(n)) and n > 1:
             position = {point: k for k, point in enumerate(order)}
             self._block_order = itemgetter(*(position[i] for i in range(n)))
@@ -422,9 +422,10 @@ class PointDecoder:
 
     def records(
         self, scalar_answers: Sequence[Answer], waveform_answers: Sequence[Sequence[Answer]]
-    ) -> list[Record]:
-        """Records for one poll. `scalar_answers[i]` answers `plan.scalar_requests[i]`;
-        `waveform_answers[j]` holds the answers to the reads of waveform number j."""
+    ) -> Sequence[Record]:
+        """Records for one poll: a `Poll` when every point is a GOOD plain number.
+        `scalar_answers[i]` answers `plan.scalar_requests[i]`; `waveform_answers[j]` holds the
+        answers to the reads of waveform number j."""
         ts = self._clock.now()
         if self._blocks is not None:
             block = self._block_records(scalar_answers, ts)
@@ -466,10 +467,10 @@ class PointDecoder:
             records.append(record)
         return records
 
-    def _block_records(self, answers: Sequence[Answer], ts: float) -> list[Record] | None:
+    def _block_records(self, answers: Sequence[Answer], ts: float) -> Poll | None:
         """The records of a poll whose every answer came and holds only 16-bit words: the
-        values of each answer computed in one pass, the samples made together (about 30 % less
-        CPU than the per-point path at 100 registers). None when an answer failed or
+        values of each answer computed in one pass, handed on as one `Poll` (its samples are
+        made only if a consumer asks for them). None when an answer failed or
         is short or holds a word outside 0..65535: the per-point path then says which point
         is BAD and why."""
         assert self._blocks is not None
@@ -497,7 +498,7 @@ class PointDecoder:
                 ]
         if self._block_order is not None:
             values = list(self._block_order(values))  # into point order
-        return cast("list[Record]", good_samples(self._block_tags, ts, values))
+        return Poll(self._block_tags, ts, values)
 
     def _scalar(self, point: ModbusPoint, tag_id: str, words: Sequence[int], ts: float) -> Sample:
         try:
