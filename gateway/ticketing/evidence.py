@@ -31,8 +31,9 @@ from __future__ import annotations
 
 import math
 from array import array
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from itertools import repeat
 from operator import attrgetter
 from typing import Any
 
@@ -119,7 +120,7 @@ class TelemetryWindow:
                 self._add_samples(loose)
                 loose = []
             if not self._fold_poll(part.tags, part.ts, part.values):
-                self._add_each(part.samples())
+                self._add_each(zip(part.tags, repeat(part.ts), part.values))
         if loose:
             self._add_samples(loose)
 
@@ -127,7 +128,7 @@ class TelemetryWindow:
         tags = list(map(_TAG, samples))
         for start, end in time_runs(samples):
             if not self._add_poll(samples[start:end], tags[start:end], samples[start].ts):
-                self._add_each(samples[start:end])
+                self._add_each(_usable(samples[start:end]))
 
     def _add_poll(self, run: Sequence[Sample], tags: list[str], ts: float) -> bool:
         """`_fold_poll` for a run of samples with one time stamp, when every one is usable."""
@@ -184,11 +185,11 @@ class TelemetryWindow:
         line.last_ts = ts
         return True
 
-    def _add_each(self, samples: Iterable[Sample]) -> None:
-        bucket_s, slots, tags, bad = self.bucket_s, self._slots, self._tags, Quality.BAD
+    def _add_each(self, points: Iterable[tuple[str, float, float]]) -> None:
+        """Fold in usable values one by one: `(tag, ts, value)`, each value finite."""
+        bucket_s, slots, tags = self.bucket_s, self._slots, self._tags
         timelines = self._timelines
         own_at = self._own_at
-        isfinite = math.isfinite
         # The poll being read: its timeline and time, whether it is newer than the timeline's
         # newest (then counted on it) and how many members had a sample in it.
         line, poll_ts, poll_line, fresh, seen = self._poll
@@ -197,11 +198,7 @@ class TelemetryWindow:
         tau = poll_ts - number * bucket_s if math.isfinite(poll_ts) else 0.0
         v_sum = _HEADER + (number % slots) * _VALUE_FIELDS  # where its bucket's sums start
         t_no = (number % slots) * _TIME_FIELDS
-        for sample in samples:
-            value = sample.value
-            if value is None or sample.quality is bad or not isfinite(value):
-                continue
-            tag, ts = sample.tag, sample.ts
+        for tag, ts, value in points:
             cells = tags.get(tag)
             if cells is None:
                 cells = self._new_tag(tag, ts, line, fresh, poll_ts)
@@ -380,6 +377,15 @@ class TelemetryWindow:
             v_base = _HEADER + slot * _VALUE_FIELDS
             totals.include(cells, v_base, times, t_base, number * self.bucket_s)
         return totals
+
+
+def _usable(samples: Iterable[Sample]) -> Iterator[tuple[str, float, float]]:
+    """`(tag, ts, value)` of the samples with a finite value that are not BAD."""
+    bad, isfinite = Quality.BAD, math.isfinite
+    for sample in samples:
+        value = sample.value
+        if value is not None and sample.quality is not bad and isfinite(value):
+            yield sample.tag, sample.ts, value
 
 
 def _count_time(times: array[float], base: int, number: int, tau: float) -> None:

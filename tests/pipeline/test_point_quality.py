@@ -21,7 +21,7 @@ import pytest
 from gateway.cli.status import print_report
 from gateway.core.clock import ManualClock, SystemClock
 from gateway.core.interfaces import Record
-from gateway.core.records import Quality, Sample, Tag
+from gateway.core.records import Poll, Quality, Sample, Tag
 from gateway.pipeline.quality import PointQuality, quality_statistics
 from gateway.pipeline.source import Backoff, PollingSource
 from gateway.pipeline.stream import StreamingSource
@@ -74,6 +74,26 @@ def test_first_bad_reading_and_return_to_good_are_logged_once_each(caplog) -> No
         "Point `pump-1.a` GOOD again after 3 BAD readings.",
     ]
     assert watch.points(Quality.BAD) == () and watch.bad_samples == 3
+
+
+def test_a_whole_good_poll_after_bad_readings_is_the_return_to_good(caplog) -> None:
+    # A driver hands a poll whose every point is GOOD as one `Poll` record.
+    caplog.set_level(logging.INFO, logger=QUALITY_LOGGER)
+    watch = PointQuality("pump-1")
+    tags = ("pump-1.a", "pump-1.b")
+    watch.observe(Poll(tags, 0, [1.0, 1.0]))
+    watch.observe([bad("pump-1.a", 1), uncertain("pump-1.b", 1)])
+    poll = Poll(tags, 2, [1.0, 2.0])
+    watch.observe(poll)
+    watch.observe(Poll(tags, 3, [1.0, 2.0]))
+    assert lines(caplog) == [
+        "Point `pump-1.a` BAD: exception 2.",
+        "Point `pump-1.b` UNCERTAIN: state 7 is not in the enumeration.",
+        "Point `pump-1.a` GOOD again after 1 BAD reading.",
+        "Point `pump-1.b` GOOD again after 1 UNCERTAIN reading.",
+    ]
+    assert watch.points(Quality.BAD) == watch.points(Quality.UNCERTAIN) == ()
+    assert poll._samples is None  # its samples were not made for the watch
 
 
 def test_uncertain_is_counted_and_named_apart_and_a_change_to_bad_is_logged(caplog) -> None:
