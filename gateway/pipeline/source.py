@@ -271,14 +271,24 @@ def _wake(waiter: asyncio.Future[None]) -> None:
         waiter.set_result(None)
 
 
-def stagger_phases(device_ids: Sequence[str], period_s: float) -> dict[str, float]:
+def stagger_phases(
+    device_ids: Sequence[str], period_s: float, *, per_phase: int = 1
+) -> dict[str, float]:
     """Start offsets spreading devices that share a period evenly over it, so that
-    500 devices at 1 s send 500 requests spread over the second, not one burst. The order is
-    the given one, so the same config always gives the same phases."""
+    500 devices at 1 s send 500 requests spread over the second, not one burst. Devices go
+    `per_phase` to a phase (consecutive ones together), as few phases as that allows: the
+    devices of one phase are woken and polled together. The order is the given one, so the
+    same config always gives the same phases."""
     if period_s <= 0:
         raise ValueError(f"period_s must be positive, not {period_s}")
+    if per_phase < 1:
+        raise ValueError(f"per_phase must be at least 1, not {per_phase}")
     count = len(device_ids)
-    return {device_id: period_s * i / count for i, device_id in enumerate(device_ids)}
+    phases = -(-count // per_phase)  # ceil
+    return {
+        device_id: period_s * (i * phases // count) / phases
+        for i, device_id in enumerate(device_ids)
+    }
 
 
 @dataclass(slots=True)

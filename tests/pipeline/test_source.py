@@ -12,6 +12,7 @@ import contextlib
 import itertools
 import logging
 import random
+from collections import Counter
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
@@ -412,6 +413,39 @@ def test_stagger_phases_spread_devices_evenly_over_the_period():
     assert stagger_phases([], 2.0) == {}
     with pytest.raises(ValueError, match="positive"):
         stagger_phases(["a"], 0)
+
+
+def test_stagger_phases_put_devices_per_phase_together_in_as_few_phases_as_that_allows():
+    from gateway.pipeline.source import stagger_phases
+
+    ten = [f"d{i}" for i in range(10)]
+    assert set(stagger_phases(ten, 1.0, per_phase=10).values()) == {0.0}  # one wake-up
+    phases = stagger_phases([f"d{i}" for i in range(25)], 1.0, per_phase=10)
+    groups = sorted(Counter(phases.values()).items())
+    assert [phase for phase, _ in groups] == pytest.approx([0.0, 1 / 3, 2 / 3])
+    assert [n for _, n in groups] == [9, 8, 8]  # never more than 10 at once, evenly
+    assert phases["d0"] == phases["d8"] == 0.0 and phases["d9"] > 0  # consecutive together
+    many = stagger_phases([f"d{i}" for i in range(500)], 1.0, per_phase=10)
+    assert len(set(many.values())) == 50
+    with pytest.raises(ValueError, match="per_phase"):
+        stagger_phases(ten, 1.0, per_phase=0)
+
+
+def test_the_plants_sources_are_staggered_ten_to_a_phase():
+    from gateway.core.plugins import PollingEndpoint
+    from gateway.pipeline.sources import DEVICES_PER_PHASE, build_sources
+
+    def never() -> ScriptedDriver:
+        raise AssertionError("not started")
+
+    def phases(count: int) -> Counter[float]:
+        endpoints = [PollingEndpoint(f"d{i}", never, 1.0, 0.5) for i in range(count)]
+        sources = build_sources(endpoints, asyncio.Queue(), ManualClock())
+        return Counter(source._phase for source in sources)  # type: ignore[attr-defined]
+
+    assert DEVICES_PER_PHASE == 10
+    assert phases(10) == {0.0: 10}
+    assert len(phases(100)) == 10 and max(phases(100).values()) == 10
 
 
 class TurnCounter:
