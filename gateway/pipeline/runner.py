@@ -171,8 +171,8 @@ class DetectorRunner:
 
     async def _process_samples(self, batch: SampleBatch) -> None:
         """A batch of samples and polls only (the usual one): what `_process` does, visiting
-        only the samples some detector wants. For a poll they are known per device (its tag
-        tuple); for loose samples found by one pass in C over them."""
+        only the samples some detector wants. For a poll their positions are known per device
+        (its tag tuple) and only their samples are made."""
         self._records += len(batch)
         await self._store_samples(batch)
         self._stored += len(batch)
