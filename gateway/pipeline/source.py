@@ -47,8 +47,8 @@ DriverFactory = Callable[[], PollingDriver]
 # the sources whose grids share a slot are woken together: one wake-up of the process for
 # all of them instead of one each. On the 2-core development VM a wake-up of the idle daemon
 # cost 150-250 us of CPU, about as much as a poll of 30 registers, and 500 devices at 1 s
-# woke it 500 times a second. 20 ms keeps the bursts small (10 requests, to 10 devices, at
-# 500 devices) and delays a first poll's successor by less than that.
+# woke it 500 times a second. The plant's sources are also staggered a few to a phase
+# (`sources.DEVICES_PER_PHASE`); 20 ms delays a first poll's successor by less than that.
 TICK_LATTICE_S = 0.02
 
 # Backoff jitter only: one generator for every source (each holds 2.5 KB of state, 1.2 MB for

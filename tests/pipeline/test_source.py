@@ -431,7 +431,7 @@ def test_stagger_phases_put_devices_per_phase_together_in_as_few_phases_as_that_
         stagger_phases(ten, 1.0, per_phase=0)
 
 
-def test_the_plants_sources_are_staggered_ten_to_a_phase():
+def test_the_plants_sources_are_staggered_25_to_a_phase():
     from gateway.core.plugins import PollingEndpoint
     from gateway.pipeline.sources import DEVICES_PER_PHASE, build_sources
 
@@ -443,9 +443,10 @@ def test_the_plants_sources_are_staggered_ten_to_a_phase():
         sources = build_sources(endpoints, asyncio.Queue(), ManualClock())
         return Counter(source._phase for source in sources)  # type: ignore[attr-defined]
 
-    assert DEVICES_PER_PHASE == 10
-    assert phases(10) == {0.0: 10}
-    assert len(phases(100)) == 10 and max(phases(100).values()) == 10
+    assert DEVICES_PER_PHASE == 25
+    assert phases(10) == {0.0: 10}  # one wake-up a second for all ten
+    assert phases(100) == {0.0: 25, 0.25: 25, 0.5: 25, 0.75: 25}
+    assert len(phases(500)) == 20 and max(phases(500).values()) == 25
 
 
 class TurnCounter:
