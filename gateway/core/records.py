@@ -7,6 +7,7 @@ addressing (registers, NodeIds, CAN ids) never appears here.
 from __future__ import annotations
 
 import enum
+from abc import abstractmethod
 from collections import deque
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -149,7 +150,27 @@ def good_samples(tags: Sequence[str], ts: float, values: Sequence[float]) -> lis
 _SAMPLE_TS = attrgetter("ts")
 
 
-class Poll(Sequence[Sample]):
+class _SamplesMadeOnDemand(Sequence[Sample]):
+    """A sequence whose samples are made by `samples()` when first asked for (and kept):
+    iterating or indexing asks for them."""
+
+    __slots__ = ()
+
+    @abstractmethod
+    def samples(self) -> list[Sample]: ...
+
+    def __iter__(self) -> Iterator[Sample]:
+        return iter(self.samples())
+
+    @overload
+    def __getitem__(self, index: int) -> Sample: ...
+    @overload
+    def __getitem__(self, index: slice) -> list[Sample]: ...
+    def __getitem__(self, index: int | slice) -> Sample | list[Sample]:
+        return self.samples()[index]
+
+
+class Poll(_SamplesMadeOnDemand):
     """One whole poll of one device whose every value is GOOD, finite, without a reason or a
     source time stamp (the usual poll): the device's tag ids (the same tuple object at every
     poll), the poll's time stamp and the values, in tag order.
@@ -188,16 +209,6 @@ class Poll(Sequence[Sample]):
     def __len__(self) -> int:
         return len(self.tags)
 
-    def __iter__(self) -> Iterator[Sample]:
-        return iter(self.samples())
-
-    @overload
-    def __getitem__(self, index: int) -> Sample: ...
-    @overload
-    def __getitem__(self, index: slice) -> list[Sample]: ...
-    def __getitem__(self, index: int | slice) -> Sample | list[Sample]:
-        return self.samples()[index]
-
     def __eq__(self, other: object) -> bool:
         """Equal to a sequence of the same samples (what `read()` returned before polls)."""
         if isinstance(other, Poll):
@@ -213,7 +224,12 @@ class Poll(Sequence[Sample]):
         return f"Poll({self.tags!r}, {self.ts!r}, {list(self.values)!r})"
 
 
-class SampleBatch(Sequence[Sample]):
+def record_count(item: object) -> int:
+    """How many records an item of the records queue holds: a `Poll` its samples, else one."""
+    return len(item) if isinstance(item, Poll) else 1
+
+
+class SampleBatch(_SamplesMadeOnDemand):
     """Samples as the detector runner hands them on: `parts`, in arrival order, each a
     `Poll` or one `Sample`. A sequence of every sample (polls expanded, made once and kept),
     for whoever has no use for the polls; the hot consumers walk `parts`."""
@@ -222,7 +238,7 @@ class SampleBatch(Sequence[Sample]):
 
     def __init__(self, parts: Sequence[Poll | Sample]) -> None:
         self.parts = parts
-        self._length = sum(len(p) if type(p) is Poll else 1 for p in parts)
+        self._length = sum(map(record_count, parts))
         self._flat: list[Sample] | None = None
 
     def samples(self) -> list[Sample]:
@@ -243,21 +259,6 @@ class SampleBatch(Sequence[Sample]):
 
     def __len__(self) -> int:
         return self._length
-
-    def __iter__(self) -> Iterator[Sample]:
-        return iter(self.samples())
-
-    @overload
-    def __getitem__(self, index: int) -> Sample: ...
-    @overload
-    def __getitem__(self, index: slice) -> list[Sample]: ...
-    def __getitem__(self, index: int | slice) -> Sample | list[Sample]:
-        return self.samples()[index]
-
-
-def record_count(item: object) -> int:
-    """How many records an item of the records queue holds: a `Poll` its samples, else one."""
-    return len(item) if isinstance(item, Poll) else 1
 
 
 def time_runs(samples: Sequence[Sample]) -> Iterator[tuple[int, int]]:
