@@ -93,6 +93,7 @@ LIBRARY_HOMES = {
     "can": ("protocols.can.driver",),
     "cantools": ("protocols.can.dbc",),
     "paho": ("uplink.mqtt",),
+    "orjson": ("gateway.core.json_codec",),
     "aiosqlite": ("gateway.store",),
     "scipy": ("detectors",),
     "aiohttp": ("gateway.runtime.site.server",),

@@ -27,6 +27,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
+from gateway.core import json_codec
 from gateway.core.interfaces import Command, CommandReply
 
 MAX_COMMAND_BYTES = 64 * 1024
@@ -229,7 +230,7 @@ def encode_reply(reply: CommandReply, verb: str | None) -> bytes:
         "reason": reply.reason,
         "detail": _finite(dict(reply.detail)),
     }
-    return json.dumps(document, separators=(",", ":"), default=str, allow_nan=False).encode()
+    return json_codec.dumps_compact(document, default=str)
 
 
 def _finite(value: Any) -> Any:

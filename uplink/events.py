@@ -21,6 +21,7 @@ from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
+from gateway.core import json_codec
 from gateway.core.interfaces import MessageEncoder, NewMessage, TicketEvent
 from gateway.core.records import ISO14224_FAILURE_MODE, FaultCode, OutboxKind, Ticket, TicketState
 from uplink.messages import CLOUDEVENTS_CONTENT_TYPE, JSON_CONTENT_TYPE
@@ -189,7 +190,9 @@ def build_ticket_event(
 
 
 def encode_json(document: Mapping[str, Any]) -> bytes:
-    return json.dumps(document, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode()
+    """Compact UTF-8 JSON (`gateway.core.json_codec`: a non-finite float becomes null, as
+    `_json_safe` makes it)."""
+    return json_codec.dumps_compact(document)
 
 
 # Event kinds that are state transitions: the lower-case ticket states.

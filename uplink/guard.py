@@ -16,7 +16,6 @@ message is not published. The guard is pure: no I/O, no clock, so it is tested w
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 from collections import Counter
@@ -24,6 +23,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from gateway.core import json_codec
 from gateway.core.errors import PolicyViolation
 from gateway.core.records import OutboxKind
 from uplink.messages import MESSAGE_TYPES, JsonType, MessageType
@@ -80,49 +80,59 @@ def _type_name(types: JsonType) -> str:
     return " or ".join(names)
 
 
-def _is_type(value: Any, types: JsonType) -> bool:
-    allowed = types if isinstance(types, tuple) else (types,)
-    if isinstance(value, bool):
-        return bool in allowed
-    return isinstance(value, allowed)
-
-
 class EgressGuard:
     """Checks and counts; `admit` is what the uplink calls before every publish."""
+
+    # Topic verdicts kept per (type, topic): a plant publishes on a few dozen topics, a central
+    # system names a few response topics; past this many the memory starts again.
+    _MAX_TOPIC_VERDICTS = 4096
 
     def __init__(
         self, topics: Topics, types: Mapping[OutboxKind, MessageType] = MESSAGE_TYPES
     ) -> None:
-        self._policies = dict(types)
+        self._policies = {kind: _Compiled(policy) for kind, policy in types.items()}
         replies = _outside_own_tree(topics)
         self._topics: dict[OutboxKind, Callable[[str], bool]] = {
             kind: channel_matcher(topics.base, m.channels) if m.channels else replies
             for kind, m in types.items()
         }
+        self._topic_verdicts: dict[tuple[OutboxKind, str], bool] = {}
         self._allowed: Counter[str] = Counter()
         self._refused: Counter[str] = Counter()
         self._refused_bytes = 0
 
     def check(self, kind: OutboxKind, topic: str, payload: bytes) -> None:
         """Raises `PolicyViolation` naming the first rule the message breaks."""
-        policy = self._policies.get(kind)
-        if policy is None:
+        compiled = self._policies.get(kind)
+        if compiled is None:
             raise PolicyViolation(f"message type `{kind}` is not on the egress allow-list")
-        if not self._topics[kind](topic):
+        if not self._topic_allowed(kind, topic):
             raise PolicyViolation(f"a `{kind}` message may not be published on `{topic}`")
+        policy = compiled.policy
         if len(payload) > policy.max_bytes:
             raise PolicyViolation(
                 f"{len(payload)} bytes exceed the `{kind}` budget of {policy.max_bytes}"
             )
         try:
-            document = json.loads(payload)
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            document = json_codec.loads(payload)
+        except (UnicodeDecodeError, json_codec.JSONDecodeError) as exc:
             raise PolicyViolation(f"payload is not JSON: {exc.__class__.__name__}") from None
         if not isinstance(document, dict):
             raise PolicyViolation(f"payload is a JSON {type(document).__name__}, not an object")
-        _check_fields(policy, document)
+        _check_fields(compiled, document)
         if not _within_bounds(policy, document, 1):
             _check_bounds(policy, document, "$", 1)  # walked again to name what breaks them
+
+    def _topic_allowed(self, kind: OutboxKind, topic: str) -> bool:
+        """The topic rule is a pure function of type and topic, so each verdict is kept."""
+        key = (kind, topic)
+        verdict = self._topic_verdicts.get(key)
+        if verdict is None:
+            verdict = self._topics[kind](topic)
+            if len(self._topic_verdicts) >= self._MAX_TOPIC_VERDICTS:
+                self._topic_verdicts.clear()
+            self._topic_verdicts[key] = verdict
+        return verdict
 
     def admit(
         self, kind: OutboxKind, topic: str, payload: bytes, *, publishing: bool = True
@@ -157,32 +167,59 @@ class EgressGuard:
         )
 
 
-def _check_fields(policy: MessageType, document: Mapping[str, Any]) -> None:
-    missing = sorted(policy.required - document.keys())
+class _Compiled:
+    """A message type's field rules as the check uses them: the required names once, and each
+    field's JSON types as exact Python types. The check only sees what `json.loads` made (plain
+    `dict`, `list`, `str`, `int`, `float`, `bool`, None, never a subclass), so an exact type
+    test judges as `isinstance` would, with bool kept apart from the numbers."""
+
+    __slots__ = ("names", "nested", "policy", "required", "types")
+
+    def __init__(self, policy: MessageType) -> None:
+        self.policy = policy
+        self.required = policy.required
+        self.types = {name: _exact_types(spec.types) for name, spec in policy.fields.items()}
+        self.names = {name: _type_name(spec.types) for name, spec in policy.fields.items()}
+        self.nested = {
+            key: tuple(
+                (name, _exact_types(spec.types), _type_name(spec.types))
+                for name, spec in required.items()
+            )
+            for key, required in policy.nested.items()
+        }
+
+
+def _exact_types(types: JsonType) -> frozenset[type]:
+    return frozenset(types if isinstance(types, tuple) else (types,))
+
+
+def _check_fields(compiled: _Compiled, document: Mapping[str, Any]) -> None:
+    policy = compiled.policy
+    missing = sorted(compiled.required - document.keys())
     if missing:
         raise PolicyViolation(f"`{policy.kind}` message lacks {', '.join(missing)}")
+    types = compiled.types
     for key, value in document.items():
-        spec = policy.fields.get(key)
-        if spec is None:
+        allowed = types.get(key)
+        if allowed is None:
             extension = policy.extension_key
             if extension is not None and extension.match(key) and _is_scalar(value):
                 continue
             raise PolicyViolation(f"field `{key}` is not part of the `{policy.kind}` schema")
-        if not _is_type(value, spec.types):
+        if type(value) not in allowed:
             raise PolicyViolation(
-                f"field `{key}` is a {type(value).__name__}, expected {_type_name(spec.types)}"
+                f"field `{key}` is a {type(value).__name__}, expected {compiled.names[key]}"
             )
-    for key, required in policy.nested.items():
+    for key, required in compiled.nested.items():
         inner = document.get(key)
-        if not isinstance(inner, dict):
+        if type(inner) is not dict:
             continue  # its own type was checked above; absent when optional
-        for name, spec in required.items():
+        for name, allowed, shown in required:
             if name not in inner:
                 raise PolicyViolation(f"`{key}.{name}` is missing")
-            if not _is_type(inner[name], spec.types):
+            if type(inner[name]) not in allowed:
                 raise PolicyViolation(
-                    f"`{key}.{name}` is a {type(inner[name]).__name__}, "
-                    f"expected {_type_name(spec.types)}"
+                    f"`{key}.{name}` is a {type(inner[name]).__name__}, expected {shown}"
                 )
 
 
@@ -218,7 +255,9 @@ def _within_bounds(policy: MessageType, document: Any, depth: int) -> bool:
         else:
             if len(container) > max_items:
                 return False
-            if sum(1 for item in container if _is_number(item)) > MAX_NUMERIC_ARRAY:
+            if len(container) > MAX_NUMERIC_ARRAY and (
+                sum(1 for item in container if _is_number(item)) > MAX_NUMERIC_ARRAY
+            ):
                 return False
             items = container
         for item in items:

@@ -14,7 +14,6 @@ transaction of every message committed after it was handed out.
 from __future__ import annotations
 
 import asyncio
-import json
 import sqlite3
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
@@ -22,6 +21,7 @@ from typing import Any
 
 import aiosqlite
 
+from gateway.core import json_codec
 from gateway.core.clock import Clock
 from gateway.core.interfaces import NewMessage
 from gateway.core.records import OutboxItem, OutboxKind, UserProperties
@@ -325,7 +325,7 @@ def _item(row: aiosqlite.Row | sqlite3.Row) -> OutboxItem:
 
 
 def _user_properties(text: str) -> UserProperties:
-    pairs = tuple(map(tuple, json.loads(text)))
+    pairs = tuple(map(tuple, json_codec.loads(text)))
     for name, value in pairs:
         if type(name) is not str or type(value) is not str:
             return tuple((str(name), str(value)) for name, value in pairs)

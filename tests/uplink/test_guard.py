@@ -162,3 +162,55 @@ def test_the_fast_bounds_walk_agrees_with_the_walk_that_names_the_fault(name):
         named = False
     assert guard_module._within_bounds(policy, document, 1) is named
     assert named is (name.startswith("within") or name.endswith("within"))
+
+
+JSON_VALUES = {"text": "x", "integer": 3, "real": 2.5, "true": True, "null": None,
+               "object": {"a": 1}, "array": [1]}  # fmt: skip
+
+
+def _json_type_allowed(value: object, types: object) -> bool:
+    """JSON Schema's reading of a field's types: a boolean is not a number, an integer is."""
+    allowed = types if isinstance(types, tuple) else (types,)
+    if isinstance(value, bool):
+        return bool in allowed
+    return isinstance(value, allowed)
+
+
+@pytest.mark.parametrize("kind", sorted(MESSAGE_TYPES, key=lambda k: k.value))
+def test_each_field_takes_exactly_the_json_types_of_the_contract(guard, kind):
+    """Every field of every message type, given a value of each JSON type inside an otherwise
+    valid message: passes exactly when the contract's types allow it."""
+    policy = MESSAGE_TYPES[kind]
+    base = {name: _valid_value(spec.types) for name, spec in policy.fields.items()}
+    for name, nested in policy.nested.items():
+        base[name] = {inner: _valid_value(spec.types) for inner, spec in nested.items()}
+    for name, spec in policy.fields.items():
+        for label, value in JSON_VALUES.items():
+            if name in policy.nested and isinstance(value, dict):
+                continue  # a nested object is checked for its own required keys
+            document = {**base, name: value}
+            expected = _json_type_allowed(value, spec.types)
+            try:
+                guard_module._check_fields(guard._policies[kind], document)
+                passed = True
+            except PolicyViolation as exc:
+                passed = False
+                assert f"field `{name}`" in str(exc)
+            assert passed is expected, (kind, name, label)
+
+
+def _valid_value(types: object) -> object:
+    first = types[0] if isinstance(types, tuple) else types
+    return {str: "x", int: 1, float: 1.5, bool: True, dict: {}, list: [], type(None): None}[first]
+
+
+def test_a_topic_verdict_is_kept_per_message_type(guard):
+    """The same topic judged for two types: a reply may go to a central topic, a ticket not;
+    asked again in either order, each keeps its own answer."""
+    reply = encode_reply(CommandReply("c1", True), "ack")
+    for _ in range(2):
+        assert guard.admit(OutboxKind.REPLY, "central/replies", reply)
+        assert not guard.admit(OutboxKind.TICKET, "central/replies", ticket_payload())
+        assert guard.admit(OutboxKind.TICKET, TOPICS.tickets_opened, ticket_payload())
+        assert not guard.admit(OutboxKind.REPLY, TOPICS.tickets_opened, reply)
+    assert guard.statistics().refused == {"ticket": 2, "reply": 2}

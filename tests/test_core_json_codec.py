@@ -1,0 +1,131 @@
+"""The JSON of outgoing messages (gateway/core/json_codec.py) against the standard library:
+a reader must get the same values, and where orjson would judge differently the standard
+library's answer must stand (issue 17: the codec exists only to be faster)."""
+
+import dataclasses
+import datetime
+import enum
+import json
+import math
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from gateway.core import json_codec
+
+
+class Colour(enum.StrEnum):
+    RED = "red"
+
+
+DOCUMENTS = {
+    "plain": {"a": 1, "b": [1.5, -2, True, None], "c": {"d": "e"}},
+    "text outside ASCII": {"message": "Lager 92 °C; Δ 3 K; 轴承", "emoji": "⚙️"},
+    "escapes": {"s": 'quote " backslash \\ newline \n tab \t nul \x00'},
+    "small and large floats": {"x": [1e-07, 1e16, 1.2345678901234568e17, 0.1, -0.0, 5e-324]},
+    "integers at 64 bits": {"i": [2**63 - 1, -(2**63), 2**64 - 1]},
+    "integer beyond 64 bits": {"big": 2**70, "neg": -(2**70)},
+    "keys that are not strings": {7: "seven", 2.5: "x", True: "t", None: "n"},
+    "a str enum": {"colour": Colour.RED, Colour.RED: 1},
+    "deep": {"a": [[[[{"b": [[["c"]]]}]]]]},
+    "empty": {},
+}
+
+
+@pytest.mark.parametrize("name", sorted(DOCUMENTS))
+def test_a_reader_gets_what_the_standard_library_would_have_written(name):
+    document = DOCUMENTS[name]
+    ours = json_codec.dumps_compact(document)
+    theirs = json.dumps(document, separators=(",", ":"), ensure_ascii=False).encode()
+    assert json.loads(ours) == json.loads(theirs)
+    assert json_codec.loads(ours) == json.loads(theirs)
+    assert b", " not in ours and b": " not in ours  # compact, as the contract's examples
+
+
+def test_text_leaves_as_utf8_not_escapes():
+    assert json_codec.dumps_compact({"t": "92 °C"}) == '{"t":"92 °C"}'.encode()
+
+
+def test_a_non_finite_float_becomes_null():
+    encoded = json_codec.dumps_compact({"nan": math.nan, "inf": [math.inf, -math.inf]})
+    assert json.loads(encoded) == {"nan": None, "inf": [None, None]}
+
+
+def test_a_non_finite_float_beside_what_orjson_refuses_is_refused_as_json_would():
+    with pytest.raises(ValueError, match="not JSON compliant"):
+        json_codec.dumps_compact({"big": 2**70, "nan": math.nan})
+
+
+@dataclasses.dataclass
+class Point:
+    x: int
+
+
+@pytest.mark.parametrize(
+    "value", [Point(1), datetime.datetime(2026, 12, 7, 12, 0, tzinfo=datetime.UTC), {1, 2}, b"x"]
+)
+def test_what_json_cannot_carry_raises_type_error_or_goes_to_default(value):
+    with pytest.raises(TypeError):
+        json_codec.dumps_compact({"v": value})
+    # `default=str` as the command replies use it: the standard library's text, not orjson's.
+    assert json.loads(json_codec.dumps_compact({"v": value}, default=str)) == {"v": str(value)}
+
+
+LOADS_CASES = [
+    b'{"a": 1, "a": 2}',  # duplicate keys: the last one, in both
+    b'{"big": 123456789012345678901234567890}',  # orjson would make it a float
+    b'{"below": -9223372036854775809, "above": 18446744073709551616}',
+    b'{"edges": [-9223372036854775808, 18446744073709551615]}',
+    b'{"id": "1234567890123456789012345", "n": 12345678901234567890123e-3}',
+    b'{"x": NaN, "y": -Infinity}',  # Python's parser takes them; orjson does not
+    b'{"s": "\\ud800"}',  # a lone surrogate escape
+    '{"t": "92 °C"}'.encode(),
+    b"[1e400, -1e400]",
+    b"  {}  ",
+]
+
+
+@pytest.mark.parametrize("payload", LOADS_CASES)
+def test_loads_answers_as_json_loads(payload):
+    ours, theirs = json_codec.loads(payload), json.loads(payload)
+    assert repr(ours) == repr(theirs)  # repr: NaN != NaN, but both print `nan`
+
+
+@pytest.mark.parametrize("payload", [b"", b"{", b"[1,]", b"{'a': 1}", b'{"a": 01}'])
+def test_loads_refuses_what_json_loads_refuses_with_its_error(payload):
+    with pytest.raises(json.JSONDecodeError):
+        json.loads(payload)
+    with pytest.raises(json_codec.JSONDecodeError):
+        json_codec.loads(payload)
+
+
+@pytest.mark.parametrize("payload", [b'{"a": "\xff\xfe"}', b"\x00\x01 binary"])
+def test_loads_of_bytes_that_are_no_utf8_raises_as_json_loads(payload):
+    with pytest.raises(UnicodeDecodeError):
+        json.loads(payload)
+    with pytest.raises(UnicodeDecodeError):
+        json_codec.loads(payload)
+
+
+JSON_VALUES = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(min_value=-(2**80), max_value=2**80)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(),
+    lambda children: (
+        st.lists(children, max_size=5) | st.dictionaries(st.text(max_size=8), children, max_size=5)
+    ),
+    max_leaves=30,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(document=st.dictionaries(st.text(max_size=8), JSON_VALUES, max_size=6))
+def test_any_json_document_round_trips_as_with_the_standard_library(document):
+    encoded = json_codec.dumps_compact(document)
+    assert json.loads(encoded) == document
+    assert json_codec.loads(encoded) == document
+    text = json.dumps(document)
+    assert json_codec.loads(text) == json.loads(text)
