@@ -41,6 +41,7 @@ Inbound commands, hostile until validated:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import json
 import logging
@@ -468,15 +469,36 @@ class Uplink:
     async def _resend_all_unsettled(self, link: MqttLink) -> None:
         """After a (re)connect, everything unsettled goes out again, sent before or not, page
         by page in outbox order (each page read after the last `seq` sent, so the pass costs
-        one read per page however long the backlog)."""
+        one read per page however long the backlog).
+
+        Pages overlap: the next page is read and published while the last one's PUBACKs are
+        awaited and its sends recorded in state.db, at most two pages in flight. Reading by
+        `seq` needs nothing of those records, and a backlog drains at the pace of the broker
+        and the disk together instead of one after the other."""
         last_seq = 0
         resent_before = self._resent
-        while True:
-            items = await self._outbox.unsettled(self.settings.batch_size, after_seq=last_seq)
-            if not items:
-                break
-            await self._send(link, items)
-            last_seq = items[-1].seq
+        recording: asyncio.Task[None] | None = None
+        try:
+            while True:
+                items = await self._outbox.unsettled(self.settings.batch_size, after_seq=last_seq)
+                if not items:
+                    break
+                admitted, futures = await self._publish(link, items)
+                if recording is not None:
+                    try:
+                        await recording
+                    except BaseException:
+                        _forget(futures)
+                        raise
+                recording = asyncio.ensure_future(self._record(link, admitted, futures))
+                last_seq = items[-1].seq
+            if recording is not None:
+                await recording
+        finally:
+            if recording is not None and not recording.done():
+                recording.cancel()
+                with contextlib.suppress(asyncio.CancelledError, UplinkError):
+                    await recording
         if self._resent > resent_before:
             log.info(
                 "Resent %d unacknowledged ticket message(s) after connecting.",
@@ -517,6 +539,14 @@ class Uplink:
 
         Raises `UplinkError` when the connection is gone, after recording what did arrive.
         """
+        admitted, futures = await self._publish(link, items)
+        await self._record(link, admitted, futures)
+
+    async def _publish(
+        self, link: MqttLink, items: Sequence[OutboxItem]
+    ) -> tuple[list[OutboxItem], list[asyncio.Future[int]]]:
+        """Hand a batch to the broker: the messages admitted and their PUBACK futures, in
+        order. An expired or refused item is settled here instead."""
         futures: list[asyncio.Future[int]] = []
         admitted: list[OutboxItem] = []
         now = self._clock.now()
@@ -548,6 +578,13 @@ class Uplink:
                 for future in futures:
                     future.cancel()
                 raise
+        return admitted, futures
+
+    async def _record(
+        self, link: MqttLink, admitted: Sequence[OutboxItem], futures: list[asyncio.Future[int]]
+    ) -> None:
+        """Wait for a published batch's PUBACKs and record them: sent (awaiting the central
+        ack) or settled, and the counters, once state.db holds what they count."""
         results = await self._within_ack_timeout(link, futures, len(admitted), collect=True)
 
         now = self._clock.now()
@@ -881,6 +918,13 @@ class Uplink:
                 response_topic,
                 error,
             )
+
+
+def _forget(futures: Sequence[asyncio.Future[int]]) -> None:
+    """PUBACK futures nobody will wait for (their batch stays in the outbox): cancelled, so
+    that a late answer or a lost connection is not reported as an exception never retrieved."""
+    for future in futures:
+        future.cancel()
 
 
 def _expiry_left(item: OutboxItem, now: float) -> int | None:

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from gateway.core.clock import ManualClock
+from gateway.core.records import dedup_key
 from gateway.store import StateDatabase
 from simulator.central import CentralSystem
 from tests.support.broker import MosquittoBroker
@@ -43,7 +44,9 @@ async def test_resent_with_the_same_id_after_broker_restart_until_acked_then_nev
     await store.tickets.commit_ticket_change(ticket, [make_event("opened")], [message])
     uplink = Uplink(
         uplink_settings(mosquitto.port, resend_interval_s=0.2),
-        store.outbox, StandInHandler(store.outbox, clock), clock,
+        store.outbox,
+        StandInHandler(store.outbox, clock),
+        clock,
     )
     cmms = CentralSystem(
         "127.0.0.1", mosquitto.port, "factory", SITE, GATEWAY, ack=False, output=io.StringIO()
@@ -81,3 +84,61 @@ async def test_resent_with_the_same_id_after_broker_restart_until_acked_then_nev
     finally:
         await store.close()
     assert {r.event_id for r in cmms.received} == {message.event_id}
+
+
+async def test_a_backlog_drains_with_the_next_page_published_while_the_last_is_recorded(
+    tmp_path: Path, mosquitto: MosquittoBroker
+) -> None:
+    """After a connect the backlog goes out page by page. Recording a page's sends in state.db
+    must not hold up the next page: here the first page's record is held until the central
+    system has seen a message of the second page, which only an overlapping publisher reaches.
+    Every message still arrives once, in outbox order, and is recorded as sent once."""
+    sequence = itertools.count(1)
+    encode = make_ticket_encoder(TOPICS, source_urn(SITE, GATEWAY), lambda: next(sequence))
+    clock = ManualClock()
+    store = await StateDatabase.open(tmp_path / "state.db", clock=clock)
+    page = 4
+    committed = []
+    for number in range(3 * page):
+        ticket = make_ticket(
+            f"T-{number:03d}", key=dedup_key(SITE, f"pump-{number}", "threshold.high", "t")
+        )
+        event = make_event("opened", ticket.id)
+        message = encode(ticket, event)
+        await store.tickets.commit_ticket_change(ticket, [event], [message])
+        committed.append(message.event_id)
+    cmms = CentralSystem(
+        "127.0.0.1", mosquitto.port, "factory", SITE, GATEWAY, ack=False, output=io.StringIO()
+    )
+    second_page_seen = asyncio.Event()
+    mark_sent_many = store.outbox.mark_sent_many
+    held: list[int] = []
+
+    async def record_after_the_second_page(seqs, now):  # type: ignore[no-untyped-def]
+        if not held:
+            held.extend(seqs)
+            await asyncio.wait_for(second_page_seen.wait(), 10)
+        await mark_sent_many(seqs, now)
+
+    store.outbox.mark_sent_many = record_after_the_second_page  # type: ignore[method-assign]
+    uplink = Uplink(
+        uplink_settings(mosquitto.port, batch_size=page, resend_interval_s=30.0),
+        store.outbox, StandInHandler(store.outbox, clock), clock,
+    )  # fmt: skip
+
+    def seen_the_second_page(central: CentralSystem) -> bool:
+        if len(central.received) > page:
+            second_page_seen.set()
+        return len(central.received) >= 3 * page
+
+    try:
+        async with running(cmms.run_central(), "central"), running(uplink.run_uplink(), "uplink"):
+            await asyncio.wait_for(cmms.wait_until(seen_the_second_page), 15)
+            await eventually(lambda: uplink.statistics().published == 3 * page)
+        assert len(held) == page
+        assert [event.event_id for event in cmms.received] == committed
+        for event_id in committed:
+            item = await store.outbox.get_message(event_id)
+            assert item is not None and item.attempts == 1, item
+    finally:
+        await store.close()
