@@ -359,6 +359,11 @@ class Outbox(Protocol):
         """Settle by CloudEvents id (the central ack). None when unknown or already settled."""
         ...
 
+    async def settle_events(self, event_ids: Sequence[str], now: float) -> set[str]:
+        """`settle_event` for several ids (the acks of a batch) in one unit: the ids settled
+        by this call (unknown and already settled ones are not)."""
+        ...
+
     async def settle_ticket(self, ticket_id: str, now: float) -> list[OutboxItem]:
         """Settle every unsettled message of a ticket that has been published at least once
         (the central ack naming only the ticket); returns them in order."""

@@ -218,6 +218,29 @@ class OutboxStore(DatabaseRole):
     async def settle_event(self, event_id: str, now: float) -> OutboxItem | None:
         return await self._settle_returning(_SETTLE_EVENT, (now, event_id))
 
+    async def settle_events(self, event_ids: Sequence[str], now: float) -> set[str]:
+        ids = list(dict.fromkeys(event_ids))
+        if not ids:
+            return set()
+
+        def work(conn: sqlite3.Connection) -> set[str]:
+            settled: set[str] = set()
+            for start in range(0, len(ids), _IN_CHUNK):
+                chunk = ids[start : start + _IN_CHUNK]
+                marks = ", ".join("?" for _ in chunk)
+                rows = conn.execute(
+                    f"UPDATE outbox SET settled_at = ? WHERE settled_at IS NULL"
+                    f" AND event_id IN ({marks}) RETURNING event_id",
+                    (now, *chunk),
+                ).fetchall()
+                settled.update(row[0] for row in rows)
+            return settled
+
+        return await self._writer.run(work, self._count_settled_ids)
+
+    def _count_settled_ids(self, event_ids: set[str]) -> None:
+        self.settled += len(event_ids)
+
     async def settle_ticket(self, ticket_id: str, now: float) -> list[OutboxItem]:
         # Only what was published: a message committed after our last publish cannot have been
         # seen by the central system, and settling it would lose it (docs/TICKETS.md, `ack`).

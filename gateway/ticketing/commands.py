@@ -94,6 +94,9 @@ class TicketCommands:
         self._deferred: list[asyncio.Future[Any]] | None = None
         self._recalled: Mapping[str, Mapping[str, Any]] = {}
         self._messages: dict[str, OutboxItem] | None = None
+        # Inside `handle_many`: the acks' messages to settle by event id, each with the list
+        # its reply reports as settled; settled together in one unit at the end of the batch.
+        self._settling: list[tuple[str, list[str]]] | None = None
         self.accepted = 0
         self.rejected = 0
         self.replayed = 0
@@ -145,7 +148,7 @@ class TicketCommands:
         # The first reply to each command id accepted here, as the command log keeps it.
         first_reply: dict[str, dict[str, Any]] = {}
         async with self._applying:
-            self._deferred = []
+            self._deferred, self._settling = [], []
             self._recalled = await self._log.recall_commands([c.command_id for c in commands])
             event_ids = [c.body.get("event_id") for c in commands]
             self._messages = dict(
@@ -153,8 +156,12 @@ class TicketCommands:
             )
             try:
                 async with self._service.together():
-                    for command in commands:
-                        replies.append(await self._apply_one(command, first_reply))
+                    try:
+                        for command in commands:
+                            replies.append(await self._apply_one(command, first_reply))
+                    finally:
+                        # Queued before the burst ends, so that it joins its group commit.
+                        self._queue_settles()
             finally:
                 deferred, self._deferred = self._deferred, None
                 self._recalled, self._messages = {}, None
@@ -162,6 +169,23 @@ class TicketCommands:
             entries = [(cid, reply["verb"], reply) for cid, reply in first_reply.items()]
             await self._log.remember_commands(entries, self._clock.now())
         return replies
+
+    def _queue_settles(self, *, more: bool = False) -> None:
+        """The acks' settles gathered so far, as one write of the batch; `more` when the batch
+        goes on (a settle by ticket comes next and must see them done first, as in order)."""
+        settling, self._settling = self._settling, ([] if more else None)
+        if settling and self._deferred is not None:
+            now = self._clock.now()
+            self._deferred.append(asyncio.ensure_future(self._settle_together(settling, now)))
+
+    async def _settle_together(self, settling: list[tuple[str, list[str]]], now: float) -> None:
+        """One unit for the messages acked in a batch; each settled id is reported by the
+        first ack that named it, as if they had been settled one after the other."""
+        settled = await self._outbox.settle_events([event_id for event_id, _ in settling], now)
+        for event_id, reported in settling:
+            if event_id in settled:
+                reported.append(event_id)
+                settled.discard(event_id)
 
     async def _apply_one(
         self, command: Command, first_reply: dict[str, dict[str, Any]]
@@ -324,7 +348,12 @@ class TicketCommands:
                 assert ticket_id is not None  # the schema asks for one of the two
                 settled.extend(m.event_id for m in await self._outbox.settle_ticket(ticket_id, now))
 
-        await self._write(settle())
+        if event_id is not None and self._settling is not None:
+            self._settling.append((event_id, settled))  # with the batch's (`handle_many`)
+        else:
+            if self._settling is not None:
+                self._queue_settles(more=True)
+            await self._write(settle())
         if ticket is not None and ticket.state.is_open:
             acked = await self._service.acknowledge(
                 ticket.id, body.central_id, now, _actor(body.actor)

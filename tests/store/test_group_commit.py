@@ -151,7 +151,7 @@ async def test_acks_handled_together_settle_exactly_the_acked_messages(site):
     assert again.detail.get("replayed") is True
 
 
-async def test_the_command_log_of_a_batch_of_acks_is_one_write(site):
+async def test_the_settles_and_the_command_log_of_a_batch_of_acks_are_one_write_each(site):
     store, service, commands, clock = site
     await service.on_findings([hot(clock.now(), asset=p) for p in PUMPS])
     opened = await store.outbox.unsettled(5)
@@ -165,8 +165,9 @@ async def test_the_command_log_of_a_batch_of_acks_is_one_write(site):
     replies = await commands.handle_many(acks)
 
     assert [r.accepted for r in replies] == [True] * 5
-    # Per ack a settle and a ticket change (ACKNOWLEDGED); one entry in the log for all five.
-    assert store.group_commits.units - before == 2 * 5 + 1
+    # Per ack a ticket change (ACKNOWLEDGED); one settle of the five messages and one entry
+    # in the log for all five.
+    assert store.group_commits.units - before == 5 + 1 + 1
     assert set(await store.commands.recall_commands([a.command_id for a in acks])) == {
         a.command_id for a in acks
     }
@@ -188,3 +189,32 @@ async def test_a_batch_records_sends_and_puback_settles_exactly(site):
         (0, False),
     ]
     assert store.statistics().messages_settled == 3
+
+
+@pytest.mark.parametrize("event_first", [True, False])
+async def test_acks_by_event_and_by_ticket_in_one_batch_settle_as_in_order(site, event_first):
+    """A batch with an ack of one message and an ack naming only its ticket: whichever comes
+    first settles the message, and each reply reports what it settled, as one after the other
+    would (the acks by event id are settled together, but never after a later ack by ticket)."""
+    store, service, commands, clock = site
+    await service.on_findings([hot(clock.now(), asset="pump-0")])
+    clock.advance(5)
+    await service.on_findings([hot(clock.now(), False, asset="pump-0")])
+    published = await store.outbox.unsettled(10)
+    assert len(published) == 2  # opened, condition_cleared
+    await store.outbox.mark_sent_many([m.seq for m in published], clock.now())
+    first, second = published
+    by_event = Command("ack", "c-e", {"command_id": "c-e", "event_id": first.event_id})
+    by_ticket = Command("ack", "c-t", {"command_id": "c-t", "ticket_id": first.ticket_id})
+
+    batch = [by_event, by_ticket] if event_first else [by_ticket, by_event]
+    replies = await commands.handle_many(batch)
+
+    settled = {reply.command_id: reply.detail["settled"] for reply in replies}
+    if event_first:
+        assert settled == {"c-e": [first.event_id], "c-t": [second.event_id]}
+    else:
+        assert settled == {"c-t": [first.event_id, second.event_id], "c-e": []}
+    assert not {first.event_id, second.event_id} & {
+        m.event_id for m in await store.outbox.unsettled(10)
+    }

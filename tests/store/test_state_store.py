@@ -170,6 +170,22 @@ async def test_outbox_due_resend_and_settle(store, clock):
     assert (await store.outbox.get_message("e0")).attempts == 2
 
 
+async def test_settle_events_settles_each_named_message_once(store):
+    """The acks of a batch settled in one unit: the ids settled by this call, unknown and
+    already settled ones left out; more ids than one `IN (...)` takes."""
+    ids = [f"e{i}" for i in range(1203)]
+    await store.tickets.commit_ticket_change(ticket(), [event()], [message(e) for e in ids])
+    await store.outbox.settle_event("e7", T0 + 1)
+    settled = await store.outbox.settle_events([*ids, "e3", "never-sent"], T0 + 5)
+    assert settled == set(ids) - {"e7"}
+    assert (await store.outbox.get_message("e7")).settled_at == T0 + 1
+    assert (await store.outbox.get_message("e1202")).settled_at == T0 + 5
+    assert await store.outbox.depth() == 0
+    assert await store.outbox.settle_events(ids, T0 + 6) == set()
+    assert await store.outbox.settle_events([], T0 + 6) == set()
+    assert store.statistics().messages_settled == len(ids)
+
+
 async def test_settle_event_is_idempotent(store):
     await store.tickets.commit_ticket_change(ticket(), [event()], [message("e1")])
     settled = await store.outbox.settle_event("e1", T0 + 5)

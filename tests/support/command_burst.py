@@ -18,7 +18,7 @@ import json
 import statistics
 import sys
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -142,6 +142,7 @@ class Gateway:
     def _watch_settlements(self) -> None:
         outbox = self.store.outbox
         settle_event, settle_ticket = outbox.settle_event, outbox.settle_ticket
+        settle_events = outbox.settle_events
 
         def mark(items: list[OutboxItem]) -> None:
             for item in items:
@@ -152,6 +153,12 @@ class Gateway:
             mark([item] if item is not None else [])
             return item
 
+        async def by_events(event_ids: Sequence[str], now: float) -> set[str]:
+            settled = await settle_events(event_ids, now)
+            for event_id in settled:
+                self._settled.setdefault(event_id, asyncio.Event()).set()
+            return settled
+
         async def by_ticket(ticket_id: str, now: float) -> list[OutboxItem]:
             items = await settle_ticket(ticket_id, now)
             mark(items)
@@ -159,6 +166,7 @@ class Gateway:
 
         outbox.settle_event = by_event  # type: ignore[method-assign]
         outbox.settle_ticket = by_ticket  # type: ignore[method-assign]
+        outbox.settle_events = by_events  # type: ignore[method-assign]
 
 
 @contextlib.asynccontextmanager

@@ -105,6 +105,13 @@ class MemoryOutbox:
                 return self._items[item.seq]
         return None
 
+    async def settle_events(self, event_ids: Sequence[str], now: float) -> set[str]:
+        settled = set()
+        for event_id in event_ids:
+            if await self.settle_event(event_id, now) is not None:
+                settled.add(event_id)
+        return settled
+
     async def settle_ticket(self, ticket_id: str, now: float) -> list[OutboxItem]:
         settled = []
         for item in self._unsettled():
