@@ -494,11 +494,15 @@ class Uplink:
                 last_seq = items[-1].seq
             if recording is not None:
                 await recording
-        finally:
+        except BaseException as exc:
             if recording is not None and not recording.done():
-                recording.cancel()
+                # A lost connection: the page in flight still records what arrived. Cancelled
+                # (the uplink stops): not waited for; its messages stay due in the outbox.
+                if isinstance(exc, asyncio.CancelledError):
+                    recording.cancel()
                 with contextlib.suppress(asyncio.CancelledError, UplinkError):
                     await recording
+            raise
         if self._resent > resent_before:
             log.info(
                 "Resent %d unacknowledged ticket message(s) after connecting.",
