@@ -402,9 +402,22 @@ class CommandLog(Protocol):
     ) -> None: ...
 
     async def remember_commands(
-        self, entries: Sequence[tuple[str, str, Mapping[str, Any]]], now: float
+        self,
+        entries: Sequence[tuple[str, str, Mapping[str, Any]]],
+        now: float,
+        *,
+        unless_refused_since: int | None = None,
     ) -> None:
-        """`remember_command` for several (`command_id`, verb, reply) in one write."""
+        """`remember_command` for several (`command_id`, verb, reply) in one write.
+
+        With `unless_refused_since` (a `writes_refused()` taken before the writes these replies
+        answer for were queued): committed with those writes when it can, and refused with a
+        `StoreError` when state.db refused any write since, so that the log never keeps the
+        reply of a change that was not committed."""
+        ...
+
+    def writes_refused(self) -> int:
+        """How many writes state.db has refused so far: a mark for `remember_commands`."""
         ...
 
 

@@ -2,8 +2,9 @@
 
 Every drained ticket message is encoded once, parsed back by the egress guard and its outbox
 row's properties parsed again; with the standard library, JSON was about a sixth of the event
-loop's busy time in a drain (sampled). orjson does the same work several times faster. Where it would judge differently from the standard library the
-standard library answers instead, so callers see its behaviour:
+loop's busy time in a drain (sampled). orjson does the same work several times faster.
+Where it would judge differently from the standard library the standard library answers
+instead, so callers see its behaviour:
 
 - `dumps_compact`: what `json.dumps(document, separators=(",", ":"), ensure_ascii=False)`
   gives, as UTF-8 bytes, with two differences a JSON reader does not see: a float may be

@@ -91,8 +91,15 @@ class CommandLogStore(DatabaseRole):
         if self._since_prune >= self._prune_every:
             await self.prune(now)
 
+    def writes_refused(self) -> int:
+        return self._writer.stats.refused
+
     async def remember_commands(
-        self, entries: Sequence[tuple[str, str, Mapping[str, Any]]], now: float
+        self,
+        entries: Sequence[tuple[str, str, Mapping[str, Any]]],
+        now: float,
+        *,
+        unless_refused_since: int | None = None,
     ) -> None:
         """`remember_command` for several commands (`command_id`, verb, reply) handled
         together: one unit of the group commit for all of them instead of one each."""
@@ -103,7 +110,10 @@ class CommandLogStore(DatabaseRole):
             (command_id, verb, now, to_json(reply, "command reply"), since)
             for command_id, verb, reply in entries
         ]
-        await self._writer.run(lambda conn: conn.executemany(_REMEMBER, params).rowcount)
+        await self._writer.run(
+            lambda conn: conn.executemany(_REMEMBER, params).rowcount,
+            clean_since=unless_refused_since,
+        )
         self._since_prune += len(params)
         if self._since_prune >= self._prune_every:
             await self.prune(now)

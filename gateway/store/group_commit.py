@@ -42,6 +42,8 @@ class _Unit(Generic[_R]):
     work: Work[_R]
     future: asyncio.Future[_R]
     on_commit: Callable[[_R], None] | None = None
+    # Refused unrun when a unit was refused since this `refused` count (see `run`).
+    clean_since: int | None = None
 
 
 @dataclass(slots=True)
@@ -65,14 +67,25 @@ class GroupCommitter:
         self._writer: asyncio.Task[None] | None = None
         self.stats = GroupStatistics()
 
-    async def run(self, work: Work[_R], on_commit: Callable[[_R], None] | None = None) -> _R:
+    async def run(
+        self,
+        work: Work[_R],
+        on_commit: Callable[[_R], None] | None = None,
+        *,
+        clean_since: int | None = None,
+    ) -> _R:
         """Commit `work` in the next group; its result once durable. Raises `StoreError` when
         the database refused the unit or its group's COMMIT.
+
+        `clean_since`, a `stats.refused` count read before the writes this one depends on were
+        queued: the unit is refused without running when any unit was refused since (earlier
+        in its own transaction or in one before). Queued behind those writes, it joins their
+        transaction when it can, and is never kept without them.
 
         Cancelled, a unit not yet taken by the writer is dropped (nothing written); one being
         committed is waited for before the cancellation goes on, so that when the caller sees
         it, the unit is either durable or gone, never still to come."""
-        unit = self._queue_unit(work, on_commit)
+        unit = self._queue_unit(work, on_commit, clean_since)
         try:
             return await asyncio.shield(unit.future)
         except asyncio.CancelledError:
@@ -90,9 +103,14 @@ class GroupCommitter:
         make several changes together and wait for them once."""
         return self._queue_unit(work, on_commit).future
 
-    def _queue_unit(self, work: Work[_R], on_commit: Callable[[_R], None] | None) -> _Unit[_R]:
+    def _queue_unit(
+        self,
+        work: Work[_R],
+        on_commit: Callable[[_R], None] | None,
+        clean_since: int | None = None,
+    ) -> _Unit[_R]:
         future: asyncio.Future[_R] = asyncio.get_running_loop().create_future()
-        unit = _Unit(work, future, on_commit)
+        unit = _Unit(work, future, on_commit, clean_since)
         self._queue.append(unit)
         if self._writer is None or self._writer.done():
             self._writer = asyncio.create_task(self._write(), name="state.db group commit")
@@ -105,10 +123,13 @@ class GroupCommitter:
             await self._commit(group)
 
     async def _commit(self, group: list[_Unit[Any]]) -> None:
-        works = [unit.work for unit in group]
+        works = [(unit.work, unit.clean_since) for unit in group]
+        refused_before = self.stats.refused  # every earlier group's refusals are counted
         try:
             async with self._db.lock:
-                outcomes = await self._db.run_in_thread(lambda conn: _run_group(conn, works))
+                outcomes = await self._db.run_in_thread(
+                    lambda conn: _run_group(conn, works, refused_before)
+                )
         except (sqlite3.Error, ValueError, StoreError) as exc:
             error = (
                 exc
@@ -143,22 +164,34 @@ class GroupCommitter:
                 unit.future.set_result(outcome)
 
 
-def _run_group(conn: sqlite3.Connection, works: list[Work[Any]]) -> list[Any]:
-    """In the worker thread: BEGIN IMMEDIATE, each unit in its SAVEPOINT, COMMIT."""
+def _run_group(
+    conn: sqlite3.Connection, works: list[tuple[Work[Any], int | None]], refused_before: int
+) -> list[Any]:
+    """In the worker thread: BEGIN IMMEDIATE, each unit in its SAVEPOINT, COMMIT. A unit with
+    a `clean_since` is refused unrun when a unit was refused since (`refused_before` counts the
+    earlier groups' refusals)."""
     try:
         conn.execute("BEGIN IMMEDIATE")
     except sqlite3.Error as exc:
         raise StoreError(f"state.db refused to start a transaction: {exc}") from exc
     outcomes: list[Any] = []
+    refused = refused_before
     try:
-        for work in works:
+        for work, clean_since in works:
+            if clean_since is not None and refused != clean_since:
+                refused += 1
+                outcomes.append(
+                    StoreError("state.db did not write it: a write it depends on was refused")
+                )
+                continue
             conn.execute("SAVEPOINT unit")
             try:
                 outcomes.append(work(conn))
             except (sqlite3.Error, ValueError, StoreError) as exc:
                 conn.execute("ROLLBACK TO unit")
-                refused = isinstance(exc, StoreError)
-                outcomes.append(exc if refused else StoreError(f"state.db refused a write: {exc}"))
+                refused += 1
+                ours = isinstance(exc, StoreError)
+                outcomes.append(exc if ours else StoreError(f"state.db refused a write: {exc}"))
             conn.execute("RELEASE unit")
         conn.execute("COMMIT")
     except BaseException as exc:

@@ -149,6 +149,7 @@ class TicketCommands:
         first_reply: dict[str, dict[str, Any]] = {}
         async with self._applying:
             self._deferred, self._settling = [], []
+            refused_before = self._log.writes_refused()
             self._recalled = await self._log.recall_commands([c.command_id for c in commands])
             event_ids = [c.body.get("event_id") for c in commands]
             self._messages = dict(
@@ -162,13 +163,22 @@ class TicketCommands:
                     finally:
                         # Queued before the burst ends, so that it joins its group commit.
                         self._queue_settles()
+                    # The command log last, behind every write of the batch: one transaction
+                    # with them, and never kept if any of them was refused.
+                    self._remember(first_reply, refused_before)
             finally:
                 deferred, self._deferred = self._deferred, None
                 self._recalled, self._messages = {}, None
                 await asyncio.gather(*deferred)
-            entries = [(cid, reply["verb"], reply) for cid, reply in first_reply.items()]
-            await self._log.remember_commands(entries, self._clock.now())
         return replies
+
+    def _remember(self, first_reply: Mapping[str, dict[str, Any]], refused_before: int) -> None:
+        entries = [(cid, reply["verb"], reply) for cid, reply in first_reply.items()]
+        if entries and self._deferred is not None:
+            remember = self._log.remember_commands(
+                entries, self._clock.now(), unless_refused_since=refused_before
+            )
+            self._deferred.append(asyncio.ensure_future(remember))
 
     def _queue_settles(self, *, more: bool = False) -> None:
         """The acks' settles gathered so far, as one write of the batch; `more` when the batch

@@ -160,14 +160,15 @@ async def test_the_settles_and_the_command_log_of_a_batch_of_acks_are_one_write_
         Command("ack", f"c-{m.seq}", {"command_id": f"c-{m.seq}", "event_id": m.event_id})
         for m in opened
     ]
-    before = store.group_commits.units
+    before, transactions_before = store.group_commits.units, store.group_commits.transactions
 
     replies = await commands.handle_many(acks)
 
     assert [r.accepted for r in replies] == [True] * 5
     # Per ack a ticket change (ACKNOWLEDGED); one settle of the five messages and one entry
-    # in the log for all five.
+    # in the log for all five, all in one transaction.
     assert store.group_commits.units - before == 5 + 1 + 1
+    assert store.group_commits.transactions - transactions_before == 1
     assert set(await store.commands.recall_commands([a.command_id for a in acks])) == {
         a.command_id for a in acks
     }
@@ -218,3 +219,96 @@ async def test_acks_by_event_and_by_ticket_in_one_batch_settle_as_in_order(site,
     assert not {first.event_id, second.event_id} & {
         m.event_id for m in await store.outbox.unsettled(10)
     }
+
+
+async def test_a_unit_that_depends_on_earlier_writes_is_refused_with_any_of_them(tmp_path):
+    """`clean_since`: committed with the writes queued before it when none is refused; refused
+    unrun when one was, in its own transaction or in an earlier one; others unaffected."""
+    store = await StateDatabase.open(tmp_path / "state.db")
+    committer = store._writer  # the one group committer of state.db
+    try:
+
+        def insert(key: str):  # type: ignore[no-untyped-def]
+            return lambda conn: (
+                conn.execute("INSERT INTO counters (name, value) VALUES (?, 1)", (key,)).rowcount
+            )
+
+        async def counters() -> set[str]:
+            return await committer.run(
+                lambda conn: {row[0] for row in conn.execute("SELECT name FROM counters")}
+            )
+
+        mark = committer.stats.refused
+        clean = [committer.submit(insert(f"ok-{i}")) for i in range(3)]
+        clean.append(asyncio.ensure_future(committer.run(insert("log-1"), clean_since=mark)))
+        await asyncio.gather(*clean)
+
+        mark = committer.stats.refused
+        dirty = [committer.submit(insert("ok-0"))]  # a duplicate name: refused
+        dirty.append(committer.submit(insert("ok-3")))
+        dirty.append(asyncio.ensure_future(committer.run(insert("log-2"), clean_since=mark)))
+        outcomes = await asyncio.gather(*dirty, return_exceptions=True)
+        assert [isinstance(o, StoreError) for o in outcomes] == [True, False, True]
+
+        # The refusal was in an earlier transaction than the dependent unit's.
+        mark = committer.stats.refused
+        with pytest.raises(StoreError):
+            await committer.run(insert("ok-1"))
+        with pytest.raises(StoreError, match="depends on was refused"):
+            await committer.run(insert("log-3"), clean_since=mark)
+        await committer.run(insert("after"))
+
+        assert {"log-1", "ok-3", "after"} <= await counters()
+        assert not {"log-2", "log-3"} & await counters()
+    finally:
+        await store.close()
+
+
+async def test_a_refused_change_in_a_batch_of_acks_keeps_the_whole_batch_out_of_the_log(
+    tmp_path: Path,
+):
+    """One ACKNOWLEDGED change of a batch refused by state.db: the batch fails (no reply is
+    sent), and the command log keeps none of its commands, so the central system's retry is
+    applied again rather than answered from the log; the other changes stand."""
+    clock = ManualClock(T0)
+    store = await StateDatabase.open(tmp_path / "state.db", clock=clock)
+    reuse: list[str] = []
+    counter = iter(range(10**6))
+
+    def new_id() -> str:
+        return reuse.pop() if reuse else f"id-{next(counter)}"
+
+    encode = make_ticket_encoder(TOPICS, source_urn("s", "g"), store.outbox.next_sequence, new_id)
+    service = TicketService(
+        "plant-a", "gw-1", store, encode, clock, assets=ASSETS, policy=default_policy()
+    )
+    await service.start()
+    commands = TicketCommands(service, store.outbox, store.commands, clock)
+    try:
+        await service.on_findings([hot(clock.now(), asset=p) for p in PUMPS[:3]])
+        opened = await store.outbox.unsettled(10)
+        await store.outbox.mark_sent_many([m.seq for m in opened], clock.now())
+        acks = [
+            Command("ack", f"c-{i}", {"command_id": f"c-{i}", "event_id": m.event_id})
+            for i, m in enumerate(opened)
+        ]
+        reuse.append(opened[0].event_id)  # the first ACKNOWLEDGED message's id is taken
+
+        with pytest.raises(StoreError):
+            await commands.handle_many(acks)
+
+        assert await store.commands.recall_commands([a.command_id for a in acks]) == {}
+        states = {t.id: t.state for t in await store.tickets.list_tickets()}
+        first = opened[0].ticket_id
+        assert states[first] is TicketState.OPENED
+        assert {s for tid, s in states.items() if tid != first} == {TicketState.ACKNOWLEDGED}
+
+        replies = await commands.handle_many(acks)  # the central system's retry
+        assert [r.accepted for r in replies] == [True] * 3
+        assert not any(r.detail.get("replayed") for r in replies)
+        assert (await store.tickets.get_ticket(first)).state is TicketState.ACKNOWLEDGED
+        assert set(await store.commands.recall_commands([a.command_id for a in acks])) == {
+            a.command_id for a in acks
+        }
+    finally:
+        await store.close()
