@@ -49,7 +49,7 @@ import math
 import time
 import uuid
 from collections import Counter
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, Self
 
@@ -416,18 +416,25 @@ class Uplink:
         while True:
             await link.wait_connected()
             generation = link.generation
+            pages = _PagesInFlight()
             try:
                 await self._publish_status(link)
-                await self._resend_all_unsettled(link)
+                await self._resend_all_unsettled(link, pages)
                 while link.connected and link.generation == generation:
-                    if not await self._send_due(link):
+                    if not await self._send_due(link, pages):
+                        await pages.recorded()  # nothing more to send: the last page lands
                         await self._idle()
+                await pages.close(None)
             except UplinkError as exc:
                 # The connection went away mid-way; the items stay in the outbox. Wait for that
                 # connection to be declared lost (unless a new one is already up).
+                await pages.close(exc)
                 log.debug("Uplink publishing paused: %s", exc)
                 if link.connected and link.generation == generation:
                     await link.wait_disconnected()
+            except BaseException as exc:
+                await pages.close(exc)
+                raise
 
     async def _publish_status(self, link: MqttLink) -> None:
         message = self._status_message("online", None)
@@ -458,56 +465,51 @@ class Uplink:
         except TimeoutError:
             pass  # the poll interval passed: look again for resends that came due
 
-    async def _send_due(self, link: MqttLink) -> bool:
+    async def _send_due(self, link: MqttLink, pages: _PagesInFlight) -> bool:
+        """The next page of what is due (never sent, or its resend interval passed), leaving
+        out the page still being recorded: its sends are not in state.db yet."""
+        batch = self.settings.batch_size
         items = await self._outbox.due(
-            self._clock.now(), self.settings.resend_interval_s, self.settings.batch_size
+            self._clock.now(), self.settings.resend_interval_s, batch + len(pages.seqs)
         )
+        items = [item for item in items if item.seq not in pages.seqs][:batch]
         if items:
-            await self._send(link, items)
+            await self._send_page(link, items, pages)
         return bool(items)
 
-    async def _resend_all_unsettled(self, link: MqttLink) -> None:
+    async def _resend_all_unsettled(self, link: MqttLink, pages: _PagesInFlight) -> None:
         """After a (re)connect, everything unsettled goes out again, sent before or not, page
         by page in outbox order (each page read after the last `seq` sent, so the pass costs
-        one read per page however long the backlog).
-
-        Pages overlap: the next page is read and published while the last one's PUBACKs are
-        awaited and its sends recorded in state.db, at most two pages in flight. Reading by
-        `seq` needs nothing of those records, and a backlog drains at the pace of the broker
-        and the disk together instead of one after the other."""
+        one read per page however long the backlog)."""
         last_seq = 0
         resent_before = self._resent
-        recording: asyncio.Task[None] | None = None
-        try:
-            while True:
-                items = await self._outbox.unsettled(self.settings.batch_size, after_seq=last_seq)
-                if not items:
-                    break
-                admitted, futures = await self._publish(link, items)
-                if recording is not None:
-                    try:
-                        await recording
-                    except BaseException:
-                        _forget(futures)
-                        raise
-                recording = asyncio.ensure_future(self._record(link, admitted, futures))
-                last_seq = items[-1].seq
-            if recording is not None:
-                await recording
-        except BaseException as exc:
-            if recording is not None and not recording.done():
-                # A lost connection: the page in flight still records what arrived. Cancelled
-                # (the uplink stops): not waited for; its messages stay due in the outbox.
-                if isinstance(exc, asyncio.CancelledError):
-                    recording.cancel()
-                with contextlib.suppress(asyncio.CancelledError, UplinkError):
-                    await recording
-            raise
+        while True:
+            items = await self._outbox.unsettled(self.settings.batch_size, after_seq=last_seq)
+            if not items:
+                break
+            await self._send_page(link, items, pages)
+            last_seq = items[-1].seq
+        await pages.recorded()
         if self._resent > resent_before:
             log.info(
                 "Resent %d unacknowledged ticket message(s) after connecting.",
                 self._resent - resent_before,
             )
+
+    async def _send_page(
+        self, link: MqttLink, items: Sequence[OutboxItem], pages: _PagesInFlight
+    ) -> None:
+        """Publish a page, then hand its recording over once the page before is recorded:
+        the next page is read and published while this one's PUBACKs are awaited and its
+        sends written to state.db, so a backlog drains at the pace of the broker and the disk
+        together instead of one after the other. At most two pages are in flight."""
+        admitted, futures = await self._publish(link, items)
+        try:
+            await pages.recorded()
+        except BaseException:
+            _forget(futures)
+            raise
+        pages.start(self._record(link, admitted, futures), {item.seq for item in admitted})
 
     async def _within_ack_timeout(
         self,
@@ -537,14 +539,6 @@ class Uplink:
             )
             link.abort()
             raise UplinkError("PUBACK timeout") from None
-
-    async def _send(self, link: MqttLink, items: Sequence[OutboxItem]) -> None:
-        """Publish a batch pipelined, then record each PUBACK in order.
-
-        Raises `UplinkError` when the connection is gone, after recording what did arrive.
-        """
-        admitted, futures = await self._publish(link, items)
-        await self._record(link, admitted, futures)
 
     async def _publish(
         self, link: MqttLink, items: Sequence[OutboxItem]
@@ -922,6 +916,43 @@ class Uplink:
                 response_topic,
                 error,
             )
+
+
+class _PagesInFlight:
+    """The published page whose PUBACKs are awaited and sends recorded while the publisher
+    goes on (`Uplink._send_page`): one at a time, its sequence numbers kept so that the next
+    read of what is due leaves them out."""
+
+    def __init__(self) -> None:
+        self._recording: asyncio.Future[None] | None = None
+        self.seqs: frozenset[int] = frozenset()
+
+    def start(self, recording: Coroutine[Any, Any, None], seqs: set[int]) -> None:
+        assert self._recording is None, "the page before must be recorded first"
+        self._recording, self.seqs = asyncio.ensure_future(recording), frozenset(seqs)
+
+    async def recorded(self) -> None:
+        """Wait for the page in flight, if any; its `UplinkError` is raised here."""
+        recording = self._recording
+        if recording is None:
+            return
+        try:
+            await recording
+        finally:
+            self._recording, self.seqs = None, frozenset()
+
+    async def close(self, exc: BaseException | None) -> None:
+        """The publisher stops, on `exc` or because the connection changed. After a lost
+        connection the page in flight still records what did arrive; cancelled (the uplink
+        stops), it is not waited for, and its messages stay due in the outbox."""
+        recording = self._recording
+        if recording is None or recording.done():
+            self._recording, self.seqs = None, frozenset()
+            return
+        if isinstance(exc, asyncio.CancelledError):
+            recording.cancel()
+        with contextlib.suppress(asyncio.CancelledError, UplinkError):
+            await self.recorded()
 
 
 def _forget(futures: Sequence[asyncio.Future[int]]) -> None:

@@ -142,3 +142,65 @@ async def test_a_backlog_drains_with_the_next_page_published_while_the_last_is_r
             assert item is not None and item.attempts == 1, item
     finally:
         await store.close()
+
+
+async def test_messages_committed_while_connected_go_out_in_overlapping_pages_once_each(
+    tmp_path: Path, mosquitto: MosquittoBroker
+) -> None:
+    """The same for what is committed while the link is up (the due pages): page 1's record is
+    held until page 2 is seen, and the read of what is due leaves page 1 out meanwhile, so no
+    message goes out twice."""
+    sequence = itertools.count(1)
+    encode = make_ticket_encoder(TOPICS, source_urn(SITE, GATEWAY), lambda: next(sequence))
+    clock = ManualClock()
+    store = await StateDatabase.open(tmp_path / "state.db", clock=clock)
+    page = 4
+    cmms = CentralSystem(
+        "127.0.0.1", mosquitto.port, "factory", SITE, GATEWAY, ack=False, output=io.StringIO()
+    )
+    second_page_seen = asyncio.Event()
+    mark_sent_many = store.outbox.mark_sent_many
+    held: list[int] = []
+
+    async def record_after_the_second_page(seqs, now):  # type: ignore[no-untyped-def]
+        if not held:
+            held.extend(seqs)
+            await asyncio.wait_for(second_page_seen.wait(), 10)
+        await mark_sent_many(seqs, now)
+
+    store.outbox.mark_sent_many = record_after_the_second_page  # type: ignore[method-assign]
+    uplink = Uplink(
+        uplink_settings(mosquitto.port, batch_size=page, resend_interval_s=30.0),
+        store.outbox, StandInHandler(store.outbox, clock), clock,
+    )  # fmt: skip
+
+    def seen_the_second_page(central: CentralSystem) -> bool:
+        if len(central.received) > page:
+            second_page_seen.set()
+        return len(central.received) >= 3 * page
+
+    try:
+        async with running(cmms.run_central(), "central"), running(uplink.run_uplink(), "uplink"):
+            await eventually(lambda: uplink.statistics().connected)
+            changes = []
+            for number in range(3 * page):
+                ticket = make_ticket(
+                    f"T-{number:03d}", key=dedup_key(SITE, f"pump-{number}", "threshold.high", "t")
+                )
+                event = make_event("opened", ticket.id)
+                message = encode(ticket, event)
+                changes.append((ticket, event, message))
+            await asyncio.gather(
+                *(store.tickets.commit_ticket_change(t, [e], [m]) for t, e, m in changes)
+            )
+            await asyncio.wait_for(cmms.wait_until(seen_the_second_page), 15)
+            await eventually(lambda: uplink.statistics().published == 3 * page)
+        assert held, "the first page's record was never held"
+        assert sorted(event.event_id for event in cmms.received) == sorted(
+            m.event_id for _, _, m in changes
+        )
+        for _, _, message in changes:
+            item = await store.outbox.get_message(message.event_id)
+            assert item is not None and item.attempts == 1, item
+    finally:
+        await store.close()
