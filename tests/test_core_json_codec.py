@@ -7,6 +7,7 @@ import datetime
 import enum
 import json
 import math
+import tracemalloc
 
 import pytest
 from hypothesis import given, settings
@@ -129,3 +130,18 @@ def test_any_json_document_round_trips_as_with_the_standard_library(document):
     assert json_codec.loads(encoded) == document
     text = json.dumps(document)
     assert json_codec.loads(text) == json.loads(text)
+
+
+def test_an_encoded_message_holds_no_more_memory_than_its_bytes():
+    """orjson writes into a buffer much larger than the text and keeps it with the bytes; the
+    gateway holds pages of messages in flight, so each must cost about its own size."""
+    document = {"data": {"message": "x" * 1100, "values": [1.5] * 10}}
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        kept = [json_codec.dumps_compact(document) for _ in range(200)]
+        held = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    text = sum(len(message) for message in kept)
+    assert held < 1.5 * text, f"{held} bytes held for {text} bytes of messages"

@@ -43,12 +43,16 @@ def dumps_compact(document: Any, *, default: Callable[[Any], Any] | None = None)
     """Compact UTF-8 JSON of `document`; `default` as in `json.dumps`. Raises `TypeError`
     for what JSON cannot carry, `ValueError` for a non-finite float orjson could not take."""
     try:
-        return orjson.dumps(document, default=default, option=_PASSTHROUGH)
+        encoded = orjson.dumps(document, default=default, option=_PASSTHROUGH)
     except orjson.JSONEncodeError:
         text = json.dumps(
             document, separators=(",", ":"), ensure_ascii=False, allow_nan=False, default=default
         )
         return text.encode()
+    # orjson's bytes keep the buffer they were written into (about 8 kB for a 1 kB message,
+    # ten times the text for large ones); outbox pages and messages in flight are held a while,
+    # so each is copied to its own size (a fraction of a microsecond).
+    return memoryview(encoded).tobytes()
 
 
 def loads(data: bytes | str) -> Any:
