@@ -573,8 +573,7 @@ class Uplink:
                 refused.set_exception(exc)
                 futures.append(refused)
             except UplinkError:
-                for future in futures:
-                    future.cancel()
+                _forget(futures)
                 raise
         return admitted, futures
 

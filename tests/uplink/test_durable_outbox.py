@@ -86,6 +86,65 @@ async def test_resent_with_the_same_id_after_broker_restart_until_acked_then_nev
     assert {r.event_id for r in cmms.received} == {message.event_id}
 
 
+PAGE = 4
+
+
+class FirstRecordHeld:
+    """An uplink over a real state.db whose first page's record (`mark_sent_many`) is held
+    until the central system has seen a message of the second page: only a publisher that
+    overlaps pages gets there. Three pages of ticket messages, one ticket each."""
+
+    def __init__(self, store: StateDatabase, clock: ManualClock, port: int) -> None:
+        sequence = itertools.count(1)
+        encode = make_ticket_encoder(TOPICS, source_urn(SITE, GATEWAY), lambda: next(sequence))
+        self.store = store
+        self.changes = []
+        for number in range(3 * PAGE):
+            ticket = make_ticket(
+                f"T-{number:03d}", key=dedup_key(SITE, f"pump-{number}", "threshold.high", "t")
+            )
+            event = make_event("opened", ticket.id)
+            self.changes.append((ticket, event, encode(ticket, event)))
+        self.event_ids = [message.event_id for _, _, message in self.changes]
+        self.central = CentralSystem(
+            "127.0.0.1", port, "factory", SITE, GATEWAY, ack=False, output=io.StringIO()
+        )
+        self.held: list[int] = []
+        self._second_page_seen = asyncio.Event()
+        self._mark_sent_many = store.outbox.mark_sent_many
+        store.outbox.mark_sent_many = self._record_after_the_second_page  # type: ignore[method-assign]
+        self.uplink = Uplink(
+            uplink_settings(port, batch_size=PAGE, resend_interval_s=30.0),
+            store.outbox, StandInHandler(store.outbox, clock), clock,
+        )  # fmt: skip
+
+    async def commit(self) -> None:
+        await asyncio.gather(
+            *(self.store.tickets.commit_ticket_change(t, [e], [m]) for t, e, m in self.changes)
+        )
+
+    async def _record_after_the_second_page(self, seqs, now):  # type: ignore[no-untyped-def]
+        if not self.held:
+            self.held.extend(seqs)
+            await asyncio.wait_for(self._second_page_seen.wait(), 10)
+        await self._mark_sent_many(seqs, now)
+
+    def _seen_all(self, central: CentralSystem) -> bool:
+        if len(central.received) > PAGE:
+            self._second_page_seen.set()
+        return len(central.received) >= 3 * PAGE
+
+    async def all_seen(self) -> None:
+        await asyncio.wait_for(self.central.wait_until(self._seen_all), 15)
+        await eventually(lambda: self.uplink.statistics().published == 3 * PAGE)
+
+    async def assert_each_recorded_as_sent_once(self) -> None:
+        assert len(self.held) == PAGE, "the first page's record was never held"
+        for event_id in self.event_ids:
+            item = await self.store.outbox.get_message(event_id)
+            assert item is not None and item.attempts == 1, item
+
+
 async def test_a_backlog_drains_with_the_next_page_published_while_the_last_is_recorded(
     tmp_path: Path, mosquitto: MosquittoBroker
 ) -> None:
@@ -93,53 +152,18 @@ async def test_a_backlog_drains_with_the_next_page_published_while_the_last_is_r
     must not hold up the next page: here the first page's record is held until the central
     system has seen a message of the second page, which only an overlapping publisher reaches.
     Every message still arrives once, in outbox order, and is recorded as sent once."""
-    sequence = itertools.count(1)
-    encode = make_ticket_encoder(TOPICS, source_urn(SITE, GATEWAY), lambda: next(sequence))
-    clock = ManualClock()
-    store = await StateDatabase.open(tmp_path / "state.db", clock=clock)
-    page = 4
-    committed = []
-    for number in range(3 * page):
-        ticket = make_ticket(
-            f"T-{number:03d}", key=dedup_key(SITE, f"pump-{number}", "threshold.high", "t")
-        )
-        event = make_event("opened", ticket.id)
-        message = encode(ticket, event)
-        await store.tickets.commit_ticket_change(ticket, [event], [message])
-        committed.append(message.event_id)
-    cmms = CentralSystem(
-        "127.0.0.1", mosquitto.port, "factory", SITE, GATEWAY, ack=False, output=io.StringIO()
-    )
-    second_page_seen = asyncio.Event()
-    mark_sent_many = store.outbox.mark_sent_many
-    held: list[int] = []
-
-    async def record_after_the_second_page(seqs, now):  # type: ignore[no-untyped-def]
-        if not held:
-            held.extend(seqs)
-            await asyncio.wait_for(second_page_seen.wait(), 10)
-        await mark_sent_many(seqs, now)
-
-    store.outbox.mark_sent_many = record_after_the_second_page  # type: ignore[method-assign]
-    uplink = Uplink(
-        uplink_settings(mosquitto.port, batch_size=page, resend_interval_s=30.0),
-        store.outbox, StandInHandler(store.outbox, clock), clock,
-    )  # fmt: skip
-
-    def seen_the_second_page(central: CentralSystem) -> bool:
-        if len(central.received) > page:
-            second_page_seen.set()
-        return len(central.received) >= 3 * page
-
+    store = await StateDatabase.open(tmp_path / "state.db", clock=(clock := ManualClock()))
     try:
-        async with running(cmms.run_central(), "central"), running(uplink.run_uplink(), "uplink"):
-            await asyncio.wait_for(cmms.wait_until(seen_the_second_page), 15)
-            await eventually(lambda: uplink.statistics().published == 3 * page)
-        assert len(held) == page
-        assert [event.event_id for event in cmms.received] == committed
-        for event_id in committed:
-            item = await store.outbox.get_message(event_id)
-            assert item is not None and item.attempts == 1, item
+        plant = FirstRecordHeld(store, clock, mosquitto.port)
+        for ticket, event, message in plant.changes:  # one by one: outbox order is this order
+            await store.tickets.commit_ticket_change(ticket, [event], [message])
+        async with (
+            running(plant.central.run_central(), "central"),
+            running(plant.uplink.run_uplink(), "uplink"),
+        ):
+            await plant.all_seen()
+        assert [event.event_id for event in plant.central.received] == plant.event_ids
+        await plant.assert_each_recorded_as_sent_once()
     finally:
         await store.close()
 
@@ -150,57 +174,17 @@ async def test_messages_committed_while_connected_go_out_in_overlapping_pages_on
     """The same for what is committed while the link is up (the due pages): page 1's record is
     held until page 2 is seen, and the read of what is due leaves page 1 out meanwhile, so no
     message goes out twice."""
-    sequence = itertools.count(1)
-    encode = make_ticket_encoder(TOPICS, source_urn(SITE, GATEWAY), lambda: next(sequence))
-    clock = ManualClock()
-    store = await StateDatabase.open(tmp_path / "state.db", clock=clock)
-    page = 4
-    cmms = CentralSystem(
-        "127.0.0.1", mosquitto.port, "factory", SITE, GATEWAY, ack=False, output=io.StringIO()
-    )
-    second_page_seen = asyncio.Event()
-    mark_sent_many = store.outbox.mark_sent_many
-    held: list[int] = []
-
-    async def record_after_the_second_page(seqs, now):  # type: ignore[no-untyped-def]
-        if not held:
-            held.extend(seqs)
-            await asyncio.wait_for(second_page_seen.wait(), 10)
-        await mark_sent_many(seqs, now)
-
-    store.outbox.mark_sent_many = record_after_the_second_page  # type: ignore[method-assign]
-    uplink = Uplink(
-        uplink_settings(mosquitto.port, batch_size=page, resend_interval_s=30.0),
-        store.outbox, StandInHandler(store.outbox, clock), clock,
-    )  # fmt: skip
-
-    def seen_the_second_page(central: CentralSystem) -> bool:
-        if len(central.received) > page:
-            second_page_seen.set()
-        return len(central.received) >= 3 * page
-
+    store = await StateDatabase.open(tmp_path / "state.db", clock=(clock := ManualClock()))
     try:
-        async with running(cmms.run_central(), "central"), running(uplink.run_uplink(), "uplink"):
-            await eventually(lambda: uplink.statistics().connected)
-            changes = []
-            for number in range(3 * page):
-                ticket = make_ticket(
-                    f"T-{number:03d}", key=dedup_key(SITE, f"pump-{number}", "threshold.high", "t")
-                )
-                event = make_event("opened", ticket.id)
-                message = encode(ticket, event)
-                changes.append((ticket, event, message))
-            await asyncio.gather(
-                *(store.tickets.commit_ticket_change(t, [e], [m]) for t, e, m in changes)
-            )
-            await asyncio.wait_for(cmms.wait_until(seen_the_second_page), 15)
-            await eventually(lambda: uplink.statistics().published == 3 * page)
-        assert held, "the first page's record was never held"
-        assert sorted(event.event_id for event in cmms.received) == sorted(
-            m.event_id for _, _, m in changes
-        )
-        for _, _, message in changes:
-            item = await store.outbox.get_message(message.event_id)
-            assert item is not None and item.attempts == 1, item
+        plant = FirstRecordHeld(store, clock, mosquitto.port)
+        async with (
+            running(plant.central.run_central(), "central"),
+            running(plant.uplink.run_uplink(), "uplink"),
+        ):
+            await eventually(lambda: plant.uplink.statistics().connected)
+            await plant.commit()
+            await plant.all_seen()
+        assert sorted(event.event_id for event in plant.central.received) == sorted(plant.event_ids)
+        await plant.assert_each_recorded_as_sent_once()
     finally:
         await store.close()
