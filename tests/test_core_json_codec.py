@@ -84,6 +84,18 @@ LOADS_CASES = [
     '{"t": "92 °C"}'.encode(),
     b"[1e400, -1e400]",
     b"  {}  ",
+    # Where a long integer may start: the text's start, after `[`, `,`, `:` or white space.
+    b"12345678901234567890",
+    b"-12345678901234567890",
+    b"[18446744073709551616,1]",
+    b"[1,18446744073709551616]",
+    b'{"a":\n\t-9223372036854775809}',
+    b"[\r99999999999999999999]",
+    '{"s": "zahl:12345678901234567890", "n": 12345678901234567890}',
+    # Runs that do not count, then one that does: each is judged, none hides the next.
+    '{"s": "' + "7" * 45 + '", "t": "x-' + "1" * 20 + '", "n": 12345678901234567890}',
+    '{"s": "ü12345678901234567890", "n": [\t-12345678901234567890]}',
+    b'{"s": "\\ud800", "n": 12345678901234567890}',
 ]
 
 
@@ -91,6 +103,22 @@ LOADS_CASES = [
 def test_loads_answers_as_json_loads(payload):
     ours, theirs = json_codec.loads(payload), json.loads(payload)
     assert repr(ours) == repr(theirs)  # repr: NaN != NaN, but both print `nan`
+
+
+def test_a_long_run_of_digits_inside_a_string_is_parsed_without_the_standard_library(
+    monkeypatch,
+):
+    # Every ticket message carries a zero-padded 20-digit `sequence`; the slow parser for it
+    # cost about a twentieth of the event loop's time in a drain.
+    document = b'{"sequence":"00000000000000000001","id":"12345678901234567890123"}'
+    expected = json.loads(document)
+
+    def refused(*args, **kwargs):
+        raise AssertionError("parsed by the standard library")
+
+    monkeypatch.setattr(json_codec.json, "loads", refused)
+    assert json_codec.loads(document) == expected
+    assert json_codec.loads(document.decode()) == expected
 
 
 @pytest.mark.parametrize("payload", [b"", b"{", b"[1,]", b"{'a': 1}", b'{"a": 01}'])

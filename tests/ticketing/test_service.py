@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import json
 
@@ -193,6 +194,35 @@ async def test_one_open_ticket_per_key_across_a_restart(tmp_path, store, encoder
         assert ids == ["T-plant1-edge1-20240501-0001", "T-plant1-edge1-20240501-0002"]
     finally:
         await reopened.close()
+
+
+async def test_ids_stay_unique_when_the_clock_steps_back_a_day_inside_a_burst(
+    service, store, clock
+):
+    # The wall clock stepped back across midnight (an NTP correction) while a burst's writes
+    # were still queued: the day's counter starts again at 0001, which state.db does not hold
+    # yet but the burst has already given away.
+    commit = store.tickets.commit_ticket_change
+    steps = iter([86_400.0, -86_400.0, 0.0])
+
+    def commit_later(*args, **kwargs):
+        clock.advance(next(steps))  # the next opening happens on the next (or previous) day
+
+        async def write():
+            await asyncio.sleep(0.05)  # still queued while the burst opens the next tickets
+            await commit(*args, **kwargs)
+
+        return write()
+
+    store.tickets.commit_ticket_change = commit_later
+    # Findings a minute apart: three of one signature within a second would be a storm.
+    await service.on_findings([finding(T0 + 60 * n, asset=f"pump-{n}") for n in (1, 2, 3)])
+    ids = sorted(t.id for t in await store.tickets.list_tickets())
+    assert ids == [
+        "T-plant1-edge1-20240501-0001",
+        "T-plant1-edge1-20240501-0002",
+        "T-plant1-edge1-20240502-0001",
+    ]
 
 
 async def test_keys_differ_by_asset_fault_and_detector(service, store, clock):
