@@ -9,6 +9,7 @@ import json
 import math
 import tracemalloc
 
+import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -71,6 +72,54 @@ def test_what_json_cannot_carry_raises_type_error_or_goes_to_default(value):
         json_codec.dumps_compact({"v": value})
     # `default=str` as the command replies use it: the standard library's text, not orjson's.
     assert json.loads(json_codec.dumps_compact({"v": value}, default=str)) == {"v": str(value)}
+
+
+@pytest.mark.parametrize("name", sorted(DOCUMENTS))
+def test_sorted_text_reads_as_the_standard_librarys_with_its_keys_in_order(name):
+    document = DOCUMENTS[name]
+    try:
+        theirs = json.dumps(document, sort_keys=True, separators=(",", ":"), allow_nan=False)
+    except TypeError:  # keys of several types cannot be sorted
+        with pytest.raises(TypeError):
+            json_codec.dumps_sorted(document)
+        return
+    ours = json_codec.dumps_sorted(document)
+    assert isinstance(ours, str)
+    assert json.loads(ours) == json.loads(theirs)
+    assert ", " not in ours and ": " not in ours
+
+
+def test_sorted_text_sorts_keys_at_every_level_and_keeps_text_as_itself():
+    document = {"b": 1, "a": {"z": [{"y": 2, "x": 3}], "é": "92 °C"}, "A": None}
+    assert json_codec.dumps_sorted(document) == (
+        '{"A":null,"a":{"z":[{"x":3,"y":2}],"é":"92 °C"},"b":1}'
+    )
+
+
+def test_sorted_text_refuses_what_json_cannot_carry_as_the_standard_library_does():
+    assert json_codec.dumps_sorted({"nan": math.nan}) == '{"nan":null}'
+    with pytest.raises(ValueError, match="not JSON compliant"):
+        json_codec.dumps_sorted({"big": 2**70, "nan": math.nan})
+    with pytest.raises(TypeError):
+        json_codec.dumps_sorted({"v": {1, 2}})
+    with pytest.raises(TypeError):
+        json_codec.dumps_sorted({1: "a", "b": 2})  # keys of two types cannot be sorted
+    # A lone surrogate cannot be UTF-8: escaped, so that SQLite can store the text.
+    assert json_codec.dumps_sorted({"s": "\ud800"}) == '{"s":"\\ud800"}'
+
+
+class Reading(float):
+    """A float of a subclass, as numpy's `float64` is."""
+
+
+@pytest.mark.parametrize("value", [Reading(4.5), np.float64(4.5), np.float64(-1e-7)])
+def test_a_float_of_a_subclass_is_written_as_the_number_it_is(value):
+    # orjson hands such floats to `default`; `default=str` must not make them strings.
+    expected = json.loads(json.dumps({"v": value}))
+    assert json.loads(json_codec.dumps_compact({"v": value}, default=str)) == expected
+    assert json.loads(json_codec.dumps_compact({"v": value})) == expected
+    assert json.loads(json_codec.dumps_sorted({"v": value})) == expected
+    assert json_codec.dumps_compact({"v": Reading(math.nan)}, default=str) == b'{"v":null}'
 
 
 LOADS_CASES = [

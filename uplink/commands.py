@@ -222,15 +222,21 @@ def _publishable(topic: str | None) -> bool:
 
 
 def encode_reply(reply: CommandReply, verb: str | None) -> bytes:
-    """Strict JSON: a number JSON cannot carry (a NaN in a snapshot's figures) becomes null."""
+    """Strict JSON: a number JSON cannot carry (a NaN in a snapshot's figures) becomes null.
+    `dumps_compact` writes it so; only when the standard library must encode (an integer
+    beyond 64 bits in the detail) is the detail walked for it first."""
     document: dict[str, Any] = {
         "command_id": reply.command_id,
         "verb": verb,
         "accepted": reply.accepted,
         "reason": reply.reason,
-        "detail": _finite(dict(reply.detail)),
+        "detail": dict(reply.detail),
     }
-    return json_codec.dumps_compact(document, default=str)
+    try:
+        return json_codec.dumps_compact(document, default=str)
+    except ValueError:
+        document["detail"] = _finite(document["detail"])
+        return json_codec.dumps_compact(document, default=str)
 
 
 def _finite(value: Any) -> Any:

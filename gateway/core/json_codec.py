@@ -1,4 +1,5 @@
-"""JSON of the messages that leave and of the rows read back for them: orjson, imported here only.
+"""JSON of the messages that leave, of the rows read back for them and of state.db's JSON columns:
+orjson, imported here only.
 
 Every drained ticket message is encoded once, parsed back by the egress guard and its outbox
 row's properties parsed again; with the standard library, JSON was about a sixth of the event
@@ -12,6 +13,7 @@ instead, so callers see its behaviour:
   `null` (the standard library would raise; message builders map those to null anyway).
   What orjson refuses (integers beyond 64 bits, keys that are not strings) is encoded by the
   standard library, with `allow_nan=False`.
+- `dumps_sorted`: the same for state.db's JSON columns, keys sorted, as text.
 - `loads`: `json.loads`. Valid JSON parses alike in both, but for integers beyond 64 bits,
   which orjson reads as floats: text where a number of 19 digits or more may start (a run of
   them at the start or after `[`, `:`, `,` or white space, where JSON puts a value) is parsed
@@ -53,7 +55,7 @@ def dumps_compact(document: Any, *, default: Callable[[Any], Any] | None = None)
     """Compact UTF-8 JSON of `document`; `default` as in `json.dumps`. Raises `TypeError`
     for what JSON cannot carry, `ValueError` for a non-finite float orjson could not take."""
     try:
-        encoded = orjson.dumps(document, default=default, option=_PASSTHROUGH)
+        encoded = orjson.dumps(document, default=_numbers_then(default), option=_PASSTHROUGH)
     except orjson.JSONEncodeError:
         text = json.dumps(
             document, separators=(",", ":"), ensure_ascii=False, allow_nan=False, default=default
@@ -63,6 +65,42 @@ def dumps_compact(document: Any, *, default: Callable[[Any], Any] | None = None)
     # ten times the text for large ones); outbox pages and messages in flight are held a while,
     # so each is copied to its own size (a fraction of a microsecond).
     return memoryview(encoded).tobytes()
+
+
+def dumps_sorted(document: Any) -> str:
+    """JSON text with sorted keys and no spaces, for state.db's JSON columns: what
+    `json.dumps(document, sort_keys=True, separators=(",", ":"), allow_nan=False)` gives,
+    but for text outside ASCII written as itself instead of `\\u` escapes, floats in another
+    exponent form, and a non-finite float as `null`. What orjson refuses (integers beyond 64
+    bits, keys that are not strings, lone surrogates) is that call's own text, or its
+    `TypeError` / `ValueError`."""
+    try:
+        encoded = orjson.dumps(
+            document, default=_numbers_then(None), option=_PASSTHROUGH | orjson.OPT_SORT_KEYS
+        )
+    except orjson.JSONEncodeError:
+        return json.dumps(document, sort_keys=True, allow_nan=False, separators=(",", ":"))
+    return encoded.decode()
+
+
+def _numbers_then(default: Callable[[Any], Any] | None) -> Callable[[Any], Any]:
+    """orjson's `default`: a float of a subclass (numpy's `float64`) written as the number it
+    is, as the standard library writes it (orjson hands it to `default`, and `default=str`
+    would make it a string), then the caller's `default`; without one, `TypeError`."""
+    if default is None:
+        return _float_or_refuse
+    caller = default
+
+    def numbers_then_caller(value: Any) -> Any:
+        return float(value) if isinstance(value, float) else caller(value)
+
+    return numbers_then_caller
+
+
+def _float_or_refuse(value: Any) -> float:
+    if isinstance(value, float):
+        return float(value)
+    raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
 
 
 def loads(data: bytes | str) -> Any:

@@ -1,15 +1,17 @@
-"""JSON in TEXT columns of state.db: one way in, so every role stores the same canonical text.
+"""JSON in TEXT columns of state.db: one way in, so every role stores the same kind of text
+(keys sorted, no spaces; `json_codec.dumps_sorted`).
 
-`allow_nan=False`: NaN is not JSON, and a central system would choke on it later. Anything JSON
+NaN is not JSON, and a central system would choke on it later: a non-finite float is stored
+as null (the ticket's own fields are made JSON-safe before they get here). Anything else JSON
 cannot carry is our bug, reported as `StoreError` naming what was being stored.
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from gateway.core import json_codec
 from gateway.core.errors import StoreError
 
 
@@ -23,6 +25,6 @@ def to_json_array(value: Sequence[Any], what: str) -> str:
 
 def _dumps(value: Any, what: str) -> str:
     try:
-        return json.dumps(value, sort_keys=True, allow_nan=False, separators=(",", ":"))
+        return json_codec.dumps_sorted(value)
     except (TypeError, ValueError) as exc:
         raise StoreError(f"{what} cannot be stored as JSON: {exc}") from exc

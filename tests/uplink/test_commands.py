@@ -116,3 +116,7 @@ def test_a_reply_is_strict_json_even_when_a_figure_is_not_a_number():
 
     document = json.loads(encode_reply(reply, "snapshot"), parse_constant=refuse)
     assert document["detail"] == {"telemetry": {"t": {"mean": None}}, "peaks": [1.0, None]}
+    # Beside an integer only the standard library encodes, the NaN still becomes null.
+    reply = CommandReply("c2", True, "", {"count": 2**70, "peaks": (1.0, float("nan"))})
+    document = json.loads(encode_reply(reply, "snapshot"), parse_constant=refuse)
+    assert document["detail"] == {"count": 2**70, "peaks": [1.0, None]}
