@@ -18,7 +18,7 @@ from typing import Any
 from gateway.core.clock import Clock
 from gateway.store.group_commit import GroupCommitter
 from gateway.store.json_columns import to_json
-from gateway.store.sqlite import Database, DatabaseRole
+from gateway.store.sqlite import Database, DatabaseRole, in_chunks
 
 DEFAULT_WINDOW_S = 24 * 3600.0
 DEFAULT_MAX_ROWS = 20_000
@@ -65,13 +65,11 @@ class CommandLogStore(DatabaseRole):
         return None
 
     async def recall_commands(self, command_ids: Collection[str]) -> dict[str, Mapping[str, Any]]:
-        """`recall_command` for several ids in one read per 500."""
+        """`recall_command` for several ids in one read per 500 (`IN_CHUNK`)."""
         found: dict[str, Mapping[str, Any]] = {}
         ids = list(dict.fromkeys(command_ids))
         since = self._clock.now() - self.window_s
-        for start in range(0, len(ids), 500):
-            chunk = ids[start : start + 500]
-            marks = ", ".join("?" for _ in chunk)
+        for chunk, marks in in_chunks(ids):
             rows = await self._read(
                 f"SELECT command_id, reply FROM commands WHERE command_id IN ({marks})"
                 " AND received_at >= ?",

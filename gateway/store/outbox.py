@@ -27,7 +27,7 @@ from gateway.core.interfaces import NewMessage
 from gateway.core.records import OutboxItem, OutboxKind, UserProperties
 from gateway.store.group_commit import GroupCommitter
 from gateway.store.json_columns import to_json_array
-from gateway.store.sqlite import Database, DatabaseRole
+from gateway.store.sqlite import Database, DatabaseRole, in_chunks
 
 SEQUENCE_COUNTER = "cloudevents_sequence"
 _SAVE_COUNTER = """
@@ -42,7 +42,6 @@ _INSERT = """
     ON CONFLICT (coalesce_key) WHERE settled_at IS NULL AND coalesce_key IS NOT NULL DO NOTHING
 """
 _TICKET = OutboxKind.TICKET.value
-_IN_CHUNK = 500  # ids per `IN (...)`: well below SQLite's limit of bound parameters
 _SETTLE_EVENT = (
     "UPDATE outbox SET settled_at = ? WHERE event_id = ? AND settled_at IS NULL RETURNING *"
 )
@@ -158,9 +157,7 @@ class OutboxStore(DatabaseRole):
     async def get_messages(self, event_ids: Collection[str]) -> dict[str, OutboxItem]:
         found: dict[str, OutboxItem] = {}
         ids = list(dict.fromkeys(event_ids))
-        for start in range(0, len(ids), _IN_CHUNK):
-            chunk = ids[start : start + _IN_CHUNK]
-            marks = ", ".join("?" for _ in chunk)
+        for chunk, marks in in_chunks(ids):
             rows = await self._select(f"SELECT * FROM outbox WHERE event_id IN ({marks})", chunk)
             found.update((item.event_id, item) for item in rows)
         return found
@@ -225,9 +222,7 @@ class OutboxStore(DatabaseRole):
 
         def work(conn: sqlite3.Connection) -> set[str]:
             settled: set[str] = set()
-            for start in range(0, len(ids), _IN_CHUNK):
-                chunk = ids[start : start + _IN_CHUNK]
-                marks = ", ".join("?" for _ in chunk)
+            for chunk, marks in in_chunks(ids):
                 rows = conn.execute(
                     f"UPDATE outbox SET settled_at = ? WHERE settled_at IS NULL"
                     f" AND event_id IN ({marks}) RETURNING event_id",

@@ -13,7 +13,7 @@ import asyncio
 import enum
 import logging
 import sqlite3
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +31,8 @@ log = logging.getLogger(__name__)
 # the newest pages (telemetry rows append, its index is by time bucket first; tickets change
 # a few rows), and a page not cached is read from the OS's cache, not the disk.
 PAGE_CACHE = -512
+# Values per `IN (...)` list: well below SQLite's limit of bound parameters.
+IN_CHUNK = 500
 
 _R = TypeVar("_R")
 
@@ -306,3 +308,10 @@ class DatabaseStore:
 
 def _latest(migrations: Sequence[Migration]) -> int:
     return max((m.version for m in migrations), default=0)
+
+
+def in_chunks(values: Sequence[Any]) -> Iterator[tuple[Sequence[Any], str]]:
+    """`values` in chunks of `IN_CHUNK`, each with the `?, ?, ...` of its `IN (...)` list."""
+    for start in range(0, len(values), IN_CHUNK):
+        chunk = values[start : start + IN_CHUNK]
+        yield chunk, ", ".join("?" for _ in chunk)
