@@ -50,6 +50,7 @@ ACTOR = "cmms-central"
 HOT = "pump-1.bearing_temp"
 SPEED = "pump-1.motor_speed"
 PRESSES = [f"press-{n}" for n in range(1, 31)]
+COMPRESSOR = tuple(f"compressor-1.r{n}" for n in range(30))
 
 ASSETS = {
     "pump-1": AssetProfile(
@@ -71,6 +72,8 @@ ASSETS = {
         "conveyor-2", "conveyor", area="assembly", tags=("conveyor-2.speed",)
     ),
     "hydraulic-unit-1": AssetProfile("hydraulic-unit-1", "hydraulic_unit", area="press-hall"),
+    # More related tags than a ticket shows (`MAX_TAGS_IN_SNAPSHOT`), the one that trips last.
+    "compressor-1": AssetProfile("compressor-1", "compressor", area="utilities", tags=COMPRESSOR),
     # The presses are driven by the hall's hydraulic unit (`depends_on` in their device YAML).
     **{
         p: AssetProfile(
@@ -266,6 +269,43 @@ async def test_one_ticket_per_key_enriched_with_evidence_knowledge_sla_and_routi
     }
     # Issue 13: a re-trigger of an open ticket is no re-report; nothing resolved yet, no rate.
     assert plant.service.kpis()["repeat_report_rate"] is None
+
+
+async def test_the_tag_that_tripped_is_in_the_ticket_evidence_of_an_asset_with_many_tags(
+    plant: Plant,
+):
+    # A compressor with 30 scalar tags, its discharge temperature (`r29`, the last point of
+    # its YAML) trips. A ticket summarises at most 16 tags; the planner must see the one the
+    # finding names, whichever 15 others come with it.
+    for n, tag in enumerate(COMPRESSOR):
+        await plant.samples(tag, [float(n)] * 5 + [900.0 if n == 29 else float(n)])
+    tripped = COMPRESSOR[-1]
+
+    def tripping(ts: float, value: float, *, active: bool = True) -> Finding:
+        return Finding(
+            asset="compressor-1", fault_code=FaultCode.THRESHOLD_HIGH, severity=Priority.P2,
+            score=1.0, detector="threshold:discharge_temp", message="compressor-1 hot",
+            ts=ts, active=active, value=value, signal=tripped,
+        )  # fmt: skip
+
+    await plant.feed(tripping(plant.now, 900.0))
+    await plant.until(lambda c: any(r.data["asset"] == "compressor-1" for r in c.received))
+    (opened,) = [r for r in plant.opened() if r.data["asset"] == "compressor-1"]
+    telemetry = opened.data["evidence"]["telemetry"]
+    assert len(telemetry) == 16
+    assert telemetry[tripped]["max"] == 900.0 and telemetry[tripped]["last"] == 900.0
+    assert opened.data["evidence"]["signal"] == tripped
+
+    # Cleared, raised again (the open ticket enriched), asked for by the central system:
+    # still there each time.
+    ticket_id = opened.ticket_id
+    await plant.feed(tripping(plant.now + 5, 60.0, active=False), tripping(plant.now + 20, 950.0))
+    await plant.until(lambda c: "updated" in c.kinds_of(ticket_id))
+    latest = plant.central.latest(ticket_id)
+    assert latest is not None and tripped in latest["evidence"]["telemetry"]
+    snapshot = await plant.command("snapshot", ticket_id=ticket_id)
+    assert snapshot.accepted and tripped in snapshot.detail["telemetry"]
+    assert len(snapshot.detail["telemetry"]) == 16
 
 
 def _walk(value: Any) -> list[Any]:

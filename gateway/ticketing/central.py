@@ -16,6 +16,7 @@ from typing import Any
 from gateway.core.interfaces import TicketEvent
 from gateway.core.records import Shelving, Ticket, TicketState
 from gateway.ticketing import escalation, tickets
+from gateway.ticketing.evidence import signal_first
 from gateway.ticketing.ledger import Ledger
 from gateway.ticketing.noise import ConditionFlag
 from gateway.ticketing.verifier import RepairVerifier
@@ -321,7 +322,10 @@ class CentralActions:
             "asset": asset,
             "running": ledger.run_states.running(asset),
             "maintenance_until": ledger.in_maintenance(asset),
-            "telemetry": ledger.window.summary(profile.tags if profile else (), now),
+            # A ticket's own signal first, as on the ticket (`Ledger.telemetry_evidence`).
+            "telemetry": ledger.window.summary(
+                signal_first(profile.tags if profile else (), _signal_of(ticket)), now
+            ),
             "open_tickets": [
                 {"id": t.id, "state": t.state.value, "priority": t.priority.value, "key": t.key}
                 for t in open_tickets
@@ -346,3 +350,8 @@ class CentralActions:
                 "flags": sorted(ledger.flags.get(ticket.key, ())),
             }
         return document
+
+
+def _signal_of(ticket: Ticket | None) -> str | None:
+    signal = ticket.evidence.get("signal") if ticket is not None else None
+    return signal if isinstance(signal, str) else None

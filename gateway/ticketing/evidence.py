@@ -379,6 +379,18 @@ class TelemetryWindow:
         return totals
 
 
+def signal_first(tags: Sequence[str], signal: str | None) -> Sequence[str]:
+    """`tags` with `signal` and the tags derived from it (`<signal>.<feature>`, a vibration
+    detector's features of its waveform) moved to the front, `signal` added if missing: a
+    summary shows at most `MAX_TAGS_IN_SNAPSHOT` tags, in the order asked."""
+    if signal is None:
+        return tags
+    prefix = signal + "."
+    derived = [tag for tag in tags if tag.startswith(prefix)]
+    rest = [tag for tag in tags if tag != signal and not tag.startswith(prefix)]
+    return [signal, *derived, *rest]
+
+
 def _usable(samples: Iterable[Sample]) -> Iterator[tuple[str, float, float]]:
     """`(tag, ts, value)` of the samples with a finite value that are not BAD."""
     bad, isfinite = Quality.BAD, math.isfinite

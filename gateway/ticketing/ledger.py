@@ -42,7 +42,7 @@ from gateway.core.records import (
 from gateway.ticketing import escalation, tickets
 from gateway.ticketing.conditions import ConditionPolicy, normal
 from gateway.ticketing.deadlines import DeadlineQueue
-from gateway.ticketing.evidence import TelemetryWindow
+from gateway.ticketing.evidence import TelemetryWindow, signal_first
 from gateway.ticketing.ids import TicketIds
 from gateway.ticketing.noise import ConditionFlag, RunStates
 from gateway.ticketing.outcomes import Outcomes
@@ -155,8 +155,13 @@ class Ledger:
     def condition_active(self, key: str) -> bool:
         return self.condition(key).state in (ConditionState.ACTIVE, ConditionState.CLEARING)
 
-    def telemetry_evidence(self, profile: AssetProfile, now: float) -> dict[str, Any]:
-        summary = self.window.summary(profile.tags, now)
+    def telemetry_evidence(
+        self, profile: AssetProfile, now: float, *, signal: str | None = None
+    ) -> dict[str, Any]:
+        """The asset's related tags summarised over the evidence window, `signal` (the tag
+        the finding was read from) first: a ticket shows at most `MAX_TAGS_IN_SNAPSHOT`
+        tags, and on an asset with more, the one that tripped must not be left out."""
+        summary = self.window.summary(signal_first(profile.tags, signal), now)
         return {"telemetry": summary} if summary else {}
 
     # --- writing ------------------------------------------------------------------------------

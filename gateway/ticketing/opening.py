@@ -70,7 +70,9 @@ class TicketOpener:
             ledger.open[enriched.key] = enriched
             return
         profile = ledger.profile(ticket.asset)
-        evidence = dict(enriched.evidence) | ledger.telemetry_evidence(profile, finding.ts)
+        evidence = dict(enriched.evidence) | ledger.telemetry_evidence(
+            profile, finding.ts, signal=finding.signal
+        )
         enriched = replace(enriched, evidence=evidence)
         await ledger.commit(enriched, [event])
         escalated = enriched.priority is not ticket.priority
@@ -115,7 +117,7 @@ class TicketOpener:
             respond_by=respond_by,
             resolve_by=resolve_by,
             attributes=attrs,
-            extra_evidence=ledger.telemetry_evidence(profile, opened_at),
+            extra_evidence=ledger.telemetry_evidence(profile, opened_at, signal=finding.signal),
         )
         await ledger.commit(ticket, [event])
         ledger.counters.opened += 1
@@ -146,7 +148,8 @@ class TicketOpener:
             occurrences=last.occurrences + 1,
             last_seen=finding.ts,
             peak_value=tickets.more_extreme(last.fault_code, last.peak_value, finding.value),
-            evidence=tickets.evidence_of(finding) | ledger.telemetry_evidence(profile, now),
+            evidence=tickets.evidence_of(finding)
+            | ledger.telemetry_evidence(profile, now, signal=finding.signal),
             respond_by=respond_by,
             resolve_by=resolve_by,
             attributes=attrs,

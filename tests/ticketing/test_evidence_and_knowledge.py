@@ -4,7 +4,13 @@ import pytest
 
 from gateway.core.errors import ConfigError
 from gateway.core.records import Sample
-from gateway.ticketing.evidence import TelemetryWindow, compare_to_baseline, trend
+from gateway.ticketing.evidence import (
+    MAX_TAGS_IN_SNAPSHOT,
+    TelemetryWindow,
+    compare_to_baseline,
+    signal_first,
+    trend,
+)
 from gateway.ticketing.knowledge import KnowledgeBase
 from tests.support.site import REPO
 
@@ -77,3 +83,19 @@ def test_every_problem_of_a_knowledge_file_is_reported_at_once():
         "k.yaml: entries.1.fault_code: is required",
         "k.yaml: entries.2.colour: unknown key `colour`",
     ]
+
+
+def test_the_signal_and_its_derived_tags_lead_a_summary_of_more_tags_than_it_shows():
+    # 20 scalar tags, then the features a vibration detector derives from its waveform `w`:
+    # a finding on `w` shows its features, a finding on `t19` shows `t19`, whatever the cap.
+    tags = [f"a.t{n}" for n in range(20)] + ["a.w.rms", "a.w.kurtosis"]
+    window = TelemetryWindow(window_s=60)
+    window.add([Sample(tag, ts, 1.0) for ts in (10.0, 20.0) for tag in tags])
+    assert signal_first(tags, None) == tags
+    on_waveform = window.summary(signal_first(tags, "a.w"), now=20)
+    assert len(on_waveform) == MAX_TAGS_IN_SNAPSHOT
+    assert list(on_waveform)[:2] == ["a.w.rms", "a.w.kurtosis"]  # `a.w` itself has no scalars
+    on_scalar = window.summary(signal_first(tags, "a.t19"), now=20)
+    assert next(iter(on_scalar)) == "a.t19" and len(on_scalar) == MAX_TAGS_IN_SNAPSHOT
+    # As asked, without a signal: the first tags of the profile, the rest left out.
+    assert "a.t19" not in window.summary(tags, now=20)
