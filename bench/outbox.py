@@ -291,10 +291,15 @@ async def one_run(folder: Path, port: int, args: argparse.Namespace) -> Run:
 
 async def measure(args: argparse.Namespace) -> list[Run]:
     runs = []
-    with MosquittoBroker(extra_config=BROKER_CONFIG) as broker:
-        for _ in range(args.runs):
-            with tempfile.TemporaryDirectory(dir=args.dir) as folder:
-                runs.append(await one_run(Path(folder), broker.port, args))
+    for _ in range(args.runs):
+        # A broker per run: the uplink's session is persistent (one client id), so a broker
+        # kept across runs hands the next run the acks the last one handled but had not yet
+        # PUBACKed when it stopped (a few hundred, each refused as unknown: not this run's).
+        with (
+            MosquittoBroker(extra_config=BROKER_CONFIG) as broker,
+            tempfile.TemporaryDirectory(dir=args.dir) as folder,
+        ):
+            runs.append(await one_run(Path(folder), broker.port, args))
     return runs
 
 
