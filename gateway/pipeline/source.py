@@ -25,6 +25,7 @@ from gateway.core.errors import DeviceTimeout, DeviceUnreachable, DriverError
 from gateway.core.interfaces import LineUnit, PollingDriver, QueueItem, Record, SharedLine
 from gateway.core.plugins import Probe
 from gateway.core.records import Poll, Tag
+from gateway.core.ticks import rounded_up, sleep_until, within
 from gateway.pipeline.quality import PointQuality, quality_statistics
 from gateway.pipeline.record_queue import RecordQueue
 from gateway.pipeline.statistics import DeviceStatistics, SourceState
@@ -157,10 +158,13 @@ class PollingSource:
         self._next_tick = math.floor(loop.time() / TICK_LATTICE_S) * TICK_LATTICE_S
         while True:
             started = loop.time()
+            # Rounded up, so that the polls of a slot share one timer (`ticks.within`): the
+            # bound is `timeout` to 20 ms more.
+            deadline = rounded_up(started + self._timeout)
             try:
-                # `timeout` rather than `wait_for`: no task per poll (Python 3.11), and a
-                # cancel arriving as the read completes is not swallowed.
-                async with asyncio.timeout(self._timeout):
+                # Not `wait_for`: no task per poll, and a cancel arriving as the read
+                # completes is not swallowed.
+                async with within(loop, deadline):
                     records = await driver.read()
             except TimeoutError:
                 return DeviceTimeout(f"no answer within {format_seconds(self._timeout)} s")
@@ -252,23 +256,6 @@ class PollingSource:
             self._skipped += round((due - self._next_tick) / self._period)
             self._next_tick = due
         await sleep_until(loop, self._next_tick)
-
-
-async def sleep_until(loop: asyncio.AbstractEventLoop, deadline: float) -> None:
-    """`asyncio.sleep` to a time of the loop's clock rather than for a delay: sources whose
-    ticks are the same number get timers the loop runs in one turn (a delay is added to the
-    time of the call, which differs by microseconds from one source to the next)."""
-    waiter: asyncio.Future[None] = loop.create_future()
-    timer = loop.call_at(deadline, _wake, waiter)
-    try:
-        await waiter
-    finally:
-        timer.cancel()
-
-
-def _wake(waiter: asyncio.Future[None]) -> None:
-    if not waiter.done():  # cancelled meanwhile
-        waiter.set_result(None)
 
 
 def stagger_phases(

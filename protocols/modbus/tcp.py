@@ -2,9 +2,10 @@
 request at a time, our timeout, and every failure in our DriverError family.
 
 pymodbus's client spent about 185 µs of CPU per request over a bare asyncio exchange of the
-same bytes (280 against 65 µs, measured 2026-12-03), in its transaction manager, framer, per-request
-`wait_for` task and eager debug formatting. Here a request is one `transport.write`, one
-future and one timer; the answer is checked in `data_received` (protocols/modbus/mbap.py).
+same bytes (280 against 65 µs, measured 2026-12-03), in its transaction manager, framer,
+per-request `wait_for` task and eager debug formatting. Here a request is one
+`transport.write`, one future and a place on a timer shared with the slot's other requests
+(`gateway.core.ticks`); the answer is checked in `data_received` (protocols/modbus/mbap.py).
 Measured 2026-12-06 (load 2-3, reads of 30 holding registers from a pymodbus server in another
 process, client CPU time): 170-198 µs per request through pymodbus's client, 104-114 µs
 through this one, 110-123 µs for a bare Protocol exchanging fixed bytes.
@@ -28,6 +29,7 @@ import logging
 import socket
 
 from gateway.core.errors import BadResponse, DeviceTimeout, DeviceUnreachable, DriverError
+from gateway.core.ticks import call_at, rounded_up
 from protocols.modbus.config import RegisterTable
 from protocols.modbus.mbap import (
     FUNCTION_CODES,
@@ -113,13 +115,15 @@ class ModbusTcpLink(asyncio.Protocol):
         function = FUNCTION_CODES[table]
         self._transaction = transaction = self._transaction % 0xFFFF + 1
         self._function, self._table, self._address, self._count = function, table, address, count
-        self._answer = answer = self._loop.create_future()
-        timer = self._loop.call_later(self._timeout, self._expire, answer)
+        loop = self._loop
+        self._answer = answer = loop.create_future()
+        # On the timer shared by the requests of a slot (`gateway.core.ticks`), never
+        # cancelled: an expiry after the answer finds the future done and does nothing.
+        call_at(loop, rounded_up(loop.time() + self._timeout), self._expire, answer)
         try:
             transport.write(request_frame(transaction, self._unit, function, address, count))
             result = await answer
         finally:
-            timer.cancel()
             self._answer = None
         if type(result) is list:
             return result
