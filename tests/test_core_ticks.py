@@ -4,6 +4,8 @@ time, `asyncio.timeout_at`), and the waiters of one deadline share one timer of 
 from __future__ import annotations
 
 import asyncio
+import gc
+import weakref
 
 import pytest
 
@@ -148,3 +150,26 @@ def test_deadlines_of_one_slot_round_up_to_one_float():
     (deadline,) = rounded
     assert all(start + 1.5 <= deadline < start + 1.5 + GRANULARITY_S for start in starts)
     assert rounded_up(2.0) == 2.0  # already on the grid
+
+
+def test_a_loop_that_used_the_shared_timers_is_not_kept_alive_by_them():
+    # Each test of the suite has a loop of its own, and a source cancelled mid-sleep leaves
+    # its sleeper, its poll's deadline and its request's expiry pending: none of it may keep
+    # the closed loop alive.
+    loop = asyncio.new_event_loop()
+
+    async def poll_then_sleep() -> None:
+        running = asyncio.get_running_loop()
+        async with within(running, running.time() + 1.0):
+            call_at(running, running.time() + 10.0, print, "never")
+        await sleep_until(running, running.time() + 10.0)
+
+    task = loop.create_task(poll_then_sleep())
+    loop.run_until_complete(asyncio.sleep(0.01))
+    task.cancel()
+    loop.run_until_complete(asyncio.gather(task, return_exceptions=True))
+    loop.close()
+    ref = weakref.ref(loop)
+    del loop, task
+    gc.collect()
+    assert ref() is None

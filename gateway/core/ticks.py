@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import asyncio
 import math
-import weakref
 from collections.abc import Callable
 from types import TracebackType
 from typing import Any
@@ -34,49 +33,57 @@ def rounded_up(deadline: float) -> float:
 
 
 class _Watch:
-    """One `within` block: its task, and whether the deadline passed while it was inside."""
+    """One `within` block: its task while it is inside (let go at the exit: the watch stays
+    on its deadline's list until then, and must not keep a finished task alive), and whether
+    the deadline passed while it was inside."""
 
-    __slots__ = ("cancelling", "expired", "inside", "task")
+    __slots__ = ("cancelling", "expired", "task")
 
     def __init__(self, task: asyncio.Task[object], cancelling: int) -> None:
-        self.task = task
+        self.task: asyncio.Task[object] | None = task
         self.cancelling = cancelling  # the task's cancel requests when the block was entered
-        self.inside = True
         self.expired = False
 
 
 class _Timers:
-    """The shared timers of one event loop."""
+    """The shared timers of one event loop (kept on it, `_timers`; the loop is passed in)."""
 
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        self._loop = loop
+    def __init__(self) -> None:
         self._sleepers: dict[float, list[asyncio.Future[None]]] = {}
         self._watches: dict[float, list[_Watch]] = {}
         self._calls: dict[float, list[tuple[Callable[[Any], object], Any]]] = {}
 
-    def sleeper(self, deadline: float) -> asyncio.Future[None]:
-        waiter: asyncio.Future[None] = self._loop.create_future()
+    def sleeper(self, loop: asyncio.AbstractEventLoop, deadline: float) -> asyncio.Future[None]:
+        waiter: asyncio.Future[None] = loop.create_future()
         waiting = self._sleepers.get(deadline)
         if waiting is None:
             waiting = self._sleepers[deadline] = []
-            self._loop.call_at(deadline, self._wake, deadline)
+            loop.call_at(deadline, self._wake, deadline)
         waiting.append(waiter)
         return waiter
 
-    def watch(self, deadline: float, task: asyncio.Task[object]) -> _Watch:
+    def watch(
+        self, loop: asyncio.AbstractEventLoop, deadline: float, task: asyncio.Task[object]
+    ) -> _Watch:
         watch = _Watch(task, task.cancelling())
         watching = self._watches.get(deadline)
         if watching is None:
             watching = self._watches[deadline] = []
-            self._loop.call_at(deadline, self._expire, deadline)
+            loop.call_at(deadline, self._expire, deadline)
         watching.append(watch)
         return watch
 
-    def call(self, deadline: float, callback: Callable[[Any], object], arg: Any) -> None:
+    def call(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        deadline: float,
+        callback: Callable[[Any], object],
+        arg: Any,
+    ) -> None:
         calls = self._calls.get(deadline)
         if calls is None:
             calls = self._calls[deadline] = []
-            self._loop.call_at(deadline, self._run, deadline)
+            loop.call_at(deadline, self._run, deadline)
         calls.append((callback, arg))
 
     def _run(self, deadline: float) -> None:
@@ -90,18 +97,21 @@ class _Timers:
 
     def _expire(self, deadline: float) -> None:
         for watch in self._watches.pop(deadline):
-            if watch.inside:
+            if watch.task is not None:  # still inside
                 watch.expired = True
                 watch.task.cancel()
 
 
-_TIMERS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Timers] = weakref.WeakKeyDictionary()
+# A loop's timers are kept on the loop itself: their pending waiters refer to the loop, so a
+# module-level map (even a weak one) would keep every loop that ever waited alive.
+_ATTRIBUTE = "_gateway_shared_timers"
 
 
 def _timers(loop: asyncio.AbstractEventLoop) -> _Timers:
-    timers = _TIMERS.get(loop)
+    timers: _Timers | None = getattr(loop, _ATTRIBUTE, None)
     if timers is None:
-        timers = _TIMERS[loop] = _Timers(loop)
+        timers = _Timers()
+        setattr(loop, _ATTRIBUTE, timers)  # asyncio's loops take attributes
     return timers
 
 
@@ -109,7 +119,7 @@ async def sleep_until(loop: asyncio.AbstractEventLoop, deadline: float) -> None:
     """Sleep until `deadline` of the loop's clock; the sleepers of one deadline share a
     timer and wake in one turn of the loop (a delay would be added to the time of each call,
     which differs by microseconds from one sleeper to the next)."""
-    await _timers(loop).sleeper(deadline)
+    await _timers(loop).sleeper(loop, deadline)
 
 
 def call_at(
@@ -118,7 +128,7 @@ def call_at(
     """`loop.call_at(deadline, callback, arg)` on the timer shared by that deadline. It cannot
     be cancelled: a callback that may come too late checks whether it is still wanted (a
     request's expiry looks whether its answer came), which costs less than a timer each."""
-    _timers(loop).call(deadline, callback, arg)
+    _timers(loop).call(loop, deadline, callback, arg)
 
 
 class within:  # named as `asyncio.timeout_at`, which it stands for
@@ -137,7 +147,7 @@ class within:  # named as `asyncio.timeout_at`, which it stands for
         task = asyncio.current_task()
         if task is None:
             raise RuntimeError("`within` must be used inside a task")
-        self._watch = _timers(self._loop).watch(self._deadline, task)
+        self._watch = _timers(self._loop).watch(self._loop, self._deadline, task)
 
     async def __aexit__(
         self,
@@ -146,9 +156,9 @@ class within:  # named as `asyncio.timeout_at`, which it stands for
         tb: TracebackType | None,
     ) -> None:
         watch = self._watch
-        assert watch is not None, "left before entered"
-        watch.inside = False
+        assert watch is not None and watch.task is not None, "left before entered"
+        task, watch.task = watch.task, None
         if watch.expired and (
-            watch.task.uncancel() <= watch.cancelling and exc_type is asyncio.CancelledError
+            task.uncancel() <= watch.cancelling and exc_type is asyncio.CancelledError
         ):
             raise TimeoutError from exc
