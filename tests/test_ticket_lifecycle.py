@@ -254,6 +254,7 @@ async def test_one_ticket_per_key_enriched_with_evidence_knowledge_sla_and_routi
     )
     assert summary["trend"] == "rising"
     assert data["evidence"]["telemetry"][SPEED]["trend"] == "steady"
+    assert "telemetry_related_tags" not in data["evidence"]  # both of its 2 tags are shown
     assert not any(isinstance(v, list) and len(v) > 20 for v in _walk(data)), "no raw arrays"
 
     latest = plant.central.latest(ticket_id)
@@ -295,6 +296,7 @@ async def test_the_tag_that_tripped_is_in_the_ticket_evidence_of_an_asset_with_m
     assert len(telemetry) == 16
     assert telemetry[tripped]["max"] == 900.0 and telemetry[tripped]["last"] == 900.0
     assert opened.data["evidence"]["signal"] == tripped
+    assert opened.data["evidence"]["telemetry_related_tags"] == 30  # the list is cut: says so
 
     # Cleared, raised again (the open ticket enriched), asked for by the central system:
     # still there each time.

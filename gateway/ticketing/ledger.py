@@ -42,7 +42,7 @@ from gateway.core.records import (
 from gateway.ticketing import escalation, tickets
 from gateway.ticketing.conditions import ConditionPolicy, normal
 from gateway.ticketing.deadlines import DeadlineQueue
-from gateway.ticketing.evidence import TelemetryWindow, signal_first
+from gateway.ticketing.evidence import MAX_TAGS_IN_SNAPSHOT, TelemetryWindow, signal_first
 from gateway.ticketing.ids import TicketIds
 from gateway.ticketing.noise import ConditionFlag, RunStates
 from gateway.ticketing.outcomes import Outcomes
@@ -160,9 +160,15 @@ class Ledger:
     ) -> dict[str, Any]:
         """The asset's related tags summarised over the evidence window, `signal` (the tag
         the finding was read from) first: a ticket shows at most `MAX_TAGS_IN_SNAPSHOT`
-        tags, and on an asset with more, the one that tripped must not be left out."""
+        tags, and on an asset with more, the one that tripped must not be left out. An asset
+        with more related tags than that says how many (`telemetry_related_tags`), so that
+        the planner knows the list is cut."""
         summary = self.window.summary(signal_first(profile.tags, signal), now)
-        return {"telemetry": summary} if summary else {}
+        if not summary:
+            return {}
+        if len(profile.tags) > MAX_TAGS_IN_SNAPSHOT:
+            return {"telemetry": summary, "telemetry_related_tags": len(profile.tags)}
+        return {"telemetry": summary}
 
     # --- writing ------------------------------------------------------------------------------
 
