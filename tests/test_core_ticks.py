@@ -16,7 +16,7 @@ def counting_call_at(loop: asyncio.AbstractEventLoop, monkeypatch: pytest.Monkey
     calls: list[float] = []
     real = loop.call_at
 
-    def call_at(when, callback, *args, **kwargs):  # type: ignore[no-untyped-def]
+    def call_at(when, callback, *args, **kwargs):
         calls.append(when)
         return real(when, callback, *args, **kwargs)
 
@@ -173,3 +173,25 @@ def test_a_loop_that_used_the_shared_timers_is_not_kept_alive_by_them():
     del loop, task
     gc.collect()
     assert ref() is None
+
+
+async def test_a_failing_call_does_not_cost_the_others_of_its_deadline_their_call():
+    loop = asyncio.get_running_loop()
+    reported: list[dict[str, object]] = []
+    loop.set_exception_handler(lambda _, context: reported.append(context))
+    try:
+        ran: list[str] = []
+
+        def broken(_: object) -> None:
+            raise ValueError("broken callback")
+
+        deadline = loop.time() + 0.02
+        call_at(loop, deadline, ran.append, "first")
+        call_at(loop, deadline, broken, None)
+        call_at(loop, deadline, ran.append, "last")
+        await asyncio.sleep(0.05)
+    finally:
+        loop.set_exception_handler(None)
+    assert ran == ["first", "last"]
+    (context,) = reported
+    assert isinstance(context["exception"], ValueError)

@@ -83,12 +83,19 @@ class _Timers:
         calls = self._calls.get(deadline)
         if calls is None:
             calls = self._calls[deadline] = []
-            loop.call_at(deadline, self._run, deadline)
+            loop.call_at(deadline, self._run, loop, deadline)
         calls.append((callback, arg))
 
-    def _run(self, deadline: float) -> None:
+    def _run(self, loop: asyncio.AbstractEventLoop, deadline: float) -> None:
         for callback, arg in self._calls.pop(deadline):
-            callback(arg)
+            try:
+                callback(arg)
+            except Exception as exc:  # reported as the loop reports a failed callback
+                # The others of the deadline still run: a request's expiry lost to another's
+                # failure would leave that request waiting until its poll's timeout.
+                loop.call_exception_handler(
+                    {"message": f"shared timer callback {callback!r} failed", "exception": exc}
+                )
 
     def _wake(self, deadline: float) -> None:
         for waiter in self._sleepers.pop(deadline):
