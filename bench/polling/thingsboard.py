@@ -289,8 +289,8 @@ def main() -> None:
     scenario = Scenario(name, args.devices, args.registers, args.period)
     print(f"machine: {cpu_model()}, {os.cpu_count()} cores; ms_per_1000_regs as configured")
     runs = []
+    silent = args.silent_platform
     for n in range(args.runs):
-        silent = args.silent_platform
         runs.append(
             run_once(
                 args.tb, scenario, args.seconds, args.warmup, args.layout, block, silent=silent

@@ -46,32 +46,11 @@ class _Watch:
 
 
 class _Timers:
-    """The shared timers of one event loop (kept on it, `_timers`; the loop is passed in)."""
+    """The shared timers of one event loop (kept on it, `_timers`; the loop is passed in): per
+    deadline, the calls due then, run by one timer."""
 
     def __init__(self) -> None:
-        self._sleepers: dict[float, list[asyncio.Future[None]]] = {}
-        self._watches: dict[float, list[_Watch]] = {}
         self._calls: dict[float, list[tuple[Callable[[Any], object], Any]]] = {}
-
-    def sleeper(self, loop: asyncio.AbstractEventLoop, deadline: float) -> asyncio.Future[None]:
-        waiter: asyncio.Future[None] = loop.create_future()
-        waiting = self._sleepers.get(deadline)
-        if waiting is None:
-            waiting = self._sleepers[deadline] = []
-            loop.call_at(deadline, self._wake, deadline)
-        waiting.append(waiter)
-        return waiter
-
-    def watch(
-        self, loop: asyncio.AbstractEventLoop, deadline: float, task: asyncio.Task[object]
-    ) -> _Watch:
-        watch = _Watch(task, task.cancelling())
-        watching = self._watches.get(deadline)
-        if watching is None:
-            watching = self._watches[deadline] = []
-            loop.call_at(deadline, self._expire, deadline)
-        watching.append(watch)
-        return watch
 
     def call(
         self,
@@ -97,16 +76,16 @@ class _Timers:
                     {"message": f"shared timer callback {callback!r} failed", "exception": exc}
                 )
 
-    def _wake(self, deadline: float) -> None:
-        for waiter in self._sleepers.pop(deadline):
-            if not waiter.done():  # a sleeper cancelled meanwhile
-                waiter.set_result(None)
 
-    def _expire(self, deadline: float) -> None:
-        for watch in self._watches.pop(deadline):
-            if watch.task is not None:  # still inside
-                watch.expired = True
-                watch.task.cancel()
+def _wake(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():  # a sleeper cancelled meanwhile
+        waiter.set_result(None)
+
+
+def _expire(watch: _Watch) -> None:
+    if watch.task is not None:  # still inside its block
+        watch.expired = True
+        watch.task.cancel()
 
 
 # A loop's timers are kept on the loop itself: their pending waiters refer to the loop, so a
@@ -126,7 +105,9 @@ async def sleep_until(loop: asyncio.AbstractEventLoop, deadline: float) -> None:
     """Sleep until `deadline` of the loop's clock; the sleepers of one deadline share a
     timer and wake in one turn of the loop (a delay would be added to the time of each call,
     which differs by microseconds from one sleeper to the next)."""
-    await _timers(loop).sleeper(loop, deadline)
+    waiter: asyncio.Future[None] = loop.create_future()
+    call_at(loop, deadline, _wake, waiter)
+    await waiter
 
 
 def call_at(
@@ -154,7 +135,8 @@ class within:  # named as `asyncio.timeout_at`, which it stands for
         task = asyncio.current_task()
         if task is None:
             raise RuntimeError("`within` must be used inside a task")
-        self._watch = _timers(self._loop).watch(self._loop, self._deadline, task)
+        self._watch = watch = _Watch(task, task.cancelling())
+        call_at(self._loop, self._deadline, _expire, watch)
 
     async def __aexit__(
         self,
