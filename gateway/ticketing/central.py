@@ -16,7 +16,6 @@ from typing import Any
 from gateway.core.interfaces import TicketEvent
 from gateway.core.records import Shelving, Ticket, TicketState
 from gateway.ticketing import escalation, tickets
-from gateway.ticketing.evidence import signal_first
 from gateway.ticketing.ledger import Ledger
 from gateway.ticketing.noise import ConditionFlag
 from gateway.ticketing.verifier import RepairVerifier
@@ -317,15 +316,13 @@ class CentralActions:
         asset = ticket.asset if ticket is not None else asset
         if asset is None:
             raise ValueError("snapshot needs a ticket or an asset")
-        profile = ledger.assets.get(asset)
+        # The tags as the ticket shows them: its own signal first.
+        evidence = ledger.telemetry_evidence(ledger.profile(asset), now, signal=_signal_of(ticket))
         document: dict[str, Any] = {
             "asset": asset,
             "running": ledger.run_states.running(asset),
             "maintenance_until": ledger.in_maintenance(asset),
-            # A ticket's own signal first, as on the ticket (`Ledger.telemetry_evidence`).
-            "telemetry": ledger.window.summary(
-                signal_first(profile.tags if profile else (), _signal_of(ticket)), now
-            ),
+            "telemetry": evidence.get("telemetry", {}),
             "open_tickets": [
                 {"id": t.id, "state": t.state.value, "priority": t.priority.value, "key": t.key}
                 for t in open_tickets
